@@ -1,0 +1,58 @@
+# fleetcast: one entry point for a newcomer and for CI.
+#   make demo   set up everything, then data -> train -> export -> appliance + dashboard
+#   make test   set up everything, lint, run every test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+APPLIANCE_VENV ?= .venv-appliance
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+PKGS := -e ./contract -e ./trainer -e ./exporter -e ./appliance[cpu] -e ./dashboard
+DEV := pytest>=8 ruff>=0.6 pytest-playwright>=0.5 httpx>=0.27 websockets>=12
+# CPU build of torch that installs offline on the project's machines (see README.md#install).
+TORCH := torch==2.13.0
+
+.PHONY: setup setup-appliance demo test lint test-py test-appliance-notorch system-deps clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python contract/pyproject.toml trainer/pyproject.toml exporter/pyproject.toml appliance/pyproject.toml dashboard/pyproject.toml
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q $(PKGS) $(DEV)
+	touch $@
+
+setup: $(VENV)/.installed
+
+# The appliance alone, as on an edge box: no torch, lightning, pandas or pytorch-forecasting.
+$(APPLIANCE_VENV)/.installed: contract/pyproject.toml appliance/pyproject.toml
+	$(PYTHON) -m venv $(APPLIANCE_VENV)
+	$(APPLIANCE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(APPLIANCE_VENV)/bin/python -m pip install -q -e ./contract -e ./appliance[cpu] $(DEV)
+	touch $@
+
+setup-appliance: $(APPLIANCE_VENV)/.installed
+
+system-deps:
+	./.ci/system-deps
+
+demo: setup
+	$(BIN)/python -m fleetcast.contract.demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test-py: setup
+	$(BIN)/python -m pytest
+
+test-appliance-notorch: setup-appliance
+	@if [ -d appliance/tests ] && ls appliance/tests/test_*.py >/dev/null 2>&1; then \
+	  FLEETCAST_NO_TORCH=1 $(APPLIANCE_VENV)/bin/python -m pytest appliance/tests -m "not browser"; \
+	else echo "no appliance tests yet"; fi
+
+test: lint test-py test-appliance-notorch
+
+clean:
+	rm -rf $(VENV) $(APPLIANCE_VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,103 @@
+"""The ``fleetcast`` program: one CLI, subcommands contributed by the installed distributions.
+
+Each distribution registers ``name = "module:function"`` in the ``fleetcast.commands``
+entry-point group; the function receives the argparse sub-parsers object and adds its
+parser with ``set_defaults(handler=...)``. Handlers import their heavy modules lazily,
+so ``fleetcast --help`` stays fast and imports no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from importlib.metadata import PackageNotFoundError, entry_points, version
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["KNOWN_COMMANDS", "build_parser", "main"]
+
+KNOWN_COMMANDS: dict[str, str] = {
+    "generate": "fleetcast-contract",
+    "validate": "fleetcast-contract",
+    "train": "fleetcast-trainer",
+    "evaluate": "fleetcast-trainer",
+    "export": "fleetcast-exporter",
+    "serve": "fleetcast-appliance",
+    "dashboard": "fleetcast-dashboard",
+    "bench": "fleetcast-exporter",
+    "import": "fleetcast-trainer",
+}
+"""Every subcommand fleetcast has, and the distribution that provides it."""
+
+_DISTRIBUTIONS = (
+    "fleetcast-contract",
+    "fleetcast-trainer",
+    "fleetcast-exporter",
+    "fleetcast-appliance",
+    "fleetcast-dashboard",
+)
+
+
+def _versions() -> str:
+    lines = []
+    for dist in _DISTRIBUTIONS:
+        try:
+            lines.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            lines.append(f"{dist} (not installed)")
+    from fleetcast.contract.schema import CONTRACT_VERSION
+
+    lines.append(f"data contract {CONTRACT_VERSION}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every installed subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="fleetcast",
+        description="Forecast a server fleet's health: data, training, export, the appliance.",
+    )
+    parser.add_argument("--version", action="version", version=_versions())
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for ep in sorted(entry_points(group="fleetcast.commands"), key=lambda e: e.name):
+        ep.load()(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fleetcast`` program; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    registered = set(parser._subparsers._group_actions[0].choices) if parser._subparsers else set()  # noqa: SLF001
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first is not None and first not in registered and first in KNOWN_COMMANDS:
+        dist = KNOWN_COMMANDS[first]
+        print(
+            f"fleetcast: the '{first}' command is provided by {dist}, which is not installed. "
+            f"Fix: pip install {dist} (or `make setup` in a checkout). See README.md#install.",
+            file=sys.stderr,
+        )
+        return 2
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(handler(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

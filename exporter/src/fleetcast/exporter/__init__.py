@@ -1,0 +1,5 @@
+"""fleetcast.exporter — see docs/ARCHITECTURE.md."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
