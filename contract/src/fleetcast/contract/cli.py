@@ -56,26 +56,62 @@ def _versions() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every installed subcommand registered."""
+    return _build_parser()[0]
+
+
+def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
+    """The parser, and the subcommands whose entry point failed to load (name -> error).
+
+    A broken plugin must not take the other commands down with it: its failure is
+    remembered and reported only when that command is asked for.
+    """
     parser = argparse.ArgumentParser(
         prog="fleetcast",
         description="Forecast a server fleet's health: data, training, export, the appliance.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keeps --version's lines
     )
     parser.add_argument("--version", action="version", version=_versions())
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    broken: dict[str, str] = {}
     for ep in sorted(entry_points(group="fleetcast.commands"), key=lambda e: e.name):
-        ep.load()(sub)
-    return parser
+        try:
+            ep.load()(sub)
+        except Exception as exc:  # a plugin's bug, reported when its command is used
+            broken[ep.name] = f"{type(exc).__name__}: {exc}"
+    return parser, broken
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The subcommand in ``argv``: the first word that is neither an option nor its value."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--log-level":
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fleetcast`` program; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    registered = set(parser._subparsers._group_actions[0].choices) if parser._subparsers else set()  # noqa: SLF001
-    first = next((a for a in argv if not a.startswith("-")), None)
+    parser, broken = _build_parser()
+    registered = set(parser._subparsers._group_actions[0].choices) if parser._subparsers else set()
+    first = _command_word(argv)
+    if first is not None and first in broken and first not in registered:
+        dist = KNOWN_COMMANDS.get(first, "the distribution that provides it")
+        print(
+            f"fleetcast: the '{first}' command is installed but failed to load "
+            f"({broken[first]}). Fix: reinstall {dist} (pip install -e ./<component> or "
+            "`make setup`). See README.md#install.",
+            file=sys.stderr,
+        )
+        return 2
     if first is not None and first not in registered and first in KNOWN_COMMANDS:
         dist = KNOWN_COMMANDS[first]
         print(

@@ -1,0 +1,71 @@
+"""The ``fleetcast`` program: --version, plugins, commands of missing or broken distributions."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib.metadata import EntryPoint
+
+import pytest
+
+from fleetcast.contract import cli
+
+VALIDATE = EntryPoint(
+    name="validate",
+    value="fleetcast.contract.commands:register_validate",
+    group="fleetcast.commands",
+)
+
+
+def only_validate(monkeypatch, *extra: EntryPoint) -> None:
+    """Pretend that only fleetcast-contract's validate (and ``extra``) are installed."""
+    monkeypatch.setattr(cli, "entry_points", lambda **_: [VALIDATE, *extra])
+
+
+def test_version_lists_distributions_and_contract():
+    out = subprocess.run(
+        [sys.executable, "-m", "fleetcast.contract.cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("fleetcast-contract ")
+    assert lines[-1] == "data contract 1.0.0"
+    assert len(lines) == 6
+
+
+def test_missing_distribution_names_the_package(monkeypatch, capsys):
+    only_validate(monkeypatch)
+    assert cli.main(["train", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "the 'train' command is provided by fleetcast-trainer, which is not installed" in err
+    assert "pip install fleetcast-trainer" in err
+    assert cli.main(["--log-level", "ERROR", "serve"]) == 2
+    assert "pip install fleetcast-appliance" in capsys.readouterr().err
+
+
+def test_broken_plugin_does_not_break_other_commands(monkeypatch, capsys, tmp_path):
+    broken = EntryPoint(
+        name="generate", value="fleetcast.contract.nope:register", group="fleetcast.commands"
+    )
+    only_validate(monkeypatch, broken)
+    assert cli.main(["generate"]) == 2
+    err = capsys.readouterr().err
+    assert "the 'generate' command is installed but failed to load (ModuleNotFoundError" in err
+    assert "reinstall fleetcast-contract" in err
+    assert cli.main(["validate", str(tmp_path / "none.parquet")]) == 2
+    assert "No such file" in capsys.readouterr().err
+
+
+def test_no_command_prints_help(monkeypatch, capsys):
+    only_validate(monkeypatch)
+    assert cli.main([]) == 0
+    assert "validate" in capsys.readouterr().out
+
+
+def test_unknown_command_is_an_argparse_error(monkeypatch):
+    only_validate(monkeypatch)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["frobnicate"])
+    assert info.value.code == 2
