@@ -1,0 +1,185 @@
+"""Bundle → ``model.onnx``: load the bundle, take real windows of its training data, export.
+
+This is what ``fleetcast export --bundle models/latest`` runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fleetcast.exporter.export import ExportError, ExportOptions, ExportReport, export_model
+from fleetcast.exporter.metadata import spec_from_bundle
+from fleetcast.exporter.parity import collate_windows, select_windows
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import onnx
+    import pandas as pd
+    import pyarrow as pa
+    import torch
+
+    from fleetcast.trainer.bundle import Bundle
+
+__all__ = [
+    "DEFAULT_DATA",
+    "ONNX_FILE",
+    "WindowSource",
+    "export_bundle",
+    "parity_windows",
+]
+
+logger = logging.getLogger("fleetcast.exporter")
+
+ONNX_FILE = "model.onnx"
+"""The file name the exporter writes into the bundle folder (the appliance loads it)."""
+
+DEFAULT_DATA = Path("training/server_metrics.parquet")
+"""Where the training data is when neither ``--data`` nor the bundle says otherwise."""
+
+_DOC = "docs/EXPORT.md"
+
+
+@dataclass(frozen=True)
+class WindowSource:
+    """Which real windows the parity check uses."""
+
+    servers: int = 24
+    """At most this many servers (the first by name) of the data."""
+    tail_steps: int = 160
+    """Steps beyond ``E + D`` kept at the end of each server (its first windows are short)."""
+    windows: int = 256
+    """Distinct windows (a third short, cold-start ones)."""
+    seed: int = 0
+    """Seed of the window choice."""
+
+
+def parity_windows(
+    bundle: Bundle,
+    data: pa.Table | pd.DataFrame | str | Path,
+    source: WindowSource | None = None,
+) -> dict[str, torch.Tensor]:
+    """Real input windows of ``data`` through pytorch-forecasting's dataset with the bundle's encoders.
+
+    Each kept server is cut to its last ``E + D + tail_steps`` steps so that the cut's first
+    windows are short (``min_encoder_length..E``) and the rest full. Returns input name →
+    tensor, padded to width ``E`` (:func:`~fleetcast.exporter.parity.collate_windows`).
+    """
+    from fleetcast.trainer.dataset import prepare_frame
+
+    source = source or WindowSource()
+    if isinstance(data, str | Path):
+        data = _read_servers(Path(data), source.servers)
+    frame = prepare_frame(data)
+    cfg = bundle.dataset_config
+    keep_steps = cfg.max_encoder_length + cfg.max_prediction_length + source.tail_steps
+    names = sorted(frame["server_name"].astype(str).unique())[: source.servers]
+    frame = frame[frame["server_name"].astype(str).isin(names)]
+    last = frame.groupby("server_name", observed=True)["time_idx"].transform("max")
+    frame = frame[frame["time_idx"] > last - keep_steps].reset_index(drop=True)
+    for col in ("server_name", "state", "profile", "server_id"):
+        frame[col] = frame[col].astype(str).astype("category")
+    dataset = bundle.build_dataset(frame)
+    if len(dataset) == 0:
+        raise ExportError(
+            f"The data has no window of {cfg.min_encoder_length}+{cfg.max_prediction_length} "
+            "steps for the parity check.",
+            "the exporter refuses to write a model it could not compare with PyTorch.",
+            "Pass the training data with --data (at least a day per server).",
+            f"{_DOC}#checks",
+        )
+    return collate_windows(dataset, select_windows(dataset, source.windows, source.seed))
+
+
+def _read_servers(path: Path, count: int) -> pa.Table:
+    """The contract columns of the first ``count`` servers (by name) of a Parquet file."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    from fleetcast.contract.schema import REQUIRED_COLUMNS
+
+    dataset = pads.dataset(str(path), format="parquet")
+    names = pc.unique(dataset.to_table(columns=["server_name"]).column(0)).to_pylist()
+    keep = sorted(str(n) for n in names)[:count]
+    return dataset.to_table(
+        columns=list(REQUIRED_COLUMNS), filter=pc.field("server_name").isin(keep)
+    )
+
+
+def _data_path(bundle: Bundle, data: str | Path | None) -> Path:
+    """``--data``, else the file training_info.json records, else the default; a folder → its Parquet."""
+    if data is not None:
+        path = Path(data)
+    else:
+        info: dict[str, Any] = bundle.training_info
+        recorded = (info.get("data") or {}).get("file")
+        path = Path(recorded) if recorded and Path(recorded).exists() else DEFAULT_DATA
+    if path.is_dir():
+        path = path / DEFAULT_DATA.name
+    return path
+
+
+def export_bundle(
+    bundle_dir: str | Path,
+    *,
+    data: pa.Table | pd.DataFrame | str | Path | None = None,
+    out: str | Path | None = None,
+    options: ExportOptions | None = None,
+    source: WindowSource | None = None,
+    graph_hook: Callable[[onnx.ModelProto], None] | None = None,
+) -> ExportReport:
+    """Export the bundle at ``bundle_dir`` (a bundle, ``models/`` or ``models/latest``).
+
+    ``data``: the training data (table, frame or Parquet path) for the parity windows;
+    default the path recorded in training_info.json, else ``training/server_metrics.parquet``.
+    ``out``: the ONNX path; default ``<bundle>/model.onnx``. Raises :class:`ExportError`
+    (nothing written) when the bundle cannot be loaded or a check fails.
+    """
+    from fleetcast.trainer.bundle import BundleError, load_bundle
+
+    try:
+        bundle = load_bundle(bundle_dir)
+    except (BundleError, FileNotFoundError, OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ExportError(
+            f"Cannot load the bundle at {bundle_dir}: {type(exc).__name__}: {exc}",
+            "the exporter compiles exactly the trained weights, or nothing.",
+            "Point --bundle at a folder written by `fleetcast train` (or retrain).",
+            f"{_DOC}#checks",
+        ) from None
+    if data is None or isinstance(data, str | Path):
+        path = _data_path(bundle, data)
+        if not path.exists():
+            raise ExportError(
+                f"Training data not found at {path}.",
+                "the parity check compares ONNX Runtime with PyTorch on real windows.",
+                "Pass the training data with --data PATH (the Parquet file the model was "
+                "trained on).",
+                f"{_DOC}#checks",
+            )
+        data = path
+    windows = parity_windows(bundle, data, source)
+    target = Path(out) if out is not None else bundle.path / ONNX_FILE
+    spec = spec_from_bundle(
+        bundle,
+        provenance={
+            "exporter": "fleetcast-exporter",
+            "bundle_created_utc": bundle.config.get("created_utc"),
+            "versions": _versions(),
+        },
+    )
+    return export_model(bundle.model, spec, windows, target, options, graph_hook=graph_hook)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in ("fleetcast-exporter", "torch", "pytorch-forecasting", "onnx", "onnxruntime"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "unknown"
+    return out

@@ -1,0 +1,124 @@
+"""``fleetcast export``: bundle → checked ``model.onnx`` (+ float16 copy, + Triton repository).
+
+Heavy imports (torch, pytorch-forecasting, onnx) happen inside the handler, so
+``fleetcast --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import argparse
+
+__all__ = ["register_export", "run_export"]
+
+logger = logging.getLogger("fleetcast.exporter")
+
+
+def register_export(subparsers: Any) -> None:
+    """Add the ``export`` subcommand to the ``fleetcast`` CLI's sub-parsers."""
+    parser = subparsers.add_parser(
+        "export",
+        help="compile a trained model bundle to one self-contained, parity-checked ONNX file",
+        description=(
+            "Export a model bundle to ONNX with everything the appliance needs in its "
+            "metadata. Refuses to write a file that fails onnx.checker or differs from the "
+            "PyTorch model on real windows of the training data. See docs/EXPORT.md."
+        ),
+    )
+    parser.add_argument(
+        "--bundle",
+        type=Path,
+        default=Path("models/latest"),
+        help="bundle folder, models/latest or models/ (default: models/latest)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="training data (Parquet) for the parity windows (default: the path the bundle "
+        "records, else training/server_metrics.parquet)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="ONNX path (default: <bundle>/model.onnx)"
+    )
+    parser.add_argument(
+        "--fp16",
+        action="store_true",
+        help="also write model.fp16.onnx for GPU execution providers (float32 inputs/outputs)",
+    )
+    parser.add_argument(
+        "--optimization",
+        choices=["disable", "basic", "extended", "all"],
+        default="all",
+        help="ONNX Runtime graph optimisation level of the parity check and latency (default all)",
+    )
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
+    parser.add_argument(
+        "--parity-batches",
+        default="1,7,90,1000",
+        help="comma-separated batch sizes of the parity check (default 1,7,90,1000)",
+    )
+    parser.add_argument(
+        "--triton",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write a Triton model repository DIR/fleetcast_tft/{config.pbtxt,1/model.onnx}",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(handler=run_export)
+
+
+def _batches(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise ValueError(
+            f"--parity-batches expects positive integers such as 1,7,90,1000, got {text!r}."
+        )
+    return values
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Handler of ``fleetcast export``; returns the exit code (0 ok, 1 refused, 2 bad usage)."""
+    from fleetcast.contract.errors import ContractError
+    from fleetcast.exporter.bundle_export import export_bundle
+    from fleetcast.exporter.export import ExportOptions
+    from fleetcast.exporter.metadata import read_spec
+    from fleetcast.exporter.onnx_graph import DEFAULT_OPSET
+
+    try:
+        batches = _batches(args.parity_batches)
+    except ValueError as exc:
+        print(f"fleetcast export: {exc}", file=sys.stderr)
+        return 2
+    options = ExportOptions(
+        opset=args.opset or DEFAULT_OPSET,
+        optimization=args.optimization,
+        parity_batches=batches,
+        fp16=args.fp16,
+    )
+    try:
+        report = export_bundle(args.bundle, data=args.data, out=args.out, options=options)
+    except ContractError as exc:
+        print(f"fleetcast export: {exc}", file=sys.stderr)
+        return 1
+    lines = [report.format()]
+    if args.triton is not None:
+        from fleetcast.exporter.triton import write_triton_repository
+
+        model_dir = write_triton_repository(report.path, read_spec(report.path), args.triton)
+        lines.append(f"wrote Triton model repository {model_dir} (config.pbtxt, 1/model.onnx)")
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print("\n".join(lines))
+    return 0

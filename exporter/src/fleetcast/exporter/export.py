@@ -1,0 +1,319 @@
+"""Export a trained model to one self-contained, checked ONNX file (and an optional float16 copy).
+
+:func:`export_model` is the one entry point (the CLI, the fixture script and the tests use
+it). It refuses to write anything unless every check passes:
+
+1. the traced graph passes ``onnx.checker.check_model(full_check=True)``;
+2. ONNX Runtime on CPU reproduces the PyTorch model on real windows of the training data
+   at several batch sizes, mixed encoder lengths included, within ``rtol``/``atol``;
+3. with ``fp16``: the float16 graph passes the checker and matches the float32 graph
+   within the looser ``fp16_rtol``/``fp16_atol``.
+
+Files are written atomically (temporary name, then rename), each with a ``.sha256``
+sidecar in ``sha256sum`` format that the appliance verifies before loading.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fleetcast.contract.errors import ContractError
+from fleetcast.exporter.graph import INPUT_NAMES, OUTPUT_NAME
+from fleetcast.exporter.metadata import SIDECAR_SUFFIX
+from fleetcast.exporter.onnx_graph import DEFAULT_OPSET, to_float16, trace_onnx
+from fleetcast.exporter.parity import (
+    DEFAULT_PARITY_BATCHES,
+    ParityResult,
+    ort_session,
+    parity_check,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import onnx
+    import torch
+    from pytorch_forecasting import TemporalFusionTransformer
+
+    from fleetcast.contract.features import ModelSpec
+
+__all__ = ["ExportError", "ExportOptions", "ExportReport", "export_model", "measure_latency"]
+
+logger = logging.getLogger("fleetcast.exporter")
+
+_DOC = "docs/EXPORT.md#checks"
+
+
+class ExportError(ContractError):
+    """An export that failed a check; nothing was written."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How to export; one object, built once by the CLI or a test."""
+
+    opset: int = DEFAULT_OPSET
+    """ONNX opset of the graph."""
+    optimization: str = "all"
+    """ORT graph optimisation level of the parity check and latency: disable, basic, extended, all."""
+    parity_batches: tuple[int, ...] = DEFAULT_PARITY_BATCHES
+    """Batch sizes compared against PyTorch."""
+    rtol: float = 1e-4
+    """Relative tolerance of the float32 parity check."""
+    atol: float = 1e-4
+    """Absolute tolerance of the float32 parity check, in each target's units."""
+    fp16: bool = False
+    """Also write ``model.fp16.onnx`` (float16 weights and compute, float32 inputs/outputs)."""
+    fp16_rtol: float = 2e-2
+    """Relative tolerance of the float16 graph against the float32 graph."""
+    fp16_atol: float = 0.1
+    """Absolute tolerance of the float16 graph against the float32 graph."""
+    latency_batches: tuple[int, ...] = (1, 90)
+    """Batch sizes of the ORT CPU latency measurement (empty: skip)."""
+    latency_runs: int = 20
+    """Timed runs per latency batch size (after 3 warm-up runs)."""
+
+
+@dataclass
+class ExportReport:
+    """What an export produced and measured (printed by the CLI, stored in provenance)."""
+
+    path: Path
+    """The written float32 model."""
+    size_bytes: int
+    """Its size."""
+    sha256: str
+    """SHA-256 of its bytes (also in the ``.sha256`` sidecar)."""
+    export_s: float
+    """Seconds from the trained model to the written, checked file."""
+    parity: list[ParityResult]
+    """Float32 ORT CPU vs PyTorch, per batch size."""
+    latency_ms: dict[int, float] = field(default_factory=dict)
+    """Median ORT CPU latency per batch size, milliseconds."""
+    fp16_path: Path | None = None
+    """The float16 model, when requested."""
+    fp16_size_bytes: int | None = None
+    """Its size."""
+    fp16_parity: list[ParityResult] = field(default_factory=list)
+    """Float16 vs float32 ORT CPU, per batch size."""
+    options: ExportOptions = field(default_factory=ExportOptions)
+    """The options used."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "path": str(self.path),
+            "size_bytes": self.size_bytes,
+            "sha256": self.sha256,
+            "export_s": round(self.export_s, 3),
+            "parity": [p.to_dict() for p in self.parity],
+            "tolerance": {"rtol": self.options.rtol, "atol": self.options.atol},
+            "latency_ms": {str(k): round(v, 3) for k, v in self.latency_ms.items()},
+            "optimization": self.options.optimization,
+            "fp16_path": str(self.fp16_path) if self.fp16_path else None,
+            "fp16_size_bytes": self.fp16_size_bytes,
+            "fp16_parity": [p.to_dict() for p in self.fp16_parity],
+            "fp16_tolerance": {"rtol": self.options.fp16_rtol, "atol": self.options.fp16_atol},
+        }
+
+    def format(self) -> str:
+        """The human-readable report."""
+        o = self.options
+        lines = [
+            f"wrote {self.path} ({self.size_bytes / 1024:.1f} KiB, sha256 {self.sha256[:16]}…)",
+            f"export time {self.export_s:.1f} s; ORT optimisation level {o.optimization}",
+            f"parity ORT CPU vs PyTorch (tolerance atol {o.atol:g} + rtol {o.rtol:g}·|ref|):",
+        ]
+        lines += [
+            f"  batch {p.batch:>5}: max abs {p.max_abs:.2e}, max rel {p.max_rel:.2e}, "
+            f"encoder lengths {p.lengths[0]}..{p.lengths[1]}  {'ok' if p.passed else 'FAILED'}"
+            for p in self.parity
+        ]
+        if self.latency_ms:
+            lines.append(
+                "ORT CPU latency: "
+                + ", ".join(f"batch {b}: {ms:.2f} ms" for b, ms in self.latency_ms.items())
+            )
+        if self.fp16_path is not None:
+            lines.append(
+                f"wrote {self.fp16_path} ({(self.fp16_size_bytes or 0) / 1024:.1f} KiB); "
+                f"float16 vs float32 (atol {o.fp16_atol:g} + rtol {o.fp16_rtol:g}·|ref|):"
+            )
+            lines += [
+                f"  batch {p.batch:>5}: max abs {p.max_abs:.2e}, max rel {p.max_rel:.2e}  "
+                f"{'ok' if p.passed else 'FAILED'}"
+                for p in self.fp16_parity
+            ]
+        return "\n".join(lines)
+
+
+def measure_latency(
+    session: Any, windows: dict[str, torch.Tensor], batches: tuple[int, ...], runs: int
+) -> dict[int, float]:
+    """Median wall time (ms) of ``session.run`` per batch size, after 3 warm-up runs."""
+    out: dict[int, float] = {}
+    n = int(windows["encoder_lengths"].shape[0])
+    for size in batches:
+        idx = np.arange(size) % n
+        feed = {name: windows[name].numpy()[idx] for name in INPUT_NAMES}
+        for _ in range(3):
+            session.run([OUTPUT_NAME], feed)
+        times = []
+        for _ in range(max(runs, 1)):
+            start = time.perf_counter()
+            session.run([OUTPUT_NAME], feed)
+            times.append(time.perf_counter() - start)
+        out[size] = float(np.median(times) * 1000.0)
+    return out
+
+
+def _write_atomic(path: Path, data: bytes) -> str:
+    """Write ``data`` to ``path`` via a temporary file and ``os.replace``; write the sidecar."""
+    import hashlib
+
+    digest = hashlib.sha256(data).hexdigest()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
+    tmp_sidecar = sidecar.with_name(f".{sidecar.name}.tmp")
+    tmp_sidecar.write_text(f"{digest}  {path.name}\n")
+    os.replace(tmp_sidecar, sidecar)
+    return digest
+
+
+def _failed(what: str, results: list[ParityResult], rtol: float, atol: float) -> ExportError:
+    worst = max(results, key=lambda r: r.max_abs)
+    failing = [r.batch for r in results if not r.passed]
+    return ExportError(
+        f"{what} differs from its reference beyond atol {atol:g} + rtol {rtol:g}·|ref| at "
+        f"batch sizes {failing} (worst: max abs {worst.max_abs:.3g}, max rel "
+        f"{worst.max_rel:.3g}); no file was written.",
+        "the appliance would serve forecasts that are not the trained model's.",
+        "Check that the bundle loads the weights it was trained with and that torch, "
+        "pytorch-forecasting and onnxruntime are the versions in docs/EXPORT.md; report the "
+        "numbers above if they are.",
+        _DOC,
+    )
+
+
+def export_model(
+    model: TemporalFusionTransformer,
+    spec: ModelSpec,
+    windows: dict[str, torch.Tensor],
+    path: str | Path,
+    options: ExportOptions | None = None,
+    *,
+    graph_hook: Callable[[onnx.ModelProto], None] | None = None,
+) -> ExportReport:
+    """Trace, check and write ``model`` to ``path`` with ``spec`` as its metadata.
+
+    ``windows``: real input windows (:func:`~fleetcast.exporter.parity.collate_windows`),
+    input name → tensor padded to width ``E``; mixed encoder lengths wanted.
+    ``graph_hook``: called on the traced graph before the checks (tests use it to inject a
+    fault; the checks must then refuse). Raises :class:`ExportError` when a check fails;
+    nothing is written then.
+    """
+    import onnx
+    import torch
+
+    options = options or ExportOptions()
+    path = Path(path)
+    started = time.perf_counter()
+    model = model.to("cpu").eval()
+    e, d = spec.encoder_length, spec.prediction_length
+    if tuple(windows["encoder_cat"].shape[1:2]) != (e,) or windows["decoder_cat"].shape[1] != d:
+        raise ValueError(
+            f"Expected windows of width {e} and {d} decoder steps, but got "
+            f"{tuple(windows['encoder_cat'].shape)} / {tuple(windows['decoder_cat'].shape)}."
+        )
+    example = {k: v[:2].clone() for k, v in windows.items()}
+    example["encoder_lengths"] = torch.full_like(example["encoder_lengths"], e)
+    proto = trace_onnx(model, example, opset=options.opset)
+    if graph_hook is not None:
+        graph_hook(proto)
+    metadata = spec.to_metadata()
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.producer_name = "fleetcast-exporter"
+    proto.doc_string = "fleetcast TFT forecaster; inputs and metadata: docs/MODEL_FORMAT.md"
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(
+            f"The exported graph fails onnx.checker ({str(exc).splitlines()[0]}); no file was "
+            "written.",
+            "ONNX Runtime, TensorRT and Triton may reject or misread an invalid graph.",
+            "Report this with the versions of torch, onnx and onnxruntime.",
+            _DOC,
+        ) from None
+    data = proto.SerializeToString()
+    session = ort_session(data, options.optimization)
+    parity = parity_check(
+        session,
+        model,
+        windows,
+        batches=options.parity_batches,
+        rtol=options.rtol,
+        atol=options.atol,
+    )
+    if not all(p.passed for p in parity):
+        raise _failed("The ONNX graph on ONNX Runtime CPU", parity, options.rtol, options.atol)
+
+    fp16_data = None
+    fp16_parity: list[ParityResult] = []
+    if options.fp16:
+        proto16 = to_float16(proto)
+        try:
+            onnx.checker.check_model(proto16, full_check=True)
+        except onnx.checker.ValidationError as exc:
+            raise ExportError(
+                f"The float16 graph fails onnx.checker ({str(exc).splitlines()[0]}); no file "
+                "was written.",
+                "GPU execution providers may reject an invalid graph.",
+                "Export without --fp16 and report this.",
+                _DOC,
+            ) from None
+        fp16_data = proto16.SerializeToString()
+        fp16_parity = parity_check(
+            ort_session(fp16_data, options.optimization),
+            model,
+            windows,
+            batches=options.parity_batches,
+            rtol=options.fp16_rtol,
+            atol=options.fp16_atol,
+            reference=session,
+        )
+        if not all(p.passed for p in fp16_parity):
+            raise _failed("The float16 graph", fp16_parity, options.fp16_rtol, options.fp16_atol)
+
+    digest = _write_atomic(path, data)
+    export_s = time.perf_counter() - started
+    report = ExportReport(
+        path=path,
+        size_bytes=len(data),
+        sha256=digest,
+        export_s=export_s,
+        parity=parity,
+        fp16_parity=fp16_parity,
+        options=options,
+    )
+    if fp16_data is not None:
+        report.fp16_path = path.with_name(path.stem + ".fp16.onnx")
+        report.fp16_size_bytes = len(fp16_data)
+        _write_atomic(report.fp16_path, fp16_data)
+    if options.latency_batches:
+        report.latency_ms = measure_latency(
+            session, windows, options.latency_batches, options.latency_runs
+        )
+    logger.info("exported %s in %.1f s", path, export_s)
+    return report

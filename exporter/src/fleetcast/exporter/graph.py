@@ -1,0 +1,241 @@
+"""The exportable forward pass: plain tensors in, quantiles in real units out.
+
+pytorch-forecasting's ``TemporalFusionTransformer.forward`` takes a dict and derives the
+encoder width from ``int(encoder_lengths.max())`` at run time, which a traced graph bakes
+in. :class:`ExportableTFT` runs the same submodules over a window of *fixed* width ``E``
+(the bundle's maximum encoder length) and prediction length ``D``, so every shape in the
+graph is either the batch axis or a constant:
+
+- the encoder LSTM is pytorch-forecasting's own length-aware LSTM (a packed sequence), which
+  the TorchScript exporter turns into an ONNX ``LSTM`` with ``sequence_lens``: each window
+  keeps its own length (cold start: ``min_encoder_length`` steps are enough);
+- the attention mask is built from the per-window lengths against the constant width ``E``
+  (padding rows are never attended to), plus the constant causal decoder mask;
+- the output is de-normalised as the trainer's target normaliser does it (``output ·
+  scale + centre``, then ``expm1`` for log1p targets), so the graph returns real units.
+
+Inputs and output are those of docs/MODEL_FORMAT.md#onnx-graph.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+from torch.nn.utils import rnn
+
+if TYPE_CHECKING:
+    from pytorch_forecasting import TemporalFusionTransformer
+
+__all__ = [
+    "INPUT_NAMES",
+    "OUTPUT_NAME",
+    "ExportableTFT",
+    "reference_forward",
+    "target_transforms",
+]
+
+INPUT_NAMES: tuple[str, ...] = (
+    "encoder_cat",
+    "encoder_cont",
+    "encoder_lengths",
+    "decoder_cat",
+    "decoder_cont",
+    "target_scale",
+)
+"""Graph input names, in positional order."""
+
+OUTPUT_NAME = "quantiles"
+"""The graph's single output: float32 [batch, target, step, quantile] in real units."""
+
+
+def target_transforms(tft: TemporalFusionTransformer) -> list[str]:
+    """The transform name (``identity`` or ``log1p``) of each target's normaliser, in target order.
+
+    Raises ValueError for a normaliser that is not fleetcast's window-relative one.
+    """
+    transformer = tft.output_transformer
+    normalizers = list(getattr(transformer, "normalizers", [transformer]))
+    names = []
+    for normalizer in normalizers:
+        name = getattr(normalizer, "transform_name", None)
+        if name not in ("identity", "log1p"):
+            raise ValueError(
+                f"Expected fleetcast's WindowNormalizer (transform identity or log1p) for every "
+                f"target, but got a {type(normalizer).__name__} ({name!r}). Fix: train the "
+                "model with `fleetcast train`. See docs/MODEL_FORMAT.md#features."
+            )
+        names.append(name)
+    return names
+
+
+class ExportableTFT(nn.Module):
+    """A fixed-width forward over a trained TFT's submodules (see the module docstring).
+
+    Parameters
+    ----------
+    tft:
+        The trained model, in eval mode. Its weights are shared, not copied.
+    encoder_width:
+        ``E``, the width of every encoder input (the dataset's ``max_encoder_length``).
+    prediction_length:
+        ``D``, the number of decoder steps (the dataset's ``max_prediction_length``).
+    """
+
+    def __init__(
+        self, tft: TemporalFusionTransformer, encoder_width: int, prediction_length: int
+    ) -> None:
+        super().__init__()
+        self.tft = tft
+        self.encoder_width = int(encoder_width)
+        self.prediction_length = int(prediction_length)
+        self.transforms = target_transforms(tft)
+        # The causal decoder mask is a constant of the graph: step i attends to decoder
+        # steps < i only (True = masked, pytorch-forecasting's convention).
+        d = self.prediction_length
+        self.register_buffer(
+            "decoder_mask",
+            torch.arange(d)[None, :] >= torch.arange(d)[:, None],
+            persistent=False,
+        )
+
+    def forward(
+        self,
+        encoder_cat: torch.Tensor,
+        encoder_cont: torch.Tensor,
+        encoder_lengths: torch.Tensor,
+        decoder_cat: torch.Tensor,
+        decoder_cont: torch.Tensor,
+        target_scale: torch.Tensor,
+    ) -> torch.Tensor:
+        """Quantile forecasts in real units.
+
+        Shapes: ``encoder_cat`` int64 [B, E, n_cat], ``encoder_cont`` float32 [B, E, n_real],
+        ``encoder_lengths`` int64 [B] (1..E, left-aligned windows), ``decoder_cat`` int64
+        [B, D, n_cat], ``decoder_cont`` float32 [B, D, n_real], ``target_scale`` float32
+        [B, n_target, 2] (centre, scale). Returns float32 [B, n_target, D, n_quantile].
+        """
+        m = self.tft
+        e = self.encoder_width
+        d = self.prediction_length
+        hp = m.hparams
+        x_cat = torch.cat([encoder_cat, decoder_cat], dim=1)
+        x_cont = torch.cat([encoder_cont, decoder_cont], dim=1)
+        timesteps = e + d
+
+        input_vectors = m.input_embeddings(x_cat)
+        input_vectors.update(
+            {
+                name: x_cont[..., idx].unsqueeze(-1)
+                for idx, name in enumerate(hp.x_reals)
+                if name in m.reals
+            }
+        )
+        if len(m.static_variables) == 0:
+            raise ValueError(
+                "The model has no static variables; fleetcast models always have the "
+                "profile and server_id static categoricals. See docs/MODEL_FORMAT.md#features."
+            )
+        static_embedding = {name: input_vectors[name][:, 0] for name in m.static_variables}
+        static_embedding, _ = m.static_variable_selection(static_embedding)
+        static_context_vs = m.expand_static_context(
+            m.static_context_variable_selection(static_embedding), timesteps
+        )
+        emb_enc = {name: input_vectors[name][:, :e] for name in m.encoder_variables}
+        emb_enc, _ = m.encoder_variable_selection(emb_enc, static_context_vs[:, :e])
+        emb_dec = {name: input_vectors[name][:, e:] for name in m.decoder_variables}
+        emb_dec, _ = m.decoder_variable_selection(emb_dec, static_context_vs[:, e:])
+
+        input_hidden = m.static_context_initial_hidden_lstm(static_embedding).expand(
+            hp.lstm_layers, -1, -1
+        )
+        input_cell = m.static_context_initial_cell_lstm(static_embedding).expand(
+            hp.lstm_layers, -1, -1
+        )
+        # pytorch-forecasting's length-aware LSTM, with the output padded back to the full
+        # width E (``total_length``) so that shapes do not depend on the batch's lengths.
+        packed = rnn.pack_padded_sequence(
+            emb_enc, encoder_lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
+        packed_out, (hidden, cell) = nn.LSTM.forward(
+            m.lstm_encoder, packed, (input_hidden, input_cell)
+        )
+        encoder_output, _ = rnn.pad_packed_sequence(packed_out, batch_first=True, total_length=e)
+        # Every window has exactly D decoder steps: a plain (unpacked) LSTM run is identical.
+        decoder_output, _ = nn.LSTM.forward(m.lstm_decoder, emb_dec, (hidden, cell))
+
+        lstm_enc = m.post_lstm_add_norm_encoder(m.post_lstm_gate_encoder(encoder_output), emb_enc)
+        lstm_dec = m.post_lstm_add_norm_decoder(m.post_lstm_gate_decoder(decoder_output), emb_dec)
+        lstm_output = torch.cat([lstm_enc, lstm_dec], dim=1)
+
+        enrichment = m.static_context_enrichment(static_embedding)
+        attn_input = m.static_enrichment(
+            lstm_output, m.expand_static_context(enrichment, timesteps)
+        )
+        encoder_mask = (
+            torch.arange(e, device=encoder_lengths.device)[None, :] >= encoder_lengths[:, None]
+        )
+        mask = torch.cat(
+            (
+                encoder_mask[:, None, :].expand(-1, d, -1),
+                self.decoder_mask[None].expand(encoder_lengths.shape[0], -1, -1),
+            ),
+            dim=2,
+        )
+        attn_output, _ = m.multihead_attn(
+            q=attn_input[:, e:], k=attn_input, v=attn_input, mask=mask
+        )
+        attn_output = m.post_attn_gate_norm(attn_output, attn_input[:, e:])
+        output = m.pos_wise_ff(attn_output)
+        output = m.pre_output_gate_norm(output, lstm_output[:, e:])
+        if m.n_targets > 1:
+            outputs = [layer(output) for layer in m.output_layer]
+        else:
+            outputs = [m.output_layer(output)]
+        # The target normaliser's inverse, as pytorch-forecasting's TorchNormalizer.__call__
+        # computes it: y = output * scale + centre, then the transform's inverse. expm1 is
+        # written exp(x) - 1: the TorchScript exporter has no aten::expm1 (the parity check
+        # bounds the difference).
+        prediction = []
+        for i, out in enumerate(outputs):
+            y = out * target_scale[:, i, 1, None, None] + target_scale[:, i, 0, None, None]
+            if self.transforms[i] == "log1p":
+                y = torch.exp(y) - 1.0
+            prediction.append(y)
+        return torch.stack(list(prediction), dim=1)
+
+
+def reference_forward(
+    tft: TemporalFusionTransformer,
+    encoder_cat: torch.Tensor,
+    encoder_cont: torch.Tensor,
+    encoder_lengths: torch.Tensor,
+    decoder_cat: torch.Tensor,
+    decoder_cont: torch.Tensor,
+    target_scale: torch.Tensor,
+) -> torch.Tensor:
+    """The unmodified pytorch-forecasting forward on the same tensors: the parity reference.
+
+    The encoder inputs are cut to the batch's longest window first, exactly as
+    pytorch-forecasting's collate function would have padded them. Shapes as in
+    :meth:`ExportableTFT.forward`; returns float32 [B, n_target, D, n_quantile].
+    """
+    width = int(encoder_lengths.max())
+    n_target = target_scale.shape[1]
+    x = {
+        "encoder_cat": encoder_cat[:, :width],
+        "encoder_cont": encoder_cont[:, :width],
+        "encoder_lengths": encoder_lengths,
+        "decoder_cat": decoder_cat,
+        "decoder_cont": decoder_cont,
+        "decoder_lengths": torch.full_like(encoder_lengths, decoder_cat.shape[1]),
+        "target_scale": [target_scale[:, i] for i in range(n_target)]
+        if tft.n_targets > 1
+        else target_scale[:, 0],
+    }
+    with torch.no_grad():
+        prediction = tft(x)["prediction"]
+    if tft.n_targets == 1:
+        prediction = [prediction]
+    return torch.stack(list(prediction), dim=1)

@@ -1,0 +1,94 @@
+"""``fleetcast export`` end to end through the real CLI, and the Triton repository."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pytest
+
+    from fleetcast.exporter.export import ExportReport
+
+
+def test_cli_exports_into_the_bundle_with_triton(
+    bundle_dir: Path, toy_table: pa.Table, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from fleetcast.contract.cli import main
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, bundle)
+    data = tmp_path / "metrics.parquet"
+    pq.write_table(toy_table, data)
+    triton = tmp_path / "triton"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = main(
+            [
+                "export",
+                "--bundle",
+                str(bundle),
+                "--data",
+                str(data),
+                "--parity-batches",
+                "1,7",
+                "--optimization",
+                "basic",
+                "--triton",
+                str(triton),
+            ]
+        )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert (bundle / "model.onnx").is_file()
+    assert (bundle / "model.onnx.sha256").is_file()
+    assert "parity ORT CPU vs PyTorch" in out
+    assert "batch     7" in out
+    assert "ORT CPU latency: batch 1:" in out
+    assert "ORT optimisation level basic" in out
+    config = (triton / "fleetcast_tft" / "config.pbtxt").read_text()
+    assert (triton / "fleetcast_tft" / "1" / "model.onnx").read_bytes() == (
+        bundle / "model.onnx"
+    ).read_bytes()
+    assert 'name: "fleetcast_tft"' in config
+    assert 'backend: "onnxruntime"' in config
+    assert "dynamic_batching" in config
+    assert 'name: "encoder_cont"\n    data_type: TYPE_FP32\n    dims: [ 48, 17 ]' in config
+    assert "reshape: { shape: [ ] }" in config  # encoder_lengths is [batch]
+    assert 'name: "quantiles"\n    data_type: TYPE_FP32\n    dims: [ 4, 12, 3 ]' in config
+
+
+def test_cli_refuses_a_missing_bundle_without_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fleetcast.contract.cli import main
+
+    code = main(["export", "--bundle", str(tmp_path / "nothing")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "Cannot load the bundle" in err
+    assert "Traceback" not in err
+    assert "Fix:" in err
+    assert "docs/EXPORT.md" in err
+
+
+def test_cli_rejects_bad_parity_batches(capsys: pytest.CaptureFixture[str]) -> None:
+    from fleetcast.contract.cli import main
+
+    assert main(["export", "--parity-batches", "0,x"]) == 2
+    assert "positive integers" in capsys.readouterr().err
+
+
+def test_report_json_is_serialisable(exported: ExportReport) -> None:
+    data = json.loads(json.dumps(exported.to_dict()))
+    assert data["parity"][0]["batch"] == 1
+    assert data["tolerance"] == {"rtol": 1e-4, "atol": 1e-4}
+    assert data["fp16_path"].endswith("model.fp16.onnx")

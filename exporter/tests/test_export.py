@@ -1,0 +1,167 @@
+"""Export: the file, its checks, parity at mixed lengths, and the refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+
+from fleetcast.exporter.graph import INPUT_NAMES
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import pyarrow as pa
+
+    from fleetcast.exporter.export import ExportReport
+
+
+def _windows(bundle_dir: Path, table: pa.Table) -> dict:
+    from fleetcast.exporter.bundle_export import WindowSource, parity_windows
+    from fleetcast.trainer.bundle import load_bundle
+
+    return parity_windows(load_bundle(bundle_dir), table, WindowSource(windows=64, seed=3))
+
+
+def test_file_is_valid_with_sidecar_and_dynamic_batch(exported: ExportReport) -> None:
+    import onnx
+
+    data = exported.path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    assert exported.sha256 == digest
+    sidecar = exported.path.with_name("model.onnx.sha256").read_text()
+    assert sidecar == f"{digest}  model.onnx\n"
+    proto = onnx.load_from_string(data)
+    onnx.checker.check_model(proto, full_check=True)
+    assert [i.name for i in proto.graph.input] == list(INPUT_NAMES)
+    assert [o.name for o in proto.graph.output] == ["quantiles"]
+    dims = {
+        v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in (*proto.graph.input, *proto.graph.output)
+    }
+    assert dims["encoder_cat"] == ["batch", 48, 3]
+    assert dims["encoder_lengths"] == ["batch"]
+    assert dims["decoder_cont"][:2] == ["batch", 12]
+    assert dims["quantiles"][0] == "batch"
+    # debug metadata stripped
+    assert not any(n.doc_string or len(n.metadata_props) for n in proto.graph.node)
+    assert len(data) < 400_000
+
+
+def test_parity_report_passes_at_mixed_lengths(exported: ExportReport) -> None:
+    assert [p.batch for p in exported.parity] == [1, 7, 90]
+    assert all(p.passed for p in exported.parity)
+    assert max(p.max_abs for p in exported.parity) < 1e-4
+    big = exported.parity[-1]
+    assert big.lengths[0] < big.lengths[1] == 48  # short and full windows in one batch
+    assert exported.latency_ms[1] > 0
+    assert "parity ORT CPU vs PyTorch" in exported.format()
+
+
+def test_ort_matches_pytorch_when_every_window_is_short(
+    exported: ExportReport, bundle_dir: Path, toy_table: pa.Table
+) -> None:
+    """Lengths all below E (the batch's longest window is not E) and batch sizes 1 and 7."""
+    import onnxruntime as ort
+    import torch
+
+    from fleetcast.exporter.graph import reference_forward
+    from fleetcast.trainer.bundle import load_bundle
+
+    model = load_bundle(bundle_dir).model
+    windows = _windows(bundle_dir, toy_table)
+    session = ort.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    for size in (1, 7):
+        batch = {k: v[:size].clone() for k, v in windows.items()}
+        lengths = torch.as_tensor(rng.integers(12, 40, size))
+        batch["encoder_lengths"] = lengths
+        for i, length in enumerate(lengths.tolist()):
+            batch["encoder_cat"][i, length:] = 0
+            batch["encoder_cont"][i, length:] = 0.0
+        out = session.run(None, {k: batch[k].numpy() for k in INPUT_NAMES})[0]
+        ref = reference_forward(model, *(batch[k] for k in INPUT_NAMES)).numpy()
+        np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+        # a window's forecast does not depend on the other windows of the batch
+        single = session.run(None, {k: batch[k][-1:].numpy() for k in INPUT_NAMES})[0]
+        np.testing.assert_allclose(single[0], out[-1], rtol=1e-5, atol=1e-5)
+
+
+def test_fp16_variant_is_written_and_close(exported: ExportReport) -> None:
+    assert exported.fp16_path is not None
+    assert exported.fp16_path.exists()
+    assert exported.fp16_path.name == "model.fp16.onnx"
+    assert all(p.passed for p in exported.fp16_parity)
+    assert 0 < max(p.max_rel for p in exported.fp16_parity) < 2e-2
+
+
+def test_refuses_a_corrupted_bundle(bundle_dir: Path, toy_table: pa.Table, tmp_path: Path) -> None:
+    from fleetcast.exporter.bundle_export import export_bundle
+    from fleetcast.exporter.export import ExportError
+
+    broken = tmp_path / "broken"
+    shutil.copytree(bundle_dir, broken)
+    weights = broken / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-8:] = b"\x00\x01\x02\x03\x04\x05\x06\x07"
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ExportError, match="Cannot load the bundle") as info:
+        export_bundle(broken, data=toy_table)
+    assert "SHA-256" in str(info.value)
+    assert not (broken / "model.onnx").exists()
+
+
+def test_refuses_when_parity_fails(bundle_dir: Path, toy_table: pa.Table, tmp_path: Path) -> None:
+    """A perturbed weight in the graph: the parity check must refuse and write nothing."""
+    import onnx
+    from onnx import numpy_helper
+
+    from fleetcast.exporter.bundle_export import WindowSource, export_bundle
+    from fleetcast.exporter.export import ExportError, ExportOptions
+
+    def perturb(proto: onnx.ModelProto) -> None:
+        init = max(proto.graph.initializer, key=lambda i: int(np.prod(i.dims)))
+        array = numpy_helper.to_array(init) * 1.5 + 0.1
+        init.CopyFrom(numpy_helper.from_array(array.astype(np.float32), init.name))
+
+    out = tmp_path / "model.onnx"
+    with pytest.raises(ExportError, match="differs from its reference"):
+        export_bundle(
+            bundle_dir,
+            data=toy_table,
+            out=out,
+            options=ExportOptions(parity_batches=(7,), latency_batches=()),
+            source=WindowSource(windows=16),
+            graph_hook=perturb,
+        )
+    assert not out.exists()
+    assert not out.with_name("model.onnx.sha256").exists()
+
+
+def test_refuses_missing_data(bundle_dir: Path, tmp_path: Path) -> None:
+    from fleetcast.exporter.bundle_export import export_bundle
+    from fleetcast.exporter.export import ExportError
+
+    with pytest.raises(ExportError, match="Training data not found"):
+        export_bundle(bundle_dir, data=tmp_path / "nope.parquet")
+
+
+@pytest.mark.slow
+def test_parity_at_batch_1000_with_mixed_lengths(
+    exported: ExportReport, bundle_dir: Path, toy_table: pa.Table
+) -> None:
+    from fleetcast.exporter.parity import ort_session, parity_check
+    from fleetcast.trainer.bundle import load_bundle
+
+    session = ort_session(exported.path.read_bytes(), "all")
+    windows = _windows(bundle_dir, toy_table)
+    (result,) = parity_check(
+        session, load_bundle(bundle_dir).model, windows, batches=(1000,), rtol=1e-4, atol=1e-4
+    )
+    assert result.passed
+    assert result.lengths[0] < 24
+    assert result.lengths[1] == 48
+    assert result.max_rel < 1e-4
