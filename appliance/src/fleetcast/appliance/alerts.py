@@ -1,0 +1,89 @@
+"""Alerts from one forecast's risk: one per (server, metric, horizon) at or above the warning.
+
+docs/RISK.md#alerts. Shapes: B servers, M metrics, D steps, Q quantiles, H horizons.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fleetcast.appliance.forecast import iso
+from fleetcast.contract.schema import METRIC_COLUMNS
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from fleetcast.appliance.risk import RiskResult
+
+__all__ = ["AlertKey", "build_alerts"]
+
+AlertKey = tuple[str, str, str]
+"""(server_name, metric, horizon)."""
+
+
+def build_alerts(
+    *,
+    names: Sequence[str],
+    profiles: Sequence[str],
+    quantiles: np.ndarray,
+    levels: Sequence[float],
+    risk: RiskResult,
+    ends: np.ndarray,
+    horizons: Mapping[str, int],
+    step_seconds: int,
+    prediction_time: str,
+    since: Mapping[AlertKey, str],
+    warning: float,
+    critical: float,
+) -> tuple[list[dict[str, Any]], dict[AlertKey, str]]:
+    """Alerts of B servers, highest probability first, and the new ``since`` table.
+
+    ``quantiles`` (B, M, D, Q) cleaned; ``ends`` (B,) each server's data step; ``horizons``
+    shortest first; ``since``: when each alert still active was first raised (an alert
+    absent from the previous forecast starts at ``prediction_time``). ``predicted_value``
+    (p50) and ``predicted_p90`` are read at the step of the highest probability within the
+    horizon (``at``).
+    """
+    lv = list(levels)
+    mid = lv.index(0.5) if 0.5 in lv else len(lv) // 2
+    hi = len(lv) - 1
+    hnames = list(horizons)
+    hsteps = list(horizons.values())
+    b_idx, m_idx, h_idx = np.nonzero(risk.by_horizon >= warning)
+    if b_idx.size == 0:
+        return [], {}
+    peak = np.stack([np.argmax(risk.step_prob[:, :, :h], axis=-1) for h in hsteps], axis=-1)
+    d_idx = peak[b_idx, m_idx, h_idx]
+    p50 = np.round(quantiles[b_idx, m_idx, d_idx, mid].astype(np.float64), 3).tolist()
+    p90 = np.round(quantiles[b_idx, m_idx, d_idx, hi].astype(np.float64), 3).tolist()
+    prob = np.round(risk.by_horizon[b_idx, m_idx, h_idx], 4).tolist()
+    thr = risk.thresholds[b_idx, m_idx].tolist()
+    when = (ends[b_idx] + 1 + d_idx).tolist()
+    times: dict[int, str] = {}
+    alerts = []
+    active: dict[AlertKey, str] = {}
+    for i, (b, m, h) in enumerate(zip(b_idx.tolist(), m_idx.tolist(), h_idx.tolist(), strict=True)):
+        key = (names[b], METRIC_COLUMNS[m], hnames[h])
+        first = since.get(key, prediction_time)
+        active[key] = first
+        if when[i] not in times:
+            times[when[i]] = iso(when[i] * step_seconds)
+        alerts.append(
+            {
+                "server_name": key[0],
+                "profile": profiles[b],
+                "metric": key[1],
+                "horizon": key[2],
+                "predicted_value": p50[i],
+                "predicted_p90": p90[i],
+                "threshold": thr[i],
+                "probability": prob[i],
+                "severity": "critical" if prob[i] > critical else "warning",
+                "since": first,
+                "at": times[when[i]],
+            }
+        )
+    alerts.sort(key=lambda a: (-a["probability"], a["server_name"], a["metric"]))
+    return alerts, active

@@ -1,0 +1,338 @@
+"""Per-server ring buffers of model steps, filled by a Numba kernel (data time, not wall clock).
+
+Layout (S = capacity servers, W = ring steps, M = 4 metrics in contract order):
+
+- ``values``    float32 (S, W, M)  the step's value of each metric
+- ``state``     int8    (S, W)     the step's state: index in VALID_STATES, -1 = null/unknown
+- ``slot_step`` int32   (S, W)     which step (``ts // STEP_SECONDS``) a slot holds; -1 = empty
+- ``slot_off``  int16   (S, W)     offset in seconds of the kept sample inside its step
+- ``last_step`` int64   (S,)       the newest step seen per server (-1 = none); its slot is the
+  *open* step, every older step is *closed*
+
+Rules (docs/RISK.md#buckets):
+
+- A sample goes to step ``ts // STEP_SECONDS``, slot ``step % W``.
+- Several samples in one step: the **last by data timestamp** wins (a 5-minute step is a
+  point sample, as in the training data). Same timestamp, different values: the larger
+  (cpu, mem, disk, latency, state) tuple wins, so any order of the same samples gives the
+  same buffer. An identical sample is a duplicate: accepted, idempotent, counted.
+- Out of order within the ring: stored in its slot. Older than the ring
+  (``step <= last_step - W``): rejected with :data:`REASON_TOO_OLD`.
+- When ``last_step`` advances, slots that fall out of the ring are cleared, so the arrays
+  hold exactly the steps ``last_step - W + 1 .. last_step`` whatever the arrival order
+  (the "replay equality" the tests check).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fleetcast.contract.schema import METRIC_COLUMNS, STEP_SECONDS
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+__all__ = [
+    "CODE_ACCEPTED",
+    "CODE_DUPLICATE",
+    "CODE_SUPERSEDED",
+    "CODE_TOO_OLD",
+    "RingBuffers",
+    "append_kernel",
+    "jit_kernel",
+    "records_to_columns",
+]
+
+CODE_ACCEPTED = 0
+"""Stored (it is now the step's value)."""
+CODE_SUPERSEDED = 1
+"""Valid and acknowledged, but a later sample of the same step already holds the step."""
+CODE_DUPLICATE = 2
+"""An identical sample was already stored: idempotent."""
+CODE_TOO_OLD = 3
+"""Older than the ring (rejected)."""
+
+N_METRICS = len(METRIC_COLUMNS)
+
+
+def jit_kernel(func: Any) -> Any:
+    """``numba.njit(cache=True, nogil=True)(func)``, imported lazily (nothing at module import).
+
+    Numba caches compiled kernels beside the source or in the user's cache directory; where
+    neither is writable (a hardened service without ``NUMBA_CACHE_DIR``), it compiles
+    without the on-disk cache instead of failing (slower start, same results).
+    """
+    import logging
+
+    import numba
+
+    try:
+        return numba.njit(cache=True, nogil=True)(func)
+    except RuntimeError as exc:  # "cannot cache function ...: no locator available"
+        logging.getLogger(__name__).warning(
+            "Numba cannot cache %s (%s); compiling in memory. Set NUMBA_CACHE_DIR to a "
+            "writable folder for faster starts (docs/OPERATIONS.md).",
+            func.__name__,
+            exc,
+        )
+        return numba.njit(cache=False, nogil=True)(func)
+
+
+def _append_impl(
+    srv,
+    ts,
+    vals,
+    state,
+    step_seconds,
+    values,
+    states,
+    slot_step,
+    slot_off,
+    last_step,
+    codes,
+):
+    """Bucket n samples into the rings. Shapes: srv/ts (n,), vals (n, 4), state (n,), codes (n,) out.
+
+    ``srv[i] < 0`` marks a sample rejected before the kernel (its code is left untouched).
+    """
+    n = srv.shape[0]
+    w = values.shape[1]
+    m = values.shape[2]
+    for i in range(n):
+        s = srv[i]
+        if s < 0:
+            continue
+        t = ts[i]
+        step = t // step_seconds
+        off = t - step * step_seconds
+        last = last_step[s]
+        if last >= 0 and step <= last - w:
+            codes[i] = 3
+            continue
+        if step > last:
+            # Clear the slots that leave the ring: steps last-w+1 .. step-w.
+            if last >= 0:
+                lo = last - w + 1
+                hi = min(step - w, last)
+                for old in range(lo, hi + 1):
+                    if old < 0:
+                        continue
+                    k = old % w
+                    if slot_step[s, k] == old:
+                        slot_step[s, k] = -1
+                        slot_off[s, k] = 0
+                        states[s, k] = -1
+                        for j in range(m):
+                            values[s, k, j] = 0.0
+            last_step[s] = step
+        k = step % w
+        write = False
+        if slot_step[s, k] != step or off > slot_off[s, k]:
+            write = True
+        elif off == slot_off[s, k]:
+            # Same timestamp: identical -> duplicate; else the larger tuple wins.
+            cmp = 0
+            for j in range(m):
+                a = np.float32(vals[i, j])
+                b = values[s, k, j]
+                if a > b:
+                    cmp = 1
+                    break
+                if a < b:
+                    cmp = -1
+                    break
+            if cmp == 0:
+                if state[i] > states[s, k]:
+                    cmp = 1
+                elif state[i] < states[s, k]:
+                    cmp = -1
+            if cmp == 0:
+                codes[i] = 2
+                continue
+            write = cmp > 0
+        if write:
+            slot_step[s, k] = step
+            slot_off[s, k] = off
+            states[s, k] = state[i]
+            for j in range(m):
+                values[s, k, j] = vals[i, j]
+            codes[i] = 0
+        else:
+            codes[i] = 1
+
+
+@cache
+def append_kernel() -> Any:
+    """The compiled append kernel (compiled on first use, cached on disk by Numba)."""
+    return jit_kernel(_append_impl)
+
+
+class RingBuffers:
+    """Preallocated per-server step rings and the name registry.
+
+    Args:
+        capacity: maximum number of servers.
+        ring_steps: W, steps kept per server (>= encoder length + 2; see windows.py).
+        step_seconds: the model's step.
+    """
+
+    def __init__(self, capacity: int, ring_steps: int, step_seconds: int = STEP_SECONDS) -> None:
+        if capacity < 1 or ring_steps < 2:
+            raise ValueError(
+                f"RingBuffers needs capacity >= 1 and ring_steps >= 2, got {capacity}, {ring_steps}."
+            )
+        self.capacity = int(capacity)
+        self.ring_steps = int(ring_steps)
+        self.step_seconds = int(step_seconds)
+        self.values = np.zeros((capacity, ring_steps, N_METRICS), dtype=np.float32)
+        self.state = np.full((capacity, ring_steps), -1, dtype=np.int8)
+        self.slot_step = np.full((capacity, ring_steps), -1, dtype=np.int32)
+        self.slot_off = np.zeros((capacity, ring_steps), dtype=np.int16)
+        self.last_step = np.full(capacity, -1, dtype=np.int64)
+        self.samples = np.zeros(capacity, dtype=np.int64)
+        self.names: list[str] = []
+        self.index: dict[str, int] = {}
+
+    @property
+    def n(self) -> int:
+        """Number of servers registered."""
+        return len(self.names)
+
+    def register(self, name: str) -> int:
+        """Slot of ``name``, adding it if new; -1 when the capacity is exhausted."""
+        idx = self.index.get(name)
+        if idx is not None:
+            return idx
+        if len(self.names) >= self.capacity:
+            return -1
+        idx = len(self.names)
+        self.names.append(name)
+        self.index[name] = idx
+        return idx
+
+    def append(
+        self,
+        srv: np.ndarray,
+        ts: np.ndarray,
+        vals: np.ndarray,
+        state: np.ndarray,
+    ) -> np.ndarray:
+        """Bucket samples (srv int64 (n,), ts int64 (n,), vals float64 (n, 4), state int8 (n,)).
+
+        Returns int8 codes (n,): CODE_* per sample (-1 where ``srv < 0``).
+        """
+        codes = np.full(srv.shape[0], -1, dtype=np.int8)
+        append_kernel()(
+            np.ascontiguousarray(srv, dtype=np.int64),
+            np.ascontiguousarray(ts, dtype=np.int64),
+            np.ascontiguousarray(vals, dtype=np.float64),
+            np.ascontiguousarray(state, dtype=np.int8),
+            np.int64(self.step_seconds),
+            self.values,
+            self.state,
+            self.slot_step,
+            self.slot_off,
+            self.last_step,
+            codes,
+        )
+        ok = srv[codes <= CODE_DUPLICATE]
+        if ok.size:
+            np.add.at(self.samples, ok, 1)
+        return codes
+
+    def series(
+        self, s: int, end_step: int, steps: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw (not filled) steps ``end_step-steps+1 .. end_step`` of server ``s``.
+
+        Returns (present bool (steps,), values float32 (steps, 4), state int8 (steps,)).
+        """
+        wanted = np.arange(end_step - steps + 1, end_step + 1, dtype=np.int64)
+        slots = wanted % self.ring_steps
+        present = (self.slot_step[s, slots] == wanted) & (wanted >= 0)
+        vals = np.where(present[:, None], self.values[s, slots], np.nan).astype(np.float32)
+        st = np.where(present, self.state[s, slots], -1).astype(np.int8)
+        return present, vals, st
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The buffers as plain arrays (names as a unicode array; no object dtype, no pickle)."""
+        n = self.n
+        return {
+            "values": self.values[:n].copy(),
+            "state": self.state[:n].copy(),
+            "slot_step": self.slot_step[:n].copy(),
+            "slot_off": self.slot_off[:n].copy(),
+            "last_step": self.last_step[:n].copy(),
+            "samples": self.samples[:n].copy(),
+            "names": np.array(self.names, dtype=np.str_),
+            "ring_steps": np.array([self.ring_steps], dtype=np.int64),
+            "step_seconds": np.array([self.step_seconds], dtype=np.int64),
+        }
+
+    def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Restore :meth:`state_arrays` output (same step; a different ring length is re-bucketed)."""
+        step = int(np.asarray(arrays["step_seconds"])[0])
+        if step != self.step_seconds:
+            raise ValueError(
+                f"Saved buffers use {step}-second steps but the model uses {self.step_seconds}. "
+                "Why it matters: steps of another size cannot be reinterpreted. Fix: start with "
+                "an empty state directory or the model the state was saved with. "
+                "See docs/OPERATIONS.md#state."
+            )
+        names = [str(x) for x in np.asarray(arrays["names"]).tolist()]
+        if len(names) > self.capacity:
+            raise ValueError(
+                f"Saved state has {len(names)} servers but capacity is {self.capacity}. "
+                "Fix: raise the capacity setting. See docs/OPERATIONS.md#state."
+            )
+        old_w = int(np.asarray(arrays["ring_steps"])[0])
+        n = len(names)
+        self.names = names
+        self.index = {name: i for i, name in enumerate(names)}
+        self.last_step[:n] = arrays["last_step"]
+        self.samples[:n] = arrays["samples"]
+        if old_w == self.ring_steps:
+            self.values[:n] = arrays["values"]
+            self.state[:n] = arrays["state"]
+            self.slot_step[:n] = arrays["slot_step"]
+            self.slot_off[:n] = arrays["slot_off"]
+            return
+        # Re-bucket the saved steps into the new ring length (keeps the newest that fit).
+        old_steps = np.asarray(arrays["slot_step"]).astype(np.int64)
+        for s in range(n):
+            for k in np.flatnonzero(old_steps[s] >= 0):
+                st = int(old_steps[s, k])
+                if st <= self.last_step[s] - self.ring_steps:
+                    continue
+                j = st % self.ring_steps
+                self.slot_step[s, j] = st
+                self.slot_off[s, j] = arrays["slot_off"][s, k]
+                self.state[s, j] = arrays["state"][s, k]
+                self.values[s, j] = arrays["values"][s, k]
+
+
+def records_to_columns(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Contract records (dicts) to RecordBatch columns; ISO timestamps parsed to epoch seconds."""
+    from datetime import datetime
+
+    ts = np.empty(len(records), dtype=np.int64)
+    for i, r in enumerate(records):
+        t = r.get("timestamp")
+        if isinstance(t, str):
+            t = datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
+        ts[i] = int(t) if t is not None else -1
+    cols: dict[str, Any] = {
+        "ts": ts,
+        "server": [r.get("server_name") for r in records],
+        "state": [r.get("state") for r in records],
+        "profile": [r.get("profile") for r in records],
+    }
+    for metric in METRIC_COLUMNS:
+        cols[metric] = np.array(
+            [np.nan if r.get(metric) is None else r.get(metric) for r in records],
+            dtype=np.float64,
+        )
+    return cols

@@ -1,0 +1,118 @@
+"""POST /admin/reload (atomic model swap) and POST /demo/scenario (only with --demo)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from litestar import Controller, post
+
+from fleetcast.appliance.auth import write_guard
+from fleetcast.appliance.http_errors import ApiError
+from fleetcast.appliance.schemas import ReloadIn, ReloadOut, ScenarioIn, ScenarioOut
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from litestar.datastructures import State
+
+    from fleetcast.appliance.settings import Settings
+
+__all__ = ["AdminController", "DemoController", "resolve_model_dir"]
+
+_log = logging.getLogger(__name__)
+_SEE_RELOAD = "docs/OPERATIONS.md#upgrade-a-model"
+
+
+def resolve_model_dir(settings: Settings, name: str | None) -> Path:
+    """``--model-dir`` itself, or the folder ``name`` beside it (inside its parent only).
+
+    Raises ApiError(422) for names that leave the models folder or do not exist; the
+    message quotes the name sent, never a server path.
+    """
+    if not name:
+        return settings.model_dir
+    root = settings.model_dir.parent.resolve()
+    candidate = (root / name).resolve()
+    if candidate.parent != root or "/" in name.strip("/") or name in {".", ".."}:
+        raise ApiError(
+            422,
+            "model_dir not allowed",
+            f"{name!r} is not the name of a folder beside the configured model folder",
+            "pass the bare folder name of a bundle next to the current one, e.g. tft_model_20261127_101500",
+            _SEE_RELOAD,
+        )
+    if not (candidate / "model.onnx").is_file():
+        raise ApiError(
+            422,
+            "no model there",
+            f"folder {name!r} beside the configured model folder holds no model.onnx",
+            "export the bundle first (fleetcast export) or check the folder name",
+            _SEE_RELOAD,
+        )
+    return candidate
+
+
+def _scrub(message: str, *paths: Path) -> str:
+    """Remove server paths from a message before it is sent to a client."""
+    for path in paths:
+        for form in {str(path.resolve()), str(path)}:
+            if form and form != ".":
+                message = message.replace(form, f"<{path.name}>")
+    return message
+
+
+class AdminController(Controller):
+    """Operations on the running appliance."""
+
+    path = "/admin"
+    guards = [write_guard]  # noqa: RUF012
+    tags = ["admin"]  # noqa: RUF012
+
+    @post("/reload", status_code=200, summary="Atomically swap in a new model")
+    async def reload(self, state: State, data: ReloadIn | None = None) -> ReloadOut:
+        """Loads and checks the new model in a worker thread while the old one keeps serving;
+        buffers carry over. 422 (old model stays) when the new one is refused."""
+        runtime = state.runtime
+        target = resolve_model_dir(runtime.settings, data.model_dir if data else None)
+        try:
+            result = await runtime.reload(target)
+        except ApiError:
+            raise
+        except Exception as exc:
+            _log.warning("model reload refused: %s", exc)
+            raise ApiError(
+                422,
+                "model refused",
+                _scrub(f"{type(exc).__name__}: {exc}", target, runtime.settings.model_dir),
+                "fix or re-export the model; the previous model keeps serving",
+                _SEE_RELOAD,
+            ) from exc
+        _log.info(
+            "model reloaded: %s -> %s", result["previous_model_version"], result["model_version"]
+        )
+        return ReloadOut(**result)
+
+
+class DemoController(Controller):
+    """The built-in demo source (404 unless started with --demo)."""
+
+    path = "/demo"
+    guards = [write_guard]  # noqa: RUF012
+    tags = ["demo"]  # noqa: RUF012
+
+    @post("/scenario", status_code=200, summary="Switch the demo fleet's scenario")
+    async def scenario(self, state: State, data: ScenarioIn) -> ScenarioOut:
+        """``healthy``, ``degrading`` or ``critical``; affects the simulated data from the next step."""
+        demo = state.runtime.demo
+        if demo is None:
+            raise ApiError(
+                404,
+                "demo not running",
+                "the appliance was started without --demo, so there is no scenario to switch",
+                "restart with `fleetcast serve --demo` to use the simulator",
+                "docs/OPERATIONS.md#demo",
+            )
+        previous = demo.scenario
+        demo.set_scenario(data.scenario)
+        return ScenarioOut(scenario=data.scenario, previous=previous)

@@ -1,0 +1,55 @@
+"""GET /history/{server_name} and /fleet/history: recent actuals and the fleet risk trend."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+from litestar import Controller, Response, get
+from litestar.params import Parameter
+
+from fleetcast.appliance.auth import read_guard
+from fleetcast.appliance.http_errors import ApiError
+from fleetcast.appliance.schemas import FleetHistory, ServerHistory  # noqa: TC001 (Litestar reads them at run time)
+
+if TYPE_CHECKING:
+    from litestar.datastructures import State
+
+__all__ = ["MAX_HISTORY_STEPS", "HistoryController"]
+
+MAX_HISTORY_STEPS = 10_000
+"""Upper bound of ``?steps=`` (the engine returns at most what it keeps)."""
+
+Steps = Annotated[
+    int, Parameter(ge=1, le=MAX_HISTORY_STEPS, description="number of 5-minute steps")
+]
+
+
+class HistoryController(Controller):
+    """Recent actuals for the dashboard's historical panels."""
+
+    path = "/"
+    guards = [read_guard]  # noqa: RUF012
+    tags = ["history"]  # noqa: RUF012
+
+    @get("/history/{server_name:str}", summary="Recent actuals and risk of one server")
+    async def server(
+        self, state: State, server_name: str, steps: Steps = 288
+    ) -> Response[ServerHistory]:
+        """One value per step (null where a step had no sample), oldest first."""
+        engine = state.runtime.engine
+        found = engine.history(server_name, steps) if engine is not None else None
+        if found is None:
+            raise ApiError(
+                404,
+                "unknown server",
+                f"no samples have been received for server {server_name[:255]!r}",
+                "POST /metrics records for it first, or check the name in GET /predictions/current",
+            )
+        return Response(content=found)
+
+    @get("/fleet/history", summary="Fleet risk trend")
+    async def fleet(self, state: State, steps: Steps = 288) -> Response[FleetHistory]:
+        """Mean risk and green/yellow/red counts per forecast step."""
+        engine = state.runtime.engine
+        body = engine.fleet_history(steps) if engine is not None else {}
+        return Response(content=body)

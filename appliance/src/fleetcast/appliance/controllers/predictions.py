@@ -1,0 +1,61 @@
+"""GET /predictions/current, /predictions/{server_name}, /alerts/active: cached, never run the model."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from litestar import Controller, Response, get
+
+from fleetcast.appliance.auth import read_guard
+from fleetcast.appliance.http_errors import ApiError
+from fleetcast.appliance.schemas import (  # noqa: TC001 (Litestar reads them at run time)
+    AlertsResponse,
+    PredictionsCurrent,
+    ServerDetail,
+)
+
+if TYPE_CHECKING:
+    from litestar.datastructures import State
+
+__all__ = ["EMPTY_PREDICTIONS", "PredictionsController"]
+
+EMPTY_PREDICTIONS = (
+    b'{"prediction_time":null,"data_time":null,"model_version":null,"servers":[],'
+    b'"fleet":{"servers":0,"green":0,"yellow":0,"red":0,"mean_risk":0.0,'
+    b'"incident_probability":{},"by_profile":{}}}'
+)
+"""Body of /predictions/current before the first forecast (no server ready yet)."""
+
+
+class PredictionsController(Controller):
+    """Forecasts and alerts, served from the cache the forecast loop fills."""
+
+    path = "/"
+    guards = [read_guard]  # noqa: RUF012
+    tags = ["predictions"]  # noqa: RUF012
+
+    @get("/predictions/current", summary="The newest forecast set for every ready server")
+    async def current(self, state: State) -> Response[PredictionsCurrent]:
+        """Encoded once per forecast set; an empty set (``servers: []``) until servers are ready."""
+        body = state.runtime.current_body or EMPTY_PREDICTIONS
+        return Response(content=body, media_type="application/json")
+
+    @get("/predictions/{server_name:str}", summary="One server's forecast with its full curves")
+    async def server(self, state: State, server_name: str) -> Response[ServerDetail]:
+        """404 when the server is unknown or has no forecast yet (warming up: see /status)."""
+        engine = state.runtime.engine
+        found = engine.server_forecast(server_name) if engine is not None else None
+        if found is None:
+            raise ApiError(
+                404,
+                "no forecast for this server",
+                f"server {server_name[:255]!r} is unknown or still warming up (no full encoder window yet)",
+                "check the name in GET /predictions/current, or GET /status for warming servers",
+            )
+        return Response(content=found)
+
+    @get("/alerts/active", summary="Alerts of the newest forecast set")
+    async def alerts(self, state: State) -> Response[AlertsResponse]:
+        """Each alert names the server, metric, horizon, predicted value and threshold."""
+        engine = state.runtime.engine
+        return Response(content={"alerts": engine.alerts() if engine is not None else []})

@@ -1,0 +1,625 @@
+"""The appliance's compute core behind one facade: ingest, forecast, risk, history, state.
+
+:class:`Engine` owns the model (:mod:`fleetcast.appliance.model`), the per-server ring
+buffers (:mod:`fleetcast.appliance.buffers`), the window builder
+(:mod:`fleetcast.appliance.windows`) and the risk model (:mod:`fleetcast.appliance.risk`).
+It knows nothing about HTTP: the service wraps it (docs/API.md).
+
+Threading: :meth:`Engine.ingest` and :meth:`Engine.run_forecast` may be called from
+different threads. Both take the buffer lock only for the array work; ONNX Runtime runs
+outside it on a private copy of the windows, so ingest never waits for inference.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fleetcast.appliance.engine_types import (
+    EngineConfig,
+    ForecastSet,
+    IngestResult,
+    RecordBatch,
+    check_config,
+)
+from fleetcast.appliance.forecast import iso
+from fleetcast.contract.encoder import profile_from_name, server_id
+from fleetcast.contract.schema import METRIC_COLUMNS, VALID_PROFILES, VALID_STATES
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from fleetcast.appliance.model import LoadedModel
+    from fleetcast.appliance.windows import WindowInputs
+
+__all__ = [
+    "Engine",
+    "EngineConfig",
+    "ForecastSet",
+    "IngestResult",
+    "RecordBatch",
+]
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """The facade the service drives: one model, one set of buffers, one cached forecast.
+
+    Build with :meth:`open` (or :meth:`restore`); see the module docstring for threading.
+    """
+
+    def __init__(self, config: EngineConfig, model: LoadedModel) -> None:
+        from fleetcast.appliance.buffers import RingBuffers
+        from fleetcast.appliance.history import RiskHistory
+        from fleetcast.appliance.risk import Thresholds
+
+        check_config(config)
+        spec = model.spec
+        self.config = config
+        self.model = model
+        self.spec = spec
+        enc = spec.encoder_length
+        self.history_steps = max(int(config.history_steps or enc), enc)
+        # +2: the open step and one step before the encoder to forward-fill from.
+        self._buf = RingBuffers(config.capacity, self.history_steps + 2, spec.step_seconds)
+        cap = config.capacity
+        self._profile = np.zeros(cap, dtype=np.int64)
+        """Contract profile index (VALID_PROFILES) per server."""
+        self._static = np.zeros((cap, 2), dtype=np.int64)
+        """Model codes per server: [:, 0] profile, [:, 1] server_id."""
+        self._known = np.zeros(cap, dtype=bool)
+        self._history = RiskHistory(cap, self._buf.ring_steps, config.risk_history_steps)
+        self.thresholds = Thresholds(config.thresholds)
+        self.horizons = dict(sorted(spec.horizons.items(), key=lambda kv: kv[1]))
+        """Reported horizons (name → steps), shortest first; the last one is the server risk's."""
+        self._state_index = {name: i for i, name in enumerate(VALID_STATES)}
+        self._profile_index = {name: i for i, name in enumerate(VALID_PROFILES)}
+        self._lock = threading.Lock()
+        self._forecast_lock = threading.Lock()
+        self._inputs: WindowInputs | None = None
+        self._current: ForecastSet | None = None
+        self._current_q: np.ndarray | None = None
+        self._current_rows: dict[str, int] = {}
+        self._alert_since: dict[tuple[str, str, str], str] = {}
+        self._fleet_closed = -1
+        self._last_forecast_step = -1
+        self._counters = dict.fromkeys(
+            ("accepted", "rejected", "duplicates", "superseded", "too_old", "capacity", "invalid"),
+            0,
+        )
+        self._runs = 0
+        self._failures = 0
+        self._predictions = 0
+        self._latency_ms: deque[float] = deque(maxlen=1000)
+        self._first_run: float | None = None
+        self._last_prediction_time: str | None = None
+        self._started = time.monotonic()
+
+    @classmethod
+    def open(cls, config: EngineConfig) -> Engine:
+        """Load and check the model, allocate the buffers. Raises ModelError with a clear message."""
+        from fleetcast.appliance.model import load_model
+
+        model = load_model(config.model_dir, config.providers, config.intra_op_threads)
+        engine = cls(config, model)
+        engine.warm_up()
+        return engine
+
+    def warm_up(self) -> float:
+        """Compile (or load from Numba's cache) the kernels now, on empty inputs; returns seconds.
+
+        Keeps the first real ingest and forecast fast; nothing is compiled at import.
+        """
+        from fleetcast.appliance.windows import WindowInputs, build_windows, window_lengths
+
+        started = time.perf_counter()
+        buf = self._buf
+        empty = np.zeros(0, dtype=np.int64)
+        with self._lock:
+            buf.append(empty, empty, np.zeros((0, 4)), np.zeros(0, dtype=np.int8))
+            window_lengths(buf.slot_step, buf.last_step, 0, self.spec.encoder_length)
+            tiny = WindowInputs.allocate(self.model.plan, 1)
+            build_windows(
+                self.model.plan,
+                tiny,
+                empty,
+                empty,
+                buf.values,
+                buf.state,
+                buf.slot_step,
+                buf.last_step,
+                self._static,
+            )
+        took = time.perf_counter() - started
+        log.info("Numba kernels ready in %.2f s", took)
+        return took
+
+    @property
+    def providers(self) -> list[str]:
+        """ONNX Runtime providers actually in use (``session.get_providers()``)."""
+        return list(self.model.providers)
+
+    # -- data in -------------------------------------------------------------------------
+    def _register(self, name: str, profile: str | None) -> int:
+        """Buffer slot of a server, registering it (profile from record or name); -1 = full."""
+        buf = self._buf
+        idx = buf.index.get(name)
+        if idx is not None:
+            if profile is not None and self._profile[idx] != self._profile_index[profile]:
+                self._set_profile(idx, profile)
+            return idx
+        idx = buf.register(name)
+        if idx < 0:
+            return -1
+        spec = self.spec
+        self._set_profile(idx, profile or profile_from_name(name))
+        if "server_id" in spec.categorical_classes:
+            self._static[idx, 1] = spec.encode_categorical("server_id", [server_id(name)])[0]
+        self._known[idx] = name in spec.server_mapping
+        return idx
+
+    def _set_profile(self, idx: int, profile: str) -> None:
+        self._profile[idx] = self._profile_index[profile]
+        if "profile" in self.spec.categorical_classes:
+            self._static[idx, 0] = self.spec.encode_categorical("profile", [profile])[0]
+
+    def ingest(self, batch: RecordBatch) -> IngestResult:
+        """Validate and bucket a batch into the ring buffers (thread-safe w.r.t. forecasts).
+
+        Invalid records (docs/DATA_CONTRACT.md), samples older than the ring and new servers
+        beyond the capacity are rejected with a reason; everything else is acknowledged.
+        """
+        from fleetcast.appliance.buffers import CODE_DUPLICATE, CODE_SUPERSEDED, CODE_TOO_OLD
+        from fleetcast.contract.records import validate_columns
+
+        n = len(batch)
+        names = list(batch.server)
+        states = list(batch.state)
+        profiles = list(batch.profile)
+        metrics = np.empty((n, 4), dtype=np.float64)
+        for j, col in enumerate(
+            (batch.cpu_pct, batch.mem_pct, batch.disk_io_mb_s, batch.latency_ms)
+        ):
+            metrics[:, j] = col
+        ts_raw = np.asarray(batch.ts)
+        ok, reasons = validate_columns(
+            {
+                "server_name": np.asarray(names, dtype=object),
+                "cpu_pct": metrics[:, 0],
+                "mem_pct": metrics[:, 1],
+                "disk_io_mb_s": metrics[:, 2],
+                "latency_ms": metrics[:, 3],
+                "timestamp": ts_raw,
+                "state": np.asarray(states, dtype=object),
+                "profile": np.asarray(profiles, dtype=object),
+            }
+        )
+        ts = np.zeros(n, dtype=np.int64)
+        ts[ok] = np.floor(ts_raw[ok].astype(np.float64)).astype(np.int64)
+        srv = np.full(n, -1, dtype=np.int64)
+        st = np.full(n, -1, dtype=np.int8)
+        capacity_full: list[int] = []
+        state_index = self._state_index
+        step = self.spec.step_seconds
+        with self._lock:
+            for i in np.flatnonzero(ok).tolist():
+                idx = self._register(names[i], profiles[i] or None)
+                if idx < 0:
+                    capacity_full.append(i)
+                    continue
+                srv[i] = idx
+                s = states[i]
+                st[i] = -1 if not s else state_index[s]
+            codes = self._buf.append(srv, ts, metrics, st)
+            n_srv = self._buf.n
+            newest = int(self._buf.last_step[:n_srv].max()) - 1 if n_srv else -1
+            old = self._fleet_closed
+            closed = 0
+            if newest > old:
+                closed = newest - old if old >= 0 else 1
+                self._fleet_closed = newest
+            latest = self._fleet_closed
+        rejected = [(i, reasons[i]) for i in sorted(reasons)]
+        for i in capacity_full:
+            rejected.append(
+                (
+                    i,
+                    f"server {names[i]!r} is new but the appliance already tracks its capacity of "
+                    f"{self.config.capacity} servers; raise the capacity setting "
+                    "(docs/OPERATIONS.md#configuration)",
+                )
+            )
+        too_old = np.flatnonzero(codes == CODE_TOO_OLD)
+        if too_old.size:
+            ring = self._buf.ring_steps
+            for i in too_old.tolist():
+                rejected.append(
+                    (
+                        i,
+                        f"timestamp {iso(ts[i])} is older than the {ring} steps "
+                        f"({ring * step / 3600.0:.1f} h) kept for {names[i]!r}, whose newest "
+                        f"step is {iso(self._buf.last_step[srv[i]] * step)}; a sample that late "
+                        "can no longer change a forecast (docs/RISK.md#buckets)",
+                    )
+                )
+            rejected.sort()
+        c = self._counters
+        accepted = n - len(rejected)
+        c["accepted"] += accepted
+        c["rejected"] += len(rejected)
+        c["invalid"] += len(reasons)
+        c["capacity"] += len(capacity_full)
+        c["too_old"] += int(too_old.size)
+        c["duplicates"] += int(np.count_nonzero(codes == CODE_DUPLICATE))
+        c["superseded"] += int(np.count_nonzero(codes == CODE_SUPERSEDED))
+        return IngestResult(
+            accepted=accepted,
+            rejected=rejected,
+            closed_steps=int(closed),
+            latest_step=int(latest * step) if latest >= 0 else None,
+        )
+
+    def forecast_due(self) -> bool:
+        """True when the fleet's newest closed step is newer than the last forecast's."""
+        return self._fleet_closed > self._last_forecast_step
+
+    # -- forecasts -----------------------------------------------------------------------
+    def _readiness(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """(lengths (n,), newest closed step (n,), ready (n,) bool, reference step); under the lock.
+
+        Ready = at least ``min_encoder_length`` valid steps and in step with the fleet: a
+        server is *stale* when its newest closed step lags more than ``stale_after_steps``
+        behind the fleet's reference step, and *ahead* when it leads it by as much (a clock in
+        the future). The reference is the 90th percentile (lower) of the servers' newest
+        closed steps — a robust "now" that a few such servers cannot move.
+        """
+        from fleetcast.appliance.windows import window_lengths
+
+        buf = self._buf
+        n = buf.n
+        lengths = window_lengths(buf.slot_step, buf.last_step, n, self.spec.encoder_length)
+        ends = buf.last_step[:n] - 1
+        if n == 0:
+            return lengths, ends, np.zeros(0, dtype=bool), -1
+        ref = int(np.percentile(ends, 90, method="lower"))
+        lag = self.config.stale_after_steps
+        ready = (lengths >= self.spec.min_encoder_length) & (np.abs(ends - ref) <= lag)
+        return lengths, ends, ready, ref
+
+    def run_forecast(self) -> ForecastSet | None:
+        """Batched inference over all ready servers; caches and returns the set (None: none ready).
+
+        Ready = at least ``min_encoder_length`` closed steps and not stale. Windows are built
+        under the buffer lock into preallocated inputs; ONNX Runtime runs outside it.
+        Blocking (milliseconds to seconds): call it from a worker thread.
+        """
+        from fleetcast.appliance.windows import WindowInputs, build_windows
+
+        with self._forecast_lock:
+            started = time.perf_counter()
+            with self._lock:
+                lengths, ends, ready, _ = self._readiness()
+                idx = np.flatnonzero(ready)
+                b = int(idx.size)
+                if ends.size:
+                    self._last_forecast_step = max(self._last_forecast_step, int(ends.max()))
+                if b == 0:
+                    return None
+                fleet_end = int(ends[idx].max())
+                if self._inputs is None or self._inputs.capacity < b:
+                    size = max(b, 2 * (self._inputs.capacity if self._inputs else 0), 64)
+                    self._inputs = WindowInputs.allocate(
+                        self.model.plan, min(size, self.config.capacity)
+                    )
+                inputs = self._inputs
+                buf = self._buf
+                build_windows(
+                    self.model.plan,
+                    inputs,
+                    idx,
+                    lengths[idx],
+                    buf.values,
+                    buf.state,
+                    buf.slot_step,
+                    buf.last_step,
+                    self._static,
+                )
+                names = [buf.names[i] for i in idx.tolist()]
+                prof = self._profile[idx].copy()
+                ends_b = ends[idx].copy()
+                lens_b = lengths[idx].copy()
+            built = time.perf_counter()
+            try:
+                q = self._infer(inputs, b)
+            except Exception:
+                self._failures += 1
+                self._runs += 1
+                log.exception("inference failed for %d servers; the previous forecast stays", b)
+                raise
+            inferred = time.perf_counter()
+            fs = self._assemble(names, prof, ends_b, lens_b, q, fleet_end)
+            fs.inference_ms = (inferred - built) * 1000.0
+            fs.window_ms = (built - started) * 1000.0
+            fs.total_ms = (time.perf_counter() - started) * 1000.0
+            self._runs += 1
+            self._predictions += b
+            self._latency_ms.append(fs.inference_ms)
+            if self._first_run is None:
+                self._first_run = started
+            self._last_prediction_time = iso(time.time())
+            log.info(
+                "forecast %s: %d servers, windows %.1f ms, inference %.1f ms, total %.1f ms",
+                fs.data_time,
+                b,
+                fs.window_ms,
+                fs.inference_ms,
+                fs.total_ms,
+            )
+            return fs
+
+    def _infer(self, inputs: WindowInputs, b: int) -> np.ndarray:
+        """Quantiles (B, M, D, Q) float32 for the first ``b`` windows, in batches."""
+        step = max(int(self.config.batch_size), 1)
+        parts = []
+        for lo in range(0, b, step):
+            parts.append(self.model.run(inputs.feed(lo, min(lo + step, b))))
+        q = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        return np.array(q, dtype=np.float32, copy=True)
+
+    def _assemble(
+        self,
+        names: list[str],
+        prof: np.ndarray,
+        ends: np.ndarray,
+        lens: np.ndarray,
+        q: np.ndarray,
+        fleet_end: int,
+    ) -> ForecastSet:
+        """Risk, ServerForecast dicts, fleet summary, alerts and histories of one run."""
+        from fleetcast.appliance.alerts import build_alerts
+        from fleetcast.appliance.forecast import clean_quantiles, server_forecast
+        from fleetcast.appliance.risk import fleet_summary, risk_of
+
+        spec = self.spec
+        cfg = self.config
+        step = spec.step_seconds
+        q = clean_quantiles(q)
+        levels = list(spec.quantiles)
+        horizons = self.horizons
+        hnames = list(horizons)
+        th = self.thresholds.for_profiles(prof)
+        risk = risk_of(q, levels, th, list(horizons.values()))
+        profile_names = [VALID_PROFILES[p] for p in prof.tolist()]
+        pred_time = iso((fleet_end + 1) * step)
+        times: dict[int, str] = {}
+
+        def at(st: int) -> str:
+            if st not in times:
+                times[st] = iso(st * step)
+            return times[st]
+
+        hidx = [s - 1 for s in horizons.values()]
+        at_h = np.round(q[:, :, hidx, :].astype(np.float64), 3).tolist()
+        r_h = np.round(risk.server_by_horizon, 4).tolist()
+        m_h = np.round(risk.by_horizon, 4).tolist()
+        th_l = th.tolist()
+        servers = []
+        for b, name in enumerate(names):
+            end = int(ends[b])
+            servers.append(
+                server_forecast(
+                    name=name,
+                    profile=profile_names[b],
+                    prediction_time=at(end + 1),
+                    data_time=at(end),
+                    encoder_steps=int(lens[b]),
+                    encoder_length=spec.encoder_length,
+                    at_horizons=at_h[b],
+                    levels=levels,
+                    horizons=hnames,
+                    risk_by_horizon=r_h[b],
+                    metric_by_horizon=m_h[b],
+                    thresholds=th_l[b],
+                    warning=cfg.warning_probability,
+                    critical=cfg.critical_probability,
+                )
+            )
+        fleet = fleet_summary(
+            risk.server_by_horizon,
+            profile_names,
+            hnames,
+            cfg.warning_probability,
+            cfg.critical_probability,
+        )
+        alerts, self._alert_since = build_alerts(
+            names=names,
+            profiles=profile_names,
+            quantiles=q,
+            levels=levels,
+            risk=risk,
+            ends=ends,
+            horizons=horizons,
+            step_seconds=step,
+            prediction_time=pred_time,
+            since=self._alert_since,
+            warning=cfg.warning_probability,
+            critical=cfg.critical_probability,
+        )
+        order = np.argsort(-risk.risk, kind="stable")
+        fs = ForecastSet(
+            prediction_time=pred_time,
+            data_time=iso(fleet_end * step),
+            model_version=spec.model_version,
+            servers=[servers[i] for i in order.tolist()],
+            fleet=fleet,
+            alerts=alerts,
+        )
+        with self._lock:
+            rows = {name: b for b, name in enumerate(names)}
+            slots = np.array([self._buf.index[name] for name in names], dtype=np.int64)
+            self._history.record(slots, ends.astype(np.int64), risk.risk, fleet_end, fleet)
+            self._current = fs
+            self._current_q = q
+            self._current_rows = rows
+        return fs
+
+    def current(self) -> ForecastSet | None:
+        """The cached forecast set; never runs the model."""
+        return self._current
+
+    def server_forecast(self, name: str) -> dict[str, Any] | None:
+        """One ServerForecast plus full curves (docs/API.md GET /predictions/{server_name})."""
+        from fleetcast.appliance.forecast import curves
+
+        with self._lock:
+            fs, q, row = self._current, self._current_q, self._current_rows.get(name)
+        if fs is None or q is None or row is None:
+            return None
+        found = next((s for s in fs.servers if s["server_name"] == name), None)
+        if found is None:
+            return None
+        out = dict(found)
+        out["curves"] = curves(q[row], list(self.spec.quantiles))
+        out["step_seconds"] = self.spec.step_seconds
+        out["start"] = found["prediction_time"]
+        return out
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Active alerts of the cached forecast (docs/API.md GET /alerts/active items)."""
+        fs = self._current
+        return list(fs.alerts) if fs is not None else []
+
+    # -- history -------------------------------------------------------------------------
+    def history(self, name: str, steps: int) -> dict[str, Any] | None:
+        """Recent actuals and risk of one server (docs/API.md GET /history/{server_name}).
+
+        Up to ``steps`` (at most the kept history) steps ending at the server's newest step
+        (the open one included); missing steps are null, not filled.
+        """
+        buf = self._buf
+        with self._lock:
+            s = buf.index.get(name)
+            if s is None:
+                return None
+            end = int(buf.last_step[s])
+            steps = int(max(1, min(steps, buf.ring_steps - 1)))
+            present, vals, _ = buf.series(s, end, steps)
+            wanted = np.arange(end - steps + 1, end + 1, dtype=np.int64)
+            rk = self._history.server(s, wanted)
+            profile = VALID_PROFILES[int(self._profile[s])]
+        keep = np.flatnonzero(wanted >= 0)
+        step = self.spec.step_seconds
+        out: dict[str, Any] = {
+            "server_name": name,
+            "profile": profile,
+            "step_seconds": step,
+            "timestamps": [iso(t * step) for t in wanted[keep].tolist()],
+        }
+        for j, m in enumerate(METRIC_COLUMNS):
+            col = vals[keep, j]
+            out[m] = [
+                None if not p else round(float(v), 3)
+                for p, v in zip(present[keep], col, strict=True)
+            ]
+        out["risk"] = [None if np.isnan(r) else round(float(r), 4) for r in rk[keep].tolist()]
+        return out
+
+    def fleet_history(self, steps: int) -> dict[str, Any]:
+        """The fleet risk trend (docs/API.md GET /fleet/history), oldest first."""
+        with self._lock:
+            return self._history.fleet_trend(steps, self.spec.step_seconds)
+
+    # -- status & state ------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """Model info, servers known/ready/warming/unknown, latency, rates, ingest counters."""
+        spec = self.spec
+        with self._lock:
+            lengths, ends, forecastable, ref = self._readiness()
+            n = self._buf.n
+            known = self._known[:n].copy()
+            names = list(self._buf.names)
+        ready = lengths >= spec.min_encoder_length
+        stale = ready & ~forecastable & (ends < ref)
+        ahead = ready & ~forecastable & (ends > ref)
+        warming = np.flatnonzero(~ready)
+        step = spec.step_seconds
+        detail = [
+            {
+                "server_name": names[i],
+                "steps": int(lengths[i]),
+                "needed": spec.min_encoder_length,
+                "ready_in_s": int((spec.min_encoder_length - lengths[i]) * step),
+            }
+            for i in warming[np.argsort(-lengths[warming], kind="stable")][:50].tolist()
+        ]
+        lat = np.asarray(self._latency_ms, dtype=np.float64)
+        elapsed = time.perf_counter() - self._first_run if self._first_run is not None else 0.0
+        return {
+            "model": self.model.info(),
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "servers": {
+                "known": int(n),
+                "ready": int(np.count_nonzero(forecastable)),
+                "warming": int(warming.size),
+                "stale": int(np.count_nonzero(stale)),
+                "ahead": int(np.count_nonzero(ahead)),
+                "unknown": int(np.count_nonzero(~known)),
+                "full_history": int(np.count_nonzero(lengths >= spec.encoder_length)),
+                "capacity": self.config.capacity,
+                "warming_detail": detail,
+            },
+            "predictions_per_second": round(self._predictions / elapsed, 3) if elapsed > 0 else 0.0,
+            "inference_latency_ms": {
+                "avg": round(float(lat.mean()), 3) if lat.size else None,
+                "p99": round(float(np.percentile(lat, 99)), 3) if lat.size else None,
+                "last": round(float(lat[-1]), 3) if lat.size else None,
+            },
+            "forecast_runs": self._runs,
+            "error_rate": round(self._failures / self._runs, 4) if self._runs else 0.0,
+            "last_prediction_time": self._last_prediction_time,
+            "data_time": iso(int(ends.max()) * step) if ends.size else None,
+            "ingest": dict(self._counters),
+            "thresholds": self.thresholds.to_dict(),
+        }
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Everything needed to restore the buffers and histories, as plain numpy arrays."""
+        with self._lock:
+            n = self._buf.n
+            out = {f"buf_{k}": v for k, v in self._buf.state_arrays().items()}
+            out["profile"] = self._profile[:n].copy()
+            out.update(self._history.state_arrays(n))
+            out["last_forecast_step"] = np.array([self._last_forecast_step], dtype=np.int64)
+        return out
+
+    @classmethod
+    def restore(cls, config: EngineConfig, arrays: Mapping[str, np.ndarray]) -> Engine:
+        """An engine whose buffers are those of :meth:`state_arrays` (model loaded fresh)."""
+        engine = cls.open(config)
+        engine.load_state(arrays)
+        return engine
+
+    def load_state(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Restore :meth:`state_arrays` into this (fresh) engine."""
+        buf_arrays = {k[4:]: v for k, v in arrays.items() if k.startswith("buf_")}
+        with self._lock:
+            self._buf.load_arrays(buf_arrays)
+            n = self._buf.n
+            for i, name in enumerate(self._buf.names):
+                profile = VALID_PROFILES[int(arrays["profile"][i])]
+                self._set_profile(i, profile)
+                if "server_id" in self.spec.categorical_classes:
+                    self._static[i, 1] = self.spec.encode_categorical(
+                        "server_id", [server_id(name)]
+                    )[0]
+                self._known[i] = name in self.spec.server_mapping
+            self._history.load_arrays(arrays, n)
+            ends = self._buf.last_step[:n] - 1
+            self._fleet_closed = int(ends.max()) if n else -1
+            self._last_forecast_step = -1  # forecast once after a restore

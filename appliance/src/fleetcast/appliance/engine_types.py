@@ -1,0 +1,150 @@
+"""The Engine's plain data types: its configuration, the record batch in, the results out.
+
+Re-exported by :mod:`fleetcast.appliance.engine` (import them from there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from pathlib import Path
+
+    import numpy as np
+
+__all__ = ["EngineConfig", "ForecastSet", "IngestResult", "RecordBatch", "check_config"]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Configuration of the compute core (part of the service's Settings)."""
+
+    model_dir: Path
+    """Folder holding ``model.onnx`` (and optionally ``server_mapping.json``, checked against
+    the mapping embedded in the model)."""
+    capacity: int = 20_000
+    """Maximum number of servers; the ring buffers are preallocated for this many."""
+    providers: tuple[str, ...] | None = None
+    """ONNX Runtime execution providers in order of preference; ``None`` = TensorRT, CUDA,
+    CPU filtered by what ONNX Runtime reports available."""
+    intra_op_threads: int = 0
+    """ONNX Runtime intra-op threads; 0 = ONNX Runtime's default (one per core)."""
+    thresholds: Mapping[str, Any] | None = None
+    """Override of the risk thresholds per metric and per profile (docs/RISK.md#configuration),
+    e.g. ``{"latency_ms": {"default": 300, "database": 120}}``."""
+    history_steps: int | None = None
+    """Steps of actuals kept per server for /history; ``None`` = the model's encoder length.
+    Never less than the encoder length."""
+    batch_size: int = 1024
+    """Servers per ONNX Runtime call; bigger fleets run in several calls (bounds memory)."""
+    stale_after_steps: int = 12
+    """A server whose newest closed step is more than this many steps behind the fleet's newest
+    closed step is *stale*: not forecast (its data stopped), counted in status."""
+    warning_probability: float = 0.3
+    """Alert (severity ``warning``, level yellow) at or above this exceedance probability."""
+    critical_probability: float = 0.7
+    """Alert severity ``critical`` (level red) above this exceedance probability."""
+    risk_history_steps: int = 288
+    """Fleet risk trend points kept for /fleet/history."""
+
+
+@dataclass
+class RecordBatch:
+    """A batch of contract records as columns (already validated by the service or not).
+
+    ``ts``: int64 epoch seconds (n,); ``server``: names (n,); the four metrics float64 (n,);
+    ``state``/``profile``: str or None per record.
+    """
+
+    ts: np.ndarray
+    server: Sequence[str] | np.ndarray
+    cpu_pct: np.ndarray
+    mem_pct: np.ndarray
+    disk_io_mb_s: np.ndarray
+    latency_ms: np.ndarray
+    state: Sequence[str | None] | np.ndarray
+    profile: Sequence[str | None] | np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    @classmethod
+    def from_records(cls, records: Sequence[Mapping[str, Any]]) -> RecordBatch:
+        """Columns from dicts with contract keys (``timestamp`` as epoch seconds or ISO 8601)."""
+        from fleetcast.appliance.buffers import records_to_columns
+
+        return cls(**records_to_columns(records))
+
+
+@dataclass
+class IngestResult:
+    """What one :meth:`Engine.ingest` call did."""
+
+    accepted: int
+    """Records stored in the buffers."""
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+    """(index in the batch, reason) for every record not stored."""
+    closed_steps: int = 0
+    """How many steps the fleet's newest closed step advanced (> 0: a forecast is due)."""
+    latest_step: int | None = None
+    """Epoch seconds of the fleet's newest closed step after this batch (None: none yet)."""
+
+
+@dataclass
+class ForecastSet:
+    """One batched forecast over all ready servers (the body of GET /predictions/current)."""
+
+    prediction_time: str
+    """ISO 8601 UTC of the first predicted step (the fleet's newest closed step + 1)."""
+    data_time: str
+    """ISO 8601 UTC of the fleet's newest closed step the forecast used."""
+    model_version: str
+    servers: list[dict[str, Any]]
+    """ServerForecast dicts (docs/API.md), sorted by descending risk."""
+    fleet: dict[str, Any]
+    """FleetSummary (docs/API.md)."""
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    """Active alerts (docs/RISK.md#alerts), highest probability first."""
+    inference_ms: float = 0.0
+    """ONNX Runtime time of this run (all batches)."""
+    window_ms: float = 0.0
+    """Time to build the input windows (under the buffer lock)."""
+    total_ms: float = 0.0
+    """Whole run: windows, inference, risk and formatting."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON body of GET /predictions/current."""
+        return {
+            "prediction_time": self.prediction_time,
+            "data_time": self.data_time,
+            "model_version": self.model_version,
+            "servers": self.servers,
+            "fleet": self.fleet,
+        }
+
+
+def check_config(config: EngineConfig) -> None:
+    """Refuse settings the engine cannot honour, naming the setting and the way out."""
+    problems = []
+    if config.capacity < 1:
+        problems.append(f"capacity must be >= 1 (got {config.capacity})")
+    if config.batch_size < 1:
+        problems.append(f"batch_size must be >= 1 (got {config.batch_size})")
+    if config.intra_op_threads < 0:
+        problems.append(f"intra_op_threads must be >= 0 (got {config.intra_op_threads})")
+    if config.stale_after_steps < 0:
+        problems.append(f"stale_after_steps must be >= 0 (got {config.stale_after_steps})")
+    if config.history_steps is not None and config.history_steps < 1:
+        problems.append(f"history_steps must be >= 1 or None (got {config.history_steps})")
+    if not 0.0 < config.warning_probability <= config.critical_probability < 1.0:
+        problems.append(
+            "probabilities must satisfy 0 < warning_probability <= critical_probability < 1 "
+            f"(got {config.warning_probability}, {config.critical_probability})"
+        )
+    if problems:
+        raise ValueError(
+            "Invalid engine settings: " + "; ".join(problems) + ". Fix the settings "
+            "(docs/OPERATIONS.md#configuration, docs/RISK.md#configuration)."
+        )

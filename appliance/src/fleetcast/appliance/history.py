@@ -1,0 +1,92 @@
+"""Risk history: per-server risk per forecast step and the fleet's risk trend (ring buffers).
+
+Shapes: S = capacity servers, W = ring steps (the buffers' ring), F = fleet trend points.
+Both rings are indexed by the data step a forecast was made from (``step % W`` / ``% F``),
+so an entry is valid only where the stored step equals the wanted one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fleetcast.appliance.forecast import iso
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["RiskHistory"]
+
+_FLEET_KEYS = ("step", "mean_risk", "red", "yellow", "green")
+
+
+class RiskHistory:
+    """Preallocated rings: ``risk`` float32 (S, W) with ``risk_step`` int32 (S, W), and the
+    fleet trend ``step``/``mean_risk``/``red``/``yellow``/``green`` (F,)."""
+
+    def __init__(self, capacity: int, ring_steps: int, fleet_steps: int) -> None:
+        self.ring_steps = int(ring_steps)
+        self.risk = np.full((capacity, ring_steps), np.nan, dtype=np.float32)
+        self.risk_step = np.full((capacity, ring_steps), -1, dtype=np.int32)
+        f = max(int(fleet_steps), 1)
+        self.fleet = {
+            "step": np.full(f, -1, dtype=np.int64),
+            "mean_risk": np.zeros(f, dtype=np.float64),
+            "red": np.zeros(f, dtype=np.int64),
+            "yellow": np.zeros(f, dtype=np.int64),
+            "green": np.zeros(f, dtype=np.int64),
+        }
+
+    def record(
+        self,
+        servers: np.ndarray,
+        ends: np.ndarray,
+        risk: np.ndarray,
+        fleet_step: int,
+        fleet: Mapping[str, Any],
+    ) -> None:
+        """Store one forecast: server slots (B,), their data steps (B,), risks (B,), the summary."""
+        k = ends % self.ring_steps
+        self.risk[servers, k] = risk
+        self.risk_step[servers, k] = ends
+        j = fleet_step % self.fleet["step"].shape[0]
+        self.fleet["step"][j] = fleet_step
+        for key in ("mean_risk", "red", "yellow", "green"):
+            self.fleet[key][j] = fleet[key]
+
+    def server(self, s: int, wanted: np.ndarray) -> np.ndarray:
+        """Risk of server ``s`` at data steps ``wanted`` (n,), NaN where no forecast was made."""
+        slots = wanted % self.ring_steps
+        return np.where(self.risk_step[s, slots] == wanted, self.risk[s, slots], np.nan)
+
+    def fleet_trend(self, steps: int, step_seconds: int) -> dict[str, Any]:
+        """The newest ``steps`` fleet points, oldest first (docs/API.md GET /fleet/history)."""
+        fh = {k: v.copy() for k, v in self.fleet.items()}
+        valid = np.flatnonzero(fh["step"] >= 0)
+        order = valid[np.argsort(fh["step"][valid])][-max(int(steps), 1) :]
+        return {
+            "timestamps": [iso(t * step_seconds) for t in fh["step"][order].tolist()],
+            "mean_risk": [round(float(x), 4) for x in fh["mean_risk"][order].tolist()],
+            "red": fh["red"][order].tolist(),
+            "yellow": fh["yellow"][order].tolist(),
+            "green": fh["green"][order].tolist(),
+        }
+
+    def state_arrays(self, n: int) -> dict[str, np.ndarray]:
+        """Copies for a snapshot (first ``n`` servers)."""
+        out = {"risk": self.risk[:n].copy(), "risk_step": self.risk_step[:n].copy()}
+        for k in _FLEET_KEYS:
+            out[f"fleet_{k}"] = self.fleet[k].copy()
+        return out
+
+    def load_arrays(self, arrays: Mapping[str, np.ndarray], n: int) -> None:
+        """Restore :meth:`state_arrays`; parts saved with other ring sizes are dropped."""
+        risk = np.asarray(arrays.get("risk", np.zeros((0, 0))))
+        if risk.shape == (n, self.ring_steps):
+            self.risk[:n] = risk
+            self.risk_step[:n] = arrays["risk_step"]
+        for k in _FLEET_KEYS:
+            saved = np.asarray(arrays.get(f"fleet_{k}", self.fleet[k]))
+            if saved.shape == self.fleet[k].shape:
+                self.fleet[k][:] = saved

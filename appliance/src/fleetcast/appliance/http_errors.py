@@ -1,0 +1,130 @@
+"""Errors as the API returns them: ``{"error", "detail", "fix", "see"}``, never a traceback.
+
+:class:`ApiError` is raised by controllers with the codex's four parts; the exception
+handlers here turn it, Litestar's own HTTP exceptions (401, 404, 405, 413, 429, decode
+errors) and anything unexpected (500, logged with its traceback server-side only) into
+that body. Messages never contain file paths or tensors.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from litestar import Response
+from litestar.exceptions import HTTPException
+
+from fleetcast.appliance.schemas import ErrorBody, Rejected
+
+if TYPE_CHECKING:
+    from litestar.connection import Request
+
+__all__ = ["API_DOC", "ApiError", "exception_handlers"]
+
+_log = logging.getLogger(__name__)
+
+API_DOC = "docs/API.md"
+
+_DEFAULTS: dict[int, tuple[str, str, str]] = {
+    400: (
+        "bad request",
+        "check the request's body and parameters against the schema at /schema",
+        API_DOC,
+    ),
+    401: (
+        "missing or wrong API key",
+        "send the key in the X-API-Key header (see the appliance's FLEETCAST_API_KEY)",
+        "docs/OPERATIONS.md#api-key",
+    ),
+    404: ("not found", "check the path and the name against GET /status", API_DOC),
+    405: ("method not allowed", "use the method listed for this path in docs/API.md", API_DOC),
+    413: (
+        "request body too large",
+        "split the batch into smaller POSTs (or raise --max-body-bytes)",
+        "docs/OPERATIONS.md#limits",
+    ),
+    429: (
+        "rate limit exceeded",
+        "wait for the reset time in the RateLimit-Reset header, batch records into fewer requests, "
+        "or raise --rate-limit",
+        "docs/OPERATIONS.md#limits",
+    ),
+}
+
+
+class ApiError(HTTPException):
+    """A 4xx/5xx with the four parts of a fleetcast error message."""
+
+    def __init__(
+        self,
+        status_code: int,
+        error: str,
+        detail: str,
+        fix: str,
+        see: str = API_DOC,
+        rejected: list[Rejected] | None = None,
+    ) -> None:
+        super().__init__(detail=detail, status_code=status_code)
+        self.error = error
+        self.fix = fix
+        self.see = see
+        self.rejected = rejected
+
+
+def _body_response(
+    body: ErrorBody, status: int, headers: dict[str, str] | None = None
+) -> Response[ErrorBody]:
+    return Response(
+        content=body, status_code=status, headers=headers, media_type="application/json"
+    )
+
+
+def _api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[ErrorBody]:
+    return _body_response(
+        ErrorBody(
+            error=exc.error, detail=exc.detail, fix=exc.fix, see=exc.see, rejected=exc.rejected
+        ),
+        exc.status_code,
+    )
+
+
+def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
+    status = exc.status_code
+    error, fix, see = _DEFAULTS.get(
+        status, ("request failed", "see the API documentation", API_DOC)
+    )
+    detail = str(exc.detail) if exc.detail else error
+    extra = getattr(exc, "extra", None)
+    if status == 400 and isinstance(extra, list) and extra:
+        parts = [
+            f"{item.get('key', '?')}: {item.get('message', '')}"
+            if isinstance(item, dict)
+            else str(item)
+            for item in extra
+        ]
+        detail = f"{detail.split(':')[0]}: {'; '.join(parts)}"
+    headers = {k: str(v) for k, v in (exc.headers or {}).items()}
+    return _body_response(ErrorBody(error=error, detail=detail, fix=fix, see=see), status, headers)
+
+
+def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    _log.error(
+        "internal error on %s %s",
+        request.method,
+        request.url.path,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    return _body_response(
+        ErrorBody(
+            error="internal error",
+            detail=f"the appliance failed to answer ({type(exc).__name__}); it has been logged",
+            fix="retry; if it persists, send the appliance log (journalctl -u fleetcast-appliance) to the operators",
+            see="docs/OPERATIONS.md#troubleshooting",
+        ),
+        500,
+    )
+
+
+def exception_handlers() -> dict[type[Exception], Any]:
+    """The handlers to pass to ``Litestar(exception_handlers=...)``."""
+    return {ApiError: _api_error, HTTPException: _http_error, Exception: _internal_error}

@@ -1,0 +1,402 @@
+"""Load ``model.onnx``, check it, and run it: one latency-tuned ONNX Runtime session.
+
+:func:`load_model` reads everything from the file's ``metadata_props``
+(:class:`fleetcast.contract.features.ModelSpec`) and refuses, with a :class:`ModelError`
+saying what, why, how to fix and where to read more, a model that:
+
+- cannot be opened by ONNX Runtime, or lacks/malforms a metadata key;
+- was trained under another contract **major** version, or whose states/profiles/step
+  disagree with this contract (``validate_model_compatibility``);
+- has inputs/outputs other than docs/MODEL_FORMAT.md#onnx-graph, or targets in another
+  order than the contract's;
+- does not match its ``model.onnx.sha256`` sidecar (``sha256sum`` format, written by the
+  exporter; a missing sidecar is logged, not refused), sits beside a ``model.safetensors``
+  whose SHA-256 is not the ``weights_sha256`` it was exported from, or beside a
+  ``server_mapping.json`` that disagrees with the embedded mapping.
+
+The session is created from the very bytes that were hashed.
+
+Execution providers: TensorRT → CUDA → CPU filtered by ``onnxruntime.get_available_providers()``
+(or the configured list); the providers the session actually uses are logged and exposed,
+and a fallback from a requested GPU provider to CPU is logged as a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fleetcast.contract.errors import explain
+from fleetcast.contract.schema import CONTRACT_VERSION, METRIC_COLUMNS
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from fleetcast.appliance.windows import WindowPlan
+    from fleetcast.contract.features import ModelSpec
+
+__all__ = [
+    "MODEL_FILE",
+    "PREFERRED_PROVIDERS",
+    "LoadedModel",
+    "ModelError",
+    "choose_providers",
+    "load_model",
+]
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.onnx"
+WEIGHTS_FILE = "model.safetensors"
+MAPPING_FILE = "server_mapping.json"
+SIDECAR_SUFFIX = ".sha256"
+PREFERRED_PROVIDERS: tuple[str, ...] = (
+    "TensorrtExecutionProvider",
+    "CUDAExecutionProvider",
+    "CPUExecutionProvider",
+)
+INPUT_NAMES: tuple[str, ...] = (
+    "encoder_cat",
+    "encoder_cont",
+    "encoder_lengths",
+    "decoder_cat",
+    "decoder_cont",
+    "target_scale",
+)
+OUTPUT_NAME = "quantiles"
+FORMAT_DOC = "docs/MODEL_FORMAT.md#onnx-graph"
+REEXPORT = "Re-export the model with this version of fleetcast (`fleetcast export --bundle DIR`)."
+
+
+class ModelError(RuntimeError):
+    """A model the appliance refuses to serve. The message says what, why, how to fix, where."""
+
+    def __init__(self, what: str, why: str, fix: str, see: str) -> None:
+        self.what = what
+        self.why = why
+        self.fix = fix
+        self.see = see
+        super().__init__(explain(what, why, fix, see))
+
+
+@dataclass
+class LoadedModel:
+    """A checked model: its spec, the kernel plan, and the one reused ORT session."""
+
+    path: Path
+    spec: ModelSpec
+    plan: WindowPlan
+    session: ort.InferenceSession
+    providers: list[str]
+    """Providers the session actually uses, in priority order."""
+    requested_providers: list[str]
+    load_seconds: float
+
+    def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        """Run the graph: feed (docs/MODEL_FORMAT.md inputs, batch B) → quantiles (B, T, D, Q)."""
+        return self.session.run([OUTPUT_NAME], feed)[0]
+
+    def info(self) -> dict[str, Any]:
+        """Model facts for /status (no file paths)."""
+        spec = self.spec
+        return {
+            "version": spec.model_version,
+            "bundle_id": spec.bundle_id,
+            "contract_version": spec.contract_version,
+            "providers": list(self.providers),
+            "step_seconds": spec.step_seconds,
+            "encoder_length": spec.encoder_length,
+            "min_encoder_length": spec.min_encoder_length,
+            "prediction_length": spec.prediction_length,
+            "quantiles": list(spec.quantiles),
+            "horizons": dict(spec.horizons),
+            "known_servers": len(spec.server_mapping),
+            "weights_sha256": spec.weights_sha256,
+        }
+
+
+def choose_providers(requested: Sequence[str] | None, available: Sequence[str]) -> list[str]:
+    """Providers to ask for: ``requested`` (or TensorRT, CUDA, CPU) filtered by ``available``.
+
+    CPU is always appended last as the floor. An explicitly requested provider that is not
+    available is logged (not an error: the CPU floor still serves).
+    """
+    wanted = list(requested) if requested else list(PREFERRED_PROVIDERS)
+    chosen = [p for p in wanted if p in available]
+    for p in wanted:
+        if p not in available and requested:
+            log.warning(
+                "ONNX Runtime provider %s was requested but is not available (available: %s); "
+                "see docs/OPERATIONS.md#gpu",
+                p,
+                ", ".join(available),
+            )
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+def _session_options(intra_op_threads: int) -> ort.SessionOptions:
+    """Latency-tuned options: all graph optimisations, sequential execution, set threads."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.inter_op_num_threads = 1
+    if intra_op_threads > 0:
+        opts.intra_op_num_threads = int(intra_op_threads)
+    opts.log_severity_level = 3
+    return opts
+
+
+def _major(version: str) -> str:
+    return str(version).split(".", 1)[0]
+
+
+def load_model(
+    model_dir: str | Path,
+    providers: Sequence[str] | None = None,
+    intra_op_threads: int = 0,
+) -> LoadedModel:
+    """Open, check and warm the model in ``model_dir`` (or a path to the .onnx file itself)."""
+    import onnxruntime as ort
+
+    from fleetcast.appliance.windows import plan_from_spec
+    from fleetcast.contract.errors import ContractError
+    from fleetcast.contract.features import ModelSpec
+
+    started = time.perf_counter()
+    path = Path(model_dir)
+    model_path = path if path.suffix == ".onnx" else path / MODEL_FILE
+    folder = model_path.parent
+    if not model_path.is_file():
+        raise ModelError(
+            f"No {MODEL_FILE} in the model directory {folder.name!r}.",
+            "the appliance serves forecasts from an exported ONNX model only.",
+            "Export one (`fleetcast export --bundle models/latest`) or point --model-dir at a "
+            "folder that holds model.onnx.",
+            FORMAT_DOC,
+        )
+    data = model_path.read_bytes()
+    _check_sidecar(model_path, data)
+    requested = choose_providers(providers, ort.get_available_providers())
+    try:
+        session = ort.InferenceSession(
+            data, sess_options=_session_options(intra_op_threads), providers=requested
+        )
+    except Exception as exc:  # ORT raises several private exception types
+        raise ModelError(
+            f"ONNX Runtime cannot open {MODEL_FILE}: {type(exc).__name__}: {str(exc)[:300]}",
+            "a file ONNX Runtime cannot load cannot produce forecasts.",
+            REEXPORT,
+            FORMAT_DOC,
+        ) from None
+    metadata = dict(session.get_modelmeta().custom_metadata_map)
+    try:
+        spec = ModelSpec.from_metadata(metadata)
+    except ContractError as exc:
+        raise ModelError(exc.what, exc.why, exc.fix, exc.see) from None
+    _check_spec(spec, metadata)
+    _check_graph(session, spec)
+    _check_beside(folder, spec)
+    try:
+        plan = plan_from_spec(spec)
+    except ContractError as exc:
+        raise ModelError(exc.what, exc.why, exc.fix, exc.see) from None
+    in_use = list(session.get_providers())
+    log.info(
+        "model %s (%s) loaded; providers in use: %s (requested %s)",
+        spec.model_version,
+        spec.bundle_id,
+        ", ".join(in_use),
+        ", ".join(requested),
+    )
+    if requested[0] != "CPUExecutionProvider" and in_use[0] == "CPUExecutionProvider":
+        log.warning(
+            "ONNX Runtime fell back to CPU although %s was requested; check the CUDA/TensorRT "
+            "libraries (docs/OPERATIONS.md#gpu)",
+            requested[0],
+        )
+    return LoadedModel(
+        path=model_path,
+        spec=spec,
+        plan=plan,
+        session=session,
+        providers=in_use,
+        requested_providers=requested,
+        load_seconds=time.perf_counter() - started,
+    )
+
+
+def _check_sidecar(model_path: Path, data: bytes) -> None:
+    """Verify ``model.onnx.sha256`` (``<hex>  model.onnx``) when it exists."""
+    sidecar = model_path.with_name(model_path.name + SIDECAR_SUFFIX)
+    if not sidecar.is_file():
+        log.warning(
+            "no %s beside %s: the file's integrity cannot be verified (the exporter writes one)",
+            sidecar.name,
+            model_path.name,
+        )
+        return
+    words = sidecar.read_text().split()
+    expected = words[0].lower() if words else ""
+    actual = hashlib.sha256(data).hexdigest()
+    if expected != actual:
+        raise ModelError(
+            f"{model_path.name} has SHA-256 {actual[:16]}…, but {sidecar.name} says "
+            f"{expected[:16] or '(empty)'}….",
+            "the file is not the one the exporter wrote and checked (truncated copy, "
+            "corruption or a mix of two exports); its forecasts are not the parity-checked "
+            "model's.",
+            "Copy model.onnx and model.onnx.sha256 again from the same export, or re-export "
+            "(`fleetcast export --bundle DIR`).",
+            "docs/MODEL_FORMAT.md#onnx-graph",
+        )
+
+
+def _check_spec(spec: ModelSpec, metadata: dict[str, str]) -> None:
+    """Contract version, targets, horizons, quantiles and validate_model_compatibility."""
+    from fleetcast.contract.validate import validate_model_compatibility
+
+    if _major(spec.contract_version) != _major(CONTRACT_VERSION):
+        raise ModelError(
+            f"The model was trained under data contract {spec.contract_version}, but this "
+            f"appliance implements contract {CONTRACT_VERSION} (major versions differ).",
+            "a different major version means other columns, states or profiles: inputs "
+            "would be encoded wrongly.",
+            "Retrain and re-export the model with this fleetcast version, or install the "
+            "fleetcast version the model was built with.",
+            "docs/DATA_CONTRACT.md#versioning",
+        )
+    plain = {k.removeprefix("fleetcast."): v for k, v in metadata.items()}
+    try:
+        report = validate_model_compatibility(plain, None)
+    except Exception as exc:  # a checker bug must not hide the model's problem
+        raise ModelError(
+            f"The model's metadata could not be checked against the contract ({exc}).",
+            "an unchecked model may encode inputs wrongly.",
+            REEXPORT,
+            "docs/DATA_CONTRACT.md#versioning",
+        ) from None
+    if not report.is_compatible:
+        raise ModelError(
+            "The model is incompatible with this data contract: " + " | ".join(report.errors),
+            "its inputs would not mean what the model learned.",
+            REEXPORT,
+            "docs/DATA_CONTRACT.md#versioning",
+        )
+    if tuple(spec.targets) != METRIC_COLUMNS:
+        raise ModelError(
+            f"Expected the model's targets to be {list(METRIC_COLUMNS)} (contract order), but "
+            f"they are {list(spec.targets)}.",
+            "the appliance maps output rows to metrics in contract order.",
+            REEXPORT,
+            FORMAT_DOC,
+        )
+    bad_h = {k: v for k, v in spec.horizons.items() if not 1 <= v <= spec.prediction_length}
+    q = list(spec.quantiles)
+    if bad_h or q != sorted(q) or len(q) < 2 or not all(0.0 < x < 1.0 for x in q):
+        raise ModelError(
+            f"The model's horizons {spec.horizons} or quantiles {q} are invalid (horizons must "
+            f"be 1..{spec.prediction_length} steps, quantiles ascending in (0, 1)).",
+            "risk and the reported horizons are read from them.",
+            REEXPORT,
+            FORMAT_DOC,
+        )
+
+
+def _check_graph(session: ort.InferenceSession, spec: ModelSpec) -> None:
+    """Input/output names, ranks and the fixed dimensions of docs/MODEL_FORMAT.md#onnx-graph."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = [o.name for o in session.get_outputs()]
+    missing = [n for n in INPUT_NAMES if n not in inputs]
+    if missing or OUTPUT_NAME not in outputs:
+        raise ModelError(
+            f"Expected graph inputs {list(INPUT_NAMES)} and output {OUTPUT_NAME!r}, but the "
+            f"model has inputs {sorted(inputs)} and outputs {outputs}.",
+            "the appliance feeds these tensors by name.",
+            REEXPORT,
+            FORMAT_DOC,
+        )
+    e, d = spec.encoder_length, spec.prediction_length
+    expect = {
+        "encoder_cat": (e, len(spec.x_categoricals)),
+        "encoder_cont": (e, len(spec.x_reals)),
+        "decoder_cat": (d, len(spec.x_categoricals)),
+        "decoder_cont": (d, len(spec.x_reals)),
+        "target_scale": (spec.n_targets, 2),
+    }
+    for name, dims in expect.items():
+        shape = inputs[name].shape
+        fixed = tuple(shape[1:])
+        if len(shape) != 3 or any(
+            isinstance(a, int) and a != b for a, b in zip(fixed, dims, strict=True)
+        ):
+            raise ModelError(
+                f"Expected input {name} of shape [B, {dims[0]}, {dims[1]}] from the metadata, "
+                f"but the graph declares {shape}.",
+                "the graph and its metadata disagree, so inputs built from the metadata would "
+                "not fit.",
+                REEXPORT,
+                FORMAT_DOC,
+            )
+
+
+def _check_beside(folder: Path, spec: ModelSpec) -> None:
+    """Weights hash (when model.safetensors is beside) and server_mapping.json agreement."""
+    weights = folder / WEIGHTS_FILE
+    if weights.is_file():
+        digest = hashlib.sha256()
+        with weights.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        if digest.hexdigest() != spec.weights_sha256:
+            raise ModelError(
+                f"{WEIGHTS_FILE} beside the model has SHA-256 {digest.hexdigest()[:16]}…, but "
+                f"the model was exported from weights {spec.weights_sha256[:16]}….",
+                "the ONNX file and the bundle beside it are not the same model; forecasts "
+                "and the bundle's reported accuracy would not match.",
+                "Re-export the bundle (`fleetcast export --bundle DIR`) so both come from "
+                "one training run.",
+                "docs/EXPORT.md#provenance",
+            )
+    mapping_path = folder / MAPPING_FILE
+    if mapping_path.is_file():
+        try:
+            data = json.loads(mapping_path.read_text())
+        except ValueError as exc:
+            raise ModelError(
+                f"{MAPPING_FILE} beside the model is not valid JSON ({exc}).",
+                "the mapping decodes forecasts to server names.",
+                "Restore the file from the model bundle or delete it (the model embeds one).",
+                "docs/DATA_CONTRACT.md#server-ids",
+            ) from None
+        servers = data.get("servers", data) if isinstance(data, dict) else None
+        if not isinstance(servers, dict) or servers != spec.server_mapping:
+            given = servers if isinstance(servers, dict) else {}
+            only_file = sorted(set(given) - set(spec.server_mapping))[:5]
+            only_model = sorted(set(spec.server_mapping) - set(given))[:5]
+            changed = sorted(
+                k
+                for k in set(given) & set(spec.server_mapping)
+                if given[k] != spec.server_mapping[k]
+            )[:5]
+            raise ModelError(
+                f"{MAPPING_FILE} beside the model disagrees with the mapping embedded in it "
+                f"(only in the file: {only_file}, only in the model: {only_model}, different "
+                f"IDs: {changed}).",
+                "the two were made by different training runs; server names could be decoded "
+                "wrongly.",
+                "Use the server_mapping.json of the bundle the model was exported from, or "
+                "delete the file (the model embeds its mapping).",
+                "docs/DATA_CONTRACT.md#server-ids",
+            )

@@ -1,0 +1,381 @@
+"""The running service around the engine: ingest path, forecast loop, snapshots, reload.
+
+One :class:`Runtime` per app, created by the app factory and driven by its lifespan. It
+owns the :class:`~fleetcast.appliance.engine.Engine` (swappable by /admin/reload), the
+:class:`~fleetcast.appliance.persistence.StateStore`, the WebSocket subscribers and the
+background tasks. Threading model: the event loop never runs the model or waits on disk;
+``ingest`` (Numba + one fdatasync) and ``run_forecast`` (ONNX Runtime) run in worker
+threads. One ``threading.Lock`` orders ingest, log appends, snapshots and the reload swap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+import msgspec
+import numpy as np
+
+from fleetcast.appliance.persistence import Columns, StateStore
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from fleetcast.appliance.demo import DemoSource
+    from fleetcast.appliance.engine import Engine, EngineConfig, ForecastSet, IngestResult
+    from fleetcast.appliance.notify import Notifier
+    from fleetcast.appliance.settings import Settings
+
+__all__ = ["Runtime", "StartupError", "iso", "to_record_batch"]
+
+_log = logging.getLogger(__name__)
+
+
+class StartupError(RuntimeError):
+    """The appliance cannot start (model refused, state unusable); the message says why and how."""
+
+
+def iso(epoch_s: float | None) -> str | None:
+    """ISO 8601 UTC (``2026-11-27T10:00:00Z``) of epoch seconds, None stays None."""
+    if epoch_s is None:
+        return None
+    return datetime.fromtimestamp(float(epoch_s), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def to_record_batch(cols: Columns) -> Any:
+    """The engine's RecordBatch of ``cols`` (columns, no copies of the numeric data)."""
+    from fleetcast.appliance.engine import RecordBatch
+
+    m = cols.metrics
+    return RecordBatch(
+        ts=cols.ts,
+        server=cols.server,
+        cpu_pct=m[:, 0],
+        mem_pct=m[:, 1],
+        disk_io_mb_s=m[:, 2],
+        latency_ms=m[:, 3],
+        state=cols.state,
+        profile=cols.profile,
+    )
+
+
+def _accepted_rows(n: int, rejected: list[tuple[int, str]]) -> np.ndarray | None:
+    """Indices of accepted rows, or None when all were accepted."""
+    if not rejected:
+        return None
+    keep = np.ones(n, dtype=bool)
+    keep[[i for i, _ in rejected]] = False
+    return np.flatnonzero(keep)
+
+
+class Runtime:
+    """State of one running appliance. Create with settings, then ``await start()``."""
+
+    def __init__(self, settings: Settings, notifier: Notifier) -> None:
+        self.settings = settings
+        self.notifier = notifier
+        self.engine: Engine | None = None
+        self.store = StateStore(settings.state_dir, fsync=settings.fsync)
+        self.lock = threading.Lock()
+        self.started_monotonic = time.monotonic()
+        self.ready_after_s: float | None = None
+        self.current_body: bytes | None = None
+        self.forecast_sets = 0
+        self.forecast_errors = 0
+        self.ingest_requests = 0
+        self.records_accepted = 0
+        self.records_rejected = 0
+        self.replayed_records = 0
+        self.latest_step: int | None = None
+        """Epoch seconds of the fleet's newest closed step (from the last ingest)."""
+        self.dropped_tails: list[str] = []
+        self.subscribers: set[asyncio.Queue[bytes]] = set()
+        self.demo: DemoSource | None = None
+        self._tee: list[Columns] | None = None
+        self._due = asyncio.Event()
+        self._snapshot_due = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._encoder = msgspec.json.Encoder()
+
+    # -- life cycle ----------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Load the model, the snapshot and replay the log (blocking; idempotent).
+
+        ``fleetcast serve`` calls it before the server starts, so a refused model is one
+        clear message and exit code 1; otherwise :meth:`start` calls it in a worker thread.
+        """
+        if self.engine is None:
+            self._open_engine()
+
+    def _open_engine(self) -> None:
+        from fleetcast.appliance.engine import Engine
+
+        config = self.settings.engine_config()
+        recovery = self.store.recover()
+        self.dropped_tails = recovery.dropped
+        if recovery.arrays is not None:
+            try:
+                engine = Engine.restore(config, recovery.arrays)
+            except (ValueError, KeyError) as exc:
+                raise StartupError(
+                    f"The saved state in the state directory does not fit the model ({exc}). "
+                    "Why it matters: starting empty would silently drop the history. "
+                    "Fix: start with the model the state was written with, or move the state "
+                    "directory aside to start empty. See docs/OPERATIONS.md#state."
+                ) from exc
+        else:
+            engine = Engine.open(config)
+        for cols in recovery.batches:
+            result = engine.ingest(to_record_batch(cols))
+            self.replayed_records += len(cols)
+            if result.latest_step is not None:
+                self.latest_step = int(result.latest_step)
+        self.engine = engine
+        if self.latest_step is None:
+            data_time = engine.status().get("data_time")
+            if data_time:
+                self.latest_step = int(datetime.fromisoformat(data_time).timestamp())
+        if recovery.batches:
+            _log.info("replayed %d logged samples", self.replayed_records)
+
+    async def start(self) -> None:
+        """Open the engine, restore state, start the loops, then tell systemd READY=1."""
+        self.notifier.status("loading model and restoring state")
+        try:
+            await anyio.to_thread.run_sync(self.prepare)
+        except Exception as exc:
+            _log.error("cannot start: %s", exc)  # one clear line; no traceback for bad input
+            self.notifier.status(f"failed: {type(exc).__name__}")
+            raise
+        engine = self.engine
+        if engine is None:  # pragma: no cover - _open_engine sets it or raises
+            raise StartupError("engine did not open")
+        _log.info("model loaded; ONNX Runtime providers in use: %s", ", ".join(engine.providers))
+        loop_tasks = [self._forecast_loop(), self._snapshot_loop(), self._watchdog_loop()]
+        self._tasks = [asyncio.create_task(coro) for coro in loop_tasks]
+        if self.settings.demo:
+            from fleetcast.appliance.demo import DemoSource
+
+            self.demo = DemoSource(self, self.settings)
+            await self.demo.start()
+        if engine.forecast_due():
+            self._due.set()
+        self.ready_after_s = time.monotonic() - self.started_monotonic
+        self.notifier.ready(f"serving on {self.settings.host}:{self.settings.port}")
+        _log.info("ready after %.2f s", self.ready_after_s)
+
+    async def stop(self) -> None:
+        """STOPPING=1, stop sources and loops, write a final snapshot, close files."""
+        self.notifier.stopping("flushing state")
+        if self.demo is not None:
+            await self.demo.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self.engine is not None:
+            try:
+                await anyio.to_thread.run_sync(self.snapshot)
+            except Exception:
+                _log.exception("final snapshot failed; the sample log still holds everything")
+        self.store.close()
+        self.notifier.close()
+
+    # -- data in -------------------------------------------------------------------------
+    def _ingest_sync(self, cols: Columns) -> IngestResult:
+        with self.lock:
+            engine = self.engine
+            if engine is None:
+                raise RuntimeError("ingest before start")
+            result = engine.ingest(to_record_batch(cols))
+            if result.accepted:
+                keep = _accepted_rows(len(cols), result.rejected)
+                kept = cols if keep is None else cols.take(keep)
+                self.store.append(kept)
+                if self._tee is not None:
+                    self._tee.append(kept)
+            if result.latest_step is not None:
+                self.latest_step = int(result.latest_step)
+        return result
+
+    async def ingest(self, cols: Columns) -> IngestResult:
+        """Store a batch (engine + durable log) in a worker thread; schedule a forecast when a
+        step closed. Returns only after accepted samples are on disk."""
+        result = await anyio.to_thread.run_sync(self._ingest_sync, cols)
+        self.ingest_requests += 1
+        self.records_accepted += result.accepted
+        self.records_rejected += len(result.rejected)
+        if result.closed_steps > 0:
+            self._due.set()
+        if self.store.log_bytes > self.settings.snapshot_log_bytes:
+            self._snapshot_due.set()
+        return result
+
+    # -- forecasts -----------------------------------------------------------------------
+    async def _forecast_loop(self) -> None:
+        while True:
+            await self._due.wait()
+            self._due.clear()  # steps closing while we run coalesce into one more run
+            engine = self.engine
+            if engine is None:
+                continue
+            try:
+                forecast = await anyio.to_thread.run_sync(engine.run_forecast)
+            except Exception:
+                self.forecast_errors += 1
+                _log.exception("forecast run failed; the previous forecast stays served")
+                continue
+            if forecast is not None:
+                self.publish(forecast)
+
+    def publish(self, forecast: ForecastSet) -> None:
+        """Encode a new forecast set once; serve it to GETs and push it to WebSockets."""
+        body = self._encoder.encode(forecast.to_dict())
+        self.current_body = body
+        self.forecast_sets += 1
+        for queue in list(self.subscribers):
+            if queue.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()  # a slow client gets the newest set, not a backlog
+            queue.put_nowait(body)
+
+    def subscribe(self) -> asyncio.Queue[bytes]:
+        """A queue that receives every new forecast body (newest wins)."""
+        queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
+        self.subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[bytes]) -> None:
+        """Stop pushing to ``queue``."""
+        self.subscribers.discard(queue)
+
+    def request_forecast(self) -> None:
+        """Schedule one forecast run (coalesced with any pending one)."""
+        self._due.set()
+
+    # -- snapshots -----------------------------------------------------------------------
+    def snapshot(self) -> None:
+        """Snapshot the engine state and truncate the log (blocking: call in a thread)."""
+        with self.lock:
+            engine = self.engine
+            if engine is None:
+                return
+            arrays = {k: np.array(v, copy=True) for k, v in engine.state_arrays().items()}
+            generation = self.store.rotate()
+        self.store.write_snapshot(arrays, generation)
+        _log.info("snapshot written (log generation %d)", generation)
+
+    async def _snapshot_loop(self) -> None:
+        interval = self.settings.snapshot_interval_s
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._snapshot_due.wait(), timeout=interval)
+            self._snapshot_due.clear()
+            if self.store.log_bytes == 0:
+                continue
+            try:
+                await anyio.to_thread.run_sync(self.snapshot)
+            except Exception:
+                _log.exception("snapshot failed; the sample log keeps growing until one succeeds")
+
+    async def _watchdog_loop(self) -> None:
+        interval = self.notifier.watchdog_interval_s
+        if interval is None:
+            return
+        while True:
+            self.notifier.watchdog()  # sent from the event loop: proves it is not blocked
+            await asyncio.sleep(interval)
+
+    # -- model reload --------------------------------------------------------------------
+    async def reload(self, model_dir: Path) -> dict[str, Any]:
+        """Swap in the model at ``model_dir`` atomically; the old engine serves until the new
+        one passed its checks and holds the same buffers (plus anything ingested meanwhile)."""
+        from fleetcast.appliance.engine import Engine
+
+        async with self._reload_lock:
+            old = self.engine
+            if old is None:
+                raise RuntimeError("reload before start")
+            config: EngineConfig = self.settings.engine_config(model_dir)
+
+            def take_state() -> dict[str, np.ndarray]:
+                with self.lock:
+                    self._tee = []
+                    return {k: np.array(v, copy=True) for k, v in old.state_arrays().items()}
+
+            def swap(new: Engine) -> None:
+                with self.lock:
+                    for cols in self._tee or []:
+                        new.ingest(to_record_batch(cols))
+                    self._tee = None
+                    self.engine = new
+
+            def build() -> tuple[Engine, ForecastSet | None]:
+                engine = Engine.restore(config, arrays)
+                return engine, engine.run_forecast()  # serve forecasts from the first second
+
+            arrays = await anyio.to_thread.run_sync(take_state)
+            try:
+                new, forecast = await anyio.to_thread.run_sync(build)
+            except BaseException:
+                with self.lock:
+                    self._tee = None
+                raise
+            await anyio.to_thread.run_sync(swap, new)
+            if forecast is not None:
+                self.publish(forecast)
+            self._due.set()
+            before = old.status().get("model", {})
+            after = new.status().get("model", {})
+            servers = new.status().get("servers", {})
+            return {
+                "model_version": after.get("version"),
+                "bundle_id": after.get("bundle_id"),
+                "previous_model_version": before.get("version"),
+                "servers_carried": int(servers.get("known", 0) or 0),
+            }
+
+    # -- status --------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """The body of GET /status: the engine's part plus the service's."""
+        engine = self.engine
+        body: dict[str, Any] = dict(engine.status()) if engine is not None else {}
+        body["uptime_s"] = round(time.monotonic() - self.started_monotonic, 3)
+        body["ready_after_s"] = None if self.ready_after_s is None else round(self.ready_after_s, 3)
+        if self.demo is not None:
+            body["source"] = self.demo.source_status()
+            body["demo"] = {
+                "enabled": True,
+                "scenario": self.demo.scenario,
+                "speed": self.settings.speed,
+            }
+        else:
+            body["source"] = {
+                "kind": "push",
+                "healthy": True,
+                "detail": f"{self.ingest_requests} POST /metrics requests, "
+                f"{self.records_accepted} samples accepted, {self.records_rejected} rejected",
+            }
+            body["demo"] = {"enabled": False, "scenario": None}
+        body["persistence"] = {
+            "fsync": self.settings.fsync,
+            "log_bytes": self.store.log_bytes,
+            "last_snapshot_time": iso(self.store.last_snapshot_time),
+            "replayed_on_start": self.replayed_records,
+            "dropped_torn_frames": len(self.dropped_tails),
+        }
+        body["service"] = {
+            "forecast_sets": self.forecast_sets,
+            "forecast_errors": self.forecast_errors,
+            "websocket_clients": len(self.subscribers),
+        }
+        return body

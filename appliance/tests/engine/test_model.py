@@ -1,0 +1,134 @@
+"""Model loading: providers, session options, and every refusal with a clear message.
+
+Corrupt copies are made by editing the metadata bytes in place (same length, so the
+protobuf stays valid): the appliance's test environment has no ``onnx`` package.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fleetcast.appliance.model import ModelError, choose_providers, load_model
+from fleetcast.contract.encoder import server_id
+
+TOY = Path(__file__).parent / "fixtures" / "toy_model.onnx"
+
+
+def _copy(tmp_path: Path, edit: tuple[bytes, bytes, bytes] | None = None) -> Path:
+    """Copy the toy model; ``edit`` = (key, old, new): replace ``old`` after ``key`` once."""
+    data = TOY.read_bytes()
+    if edit is not None:
+        key, old, new = edit
+        if len(old) != len(new):
+            raise ValueError("same-length edits only")
+        at = data.index(key)
+        pos = data.index(old, at)
+        data = data[:pos] + new + data[pos + len(old) :]
+    (tmp_path / "model.onnx").write_bytes(data)
+    return tmp_path
+
+
+def test_loads_with_cpu_and_reports_providers(tmp_path: Path) -> None:
+    model = load_model(_copy(tmp_path))
+    assert model.providers[-1] == "CPUExecutionProvider"
+    assert model.providers == model.session.get_providers()
+    info = model.info()
+    assert info["providers"] == model.providers
+    assert info["encoder_length"] == 24
+    assert "path" not in json.dumps(info)
+    opts = model.session.get_session_options()
+    assert opts.graph_optimization_level.name == "ORT_ENABLE_ALL"
+    assert opts.execution_mode.name == "ORT_SEQUENTIAL"
+
+
+def test_provider_order_is_filtered_by_availability() -> None:
+    avail = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(None, avail) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(None, ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert choose_providers(
+        None, ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    ) == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(("TensorrtExecutionProvider",), ["CPUExecutionProvider"]) == [
+        "CPUExecutionProvider"
+    ]
+
+
+def test_refuses_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"No model\.onnx .*Fix: Export one"):
+        load_model(tmp_path)
+
+
+def test_refuses_a_file_that_is_not_onnx(tmp_path: Path) -> None:
+    (tmp_path / "model.onnx").write_bytes(b"not a model")
+    with pytest.raises(ModelError, match=r"ONNX Runtime cannot open model\.onnx"):
+        load_model(tmp_path)
+
+
+def test_refuses_another_contract_major_version(tmp_path: Path) -> None:
+    d = _copy(tmp_path, (b"fleetcast.contract_version", b'"1.0.0"', b'"2.0.0"'))
+    with pytest.raises(ModelError, match=r"contract 2\.0\.0.*major versions differ") as err:
+        load_model(d)
+    assert "docs/DATA_CONTRACT.md#versioning" in str(err.value)
+
+
+def test_a_minor_contract_difference_is_accepted(tmp_path: Path) -> None:
+    d = _copy(tmp_path, (b"fleetcast.contract_version", b'"1.0.0"', b'"1.9.0"'))
+    assert load_model(d).spec.contract_version == "1.9.0"
+
+
+def test_refuses_missing_metadata(tmp_path: Path) -> None:
+    d = _copy(tmp_path, (b"fleetcast.x_reals", b"fleetcast.x_reals", b"fleetcast.y_reals"))
+    with pytest.raises(ModelError, match=r"no 'fleetcast\.x_reals' entry") as err:
+        load_model(d)
+    assert "fleetcast export" in str(err.value)
+
+
+def test_refuses_a_step_other_than_the_contract(tmp_path: Path) -> None:
+    d = _copy(tmp_path, (b"fleetcast.step_seconds", b"300", b"600"))
+    with pytest.raises(ModelError, match="incompatible with this data contract"):
+        load_model(d)
+
+
+def test_refuses_a_weights_hash_mismatch(tmp_path: Path) -> None:
+    d = _copy(tmp_path)
+    (d / "model.safetensors").write_bytes(b"other weights")
+    with pytest.raises(ModelError, match=r"model\.safetensors beside the model has SHA-256"):
+        load_model(d)
+
+
+def test_refuses_a_disagreeing_server_mapping(tmp_path: Path) -> None:
+    d = _copy(tmp_path)
+    spec = load_model(d).spec
+    good = {"contract_version": "1.0.0", "servers": dict(spec.server_mapping)}
+    (d / "server_mapping.json").write_text(json.dumps(good))
+    assert load_model(d).spec.server_mapping == good["servers"]
+    bad = dict(good["servers"])
+    bad.pop("ppweb001")
+    bad["ppweb999"] = server_id("ppweb999")
+    (d / "server_mapping.json").write_text(json.dumps({"servers": bad}))
+    with pytest.raises(ModelError, match=r"disagrees.*\['ppweb999'\].*\['ppweb001'\]") as err:
+        load_model(d)
+    assert "docs/DATA_CONTRACT.md#server-ids" in str(err.value)
+
+
+def test_refuses_metadata_that_disagrees_with_the_graph(tmp_path: Path) -> None:
+    d = _copy(tmp_path, (b"fleetcast.encoder_length", b"24", b"25"))
+    with pytest.raises(ModelError, match=r"Expected input encoder_cat of shape \[B, 25, 3\]"):
+        load_model(d)
+
+
+def test_verifies_the_sha256_sidecar(tmp_path: Path) -> None:
+    import hashlib
+
+    d = _copy(tmp_path)
+    digest = hashlib.sha256((d / "model.onnx").read_bytes()).hexdigest()
+    (d / "model.onnx.sha256").write_text(f"{digest}  model.onnx\n")
+    assert load_model(d).spec.model_version == "test-1"
+    (d / "model.onnx.sha256").write_text(f"{'0' * 64}  model.onnx\n")
+    with pytest.raises(
+        ModelError, match=r"model\.onnx has SHA-256 .* but model\.onnx\.sha256 says"
+    ):
+        load_model(d)

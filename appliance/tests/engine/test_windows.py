@@ -1,0 +1,128 @@
+"""The Numba window kernels equal the numpy reference preprocessing (fleetcast.contract.features)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fleetcast.appliance.buffers import RingBuffers
+from fleetcast.appliance.windows import WindowInputs, build_windows, plan_from_spec, window_lengths
+from fleetcast.contract.encoder import profile_from_name, server_id
+from fleetcast.contract.features import build_inputs
+from fleetcast.contract.schema import VALID_STATES
+
+STEP = 300
+T0 = 1_795_000_000 - 1_795_000_000 % STEP
+
+
+def _reference_fill(buf: RingBuffers, s: int, end: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Forward-filled (E, 4) values and (E,) states of steps end-n+1..end, written plainly."""
+    span = buf.ring_steps - 1
+    present, vals, states = buf.series(s, end, span)
+    cur_v, cur_s = None, -1
+    out_v, out_s = [], []
+    for t in range(span):
+        if present[t]:
+            cur_v, cur_s = vals[t], int(states[t])
+        out_v.append(cur_v)
+        out_s.append(cur_s)
+    return np.array(out_v[-n:], dtype=np.float64), np.array(out_s[-n:], dtype=np.int64)
+
+
+def test_kernel_windows_equal_the_reference(spec, make_samples) -> None:
+    e = spec.encoder_length  # 24
+    buf = RingBuffers(capacity=16, ring_steps=e + 2)
+    names = ["ppweb001", "ppdb001", "ppml0001", "ppetl001", "host-x", "ppgen001", "ppcon01"]
+    for name in names:
+        buf.register(name)
+    rng = np.random.default_rng(7)
+    t_end = T0 + 60 * STEP
+
+    def put(s: int, steps: np.ndarray) -> None:
+        ts = T0 + steps * STEP + rng.integers(0, STEP, steps.size)
+        vals = np.column_stack(
+            [
+                rng.uniform(0, 100, steps.size),
+                rng.uniform(0, 100, steps.size),
+                rng.lognormal(2, 1, steps.size),
+                rng.lognormal(3, 0.5, steps.size),
+            ]
+        )
+        vals[::7, 2] = 0.0  # zeros in a log1p target
+        st = rng.integers(-1, len(VALID_STATES), steps.size)
+        buf.append(np.full(steps.size, s), ts, vals, st.astype(np.int8))
+
+    put(0, np.arange(0, 61))  # full history
+    put(1, np.setdiff1d(np.arange(0, 61), [40, 41, 50, 59]))  # gaps incl. the last closed step
+    put(2, np.arange(50, 61))  # short: 10 closed steps
+    put(3, np.array([30, 35, 45, 52, 60]))  # carry from before the window: 35 -> 36..44
+    put(4, np.arange(46, 61, 1))  # unknown server, 14 closed steps
+    put(5, np.array([60]))  # only the open step: not ready
+    put(6, np.arange(55, 61))  # 5 closed steps < min 6: warming
+    last = int(t_end // STEP)
+    n = buf.n
+    lengths = window_lengths(buf.slot_step, buf.last_step, n, e)
+    assert lengths.tolist() == [e, e, 10, e, 14, 0, 5]
+    ready = np.flatnonzero(lengths >= spec.min_encoder_length)
+    assert ready.tolist() == [0, 1, 2, 3, 4]
+
+    static = np.zeros((16, 2), dtype=np.int64)
+    for i, name in enumerate(names):
+        static[i, 0] = spec.encode_categorical("profile", [profile_from_name(name)])[0]
+        static[i, 1] = spec.encode_categorical("server_id", [server_id(name)])[0]
+    plan = plan_from_spec(spec)
+    out = WindowInputs.allocate(plan, 8)
+    out.encoder_cont[:] = 99.0  # stale garbage must be overwritten
+    build_windows(
+        plan,
+        out,
+        ready,
+        lengths[ready],
+        buf.values,
+        buf.state,
+        buf.slot_step,
+        buf.last_step,
+        static,
+    )
+
+    b = ready.size
+    values = np.zeros((b, e, 4))
+    states = np.full((b, e), -1, dtype=np.int64)
+    for row, s in enumerate(ready.tolist()):
+        nn = int(lengths[s])
+        v, st = _reference_fill(buf, s, last - 1, nn)
+        values[row, :nn] = v
+        states[row, :nn] = st
+    ref = build_inputs(
+        spec,
+        values,
+        lengths[ready],
+        states,
+        [profile_from_name(names[s]) for s in ready],
+        [names[s] for s in ready],
+        np.full(b, last - 1),
+    )
+    got = out.feed(0, b)
+    for key, want in ref.as_feed().items():
+        assert got[key].dtype == want.dtype, key
+        assert got[key].shape == want.shape, key
+        if want.dtype.kind == "f":
+            np.testing.assert_allclose(got[key], want, rtol=2e-6, atol=2e-6, err_msg=key)
+        else:
+            np.testing.assert_array_equal(got[key], want, err_msg=key)
+    # unknown servers get the unknown server_id code; known ones their class code
+    sid_col = list(spec.x_categoricals).index("server_id")
+    assert got["encoder_cat"][:, 0, sid_col].tolist()[3:] == [0, 0]
+    assert all(c > 0 for c in got["encoder_cat"][:3, 0, sid_col].tolist())
+
+
+def test_lengths_of_empty_and_single_step_servers() -> None:
+    buf = RingBuffers(capacity=3, ring_steps=10)
+    buf.register("a")
+    buf.register("b")
+    buf.append(
+        np.array([1, 1], dtype=np.int64),
+        np.array([T0, T0 + STEP], dtype=np.int64),
+        np.ones((2, 4)),
+        np.zeros(2, dtype=np.int8),
+    )
+    assert window_lengths(buf.slot_step, buf.last_step, 2, 8).tolist() == [0, 1]

@@ -1,0 +1,374 @@
+"""The app in-process (Litestar TestClient) with the real engine and the tiny ONNX fixture."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import pytest
+from litestar.exceptions import WebSocketDisconnect
+from litestar.testing import TestClient
+
+from fleetcast.appliance.app import create_app
+from fleetcast.appliance.schemas import (
+    AlertsResponse,
+    ErrorBody,
+    FleetHistory,
+    HealthResponse,
+    IngestResponse,
+    PredictionsCurrent,
+    ServerDetail,
+    ServerHistory,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+
+@pytest.fixture
+def client_for(model_dir: Path, tmp_path: Path, svc: Any) -> Iterator[Any]:
+    """Open TestClients for settings overrides; each is closed (lifespan stopped) at the end."""
+    import contextlib
+
+    stack = contextlib.ExitStack()
+
+    def open_client(state: str = "state", **overrides: Any) -> TestClient[Any]:
+        settings = svc.make_settings(model_dir, tmp_path / state, **overrides)
+        return stack.enter_context(TestClient(create_app(settings)))
+
+    with stack:
+        yield open_client
+
+
+def _model(client: TestClient[Any]) -> dict[str, Any]:
+    return client.get("/status").json()["model"]
+
+
+def _ready_steps(client: TestClient[Any]) -> int:
+    return int(_model(client)["encoder_length"]) + 2
+
+
+def _wait_forecast(client: TestClient[Any], svc: Any, servers: int = 1) -> dict[str, Any]:
+    def got() -> dict[str, Any] | None:
+        body = client.get("/predictions/current").json()
+        return body if len(body["servers"]) >= servers else None
+
+    return svc.wait_until(got, timeout=20)
+
+
+def _error(response: Any, status: int) -> ErrorBody:
+    assert response.status_code == status, response.text
+    body = msgspec.convert(response.json(), ErrorBody)
+    assert body.error
+    assert body.detail
+    assert body.fix
+    assert body.see
+    return body
+
+
+def test_health_and_status_show_model_identity_not_paths(client_for: Any, model_dir: Path) -> None:
+    client = client_for()
+    health = msgspec.convert(client.get("/health").json(), HealthResponse)
+    assert health == HealthResponse(status="ok", model_loaded=True)
+    response = client.get("/status")
+    assert response.status_code == 200
+    status = response.json()
+    model = status["model"]
+    assert model["version"]
+    assert model["bundle_id"]
+    assert model["providers"] == ["CPUExecutionProvider"]
+    assert model["step_seconds"] == 300
+    for key in ("known", "ready", "warming", "unknown"):
+        assert status["servers"][key] == 0
+    assert status["demo"] == {"enabled": False, "scenario": None}
+    assert status["source"]["kind"] == "push"
+    assert status["persistence"]["fsync"] is True
+    assert str(model_dir) not in response.text
+    assert str(model_dir.parent.parent) not in response.text
+
+
+def test_predictions_empty_before_any_data(client_for: Any) -> None:
+    client = client_for()
+    body = msgspec.convert(client.get("/predictions/current").json(), PredictionsCurrent)
+    assert body.servers == []
+    assert body.fleet.servers == 0
+    assert client.get("/alerts/active").json() == {"alerts": []}
+
+
+def test_ingest_to_forecast_end_to_end(client_for: Any, svc: Any) -> None:
+    client = client_for()
+    steps = _ready_steps(client)
+    records = svc.make_records(steps=steps)
+    response = client.post("/metrics", json={"records": records})
+    assert response.status_code == 200, response.text
+    ingest = msgspec.convert(response.json(), IngestResponse)
+    assert ingest.accepted == len(records)
+    assert ingest.rejected == []
+
+    body = _wait_forecast(client, svc, servers=len(svc.SERVERS))
+    current = msgspec.convert(body, PredictionsCurrent)
+    assert {s.server_name for s in current.servers} == set(svc.SERVERS)
+    assert current.fleet.servers == len(svc.SERVERS)
+    assert current.fleet.green + current.fleet.yellow + current.fleet.red == len(svc.SERVERS)
+    first = current.servers[0]
+    assert set(first.predictions) == {"30min", "1hr", "8hr"}
+    for horizon in ("30min", "1hr", "8hr"):
+        for metric in ("cpu_pct", "mem_pct", "disk_io_mb_s", "latency_ms"):
+            lo = first.quantiles["p10"][horizon][metric]
+            mid = first.quantiles["p50"][horizon][metric]
+            hi = first.quantiles["p90"][horizon][metric]
+            assert lo <= mid <= hi
+            assert first.predictions[horizon][metric] == mid
+    assert 0.0 <= first.risk <= 1.0
+
+    detail = msgspec.convert(client.get("/predictions/ppml0001").json(), ServerDetail)
+    horizon_steps = int(_model(client)["prediction_length"])
+    assert len(detail.curves["cpu_pct"]["p50"]) == horizon_steps
+    assert detail.step_seconds == 300
+
+    history = msgspec.convert(
+        client.get("/history/ppml0001", params={"steps": 5}).json(), ServerHistory
+    )
+    sent = [r["cpu_pct"] for r in records if r["server_name"] == "ppml0001"][-5:]
+    assert history.cpu_pct == sent
+    assert len(history.timestamps) == 5
+    assert history.profile == "ml_compute"
+
+    fleet = msgspec.convert(client.get("/fleet/history").json(), FleetHistory)
+    assert len(fleet.timestamps) >= 1
+    msgspec.convert(client.get("/alerts/active").json(), AlertsResponse)
+    status = client.get("/status").json()
+    assert status["servers"]["ready"] == len(svc.SERVERS)
+    assert status["service"]["forecast_sets"] >= 1
+
+
+def test_mixed_batch_keeps_valid_records_and_names_bad_ones(client_for: Any, svc: Any) -> None:
+    client = client_for()
+    good = svc.make_records(names=("ppml0001",), steps=2)
+    bad_range = dict(good[0], cpu_pct=150.0)
+    bad_state = dict(good[0], state="exploded")
+    missing = {k: v for k, v in good[0].items() if k != "latency_ms"}
+    wrong_type = dict(good[0], mem_pct="high")
+    naive_time = dict(good[0], timestamp="2026-09-21T10:00:00")
+    batch = [good[0], bad_range, bad_state, missing, wrong_type, naive_time, good[1]]
+    response = client.post("/metrics", json={"records": batch})
+    assert response.status_code == 200, response.text
+    body = msgspec.convert(response.json(), IngestResponse)
+    assert body.accepted == 2
+    reasons = {r.index: r.reason for r in body.rejected}
+    assert sorted(reasons) == [1, 2, 3, 4, 5]
+    assert "cpu_pct" in reasons[1]
+    assert "state" in reasons[2]
+    assert "latency_ms" in reasons[3]
+    assert "mem_pct" in reasons[4]
+    assert "timestamp" in reasons[5]
+
+
+def test_all_invalid_is_422_malformed_is_400(client_for: Any, svc: Any) -> None:
+    client = client_for()
+    record = svc.make_records(names=("ppml0001",), steps=1)[0]
+    body = _error(client.post("/metrics", json={"records": [dict(record, cpu_pct=-5.0)]}), 422)
+    assert body.rejected is not None
+    assert body.rejected[0].index == 0
+    assert _error(client.post("/metrics", json={"records": []}), 422).rejected == []
+    _error(
+        client.post("/metrics", content=b"{nope", headers={"content-type": "application/json"}), 400
+    )
+    _error(client.post("/metrics", json={"rows": []}), 400)
+
+
+def test_msgpack_body(client_for: Any, svc: Any) -> None:
+    client = client_for()
+    records = svc.make_records(steps=2)
+    response = client.post(
+        "/metrics",
+        content=msgspec.msgpack.encode({"records": records}),
+        headers={"content-type": "application/msgpack"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] == len(records)
+
+
+def test_unknown_servers_are_accepted_and_counted(client_for: Any, svc: Any) -> None:
+    client = client_for()
+    steps = _ready_steps(client)
+    names = ("zz-unknown-a", "zz-unknown-b")
+    response = client.post("/metrics", json={"records": svc.make_records(names=names, steps=steps)})
+    assert response.json()["accepted"] == 2 * steps
+    servers = client.get("/status").json()["servers"]
+    assert servers["known"] == 2
+    assert servers["unknown"] == 2
+    body = _wait_forecast(client, svc, servers=2)
+    assert {s["profile"] for s in body["servers"]} == {"generic"}
+
+
+def test_warming_servers_are_reported(client_for: Any, svc: Any) -> None:
+    client = client_for()
+    needed = int(_model(client)["min_encoder_length"])
+    records = svc.make_records(names=("ppweb001",), steps=needed - 1)
+    assert client.post("/metrics", json={"records": records}).status_code == 200
+    servers = client.get("/status").json()["servers"]
+    assert servers["warming"] == 1
+    assert servers["ready"] == 0
+    detail = servers["warming_detail"][0]
+    assert detail["server_name"] == "ppweb001"
+    assert detail["needed"] == needed
+    assert detail["steps"] < needed
+    _error(client.get("/predictions/ppweb001"), 404)
+    _error(client.get("/history/never-seen"), 404)
+
+
+def test_api_key_guards_writes_and_optionally_reads(client_for: Any, svc: Any) -> None:
+    client = client_for(api_key=svc.API_KEY)
+    payload = {"records": svc.make_records(steps=1)}
+    missing = _error(client.post("/metrics", json=payload), 401)
+    assert "X-API-Key" in missing.detail
+    _error(client.post("/metrics", json=payload, headers={"X-API-Key": "wrong-key-wrong-key"}), 401)
+    _error(client.post("/admin/reload"), 401)
+    _error(client.post("/demo/scenario", json={"scenario": "critical"}), 401)
+    ok = client.post("/metrics", json=payload, headers={"X-API-Key": svc.API_KEY})
+    assert ok.status_code == 200
+    assert client.get("/status").status_code == 200
+
+    strict = client_for(state="state2", api_key=svc.API_KEY, read_key_required=True)
+    _error(strict.get("/status"), 401)
+    _error(strict.get("/predictions/current"), 401)
+    assert strict.get("/health").status_code == 200
+    assert strict.get("/status", headers={"X-API-Key": svc.API_KEY}).status_code == 200
+    with (
+        pytest.raises(WebSocketDisconnect, match="X-API-Key"),
+        strict.websocket_connect("/ws/predictions") as ws,
+    ):
+        ws.receive_text()
+    with strict.websocket_connect("/ws/predictions", headers={"X-API-Key": svc.API_KEY}) as ws:
+        assert ws is not None
+
+
+def test_rate_limit_answers_429(client_for: Any) -> None:
+    client = client_for(rate_limit="3/minute")
+    codes = [client.get("/status").status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    body = _error(client.get("/predictions/current"), 429)
+    assert "rate limit" in body.error
+    assert client.get("/health").status_code == 200  # liveness is never limited
+
+
+def test_oversized_body_is_413(client_for: Any, svc: Any) -> None:
+    client = client_for(max_body_bytes=2048)
+    payload = {"records": svc.make_records(steps=40)}
+    _error(client.post("/metrics", json=payload), 413)
+    small = {"records": svc.make_records(names=("ppml0001",), steps=2)}
+    assert client.post("/metrics", json=small).status_code == 200
+
+
+def test_websocket_pushes_new_forecast_sets(client_for: Any, svc: Any) -> None:
+    client = client_for()
+    steps = _ready_steps(client)
+    with client.websocket_connect("/ws/predictions") as ws:
+        client.post("/metrics", json={"records": svc.make_records(steps=steps)})
+        first = msgspec.json.decode(ws.receive_text(), type=PredictionsCurrent)
+        assert len(first.servers) == len(svc.SERVERS)
+        client.post(
+            "/metrics", json={"records": svc.make_records(steps=2, start=svc.T0 + steps * 300)}
+        )
+        second = msgspec.json.decode(ws.receive_text(), type=PredictionsCurrent)
+        assert second.data_time > first.data_time
+
+
+def test_reload_swaps_model_and_keeps_buffers(client_for: Any, svc: Any, model_dir: Path) -> None:
+    client = client_for(api_key=svc.API_KEY)
+    key = {"X-API-Key": svc.API_KEY}
+    steps = _ready_steps(client)
+    client.post("/metrics", json={"records": svc.make_records(steps=steps)}, headers=key)
+    _wait_forecast(client, svc, servers=3)
+    before = client.get("/history/ppdb001", params={"steps": 4}).json()
+    other = model_dir.parent / "next"
+    shutil.copytree(model_dir, other)
+
+    response = client.post("/admin/reload", json={"model_dir": "next"}, headers=key)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["servers_carried"] == 3
+    assert body["model_version"] == body["previous_model_version"]
+    assert client.get("/predictions/ppdb001").status_code == 200  # forecast ready at the swap
+    assert client.get("/history/ppdb001", params={"steps": 4}).json() == before
+    assert client.post("/admin/reload", headers=key).status_code == 200  # --model-dir itself
+
+    escape = _error(client.post("/admin/reload", json={"model_dir": "../../etc"}, headers=key), 422)
+    assert "/" not in escape.detail.replace("../../etc", "")
+    broken = model_dir.parent / "broken"
+    broken.mkdir()
+    (broken / "model.onnx").write_bytes(b"not an onnx file")
+    refused = _error(client.post("/admin/reload", json={"model_dir": "broken"}, headers=key), 422)
+    assert str(broken) not in refused.detail
+    assert client.get("/health").json()["model_loaded"] is True
+    assert client.get("/history/ppdb001", params={"steps": 4}).json() == before
+
+
+def test_demo_scenario_is_404_without_demo(client_for: Any) -> None:
+    client = client_for()
+    body = _error(client.post("/demo/scenario", json={"scenario": "critical"}), 404)
+    assert "--demo" in body.fix
+    _error(client.post("/demo/scenario", json={"scenario": "on-fire"}), 400)
+
+
+def test_openapi_lists_every_endpoint(client_for: Any) -> None:
+    client = client_for()
+    schema = client.get("/schema/openapi.json").json()
+    paths = set(schema["paths"])
+    assert {
+        "/health",
+        "/status",
+        "/metrics",
+        "/predictions/current",
+        "/predictions/{server_name}",
+        "/alerts/active",
+        "/history/{server_name}",
+        "/fleet/history",
+        "/demo/scenario",
+        "/admin/reload",
+    } <= paths
+    body = schema["paths"]["/metrics"]["post"]["requestBody"]["content"]
+    assert "application/msgpack" in body
+    assert schema["components"]["securitySchemes"]["apiKey"]["name"] == "X-API-Key"
+
+
+def test_every_request_is_logged_once(client_for: Any, caplog: pytest.LogCaptureFixture) -> None:
+    client = client_for(api_key="k" * 20)
+    with caplog.at_level(logging.INFO, logger="fleetcast.appliance.access"):
+        client.get("/health")
+        client.post("/metrics", json={"records": []})
+    lines = [
+        msgspec.json.decode(r.getMessage())
+        for r in caplog.records
+        if r.name == "fleetcast.appliance.access"
+    ]
+    assert [(x["method"], x["path"], x["status"]) for x in lines] == [
+        ("GET", "/health", 200),
+        ("POST", "/metrics", 401),
+    ]
+    assert all(x["ms"] >= 0 and x["client"] and x["bytes_out"] > 0 for x in lines)
+    assert all("k" * 20 not in r.getMessage() for r in caplog.records)
+
+
+def test_restart_in_process_restores_snapshot(
+    client_for: Any, svc: Any, model_dir: Path, tmp_path: Path
+) -> None:
+    settings = svc.make_settings(model_dir, tmp_path / "keep")
+    records = svc.make_records(steps=8)
+    with TestClient(create_app(settings)) as first:
+        assert first.post("/metrics", json={"records": records}).status_code == 200
+        before = first.get("/history/ppweb001", params={"steps": 8}).json()
+    assert (tmp_path / "keep" / "snapshot.npz").is_file()
+    with TestClient(create_app(settings)) as second:
+        assert second.get("/history/ppweb001", params={"steps": 8}).json() == before
+        assert second.get("/status").json()["persistence"]["replayed_on_start"] == 0
+
+
+def test_unknown_path_and_method_are_json_errors(client_for: Any) -> None:
+    client = client_for()
+    assert _error(client.get("/nope"), 404).see == "docs/API.md"
+    _error(client.delete("/metrics"), 405)

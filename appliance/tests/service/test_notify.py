@@ -1,0 +1,66 @@
+"""sd_notify datagrams against sockets the test binds (path and abstract)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import TYPE_CHECKING
+
+from fleetcast.appliance.notify import Notifier
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def _fields(data: bytes) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in data.decode().splitlines())
+
+
+def test_notify_to_path_socket(tmp_path: Path) -> None:
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.settimeout(2)
+        notifier = Notifier.from_env({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "30000000"})
+        assert notifier.enabled
+        assert notifier.watchdog_interval_s == 15.0
+        assert notifier.ready("up")
+        assert _fields(sock.recv(4096)) == {
+            "READY": "1",
+            "STATUS": "up",
+            "MAINPID": str(os.getpid()),
+        }
+        assert notifier.watchdog()
+        assert _fields(sock.recv(4096)) == {"WATCHDOG": "1"}
+        assert notifier.stopping()
+        assert _fields(sock.recv(4096))["STOPPING"] == "1"
+        notifier.close()
+
+
+def test_notify_to_abstract_socket() -> None:
+    name = f"fleetcast-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)
+        sock.settimeout(2)
+        notifier = Notifier.from_env({"NOTIFY_SOCKET": "@" + name})
+        assert notifier.status("restoring\nstate")
+        assert _fields(sock.recv(4096)) == {"STATUS": "restoring state"}
+        notifier.close()
+
+
+def test_without_socket_everything_is_a_no_op() -> None:
+    notifier = Notifier.from_env({})
+    assert not notifier.enabled
+    assert not notifier.ready()
+    assert notifier.watchdog_interval_s is None
+
+
+def test_watchdog_for_another_pid_is_ignored() -> None:
+    env = {"NOTIFY_SOCKET": "/nonexistent", "WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"}
+    assert Notifier.from_env(env).watchdog_interval_s is None
+
+
+def test_unreachable_socket_does_not_raise() -> None:
+    notifier = Notifier.from_env({"NOTIFY_SOCKET": "/nonexistent/notify.sock"})
+    assert notifier.ready() is False
+    notifier.close()

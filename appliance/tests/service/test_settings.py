@@ -1,0 +1,116 @@
+"""One Settings object: defaults < TOML < env < CLI, validated once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fleetcast.appliance.settings import Settings, SettingsError, build_settings, parse_rate_limit
+
+
+def test_defaults() -> None:
+    settings = build_settings({}, env={})
+    assert settings == Settings()
+    assert settings.host == "127.0.0.1"
+    assert settings.rate_limit == ("minute", 1200)
+    assert settings.fsync is True
+
+
+def test_precedence_cli_over_env_over_toml(tmp_path: Path) -> None:
+    config = tmp_path / "fleetcast.toml"
+    config.write_text(
+        '[serve]\nport = 9001\nhost = "0.0.0.0"\nspeed = 10\nrate-limit = "5/second"\n'
+    )
+    env = {"FLEETCAST_PORT": "9002", "FLEETCAST_DEMO": "true"}
+    settings = build_settings({"port": 9003, "config": config}, env=env)
+    assert settings.port == 9003
+    assert settings.host == "0.0.0.0"
+    assert settings.demo is True
+    assert settings.speed == 10.0
+    assert settings.rate_limit == ("second", 5)
+    assert build_settings({"config": config}, env=env).port == 9002
+    assert build_settings({"config": config}, env={}).port == 9001
+
+
+def test_state_directory_from_systemd(tmp_path: Path) -> None:
+    env = {"STATE_DIRECTORY": f"{tmp_path}/a:{tmp_path}/b"}
+    assert build_settings({}, env=env).state_dir == tmp_path / "a"
+    assert build_settings({"state_dir": Path("x")}, env=env).state_dir == Path("x")
+
+
+def test_api_key_from_file_and_env(tmp_path: Path) -> None:
+    key_file = tmp_path / "api-key"
+    key_file.write_text("  s3cret-s3cret-s3cret\n")
+    assert (
+        build_settings({}, env={"FLEETCAST_API_KEY_FILE": str(key_file)}).api_key
+        == "s3cret-s3cret-s3cret"
+    )
+    assert build_settings({"api_key_file": key_file}, env={}).api_key == "s3cret-s3cret-s3cret"
+    assert build_settings({}, env={"FLEETCAST_API_KEY": "x" * 16}).api_key == "x" * 16
+    assert "s3cret" not in repr(build_settings({"api_key_file": key_file}, env={}))
+
+
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [
+        ({"port": 0}, "port"),
+        ({"api_key": "short"}, "16 characters"),
+        ({"rate_limit": "many/minute"}, "rate limit"),
+        ({"speed": "-1"}, "speed"),
+        ({"bogus": 1}, "Unknown setting"),
+        ({"api_key_file": Path("/nonexistent/key")}, "API key file"),
+    ],
+)
+def test_invalid_values_say_what_and_how(values: dict[str, object], match: str) -> None:
+    with pytest.raises(SettingsError, match=match) as info:
+        build_settings(values, env={})
+    assert "Fix:" in str(info.value)
+    assert "docs/OPERATIONS.md" in str(info.value)
+
+
+def test_parse_rate_limit() -> None:
+    assert parse_rate_limit("600/minute") == ("minute", 600)
+    assert parse_rate_limit("10") == ("minute", 10)
+    assert parse_rate_limit("off") is None
+
+
+def test_every_cli_flag_maps_to_a_setting(tmp_path: Path) -> None:
+    import argparse
+
+    from fleetcast.appliance.commands import add_serve_arguments, cli_values
+
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    key_file = tmp_path / "key"
+    key_file.write_text("k" * 20)
+    args = parser.parse_args(
+        [
+            "--port",
+            "9000",
+            "--no-fsync",
+            "--demo",
+            "--speed",
+            "120",
+            "--providers",
+            "CUDAExecutionProvider,CPUExecutionProvider",
+            "--api-key-file",
+            str(key_file),
+            "--rate-limit",
+            "off",
+            "--read-key-required",
+            "--no-access-log",
+        ]
+    )
+    settings = build_settings(cli_values(args), env={})
+    assert settings.port == 9000
+    assert settings.fsync is False
+    assert settings.demo is True
+    assert settings.speed == 120.0
+    assert settings.providers == ("CUDAExecutionProvider", "CPUExecutionProvider")
+    assert settings.api_key == "k" * 20
+    assert settings.rate_limit is None
+    assert settings.read_key_required is True
+    assert settings.access_log is False
+    # unset flags defer to the environment
+    assert build_settings(cli_values(parser.parse_args([])), env={"FLEETCAST_PORT": "7"}).port == 7
