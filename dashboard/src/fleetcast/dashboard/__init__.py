@@ -1,4 +1,9 @@
-"""fleetcast.dashboard — see docs/ARCHITECTURE.md."""
+"""fleetcast.dashboard — the Panel web app, a pure client of the appliance API.
+
+``fleetcast dashboard`` (:mod:`.commands`) builds one :class:`.settings.DashboardSettings`
+and serves :mod:`.app`; every browser session gets its own :class:`.session.DashboardSession`.
+See docs/DASHBOARD.md.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,164 @@
+"""The appliance's REST API as async methods returning typed bodies (docs/API.md).
+
+One :class:`ApplianceClient` per browser session, closed when the session ends. Network
+failures become :class:`ApplianceUnreachable` (the dashboard then shows "disconnected" and
+marks its data stale); answers the appliance gave but refused (4xx) become
+:class:`ApplianceRefused` with the appliance's own message.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import httpx
+
+from fleetcast.contract.errors import explain
+
+from .api import (
+    Alert,
+    AlertList,
+    CurrentPredictions,
+    FleetHistory,
+    ServerDetail,
+    ServerHistory,
+    parse,
+)
+from .status import StatusInfo
+
+if TYPE_CHECKING:
+    from .settings import DashboardSettings
+
+__all__ = ["DEMO_SCENARIOS", "ApplianceClient", "ApplianceRefused", "ApplianceUnreachable"]
+
+log = logging.getLogger(__name__)
+
+DEMO_SCENARIOS: tuple[str, ...] = ("healthy", "degrading", "critical")
+"""The demo scenarios ``POST /demo/scenario`` accepts."""
+
+
+class ApplianceUnreachable(ConnectionError):
+    """The appliance did not answer (refused, timed out, or failed with a 5xx)."""
+
+
+class ApplianceRefused(RuntimeError):
+    """The appliance answered with a 4xx; ``status_code`` and its message are kept."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class ApplianceClient:
+    """Async client of one appliance. Use as ``async with ApplianceClient(settings) as c``."""
+
+    def __init__(
+        self, settings: DashboardSettings, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        headers = {"Accept": "application/json"}
+        if settings.api_key:
+            headers["X-API-Key"] = settings.api_key
+        self._settings = settings
+        self._http = httpx.AsyncClient(
+            base_url=settings.base_url,
+            headers=headers,
+            timeout=settings.request_timeout_s,
+            transport=transport,
+            trust_env=False,
+        )
+
+    async def __aenter__(self) -> ApplianceClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        endpoint = f"{method} {path}"
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApplianceUnreachable(
+                explain(
+                    f"The appliance at {self._settings.base_url} did not answer {endpoint} "
+                    f"({type(exc).__name__}: {exc}).",
+                    "without it the dashboard has no forecasts; it keeps the last ones, marked "
+                    "STALE.",
+                    "check that `fleetcast serve` runs and that --appliance points at it.",
+                    "docs/DASHBOARD.md#disconnected",
+                )
+            ) from exc
+        if response.status_code >= 500:
+            raise ApplianceUnreachable(
+                f"The appliance failed {endpoint} with HTTP {response.status_code}: "
+                f"{response.text[:300]}"
+            )
+        if response.status_code >= 400:
+            raise ApplianceRefused(
+                f"The appliance refused {endpoint} with HTTP {response.status_code}: "
+                f"{_message(response)}",
+                response.status_code,
+            )
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ApplianceRefused(
+                f"The appliance answered {endpoint} with a body that is not JSON.", 200
+            ) from exc
+
+    async def status(self) -> StatusInfo:
+        """``GET /status``."""
+        body = await self._request("GET", "/status")
+        if not isinstance(body, dict):
+            raise ApplianceRefused("GET /status did not return a JSON object.", 200)
+        return StatusInfo(body)
+
+    async def current(self) -> CurrentPredictions:
+        """``GET /predictions/current``: every server's forecast and the fleet summary."""
+        body = await self._request("GET", "/predictions/current")
+        return parse(body, CurrentPredictions, "GET /predictions/current")
+
+    async def server(self, server_name: str) -> ServerDetail:
+        """``GET /predictions/{server_name}``: one forecast with its full curves."""
+        path = f"/predictions/{quote(server_name, safe='')}"
+        return parse(await self._request("GET", path), ServerDetail, f"GET {path}")
+
+    async def history(self, server_name: str, steps: int) -> ServerHistory:
+        """``GET /history/{server_name}?steps=N``: the last N steps of actuals and risk."""
+        path = f"/history/{quote(server_name, safe='')}"
+        body = await self._request("GET", path, params={"steps": int(steps)})
+        return parse(body, ServerHistory, f"GET {path}")
+
+    async def fleet_history(self, steps: int) -> FleetHistory:
+        """``GET /fleet/history?steps=N``: the fleet risk trend."""
+        body = await self._request("GET", "/fleet/history", params={"steps": int(steps)})
+        return parse(body, FleetHistory, "GET /fleet/history")
+
+    async def alerts(self) -> list[Alert]:
+        """``GET /alerts/active``."""
+        body = await self._request("GET", "/alerts/active")
+        return parse(body, AlertList, "GET /alerts/active").alerts
+
+    async def set_scenario(self, scenario: str) -> None:
+        """``POST /demo/scenario``; raises ValueError for a scenario the appliance lacks."""
+        if scenario not in DEMO_SCENARIOS:
+            raise ValueError(f"Expected a demo scenario in {DEMO_SCENARIOS}, but got {scenario!r}.")
+        await self._request("POST", "/demo/scenario", json={"scenario": scenario})
+
+
+def _message(response: httpx.Response) -> str:
+    """The appliance's error text: ``detail``/``message`` of a JSON body, else the raw text."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300]
+    if isinstance(body, dict):
+        parts = [str(body[k]) for k in ("error", "detail", "message", "fix") if body.get(k)]
+        if parts:
+            return " ".join(parts)[:600]
+    return str(body)[:300]

@@ -1,0 +1,142 @@
+"""Turn API bodies into the rows the panels show: heatmap cells, top servers, tables.
+
+Pure functions over the Structs of :mod:`fleetcast.dashboard.api`; they reorder and format
+what the appliance sent and compute no forecast. Server names and profiles only, never IDs.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from fleetcast.contract.schema import HORIZONS, METRIC_COLUMNS, VALID_PROFILES
+
+from .api import parse_time
+from .risk import LEVEL_COLOURS, LEVEL_TEXT_COLOURS, risk_level
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from .api import ServerDetail, ServerForecast
+
+__all__ = [
+    "curve_frame",
+    "format_risk",
+    "heatmap_cells",
+    "profile_order",
+    "server_thresholds",
+    "top_servers",
+]
+
+
+def format_risk(risk: float | None) -> str:
+    """``0.42`` → ``"0.42"``; a missing risk → ``"n/a"`` (never a made-up number)."""
+    return "n/a" if risk is None else f"{risk:.2f}"
+
+
+def profile_order(profile: str) -> tuple[int, str]:
+    """Sort key: the contract's profile order first, unknown profiles after, by name."""
+    try:
+        return (VALID_PROFILES.index(profile), profile)
+    except ValueError:
+        return (len(VALID_PROFILES), profile)
+
+
+def _risk_sort_key(forecast: ServerForecast) -> tuple[float, str]:
+    risk = forecast.risk if forecast.risk is not None else -1.0
+    return (-risk, forecast.server_name)
+
+
+def top_servers(servers: list[ServerForecast], n: int) -> list[ServerForecast]:
+    """The ``n`` riskiest servers, riskiest first (ties by name; no-risk servers last)."""
+    return sorted(servers, key=_risk_sort_key)[: max(0, n)]
+
+
+def _tooltip(forecast: ServerForecast) -> str:
+    lines = [
+        f"{forecast.server_name} ({forecast.profile})",
+        f"risk {format_risk(forecast.risk)} — {risk_level(forecast.risk)}",
+    ]
+    by_h = forecast.risk_by_horizon
+    if by_h:
+        lines.append(" · ".join(f"{h} {format_risk(by_h.get(h))}" for h in HORIZONS))
+    p50 = forecast.predictions.get("8hr", {})
+    if p50:
+        values = [f"{m} {p50[m]:.1f}" for m in METRIC_COLUMNS if p50.get(m) is not None]
+        lines.append("8hr p50: " + ", ".join(values))
+    for driver in forecast.drivers[:3]:
+        limit = "" if driver.threshold is None else f" > {driver.threshold:g}"
+        lines.append(
+            f"driver: {driver.metric}{limit} at {driver.horizon} (p={driver.probability:.2f})"
+        )
+    if forecast.short_history:
+        lines.append("short history: forecast from fewer steps than the model's context")
+    return "\n".join(lines)
+
+
+def heatmap_cells(servers: list[ServerForecast]) -> list[dict[str, Any]]:
+    """One dict per server for the heatmap, grouped by profile (contract order), then by name.
+
+    Keys: name, profile, risk (float or None), label ("0.42"), level, colour, text_colour, tooltip.
+    """
+    ordered = sorted(servers, key=lambda s: (profile_order(s.profile), s.server_name))
+    cells = []
+    for forecast in ordered:
+        level = risk_level(forecast.risk)
+        cells.append(
+            {
+                "name": forecast.server_name,
+                "profile": forecast.profile,
+                "risk": forecast.risk,
+                "label": format_risk(forecast.risk),
+                "level": level,
+                "colour": LEVEL_COLOURS[level],
+                "text_colour": LEVEL_TEXT_COLOURS[level],
+                "tooltip": _tooltip(forecast),
+            }
+        )
+    return cells
+
+
+def server_thresholds(
+    detail: ServerDetail | ServerForecast, fallback: dict[str, float] | None = None
+) -> dict[str, float]:
+    """Alert threshold per metric for one server: the appliance's own numbers only.
+
+    From ``thresholds`` of ``/predictions/{name}`` when present, then the drivers, then
+    ``fallback`` (``/status`` thresholds). A metric without one gets no threshold line.
+    """
+    result: dict[str, float] = dict(fallback or {})
+    for driver in detail.drivers:
+        if driver.threshold is not None:
+            result.setdefault(driver.metric, float(driver.threshold))
+    result.update(getattr(detail, "thresholds", {}) or {})
+    return result
+
+
+def curve_frame(detail: ServerDetail) -> dict[str, dict[str, list[Any]]]:
+    """Per metric: ``{"time": [...], "p10": [...], "p50": [...], "p90": [...]}`` for plotting.
+
+    Times are ``start + i * step_seconds``; a curve without ``start`` falls back to
+    ``data_time + step`` (the step after the last observed one). Metrics missing from
+    ``curves`` are left out.
+    """
+    start: datetime | None = parse_time(detail.start)
+    step = timedelta(seconds=detail.step_seconds or 300)
+    if start is None:
+        data_time = parse_time(detail.data_time)
+        start = data_time + step if data_time is not None else None
+    frames: dict[str, dict[str, list[Any]]] = {}
+    if start is None:
+        return frames
+    for metric in METRIC_COLUMNS:
+        curves = detail.curves.get(metric)
+        if not curves or not curves.get("p50"):
+            continue
+        n = len(curves["p50"])
+        frame: dict[str, list[Any]] = {"time": [start + i * step for i in range(n)]}
+        for q in ("p10", "p50", "p90"):
+            values = curves.get(q) or [None] * n
+            frame[q] = [float("nan") if v is None else float(v) for v in values[:n]]
+        frames[metric] = frame
+    return frames

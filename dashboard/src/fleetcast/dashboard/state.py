@@ -1,0 +1,134 @@
+"""One browser session's view of the appliance: the last data it sent and the link's health.
+
+Pure Python (no Panel), so the stale-marking rules are unit-tested without a browser. The
+codex allows exactly one fallback when the appliance is unreachable: keep showing the last
+data it sent, clearly marked STALE. Nothing here fabricates or extrapolates a forecast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from .api import parse_time
+
+if TYPE_CHECKING:
+    from .api import Alert, CurrentPredictions, FleetHistory, ServerDetail, ServerHistory
+    from .status import StatusInfo
+
+__all__ = ["CONNECTING", "DISCONNECTED", "LIVE", "POLLING", "SessionState"]
+
+CONNECTING = "connecting"
+"""No answer yet from the appliance (the first refresh is under way)."""
+
+LIVE = "connected (live)"
+"""The appliance answers and pushes forecasts over /ws/predictions."""
+
+POLLING = "connected (polling)"
+"""The appliance answers; forecasts are fetched every refresh (WebSocket unavailable)."""
+
+DISCONNECTED = "disconnected"
+"""The last request failed; every panel shows the last data, marked STALE."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class SessionState:
+    """What one browser session knows. Mutated only by that session's refresh loop."""
+
+    connection: str = CONNECTING
+    """One of CONNECTING, LIVE, POLLING, DISCONNECTED."""
+
+    last_error: str | None = None
+    """Why the last request failed (shown under the header while disconnected)."""
+
+    last_contact: datetime | None = None
+    """Wall-clock time the appliance last answered (UTC)."""
+
+    disconnected_since: datetime | None = None
+    """Wall-clock time of the first failure of the current outage (UTC)."""
+
+    current: CurrentPredictions | None = None
+    """The latest forecast set; kept through an outage, never altered."""
+
+    status: StatusInfo | None = None
+    fleet_history: FleetHistory | None = None
+    alerts: list[Alert] = field(default_factory=list)
+
+    details: dict[str, ServerDetail] = field(default_factory=dict)
+    """``/predictions/{name}`` bodies of the current forecast set, by server name."""
+
+    histories: dict[str, ServerHistory] = field(default_factory=dict)
+    """``/history/{name}`` bodies fetched with the current forecast set, by server name."""
+
+    selected_server: str | None = None
+    """The server whose detail is open (from a heatmap click); survives refreshes."""
+
+    @property
+    def has_data(self) -> bool:
+        """True once a forecast set has arrived."""
+        return self.current is not None
+
+    @property
+    def stale(self) -> bool:
+        """True while disconnected with data on screen: that data must be marked STALE."""
+        return self.connection == DISCONNECTED and self.has_data
+
+    @property
+    def prediction_time(self) -> datetime | None:
+        """Time of the forecast on screen (the appliance's ``prediction_time``)."""
+        if self.current is None:
+            return None
+        return parse_time(self.current.prediction_time)
+
+    def thresholds_for(self, profile: str) -> dict[str, float]:
+        """Thresholds per metric for ``profile`` from the last ``/status`` (empty before it)."""
+        return self.status.thresholds_for(profile) if self.status is not None else {}
+
+    def mark_ok(self, websocket: bool, now: datetime | None = None) -> None:
+        """Record a successful exchange; ``websocket`` says whether pushes are flowing."""
+        self.connection = LIVE if websocket else POLLING
+        self.last_contact = now or _utcnow()
+        self.last_error = None
+        self.disconnected_since = None
+
+    def mark_failed(self, error: str, now: datetime | None = None) -> None:
+        """Record a failed exchange: disconnected, data kept and marked stale."""
+        if self.connection != DISCONNECTED:
+            self.disconnected_since = now or _utcnow()
+        self.connection = DISCONNECTED
+        self.last_error = error
+
+    def accept(self, current: CurrentPredictions) -> bool:
+        """Take a new forecast set; returns True when it differs from the one on screen.
+
+        Per-server curves and histories belong to one forecast set, so a new set drops them.
+        """
+        changed = (
+            self.current is None
+            or current.prediction_time != self.current.prediction_time
+            or current != self.current
+        )
+        if changed:
+            if self.current is None or current.prediction_time != self.current.prediction_time:
+                self.details = {}
+                self.histories = {}
+            self.current = current
+        return changed
+
+    def headline(self, now: datetime | None = None) -> str:
+        """The always-visible status line, e.g. ``connected (live) · last forecast 10:05:00 UTC``."""
+        now = now or _utcnow()
+        forecast = self.prediction_time
+        when = forecast.strftime("%Y-%m-%d %H:%M:%S UTC") if forecast else "none yet"
+        parts = [self.connection, f"last forecast {when}"]
+        if self.stale and self.last_contact is not None:
+            age = int((now - self.last_contact).total_seconds())
+            parts.append(f"STALE: appliance last answered {age} s ago")
+        elif self.connection == DISCONNECTED:
+            parts.append("no data received yet")
+        return " · ".join(parts)

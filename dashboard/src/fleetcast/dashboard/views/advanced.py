@@ -1,0 +1,97 @@
+"""Panel 5, Advanced: model identity, appliance health, refresh setting, raw /status."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import panel as pn
+
+from .html import STYLES, esc, table
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..settings import DashboardSettings
+    from ..state import SessionState
+
+__all__ = ["AdvancedView"]
+
+
+def _num(value: float | None, fmt: str = "{:.2f}") -> str:
+    return "n/a" if value is None else fmt.format(value)
+
+
+class AdvancedView:
+    """Facts for an operator debugging the appliance, and this session's refresh rate."""
+
+    def __init__(self, settings: DashboardSettings, on_refresh: Callable[[float], None]) -> None:
+        self.settings = settings
+        self.refresh = pn.widgets.FloatSlider(
+            label="Refresh every (seconds)",
+            start=1,
+            end=60,
+            step=1,
+            value=settings.refresh_seconds,
+            width=300,
+        )
+        self.refresh.param.watch(lambda e: on_refresh(float(e.new)), "value_throttled")
+        self.facts = pn.pane.HTML("", stylesheets=[STYLES], sizing_mode="stretch_width")
+        self.raw = pn.pane.HTML("", stylesheets=[STYLES], sizing_mode="stretch_width")
+        self.view = pn.Column(
+            pn.pane.Markdown("### Model and appliance"),
+            self.facts,
+            self.refresh,
+            pn.pane.Markdown("### Raw /status"),
+            self.raw,
+            sizing_mode="stretch_width",
+        )
+
+    def update(self, state: SessionState) -> None:
+        """Redraw from ``state``."""
+        status = state.status
+        current = state.current
+        last_prediction = (status.last_prediction_time if status is not None else None) or (
+            current.prediction_time if current is not None else None
+        )
+        rows = [
+            ["appliance", self.settings.base_url],
+            ["connection", state.connection + (" (data STALE)" if state.stale else "")],
+            [
+                "last contact",
+                f"{state.last_contact:%Y-%m-%d %H:%M:%S} UTC" if state.last_contact else "never",
+            ],
+            ["last prediction time", last_prediction or "none yet"],
+            ["refresh rate", f"every {self.refresh.value:g} s (WebSocket pushes arrive sooner)"],
+        ]
+        if status is not None:
+            rows += [
+                ["model version", status.model_version or "n/a"],
+                ["bundle id", status.bundle_id or "n/a"],
+                ["contract version", status.contract_version or "n/a"],
+                ["execution providers", ", ".join(status.providers) or "n/a"],
+                [
+                    "servers ready / warming / unknown / known",
+                    " / ".join(
+                        _num(
+                            None if status.servers(k) is None else float(status.servers(k)),
+                            "{:.0f}",
+                        )
+                        for k in ("ready", "warming", "unknown", "known")
+                    ),
+                ],
+                [
+                    "inference latency avg / p99 (ms)",
+                    f"{_num(status.latency_ms('avg'))} / {_num(status.latency_ms('p99'))}",
+                ],
+                ["predictions per second", _num(status.predictions_per_second, "{:.1f}")],
+                ["error rate", _num(status.error_rate, "{:.3f}")],
+                ["uptime (s)", _num(status.uptime_s, "{:.0f}")],
+                ["metric source", status.source or "n/a"],
+                [
+                    "demo",
+                    f"enabled, scenario {status.demo_scenario}" if status.demo_enabled else "off",
+                ],
+            ]
+            self.raw.object = f'<pre class="fc-json">{esc(json.dumps(status.raw, indent=2, sort_keys=True))}</pre>'
+        self.facts.object = table(["", ""], rows)

@@ -1,0 +1,89 @@
+"""The REST client against a real appliance (`fleetcast serve --demo`) and a closed port."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pytest
+
+from fleetcast.dashboard.client import ApplianceClient, ApplianceRefused, ApplianceUnreachable
+from fleetcast.dashboard.settings import DashboardSettings
+
+from .conftest import free_port
+
+T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
+    from .conftest import Process
+
+pytestmark = pytest.mark.slow
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run one coroutine to completion."""
+    return asyncio.run(coro)
+
+
+def test_reads_every_endpoint_of_a_real_appliance(appliance: Process) -> None:
+    async def go():
+        async with ApplianceClient(DashboardSettings(appliance_url=appliance.url)) as client:
+            status = await client.status()
+            current = await client.current()
+            name = current.servers[0].server_name
+            detail = await client.server(name)
+            history = await client.history(name, 12)
+            fleet = await client.fleet_history(12)
+            alerts = await client.alerts()
+            return status, current, detail, history, fleet, alerts
+
+    status, current, detail, history, fleet, alerts = run(go())
+    assert status.demo_enabled
+    assert status.providers
+    assert current.fleet.servers == len(current.servers) > 0
+    assert current.fleet.green + current.fleet.yellow + current.fleet.red == current.fleet.servers
+    assert all(not s.server_name.isdigit() for s in current.servers)
+    assert detail.server_name == current.servers[0].server_name
+    assert len(detail.curves["cpu_pct"]["p50"]) == 96
+    assert 0 < len(history.timestamps) <= 12
+    assert len(history.cpu_pct) == len(history.timestamps)
+    assert len(fleet.mean_risk) == len(fleet.timestamps)
+    assert all(a.server_name for a in alerts)
+
+
+def test_unknown_server_is_refused_with_the_appliance_message(appliance: Process) -> None:
+    async def go():
+        async with ApplianceClient(DashboardSettings(appliance_url=appliance.url)) as client:
+            await client.server("ppnothere999")
+
+    with pytest.raises(ApplianceRefused) as err:
+        run(go())
+    assert err.value.status_code == 404
+    assert "ppnothere999" in str(err.value) or "404" in str(err.value)
+
+
+def test_bad_scenario_is_rejected_before_any_request() -> None:
+    async def go():
+        async with ApplianceClient(DashboardSettings(appliance_url="http://127.0.0.1:1")) as c:
+            await c.set_scenario("apocalypse")
+
+    with pytest.raises(ValueError, match="healthy"):
+        run(go())
+
+
+def test_closed_port_is_unreachable_with_a_codex_message() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+
+    async def go():
+        settings = DashboardSettings(appliance_url=url, request_timeout_s=1.0)
+        async with ApplianceClient(settings) as client:
+            await client.status()
+
+    with pytest.raises(ApplianceUnreachable) as err:
+        run(go())
+    text = str(err.value)
+    assert url in text
+    assert "STALE" in text
+    assert "Fix:" in text

@@ -1,0 +1,69 @@
+"""`fleetcast dashboard`: arguments become one Settings object; bad input exits cleanly."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from fleetcast.dashboard.commands import register_dashboard, run_dashboard, settings_from_args
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    register_dashboard(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["dashboard", *argv])
+
+
+def test_defaults_and_options_become_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FLEETCAST_API_KEY", raising=False)
+    settings = settings_from_args(parse())
+    assert settings.base_url == "http://127.0.0.1:8000"
+    assert (settings.port, settings.address, settings.refresh_seconds) == (5006, "127.0.0.1", 5.0)
+    assert settings.api_key is None
+    args = parse(
+        "--appliance", "https://edge:8443/", "--port", "7000", "--api-key", "k",
+        "--refresh-seconds", "2", "--address", "0.0.0.0", "--no-websocket",
+    )  # fmt: skip
+    settings = settings_from_args(args)
+    assert settings.base_url == "https://edge:8443"
+    assert settings.websocket_url == "wss://edge:8443/ws/predictions"
+    assert (settings.port, settings.api_key, settings.refresh_seconds) == (7000, "k", 2.0)
+    assert settings.use_websocket is False
+    assert args.handler is run_dashboard
+
+
+def test_api_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLEETCAST_API_KEY", "from-env")
+    assert settings_from_args(parse()).api_key == "from-env"
+
+
+def test_bad_input_exits_2_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_dashboard(parse("--appliance", "edge:8000")) == 2
+    err = capsys.readouterr().err
+    assert "http://" in err
+    assert "Fix:" in err
+    assert run_dashboard(parse("--port", "70000")) == 2
+    with pytest.raises(SystemExit):
+        parse("--refresh-seconds", "0")
+
+
+def test_a_port_in_use_exits_1_without_printing_a_url() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "fleetcast.contract.cli", "dashboard", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert "Address already in use" in result.stderr
+    assert "pick a free --port" in result.stderr
+    assert "http://" not in result.stdout

@@ -1,0 +1,97 @@
+"""Rows the panels show: heatmap cells, the riskiest servers, forecast curves, profile means."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+from fleetcast.dashboard.api import CurrentPredictions, ServerDetail, ServerHistory, parse
+from fleetcast.dashboard.risk import LEVEL_COLOURS
+from fleetcast.dashboard.shaping import (
+    curve_frame,
+    format_risk,
+    heatmap_cells,
+    server_thresholds,
+    top_servers,
+)
+from fleetcast.dashboard.views.historical import profile_mean
+
+from .samples import current_body, detail_body, forecast_body
+
+
+def servers(extra: list[dict] | None = None):
+    body = current_body()
+    body["servers"] += extra or []
+    return parse(body, CurrentPredictions, "test").servers
+
+
+def test_heatmap_cells_group_by_contract_profile_order_then_name() -> None:
+    cells = heatmap_cells(servers([forecast_body("ppgen001", "generic", None)]))
+    assert [(c["profile"], c["name"]) for c in cells] == [
+        ("ml_compute", "ppml0002"),
+        ("ml_compute", "ppml0015"),
+        ("web_api", "ppweb001"),
+        ("generic", "ppgen001"),
+    ]
+    by_name = {c["name"]: c for c in cells}
+    assert by_name["ppml0002"]["level"] == "red"
+    assert by_name["ppml0002"]["colour"] == LEVEL_COLOURS["red"]
+    assert by_name["ppml0015"]["level"] == "yellow"
+    assert by_name["ppweb001"]["level"] == "green"
+    assert by_name["ppgen001"]["level"] == "unknown"
+    assert by_name["ppgen001"]["label"] == "n/a"
+    tip = by_name["ppml0015"]["tooltip"]
+    assert "ppml0015 (ml_compute)" in tip
+    assert "risk 0.42 — yellow" in tip
+    assert "30min 0.10 · 1hr 0.20 · 8hr 0.42" in tip
+    assert "driver: cpu_pct > 90 at 8hr" in tip
+
+
+def test_top_servers_riskiest_first_without_risk_last() -> None:
+    ranked = top_servers(servers([forecast_body("ppgen001", "generic", None)]), 4)
+    assert [s.server_name for s in ranked] == ["ppml0002", "ppml0015", "ppweb001", "ppgen001"]
+    assert [s.server_name for s in top_servers(servers(), 1)] == ["ppml0002"]
+    assert top_servers(servers(), 0) == []
+
+
+def test_curve_frame_times_start_at_start_and_step_by_step_seconds() -> None:
+    detail = parse(detail_body(), ServerDetail, "test")
+    frames = curve_frame(detail)
+    cpu = frames["cpu_pct"]
+    start = datetime(2026, 11, 27, 10, 5, tzinfo=UTC)
+    assert cpu["time"][0] == start
+    assert cpu["time"][-1] == start + timedelta(seconds=300 * 95)
+    assert cpu["p10"][0] == 1.0
+    assert cpu["p90"][0] == 3.0
+    assert math.isnan(cpu["p50"][-1])  # a null stays a gap, never filled in
+
+
+def test_thresholds_from_the_appliance_only() -> None:
+    detail = parse(detail_body(), ServerDetail, "test")
+    assert server_thresholds(detail) == {"cpu_pct": 90.0}
+    merged = server_thresholds(detail, {"mem_pct": 92.0, "cpu_pct": 95.0})
+    assert merged == {"mem_pct": 92.0, "cpu_pct": 95.0}  # /status per-profile values win
+
+
+def test_profile_mean_averages_actuals_per_timestamp_and_skips_nulls() -> None:
+    def history(name: str, cpu: list[float | None]) -> ServerHistory:
+        body = {
+            "server_name": name,
+            "timestamps": ["2026-11-27T10:00:00Z", "2026-11-27T10:05:00Z"],
+            "cpu_pct": cpu,
+            "mem_pct": [1.0, 1.0],
+            "disk_io_mb_s": [1.0, 1.0],
+            "latency_ms": [1.0, 1.0],
+            "risk": [0.2, 0.4],
+        }
+        return parse(body, ServerHistory, "test")
+
+    stamps, series = profile_mean([history("a", [10.0, None]), history("b", [30.0, 50.0])])
+    assert stamps == ["2026-11-27T10:00:00Z", "2026-11-27T10:05:00Z"]
+    assert series["cpu_pct"] == [20.0, 50.0]
+    assert series["risk"] == [0.2, 0.4]
+
+
+def test_format_risk() -> None:
+    assert format_risk(0.4249) == "0.42"
+    assert format_risk(None) == "n/a"
