@@ -28,6 +28,7 @@ from fleetcast.appliance.controllers import (
     PredictionsController,
     predictions_socket,
 )
+from fleetcast.appliance.exposition import Telemetry
 from fleetcast.appliance.http_errors import exception_handlers
 from fleetcast.appliance.notify import Notifier
 from fleetcast.appliance.runtime import Runtime
@@ -53,16 +54,20 @@ def create_app(settings: Settings, notifier: Notifier | None = None) -> Litestar
     ``notifier`` defaults to one built from ``$NOTIFY_SOCKET``/``$WATCHDOG_USEC``.
     """
     runtime = Runtime(settings, notifier or Notifier.from_env())
+    telemetry = Telemetry.from_settings(runtime, settings)  # GET /metrics, pull source, alerts
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         await runtime.start()
+        await telemetry.start()
         try:
             yield
         finally:
+            await telemetry.stop()
             await runtime.stop()
 
     middleware = [access_log_middleware] if settings.access_log else []
+    middleware.append(telemetry.middleware)
     if settings.rate_limit is not None:
         unit, count = settings.rate_limit
         middleware.append(
@@ -94,6 +99,7 @@ def create_app(settings: Settings, notifier: Notifier | None = None) -> Litestar
             AdminController,
             DemoController,
             predictions_socket,
+            telemetry.route(),
         ],
         lifespan=[lifespan],
         state=State({"runtime": runtime}),

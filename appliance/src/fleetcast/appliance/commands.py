@@ -86,6 +86,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="do not log one line per request",
     )
     add("--config", type=Path, help="TOML file with these settings (table [serve])")
+    from fleetcast.appliance.sources import add_integration_arguments
+
+    # --source prometheus, --alertmanager-url, ... (docs/PROMETHEUS.md)
+    add_integration_arguments(parser)
 
 
 def register_serve(sub: Any) -> None:

@@ -97,6 +97,8 @@ class Runtime:
         self.dropped_tails: list[str] = []
         self.subscribers: set[asyncio.Queue[bytes]] = set()
         self.demo: DemoSource | None = None
+        self.pull_source: Any = None
+        """A pull source (e.g. Prometheus) set by the app's Telemetry; /status reports it."""
         self._tee: list[Columns] | None = None
         self._due = asyncio.Event()
         self._snapshot_due = asyncio.Event()
@@ -366,6 +368,8 @@ class Runtime:
                 f"{self.records_accepted} samples accepted, {self.records_rejected} rejected",
             }
             body["demo"] = {"enabled": False, "scenario": None}
+        if self.pull_source is not None:  # --source prometheus (docs/PROMETHEUS.md)
+            body["source"] = self.pull_source.source_status()
         body["persistence"] = {
             "fsync": self.settings.fsync,
             "log_bytes": self.store.log_bytes,

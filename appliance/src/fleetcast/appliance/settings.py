@@ -93,6 +93,47 @@ class Settings:
     """Python logging level of the appliance."""
     access_log: bool = True
     """Log one structured line per request (method, path, status, ms, client, bytes)."""
+    # -- data source, Prometheus, alerts (docs/PROMETHEUS.md) --
+    source: str = "push"
+    """Where samples come from: push (POST /metrics only), demo (simulator), prometheus (pull)."""
+    prometheus_url: str | None = None
+    """Prometheus base URL for ``source = "prometheus"``, e.g. http://prometheus:9090."""
+    prometheus_cpu_pct: str | None = None
+    """PromQL for cpu_pct; None = the node_exporter default (docs/PROMETHEUS.md#queries)."""
+    prometheus_mem_pct: str | None = None
+    """PromQL for mem_pct; None = the node_exporter default."""
+    prometheus_disk_io_mb_s: str | None = None
+    """PromQL for disk_io_mb_s (MB/s); None = the node_exporter default."""
+    prometheus_latency_ms: str | None = None
+    """PromQL for latency_ms; None = none (filled with prometheus_latency_fill)."""
+    prometheus_server_label: str = "instance"
+    """Label naming the server."""
+    prometheus_strip_port: bool = True
+    """Cut ``:port`` from the server label (web-1:9100 → web-1)."""
+    prometheus_profile_label: str | None = None
+    """Label holding a contract profile (optional)."""
+    prometheus_profile_rules: tuple[str, ...] = ()
+    """``REGEX=PROFILE`` rules on server names, first match wins (then the name's profile)."""
+    prometheus_interval_s: float = 30.0
+    """Seconds between Prometheus queries."""
+    prometheus_timeout_s: float = 10.0
+    """HTTP timeout per Prometheus query."""
+    prometheus_backfill_steps: int | None = None
+    """Steps read from Prometheus on start; None = the model's encoder length."""
+    prometheus_settle_s: float = 10.0
+    """A step is read this many seconds after it ends (late scrapes have landed)."""
+    prometheus_latency_fill: float = 0.0
+    """latency_ms when there is no latency expression or value (docs/PROMETHEUS.md#latency)."""
+    prometheus_backoff_max_s: float = 60.0
+    """Longest retry delay while Prometheus fails."""
+    alertmanager_url: str | None = None
+    """Push alerts to this Alertmanager (``/api/v2/alerts``)."""
+    webhook_url: str | None = None
+    """POST alert changes (firing/resolved) as JSON to this URL."""
+    alert_resend_s: float = 60.0
+    """Re-send firing alerts this often (Alertmanager expects repeats)."""
+    metrics_max_servers: int = 500
+    """GET /metrics exposes per-server series for at most this many (riskiest) servers."""
 
     def engine_config(self, model_dir: Path | None = None) -> EngineConfig:
         """The engine's part of these settings (optionally for another model directory)."""
@@ -220,6 +261,28 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "log_file": _opt_path,
     "log_level": lambda v: str(v).upper(),
     "access_log": _bool,
+    "source": lambda v: str(v).strip().lower(),
+    "prometheus_url": lambda v: None if v in (None, "") else str(v),
+    "prometheus_cpu_pct": lambda v: None if v is None else str(v),
+    "prometheus_mem_pct": lambda v: None if v is None else str(v),
+    "prometheus_disk_io_mb_s": lambda v: None if v is None else str(v),
+    "prometheus_latency_ms": lambda v: None if v is None else str(v),
+    "prometheus_server_label": str,
+    "prometheus_strip_port": _bool,
+    "prometheus_profile_label": lambda v: None if v in (None, "") else str(v),
+    "prometheus_profile_rules": lambda v: tuple(
+        s.strip() for s in (str(v).split(",") if isinstance(v, str) else v) if str(s).strip()
+    ),
+    "prometheus_interval_s": _positive_float,
+    "prometheus_timeout_s": _positive_float,
+    "prometheus_backfill_steps": _opt_int,
+    "prometheus_settle_s": float,
+    "prometheus_latency_fill": float,
+    "prometheus_backoff_max_s": _positive_float,
+    "alertmanager_url": lambda v: None if v in (None, "") else str(v),
+    "webhook_url": lambda v: None if v in (None, "") else str(v),
+    "alert_resend_s": _positive_float,
+    "metrics_max_servers": _positive_int,
 }
 
 
@@ -298,6 +361,19 @@ def build_settings(
             "The API key is shorter than 16 characters.",
             "generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`.",
         )
+    if settings.demo and settings.source == "prometheus":
+        raise SettingsError(
+            "--demo and --source prometheus were both given.",
+            "choose one data source: drop --demo, or use --source demo.",
+        )
+    if settings.demo or settings.source == "demo":
+        settings = dataclasses.replace(settings, demo=True, source="demo")
+    from fleetcast.appliance.sources import check_settings
+
+    try:
+        check_settings(settings)
+    except ValueError as exc:
+        raise SettingsError(str(exc), "see docs/PROMETHEUS.md#configure.") from exc
     return settings
 
 

@@ -1,0 +1,372 @@
+"""Alert delivery: Alertmanager's ``/api/v2/alerts`` and a generic JSON webhook.
+
+The engine computes alerts with every forecast set (``Engine.alerts()``, docs/API.md
+``/alerts/active``). :class:`AlertPusher` turns them into Alertmanager alerts:
+
+- labels ``alertname`` (``FleetcastForecastRisk``), ``server``, ``profile``, ``metric``,
+  ``horizon``, ``severity`` — the identity of an alert: a severity change resolves the
+  old alert and fires a new one;
+- annotations ``summary``, ``description``, ``predicted_value`` (p50), ``predicted_p90``,
+  ``threshold``, ``probability``, ``unit``, ``at`` (when the peak is predicted);
+- ``startsAt`` = when the engine first raised it; ``endsAt`` = now + ``ends_after_s`` while
+  firing (re-sent every ``resend_s``, so an appliance that dies lets its alerts expire),
+  and = now once the alert is gone from the forecast: Alertmanager marks it resolved.
+
+Deliveries are retried with backoff; resolutions that could not be delivered are kept
+and sent again with the next push, so no resolution is lost while the receiver is down.
+The webhook receives only changes: ``{"version": "1", "source": "fleetcast", "status",
+"alerts": [{"status": "firing"|"resolved", "labels", "annotations", "startsAt",
+"endsAt"}]}`` (the shape of Alertmanager's own webhook). See docs/PROMETHEUS.md#alerts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+
+from fleetcast.appliance.sources.backoff import Backoff
+from fleetcast.contract.schema import METRIC_UNITS
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+
+    from fleetcast.appliance.runtime import Runtime
+
+__all__ = [
+    "ALERTNAME",
+    "AlertPusher",
+    "AlertingConfig",
+    "DeliveryError",
+    "alert_labels",
+    "firing_alert",
+    "post_json",
+    "rfc3339",
+    "webhook_body",
+]
+
+_log = logging.getLogger(__name__)
+
+ALERTNAME = "FleetcastForecastRisk"
+"""The ``alertname`` label of every fleetcast alert."""
+
+_SEE = "docs/PROMETHEUS.md#alerts"
+
+Key = tuple[tuple[str, str], ...]
+
+
+class DeliveryError(RuntimeError):
+    """A receiver did not accept a POST (unreachable, timeout, non-2xx)."""
+
+
+def rfc3339(epoch_s: float) -> str:
+    """``2026-11-27T10:00:00.000Z`` (Alertmanager's time format) of epoch seconds."""
+    dt = datetime.fromtimestamp(epoch_s, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def _epoch(iso_time: str | None, default: float) -> float:
+    if not iso_time:
+        return default
+    return datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp()
+
+
+def alert_labels(alert: Mapping[str, Any]) -> dict[str, str]:
+    """Alertmanager labels of one engine alert (docs/API.md ``/alerts/active`` item)."""
+    return {
+        "alertname": ALERTNAME,
+        "server": str(alert["server_name"]),
+        "profile": str(alert["profile"]),
+        "metric": str(alert["metric"]),
+        "horizon": str(alert["horizon"]),
+        "severity": str(alert["severity"]),
+    }
+
+
+def firing_alert(
+    alert: Mapping[str, Any], now: float, ends_after_s: float, generator_url: str | None = None
+) -> dict[str, Any]:
+    """One firing Alertmanager alert (postable ``/api/v2/alerts`` item) of an engine alert."""
+    metric = str(alert["metric"])
+    unit = METRIC_UNITS.get(metric, "")
+    value = float(alert["predicted_value"])
+    threshold = float(alert["threshold"])
+    prob = float(alert["probability"])
+    summary = (
+        f"{alert['server_name']}: {metric} forecast to reach {value:g} {unit} "
+        f"(threshold {threshold:g}) within {alert['horizon']}, probability {prob:.0%}"
+    )
+    annotations = {
+        "summary": summary,
+        "description": (
+            f"fleetcast predicts {metric} of {alert['server_name']} ({alert['profile']}) "
+            f"exceeds {threshold:g} {unit} with probability {prob:.2f} within {alert['horizon']}; "
+            f"median forecast {value:g}, p90 {float(alert.get('predicted_p90', value)):g}"
+            + (f" at {alert['at']}" if alert.get("at") else "")
+            + "."
+        ),
+        "predicted_value": f"{value:g}",
+        "predicted_p90": f"{float(alert.get('predicted_p90', value)):g}",
+        "threshold": f"{threshold:g}",
+        "probability": f"{prob:.4f}",
+        "unit": unit,
+    }
+    if alert.get("at"):
+        annotations["at"] = str(alert["at"])
+    out: dict[str, Any] = {
+        "labels": alert_labels(alert),
+        "annotations": annotations,
+        "startsAt": rfc3339(min(_epoch(alert.get("since"), now), now)),
+        "endsAt": rfc3339(now + ends_after_s),
+    }
+    if generator_url:
+        out["generatorURL"] = f"{generator_url.rstrip('/')}/predictions/{alert['server_name']}"
+    return out
+
+
+def webhook_body(alerts: Iterable[Mapping[str, Any]], statuses: Iterable[str]) -> dict[str, Any]:
+    """The generic webhook's JSON body for Alertmanager-shaped ``alerts`` with their statuses."""
+    items = [{"status": s, **a} for a, s in zip(alerts, statuses, strict=True)]
+    overall = "firing" if any(i["status"] == "firing" for i in items) else "resolved"
+    return {"version": "1", "source": "fleetcast", "status": overall, "alerts": items}
+
+
+def post_json(url: str, payload: Any, timeout_s: float) -> int:
+    """POST ``payload`` as JSON (blocking); returns the status. Raises DeliveryError."""
+    data = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+    request = urllib.request.Request(
+        url, data=data, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        detail = exc.read()[:300].decode("utf-8", "replace")
+        raise DeliveryError(f"{url} answered HTTP {exc.code}: {detail}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise DeliveryError(f"cannot reach {url} ({getattr(exc, 'reason', exc)})") from exc
+
+
+@dataclass(frozen=True)
+class AlertingConfig:
+    """Where and how alerts are delivered (built from the appliance's Settings)."""
+
+    alertmanager_url: str | None = None
+    """Alertmanager's base URL (``http://host:9093``); alerts go to ``/api/v2/alerts``."""
+    webhook_url: str | None = None
+    """A URL that receives every change (firing/resolved) as JSON."""
+    resend_s: float = 60.0
+    """Firing alerts are re-sent this often (Alertmanager expects it) even without a change."""
+    ends_after_s: float | None = None
+    """endsAt of a firing alert, seconds after each send; None = 4 × ``resend_s``."""
+    timeout_s: float = 10.0
+    """HTTP timeout per delivery."""
+    attempts: int = 3
+    """Tries per delivery (with backoff) before it waits for the next push."""
+    retry_initial_s: float = 1.0
+    """First delay between tries."""
+    generator_url: str | None = None
+    """Base URL of this appliance for each alert's ``generatorURL`` (None: left out)."""
+    poll_s: float = 0.25
+    """How often the loop looks for a new forecast set."""
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> AlertingConfig:
+        """The config from Settings (``alertmanager_url``, ``webhook_url``, ``alert_resend_s``)."""
+        resend = getattr(settings, "alert_resend_s", None)
+        return cls(
+            alertmanager_url=getattr(settings, "alertmanager_url", None) or None,
+            webhook_url=getattr(settings, "webhook_url", None) or None,
+            resend_s=float(resend) if resend else 60.0,
+        )
+
+    @property
+    def enabled(self) -> bool:
+        """True when at least one receiver is configured."""
+        return bool(self.alertmanager_url or self.webhook_url)
+
+
+@dataclass
+class _Receiver:
+    name: str
+    url: str
+    sent: int = 0
+    failed: int = 0
+    last_error: str | None = None
+    last_success: float | None = None
+    pending: list[Any] = field(default_factory=list)
+    """Items not delivered yet: resolved alerts (Alertmanager), (status, alert) changes (webhook)."""
+
+
+class AlertPusher:
+    """Pushes the engine's alerts to Alertmanager and/or a webhook after each forecast set.
+
+    ``sender(url, payload, timeout_s)`` defaults to :func:`post_json` (tests may record).
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime | None,
+        config: AlertingConfig,
+        clock: Callable[[], float] = time.time,
+        sender: Callable[[str, Any, float], int] = post_json,
+    ) -> None:
+        self._runtime = runtime
+        self.config = config
+        self._clock = clock
+        self._send = sender
+        self._active: dict[Key, dict[str, Any]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.am = (
+            _Receiver("alertmanager", config.alertmanager_url.rstrip("/") + "/api/v2/alerts")
+            if config.alertmanager_url
+            else None
+        )
+        self.webhook = _Receiver("webhook", config.webhook_url) if config.webhook_url else None
+
+    @classmethod
+    def from_settings(cls, runtime: Runtime, settings: Any) -> AlertPusher | None:
+        """A pusher when Settings name a receiver, else None."""
+        config = AlertingConfig.from_settings(settings)
+        return cls(runtime, config) if config.enabled else None
+
+    @property
+    def receivers(self) -> list[_Receiver]:
+        """The configured receivers."""
+        return [r for r in (self.am, self.webhook) if r is not None]
+
+    @property
+    def firing(self) -> int:
+        """Alerts currently firing (as last computed)."""
+        return len(self._active)
+
+    # -- the diff ------------------------------------------------------------------------
+    def update(
+        self, alerts: Iterable[Mapping[str, Any]]
+    ) -> tuple[list[dict], list[dict], list[dict]]:
+        """Diff the engine's current ``alerts`` against the last call.
+
+        Returns ``(firing, new, resolved)`` Alertmanager alerts: every firing one (with a
+        fresh endsAt), the subset that is new, and those gone since the last call (endsAt
+        = now). Pure bookkeeping, no I/O.
+        """
+        now = self._clock()
+        ends = self.config.ends_after_s or 4 * self.config.resend_s
+        current: dict[Key, dict[str, Any]] = {}
+        for alert in alerts:
+            item = firing_alert(alert, now, ends, self.config.generator_url)
+            current[tuple(sorted(item["labels"].items()))] = item
+        new = [a for k, a in current.items() if k not in self._active]
+        resolved = []
+        for key, old in self._active.items():
+            if key not in current:
+                resolved.append({**old, "endsAt": rfc3339(now)})
+        self._active = current
+        return list(current.values()), new, resolved
+
+    # -- delivery ------------------------------------------------------------------------
+    async def _deliver(self, receiver: _Receiver, payload: Any) -> bool:
+        backoff = Backoff(self.config.retry_initial_s, 30.0, jitter=0.1)
+        for attempt in range(max(1, self.config.attempts)):
+            try:
+                await anyio.to_thread.run_sync(
+                    self._send, receiver.url, payload, self.config.timeout_s, abandon_on_cancel=True
+                )
+            except DeliveryError as exc:
+                receiver.failed += 1
+                if receiver.last_error is None:
+                    _log.warning("alerts to %s failed: %s (retrying)", receiver.name, exc)
+                receiver.last_error = str(exc)
+                if attempt + 1 < self.config.attempts:
+                    await asyncio.sleep(backoff.next_delay())
+                continue
+            receiver.sent += 1
+            receiver.last_success = self._clock()
+            if receiver.last_error is not None:
+                _log.info("alerts to %s delivered again", receiver.name)
+            receiver.last_error = None
+            return True
+        return False
+
+    async def push(self, alerts: Iterable[Mapping[str, Any]]) -> None:
+        """Diff ``alerts`` and deliver: Alertmanager gets all firing + resolved, the webhook
+        the changes. Undelivered items wait for the next push."""
+        firing, new, resolved = self.update(alerts)
+        if self.am is not None:
+            self.am.pending = [
+                p for p in self.am.pending if tuple(sorted(p["labels"].items())) not in self._active
+            ]
+            payload = firing + self.am.pending + resolved
+            if payload:
+                ok = await self._deliver(self.am, payload)
+                self.am.pending = [] if ok else self.am.pending + resolved
+        if self.webhook is not None:
+            changes = (
+                self.webhook.pending
+                + [("firing", a) for a in new]
+                + [("resolved", a) for a in resolved]
+            )
+            if changes:
+                body = webhook_body([a for _, a in changes], [s for s, _ in changes])
+                ok = await self._deliver(self.webhook, body)
+                self.webhook.pending = [] if ok else changes
+
+    # -- life cycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the push loop (it follows the runtime's forecast sets)."""
+        if self._task is not None or self._runtime is None:
+            return
+        self._task = asyncio.create_task(self._run(), name="fleetcast-alert-pusher")
+        _log.info("alerts: pushing to %s", ", ".join(r.name for r in self.receivers))
+
+    async def stop(self) -> None:
+        """Stop the loop (idempotent). Firing alerts are left to expire at their endsAt."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        """Push after each new forecast set (checked every ``poll_s``) and every ``resend_s``."""
+        runtime = self._runtime
+        if runtime is None:
+            return
+        seen = -1
+        last_push = -math.inf
+        while True:
+            engine = runtime.engine
+            sets = runtime.forecast_sets
+            due = sets != seen or time.monotonic() - last_push >= self.config.resend_s
+            if due and engine is not None and engine.current() is not None:
+                seen, last_push = sets, time.monotonic()
+                try:
+                    await self.push(engine.alerts())
+                except Exception:
+                    _log.exception("alert push failed")
+            await asyncio.sleep(self.config.poll_s)
+
+    def status(self) -> dict[str, Any]:
+        """Delivery counters per receiver (for /metrics and logs)."""
+        return {
+            "firing": self.firing,
+            "receivers": {
+                r.name: {
+                    "sent": r.sent,
+                    "failed": r.failed,
+                    "pending": len(r.pending),
+                    "last_error": r.last_error,
+                }
+                for r in self.receivers
+            },
+        }

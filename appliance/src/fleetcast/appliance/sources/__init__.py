@@ -1,0 +1,107 @@
+"""Pull sources of the appliance: samples fetched from a monitoring system into the same
+ingest path as ``POST /metrics`` (docs/PROMETHEUS.md).
+
+``create_source(runtime, settings)`` returns the configured source (or None for the push
+and demo modes); the app's lifespan starts and stops it. ``add_integration_arguments``
+adds the ``fleetcast serve`` flags of the Prometheus source, the alert receivers and the
+exposition; ``check_settings`` validates them when the Settings are built.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import argparse
+
+    from fleetcast.appliance.runtime import Runtime
+    from fleetcast.appliance.sources.prometheus import PrometheusSource
+
+__all__ = ["SOURCE_KINDS", "add_integration_arguments", "check_settings", "create_source"]
+
+SOURCE_KINDS: tuple[str, ...] = ("push", "demo", "prometheus")
+"""``--source`` values: push (POST /metrics only), demo (simulator), prometheus (pull)."""
+
+
+def create_source(runtime: Runtime, settings: Any) -> PrometheusSource | None:
+    """The pull source ``settings`` asks for (``source = "prometheus"``), else None.
+
+    Raises ValueError with a fix when its configuration is incomplete.
+    """
+    if getattr(settings, "source", "push") != "prometheus":
+        return None
+    from fleetcast.appliance.sources.prometheus import PrometheusConfig, PrometheusSource
+
+    return PrometheusSource(runtime, PrometheusConfig.from_settings(settings))
+
+
+def check_settings(settings: Any) -> None:
+    """Raise ValueError (what, why, fix) when the source or alert settings cannot work."""
+    source = getattr(settings, "source", "push")
+    if source not in SOURCE_KINDS:
+        raise ValueError(
+            f"Expected source to be one of {', '.join(SOURCE_KINDS)}, but got {source!r}. "
+            "Fix: pass --source push|demo|prometheus. See docs/PROMETHEUS.md#configure."
+        )
+    if source == "prometheus":
+        from fleetcast.appliance.sources.prometheus import PrometheusConfig
+        from fleetcast.appliance.sources.promql import PromClient
+
+        config = PrometheusConfig.from_settings(settings)
+        PromClient(config.url)  # checks the URL's form
+    for name in ("alertmanager_url", "webhook_url"):
+        url = getattr(settings, name, None)
+        if url and not str(url).startswith(("http://", "https://")):
+            raise ValueError(
+                f"Expected {name} to be an http(s) URL, but got {url!r}. Fix: pass "
+                f"--{name.replace('_', '-')} http://HOST:PORT. See docs/PROMETHEUS.md#alerts."
+            )
+
+
+def add_integration_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of the Prometheus source, the alert receivers and GET /metrics (all default
+    to None: unset flags defer to env/TOML)."""
+    group = parser.add_argument_group(
+        "data source, Prometheus and alerts", "See docs/PROMETHEUS.md."
+    )
+    add = group.add_argument
+    add("--source", choices=SOURCE_KINDS, help="where samples come from (default push)")
+    add("--prometheus-url", help="Prometheus base URL for --source prometheus")
+    for metric in ("cpu_pct", "mem_pct", "disk_io_mb_s", "latency_ms"):
+        add(
+            f"--prometheus-{metric.replace('_', '-')}",
+            metavar="PROMQL",
+            help=f"PromQL for {metric} (default: node_exporter"
+            + (", none" if metric == "latency_ms" else "")
+            + ")",
+        )
+    add("--prometheus-server-label", help="label naming the server (default instance)")
+    add(
+        "--prometheus-keep-port",
+        dest="prometheus_strip_port",
+        action="store_false",
+        default=None,
+        help="keep ':port' in server names (default: cut it)",
+    )
+    add("--prometheus-profile-label", help="label holding a contract profile")
+    add(
+        "--prometheus-profile-rule",
+        dest="prometheus_profile_rules",
+        action="append",
+        metavar="REGEX=PROFILE",
+        help="profile for server names matching REGEX (repeatable, first match wins)",
+    )
+    add("--prometheus-interval-s", type=float, help="seconds between queries (default 30)")
+    add("--prometheus-timeout-s", type=float, help="HTTP timeout per query (default 10)")
+    add("--prometheus-backfill-steps", type=int, help="steps read on start (default: encoder)")
+    add("--prometheus-settle-s", type=float, help="read a step this long after it ends (10)")
+    add("--prometheus-latency-fill", type=float, help="latency_ms without a value (default 0)")
+    add("--prometheus-backoff-max-s", type=float, help="longest retry delay (default 60)")
+    add("--alertmanager-url", help="push alerts to this Alertmanager (/api/v2/alerts)")
+    add("--webhook-url", help="POST alert changes as JSON to this URL")
+    add("--alert-resend-s", type=float, help="re-send firing alerts this often (default 60)")
+    add(
+        "--metrics-max-servers",
+        type=int,
+        help="GET /metrics: per-server series for this many riskiest servers (default 500)",
+    )

@@ -1,0 +1,450 @@
+"""Prometheus HTTP API client and the mapping of PromQL results to contract columns.
+
+Shared by the appliance's live source (:mod:`fleetcast.appliance.sources.prometheus`) and
+the trainer's importer (``fleetcast import prometheus``), so a model is trained on exactly
+the numbers it is later served: same expressions, same evaluation times, same names.
+Standard library + numpy + msgspec only (no appliance runtime imports).
+
+Time rule (docs/PROMETHEUS.md#time): step ``k`` (``timestamp = k * 300``) is represented by
+the expressions evaluated at the step's **last second**, ``k * 300 + 299``
+(:func:`eval_time`). For gauges that is the newest sample inside the step; for
+``rate(x[5m])`` it is the rate over the step itself.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import msgspec
+import numpy as np
+
+from fleetcast.contract.schema import METRIC_COLUMNS, STEP_SECONDS, VALID_PROFILES
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+__all__ = [
+    "DEFAULT_QUERIES",
+    "EVAL_OFFSET",
+    "MAX_POINTS_PER_SERIES",
+    "REQUIRED_METRICS",
+    "LabelMapping",
+    "PromClient",
+    "PromError",
+    "Samples",
+    "Series",
+    "assemble",
+    "eval_time",
+    "parse_profile_rules",
+    "parse_response",
+    "resolve_queries",
+]
+
+DEFAULT_QUERIES: dict[str, str | None] = {
+    "cpu_pct": '100 * (1 - avg by (instance) (rate(node_cpu_seconds_total{mode="idle"}[5m])))',
+    "mem_pct": "100 * (1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes)",
+    "disk_io_mb_s": "sum by (instance) (rate(node_disk_read_bytes_total[5m])"
+    " + rate(node_disk_written_bytes_total[5m])) / 1e6",
+    "latency_ms": None,
+}
+"""PromQL per contract metric for a plain node_exporter. node_exporter has no latency:
+``None`` means "not measured", filled with ``latency_fill`` (docs/PROMETHEUS.md#latency)."""
+
+REQUIRED_METRICS: tuple[str, ...] = ("cpu_pct", "mem_pct", "disk_io_mb_s")
+"""A server/step without one of these is a gap (no record); latency may be filled."""
+
+EVAL_OFFSET = STEP_SECONDS - 1
+"""Seconds after a step's start at which it is evaluated (its last second)."""
+
+MAX_POINTS_PER_SERIES = 11_000
+"""Prometheus refuses a query_range with more points per series than this."""
+
+_SEE = "docs/PROMETHEUS.md"
+_PERCENT_SLACK = 1.0
+"""Percentages in [-1, 101] are clamped to [0, 100] (rate arithmetic rounds); beyond that
+the value is passed on and the contract check rejects it with its reason."""
+
+
+def eval_time(step: int) -> int:
+    """Epoch seconds at which step number ``step`` (``ts // 300``) is evaluated."""
+    return int(step) * STEP_SECONDS + EVAL_OFFSET
+
+
+class PromError(RuntimeError):
+    """A Prometheus request failed. ``kind``: unreachable, timeout, http, bad_query,
+    bad_response. The message says what, why and how to fix it."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+    @property
+    def retryable(self) -> bool:
+        """False for errors a retry cannot fix (a PromQL expression Prometheus refuses)."""
+        return self.kind != "bad_query"
+
+
+@dataclass(frozen=True)
+class Series:
+    """One result series: its labels, epoch-second times (n,) float64, values (n,) float64."""
+
+    labels: dict[str, str]
+    times: np.ndarray
+    values: np.ndarray
+
+
+class _Result(msgspec.Struct):
+    metric: dict[str, str] = {}
+    value: tuple[float, str] | None = None
+    values: list[tuple[float, str]] = []
+
+
+class _Data(msgspec.Struct):
+    resultType: str  # Prometheus' field names
+    result: msgspec.Raw
+
+
+class _Body(msgspec.Struct):
+    status: str
+    data: _Data | None = None
+    errorType: str | None = None
+    error: str | None = None
+
+
+_DECODER = msgspec.json.Decoder(_Body)
+_RESULTS = msgspec.json.Decoder(list[_Result])
+
+
+def parse_response(body: bytes, expr: str = "") -> list[Series]:
+    """Series of a ``/api/v1/query`` or ``/api/v1/query_range`` JSON body.
+
+    ``vector`` and ``matrix`` results give one Series per label set; ``scalar`` gives one
+    Series without labels. Values are Prometheus' strings ("NaN", "+Inf" included).
+    Raises PromError(bad_query) for ``status: error`` and PromError(bad_response) for a
+    body that is not the Prometheus API's JSON.
+    """
+    try:
+        parsed = _DECODER.decode(body)
+    except msgspec.DecodeError as exc:
+        raise PromError(
+            "bad_response",
+            f"The answer to {expr!r} is not Prometheus API JSON ({exc}). Why it matters: no "
+            "sample can be read from it. Fix: point the URL at Prometheus itself "
+            f"(http://host:9090), not at an exporter or a proxy login page. See {_SEE}#configure.",
+        ) from exc
+    if parsed.status != "success" or parsed.data is None:
+        raise PromError(
+            "bad_query",
+            f"Prometheus refused {expr!r}: {parsed.errorType}: {parsed.error}. Why it matters: "
+            "this metric cannot be read. Fix: correct the expression (try it in Prometheus' "
+            f"graph page). See {_SEE}#queries.",
+        )
+    kind = parsed.data.resultType
+    if kind == "scalar":
+        t, v = msgspec.json.decode(parsed.data.result, type=tuple[float, str])
+        return [Series({}, np.array([float(t)]), np.array([v], dtype=np.float64))]
+    if kind not in ("vector", "matrix"):
+        raise PromError(
+            "bad_query",
+            f"{expr!r} returns a {kind}, not an instant vector. Fix: use an expression that "
+            f"yields one series per server. See {_SEE}#queries.",
+        )
+    out = []
+    try:
+        items = _RESULTS.decode(parsed.data.result)
+    except msgspec.DecodeError as exc:
+        raise PromError(
+            "bad_response", f"Malformed result for {expr!r} ({exc}). See {_SEE}#troubleshooting."
+        ) from exc
+    for item in items:
+        pairs = [item.value] if item.value is not None else item.values
+        if not pairs:
+            continue
+        times = np.fromiter((p[0] for p in pairs), dtype=np.float64, count=len(pairs))
+        values = np.array([p[1] for p in pairs], dtype=np.float64)
+        out.append(Series(dict(item.metric), times, values))
+    return out
+
+
+class PromClient:
+    """Blocking client of the Prometheus HTTP API (``urllib``; call it from a worker thread).
+
+    ``url``: Prometheus' base URL (``http://host:9090``, a path prefix is kept).
+    """
+
+    def __init__(
+        self, url: str, timeout_s: float = 10.0, headers: Mapping[str, str] | None = None
+    ) -> None:
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(
+                f"Expected a Prometheus URL like http://host:9090, but got {url!r}. Why it "
+                "matters: the appliance cannot read metrics without it. Fix: pass "
+                f"--prometheus-url http://HOST:9090. See {_SEE}#configure."
+            )
+        self.url = url.rstrip("/")
+        self.timeout_s = float(timeout_s)
+        self.headers = {"Accept": "application/json", **dict(headers or {})}
+
+    def _post(self, path: str, form: Mapping[str, str], expr: str) -> list[Series]:
+        data = urllib.parse.urlencode(form).encode("ascii")
+        request = urllib.request.Request(
+            f"{self.url}{path}",
+            data=data,
+            headers={**self.headers, "Content-Type": "application/x-www-form-urlencoded"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                body = response.read()
+        except urllib.error.HTTPError as exc:
+            body = exc.read()
+            if exc.code in (400, 422):  # Prometheus' answer to a bad expression
+                return parse_response(body, expr)
+            raise PromError(
+                "http",
+                f"Prometheus at {self.url} answered HTTP {exc.code} to {path}. Why it matters: "
+                "no samples this cycle (retried with backoff). Fix: check that the URL is "
+                f"Prometheus' and that it is healthy. See {_SEE}#troubleshooting.",
+            ) from exc
+        except TimeoutError as exc:
+            raise PromError(
+                "timeout",
+                f"Prometheus at {self.url} did not answer {path} within {self.timeout_s:g} s. "
+                "Why it matters: no samples this cycle (retried with backoff). Fix: check its "
+                f"load, or raise the timeout. See {_SEE}#troubleshooting.",
+            ) from exc
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, TimeoutError):
+                raise PromError(
+                    "timeout",
+                    f"Prometheus at {self.url} did not answer {path} within "
+                    f"{self.timeout_s:g} s (retried with backoff). See {_SEE}#troubleshooting.",
+                ) from exc
+            raise PromError(
+                "unreachable",
+                f"Cannot reach Prometheus at {self.url} ({reason}). Why it matters: no samples "
+                "until it is back (retried with backoff; the last forecasts stay served). Fix: "
+                f"start Prometheus or correct --prometheus-url. See {_SEE}#troubleshooting.",
+            ) from exc
+        return parse_response(body, expr)
+
+    def query(self, expr: str, at: float) -> list[Series]:
+        """Instant query of ``expr`` evaluated at epoch seconds ``at``."""
+        return self._post("/api/v1/query", {"query": expr, "time": _fmt(at)}, expr)
+
+    def query_range(self, expr: str, start: float, end: float, step: int) -> list[Series]:
+        """Range query: ``expr`` evaluated at ``start, start + step, ... <= end``."""
+        points = int((end - start) // step) + 1
+        if points > MAX_POINTS_PER_SERIES:
+            raise ValueError(
+                f"A query_range of {points} points per series exceeds Prometheus' limit of "
+                f"{MAX_POINTS_PER_SERIES}; split it into chunks."
+            )
+        form = {"query": expr, "start": _fmt(start), "end": _fmt(end), "step": str(int(step))}
+        return self._post("/api/v1/query_range", form, expr)
+
+
+def _fmt(t: float) -> str:
+    return f"{float(t):.3f}"
+
+
+def resolve_queries(overrides: Mapping[str, str | None] | None = None) -> dict[str, str | None]:
+    """The PromQL per metric: :data:`DEFAULT_QUERIES` with ``overrides`` (``""`` = none).
+
+    Raises ValueError when a required metric (cpu, mem, disk) has no expression.
+    """
+    queries = dict(DEFAULT_QUERIES)
+    for metric, expr in (overrides or {}).items():
+        if metric not in METRIC_COLUMNS:
+            raise ValueError(
+                f"Unknown metric {metric!r} for a PromQL expression; expected one of "
+                f"{list(METRIC_COLUMNS)}. See {_SEE}#queries."
+            )
+        if expr is not None:
+            queries[metric] = expr.strip() or None
+    missing = [m for m in REQUIRED_METRICS if not queries[m]]
+    if missing:
+        raise ValueError(
+            f"No PromQL expression for {missing}. Why it matters: a record needs cpu, memory "
+            f"and disk. Fix: give one per metric or keep the defaults. See {_SEE}#queries."
+        )
+    return queries
+
+
+def parse_profile_rules(rules: Iterable[str]) -> tuple[tuple[re.Pattern[str], str], ...]:
+    """Compile ``"REGEX=PROFILE"`` strings (matched against the server name, first wins)."""
+    out = []
+    for rule in rules:
+        pattern, sep, profile = str(rule).rpartition("=")
+        profile = profile.strip()
+        if not sep or not pattern or profile not in VALID_PROFILES:
+            raise ValueError(
+                f"Expected a profile rule like '^db-=database', but got {rule!r}: write "
+                f"REGEX=PROFILE with PROFILE one of {', '.join(VALID_PROFILES)}. "
+                f"See {_SEE}#profiles."
+            )
+        try:
+            out.append((re.compile(pattern), profile))
+        except re.error as exc:
+            raise ValueError(
+                f"Profile rule {rule!r} has an invalid regex ({exc}). See {_SEE}#profiles."
+            ) from exc
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class LabelMapping:
+    """How a series' labels become a server name and (optionally) a profile."""
+
+    server_label: str = "instance"
+    """Label holding the server; node_exporter's targets are ``instance="host:9100"``."""
+    strip_port: bool = True
+    """Cut a trailing ``:port`` (``host:9100`` → ``host``, ``[::1]:9100`` → ``::1``)."""
+    profile_label: str | None = None
+    """Optional label holding a contract profile (e.g. ``fleetcast_profile="database"``)."""
+    profile_rules: tuple[tuple[re.Pattern[str], str], ...] = ()
+    """``(regex, profile)`` tried on the server name when the label gives none."""
+
+    def server(self, labels: Mapping[str, str]) -> str | None:
+        """The server name of a series, or None when it lacks the label."""
+        name = labels.get(self.server_label)
+        if not name:
+            return None
+        if self.strip_port:
+            if name.startswith("[") and "]" in name:
+                return name[1 : name.index("]")]
+            head, sep, tail = name.rpartition(":")
+            if sep and tail.isdigit() and head and ":" not in head:
+                return head
+        return name
+
+    def profile(self, server: str, labels: Mapping[str, str]) -> str | None:
+        """Profile from the label, else the first matching rule, else None (= from the name)."""
+        if self.profile_label:
+            value = labels.get(self.profile_label, "").strip()
+            if value in VALID_PROFILES:
+                return value
+        for pattern, profile in self.profile_rules:
+            if pattern.search(server):
+                return profile
+        return None
+
+
+@dataclass
+class Samples:
+    """Records assembled from the four metrics' results, one per (server, time).
+
+    ``times`` int64 (n,) evaluation times; ``metrics`` float64 (n, 4) in contract order;
+    ``server``/``profile`` (n,). Counters say what was left out and why.
+    """
+
+    times: np.ndarray
+    metrics: np.ndarray
+    server: list[str]
+    profile: list[str | None]
+    incomplete: int = 0
+    """(server, time) pairs dropped because a required metric had no value (gaps)."""
+    unlabelled: int = 0
+    """Series without the server label (ignored)."""
+    duplicates: int = 0
+    """Extra series for the same server and metric (averaged)."""
+    clamped: int = 0
+    """Percentages within 1 point outside [0, 100], clamped."""
+    filled_latency: int = 0
+    """Records whose latency was filled (no expression, or no value)."""
+    servers_seen: set[str] = field(default_factory=set)
+
+    def __len__(self) -> int:
+        return len(self.server)
+
+
+def assemble(
+    results: Mapping[str, Sequence[Series]],
+    mapping: LabelMapping,
+    latency_fill: float = 0.0,
+) -> Samples:
+    """Join per-metric results into records keyed by (server, evaluation time).
+
+    ``results`` maps each metric to its series (a metric without an expression may be
+    absent). Rows are ordered by time, then server name. Non-finite values count as
+    missing; a missing required metric makes the (server, time) a gap; a missing latency is
+    ``latency_fill``. Several series for one server and metric are averaged.
+    """
+    names: dict[str, int] = {}
+    profiles: dict[str, str | None] = {}
+    unlabelled = 0
+    per_metric: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+    for j, metric in enumerate(METRIC_COLUMNS):
+        for s in results.get(metric, ()):
+            name = mapping.server(s.labels)
+            if name is None:
+                unlabelled += 1
+                continue
+            idx = names.setdefault(name, len(names))
+            prof = mapping.profile(name, s.labels)
+            if prof is not None or name not in profiles:
+                profiles[name] = prof if prof is not None else profiles.get(name)
+            per_metric.append((j, np.full(s.times.shape, idx, dtype=np.int64), s.times, s.values))
+    empty = Samples(np.zeros(0, np.int64), np.zeros((0, 4)), [], [], unlabelled=unlabelled)
+    if not per_metric:
+        return empty
+    all_t = np.concatenate([t for _, _, t, _ in per_metric])
+    t_round = np.floor(all_t + 1e-6).astype(np.int64)  # never round into the next step
+    uniq_t, t_inv = np.unique(t_round, return_inverse=True)
+    n_srv, n_t = len(names), len(uniq_t)
+    sums = np.zeros((n_srv * n_t, 4), dtype=np.float64)
+    counts = np.zeros((n_srv * n_t, 4), dtype=np.int64)
+    offset = 0
+    for j, srv, t, v in per_metric:
+        k = t.shape[0]
+        key = srv * n_t + t_inv[offset : offset + k]
+        offset += k
+        good = np.isfinite(v)
+        np.add.at(sums[:, j], key[good], v[good])
+        np.add.at(counts[:, j], key[good], 1)
+    duplicates = int(np.count_nonzero(counts > 1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = sums / counts  # NaN where no value
+    present = counts > 0
+    any_value = present.any(axis=1)
+    required = [METRIC_COLUMNS.index(m) for m in REQUIRED_METRICS]
+    complete = present[:, required].all(axis=1)
+    incomplete = int(np.count_nonzero(any_value & ~complete))
+    lat = METRIC_COLUMNS.index("latency_ms")
+    keep = np.flatnonzero(complete)
+    fill = keep[~present[keep, lat]]
+    values[fill, lat] = float(latency_fill)
+    clamped = 0
+    for m in ("cpu_pct", "mem_pct"):
+        col = values[keep, METRIC_COLUMNS.index(m)]
+        slack = ((col < 0) & (col >= -_PERCENT_SLACK)) | (
+            (col > 100) & (col <= 100 + _PERCENT_SLACK)
+        )
+        clamped += int(np.count_nonzero(slack))
+        values[keep[slack], METRIC_COLUMNS.index(m)] = np.clip(col[slack], 0.0, 100.0)
+    # Order by time, then server name.
+    order_names = sorted(names, key=names.__getitem__)
+    srv_of = keep // n_t
+    t_of = keep % n_t
+    name_rank = np.argsort(np.argsort(np.array(order_names, dtype=object)))
+    order = np.lexsort((name_rank[srv_of], t_of))
+    keep, srv_of, t_of = keep[order], srv_of[order], t_of[order]
+    return Samples(
+        times=uniq_t[t_of],
+        metrics=values[keep],
+        server=[order_names[i] for i in srv_of.tolist()],
+        profile=[profiles.get(order_names[i]) for i in srv_of.tolist()],
+        incomplete=incomplete,
+        unlabelled=unlabelled,
+        duplicates=duplicates,
+        clamped=clamped,
+        filled_latency=int(fill.size),
+        servers_seen=set(names),
+    )

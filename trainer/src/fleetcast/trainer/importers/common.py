@@ -1,0 +1,360 @@
+"""Turning imported rows into a contract-valid Parquet file (shared by every importer).
+
+Rows arrive as numpy columns (``timestamp`` epoch seconds, ``server_name``, the four
+metrics, ``profile`` or None). This module buckets them to the 5-minute step (the last
+sample of a server in a step wins, as in the appliance), fills the profile (rule or name,
+docs/DATA_CONTRACT.md#profiles) and keeps it stable per server, drops rows that break the
+contract *with their reasons counted* (never silently), leaves missing steps missing
+(gaps stay gaps; state is null = unknown), writes the Parquet atomically with
+``fleetcast.contract.schema.arrow_schema()`` and validates the result with
+``DataValidator``. pyarrow + numpy only (no pandas, no torch).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fleetcast.contract.encoder import profile_from_name
+from fleetcast.contract.records import validate_columns
+from fleetcast.contract.schema import (
+    CONTRACT_VERSION,
+    METRIC_COLUMNS,
+    STEP_SECONDS,
+    VALID_PROFILES,
+    arrow_schema,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from pathlib import Path
+
+    import pyarrow as pa
+
+__all__ = [
+    "ImportFailure",
+    "ImportReport",
+    "RowBlock",
+    "bucket_last",
+    "compile_profile_rules",
+    "count_gaps",
+    "drop_invalid",
+    "fill_profiles",
+    "finish",
+    "parse_time",
+    "to_table",
+    "write_parquet",
+]
+
+_SEE = "docs/PROMETHEUS.md#import"
+
+
+class ImportFailure(ValueError):
+    """An import cannot proceed; the message says what, why, how to fix, where.
+
+    ``exit_code``: 2 for bad arguments or input (the default), 1 when the source failed.
+    """
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class RowBlock:
+    """Rows as columns: ``timestamp`` int64 epoch seconds (n,), ``server_name`` object (n,),
+    ``metrics`` float64 (n, 4) in contract order, ``profile`` object (n,) (None = derive)."""
+
+    timestamp: np.ndarray
+    server_name: np.ndarray
+    metrics: np.ndarray
+    profile: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.timestamp.shape[0])
+
+    def take(self, index: np.ndarray) -> RowBlock:
+        """The rows at ``index``."""
+        return RowBlock(
+            self.timestamp[index], self.server_name[index], self.metrics[index], self.profile[index]
+        )
+
+    @staticmethod
+    def concat(blocks: Sequence[RowBlock]) -> RowBlock:
+        """All ``blocks`` in order."""
+        if not blocks:
+            return RowBlock(
+                np.zeros(0, np.int64), np.zeros(0, object), np.zeros((0, 4)), np.zeros(0, object)
+            )
+        return RowBlock(
+            np.concatenate([b.timestamp for b in blocks]),
+            np.concatenate([b.server_name for b in blocks]),
+            np.concatenate([b.metrics for b in blocks]),
+            np.concatenate([b.profile for b in blocks]),
+        )
+
+
+@dataclass
+class ImportReport:
+    """What an import did (printed by the CLI, written beside the Parquet as JSON)."""
+
+    source: dict[str, Any]
+    rows: int = 0
+    servers: int = 0
+    start: str | None = None
+    end: str | None = None
+    read: int = 0
+    """Samples read from the source."""
+    superseded: int = 0
+    """Samples replaced by a later one of the same server and step."""
+    dropped: Counter[str] = field(default_factory=Counter)
+    """Rows left out, by reason (contract violations, missing required metrics)."""
+    gaps: int = 0
+    """Missing (server, step) pairs inside each server's span (kept as gaps)."""
+    profile_counts: dict[str, int] = field(default_factory=dict)
+    profile_changes: list[str] = field(default_factory=list)
+    """Servers whose source gave several profiles (the first one is kept)."""
+    valid: bool | None = None
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (``<out>.metadata.json``)."""
+        return {
+            "contract_version": CONTRACT_VERSION,
+            "step_seconds": STEP_SECONDS,
+            "source": self.source,
+            "rows": self.rows,
+            "servers": self.servers,
+            "start": self.start,
+            "end": self.end,
+            "row_order": ["server_name", "timestamp"],
+            "samples_read": self.read,
+            "samples_superseded": self.superseded,
+            "rows_dropped": dict(self.dropped),
+            "missing_steps": self.gaps,
+            "profile_counts": self.profile_counts,
+            "profile_changes": self.profile_changes,
+            "state_counts": {"null": self.rows},
+            "valid": self.valid,
+            "errors": self.errors,
+            "warnings": self.warnings,
+            "imported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+
+    def summary(self) -> str:
+        """A few lines for the terminal."""
+        lines = [
+            f"{self.rows:,} rows, {self.servers} servers, {self.start} .. {self.end}",
+            f"samples read {self.read:,}, superseded in-step {self.superseded:,}, "
+            f"missing steps kept as gaps {self.gaps:,}",
+        ]
+        for reason, n in self.dropped.most_common():
+            lines.append(f"dropped {n:,} rows: {reason}")
+        for change in self.profile_changes[:5]:
+            lines.append(f"profile changed: {change}")
+        lines.append(f"profiles: {self.profile_counts}")
+        if self.valid is not None:
+            lines.append(
+                "contract validation: "
+                + ("valid" if self.valid else f"INVALID ({len(self.errors)} errors)")
+                + (f", {len(self.warnings)} warnings" if self.warnings else "")
+            )
+        return "\n".join(lines)
+
+
+def compile_profile_rules(rules: Iterable[str]) -> list[tuple[re.Pattern[str], str]]:
+    """``"REGEX=PROFILE"`` strings (matched on the server name, first wins), compiled."""
+    out = []
+    for rule in rules:
+        pattern, sep, profile = str(rule).rpartition("=")
+        profile = profile.strip()
+        if not sep or not pattern or profile not in VALID_PROFILES:
+            raise ImportFailure(
+                f"Expected a profile rule like '^db-=database', but got {rule!r}. Why it "
+                "matters: the profile conditions the model. Fix: write REGEX=PROFILE with "
+                f"PROFILE one of {', '.join(VALID_PROFILES)}. See {_SEE}."
+            )
+        try:
+            out.append((re.compile(pattern), profile))
+        except re.error as exc:
+            raise ImportFailure(
+                f"Profile rule {rule!r} is not a valid regex ({exc}). Fix the pattern. See {_SEE}."
+            ) from exc
+    return out
+
+
+def bucket_last(block: RowBlock, report: ImportReport) -> RowBlock:
+    """Floor timestamps to the step and keep the last sample per (server, step)."""
+    if not len(block):
+        return block
+    step = block.timestamp // STEP_SECONDS
+    names, inv = np.unique(block.server_name.astype(str), return_inverse=True)
+    order = np.lexsort((block.timestamp, step, inv))  # by server, step, then time
+    inv_o, step_o = inv[order], step[order]
+    last = np.ones(order.shape[0], dtype=bool)
+    last[:-1] = (inv_o[1:] != inv_o[:-1]) | (step_o[1:] != step_o[:-1])
+    report.superseded += int(np.count_nonzero(~last))
+    keep = order[last]
+    out = block.take(keep)
+    out.timestamp = step[keep] * STEP_SECONDS
+    out.server_name = names[inv[keep]].astype(object)
+    return out
+
+
+def fill_profiles(
+    block: RowBlock, rules: Sequence[tuple[re.Pattern[str], str]], report: ImportReport
+) -> RowBlock:
+    """Profile per row: the source's (valid) value, else a rule, else the name; then one
+    profile per server (its first row's, in time order), changes reported."""
+    names = block.server_name.astype(str)
+    uniq, inv = np.unique(names, return_inverse=True)
+    fallback = []
+    for name in uniq.tolist():
+        chosen = next((p for rx, p in rules if rx.search(name)), None)
+        fallback.append(chosen or profile_from_name(name))
+    given = block.profile
+    prof = np.array(
+        [p if isinstance(p, str) and p in VALID_PROFILES else None for p in given.tolist()],
+        dtype=object,
+    )
+    bad = [p for p in given.tolist() if p not in (None, "") and p not in VALID_PROFILES]
+    if bad:
+        report.warnings.append(
+            f"{len(bad)} rows had a profile value that is not a contract profile "
+            f"(e.g. {bad[0]!r}); the rule or name was used instead. See docs/DATA_CONTRACT.md#profiles."
+        )
+    missing = np.array([p is None for p in prof.tolist()], dtype=bool)
+    fb = np.array(fallback, dtype=object)
+    prof[missing] = fb[inv[missing]]
+    order = np.lexsort((block.timestamp, inv))
+    first = np.full(len(uniq), -1, dtype=np.int64)
+    first[inv[order][::-1]] = order[::-1]
+    stable = prof[first][inv]
+    changed = np.flatnonzero(stable != prof)
+    if changed.size:
+        for s in np.unique(inv[changed])[:20].tolist():
+            others = sorted(set(prof[inv == s].tolist()) - {stable[first[s]]})
+            report.profile_changes.append(
+                f"{uniq[s]}: kept {prof[first[s]]!r}, ignored {others} (docs/DATA_CONTRACT.md#stable-profile)"
+            )
+    block.profile = stable
+    return block
+
+
+def drop_invalid(block: RowBlock, report: ImportReport) -> RowBlock:
+    """Drop rows that break the record rules (ranges, finiteness, names); count reasons."""
+    if not len(block):
+        return block
+    cols = {"server_name": block.server_name, "timestamp": block.timestamp}
+    for j, m in enumerate(METRIC_COLUMNS):
+        cols[m] = block.metrics[:, j]
+    ok, reasons = validate_columns(cols)
+    for reason in reasons.values():
+        report.dropped[re.sub(r"=[^ ]+", "=…", reason.split(";")[0])] += 1
+    return block.take(np.flatnonzero(ok))
+
+
+def count_gaps(block: RowBlock) -> int:
+    """Missing steps inside each server's first..last step."""
+    if not len(block):
+        return 0
+    names, inv = np.unique(block.server_name.astype(str), return_inverse=True)
+    step = block.timestamp // STEP_SECONDS
+    lo = np.full(len(names), np.iinfo(np.int64).max)
+    hi = np.full(len(names), np.iinfo(np.int64).min)
+    np.minimum.at(lo, inv, step)
+    np.maximum.at(hi, inv, step)
+    counts = np.bincount(inv, minlength=len(names))
+    return int(np.sum(hi - lo + 1 - counts))
+
+
+def to_table(block: RowBlock) -> pa.Table:
+    """The contract table (rows ordered server, then time; state null)."""
+    import pyarrow as pa
+
+    names = block.server_name.astype(str)
+    order = np.lexsort((block.timestamp, names))
+    b = block.take(order)
+    ts_us = b.timestamp.astype(np.int64) * 1_000_000
+    arrays = [
+        pa.array(ts_us, type=pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+        pa.array(b.server_name.astype(str).tolist(), type=pa.string()),
+        *[pa.array(b.metrics[:, j].astype(np.float32), type=pa.float32()) for j in range(4)],
+        pa.nulls(len(b), type=pa.string()),
+        pa.array(b.profile.astype(str).tolist(), type=pa.string()),
+    ]
+    return pa.Table.from_arrays(arrays, schema=arrow_schema())
+
+
+def finish(
+    block: RowBlock, rules: Sequence[tuple[re.Pattern[str], str]], report: ImportReport
+) -> pa.Table:
+    """Validate samples, bucket them, fill profiles; fill the report's counts; the table."""
+    block = drop_invalid(block, report)  # as the appliance: check each sample, then bucket
+    block = bucket_last(block, report)
+    block = fill_profiles(block, rules, report)
+    report.gaps = count_gaps(block)
+    table = to_table(block)
+    report.rows = table.num_rows
+    report.servers = len(np.unique(block.server_name.astype(str))) if len(block) else 0
+    if len(block):
+        report.start = _iso(int(block.timestamp.min()))
+        report.end = _iso(int(block.timestamp.max()))
+        _, first = np.unique(block.server_name.astype(str), return_index=True)
+        report.profile_counts = dict(Counter(block.profile[first].tolist()))  # servers per profile
+    return table
+
+
+def write_parquet(table: pa.Table, out: Path, report: ImportReport) -> Path:
+    """Write ``table`` atomically, validate it (strict), write ``<out>.metadata.json``."""
+    import pyarrow.parquet as pq
+
+    from fleetcast.contract.validate import DataValidator
+
+    if table.num_rows == 0:
+        raise ImportFailure(
+            "The import produced no rows. Why it matters: there is nothing to train on. "
+            "Fix: check the time range, the queries / column mapping and the dropped-row "
+            f"reasons above. See {_SEE}."
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    pq.write_table(table, tmp, compression="snappy")
+    tmp.replace(out)
+    result = DataValidator(strict=True).validate(out)
+    report.valid = result.is_valid
+    report.errors = list(result.errors)
+    report.warnings = report.warnings + list(result.warnings)
+    meta = out.with_name(out.stem + ".metadata.json")
+    meta.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def _iso(epoch_s: int) -> str:
+    return datetime.fromtimestamp(epoch_s, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str) -> int:
+    """Epoch seconds of ``text``: epoch seconds, or ISO 8601 (``Z`` / offset; naive = UTC)."""
+    raw = str(text).strip()
+    try:
+        return int(float(raw))
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ImportFailure(
+            f"Expected a time like 2026-11-01T00:00:00Z or epoch seconds, but got {text!r}. "
+            f"Fix: pass --start/--end in ISO 8601 UTC. See {_SEE}."
+        ) from exc
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp())
