@@ -1,0 +1,110 @@
+"""Lightning callbacks of a training run: per-epoch progress and the best weights in memory."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import TYPE_CHECKING
+
+import lightning.pytorch as pl
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["BestWeights", "EpochProgress"]
+
+logger = logging.getLogger("fleetcast.trainer")
+
+
+def _metric(trainer: pl.Trainer, *names: str) -> float:
+    for name in names:
+        value = trainer.callback_metrics.get(name)
+        if value is not None:
+            return float(value)
+    return math.nan
+
+
+class EpochProgress(pl.Callback):
+    """Logs, per epoch: train loss, validation loss, learning rate, epoch time, time remaining.
+
+    ``history`` keeps the same values as dicts (they go to training_info.json).
+    """
+
+    def __init__(self) -> None:
+        self.history: list[dict[str, float]] = []
+        self._epoch_start = 0.0
+        self._durations: list[float] = []
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Runs after the epoch's validation loop in Lightning 2.x, so val_loss is current.
+        seconds = time.perf_counter() - self._epoch_start
+        self._durations.append(seconds)
+        epoch = trainer.current_epoch
+        lr = math.nan
+        if trainer.optimizers:
+            lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": _metric(trainer, "train_loss_epoch", "train_loss"),
+            "val_loss": _metric(trainer, "val_loss"),
+            "lr": lr,
+            "seconds": seconds,
+        }
+        self.history.append(row)
+        left = max(trainer.max_epochs - epoch - 1, 0) if trainer.max_epochs else 0
+        mean = sum(self._durations[-3:]) / len(self._durations[-3:])
+        logger.info(
+            "epoch %d/%s  train_loss %.4f  val_loss %.4f  lr %.2e  %.1fs  ~%s left "
+            "(at most; early stopping may end sooner)",
+            row["epoch"],
+            trainer.max_epochs,
+            row["train_loss"],
+            row["val_loss"],
+            lr,
+            seconds,
+            _fmt_duration(mean * left),
+        )
+
+
+def _fmt_duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+class BestWeights(pl.Callback):
+    """Keeps a CPU copy of the weights of the epoch with the lowest ``monitor`` value.
+
+    After fit, :meth:`restore` loads them back (no checkpoint file, no pickle).
+    """
+
+    def __init__(self, monitor: str = "val_loss") -> None:
+        self.monitor = monitor
+        self.best: float = math.inf
+        self.best_epoch: int | None = None
+        self._state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        value = _metric(trainer, self.monitor)
+        if math.isfinite(value) and value < self.best:
+            self.best = value
+            self.best_epoch = trainer.current_epoch + 1
+            self._state = {
+                k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()
+            }
+
+    def restore(self, module: pl.LightningModule) -> bool:
+        """Load the best weights into ``module``; False when none were recorded."""
+        if self._state is None:
+            return False
+        module.load_state_dict(self._state)
+        return True

@@ -1,0 +1,314 @@
+"""``fleetcast train``: validate the data, train the TFT, write the bundle, print the accuracy.
+
+Exit codes: 0 trained (quality warnings are printed, not fatal), 1 the data or the options
+cannot be used (the validator's errors, too little data, a bad option), 2 the file cannot
+be read. Bad input never produces a traceback.
+
+Scaling: on one GPU training runs in bf16 (or fp16) mixed precision automatically; several
+GPUs use Lightning's DDP: ``--accelerator gpu --devices 4 --strategy ddp`` (each process
+trains on its share of the batches; the batch size is per GPU). On CPU, cap the batches per
+epoch (``--max-batches-per-epoch``): a full pass over the default fleet's ~750k windows
+takes hours on a few cores.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fleetcast.contract.schema import DEFAULT_ENCODER_STEPS, DEFAULT_PREDICTION_STEPS, STEP_SECONDS
+
+if TYPE_CHECKING:
+    import argparse
+
+    from fleetcast.trainer.train import TrainConfig
+
+__all__ = [
+    "CPU_DEFAULT_MAX_BATCHES",
+    "CPU_DEFAULT_MAX_MINUTES",
+    "config_from_args",
+    "register_train",
+    "run_train",
+]
+
+logger = logging.getLogger("fleetcast.trainer")
+
+CPU_DEFAULT_MAX_BATCHES = 60
+"""Training batches per epoch on CPU unless ``--max-batches-per-epoch`` says otherwise."""
+CPU_DEFAULT_MAX_MINUTES = 25.0
+"""Fit budget on CPU unless ``--max-minutes`` says otherwise (the run stays under 30 min)."""
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 1
+EXIT_UNREADABLE = 2
+
+
+def register_train(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``train`` subcommand (entry point ``fleetcast.commands:train``)."""
+    p = subparsers.add_parser(
+        "train",
+        help="train the TFT on a contract Parquet file and write a model bundle",
+        description=(
+            "Validate a contract Parquet file, train a multi-target Temporal Fusion Transformer, "
+            "write models/tft_model_YYYYMMDD_HHMMSS/ (model.safetensors, config.json, "
+            "training_info.json, server_mapping.json), point models/latest at it and print the "
+            "accuracy against baselines on the held-out tail. See docs/MODEL_FORMAT.md."
+        ),
+    )
+    p.add_argument(
+        "--data",
+        default="training/server_metrics.parquet",
+        help="Parquet file, or a folder holding server_metrics.parquet",
+    )
+    p.add_argument("--out", default="models", help="folder for bundles and the 'latest' link")
+    p.add_argument(
+        "--epochs", type=int, default=20, help="maximum epochs (early stopping: --patience)"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=64, help="windows per batch (per GPU with DDP)"
+    )
+    p.add_argument(
+        "--max-batches-per-epoch",
+        type=int,
+        default=None,
+        help=f"cap of training batches per epoch; default {CPU_DEFAULT_MAX_BATCHES} on "
+        "CPU, no cap on GPU; 0 = no cap",
+    )
+    p.add_argument("--val-batches", type=int, default=20, help="validation batches per epoch")
+    p.add_argument("--learning-rate", type=float, default=3e-3)
+    p.add_argument(
+        "--horizon-power",
+        type=float,
+        default=0.5,
+        help="loss weight of prediction step h is h**-P (0 = all steps alike)",
+    )
+    p.add_argument("--hidden-size", type=int, default=32)
+    p.add_argument("--attention-heads", type=int, default=4)
+    p.add_argument("--hidden-continuous-size", type=int, default=16)
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument(
+        "--encoder-steps",
+        type=int,
+        default=DEFAULT_ENCODER_STEPS,
+        help="encoder (context) steps; 288 = 24 h",
+    )
+    p.add_argument(
+        "--min-encoder-steps", type=int, default=12, help="shortest encoder (cold start)"
+    )
+    p.add_argument(
+        "--prediction-steps",
+        type=int,
+        default=DEFAULT_PREDICTION_STEPS,
+        help="prediction steps; 96 = 8 h",
+    )
+    p.add_argument(
+        "--holdout-hours",
+        type=float,
+        default=48.0,
+        help="held-out tail for validation and accuracy (reduced to a third on short data)",
+    )
+    p.add_argument("--eval-windows", type=int, default=3000, help="cap of accuracy windows")
+    p.add_argument("--no-eval", action="store_true", help="skip the accuracy table")
+    p.add_argument("--patience", type=int, default=3, help="early-stopping patience (epochs)")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="wall-clock budget of the fit (Lightning max_time): training stops once it is "
+        f"spent; default {CPU_DEFAULT_MAX_MINUTES:g} on CPU, none on GPU; 0 = none",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--accelerator", default="auto", help="auto (GPU when present), cpu, gpu")
+    p.add_argument("--devices", default="auto", help="devices, e.g. 4 (with --strategy ddp)")
+    p.add_argument("--strategy", default="auto", help="auto, or ddp for several GPUs")
+    p.add_argument(
+        "--precision",
+        default=None,
+        help="Lightning precision; default bf16-mixed/16-mixed on GPU, 32-true on CPU",
+    )
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        help="Lightning checkpoints (default OUT/checkpoints); every --checkpoint-every "
+        "epochs plus last.ckpt",
+    )
+    p.add_argument("--checkpoint-every", type=int, default=5)
+    p.add_argument(
+        "--resume",
+        default=None,
+        help="resume from a .ckpt written by an earlier run ('last' = CHECKPOINT_DIR/last.ckpt)",
+    )
+    p.add_argument(
+        "--servers-sample",
+        type=int,
+        default=None,
+        help="train on N servers (spread over profiles) when the data exceeds memory "
+        "(~250 bytes per row)",
+    )
+    p.set_defaults(handler=run_train)
+
+
+def _devices(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The one TrainConfig of a run, from the parsed options."""
+    import torch
+
+    from fleetcast.trainer.train import TrainConfig
+
+    on_gpu = args.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    max_batches = args.max_batches_per_epoch
+    if max_batches is None:
+        max_batches = None if on_gpu else CPU_DEFAULT_MAX_BATCHES
+    elif max_batches <= 0:
+        max_batches = None
+    max_minutes = args.max_minutes
+    if max_minutes is None:
+        max_minutes = None if on_gpu else CPU_DEFAULT_MAX_MINUTES
+    elif max_minutes <= 0:
+        max_minutes = None
+    checkpoint_dir = (
+        Path(args.checkpoint_dir) if args.checkpoint_dir else Path(args.out) / "checkpoints"
+    )
+    resume = None
+    if args.resume:
+        resume = checkpoint_dir / "last.ckpt" if args.resume == "last" else Path(args.resume)
+    return TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        max_batches=max_batches,
+        val_batches=args.val_batches,
+        learning_rate=args.learning_rate,
+        horizon_power=args.horizon_power,
+        hidden_size=args.hidden_size,
+        attention_head_size=args.attention_heads,
+        hidden_continuous_size=args.hidden_continuous_size,
+        dropout=args.dropout,
+        encoder=args.encoder_steps,
+        min_encoder=args.min_encoder_steps,
+        prediction=args.prediction_steps,
+        holdout_steps=round(args.holdout_hours * 3600 / STEP_SECONDS),
+        patience=args.patience,
+        max_minutes=max_minutes,
+        seed=args.seed,
+        accelerator=args.accelerator,
+        devices=_devices(str(args.devices)),
+        strategy=args.strategy,
+        precision=args.precision,
+        num_workers=args.num_workers,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=args.checkpoint_every,
+        resume_from=resume,
+        max_eval_windows=args.eval_windows,
+        evaluate=not args.no_eval,
+    )
+
+
+def _quiet_libraries() -> None:
+    """Keep the run's output readable: our per-epoch lines, not the libraries' chatter."""
+    import warnings
+
+    import lightning.pytorch  # noqa: F401 - it configures its loggers on import; override after
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+    for pattern in (
+        r"Attribute '.*' is an instance of `nn.Module`",
+        r".*does not have many workers",
+        r".*isinstance\(treespec, LeafSpec\)",
+        r"Found \d+ unknown classes",
+        r".*feature names.*",
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
+    print(f"fleetcast train: {message}", file=sys.stderr)
+    return code
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Validate, train, save; print the quality rules and the accuracy table; return the exit code."""
+    from fleetcast.contract.validate import DataFileError, DataValidator
+    from fleetcast.trainer.data_io import file_sha256, read_training_table, resolve_data_path
+
+    # Before torch is imported: idle OpenMP threads sleep instead of spinning. On a CPU shared
+    # with other work, spinning threads made a training batch 10-30x slower (measured).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    _quiet_libraries()
+    data_path = resolve_data_path(args.data)
+    try:
+        valid, errors, warnings = DataValidator(strict=True).validate_schema(data_path)
+    except DataFileError as exc:
+        return _fail(str(exc), EXIT_UNREADABLE)
+    if not valid:
+        print(
+            f"fleetcast train: {data_path} breaks the data contract; nothing was trained.",
+            file=sys.stderr,
+        )
+        for error in errors:
+            print(f"ERROR {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for warning in warnings:
+        logger.warning("%s", warning)
+
+    config = config_from_args(args)
+    if config.resume_from is not None and not config.resume_from.is_file():
+        return _fail(
+            f"--resume {config.resume_from}: no such checkpoint. Why it matters: resuming needs "
+            "the Lightning checkpoint of an earlier run. Fix: pass a .ckpt from the checkpoint "
+            "folder (or drop --resume to start afresh). See docs/MODEL_FORMAT.md."
+        )
+    import pyarrow.compute as pc
+
+    from fleetcast.contract.encoder import ServerEncoder
+    from fleetcast.trainer.bundle import BundleError, save_bundle
+    from fleetcast.trainer.evaluate import format_accuracy_table
+    from fleetcast.trainer.train import train_model
+
+    table = read_training_table(data_path, args.servers_sample)
+    try:
+        model, dataset, info = train_model(table, config)
+    except ValueError as exc:
+        return _fail(str(exc))
+    if info.get("global_rank", 0) != 0:
+        return EXIT_OK  # DDP: the other processes trained; the first one writes the bundle
+    info["data"] = {
+        "file": str(data_path),
+        "sha256": file_sha256(data_path),
+        "servers_sample": args.servers_sample,
+        "validation_warnings": warnings,
+    }
+    try:
+        names = pc.unique(table.column("server_name")).to_pylist()
+        bundle = save_bundle(
+            model, dataset, args.out, training_info=info, server_encoder=ServerEncoder(names)
+        )
+    except (BundleError, OSError) as exc:
+        return _fail(str(exc))
+
+    quality = info["quality"]
+    print(f"bundle: {bundle}  (latest -> {bundle.name})")
+    print(
+        f"epochs: {info['epochs_run']}, best {info['best_epoch']}; "
+        f"train {info['timings_s']['fit']:.0f} s, total {info['timings_s']['total']:.0f} s"
+    )
+    ratio = quality["val_train_ratio"]
+    print(
+        "quality rules: profile feature "
+        f"{'on' if quality['profile_feature'] else 'OFF'}; val loss / train loss = "
+        f"{'n/a' if ratio is None else f'{ratio:.2f}'} (must be < 1.5): "
+        f"{'PASS' if quality['passed'] else 'FAIL'}"
+    )
+    if "accuracy" in info:
+        print(format_accuracy_table(info["accuracy"]))
+    if not quality["passed"]:
+        logger.warning("the codex quality rules failed: %s", json.dumps(quality))
+    return EXIT_OK

@@ -1,0 +1,371 @@
+"""Training features: contract table → pandas frame → pytorch-forecasting TimeSeriesDataSet.
+
+The feature design is decided in docs/MODEL_FORMAT.md#features; this module implements it
+and is authoritative where it is more precise:
+
+- group id: ``server_name`` with pytorch-forecasting's *default* encoder (never a custom one:
+  a custom group-id encoder makes per-group normalizers look up the wrong row);
+- static categoricals: ``profile`` and ``server_id`` (SHA-256 ID; a deterministic
+  ``unknown_server_fraction`` of the training servers gets the null ID ``"nan"`` so the
+  unknown-server embedding is trained), both ``NaNLabelEncoder(add_nan=True)``;
+- time-varying known reals: ``hour_sin, hour_cos, dow_sin, dow_cos`` (unscaled, in [-1, 1]);
+- time-varying unknown categorical: ``state`` (null → the encoder's NaN class ``"nan"``,
+  code 0);
+- time-varying unknown reals and targets: the four metrics, contract order;
+- static reals added by pytorch-forecasting: ``encoder_length`` and ``<target>_center``,
+  ``<target>_scale`` (standard-scaled with scalers fitted here, see :func:`fit_scale_scalers`);
+- ``time_idx = timestamp_seconds // STEP_SECONDS``; no relative time index;
+- target scaling relative to each window (:mod:`fleetcast.trainer.normalizer`).
+
+Missing steps: ``allow_missing_timesteps=True``. Inside a window pytorch-forecasting fills a
+gap by repeating the last observed step (forward fill of every column, targets included);
+windows are only formed where at least ``min_encoder_length`` encoder steps and the full
+prediction length fit in the server's time range.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from fleetcast.contract.encoder import server_id as hash_server_id
+from fleetcast.contract.schema import (
+    DEFAULT_ENCODER_STEPS,
+    DEFAULT_PREDICTION_STEPS,
+    METRIC_COLUMNS,
+    REQUIRED_COLUMNS,
+    STEP_SECONDS,
+    VALID_PROFILES,
+    VALID_STATES,
+)
+from fleetcast.trainer.normalizer import (
+    DEFAULT_MIN_SCALE,
+    TARGET_TRANSFORMS,
+    build_multi_normalizer,
+    forward_transform,
+)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pytorch_forecasting import TimeSeriesDataSet
+    from sklearn.preprocessing import StandardScaler
+
+__all__ = [
+    "CATEGORICAL_NAN",
+    "GROUP_ID",
+    "KNOWN_REALS",
+    "STATIC_CATEGORICALS",
+    "TARGETS",
+    "UNKNOWN_CATEGORICALS",
+    "DatasetConfig",
+    "build_dataset",
+    "calendar_features",
+    "dataset_parameters",
+    "fit_scale_scalers",
+    "prepare_frame",
+    "scaler_from_stats",
+    "scaler_stats",
+    "unknown_id_servers",
+]
+
+GROUP_ID = "server_name"
+TARGETS: tuple[str, ...] = METRIC_COLUMNS
+STATIC_CATEGORICALS: tuple[str, ...] = ("profile", "server_id")
+UNKNOWN_CATEGORICALS: tuple[str, ...] = ("state",)
+KNOWN_REALS: tuple[str, ...] = ("hour_sin", "hour_cos", "dow_sin", "dow_cos")
+CATEGORICAL_NAN = "nan"
+"""What a null categorical (state, server_id) becomes: NaNLabelEncoder's NaN class, code 0."""
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Every dataset parameter of the model; stored in the bundle's config.json."""
+
+    max_encoder_length: int = DEFAULT_ENCODER_STEPS
+    """Encoder (context) steps; 288 = 24 h."""
+    min_encoder_length: int = 12
+    """Shortest encoder a window may have (cold start); 12 = 1 h."""
+    max_prediction_length: int = DEFAULT_PREDICTION_STEPS
+    """Prediction steps; 96 = 8 h. Every window predicts all of them."""
+    targets: tuple[str, ...] = TARGETS
+    """Targets in tensor order (contract order)."""
+    transforms: dict[str, str] = field(default_factory=lambda: dict(TARGET_TRANSFORMS))
+    """Transform per target: identity or log1p (inverse expm1)."""
+    min_scale: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIN_SCALE))
+    """Floor of each target's window scale, in transformed units."""
+    unknown_server_fraction: float = 0.1
+    """Share of training servers whose server_id is set to null (trains the unknown embedding)."""
+    step_seconds: int = STEP_SECONDS
+    """Length of one step in seconds (the contract's)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "max_encoder_length": self.max_encoder_length,
+            "min_encoder_length": self.min_encoder_length,
+            "max_prediction_length": self.max_prediction_length,
+            "targets": list(self.targets),
+            "transforms": dict(self.transforms),
+            "min_scale": dict(self.min_scale),
+            "unknown_server_fraction": self.unknown_server_fraction,
+            "step_seconds": self.step_seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DatasetConfig:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            max_encoder_length=int(data["max_encoder_length"]),
+            min_encoder_length=int(data["min_encoder_length"]),
+            max_prediction_length=int(data["max_prediction_length"]),
+            targets=tuple(data["targets"]),
+            transforms=dict(data["transforms"]),
+            min_scale={k: float(v) for k, v in data["min_scale"].items()},
+            unknown_server_fraction=float(data["unknown_server_fraction"]),
+            step_seconds=int(data["step_seconds"]),
+        )
+
+
+def calendar_features(time_idx: np.ndarray, step_seconds: int = STEP_SECONDS) -> np.ndarray:
+    """Cyclical calendar features of step timestamps (UTC).
+
+    ``time_idx``: (N,) int steps since the epoch. Returns (N, 4) float32 columns
+    ``hour_sin, hour_cos, dow_sin, dow_cos`` with hour = seconds of day / 3600 and
+    dow = Monday 0 … Sunday 6 plus the fraction of the day.
+    """
+    seconds = np.asarray(time_idx, dtype=np.int64) * int(step_seconds)
+    sec_of_day = np.mod(seconds, 86400)
+    hour = sec_of_day / 3600.0
+    days = np.floor_divide(seconds, 86400)
+    dow = np.mod(days + 3, 7) + sec_of_day / 86400.0  # 1970-01-01 was a Thursday (3)
+    out = np.empty((len(seconds), 4), dtype=np.float32)
+    out[:, 0] = np.sin(2 * math.pi * hour / 24.0)
+    out[:, 1] = np.cos(2 * math.pi * hour / 24.0)
+    out[:, 2] = np.sin(2 * math.pi * dow / 7.0)
+    out[:, 3] = np.cos(2 * math.pi * dow / 7.0)
+    return out
+
+
+def unknown_id_servers(names: list[str] | np.ndarray, fraction: float) -> set[str]:
+    """The deterministic ``round(fraction * n)`` servers whose server_id is nulled for training.
+
+    Chosen by the smallest SHA-256 of ``"unknown:" + name``, so the choice does not depend on
+    row order, process or machine.
+    """
+    unique = sorted({str(n) for n in names})
+    count = round(fraction * len(unique))
+    if count <= 0:
+        return set()
+    ranked = sorted(unique, key=lambda n: hashlib.sha256(f"unknown:{n}".encode()).hexdigest())
+    return set(ranked[:count])
+
+
+def _to_pandas(data: pa.Table | pd.DataFrame | str | Path) -> pd.DataFrame:
+    if isinstance(data, str | Path):
+        import pyarrow.parquet as pq
+
+        data = pq.read_table(data, columns=list(REQUIRED_COLUMNS))
+    if isinstance(data, pd.DataFrame):
+        return data
+    return data.to_pandas()
+
+
+def prepare_frame(
+    data: pa.Table | pd.DataFrame | str | Path,
+    *,
+    unknown_server_fraction: float = 0.0,
+    step_seconds: int = STEP_SECONDS,
+) -> pd.DataFrame:
+    """A contract table (Arrow table, DataFrame or Parquet path) → the model's pandas frame.
+
+    Adds ``time_idx`` (int64, steps since the epoch), the calendar features, ``server_id``
+    (null for :func:`unknown_id_servers` when ``unknown_server_fraction`` > 0: use 0.1 for
+    training, 0 for prediction), maps null ``state`` to ``"nan"``; targets become float32.
+    Rows are sorted by server and time; duplicate (server, step) rows keep the last one.
+    The input is expected to be contract-valid (run the validator first).
+    """
+    df = _to_pandas(data)
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"Expected the contract columns {list(REQUIRED_COLUMNS)}, but {missing} are missing. "
+            "Fix: validate the data with `fleetcast validate`. See docs/DATA_CONTRACT.md#columns."
+        )
+    ts = pd.to_datetime(df["timestamp"], utc=True)
+    seconds = ts.to_numpy(dtype="datetime64[s]").astype(np.int64)
+    out = pd.DataFrame(
+        {
+            "server_name": df["server_name"].astype(str).to_numpy(),
+            "time_idx": np.floor_divide(seconds, step_seconds).astype(np.int64),
+        }
+    )
+    for col in METRIC_COLUMNS:
+        out[col] = df[col].to_numpy(dtype=np.float32)
+    state = df["state"].astype(object).where(df["state"].notna(), CATEGORICAL_NAN)
+    out["state"] = state.astype(str).to_numpy()
+    out["profile"] = df["profile"].astype(str).to_numpy()
+    out = out.drop_duplicates(["server_name", "time_idx"], keep="last")
+    out = out.sort_values(["server_name", "time_idx"], kind="stable").reset_index(drop=True)
+
+    names = out["server_name"].unique()
+    nulled = unknown_id_servers(names, unknown_server_fraction)
+    id_map = {n: (CATEGORICAL_NAN if n in nulled else hash_server_id(n)) for n in names}
+    out["server_id"] = out["server_name"].map(id_map)
+    cal = calendar_features(out["time_idx"].to_numpy(), step_seconds)
+    for i, name in enumerate(KNOWN_REALS):
+        out[name] = cal[:, i]
+    for col in ("server_name", "state", "profile", "server_id"):
+        out[col] = out[col].astype("category")
+    return out
+
+
+def scaler_from_stats(name: str, mean: float, scale: float, n: int = 1) -> StandardScaler:
+    """A fitted sklearn StandardScaler for one column, rebuilt from its statistics (no pickle)."""
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler()
+    scaler.mean_ = np.array([mean], dtype=np.float64)
+    scaler.scale_ = np.array([scale], dtype=np.float64)
+    scaler.var_ = np.array([scale * scale], dtype=np.float64)
+    scaler.n_samples_seen_ = np.int64(n)
+    scaler.n_features_in_ = 1
+    # No feature_names_in_: pytorch-forecasting's __getitem__ passes unnamed arrays, and a
+    # named fit would warn on every sample.
+    return scaler
+
+
+def scaler_stats(scaler: StandardScaler) -> dict[str, float]:
+    """The JSON form of a one-column StandardScaler: ``{"mean", "scale"}``."""
+    return {"mean": float(scaler.mean_[0]), "scale": float(scaler.scale_[0])}
+
+
+def fit_scale_scalers(frame: pd.DataFrame, config: DatasetConfig) -> dict[str, StandardScaler]:
+    """Scalers of the ``<target>_center`` / ``<target>_scale`` static reals.
+
+    pytorch-forecasting would fit them on one global pseudo-scale per series; here they
+    are fitted on what the windows actually produce: the centre on every transformed value,
+    the scale on the floored std of non-overlapping blocks of ``max_encoder_length`` steps
+    of each server.
+    """
+    scalers: dict[str, StandardScaler] = {}
+    block = frame["time_idx"].to_numpy() // max(config.max_encoder_length, 2)
+    for target in config.targets:
+        y = forward_transform(config.transforms[target], frame[target].to_numpy(dtype=np.float64))
+        center_mean = float(np.mean(y))
+        center_std = float(np.std(y)) or 1.0
+        stds = (
+            pd.DataFrame({"s": frame["server_name"].to_numpy(), "b": block, "y": y})
+            .groupby(["s", "b"], observed=True)["y"]
+            .std()
+            .dropna()
+            .to_numpy()
+        )
+        stds = np.maximum(stds, config.min_scale[target]) if len(stds) else np.array([1.0])
+        scale_mean = float(np.mean(stds))
+        scale_std = float(np.std(stds)) or 1.0
+        scalers[f"{target}_center"] = scaler_from_stats(
+            f"{target}_center", center_mean, center_std, len(y)
+        )
+        scalers[f"{target}_scale"] = scaler_from_stats(
+            f"{target}_scale", scale_mean, scale_std, len(stds)
+        )
+    return scalers
+
+
+def dataset_parameters(
+    config: DatasetConfig,
+    scalers: dict[str, StandardScaler],
+    categorical_classes: dict[str, list[str]] | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments of ``TimeSeriesDataSet`` for this feature design.
+
+    ``scalers``: the fitted ``<target>_center/_scale`` scalers (:func:`fit_scale_scalers`, or
+    rebuilt from a bundle). ``categorical_classes``: classes in code order (``"nan"`` first)
+    per categorical, when rebuilding for new data. ``profile`` and ``state`` default to the
+    contract's full lists (every profile and state has an embedding, even if unseen);
+    ``server_id`` is fitted on the data when not given.
+    Use with ``TimeSeriesDataSet(frame, **params)``.
+    """
+    from pytorch_forecasting.data.encoders import NaNLabelEncoder
+
+    fixed = {
+        "profile": [CATEGORICAL_NAN, *sorted(VALID_PROFILES)],
+        "state": [CATEGORICAL_NAN, *sorted(VALID_STATES)],
+    }
+    encoders = {}
+    for name in (*STATIC_CATEGORICALS, *UNKNOWN_CATEGORICALS):
+        enc = NaNLabelEncoder(add_nan=True, warn=False)
+        classes = None
+        if categorical_classes is not None and name in categorical_classes:
+            classes = list(categorical_classes[name])
+        elif name in fixed:
+            classes = fixed[name]
+        if classes is not None:
+            if not classes or classes[0] != CATEGORICAL_NAN:
+                raise ValueError(
+                    f"Categorical classes of {name!r} must start with {CATEGORICAL_NAN!r} (code 0)."
+                )
+            enc.classes_ = {c: i for i, c in enumerate(classes)}
+            enc.classes_vector_ = np.array(classes)
+        encoders[name] = enc
+    all_scalers: dict[str, Any] = {name: None for name in KNOWN_REALS}
+    all_scalers.update(scalers)
+    return {
+        "time_idx": "time_idx",
+        "target": list(config.targets),
+        "group_ids": [GROUP_ID],
+        "max_encoder_length": config.max_encoder_length,
+        "min_encoder_length": config.min_encoder_length,
+        "max_prediction_length": config.max_prediction_length,
+        "min_prediction_length": config.max_prediction_length,
+        "static_categoricals": list(STATIC_CATEGORICALS),
+        "static_reals": [],
+        "time_varying_known_categoricals": [],
+        "time_varying_known_reals": list(KNOWN_REALS),
+        "time_varying_unknown_categoricals": list(UNKNOWN_CATEGORICALS),
+        "time_varying_unknown_reals": list(config.targets),
+        "target_normalizer": build_multi_normalizer(
+            config.targets, config.transforms, config.min_scale
+        ),
+        "categorical_encoders": encoders,
+        "scalers": all_scalers,
+        "add_relative_time_idx": False,
+        "add_target_scales": True,
+        "add_encoder_length": True,
+        "allow_missing_timesteps": True,
+        "randomize_length": None,
+    }
+
+
+def build_dataset(
+    frame: pd.DataFrame,
+    config: DatasetConfig,
+    *,
+    scalers: dict[str, StandardScaler] | None = None,
+    categorical_classes: dict[str, list[str]] | None = None,
+    predict: bool = False,
+    min_prediction_idx: int | None = None,
+) -> TimeSeriesDataSet:
+    """The TimeSeriesDataSet of a :func:`prepare_frame` frame.
+
+    ``scalers``/``categorical_classes``: reuse fitted ones (validation data, a bundle);
+    None fits them on ``frame``. ``predict=True``: one window per server, ending at its last
+    row (the last ``max_prediction_length`` rows are the decoder). ``min_prediction_idx``:
+    only windows whose first predicted step is at or after this ``time_idx``.
+    """
+    from pytorch_forecasting import TimeSeriesDataSet
+
+    if scalers is None:
+        scalers = fit_scale_scalers(frame, config)
+    params = dataset_parameters(config, scalers, categorical_classes)
+    if predict:
+        params["predict_mode"] = True
+    if min_prediction_idx is not None:
+        params["min_prediction_idx"] = int(min_prediction_idx)
+    return TimeSeriesDataSet(frame, **params)

@@ -1,0 +1,130 @@
+"""The pickle-free bundle: four files, latest link, bit-for-bit reload, integrity checks."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fleetcast.contract.encoder import ServerEncoder
+from fleetcast.trainer.bundle import BUNDLE_FILES, BundleError, load_bundle, save_bundle
+from fleetcast.trainer.dataset import prepare_frame
+from fleetcast.trainer.predict import predict_windows
+from fleetcast.trainer.toydata import make_toy_table
+
+
+def _new_data_windows():
+    """Data the model never saw (another seed), and a few windows in it."""
+    frame = prepare_frame(make_toy_table(seed=7, hours=30))
+    t_max = int(frame["time_idx"].max())
+    windows = [("ppweb001", t_max - 30), ("ppdb001", t_max - 12), ("ppml0001", t_max - 200)]
+    return frame, windows
+
+
+def test_bundle_has_all_four_files_and_latest(bundle_dir: Path) -> None:
+    assert bundle_dir.name.startswith("tft_model_")
+    assert sorted(p.name for p in bundle_dir.iterdir()) == sorted(BUNDLE_FILES)
+    latest = bundle_dir.parent / "latest"
+    assert latest.is_symlink()
+    assert latest.resolve() == bundle_dir.resolve()
+    config = json.loads((bundle_dir / "config.json").read_text())
+    assert config["dataset"]["x_categoricals"] == ["profile", "server_id", "state"]
+    assert config["dataset"]["categorical_classes"]["state"][0] == "nan"
+    assert config["quantiles"] == [0.1, 0.5, 0.9]
+    info = json.loads((bundle_dir / "training_info.json").read_text())
+    assert info["contract_version"] == "1.0.0"
+    assert "accuracy" in info
+    mapping = ServerEncoder.load(bundle_dir)
+    assert "ppweb001" in mapping
+
+
+def test_reload_parity_bit_for_bit_on_new_data(trained, bundle_dir: Path) -> None:
+    model, dataset, _ = trained
+    bundle = load_bundle(bundle_dir.parent)  # through models/latest
+    assert not bundle.model.training
+    frame, windows = _new_data_windows()
+    before = predict_windows(model, dataset, frame, windows)
+    after = bundle.predict_windows(frame, windows)
+    assert before.shape == (3, 4, 12, 3)
+    assert np.isfinite(after).all()
+    assert np.array_equal(before, after)
+    # the raw network output too, on one batch built from the bundle alone
+    ds = bundle.build_dataset(frame)
+    x, _ = next(iter(ds.to_dataloader(train=False, batch_size=8)))
+    with torch.no_grad():
+        a = model(x)["prediction"]
+        b = bundle.model(x)["prediction"]
+    assert all(torch.equal(p, q) for p, q in zip(a, b, strict=True))
+
+
+def test_save_and_load_use_no_pickle(trained, tmp_path: Path, monkeypatch) -> None:
+    model, dataset, info = trained
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("pickle used")
+
+    for obj, name in [
+        (pickle, "dump"),
+        (pickle, "dumps"),
+        (pickle, "load"),
+        (pickle, "loads"),
+        (pickle, "Pickler"),
+        (pickle, "Unpickler"),
+        (torch, "save"),
+        (torch, "load"),
+    ]:
+        monkeypatch.setattr(obj, name, refuse)
+    path = save_bundle(model, dataset, tmp_path / "models", training_info=info)
+    bundle = load_bundle(path)
+    monkeypatch.undo()
+    files = {p.name for p in path.iterdir()}
+    assert files == set(BUNDLE_FILES)  # no checkpoint, no .pt/.pkl, no data
+    frame, windows = _new_data_windows()
+    assert np.array_equal(
+        predict_windows(model, dataset, frame, windows), bundle.predict_windows(frame, windows)
+    )
+
+
+def test_missing_server_mapping_is_refused(bundle_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / bundle_dir.name
+    shutil.copytree(bundle_dir, copy)
+    (copy / "server_mapping.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"server_mapping\.json"):
+        load_bundle(copy)
+
+
+def test_tampered_weights_are_refused(bundle_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / bundle_dir.name
+    shutil.copytree(bundle_dir, copy)
+    raw = bytearray((copy / "model.safetensors").read_bytes())
+    raw[-1] ^= 0xFF
+    (copy / "model.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(BundleError, match="SHA-256"):
+        load_bundle(copy)
+
+
+def test_save_fails_when_a_file_is_missing(trained, tmp_path: Path, monkeypatch) -> None:
+    model, dataset, info = trained
+    monkeypatch.setattr(ServerEncoder, "save", lambda self, path: Path(path))  # writes nothing
+    out = tmp_path / "models"
+    with pytest.raises(BundleError, match=r"server_mapping\.json"):
+        save_bundle(model, dataset, out, training_info=info)
+    assert not any(p.name.startswith("tft_model_") for p in out.iterdir())
+    assert not (out / "latest").exists()
+
+
+def test_two_saves_in_one_second_get_distinct_folders(trained, tmp_path: Path) -> None:
+    import datetime as dt
+
+    model, dataset, info = trained
+    now = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    a = save_bundle(model, dataset, tmp_path, training_info=info, now=now)
+    b = save_bundle(model, dataset, tmp_path, training_info=info, now=now)
+    assert a.name == "tft_model_20260102_030405"
+    assert b.name != a.name
+    assert (tmp_path / "latest").resolve() == b.resolve()

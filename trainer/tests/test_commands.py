@@ -1,0 +1,140 @@
+"""``fleetcast train`` end to end on tiny data: validation, bundle, sample, resume."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import pyarrow.parquet as pq
+import pytest
+
+from fleetcast.contract.cli import main
+from fleetcast.trainer.data_io import file_sha256, sample_servers
+from fleetcast.trainer.toydata import make_toy_table
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+TINY = [
+    "--epochs",
+    "1",
+    "--max-batches-per-epoch",
+    "2",
+    "--val-batches",
+    "1",
+    "--hidden-size",
+    "8",
+    "--attention-heads",
+    "1",
+    "--hidden-continuous-size",
+    "4",
+    "--encoder-steps",
+    "48",
+    "--prediction-steps",
+    "12",
+    "--batch-size",
+    "16",
+    "--holdout-hours",
+    "24",
+    "--accelerator",
+    "cpu",
+    "--eval-windows",
+    "40",
+]
+
+
+@pytest.fixture
+def data_file(tmp_path: Path) -> Path:
+    path = tmp_path / "training" / "server_metrics.parquet"
+    path.parent.mkdir()
+    pq.write_table(make_toy_table(), path)
+    return path
+
+
+def test_bad_data_is_refused_with_the_validators_message(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "bad.parquet"
+    pq.write_table(make_toy_table().drop_columns(["profile"]), path)
+    rc = main(["train", "--data", str(path), "--out", str(tmp_path / "models"), *TINY])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "Missing required column(s) ['profile']" in err
+    assert "See docs/DATA_CONTRACT.md" in err
+    assert not (tmp_path / "models").exists()
+
+
+def test_unreadable_file_exits_2(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "x.parquet"
+    path.write_text("not parquet")
+    assert main(["train", "--data", str(path), *TINY]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_train_writes_a_bundle_then_resumes(data_file: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "models"
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(data_file.parent),
+            "--out",
+            str(out),
+            "--servers-sample",
+            "3",
+            *TINY,
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert rc == 0
+    assert "accuracy on" in printed
+    assert "quality rules: profile feature on" in printed
+    bundle = (out / "latest").resolve()
+    assert sorted(p.name for p in bundle.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "server_mapping.json",
+        "training_info.json",
+    ]
+    info = json.loads((bundle / "training_info.json").read_text())
+    assert info["servers"] == 3
+    assert info["data"]["sha256"] == file_sha256(data_file)
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(data_file),
+            "--out",
+            str(out),
+            "--servers-sample",
+            "3",
+            "--resume",
+            "last",
+            "--no-eval",
+            *[a if a != "1" else "2" for a in TINY[:2]],
+            *TINY[2:],
+        ]
+    )
+    assert rc == 0
+    resumed = json.loads(((out / "latest").resolve() / "training_info.json").read_text())
+    assert resumed["resumed_from"].endswith("last.ckpt")
+    assert [r["epoch"] for r in resumed["history"]] == [2]
+
+
+def test_resume_from_a_missing_checkpoint_is_refused(
+    data_file: Path, tmp_path: Path, capsys
+) -> None:
+    rc = main(
+        ["train", "--data", str(data_file), "--out", str(tmp_path / "m"), "--resume", "last", *TINY]
+    )
+    assert rc == 1
+    assert "no such checkpoint" in capsys.readouterr().err
+
+
+def test_sample_servers_spreads_over_profiles() -> None:
+    servers = {f"ppweb{i:03d}": ("web_api", 10) for i in range(10)}
+    servers |= {f"ppdb{i:03d}": ("database", 10) for i in range(3)}
+    servers["ppgen001"] = ("generic", 10)
+    chosen = sample_servers(servers, 3)
+    assert {servers[n][0] for n in chosen} == {"web_api", "database", "generic"}
+    assert chosen == sample_servers(dict(reversed(list(servers.items()))), 3)

@@ -1,0 +1,89 @@
+"""Training runs: history, finite losses on constant stretches, weights, quality, resume."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+
+from fleetcast.trainer.dataset import prepare_frame
+from fleetcast.trainer.evaluate import BASELINES, baseline_forecasts
+from fleetcast.trainer.toydata import make_toy_table
+from fleetcast.trainer.train import loss_weights, split_holdout, train_model
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def test_info_of_a_tiny_run(trained) -> None:
+    model, _, info = trained
+    assert not model.training
+    assert info["epochs_run"] == 2
+    assert [r["epoch"] for r in info["history"]] == [1, 2]
+    for row in info["history"]:  # the toy fleet has an offline stretch of zeros
+        assert math.isfinite(row["train_loss"])
+        assert math.isfinite(row["val_loss"])
+        assert row["lr"] > 0
+    assert info["servers"] == 4
+    assert info["quality"]["profile_feature"] is True
+    assert set(info["quality"]) >= {"val_train_ratio", "val_below_1_5x_train", "passed"}
+    assert info["hardware"]["precision"] == "32-true"
+
+
+def test_accuracy_table_structure(trained) -> None:
+    acc = trained[2]["accuracy"]
+    assert acc["windows"] > 0
+    assert acc["models"] == ["tft", *BASELINES]
+    assert set(acc["horizons"]) == {"30min", "1hr"}  # prediction 12 steps: no 8hr
+    for target in ("cpu_pct", "mem_pct", "disk_io_mb_s", "latency_ms"):
+        for h in ("30min", "1hr"):
+            assert set(acc["mae"][target][h]) == {"tft", *BASELINES}
+            assert all(v >= 0 for v in acc["mae"][target][h].values())
+            assert 0.0 <= acc["coverage_p10_p90"][target][h] <= 1.0
+    assert isinstance(acc["goal"]["met"], bool)
+
+
+def test_loss_weights_equalise_typical_changes(toy_table) -> None:
+    frame = prepare_frame(toy_table)
+    targets = ("cpu_pct", "mem_pct", "disk_io_mb_s", "latency_ms")
+    w = loss_weights(frame, targets)
+    assert np.mean(w) == pytest.approx(1.0)
+    g = frame.groupby("server_name", observed=True)
+    typical = [float(np.nanmean((g[t].shift(-12) - frame[t]).abs())) for t in targets]
+    products = np.array(w) * np.array(typical)
+    np.testing.assert_allclose(products, products[0], rtol=1e-6)
+
+
+def test_baselines_on_a_ramp() -> None:
+    n = 600
+    ramp = np.arange(n, dtype=np.float64)[:, None] * np.ones((1, 4))
+    dense = {"s": (0, ramp, ramp)}
+    fc, actual = baseline_forecasts(
+        dense, [("s", 400)], ("cpu_pct", "mem_pct", "disk_io_mb_s", "latency_ms"), 12
+    )
+    h = np.arange(1, 13)
+    np.testing.assert_allclose(actual[0, 1], 400 + h)
+    np.testing.assert_allclose(fc["persistence"][0, 1], 400)
+    np.testing.assert_allclose(fc["seasonal_naive"][0, 1], 400 + h - 288)
+    np.testing.assert_allclose(fc["linear_trend"][0, 2], 400 + h)  # exact on a line
+
+
+def test_short_data_is_refused_with_a_way_out(make_config) -> None:
+    frame = prepare_frame(make_toy_table(hours=2))
+    with pytest.raises(ValueError, match="too short"):
+        split_holdout(frame, make_config())
+
+
+def test_resume_from_checkpoint(toy_table, make_config, tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    _, _, first = train_model(toy_table, make_config(checkpoint_dir=ckpt, checkpoint_every=1))
+    assert (ckpt / "last.ckpt").is_file()
+    assert (ckpt / "epoch000.ckpt").is_file()
+    _, _, second = train_model(
+        toy_table, make_config(epochs=2, checkpoint_dir=ckpt, resume_from=ckpt / "last.ckpt")
+    )
+    assert [r["epoch"] for r in first["history"]] == [1]
+    assert [r["epoch"] for r in second["history"]] == [2]  # continued, not restarted
+    assert second["resumed_from"] == str(ckpt / "last.ckpt")
