@@ -40,8 +40,33 @@ setup-appliance: $(APPLIANCE_VENV)/.installed
 system-deps:
 	./.ci/system-deps
 
+# The demo: a small simulated fleet, a few minutes of CPU training, the ONNX export, then
+# the appliance (demo source: the simulator streams live at DEMO_SPEED) and the dashboard.
+# Ctrl-C stops both. Sizes are overridable: make demo DEMO_SERVERS=90 DEMO_HOURS=720.
+DEMO_SERVERS ?= 30
+DEMO_HOURS ?= 120
+DEMO_TRAIN ?= --epochs 4 --max-batches-per-epoch 30 --val-batches 5 --eval-windows 300
+DEMO_PORT ?= 8000
+DASHBOARD_PORT ?= 5006
+DEMO_SPEED ?= 60
+
 demo: setup
-	$(BIN)/python -m fleetcast.contract.demo
+	$(BIN)/fleetcast generate --servers $(DEMO_SERVERS) --hours $(DEMO_HOURS) --seed 42 --out-dir training/
+	$(BIN)/fleetcast validate training/server_metrics.parquet
+	$(BIN)/fleetcast train --data training/server_metrics.parquet --out models/ $(DEMO_TRAIN)
+	$(BIN)/fleetcast export --bundle models/latest
+	@rm -rf state/demo
+	@echo "starting the appliance on http://127.0.0.1:$(DEMO_PORT) (demo source, speed $(DEMO_SPEED))"
+	@$(BIN)/fleetcast serve --demo --speed $(DEMO_SPEED) --model-dir models/latest \
+	    --port $(DEMO_PORT) --state-dir state/demo & pid=$$!; \
+	  trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null' EXIT INT TERM; \
+	  for i in $$(seq 240); do \
+	    $(BIN)/python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$(DEMO_PORT)/health', timeout=1)" 2>/dev/null && break; \
+	    kill -0 $$pid 2>/dev/null || { echo "the appliance exited; see the messages above"; exit 1; }; \
+	    sleep 0.5; \
+	  done; \
+	  echo "appliance ready: http://127.0.0.1:$(DEMO_PORT)/status"; \
+	  $(BIN)/fleetcast dashboard --appliance http://127.0.0.1:$(DEMO_PORT) --port $(DASHBOARD_PORT)
 
 lint: setup
 	$(BIN)/ruff check .
