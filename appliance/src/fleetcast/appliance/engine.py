@@ -4,6 +4,11 @@
 buffers (:mod:`fleetcast.appliance.buffers`), the window builder
 (:mod:`fleetcast.appliance.windows`) and the risk model (:mod:`fleetcast.appliance.risk`).
 It knows nothing about HTTP: the service wraps it (docs/API.md).
+The work behind some methods lives beside it: a run's results in
+:mod:`~fleetcast.appliance.engine_assemble`, the read-side views (status, one server's
+forecast and history) in :mod:`~fleetcast.appliance.engine_views`, snapshot and restore in
+:mod:`~fleetcast.appliance.engine_state`, the plain data types in
+:mod:`~fleetcast.appliance.engine_types` (re-exported here).
 
 Threading: :meth:`Engine.ingest` and :meth:`Engine.run_forecast` may be called from
 different threads. Both take the buffer lock only for the array work; ONNX Runtime runs
@@ -20,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fleetcast.appliance import engine_assemble, engine_state, engine_views
 from fleetcast.appliance.engine_types import (
     EngineConfig,
     ForecastSet,
@@ -29,7 +35,7 @@ from fleetcast.appliance.engine_types import (
 )
 from fleetcast.appliance.forecast import iso
 from fleetcast.contract.encoder import profile_from_name, server_id
-from fleetcast.contract.schema import METRIC_COLUMNS, VALID_PROFILES, VALID_STATES
+from fleetcast.contract.schema import VALID_PROFILES, VALID_STATES
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -343,7 +349,7 @@ class Engine:
                 log.exception("inference failed for %d servers; the previous forecast stays", b)
                 raise
             inferred = time.perf_counter()
-            fs = self._assemble(names, prof, ends_b, lens_b, q, fleet_end)
+            fs = engine_assemble.assemble(self, names, prof, ends_b, lens_b, q, fleet_end)
             fs.inference_ms = (inferred - built) * 1000.0
             fs.window_ms = (built - started) * 1000.0
             fs.total_ms = (time.perf_counter() - started) * 1000.0
@@ -372,123 +378,13 @@ class Engine:
         q = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
         return np.array(q, dtype=np.float32, copy=True)
 
-    def _assemble(
-        self,
-        names: list[str],
-        prof: np.ndarray,
-        ends: np.ndarray,
-        lens: np.ndarray,
-        q: np.ndarray,
-        fleet_end: int,
-    ) -> ForecastSet:
-        """Risk, ServerForecast dicts, fleet summary, alerts and histories of one run."""
-        from fleetcast.appliance.alerts import build_alerts
-        from fleetcast.appliance.forecast import clean_quantiles, server_forecast
-        from fleetcast.appliance.risk import fleet_summary, risk_of
-
-        spec = self.spec
-        cfg = self.config
-        step = spec.step_seconds
-        q = clean_quantiles(q)
-        levels = list(spec.quantiles)
-        horizons = self.horizons
-        hnames = list(horizons)
-        th = self.thresholds.for_profiles(prof)
-        risk = risk_of(q, levels, th, list(horizons.values()))
-        profile_names = [VALID_PROFILES[p] for p in prof.tolist()]
-        pred_time = iso((fleet_end + 1) * step)
-        times: dict[int, str] = {}
-
-        def at(st: int) -> str:
-            if st not in times:
-                times[st] = iso(st * step)
-            return times[st]
-
-        hidx = [s - 1 for s in horizons.values()]
-        at_h = np.round(q[:, :, hidx, :].astype(np.float64), 3).tolist()
-        r_h = np.round(risk.server_by_horizon, 4).tolist()
-        m_h = np.round(risk.by_horizon, 4).tolist()
-        th_l = th.tolist()
-        servers = []
-        for b, name in enumerate(names):
-            end = int(ends[b])
-            servers.append(
-                server_forecast(
-                    name=name,
-                    profile=profile_names[b],
-                    prediction_time=at(end + 1),
-                    data_time=at(end),
-                    encoder_steps=int(lens[b]),
-                    encoder_length=spec.encoder_length,
-                    at_horizons=at_h[b],
-                    levels=levels,
-                    horizons=hnames,
-                    risk_by_horizon=r_h[b],
-                    metric_by_horizon=m_h[b],
-                    thresholds=th_l[b],
-                    warning=cfg.warning_probability,
-                    critical=cfg.critical_probability,
-                )
-            )
-        fleet = fleet_summary(
-            risk.server_by_horizon,
-            profile_names,
-            hnames,
-            cfg.warning_probability,
-            cfg.critical_probability,
-        )
-        alerts, self._alert_since = build_alerts(
-            names=names,
-            profiles=profile_names,
-            quantiles=q,
-            levels=levels,
-            risk=risk,
-            ends=ends,
-            horizons=horizons,
-            step_seconds=step,
-            prediction_time=pred_time,
-            since=self._alert_since,
-            warning=cfg.warning_probability,
-            critical=cfg.critical_probability,
-        )
-        order = np.argsort(-risk.risk, kind="stable")
-        fs = ForecastSet(
-            prediction_time=pred_time,
-            data_time=iso(fleet_end * step),
-            model_version=spec.model_version,
-            servers=[servers[i] for i in order.tolist()],
-            fleet=fleet,
-            alerts=alerts,
-        )
-        with self._lock:
-            rows = {name: b for b, name in enumerate(names)}
-            slots = np.array([self._buf.index[name] for name in names], dtype=np.int64)
-            self._history.record(slots, ends.astype(np.int64), risk.risk, fleet_end, fleet)
-            self._current = fs
-            self._current_q = q
-            self._current_rows = rows
-        return fs
-
     def current(self) -> ForecastSet | None:
         """The cached forecast set; never runs the model."""
         return self._current
 
     def server_forecast(self, name: str) -> dict[str, Any] | None:
         """One ServerForecast plus full curves (docs/API.md GET /predictions/{server_name})."""
-        from fleetcast.appliance.forecast import curves
-
-        with self._lock:
-            fs, q, row = self._current, self._current_q, self._current_rows.get(name)
-        if fs is None or q is None or row is None:
-            return None
-        found = next((s for s in fs.servers if s["server_name"] == name), None)
-        if found is None:
-            return None
-        out = dict(found)
-        out["curves"] = curves(q[row], list(self.spec.quantiles))
-        out["step_seconds"] = self.spec.step_seconds
-        out["start"] = found["prediction_time"]
-        return out
+        return engine_views.server_detail(self, name)
 
     def alerts(self) -> list[dict[str, Any]]:
         """Active alerts of the cached forecast (docs/API.md GET /alerts/active items)."""
@@ -502,33 +398,7 @@ class Engine:
         Up to ``steps`` (at most the kept history) steps ending at the server's newest step
         (the open one included); missing steps are null, not filled.
         """
-        buf = self._buf
-        with self._lock:
-            s = buf.index.get(name)
-            if s is None:
-                return None
-            end = int(buf.last_step[s])
-            steps = int(max(1, min(steps, buf.ring_steps - 1)))
-            present, vals, _ = buf.series(s, end, steps)
-            wanted = np.arange(end - steps + 1, end + 1, dtype=np.int64)
-            rk = self._history.server(s, wanted)
-            profile = VALID_PROFILES[int(self._profile[s])]
-        keep = np.flatnonzero(wanted >= 0)
-        step = self.spec.step_seconds
-        out: dict[str, Any] = {
-            "server_name": name,
-            "profile": profile,
-            "step_seconds": step,
-            "timestamps": [iso(t * step) for t in wanted[keep].tolist()],
-        }
-        for j, m in enumerate(METRIC_COLUMNS):
-            col = vals[keep, j]
-            out[m] = [
-                None if not p else round(float(v), 3)
-                for p, v in zip(present[keep], col, strict=True)
-            ]
-        out["risk"] = [None if np.isnan(r) else round(float(r), 4) for r in rk[keep].tolist()]
-        return out
+        return engine_views.server_history(self, name, steps)
 
     def fleet_history(self, steps: int) -> dict[str, Any]:
         """The fleet risk trend (docs/API.md GET /fleet/history), oldest first."""
@@ -538,65 +408,11 @@ class Engine:
     # -- status & state ------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """Model info, servers known/ready/warming/unknown, latency, rates, ingest counters."""
-        spec = self.spec
-        with self._lock:
-            lengths, ends, forecastable, ref = self._readiness()
-            n = self._buf.n
-            known = self._known[:n].copy()
-            names = list(self._buf.names)
-        ready = lengths >= spec.min_encoder_length
-        stale = ready & ~forecastable & (ends < ref)
-        ahead = ready & ~forecastable & (ends > ref)
-        warming = np.flatnonzero(~ready)
-        step = spec.step_seconds
-        detail = [
-            {
-                "server_name": names[i],
-                "steps": int(lengths[i]),
-                "needed": spec.min_encoder_length,
-                "ready_in_s": int((spec.min_encoder_length - lengths[i]) * step),
-            }
-            for i in warming[np.argsort(-lengths[warming], kind="stable")][:50].tolist()
-        ]
-        lat = np.asarray(self._latency_ms, dtype=np.float64)
-        elapsed = time.perf_counter() - self._first_run if self._first_run is not None else 0.0
-        return {
-            "model": self.model.info(),
-            "uptime_s": round(time.monotonic() - self._started, 1),
-            "servers": {
-                "known": int(n),
-                "ready": int(np.count_nonzero(forecastable)),
-                "warming": int(warming.size),
-                "stale": int(np.count_nonzero(stale)),
-                "ahead": int(np.count_nonzero(ahead)),
-                "unknown": int(np.count_nonzero(~known)),
-                "full_history": int(np.count_nonzero(lengths >= spec.encoder_length)),
-                "capacity": self.config.capacity,
-                "warming_detail": detail,
-            },
-            "predictions_per_second": round(self._predictions / elapsed, 3) if elapsed > 0 else 0.0,
-            "inference_latency_ms": {
-                "avg": round(float(lat.mean()), 3) if lat.size else None,
-                "p99": round(float(np.percentile(lat, 99)), 3) if lat.size else None,
-                "last": round(float(lat[-1]), 3) if lat.size else None,
-            },
-            "forecast_runs": self._runs,
-            "error_rate": round(self._failures / self._runs, 4) if self._runs else 0.0,
-            "last_prediction_time": self._last_prediction_time,
-            "data_time": iso(int(ends.max()) * step) if ends.size else None,
-            "ingest": dict(self._counters),
-            "thresholds": self.thresholds.to_dict(),
-        }
+        return engine_views.status(self)
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Everything needed to restore the buffers and histories, as plain numpy arrays."""
-        with self._lock:
-            n = self._buf.n
-            out = {f"buf_{k}": v for k, v in self._buf.state_arrays().items()}
-            out["profile"] = self._profile[:n].copy()
-            out.update(self._history.state_arrays(n))
-            out["last_forecast_step"] = np.array([self._last_forecast_step], dtype=np.int64)
-        return out
+        return engine_state.state_arrays(self)
 
     @classmethod
     def restore(cls, config: EngineConfig, arrays: Mapping[str, np.ndarray]) -> Engine:
@@ -607,19 +423,4 @@ class Engine:
 
     def load_state(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Restore :meth:`state_arrays` into this (fresh) engine."""
-        buf_arrays = {k[4:]: v for k, v in arrays.items() if k.startswith("buf_")}
-        with self._lock:
-            self._buf.load_arrays(buf_arrays)
-            n = self._buf.n
-            for i, name in enumerate(self._buf.names):
-                profile = VALID_PROFILES[int(arrays["profile"][i])]
-                self._set_profile(i, profile)
-                if "server_id" in self.spec.categorical_classes:
-                    self._static[i, 1] = self.spec.encode_categorical(
-                        "server_id", [server_id(name)]
-                    )[0]
-                self._known[i] = name in self.spec.server_mapping
-            self._history.load_arrays(arrays, n)
-            ends = self._buf.last_step[:n] - 1
-            self._fleet_closed = int(ends.max()) if n else -1
-            self._last_forecast_step = -1  # forecast once after a restore
+        engine_state.load_state(self, arrays)

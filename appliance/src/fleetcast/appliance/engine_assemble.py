@@ -1,0 +1,125 @@
+"""One forecast run's results: risk, ServerForecast dicts, fleet summary, alerts, histories.
+
+Split from :mod:`fleetcast.appliance.engine` to keep it small; :meth:`Engine.run_forecast`
+calls :func:`assemble` on the quantiles ONNX Runtime returned and caches the result.
+These functions are part of the Engine: they use its private state under its lock,
+as its methods do; call them through :class:`~fleetcast.appliance.engine.Engine`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fleetcast.appliance.engine_types import ForecastSet
+from fleetcast.appliance.forecast import iso
+from fleetcast.contract.schema import VALID_PROFILES
+
+if TYPE_CHECKING:
+    from fleetcast.appliance.engine import Engine
+
+__all__ = ["assemble"]
+
+
+def assemble(
+    engine: Engine,
+    names: list[str],
+    prof: np.ndarray,
+    ends: np.ndarray,
+    lens: np.ndarray,
+    q: np.ndarray,
+    fleet_end: int,
+) -> ForecastSet:
+    """Risk, ServerForecast dicts, fleet summary, alerts and histories of one run.
+
+    ``q``: quantiles (B, M, D, Q) of the ``names`` servers, in that order; ``prof`` (B,)
+    their contract profile indices, ``ends``/``lens`` (B,) their windows' last step and
+    length. Records the run in the engine's histories and makes it the current forecast.
+    """
+    from fleetcast.appliance.alerts import build_alerts
+    from fleetcast.appliance.forecast import clean_quantiles, server_forecast
+    from fleetcast.appliance.risk import fleet_summary, risk_of
+
+    spec = engine.spec
+    cfg = engine.config
+    step = spec.step_seconds
+    q = clean_quantiles(q)
+    levels = list(spec.quantiles)
+    horizons = engine.horizons
+    hnames = list(horizons)
+    th = engine.thresholds.for_profiles(prof)
+    risk = risk_of(q, levels, th, list(horizons.values()))
+    profile_names = [VALID_PROFILES[p] for p in prof.tolist()]
+    pred_time = iso((fleet_end + 1) * step)
+    times: dict[int, str] = {}
+
+    def at(st: int) -> str:
+        if st not in times:
+            times[st] = iso(st * step)
+        return times[st]
+
+    hidx = [s - 1 for s in horizons.values()]
+    at_h = np.round(q[:, :, hidx, :].astype(np.float64), 3).tolist()
+    r_h = np.round(risk.server_by_horizon, 4).tolist()
+    m_h = np.round(risk.by_horizon, 4).tolist()
+    th_l = th.tolist()
+    servers = []
+    for b, name in enumerate(names):
+        end = int(ends[b])
+        servers.append(
+            server_forecast(
+                name=name,
+                profile=profile_names[b],
+                prediction_time=at(end + 1),
+                data_time=at(end),
+                encoder_steps=int(lens[b]),
+                encoder_length=spec.encoder_length,
+                at_horizons=at_h[b],
+                levels=levels,
+                horizons=hnames,
+                risk_by_horizon=r_h[b],
+                metric_by_horizon=m_h[b],
+                thresholds=th_l[b],
+                warning=cfg.warning_probability,
+                critical=cfg.critical_probability,
+            )
+        )
+    fleet = fleet_summary(
+        risk.server_by_horizon,
+        profile_names,
+        hnames,
+        cfg.warning_probability,
+        cfg.critical_probability,
+    )
+    alerts, engine._alert_since = build_alerts(
+        names=names,
+        profiles=profile_names,
+        quantiles=q,
+        levels=levels,
+        risk=risk,
+        ends=ends,
+        horizons=horizons,
+        step_seconds=step,
+        prediction_time=pred_time,
+        since=engine._alert_since,
+        warning=cfg.warning_probability,
+        critical=cfg.critical_probability,
+    )
+    order = np.argsort(-risk.risk, kind="stable")
+    fs = ForecastSet(
+        prediction_time=pred_time,
+        data_time=iso(fleet_end * step),
+        model_version=spec.model_version,
+        servers=[servers[i] for i in order.tolist()],
+        fleet=fleet,
+        alerts=alerts,
+    )
+    with engine._lock:
+        rows = {name: b for b, name in enumerate(names)}
+        slots = np.array([engine._buf.index[name] for name in names], dtype=np.int64)
+        engine._history.record(slots, ends.astype(np.int64), risk.risk, fleet_end, fleet)
+        engine._current = fs
+        engine._current_q = q
+        engine._current_rows = rows
+    return fs

@@ -1,0 +1,54 @@
+"""The Engine's state as plain numpy arrays: snapshot and restore.
+
+Split from :mod:`fleetcast.appliance.engine` to keep it small; :meth:`Engine.state_arrays`
+and :meth:`Engine.load_state` delegate here (persistence: :mod:`fleetcast.appliance.persistence`).
+These functions are part of the Engine: they use its private state under its lock,
+as its methods do; call them through :class:`~fleetcast.appliance.engine.Engine`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fleetcast.contract.encoder import server_id
+from fleetcast.contract.schema import VALID_PROFILES
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from fleetcast.appliance.engine import Engine
+
+__all__ = ["load_state", "state_arrays"]
+
+
+def state_arrays(engine: Engine) -> dict[str, np.ndarray]:
+    """Everything needed to restore the buffers and histories, as plain numpy arrays."""
+    with engine._lock:
+        n = engine._buf.n
+        out = {f"buf_{k}": v for k, v in engine._buf.state_arrays().items()}
+        out["profile"] = engine._profile[:n].copy()
+        out.update(engine._history.state_arrays(n))
+        out["last_forecast_step"] = np.array([engine._last_forecast_step], dtype=np.int64)
+    return out
+
+
+def load_state(engine: Engine, arrays: Mapping[str, np.ndarray]) -> None:
+    """Restore :func:`state_arrays` into this (fresh) engine."""
+    buf_arrays = {k[4:]: v for k, v in arrays.items() if k.startswith("buf_")}
+    with engine._lock:
+        engine._buf.load_arrays(buf_arrays)
+        n = engine._buf.n
+        for i, name in enumerate(engine._buf.names):
+            profile = VALID_PROFILES[int(arrays["profile"][i])]
+            engine._set_profile(i, profile)
+            if "server_id" in engine.spec.categorical_classes:
+                engine._static[i, 1] = engine.spec.encode_categorical(
+                    "server_id", [server_id(name)]
+                )[0]
+            engine._known[i] = name in engine.spec.server_mapping
+        engine._history.load_arrays(arrays, n)
+        ends = engine._buf.last_step[:n] - 1
+        engine._fleet_closed = int(ends.max()) if n else -1
+        engine._last_forecast_step = -1  # forecast once after a restore

@@ -1,0 +1,127 @@
+"""The Engine's read-side views: one server's forecast and history, and the status.
+
+Split from :mod:`fleetcast.appliance.engine` to keep it small; :meth:`Engine.server_forecast`,
+:meth:`Engine.history` and :meth:`Engine.status` delegate here (docs/API.md).
+These functions are part of the Engine: they use its private state under its lock,
+as its methods do; call them through :class:`~fleetcast.appliance.engine.Engine`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fleetcast.appliance.forecast import iso
+from fleetcast.contract.schema import METRIC_COLUMNS, VALID_PROFILES
+
+if TYPE_CHECKING:
+    from fleetcast.appliance.engine import Engine
+
+__all__ = ["server_detail", "server_history", "status"]
+
+
+def server_detail(engine: Engine, name: str) -> dict[str, Any] | None:
+    """One ServerForecast plus full curves (docs/API.md GET /predictions/{server_name})."""
+    from fleetcast.appliance.forecast import curves
+
+    with engine._lock:
+        fs, q, row = engine._current, engine._current_q, engine._current_rows.get(name)
+    if fs is None or q is None or row is None:
+        return None
+    found = next((s for s in fs.servers if s["server_name"] == name), None)
+    if found is None:
+        return None
+    out = dict(found)
+    out["curves"] = curves(q[row], list(engine.spec.quantiles))
+    out["step_seconds"] = engine.spec.step_seconds
+    out["start"] = found["prediction_time"]
+    return out
+
+
+def server_history(engine: Engine, name: str, steps: int) -> dict[str, Any] | None:
+    """Recent actuals and risk of one server (docs/API.md GET /history/{server_name}).
+
+    Up to ``steps`` (at most the kept history) steps ending at the server's newest step
+    (the open one included); missing steps are null, not filled.
+    """
+    buf = engine._buf
+    with engine._lock:
+        s = buf.index.get(name)
+        if s is None:
+            return None
+        end = int(buf.last_step[s])
+        steps = int(max(1, min(steps, buf.ring_steps - 1)))
+        present, vals, _ = buf.series(s, end, steps)
+        wanted = np.arange(end - steps + 1, end + 1, dtype=np.int64)
+        rk = engine._history.server(s, wanted)
+        profile = VALID_PROFILES[int(engine._profile[s])]
+    keep = np.flatnonzero(wanted >= 0)
+    step = engine.spec.step_seconds
+    out: dict[str, Any] = {
+        "server_name": name,
+        "profile": profile,
+        "step_seconds": step,
+        "timestamps": [iso(t * step) for t in wanted[keep].tolist()],
+    }
+    for j, m in enumerate(METRIC_COLUMNS):
+        col = vals[keep, j]
+        out[m] = [
+            None if not p else round(float(v), 3) for p, v in zip(present[keep], col, strict=True)
+        ]
+    out["risk"] = [None if np.isnan(r) else round(float(r), 4) for r in rk[keep].tolist()]
+    return out
+
+
+def status(engine: Engine) -> dict[str, Any]:
+    """Model info, servers known/ready/warming/unknown, latency, rates, ingest counters."""
+    spec = engine.spec
+    with engine._lock:
+        lengths, ends, forecastable, ref = engine._readiness()
+        n = engine._buf.n
+        known = engine._known[:n].copy()
+        names = list(engine._buf.names)
+    ready = lengths >= spec.min_encoder_length
+    stale = ready & ~forecastable & (ends < ref)
+    ahead = ready & ~forecastable & (ends > ref)
+    warming = np.flatnonzero(~ready)
+    step = spec.step_seconds
+    detail = [
+        {
+            "server_name": names[i],
+            "steps": int(lengths[i]),
+            "needed": spec.min_encoder_length,
+            "ready_in_s": int((spec.min_encoder_length - lengths[i]) * step),
+        }
+        for i in warming[np.argsort(-lengths[warming], kind="stable")][:50].tolist()
+    ]
+    lat = np.asarray(engine._latency_ms, dtype=np.float64)
+    elapsed = time.perf_counter() - engine._first_run if engine._first_run is not None else 0.0
+    return {
+        "model": engine.model.info(),
+        "uptime_s": round(time.monotonic() - engine._started, 1),
+        "servers": {
+            "known": int(n),
+            "ready": int(np.count_nonzero(forecastable)),
+            "warming": int(warming.size),
+            "stale": int(np.count_nonzero(stale)),
+            "ahead": int(np.count_nonzero(ahead)),
+            "unknown": int(np.count_nonzero(~known)),
+            "full_history": int(np.count_nonzero(lengths >= spec.encoder_length)),
+            "capacity": engine.config.capacity,
+            "warming_detail": detail,
+        },
+        "predictions_per_second": round(engine._predictions / elapsed, 3) if elapsed > 0 else 0.0,
+        "inference_latency_ms": {
+            "avg": round(float(lat.mean()), 3) if lat.size else None,
+            "p99": round(float(np.percentile(lat, 99)), 3) if lat.size else None,
+            "last": round(float(lat[-1]), 3) if lat.size else None,
+        },
+        "forecast_runs": engine._runs,
+        "error_rate": round(engine._failures / engine._runs, 4) if engine._runs else 0.0,
+        "last_prediction_time": engine._last_prediction_time,
+        "data_time": iso(int(ends.max()) * step) if ends.size else None,
+        "ingest": dict(engine._counters),
+        "thresholds": engine.thresholds.to_dict(),
+    }
