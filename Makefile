@@ -15,7 +15,7 @@ PY_TEST_DIRS = $(wildcard contract/tests trainer/tests exporter/tests dashboard/
 # CPU build of torch that installs offline on the project's machines (see README.md#install).
 TORCH := torch==2.13.0
 
-.PHONY: setup setup-appliance demo test lint test-py test-appliance-notorch system-deps clean
+.PHONY: setup setup-appliance demo test lint test-py test-appliance-notorch bench-quick system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -78,7 +78,11 @@ test-py: setup
 test-appliance-notorch: setup-appliance
 	$(APPLIANCE_VENV)/bin/python -m pytest appliance/tests
 
-test: system-deps lint test-py test-appliance-notorch
+# The benchmark suite's quick mode: loose regression guards, < 2 minutes (docs/BENCHMARKS.md).
+bench-quick: setup
+	$(BIN)/python benchmarks/run.py --quick
+
+test: system-deps lint test-py test-appliance-notorch bench-quick
 
 clean:
 	rm -rf $(VENV) $(APPLIANCE_VENV) .pytest_cache .ruff_cache

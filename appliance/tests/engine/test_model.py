@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetcast.appliance.model import ModelError, choose_providers, load_model
+from fleetcast.appliance.model import ModelError, choose_providers, default_batch_size, load_model
 from fleetcast.contract.encoder import server_id
 
 TOY = Path(__file__).parent / "fixtures" / "toy_model.onnx"
@@ -42,6 +42,13 @@ def test_loads_with_cpu_and_reports_providers(tmp_path: Path) -> None:
     opts = model.session.get_session_options()
     assert opts.graph_optimization_level.name == "ORT_ENABLE_ALL"
     assert opts.execution_mode.name == "ORT_SEQUENTIAL"
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_default_batch_is_small_on_cpu_and_large_on_a_gpu() -> None:
+    assert default_batch_size(["CPUExecutionProvider"]) == 64
+    assert default_batch_size(["CUDAExecutionProvider", "CPUExecutionProvider"]) == 8192
+    assert default_batch_size(["TensorrtExecutionProvider", "CPUExecutionProvider"]) == 8192
 
 
 def test_provider_order_is_filtered_by_availability() -> None:

@@ -34,6 +34,7 @@ from fleetcast.appliance.engine_types import (
     check_config,
 )
 from fleetcast.appliance.forecast import iso
+from fleetcast.appliance.model import default_batch_size
 from fleetcast.contract.encoder import profile_from_name, server_id
 from fleetcast.contract.schema import VALID_PROFILES, VALID_STATES
 
@@ -371,7 +372,7 @@ class Engine:
 
     def _infer(self, inputs: WindowInputs, b: int) -> np.ndarray:
         """Quantiles (B, M, D, Q) float32 for the first ``b`` windows, in batches."""
-        step = max(int(self.config.batch_size), 1)
+        step = self.config.batch_size or default_batch_size(self.model.providers)
         parts = []
         for lo in range(0, b, step):
             parts.append(self.model.run(inputs.feed(lo, min(lo + step, b))))

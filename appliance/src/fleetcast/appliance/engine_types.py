@@ -37,8 +37,11 @@ class EngineConfig:
     history_steps: int | None = None
     """Steps of actuals kept per server for /history; ``None`` = the model's encoder length.
     Never less than the encoder length."""
-    batch_size: int = 1024
-    """Servers per ONNX Runtime call; bigger fleets run in several calls (bounds memory)."""
+    batch_size: int | None = None
+    """Servers per ONNX Runtime call; bigger fleets run in several calls (bounds memory).
+    ``None``: 64 on CPU (peak RSS at 1,000 servers 264 MB vs 2,175 MB with 1,024 per call, at
+    equal speed — docs/BENCHMARKS.md) and 8,192 when a GPU provider is in use (the GPU needs
+    big batches; one call must stay under ~58,000 windows, docs/MODEL_FORMAT.md)."""
     stale_after_steps: int = 12
     """A server whose newest closed step is more than this many steps behind the fleet's newest
     closed step is *stale*: not forecast (its data stopped), counted in status."""
@@ -130,7 +133,7 @@ def check_config(config: EngineConfig) -> None:
     problems = []
     if config.capacity < 1:
         problems.append(f"capacity must be >= 1 (got {config.capacity})")
-    if config.batch_size < 1:
+    if config.batch_size is not None and config.batch_size < 1:
         problems.append(f"batch_size must be >= 1 (got {config.batch_size})")
     if config.intra_op_threads < 0:
         problems.append(f"intra_op_threads must be >= 0 (got {config.intra_op_threads})")

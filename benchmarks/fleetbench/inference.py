@@ -1,0 +1,226 @@
+"""Benchmark 1: inference per server — ONNX Runtime (the appliance's session) vs PyTorch.
+
+Contenders, on the same model and the same windows (the last E steps of each server of a
+simulated fleet), at each fleet size:
+
+- ``ort``: the appliance's configured session (:func:`fleetcast.appliance.model.load_model`:
+  all graph optimisations, sequential execution), fed the six input tensors in chunks of
+  the appliance's batch size (1024), exactly as ``Engine._infer`` does;
+- ``torch_forward``: the raw PyTorch forward of the same bundle (``model(x)`` under
+  ``torch.inference_mode()`` over pre-collated batches);
+- ``predict_dataloader``: pytorch-forecasting's ``predict()`` on a prepared DataLoader;
+- ``predict_dataframe``: ``TimeSeriesDataSet.from_parameters(…, predict=True)`` on the
+  windows' DataFrame plus ``predict()`` — what ``predict(dataframe)`` does internally.
+
+Input preparation (windows, tensors, frames) is excluded from every contender; benchmark 2
+times it. Reported per server: median and spread over repeated runs, and the ratios.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fleetbench.stats import Summary, Target, ratio, summarize, time_calls
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from fleetbench.model import PreparedModel
+
+__all__ = ["TARGETS", "run_inference"]
+
+log = logging.getLogger("fleetbench")
+
+APPLIANCE_BATCH = 64
+"""The appliance's default inference batch on CPU (fleetcast.appliance.model.default_batch_size)."""
+
+TARGETS: tuple[Target, ...] = (
+    Target("inference.ort_ms_per_server@1000", "ONNX Runtime, amortised per server at 1,000 servers", 0.25, "max", "ms"),
+    Target("inference.ort_ms@1", "ONNX Runtime, single-server path", 2.0, "max", "ms"),
+    Target("inference.speedup_vs_predict@90", "per server vs the faster predict() path at 90 servers", 20.0, "min", "×", quick_limit=1.0),
+    Target("inference.speedup_vs_predict@1", "per server vs the faster predict() path at 1 server", 100.0, "min", "×", quick_limit=5.0),
+)  # fmt: skip
+
+
+def _ort_runner(model_dir: Any, feed: dict[str, np.ndarray], threads: int = 0) -> Callable[[], Any]:
+    from fleetcast.appliance.model import load_model
+
+    loaded = load_model(model_dir, ["CPUExecutionProvider"], threads)
+    n = int(feed["encoder_lengths"].shape[0])
+
+    def run() -> np.ndarray:
+        parts = [
+            loaded.run({k: v[lo : lo + APPLIANCE_BATCH] for k, v in feed.items()})
+            for lo in range(0, n, APPLIANCE_BATCH)
+        ]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    return run
+
+
+class _TorchSide:
+    """The bundle's PyTorch model and the pytorch-forecasting objects of one fleet's windows."""
+
+    def __init__(self, bundle: Any, fleet: Any) -> None:
+        from fleetcast.trainer.dataset import GROUP_ID
+        from fleetcast.trainer.predict import window_frame
+
+        self.bundle = bundle
+        cfg = bundle.dataset_config
+        frame = fleet.frame(cfg.max_encoder_length + 1)
+        last = int(frame["time_idx"].max())
+        self.windows = [(name, last) for name in fleet.names]
+        self.wf = window_frame(frame, self.windows, cfg)
+        params = dict(bundle.dataset_parameters())
+        params["categorical_encoders"] = {
+            k: v
+            for k, v in params["categorical_encoders"].items()
+            if k not in (GROUP_ID, f"__group_id__{GROUP_ID}")
+        }
+        self.params = params
+        self.batch = min(len(self.windows), APPLIANCE_BATCH)
+        self.dataset = self._dataset()
+        self.loader = self.dataset.to_dataloader(train=False, batch_size=self.batch)
+        self.batches = [x for x, _ in self.loader]
+
+    def _dataset(self) -> Any:
+        from pytorch_forecasting import TimeSeriesDataSet
+
+        return TimeSeriesDataSet.from_parameters(self.params, self.wf, predict=True)
+
+    def _predict(self, data: Any, *, index: bool = False) -> Any:
+        return self.bundle.model.predict(
+            data,
+            mode="quantiles",
+            return_index=index,
+            batch_size=self.batch,
+            trainer_kwargs={
+                "accelerator": "cpu",
+                "logger": False,
+                "enable_progress_bar": False,
+                "enable_model_summary": False,
+            },
+        )
+
+    def predict_dataframe(self) -> Any:
+        return self._predict(self._dataset())
+
+    def predict_dataloader(self) -> Any:
+        return self._predict(self.loader)
+
+    def forward(self) -> Any:
+        import torch
+
+        with torch.inference_mode():
+            return [self.bundle.model(x)["prediction"] for x in self.batches]
+
+
+def _quiet() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("lightning", "lightning.pytorch", "pytorch_lightning", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def run_inference(
+    prepared: PreparedModel,
+    sizes: Sequence[int],
+    repeats: dict[int, int],
+    *,
+    baseline_max: int,
+    budget_s: float,
+) -> dict[str, Any]:
+    """Measure every contender at every size; returns rows, ratios and the target values."""
+    from fleetbench.fleet import simulate_fleet
+    from fleetcast.contract.features import ModelSpec
+
+    _quiet()
+    bundle = None
+    if prepared.has_bundle:
+        from fleetcast.trainer.bundle import load_bundle
+
+        bundle = load_bundle(prepared.model_dir)
+    import onnxruntime as ort
+
+    meta = ort.InferenceSession(
+        str(prepared.onnx_path), providers=["CPUExecutionProvider"]
+    ).get_modelmeta()
+    spec = ModelSpec.from_metadata(meta.custom_metadata_map)
+    biggest = max(sizes)
+    fleet_all = simulate_fleet(biggest, spec.encoder_length + 2)
+    rows: list[dict[str, Any]] = []
+    values: dict[str, float | None] = {}
+    agreement: dict[str, Any] = {}
+    checked = [s for s in sizes if s <= min(baseline_max, 1000)]
+    agreement_size = max(checked) if checked else None
+    for n in sizes:
+        fleet = fleet_all.servers(n)
+        feed = fleet.model_inputs(spec).as_feed()
+        reps = repeats.get(n, 3)
+        contenders: dict[str, Callable[[], Any]] = {"ort": _ort_runner(prepared.model_dir, feed)}
+        note = ""
+        torch_side = None
+        if bundle is not None and n <= baseline_max:
+            torch_side = _TorchSide(bundle, fleet)
+            contenders["torch_forward"] = torch_side.forward
+            contenders["predict_dataloader"] = torch_side.predict_dataloader
+            contenders["predict_dataframe"] = torch_side.predict_dataframe
+        elif bundle is None:
+            note = "PyTorch baselines need the bundle (model.safetensors) beside model.onnx"
+        else:
+            note = f"PyTorch baselines run up to {baseline_max} servers (time bound)"
+        summaries: dict[str, Summary] = {}
+        for name, func in contenders.items():
+            log.info("inference: %s at %d servers (%d runs)", name, n, reps)
+            summaries[name] = summarize(time_calls(func, reps, warmup=1, budget_s=budget_s)).scaled(
+                1.0 / n
+            )
+        if torch_side is not None and n == agreement_size:
+            agreement = _agreement(contenders["ort"](), torch_side, n)
+        row: dict[str, Any] = {
+            "servers": n,
+            "per_server_ms": {k: v.to_dict() for k, v in summaries.items()},
+            "note": note,
+        }
+        speedups = {k: ratio(v, summaries["ort"]) for k, v in summaries.items() if k != "ort"}
+        row["speedup_of_ort"] = {k: round(v, 2) for k, v in speedups.items()}
+        rows.append(row)
+        values[f"inference.ort_ms_per_server@{n}"] = summaries["ort"].median
+        if n == 1:
+            values["inference.ort_ms@1"] = summaries["ort"].median
+        predicts = [
+            speedups[k] for k in ("predict_dataloader", "predict_dataframe") if k in speedups
+        ]
+        if predicts:
+            values[f"inference.speedup_vs_predict@{n}"] = min(predicts)
+    return {
+        "encoder_length": spec.encoder_length,
+        "prediction_length": spec.prediction_length,
+        "rows": rows,
+        "agreement": agreement,
+        "target_values": values,
+    }
+
+
+def _agreement(ort_out: np.ndarray, side: _TorchSide, n: int) -> dict[str, Any]:
+    """ORT (inputs from the numpy reference) vs predict() (pytorch-forecasting's own inputs)."""
+    pred = side._predict(side.loader, index=True)
+    index = pred.index
+    outputs = pred.output if isinstance(pred.output, list | tuple) else [pred.output]
+    stacked = np.stack([o.detach().cpu().numpy() for o in outputs], axis=1).astype(np.float32)
+    order = {name: i for i, name in enumerate(f"{s}@{e}" for s, e in side.windows)}
+    rows = [order[str(k)] for k in index["server_name"].tolist()]
+    ort_sorted = ort_out[rows]
+    diff = np.abs(ort_sorted - stacked)
+    rel = diff / np.maximum(np.abs(stacked), 0.01)
+    return {
+        "servers": n,
+        "max_abs": float(diff.max()),
+        "max_rel": float(rel.max()),
+        "what": "ORT on build_inputs tensors vs predict() on pytorch-forecasting's own "
+        "dataloader, same windows (real units)",
+    }
