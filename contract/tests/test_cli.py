@@ -69,3 +69,18 @@ def test_unknown_command_is_an_argparse_error(monkeypatch):
     with pytest.raises(SystemExit) as info:
         cli.main(["frobnicate"])
     assert info.value.code == 2
+
+
+def test_known_commands_are_exactly_the_registered_entry_points():
+    """A name in KNOWN_COMMANDS that no distribution registers would make ``fleetcast <name>``
+    claim that an installed distribution is missing ('evaluate' once did)."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    registered: dict[str, str] = {}
+    for component in ("contract", "trainer", "exporter", "appliance", "dashboard"):
+        project = tomllib.loads((root / component / "pyproject.toml").read_text())["project"]
+        for name in project["entry-points"]["fleetcast.commands"]:
+            registered[name] = project["name"]
+    assert registered == cli.KNOWN_COMMANDS

@@ -367,6 +367,29 @@ def test_records_to_batch_and_settings_checks(toy_dir: Path) -> None:
         _open(toy_dir, warning_probability=0.8, critical_probability=0.5)
 
 
+def test_a_clock_in_the_future_does_not_stop_forecasts(toy_dir: Path) -> None:
+    """One sample a year ahead must not become the fleet's closed step: the live fleet's
+    next steps still close (and trigger forecasts), and a restore keeps it that way."""
+    engine = _open(toy_dir, capacity=16)
+    live = [f"ppweb{i:03d}" for i in range(10)]
+    row = [[20, 40, 2, 30]] * 10
+    for k in range(30):
+        engine.ingest(_batch([START + k * STEP] * 10, live, row))
+    assert engine.run_forecast().data_time == _iso(START + 28 * STEP)
+    ahead = engine.ingest(_batch([START + 105_120 * STEP], ["ppml0001"], [[20, 40, 2, 30]]))
+    assert ahead.accepted == 1
+    assert ahead.latest_step == START + 28 * STEP
+    r = engine.ingest(_batch([START + 30 * STEP] * 10, live, row))
+    assert (r.closed_steps, r.latest_step) == (1, START + 29 * STEP)
+    assert engine.forecast_due()
+    assert engine.run_forecast().data_time == _iso(START + 29 * STEP)
+    assert not engine.forecast_due()
+    assert engine.status()["data_time"] == _iso(START + 29 * STEP)
+    restored = Engine.restore(EngineConfig(model_dir=toy_dir, capacity=16), engine.state_arrays())
+    r = restored.ingest(_batch([START + 31 * STEP] * 10, live, row))
+    assert (r.closed_steps, r.latest_step) == (1, START + 30 * STEP)
+
+
 def test_stale_servers_and_a_clock_in_the_future(toy_dir: Path) -> None:
     engine = _open(toy_dir, capacity=16)
     live = [f"ppweb{i:03d}" for i in range(10)]

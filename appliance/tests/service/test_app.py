@@ -180,6 +180,23 @@ def test_all_invalid_is_422_malformed_is_400(client_for: Any, svc: Any) -> None:
     _error(client.post("/metrics", json={"rows": []}), 400)
 
 
+def test_out_of_range_timestamps_are_rejected_not_500(client_for: Any, svc: Any) -> None:
+    """Epoch seconds past int64 or past year 9998 are per-record rejections; the appliance
+    keeps answering afterwards (a year-31 million step once broke /status and every POST)."""
+    client = client_for()
+    good = svc.make_records(names=("ppml0001",), steps=2)
+    far = [1e300, -1e20, 1e15, "9999-12-31T23:59:59Z", -300]
+    batch = [good[0], *(dict(good[0], timestamp=t) for t in far), good[1]]
+    response = client.post("/metrics", json={"records": batch})
+    assert response.status_code == 200, response.text
+    body = msgspec.convert(response.json(), IngestResponse)
+    assert body.accepted == 2
+    assert [r.index for r in body.rejected] == [1, 2, 3, 4, 5]
+    assert all("timestamp" in r.reason for r in body.rejected)
+    assert client.get("/status").status_code == 200
+    assert client.post("/metrics", json={"records": good[1:]}).status_code == 200
+
+
 def test_msgpack_body(client_for: Any, svc: Any) -> None:
     client = client_for()
     records = svc.make_records(steps=2)
@@ -298,6 +315,10 @@ def test_reload_swaps_model_and_keeps_buffers(client_for: Any, svc: Any, model_d
     assert client.post("/admin/reload", headers=key).status_code == 200  # --model-dir itself
 
     escape = _error(client.post("/admin/reload", json={"model_dir": "../../etc"}, headers=key), 422)
+    nul = _error(client.post("/admin/reload", json={"model_dir": "next\u0000x"}, headers=key), 422)
+    assert nul.error == "model_dir not allowed"
+    long = _error(client.post("/admin/reload", json={"model_dir": "m" * 300}, headers=key), 422)
+    assert long.error == "no model there"
     assert "/" not in escape.detail.replace("../../etc", "")
     broken = model_dir.parent / "broken"
     broken.mkdir()

@@ -124,3 +124,41 @@ def test_logs_older_than_snapshot_are_ignored(tmp_path: Path) -> None:
     found = StateStore(tmp_path).recover()
     assert found.batches == []
     assert not (tmp_path / "log-00000000.wal").exists()
+
+
+def test_failed_append_leaves_no_torn_frame_before_later_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that fails half-way (disk full) is cut off, so frames acknowledged after it
+    survive recovery instead of being dropped behind a torn frame."""
+    import errno
+    import os
+
+    from fleetcast.appliance import persistence
+
+    store = StateStore(tmp_path)
+    store.recover()
+    store.append(_cols(2))
+    real_write = os.write
+    calls = []
+
+    def half_then_full(fd: int, data: memoryview) -> int:
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(persistence.os, "write", half_then_full)
+    with pytest.raises(OSError):
+        store.append(_cols(3, start=5))
+    monkeypatch.setattr(persistence.os, "write", real_write)
+    store.append(_cols(4, start=20))
+    store.close()
+
+    again = StateStore(tmp_path)
+    recovery = again.recover()
+    again.close()
+    assert recovery.dropped == []
+    assert len(recovery.batches) == 2
+    assert _same(recovery.batches[0], _cols(2))
+    assert _same(recovery.batches[1], _cols(4, start=20))

@@ -60,6 +60,7 @@ def test_api_key_from_file_and_env(tmp_path: Path) -> None:
         ({"speed": "-1"}, "speed"),
         ({"bogus": 1}, "Unknown setting"),
         ({"api_key_file": Path("/nonexistent/key")}, "API key file"),
+        ({"read_key_required": True}, "no API key is configured"),
     ],
 )
 def test_invalid_values_say_what_and_how(values: dict[str, object], match: str) -> None:
@@ -114,3 +115,29 @@ def test_every_cli_flag_maps_to_a_setting(tmp_path: Path) -> None:
     assert settings.access_log is False
     # unset flags defer to the environment
     assert build_settings(cli_values(parser.parse_args([])), env={"FLEETCAST_PORT": "7"}).port == 7
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "match"),
+    [
+        ("bad_profile.json", '{"cpu_pct": {"bogus": 5}}', "Unknown profile 'bogus'"),
+        ("bad_value.json", '{"cpu_pct": {"web_api": "x"}}', "positive number"),
+        ("not_a_table.json", "[1, 2]", "expected a table"),
+        ("bad_metric.toml", "[gpu_pct]\ndefault = 5\n", "Unknown metric 'gpu_pct'"),
+    ],
+)
+def test_unusable_thresholds_file_is_a_settings_error(
+    tmp_path: Path, name: str, text: str, match: str
+) -> None:
+    """A bad thresholds file is one clear SettingsError (no traceback at `fleetcast serve`)."""
+    path = tmp_path / name
+    path.write_text(text)
+    settings = build_settings({"thresholds_file": path}, env={})
+    with pytest.raises(SettingsError, match=match) as info:
+        settings.load_thresholds()
+    assert "Fix:" in str(info.value)
+    good = tmp_path / "good.toml"
+    good.write_text("[cpu_pct]\nweb_api = 80\n")
+    assert build_settings({"thresholds_file": good}, env={}).load_thresholds() == {
+        "cpu_pct": {"web_api": 80}
+    }

@@ -225,7 +225,7 @@ class Engine:
                 st[i] = -1 if not s else state_index[s]
             codes = self._buf.append(srv, ts, metrics, st)
             n_srv = self._buf.n
-            newest = int(self._buf.last_step[:n_srv].max()) - 1 if n_srv else -1
+            newest = self._fleet_newest(self._buf.last_step[:n_srv] - 1)
             old = self._fleet_closed
             closed = 0
             if newest > old:
@@ -272,6 +272,18 @@ class Engine:
             latest_step=int(latest * step) if latest >= 0 else None,
         )
 
+    def _fleet_newest(self, ends: np.ndarray) -> int:
+        """Newest closed step (n,) -> int of the servers in step with the fleet; -1 if none.
+
+        A server whose clock runs ahead (leading the reference step of :meth:`_readiness` by
+        more than ``stale_after_steps``) is left out: one bad clock must not move the fleet's
+        closed step, which would stop forecasts until the fleet catches up with it.
+        """
+        if ends.size == 0:
+            return -1
+        ref = int(np.percentile(ends, 90, method="lower"))
+        return int(ends[ends <= ref + self.config.stale_after_steps].max())
+
     def forecast_due(self) -> bool:
         """True when the fleet's newest closed step is newer than the last forecast's."""
         return self._fleet_closed > self._last_forecast_step
@@ -315,7 +327,8 @@ class Engine:
                 idx = np.flatnonzero(ready)
                 b = int(idx.size)
                 if ends.size:
-                    self._last_forecast_step = max(self._last_forecast_step, int(ends.max()))
+                    newest = self._fleet_newest(ends)
+                    self._last_forecast_step = max(self._last_forecast_step, newest)
                 if b == 0:
                     return None
                 fleet_end = int(ends[idx].max())

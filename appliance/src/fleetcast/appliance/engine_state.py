@@ -50,5 +50,5 @@ def load_state(engine: Engine, arrays: Mapping[str, np.ndarray]) -> None:
             engine._known[i] = name in engine.spec.server_mapping
         engine._history.load_arrays(arrays, n)
         ends = engine._buf.last_step[:n] - 1
-        engine._fleet_closed = int(ends.max()) if n else -1
+        engine._fleet_closed = engine._fleet_newest(ends)
         engine._last_forecast_step = -1  # forecast once after a restore

@@ -82,6 +82,7 @@ def status(engine: Engine) -> dict[str, Any]:
         n = engine._buf.n
         known = engine._known[:n].copy()
         names = list(engine._buf.names)
+        fleet_closed = engine._fleet_closed  # newest closed step, servers ahead left out
     ready = lengths >= spec.min_encoder_length
     stale = ready & ~forecastable & (ends < ref)
     ahead = ready & ~forecastable & (ends > ref)
@@ -121,7 +122,7 @@ def status(engine: Engine) -> dict[str, Any]:
         "forecast_runs": engine._runs,
         "error_rate": round(engine._failures / engine._runs, 4) if engine._runs else 0.0,
         "last_prediction_time": engine._last_prediction_time,
-        "data_time": iso(int(ends.max()) * step) if ends.size else None,
+        "data_time": iso(fleet_closed * step) if fleet_closed >= 0 else None,
         "ingest": dict(engine._counters),
         "thresholds": engine.thresholds.to_dict(),
     }

@@ -238,11 +238,21 @@ class StateStore:
             raise RuntimeError("StateStore.append before recover()")
         frame = encode_frame(cols, self._encoder)
         view = memoryview(frame)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        if self.fsync:
-            os.fdatasync(self._fd)
+        start = self.log_bytes
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            if self.fsync:
+                os.fdatasync(self._fd)
+        except OSError:
+            # A part-written frame (disk full) must not stay in the middle of the log: the
+            # next acknowledged frames would follow it and recovery would cut them off.
+            try:
+                os.ftruncate(self._fd, start)
+            except OSError:
+                _log.exception("cannot cut a part-written frame off the sample log")
+            raise
         self.log_bytes += len(frame)
         self.appends += 1
         return len(frame)

@@ -236,7 +236,9 @@ class Runtime:
                 self.forecast_errors += 1
                 _log.exception("forecast run failed; the previous forecast stays served")
                 continue
-            if forecast is not None:
+            if forecast is not None and engine is self.engine:
+                # A run on a model that /admin/reload replaced meanwhile is dropped: the
+                # reload publishes the new model's first forecast itself.
                 self.publish(forecast)
 
     def publish(self, forecast: ForecastSet) -> None:

@@ -156,16 +156,31 @@ class Settings:
             return None
         import json
 
+        from fleetcast.appliance.risk import Thresholds
+
         try:
             text = self.thresholds_file.read_bytes()
             if self.thresholds_file.suffix == ".json":
-                return dict(json.loads(text))
-            return tomllib.loads(text.decode("utf-8"))
+                table = json.loads(text)
+            else:
+                table = tomllib.loads(text.decode("utf-8"))
         except (OSError, ValueError) as exc:
             raise SettingsError(
                 f"Cannot read the thresholds file ({type(exc).__name__}: {exc}).",
                 "point --thresholds-file at a readable TOML or JSON file.",
             ) from exc
+        try:
+            if not isinstance(table, dict):
+                raise TypeError(
+                    f"expected a table {{metric: {{profile: threshold}}}}, got {table!r}"
+                )
+            Thresholds(table)  # unknown metrics or profiles, non-positive values
+        except (TypeError, ValueError) as exc:
+            raise SettingsError(
+                f"The thresholds file holds an unusable table ({exc}).",
+                "fix the file (see docs/RISK.md#configuration for its form).",
+            ) from exc
+        return table
 
 
 def parse_rate_limit(text: str) -> tuple[str, int] | None:
@@ -360,6 +375,12 @@ def build_settings(
         raise SettingsError(
             "The API key is shorter than 16 characters.",
             "generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`.",
+        )
+    if settings.read_key_required and settings.api_key is None:
+        raise SettingsError(
+            "--read-key-required was given but no API key is configured, so every read "
+            "(and every write) would stay open.",
+            "set FLEETCAST_API_KEY or --api-key-file, or drop --read-key-required.",
         )
     if settings.demo and settings.source == "prometheus":
         raise SettingsError(

@@ -23,7 +23,6 @@ KNOWN_COMMANDS: dict[str, str] = {
     "generate": "fleetcast-contract",
     "validate": "fleetcast-contract",
     "train": "fleetcast-trainer",
-    "evaluate": "fleetcast-trainer",
     "export": "fleetcast-exporter",
     "serve": "fleetcast-appliance",
     "dashboard": "fleetcast-dashboard",

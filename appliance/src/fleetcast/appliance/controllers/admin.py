@@ -33,8 +33,9 @@ def resolve_model_dir(settings: Settings, name: str | None) -> Path:
     if not name:
         return settings.model_dir
     root = settings.model_dir.parent.resolve()
-    candidate = (root / name).resolve()
-    if candidate.parent != root or "/" in name.strip("/") or name in {".", ".."}:
+    bad_name = "\x00" in name or "/" in name.strip("/") or name in {".", ".."}
+    candidate = root if bad_name else (root / name).resolve()  # NUL: resolve() raises
+    if bad_name or candidate.parent != root:
         raise ApiError(
             422,
             "model_dir not allowed",
@@ -42,7 +43,11 @@ def resolve_model_dir(settings: Settings, name: str | None) -> Path:
             "pass the bare folder name of a bundle next to the current one, e.g. tft_model_20261127_101500",
             _SEE_RELOAD,
         )
-    if not (candidate / "model.onnx").is_file():
+    try:
+        found = (candidate / "model.onnx").is_file()
+    except OSError:  # e.g. a name longer than the file system allows
+        found = False
+    if not found:
         raise ApiError(
             422,
             "no model there",

@@ -41,6 +41,9 @@ _JSON_RECORD = msgspec.json.Decoder(RecordIn)
 _MP_FULL = msgspec.msgpack.Decoder(MetricsIn)
 _MP_RAW = msgspec.msgpack.Decoder(RawMetricsIn)
 _MP_RECORD = msgspec.msgpack.Decoder(RecordIn)
+_MAX_EPOCH = 253_370_764_800
+"""9999-01-01T00:00:00Z: later timestamps (and their forecast horizons) cannot be written
+as ISO dates, so a record past it would break every later answer; it is rejected."""
 # Decoders are immutable and thread-safe: module-level constants, not state.
 
 
@@ -55,11 +58,14 @@ class DecodedBatch:
 
 
 def _epoch(ts: datetime | float) -> int | None:
+    """Whole epoch seconds, or None when not finite or outside 1970 .. 9998."""
     if isinstance(ts, datetime):
-        return math.floor(ts.timestamp())
-    if isinstance(ts, bool) or not math.isfinite(ts):
+        seconds = math.floor(ts.timestamp())
+    elif isinstance(ts, bool) or not math.isfinite(ts):
         return None
-    return math.floor(ts)
+    else:
+        seconds = math.floor(ts)
+    return seconds if 0 <= seconds < _MAX_EPOCH else None
 
 
 def decode_metrics(body: bytes, msgpack: bool) -> DecodedBatch:
@@ -96,7 +102,13 @@ def decode_metrics(body: bytes, msgpack: bool) -> DecodedBatch:
             continue
         epoch = _epoch(rec.timestamp)
         if epoch is None:
-            rejected.append(Rejected(index=i, reason="invalid timestamp: not a finite number"))
+            rejected.append(
+                Rejected(
+                    index=i,
+                    reason="invalid timestamp: not finite epoch seconds between 1970 and 9998 "
+                    "(docs/DATA_CONTRACT.md#timestamp)",
+                )
+            )
             continue
         keep.append(i)
         ts.append(epoch)
