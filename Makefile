@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 PKGS := -e ./contract -e ./trainer -e ./exporter -e "./appliance[cpu]" -e ./dashboard
 DEV := "pytest>=8" "ruff>=0.6" "pytest-playwright>=0.5" "httpx>=0.27" "websockets>=12"
-APPLIANCE_DEV := "pytest>=8" "httpx>=0.27" "websockets>=12"
+APPLIANCE_DEV := "pytest>=8" "httpx>=0.27" "websockets>=12" "prometheus-client>=0.20"
 # The appliance's tests run only in $(APPLIANCE_VENV), where torch is not installed.
 PY_TEST_DIRS = $(wildcard contract/tests trainer/tests exporter/tests dashboard/tests benchmarks/tests)
 # CPU build of torch that installs offline on the project's machines (see README.md#install).
