@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fleetcast.contract.errors import explain
+from fleetcast.contract.model_spec import INPUT_NAMES, OUTPUT_NAME
 from fleetcast.contract.schema import CONTRACT_VERSION, METRIC_COLUMNS
 
 if TYPE_CHECKING:
@@ -65,15 +66,6 @@ PREFERRED_PROVIDERS: tuple[str, ...] = (
     "CUDAExecutionProvider",
     "CPUExecutionProvider",
 )
-INPUT_NAMES: tuple[str, ...] = (
-    "encoder_cat",
-    "encoder_cont",
-    "encoder_lengths",
-    "decoder_cat",
-    "decoder_cont",
-    "target_scale",
-)
-OUTPUT_NAME = "quantiles"
 FORMAT_DOC = "docs/MODEL_FORMAT.md#onnx-graph"
 REEXPORT = "Re-export the model with this version of fleetcast (`fleetcast export --bundle DIR`)."
 

@@ -27,13 +27,28 @@ if TYPE_CHECKING:
 __all__ = [
     "CALENDAR_FEATURES",
     "FORMAT_VERSION",
+    "INPUT_NAMES",
     "METADATA_KEYS",
+    "OUTPUT_NAME",
     "ModelSpec",
     "RealScaler",
 ]
 
 FORMAT_VERSION = 1
 """Version of the metadata layout below; bumped on any incompatible change."""
+
+INPUT_NAMES: tuple[str, ...] = (
+    "encoder_cat",
+    "encoder_cont",
+    "encoder_lengths",
+    "decoder_cat",
+    "decoder_cont",
+    "target_scale",
+)
+"""The ONNX graph's input names, in positional order (docs/MODEL_FORMAT.md#onnx-graph)."""
+
+OUTPUT_NAME = "quantiles"
+"""The graph's single output: float32 [batch, target, step, quantile] in real units."""
 
 CALENDAR_FEATURES: tuple[str, ...] = ("hour_sin", "hour_cos", "dow_sin", "dow_cos")
 """The time-varying known reals :func:`calendar_features` computes, in this column order."""

@@ -25,6 +25,8 @@ import torch
 from torch import nn
 from torch.nn.utils import rnn
 
+from fleetcast.contract.model_spec import INPUT_NAMES, OUTPUT_NAME
+
 if TYPE_CHECKING:
     from pytorch_forecasting import TemporalFusionTransformer
 
@@ -35,19 +37,6 @@ __all__ = [
     "reference_forward",
     "target_transforms",
 ]
-
-INPUT_NAMES: tuple[str, ...] = (
-    "encoder_cat",
-    "encoder_cont",
-    "encoder_lengths",
-    "decoder_cat",
-    "decoder_cont",
-    "target_scale",
-)
-"""Graph input names, in positional order."""
-
-OUTPUT_NAME = "quantiles"
-"""The graph's single output: float32 [batch, target, step, quantile] in real units."""
 
 
 def target_transforms(tft: TemporalFusionTransformer) -> list[str]:
