@@ -83,7 +83,7 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--horizon-power",
         type=float,
-        default=0.5,
+        default=1.0,
         help="loss weight of prediction step h is h**-P (0 = all steps alike)",
     )
     p.add_argument("--hidden-size", type=int, default=32)
