@@ -122,3 +122,14 @@ def test_invalid_names(bad):
 )
 def test_profile_from_name(name, profile):
     assert profile_from_name(name) == profile
+
+
+def test_profile_rules_compile_and_refuse_bad_ones() -> None:
+    from fleetcast.contract.encoder import parse_profile_rules
+
+    rules = parse_profile_rules(["^db-=database", "web=web_api"])
+    assert [(p.pattern, prof) for p, prof in rules] == [("^db-", "database"), ("web", "web_api")]
+    with pytest.raises(ValueError, match="REGEX=PROFILE"):
+        parse_profile_rules(["^db-=nosuchprofile"])
+    with pytest.raises(ValueError, match="invalid regex"):
+        parse_profile_rules(["(=database"])

@@ -9,12 +9,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fleetcast.contract.errors import ContractError
-from fleetcast.contract.schema import CONTRACT_VERSION, PROFILE_NAME_PREFIXES
+from fleetcast.contract.schema import CONTRACT_VERSION, PROFILE_NAME_PREFIXES, VALID_PROFILES
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-__all__ = ["ID_HEX_DIGITS", "MAPPING_FILE", "ServerEncoder", "profile_from_name", "server_id"]
+__all__ = [
+    "ID_HEX_DIGITS",
+    "MAPPING_FILE",
+    "ServerEncoder",
+    "parse_profile_rules",
+    "profile_from_name",
+    "server_id",
+]
 
 ID_HEX_DIGITS = 12
 """Length of a server ID: the first 12 hex digits (48 bits) of SHA-256(name)."""
@@ -49,6 +56,31 @@ def profile_from_name(name: str) -> str:
         if pattern.match(lowered):
             return profile
     return "generic"
+
+
+def parse_profile_rules(rules: Iterable[str]) -> tuple[tuple[re.Pattern[str], str], ...]:
+    """Compile ``"REGEX=PROFILE"`` rules (matched against a server name, first wins).
+
+    Raises ValueError naming the bad rule and the way out (docs/PROMETHEUS.md#profiles).
+    """
+    out = []
+    for rule in rules:
+        pattern, sep, profile = str(rule).rpartition("=")
+        profile = profile.strip()
+        if not sep or not pattern or profile not in VALID_PROFILES:
+            raise ValueError(
+                f"Expected a profile rule like '^db-=database', but got {rule!r}: write "
+                f"REGEX=PROFILE with PROFILE one of {', '.join(VALID_PROFILES)}. "
+                "See docs/PROMETHEUS.md#profiles."
+            )
+        try:
+            out.append((re.compile(pattern), profile))
+        except re.error as exc:
+            raise ValueError(
+                f"Profile rule {rule!r} has an invalid regex ({exc}). "
+                "See docs/PROMETHEUS.md#profiles."
+            ) from exc
+    return tuple(out)
 
 
 class ServerEncoder:

@@ -13,7 +13,6 @@ the expressions evaluated at the step's **last second**, ``k * 300 + 299``
 
 from __future__ import annotations
 
-import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -23,10 +22,12 @@ from typing import TYPE_CHECKING
 import msgspec
 import numpy as np
 
+from fleetcast.contract.encoder import parse_profile_rules
 from fleetcast.contract.schema import METRIC_COLUMNS, STEP_SECONDS, VALID_PROFILES
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    import re
+    from collections.abc import Mapping, Sequence
 
 __all__ = [
     "DEFAULT_QUERIES",
@@ -276,27 +277,6 @@ def resolve_queries(overrides: Mapping[str, str | None] | None = None) -> dict[s
             f"and disk. Fix: give one per metric or keep the defaults. See {_SEE}#queries."
         )
     return queries
-
-
-def parse_profile_rules(rules: Iterable[str]) -> tuple[tuple[re.Pattern[str], str], ...]:
-    """Compile ``"REGEX=PROFILE"`` strings (matched against the server name, first wins)."""
-    out = []
-    for rule in rules:
-        pattern, sep, profile = str(rule).rpartition("=")
-        profile = profile.strip()
-        if not sep or not pattern or profile not in VALID_PROFILES:
-            raise ValueError(
-                f"Expected a profile rule like '^db-=database', but got {rule!r}: write "
-                f"REGEX=PROFILE with PROFILE one of {', '.join(VALID_PROFILES)}. "
-                f"See {_SEE}#profiles."
-            )
-        try:
-            out.append((re.compile(pattern), profile))
-        except re.error as exc:
-            raise ValueError(
-                f"Profile rule {rule!r} has an invalid regex ({exc}). See {_SEE}#profiles."
-            ) from exc
-    return tuple(out)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fleetcast.contract.encoder import profile_from_name
+from fleetcast.contract.encoder import parse_profile_rules, profile_from_name
 from fleetcast.contract.records import validate_columns
 from fleetcast.contract.schema import (
     CONTRACT_VERSION,
@@ -171,23 +171,12 @@ class ImportReport:
 
 def compile_profile_rules(rules: Iterable[str]) -> list[tuple[re.Pattern[str], str]]:
     """``"REGEX=PROFILE"`` strings (matched on the server name, first wins), compiled."""
-    out = []
-    for rule in rules:
-        pattern, sep, profile = str(rule).rpartition("=")
-        profile = profile.strip()
-        if not sep or not pattern or profile not in VALID_PROFILES:
-            raise ImportFailure(
-                f"Expected a profile rule like '^db-=database', but got {rule!r}. Why it "
-                "matters: the profile conditions the model. Fix: write REGEX=PROFILE with "
-                f"PROFILE one of {', '.join(VALID_PROFILES)}. See {_SEE}."
-            )
-        try:
-            out.append((re.compile(pattern), profile))
-        except re.error as exc:
-            raise ImportFailure(
-                f"Profile rule {rule!r} is not a valid regex ({exc}). Fix the pattern. See {_SEE}."
-            ) from exc
-    return out
+    try:
+        return list(parse_profile_rules(rules))
+    except ValueError as exc:
+        raise ImportFailure(
+            f"{exc} Why it matters: the profile conditions the model. See {_SEE}."
+        ) from exc
 
 
 def bucket_last(block: RowBlock, report: ImportReport) -> RowBlock:
