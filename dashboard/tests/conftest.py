@@ -106,7 +106,7 @@ def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
     port = free_port()
     args = [
         "serve", "--demo", "--model-dir", str(model_dir), "--port", str(port),
-        "--state-dir", str(root / "state"), "--speed", "120", "--demo-servers", "40",
+        "--state-dir", str(root / "state"), "--speed", "240", "--demo-servers", "40",
     ]  # fmt: skip
     process = Process(
         _start(args, root / "appliance.log"), f"http://127.0.0.1:{port}", root / "appliance.log"
