@@ -55,10 +55,46 @@ def test_parity_report_passes_at_mixed_lengths(exported: ExportReport) -> None:
     assert [p.batch for p in exported.parity] == [1, 7, 90]
     assert all(p.passed for p in exported.parity)
     assert max(p.max_abs for p in exported.parity) < 1e-4
+    assert max(p.max_rel_range for p in exported.parity) < 1e-4
     big = exported.parity[-1]
     assert big.lengths[0] < big.lengths[1] == 48  # short and full windows in one batch
     assert exported.latency_ms[1] > 0
     assert "parity ORT CPU vs PyTorch" in exported.format()
+
+
+def test_report_gives_float32_rounding_floor_against_float64(exported: ExportReport) -> None:
+    floor = exported.floor
+    assert floor is not None
+    assert floor.batch == 90
+    # float32 is never exact: PyTorch's own float32 forward differs from float64 ...
+    assert 0 < floor.pytorch.max_abs < 1e-3
+    # ... and ONNX Runtime is as close to float64 as PyTorch float32 is (same order).
+    assert floor.onnx.max_abs < 10 * floor.pytorch.max_abs + 1e-6
+    assert "rounding floor at batch 90" in exported.format()
+    assert exported.to_dict()["rounding_floor"]["pytorch_max_abs"] == floor.pytorch.max_abs
+
+
+def test_relative_parity_is_measured_against_each_targets_range() -> None:
+    from fleetcast.exporter.parity import compare, errors
+
+    expected = np.zeros((2, 2, 3, 3))
+    expected[:, 0] = 50.0  # a target around 50 ...
+    expected[0, 0, 0, 0] = 0.001  # ... with one quantile near zero (float32 cancellation)
+    expected[:, 1] = 200.0
+    actual = expected.copy()
+    actual[0, 0, 0, 0] += 5e-5  # 5 % of a value near zero, 1e-6 of the target's range
+    err = errors(actual, expected, rtol=1e-4, atol=1e-4)
+    assert err.max_abs == pytest.approx(5e-5)
+    assert err.max_rel == pytest.approx(5e-5 / 1e-2)  # element-wise, floored at 0.01
+    assert err.max_rel_range == pytest.approx(5e-5 / 50.0)
+    assert compare(actual, expected, rtol=1e-4, atol=1e-4)[2]
+    # 0.03 on a value of 200: beyond atol + rtol·|ref| (0.0201) and 1.5e-4 of the range.
+    actual[1, 1, 2, 2] += 0.03
+    assert not compare(actual, expected, rtol=1e-4, atol=1e-4)[2]
+    # Within atol + rtol·|ref| per element but above rtol of the range: refused too.
+    small = np.full((1, 1, 1, 3), 0.5)
+    assert errors(small + 9e-5, small, rtol=1e-4, atol=1e-4).within
+    assert not compare(small + 9e-5, small, rtol=1e-4, atol=1e-4)[2]
 
 
 def test_ort_matches_pytorch_when_every_window_is_short(

@@ -65,6 +65,12 @@ def register_export(subparsers: Any) -> None:
         help="comma-separated batch sizes of the parity check (default 1,7,90,1000)",
     )
     parser.add_argument(
+        "--no-rounding-floor",
+        action="store_true",
+        help="skip the float64 comparison that reports float32's own rounding error "
+        "(saves a float64 forward at the largest parity batch)",
+    )
+    parser.add_argument(
         "--triton",
         type=Path,
         default=None,
@@ -105,6 +111,7 @@ def run_export(args: argparse.Namespace) -> int:
         optimization=args.optimization,
         parity_batches=batches,
         fp16=args.fp16,
+        rounding_floor=not args.no_rounding_floor,
     )
     try:
         report = export_bundle(args.bundle, data=args.data, out=args.out, options=options)
