@@ -235,7 +235,7 @@ def run_suite(
         from fleetbench.shapes import run_chunking
 
         _guard(res, "chunking", lambda: run_chunking(
-            prepared.onnx_path, servers=mode.chunk_servers, chunks=(1024, 256, 64),
+            prepared.onnx_path, servers=mode.chunk_servers, chunks=(1024, 256, 64, 16),
             repeats=2, budget_s=mode.budget_s))  # fmt: skip
     res["limits_start"] = res["limits"]
     res["limits_end"] = measure_limits(quick=mode.name == "quick")

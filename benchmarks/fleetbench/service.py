@@ -336,11 +336,13 @@ def run_service(
                         samples += count
                     ingest_s = time.perf_counter() - t0
                 log.info("service: ingested %d samples in %.2f s", accepted, ingest_s)
+                rss_filled = _rss_mb(proc.pid)
                 step_s = _step_to_forecast(
                     base, base.replace("http", "ws") + "/ws/predictions", step_bodies,
                     forecast_timeout_s,
                 )  # fmt: skip
                 _wait_idle(base, forecast_timeout_s)
+                rss_forecast = _rss_mb(proc.pid)
                 current = httpx.get(base + "/predictions/current", timeout=30.0)
                 served = len(current.json().get("servers", [])) if current.status_code == 200 else 0
                 log.info(
@@ -382,7 +384,12 @@ def run_service(
         "get_health": floor,
         "wrk_get_current": wrk,
         "wrk_get_current_paced": wrk_paced,
-        "rss_mb": {"ready": rss_ready, "end": rss},
+        "rss_mb": {
+            "ready": rss_ready,
+            "filled": rss_filled,
+            "forecast": rss_forecast,
+            "end": rss,
+        },
         "appliance_inference_latency_ms": status.get("inference_latency_ms"),
         "log_tail": tail,
     }

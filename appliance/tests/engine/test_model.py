@@ -46,7 +46,7 @@ def test_loads_with_cpu_and_reports_providers(tmp_path: Path) -> None:
 
 
 def test_default_batch_is_small_on_cpu_and_large_on_a_gpu() -> None:
-    assert default_batch_size(["CPUExecutionProvider"]) == 64
+    assert default_batch_size(["CPUExecutionProvider"]) == 16
     assert default_batch_size(["CUDAExecutionProvider", "CPUExecutionProvider"]) == 8192
     assert default_batch_size(["TensorrtExecutionProvider", "CPUExecutionProvider"]) == 8192
 

@@ -159,12 +159,15 @@ GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
 def default_batch_size(providers: list[str] | tuple[str, ...]) -> int:
-    """Windows per ONNX Runtime call when none is configured: 8,192 on a GPU provider, else 64.
+    """Windows per ONNX Runtime call when none is configured: 8,192 on a GPU provider, else 16.
 
-    On CPU, small calls keep the activations in cache and peak memory low (264 MB RSS at 1,000
-    servers vs 2,175 MB at 1,024 per call, same speed); a GPU needs big batches.
+    On CPU, ONNX Runtime's arena keeps the activations of the largest call: for the default
+    model about 2.4 MB per window (153 MB at 64, 38 MB at 16). Calls of 16 windows ran
+    within the machine's noise of calls of 64 (2.43 vs 2.29 ms/server at 1,000 servers) and
+    kept the appliance at 353 MB peak instead of 466 MB (docs/BENCHMARKS.md); a GPU needs
+    big batches.
     """
-    return 8192 if any(p in GPU_PROVIDERS for p in providers) else 64
+    return 8192 if any(p in GPU_PROVIDERS for p in providers) else 16
 
 
 def _major(version: str) -> str:
