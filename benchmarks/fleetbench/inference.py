@@ -34,8 +34,8 @@ __all__ = ["TARGETS", "run_inference"]
 
 log = logging.getLogger("fleetbench")
 
-APPLIANCE_BATCH = 64
-"""The appliance's default inference batch on CPU (fleetcast.appliance.model.default_batch_size)."""
+PREDICT_BATCH = 64
+"""pytorch-forecasting's own ``predict()`` batch size (its default), for the PyTorch side."""
 
 TARGETS: tuple[Target, ...] = (
     Target("inference.ort_ms_per_server@1000", "ONNX Runtime, amortised per server at 1,000 servers", 0.25, "max", "ms"),
@@ -46,15 +46,15 @@ TARGETS: tuple[Target, ...] = (
 
 
 def _ort_runner(model_dir: Any, feed: dict[str, np.ndarray], threads: int = 0) -> Callable[[], Any]:
-    from fleetcast.appliance.model import load_model
+    from fleetcast.appliance.model import default_batch_size, load_model
 
     loaded = load_model(model_dir, ["CPUExecutionProvider"], threads)
     n = int(feed["encoder_lengths"].shape[0])
+    step = default_batch_size(loaded.providers)  # what Engine._infer uses on this machine
 
     def run() -> np.ndarray:
         parts = [
-            loaded.run({k: v[lo : lo + APPLIANCE_BATCH] for k, v in feed.items()})
-            for lo in range(0, n, APPLIANCE_BATCH)
+            loaded.run({k: v[lo : lo + step] for k, v in feed.items()}) for lo in range(0, n, step)
         ]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
@@ -81,7 +81,7 @@ class _TorchSide:
             if k not in (GROUP_ID, f"__group_id__{GROUP_ID}")
         }
         self.params = params
-        self.batch = min(len(self.windows), APPLIANCE_BATCH)
+        self.batch = min(len(self.windows), PREDICT_BATCH)
         self.dataset = self._dataset()
         self.loader = self.dataset.to_dataloader(train=False, batch_size=self.batch)
         self.batches = [x for x, _ in self.loader]
@@ -217,10 +217,14 @@ def _agreement(ort_out: np.ndarray, side: _TorchSide, n: int) -> dict[str, Any]:
     ort_sorted = ort_out[rows]
     diff = np.abs(ort_sorted - stacked)
     rel = diff / np.maximum(np.abs(stacked), 0.01)
+    # As the exporter's parity check: per target, relative to its largest |value|.
+    axes = (0, 2, 3)
+    rel_range = diff.max(axis=axes) / np.maximum(np.abs(stacked).max(axis=axes), 1e-12)
     return {
         "servers": n,
         "max_abs": float(diff.max()),
         "max_rel": float(rel.max()),
+        "max_rel_range": float(rel_range.max()),
         "what": "ORT on build_inputs tensors vs predict() on pytorch-forecasting's own "
         "dataloader, same windows (real units)",
     }

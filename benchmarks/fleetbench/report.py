@@ -116,7 +116,9 @@ def _inference(res: dict[str, Any]) -> list[str]:
         out += [
             f"ONNX Runtime on the numpy reference inputs vs `predict()` on pytorch-forecasting's "
             f"own dataloader, {ag['servers']} servers: max abs {ag['max_abs']:.2e}, max rel "
-            f"{ag['max_rel']:.2e} (real units).",
+            f"{ag['max_rel']:.2e} per element, {ag.get('max_rel_range', float('nan')):.2e} of "
+            "each target's range (real units; element-wise errors near zero are float32 "
+            "cancellation, see docs/EXPORT.md#parity).",
             "",
         ]
     return out
