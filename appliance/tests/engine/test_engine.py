@@ -405,3 +405,39 @@ def test_stale_servers_and_a_clock_in_the_future(toy_dir: Path) -> None:
     assert fs.data_time == _iso(START + 38 * STEP)
     st = engine.status()["servers"]
     assert (st["ready"], st["stale"], st["ahead"], st["warming"]) == (10, 1, 1, 0)
+
+
+def test_samples_from_a_clock_in_the_future_are_rejected_and_history_kept(toy_dir: Path) -> None:
+    """With ``now`` and ``max_future_s``, a sample a day ahead is refused with a reason, so
+    the server's window (and its real history) stays where the data is."""
+    engine = _open(toy_dir, capacity=4, max_future_s=3600.0)
+    now = START + 30 * STEP + 10
+    for k in range(30):
+        r = engine.ingest(_batch([START + k * STEP], ["ppweb001"], [[20 + k, 40, 2, 30]]), now=now)
+        assert r.rejected == []
+    r = engine.ingest(
+        _batch(
+            [START + 30 * STEP, START + 30 * STEP + 86_400, START + 30 * STEP + 3_000],
+            ["ppweb001", "ppweb001", "ppdb001"],
+            [[50, 40, 2, 30], [99, 99, 2, 30], [10, 20, 1, 5]],
+        ),
+        now=now,
+    )
+    assert r.accepted == 2  # the sample of this step and one 50 minutes ahead (< 1 h)
+    ((index, reason),) = r.rejected
+    assert index == 1
+    assert "24.0 h ahead of this appliance's clock" in reason
+    assert "'ppweb001'" in reason
+    assert "NTP" in reason
+    assert "docs/RISK.md#buckets" in reason
+    assert engine.status()["ingest"]["future"] == 1
+    # The server's newest step is still the real one and its history is all there.
+    history = engine.history("ppweb001", steps=31)  # as much as the ring keeps
+    assert history["timestamps"][-1] == _iso(START + 30 * STEP)
+    kept = len(history["cpu_pct"])
+    assert kept >= 24  # the toy model's encoder length
+    assert history["cpu_pct"] == [float(20 + k) for k in range(31 - kept, 30)] + [50.0]
+    # Without now (the sample log's replay), or with the check off, nothing is refused.
+    assert engine.ingest(_batch([now + 86_400], ["ppdb001"], [[1, 1, 1, 1]])).accepted == 1
+    off = _open(toy_dir, capacity=4)
+    assert off.ingest(_batch([now + 86_400], ["ppweb001"], [[1, 1, 1, 1]]), now=now).accepted == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -195,6 +196,21 @@ def test_out_of_range_timestamps_are_rejected_not_500(client_for: Any, svc: Any)
     assert all("timestamp" in r.reason for r in body.rejected)
     assert client.get("/status").status_code == 200
     assert client.post("/metrics", json={"records": good[1:]}).status_code == 200
+
+
+def test_a_sample_from_the_future_is_refused_with_its_reason(client_for: Any, svc: Any) -> None:
+    """A sender whose clock is a day ahead gets 422 naming the clock; /status counts it."""
+    client = client_for()
+    good = svc.make_records(names=("ppml0001",), steps=2)
+    ahead = dict(good[1], timestamp=int(time.time()) + 86_400)
+    body = _error(client.post("/metrics", json={"records": [ahead]}), 422)
+    assert "ahead of this appliance's clock" in body.rejected[0].reason
+    assert "--max-future-seconds" in body.rejected[0].reason
+    assert client.post("/metrics", json={"records": good}).status_code == 200
+    assert client.get("/status").json()["ingest"]["future"] == 1
+    # Switched off, the same sample is stored.
+    off = client_for(state="off", max_future_s="off")
+    assert off.post("/metrics", json={"records": [ahead]}).status_code == 200
 
 
 def test_msgpack_body(client_for: Any, svc: Any) -> None:

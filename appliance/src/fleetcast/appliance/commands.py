@@ -60,6 +60,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add("--demo-seed", type=int, help="demo: simulator seed (default 7)")
     add("--capacity", type=int, help="max servers (preallocated buffers; default 20000)")
     add(
+        "--max-future-seconds",
+        dest="max_future_s",
+        help="reject samples more than this far ahead of this machine's clock "
+        "(default 3600; 'off' disables; the demo is exempt)",
+    )
+    add(
         "--providers",
         help="comma-separated ONNX Runtime providers (default: TensorRT,CUDA,CPU available)",
     )

@@ -97,7 +97,16 @@ class Engine:
         self._fleet_closed = -1
         self._last_forecast_step = -1
         self._counters = dict.fromkeys(
-            ("accepted", "rejected", "duplicates", "superseded", "too_old", "capacity", "invalid"),
+            (
+                "accepted",
+                "rejected",
+                "duplicates",
+                "superseded",
+                "too_old",
+                "future",
+                "capacity",
+                "invalid",
+            ),
             0,
         )
         self._runs = 0
@@ -176,11 +185,14 @@ class Engine:
         if "profile" in self.spec.categorical_classes:
             self._static[idx, 0] = self.spec.encode_categorical("profile", [profile])[0]
 
-    def ingest(self, batch: RecordBatch) -> IngestResult:
+    def ingest(self, batch: RecordBatch, now: float | None = None) -> IngestResult:
         """Validate and bucket a batch into the ring buffers (thread-safe w.r.t. forecasts).
 
-        Invalid records (docs/DATA_CONTRACT.md), samples older than the ring and new servers
-        beyond the capacity are rejected with a reason; everything else is acknowledged.
+        Invalid records (docs/DATA_CONTRACT.md), samples older than the ring, new servers
+        beyond the capacity and — when ``now`` (epoch seconds, the service's clock) is given
+        and ``config.max_future_s`` is set — samples from further in the future than that are
+        rejected with a reason; everything else is acknowledged. Replays of the sample log
+        pass no ``now``: what was acknowledged once is stored again.
         """
         from fleetcast.appliance.buffers import CODE_DUPLICATE, CODE_SUPERSEDED, CODE_TOO_OLD
         from fleetcast.contract.records import validate_columns
@@ -209,6 +221,12 @@ class Engine:
         )
         ts = np.zeros(n, dtype=np.int64)
         ts[ok] = np.floor(ts_raw[ok].astype(np.float64)).astype(np.int64)
+        future: list[int] = []
+        limit = self.config.max_future_s
+        if now is not None and limit is not None:
+            ahead = ok & (ts > now + limit)
+            future = np.flatnonzero(ahead).tolist()
+            ok = ok & ~ahead
         srv = np.full(n, -1, dtype=np.int64)
         st = np.full(n, -1, dtype=np.int8)
         capacity_full: list[int] = []
@@ -242,6 +260,17 @@ class Engine:
                     "(docs/OPERATIONS.md#configuration)",
                 )
             )
+        for i in future:
+            rejected.append(
+                (
+                    i,
+                    f"timestamp {iso(ts[i])} is {(ts[i] - now) / 3600.0:.1f} h ahead of this "
+                    f"appliance's clock (more than the {limit:g} s allowed): a clock in the "
+                    f"future would move {names[i]!r}'s window past its real data; fix the "
+                    "sender's clock (NTP) or raise --max-future-seconds "
+                    "(docs/RISK.md#buckets)",
+                )
+            )
         too_old = np.flatnonzero(codes == CODE_TOO_OLD)
         if too_old.size:
             ring = self._buf.ring_steps
@@ -255,13 +284,14 @@ class Engine:
                         "can no longer change a forecast (docs/RISK.md#buckets)",
                     )
                 )
-            rejected.sort()
+        rejected.sort()
         c = self._counters
         accepted = n - len(rejected)
         c["accepted"] += accepted
         c["rejected"] += len(rejected)
         c["invalid"] += len(reasons)
         c["capacity"] += len(capacity_full)
+        c["future"] += len(future)
         c["too_old"] += int(too_old.size)
         c["duplicates"] += int(np.count_nonzero(codes == CODE_DUPLICATE))
         c["superseded"] += int(np.count_nonzero(codes == CODE_SUPERSEDED))

@@ -338,7 +338,7 @@ class Telemetry:
         out.family(
             "fleetcast_ingest_samples_total", "counter", "Samples offered to the engine, by result."
         )
-        for result in ("accepted", "rejected", "duplicates", "superseded", "too_old"):
+        for result in ("accepted", "rejected", "duplicates", "superseded", "too_old", "future"):
             if result in ingest:
                 out.sample(
                     "fleetcast_ingest_samples_total", int(ingest[result]), {"result": result}

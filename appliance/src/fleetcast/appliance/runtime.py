@@ -198,7 +198,7 @@ class Runtime:
             engine = self.engine
             if engine is None:
                 raise RuntimeError("ingest before start")
-            result = engine.ingest(to_record_batch(cols))
+            result = engine.ingest(to_record_batch(cols), now=time.time())
             if result.accepted:
                 keep = _accepted_rows(len(cols), result.rejected)
                 kept = cols if keep is None else cols.take(keep)

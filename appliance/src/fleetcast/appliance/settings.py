@@ -73,6 +73,10 @@ class Settings:
     """Seed of the demo simulator (same seed, same fleet)."""
     speed: float = 60.0
     """Demo speed: simulated seconds per real second."""
+    max_future_s: float | None = 3600.0
+    """Reject samples more than this many seconds ahead of this machine's clock (a sender
+    with a clock in the future would move its server's window past the real data); None =
+    no check. Not applied to the demo source, whose simulated clock runs ahead at --speed."""
     capacity: int = 20_000
     """Maximum number of servers the engine preallocates buffers for."""
     providers: tuple[str, ...] | None = None
@@ -146,6 +150,7 @@ class Settings:
             "intra_op_threads": self.intra_op_threads,
             "history_steps": self.history_steps,
             "thresholds": self.load_thresholds(),
+            "max_future_s": None if self.demo else self.max_future_s,
         }
         known = {f.name for f in dataclasses.fields(EngineConfig)}
         return EngineConfig(**{k: v for k, v in wanted.items() if k in known})
@@ -267,6 +272,9 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "demo_seed": int,
     "speed": _positive_float,
     "capacity": _positive_int,
+    "max_future_s": lambda v: (
+        None if v is None or str(v).strip().lower() in ("off", "none", "") else float(v)
+    ),
     "providers": _providers,
     "intra_op_threads": int,
     "history_steps": _opt_int,
