@@ -52,10 +52,10 @@ def _ort_runner(model_dir: Any, feed: dict[str, np.ndarray], threads: int = 0) -
     n = int(feed["encoder_lengths"].shape[0])
     step = default_batch_size(loaded.providers)  # what Engine._infer uses on this machine
 
-    def run() -> np.ndarray:
-        parts = [
-            loaded.run({k: v[lo : lo + step] for k, v in feed.items()}) for lo in range(0, n, step)
-        ]
+    def run() -> np.ndarray:  # as Engine._infer: batches of `step`, `loaded.workers` at once
+        parts = loaded.run_all(
+            [{k: v[lo : lo + step] for k, v in feed.items()} for lo in range(0, n, step)]
+        )
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     return run

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from fleetcast.appliance.model import ModelError, choose_providers, default_batch_size, load_model
+from fleetcast.appliance.model import (
+    ModelError,
+    choose_providers,
+    default_batch_size,
+    load_model,
+    plan_workers,
+    usable_cores,
+)
 from fleetcast.contract.encoder import server_id
 
 TOY = Path(__file__).parent / "fixtures" / "toy_model.onnx"
@@ -49,6 +56,45 @@ def test_default_batch_is_small_on_cpu_and_large_on_a_gpu() -> None:
     assert default_batch_size(["CPUExecutionProvider"]) == 16
     assert default_batch_size(["CUDAExecutionProvider", "CPUExecutionProvider"]) == 8192
     assert default_batch_size(["TensorrtExecutionProvider", "CPUExecutionProvider"]) == 8192
+
+
+def test_cpu_runs_one_single_threaded_call_per_core_unless_threads_are_set() -> None:
+    cpu = ["CPUExecutionProvider"]
+    assert plan_workers(cpu, 0) == (usable_cores(), 1)
+    assert plan_workers(cpu, 2) == (1, 2)  # an explicit --intra-op-threads: the old way
+    assert plan_workers(["CUDAExecutionProvider", *cpu], 0) == (1, 0)
+
+
+def test_parallel_workers_give_the_sequential_result_in_order(tmp_path: Path) -> None:
+    import numpy as np
+
+    auto = load_model(_copy(tmp_path))
+    assert auto.workers == usable_cores()
+    assert auto.session.get_session_options().intra_op_num_threads == 1
+    assert auto.info()["inference_workers"] == auto.workers
+    one = load_model(tmp_path, intra_op_threads=1)
+    assert one.workers == 1
+    rng = np.random.default_rng(5)
+    feeds = []
+    for b in (3, 1, 4, 2, 5):  # uneven batches, more of them than workers
+        feed = {}
+        for inp in one.session.get_inputs():
+            shape = [b if isinstance(d, str) else d for d in inp.shape]
+            if "int" in inp.type:
+                feed[inp.name] = np.zeros(shape, dtype=np.int64)
+            else:
+                feed[inp.name] = rng.normal(size=shape).astype(np.float32)
+        feed["encoder_lengths"][:] = one.spec.encoder_length
+        feed["target_scale"][..., 1] = np.abs(feed["target_scale"][..., 1]) + 1.0
+        feeds.append(feed)
+    auto.workers = 2  # two workers even on a one-core runner
+    parallel = auto.run_all(feeds)
+    sequential = [one.run(f) for f in feeds]
+    assert [p.shape[0] for p in parallel] == [3, 1, 4, 2, 5]
+    for p, q in zip(parallel, sequential, strict=True):
+        np.testing.assert_array_equal(p, q)
+    auto.close()
+    auto.close()  # idempotent
 
 
 def test_provider_order_is_filtered_by_availability() -> None:

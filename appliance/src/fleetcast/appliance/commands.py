@@ -69,7 +69,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--providers",
         help="comma-separated ONNX Runtime providers (default: TensorRT,CUDA,CPU available)",
     )
-    add("--intra-op-threads", type=int, help="ONNX Runtime intra-op threads (default: its own)")
+    add(
+        "--intra-op-threads",
+        type=int,
+        help="0 (default): one single-threaded ONNX Runtime call per core; N: one call at a "
+        "time with N threads",
+    )
     add(
         "--history-steps",
         type=int,

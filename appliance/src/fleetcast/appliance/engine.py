@@ -416,9 +416,8 @@ class Engine:
     def _infer(self, inputs: WindowInputs, b: int) -> np.ndarray:
         """Quantiles (B, M, D, Q) float32 for the first ``b`` windows, in batches."""
         step = self.config.batch_size or default_batch_size(self.model.providers)
-        parts = []
-        for lo in range(0, b, step):
-            parts.append(self.model.run(inputs.feed(lo, min(lo + step, b))))
+        feeds = [inputs.feed(lo, min(lo + step, b)) for lo in range(0, b, step)]
+        parts = self.model.run_all(feeds)
         q = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
         return np.array(q, dtype=np.float32, copy=True)
 

@@ -30,7 +30,9 @@ class EngineConfig:
     """ONNX Runtime execution providers in order of preference; ``None`` = TensorRT, CUDA,
     CPU filtered by what ONNX Runtime reports available."""
     intra_op_threads: int = 0
-    """ONNX Runtime intra-op threads; 0 = ONNX Runtime's default (one per core)."""
+    """0 = auto: on CPU, one single-threaded ONNX Runtime call per usable core, each on its own
+    batch (:func:`fleetcast.appliance.model.plan_workers`); N = one call at a time with N
+    intra-op threads."""
     thresholds: Mapping[str, Any] | None = None
     """Override of the risk thresholds per metric and per profile (docs/RISK.md#configuration),
     e.g. ``{"latency_ms": {"default": 300, "database": 120}}``."""

@@ -1,5 +1,11 @@
 """Load ``model.onnx``, check it, and run it: one latency-tuned ONNX Runtime session.
 
+On CPU the session runs each call on one thread and a fleet's calls go to one worker per
+usable core (data parallel over batches of windows): ONNX Runtime's own intra-op threads
+did not speed up these small calls on two cores, two single-threaded workers did, 1.7×
+(docs/BENCHMARKS.md). An explicit ``intra_op_threads`` keeps one worker with that many
+intra-op threads; a GPU provider gets one worker and big batches.
+
 :func:`load_model` reads everything from the file's ``metadata_props``
 (:class:`fleetcast.contract.features.ModelSpec`) and refuses, with a :class:`ModelError`
 saying what, why, how to fix and where to read more, a model that:
@@ -26,8 +32,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +60,8 @@ __all__ = [
     "choose_providers",
     "default_batch_size",
     "load_model",
+    "plan_workers",
+    "usable_cores",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,10 +102,33 @@ class LoadedModel:
     """Providers the session actually uses, in priority order."""
     requested_providers: list[str]
     load_seconds: float
+    workers: int = 1
+    """Concurrent ``session.run`` calls of :meth:`run_all` (see the module docstring)."""
+    _pool: Any = field(default=None, repr=False)
 
     def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         """Run the graph: feed (docs/MODEL_FORMAT.md inputs, batch B) → quantiles (B, T, D, Q)."""
         return self.session.run([OUTPUT_NAME], feed)[0]
+
+    def run_all(self, feeds: Sequence[dict[str, np.ndarray]]) -> list[np.ndarray]:
+        """:meth:`run` over several batches, ``workers`` at a time; results in input order.
+
+        ONNX Runtime releases the GIL and a session may run concurrently, so each worker
+        thread computes its own batch on its own core.
+        """
+        if self.workers <= 1 or len(feeds) <= 1:
+            return [self.run(feed) for feed in feeds]
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="fleetcast-ort")
+        return list(self._pool.map(self.run, feeds))
+
+    def close(self) -> None:
+        """Stop the worker threads (idempotent; :meth:`run_all` starts them again if called)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def info(self) -> dict[str, Any]:
         """Model facts for /status (no file paths)."""
@@ -113,6 +145,7 @@ class LoadedModel:
             "quantiles": list(spec.quantiles),
             "horizons": dict(spec.horizons),
             "known_servers": len(spec.server_mapping),
+            "inference_workers": self.workers,
             "weights_sha256": spec.weights_sha256,
         }
 
@@ -158,6 +191,25 @@ def _session_options(intra_op_threads: int) -> ort.SessionOptions:
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. systemd's CPUAffinity)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def plan_workers(providers: Sequence[str], intra_op_threads: int) -> tuple[int, int]:
+    """(workers, intra-op threads per call) for these providers and the configured threads.
+
+    CPU with ``intra_op_threads`` 0 (auto): one single-threaded call per usable core. An
+    explicit thread count, or a GPU provider: one call at a time with that many threads.
+    """
+    if intra_op_threads > 0 or any(p in GPU_PROVIDERS for p in providers):
+        return 1, intra_op_threads
+    return usable_cores(), 1
+
+
 def default_batch_size(providers: list[str] | tuple[str, ...]) -> int:
     """Windows per ONNX Runtime call when none is configured: 8,192 on a GPU provider, else 16.
 
@@ -201,9 +253,10 @@ def load_model(
     data = model_path.read_bytes()
     _check_sidecar(model_path, data)
     requested = choose_providers(providers, ort.get_available_providers())
+    workers, threads = plan_workers(requested, intra_op_threads)
     try:
         session = ort.InferenceSession(
-            data, sess_options=_session_options(intra_op_threads), providers=requested
+            data, sess_options=_session_options(threads), providers=requested
         )
     except Exception as exc:  # ORT raises several private exception types
         raise ModelError(
@@ -225,12 +278,15 @@ def load_model(
     except ContractError as exc:
         raise ModelError(exc.what, exc.why, exc.fix, exc.see) from None
     in_use = list(session.get_providers())
+    if any(p in GPU_PROVIDERS for p in in_use[:1]):
+        workers = 1
     log.info(
-        "model %s (%s) loaded; providers in use: %s (requested %s)",
+        "model %s (%s) loaded; providers in use: %s (requested %s); %d inference worker(s)",
         spec.model_version,
         spec.bundle_id,
         ", ".join(in_use),
         ", ".join(requested),
+        workers,
     )
     if requested[0] != "CPUExecutionProvider" and in_use[0] == "CPUExecutionProvider":
         log.warning(
@@ -246,6 +302,7 @@ def load_model(
         providers=in_use,
         requested_providers=requested,
         load_seconds=time.perf_counter() - started,
+        workers=workers,
     )
 
 
