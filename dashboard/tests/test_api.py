@@ -9,6 +9,7 @@ import pytest
 from fleetcast.dashboard.api import (
     ApiFormatError,
     CurrentPredictions,
+    ProfileHistory,
     ServerDetail,
     ServerHistory,
     parse,
@@ -71,6 +72,24 @@ def test_history_with_null_steps() -> None:
     history = parse(body, ServerHistory, "GET /history/ppml0015")
     assert history.cpu_pct == [50.0, None]
     assert history.risk == [None, 0.4]
+
+
+def test_profile_history_with_null_steps() -> None:
+    body = {
+        "profile": "database",
+        "servers": 3,
+        "step_seconds": 300,
+        "timestamps": ["2026-11-27T09:55:00Z", "2026-11-27T10:00:00Z"],
+        "reporting": [0, 2],
+        "cpu_pct": [None, 41.5],
+        "mem_pct": [None, 2.0],
+        "disk_io_mb_s": [None, 2.0],
+        "latency_ms": [None, 2.0],
+        "risk": [None, 0.25],
+    }
+    history = parse(body, ProfileHistory, "GET /profiles/database/history")
+    assert (history.profile, history.servers, history.reporting) == ("database", 3, [0, 2])
+    assert history.cpu_pct == [None, 41.5]
 
 
 @pytest.mark.parametrize(

@@ -35,11 +35,12 @@ def test_reads_every_endpoint_of_a_real_appliance(appliance: Process) -> None:
             name = current.servers[0].server_name
             detail = await client.server(name)
             history = await client.history(name, 12)
+            profile = await client.profile_history(current.servers[0].profile, 12)
             fleet = await client.fleet_history(12)
             alerts = await client.alerts()
-            return status, current, detail, history, fleet, alerts
+            return status, current, detail, history, profile, fleet, alerts
 
-    status, current, detail, history, fleet, alerts = run(go())
+    status, current, detail, history, profile, fleet, alerts = run(go())
     assert status.demo_enabled
     assert status.providers
     assert current.fleet.servers == len(current.servers) > 0
@@ -49,6 +50,10 @@ def test_reads_every_endpoint_of_a_real_appliance(appliance: Process) -> None:
     assert len(detail.curves["cpu_pct"]["p50"]) == 96
     assert 0 < len(history.timestamps) <= 12
     assert len(history.cpu_pct) == len(history.timestamps)
+    members = [s for s in current.servers if s.profile == profile.profile]
+    assert profile.servers >= len(members) > 0
+    assert len(profile.cpu_pct) == len(profile.reporting) == len(profile.timestamps) <= 12
+    assert max(profile.reporting) <= profile.servers
     assert len(fleet.mean_risk) == len(fleet.timestamps)
     assert all(a.server_name for a in alerts)
 

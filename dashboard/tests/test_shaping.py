@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 
-from fleetcast.dashboard.api import CurrentPredictions, ServerDetail, ServerHistory, parse
+from fleetcast.dashboard.api import CurrentPredictions, ServerDetail, parse
 from fleetcast.dashboard.risk import LEVEL_COLOURS
 from fleetcast.dashboard.shaping import (
     curve_frame,
@@ -14,7 +14,6 @@ from fleetcast.dashboard.shaping import (
     server_thresholds,
     top_servers,
 )
-from fleetcast.dashboard.views.historical import profile_mean
 
 from .samples import current_body, detail_body, forecast_body
 
@@ -71,25 +70,6 @@ def test_thresholds_from_the_appliance_only() -> None:
     assert server_thresholds(detail) == {"cpu_pct": 90.0}
     merged = server_thresholds(detail, {"mem_pct": 92.0, "cpu_pct": 95.0})
     assert merged == {"mem_pct": 92.0, "cpu_pct": 95.0}  # /status per-profile values win
-
-
-def test_profile_mean_averages_actuals_per_timestamp_and_skips_nulls() -> None:
-    def history(name: str, cpu: list[float | None]) -> ServerHistory:
-        body = {
-            "server_name": name,
-            "timestamps": ["2026-11-27T10:00:00Z", "2026-11-27T10:05:00Z"],
-            "cpu_pct": cpu,
-            "mem_pct": [1.0, 1.0],
-            "disk_io_mb_s": [1.0, 1.0],
-            "latency_ms": [1.0, 1.0],
-            "risk": [0.2, 0.4],
-        }
-        return parse(body, ServerHistory, "test")
-
-    stamps, series = profile_mean([history("a", [10.0, None]), history("b", [30.0, 50.0])])
-    assert stamps == ["2026-11-27T10:00:00Z", "2026-11-27T10:05:00Z"]
-    assert series["cpu_pct"] == [20.0, 50.0]
-    assert series["risk"] == [0.2, 0.4]
 
 
 def test_format_risk() -> None:

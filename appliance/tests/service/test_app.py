@@ -20,6 +20,7 @@ from fleetcast.appliance.schemas import (
     HealthResponse,
     IngestResponse,
     PredictionsCurrent,
+    ProfileHistory,
     ServerDetail,
     ServerHistory,
 )
@@ -198,6 +199,35 @@ def test_out_of_range_timestamps_are_rejected_not_500(client_for: Any, svc: Any)
     assert client.post("/metrics", json={"records": good[1:]}).status_code == 200
 
 
+def test_profile_history_is_the_mean_over_its_servers(client_for: Any, svc: Any) -> None:
+    """One request for a profile: per-step means over its servers, with how many reported."""
+    client = client_for()
+    names = ("ppweb001", "ppweb002", "ppdb001")
+    records = svc.make_records(names=names, steps=20)
+    records = [
+        r
+        for r in records
+        if not (r["server_name"] == "ppweb002" and r["timestamp"] == records[-1]["timestamp"])
+    ]
+    assert client.post("/metrics", json={"records": records}).status_code == 200
+    body = msgspec.convert(
+        client.get("/profiles/web_api/history", params={"steps": 4}).json(), ProfileHistory
+    )
+    assert (body.profile, body.servers) == ("web_api", 2)
+    assert len(body.timestamps) == 4
+    by_step: dict[int, list[float]] = {}
+    for r in records:
+        if r["server_name"].startswith("ppweb"):
+            by_step.setdefault(r["timestamp"], []).append(r["cpu_pct"])
+    last = sorted(by_step)[-4:]
+    assert body.cpu_pct == [round(sum(by_step[t]) / len(by_step[t]), 3) for t in last]
+    assert body.reporting == [len(by_step[t]) for t in last] == [2, 2, 2, 1]
+    assert body.mem_pct[0] is not None
+    # Refusals: a name that is not a profile, a profile without servers.
+    assert _error(client.get("/profiles/webapi/history"), 404).error == "unknown profile"
+    assert _error(client.get("/profiles/ml_compute/history"), 404).error == "no servers"
+
+
 def test_a_sample_from_the_future_is_refused_with_its_reason(client_for: Any, svc: Any) -> None:
     """A sender whose clock is a day ahead gets 422 naming the clock; /status counts it."""
     client = client_for()
@@ -364,6 +394,7 @@ def test_openapi_lists_every_endpoint(client_for: Any) -> None:
         "/predictions/{server_name}",
         "/alerts/active",
         "/history/{server_name}",
+        "/profiles/{profile}/history",
         "/fleet/history",
         "/demo/scenario",
         "/admin/reload",

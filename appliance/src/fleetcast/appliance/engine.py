@@ -443,6 +443,10 @@ class Engine:
         """
         return engine_views.server_history(self, name, steps)
 
+    def profile_history(self, profile: str, steps: int) -> dict[str, Any] | None:
+        """Mean actuals and risk over one profile's servers (docs/API.md GET /profiles/{profile}/history)."""
+        return engine_views.profile_history(self, profile, steps)
+
     def fleet_history(self, steps: int) -> dict[str, Any]:
         """The fleet risk trend (docs/API.md GET /fleet/history), oldest first."""
         with self._lock:

@@ -19,7 +19,7 @@ from fleetcast.contract.schema import METRIC_COLUMNS, VALID_PROFILES
 if TYPE_CHECKING:
     from fleetcast.appliance.engine import Engine
 
-__all__ = ["server_detail", "server_history", "status"]
+__all__ = ["profile_history", "server_detail", "server_history", "status"]
 
 
 def server_detail(engine: Engine, name: str) -> dict[str, Any] | None:
@@ -37,6 +37,56 @@ def server_detail(engine: Engine, name: str) -> dict[str, Any] | None:
     out["curves"] = curves(q[row], list(engine.spec.quantiles))
     out["step_seconds"] = engine.spec.step_seconds
     out["start"] = found["prediction_time"]
+    return out
+
+
+def profile_history(engine: Engine, profile: str, steps: int) -> dict[str, Any] | None:
+    """Per-step mean actuals and risk over one profile's servers (GET /profiles/{p}/history).
+
+    Up to ``steps`` steps ending at the newest step of any of its servers. Each value is the
+    mean over the servers that had a sample (or a forecast, for risk) at that step, and
+    ``reporting`` counts them; null where none had. None when no server has the profile.
+    """
+    buf = engine._buf
+    code = engine._profile_index.get(profile)
+    if code is None:
+        return None
+    with engine._lock:
+        n = buf.n
+        idx = np.flatnonzero(engine._profile[:n] == code)
+        if idx.size == 0:
+            return None
+        end = int(buf.last_step[idx].max())
+        steps = int(max(1, min(steps, buf.ring_steps - 1)))
+        wanted = np.arange(end - steps + 1, end + 1, dtype=np.int64)
+        slots = wanted % buf.ring_steps
+        present = (buf.slot_step[idx][:, slots] == wanted) & (wanted >= 0)  # (S, W)
+        vals = buf.values[idx][:, slots]  # (S, W, 4)
+        hist = engine._history
+        hslots = wanted % hist.ring_steps
+        has_risk = hist.risk_step[idx][:, hslots] == wanted
+        risk = np.where(has_risk, hist.risk[idx][:, hslots], np.nan)
+    keep = np.flatnonzero(wanted >= 0)
+    count = present.sum(axis=0)
+    sums = np.where(present[:, :, None], vals, 0.0).sum(axis=0)  # (W, 4)
+    step = engine.spec.step_seconds
+    out: dict[str, Any] = {
+        "profile": profile,
+        "servers": int(idx.size),
+        "step_seconds": step,
+        "timestamps": [iso(t * step) for t in wanted[keep].tolist()],
+        "reporting": count[keep].tolist(),
+    }
+    for j, m in enumerate(METRIC_COLUMNS):
+        out[m] = [
+            None if count[k] == 0 else round(float(sums[k, j] / count[k]), 3) for k in keep.tolist()
+        ]
+    risk_count = np.isfinite(risk).sum(axis=0)
+    risk_sum = np.nansum(risk, axis=0)
+    out["risk"] = [
+        None if risk_count[k] == 0 else round(float(risk_sum[k] / risk_count[k]), 4)
+        for k in keep.tolist()
+    ]
     return out
 
 

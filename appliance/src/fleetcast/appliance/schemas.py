@@ -201,6 +201,20 @@ class ServerHistory(msgspec.Struct, frozen=True):
     risk: list[float | None]
 
 
+class ProfileHistory(msgspec.Struct, frozen=True):
+    """GET /profiles/{profile}/history: per-step means over the profile's servers."""
+
+    profile: str
+    servers: int
+    timestamps: list[str]
+    reporting: list[int]
+    cpu_pct: list[float | None]
+    mem_pct: list[float | None]
+    disk_io_mb_s: list[float | None]
+    latency_ms: list[float | None]
+    risk: list[float | None]
+
+
 class FleetHistory(msgspec.Struct, frozen=True):
     """GET /fleet/history: the fleet risk trend."""
 

@@ -22,6 +22,7 @@ __all__ = [
     "Driver",
     "FleetHistory",
     "FleetSummary",
+    "ProfileHistory",
     "ProfileSummary",
     "ServerDetail",
     "ServerForecast",
@@ -142,6 +143,24 @@ class ServerHistory(msgspec.Struct, frozen=True):
     server_name: str
     timestamps: list[str]
     profile: str | None = None
+    cpu_pct: list[float | None] = []
+    mem_pct: list[float | None] = []
+    disk_io_mb_s: list[float | None] = []
+    latency_ms: list[float | None] = []
+    risk: list[float | None] = []
+
+
+class ProfileHistory(msgspec.Struct, frozen=True):
+    """``GET /profiles/{profile}/history``: per-step means over the profile's servers.
+
+    ``reporting`` counts the servers behind each step's mean; ``None`` marks a step where
+    none had data. The appliance computes the means; the dashboard only draws them.
+    """
+
+    profile: str
+    timestamps: list[str]
+    servers: int = 0
+    reporting: list[int] = []
     cpu_pct: list[float | None] = []
     mem_pct: list[float | None] = []
     disk_io_mb_s: list[float | None] = []

@@ -21,6 +21,7 @@ from .api import (
     AlertList,
     CurrentPredictions,
     FleetHistory,
+    ProfileHistory,
     ServerDetail,
     ServerHistory,
     parse,
@@ -133,6 +134,12 @@ class ApplianceClient:
         path = f"/history/{quote(server_name, safe='')}"
         body = await self._request("GET", path, params={"steps": int(steps)})
         return parse(body, ServerHistory, f"GET {path}")
+
+    async def profile_history(self, profile: str, steps: int) -> ProfileHistory:
+        """``GET /profiles/{profile}/history?steps=N``: per-step means over its servers."""
+        path = f"/profiles/{quote(profile, safe='')}/history"
+        body = await self._request("GET", path, params={"steps": int(steps)})
+        return parse(body, ProfileHistory, f"GET {path}")
 
     async def fleet_history(self, steps: int) -> FleetHistory:
         """``GET /fleet/history?steps=N``: the fleet risk trend."""

@@ -1,4 +1,5 @@
-"""GET /history/{server_name} and /fleet/history: recent actuals and the fleet risk trend."""
+"""GET /history/{server_name}, /profiles/{profile}/history and /fleet/history: recent
+actuals of a server or a profile, and the fleet risk trend."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ from litestar.params import Parameter
 
 from fleetcast.appliance.auth import read_guard
 from fleetcast.appliance.http_errors import ApiError
-from fleetcast.appliance.schemas import FleetHistory, ServerHistory  # noqa: TC001 (Litestar reads them at run time)
+from fleetcast.appliance.schemas import (  # noqa: TC001 (Litestar reads them at run time)
+    FleetHistory,
+    ProfileHistory,
+    ServerHistory,
+)
+from fleetcast.contract.schema import VALID_PROFILES
 
 if TYPE_CHECKING:
     from litestar.datastructures import State
@@ -44,6 +50,30 @@ class HistoryController(Controller):
                 "unknown server",
                 f"no samples have been received for server {server_name[:255]!r}",
                 "POST /metrics records for it first, or check the name in GET /predictions/current",
+            )
+        return Response(content=found)
+
+    @get("/profiles/{profile:str}/history", summary="Mean actuals and risk of one profile")
+    async def profile(
+        self, state: State, profile: str, steps: Steps = 288
+    ) -> Response[ProfileHistory]:
+        """Per step, the mean over the profile's servers that reported (``reporting``)."""
+        if profile not in VALID_PROFILES:
+            raise ApiError(
+                404,
+                "unknown profile",
+                f"{profile[:64]!r} is not a contract profile ({', '.join(VALID_PROFILES)})",
+                "use one of the profiles listed in docs/SERVER_PROFILES.md",
+            )
+        engine = state.runtime.engine
+        found = engine.profile_history(profile, steps) if engine is not None else None
+        if found is None:
+            raise ApiError(
+                404,
+                "no servers",
+                f"no server with profile {profile!r} has sent samples",
+                "POST /metrics records of such servers first, or pick a profile listed in "
+                "GET /predictions/current",
             )
         return Response(content=found)
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import panel as pn
 
 from fleetcast.contract.schema import METRIC_COLUMNS
 
-from ..api import parse_time
 from ..shaping import profile_order
 from .figures import HistoryFigures
 from .html import esc
@@ -18,43 +15,16 @@ from .html import esc
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ..api import ServerHistory
+    from ..api import ProfileHistory, ServerHistory
     from ..client import ApplianceClient
     from ..state import SessionState
 
-__all__ = ["RANGES", "HistoricalView", "profile_mean"]
+__all__ = ["RANGES", "HistoricalView"]
 
 RANGES: dict[str, int] = {"1 h": 12, "6 h": 72, "24 h": 288}
 """Range choices and their length in 5-minute steps."""
 
 _PROFILE = "profile: "
-
-
-def profile_mean(histories: list[ServerHistory]) -> tuple[list[str], dict[str, list[float]]]:
-    """Mean of each metric and of risk over servers, per timestamp (steps without data skipped).
-
-    Returns the sorted timestamps and ``{column: [mean per timestamp]}`` (NaN where no server
-    had a value). This averages the appliance's actuals; it forecasts nothing.
-    """
-    columns = (*METRIC_COLUMNS, "risk")
-    sums: dict[str, dict[str, float]] = {c: {} for c in columns}
-    counts: dict[str, dict[str, int]] = {c: {} for c in columns}
-    stamps: set[str] = set()
-    for history in histories:
-        for column in columns:
-            for ts, value in zip(history.timestamps, getattr(history, column), strict=False):
-                stamps.add(ts)
-                if value is None:
-                    continue
-                sums[column][ts] = sums[column].get(ts, 0.0) + float(value)
-                counts[column][ts] = counts[column].get(ts, 0) + 1
-    epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    ordered = sorted(stamps, key=lambda t: (parse_time(t) or epoch, t))
-    series = {
-        c: [sums[c][ts] / counts[c][ts] if counts[c].get(ts) else float("nan") for ts in ordered]
-        for c in columns
-    }
-    return ordered, series
 
 
 class HistoricalView:
@@ -104,21 +74,19 @@ class HistoricalView:
         key = (target, steps, state.current.prediction_time)
         if key == self._loaded:
             return
-        if target.startswith(_PROFILE):
-            profile = target[len(_PROFILE) :]
-            names = [s.server_name for s in state.current.servers if s.profile == profile]
-            histories = await asyncio.gather(*(client.history(n, steps) for n in names))
-            stamps, series = profile_mean(list(histories))
-            title = f"{profile} (mean of {len(names)})"
+        history: ProfileHistory | ServerHistory
+        if target.startswith(_PROFILE):  # one request: the appliance computes the means
+            history = await client.profile_history(target[len(_PROFILE) :], steps)
+            title = f"{history.profile} (mean of {history.servers})"
         else:
             history = await client.history(target, steps)
-            stamps = history.timestamps
-            series = {
-                c: [float("nan") if v is None else float(v) for v in getattr(history, c)]
-                for c in (*METRIC_COLUMNS, "risk")
-                if len(getattr(history, c)) == len(stamps)
-            }
             title = target
+        stamps = history.timestamps
+        series = {
+            c: [float("nan") if v is None else float(v) for v in getattr(history, c)]
+            for c in (*METRIC_COLUMNS, "risk")
+            if len(getattr(history, c)) == len(stamps)
+        }
         self._loaded = key
         self.note.object = (
             f"<p>{esc(title)}: {len(stamps)} steps, {esc(stamps[0] if stamps else 'none')} → "
