@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 __all__ = ["profile_history", "server_detail", "server_history", "status"]
 
+_PROFILE_CHUNK = 1024
+"""Servers gathered per lock hold by :func:`profile_history`."""
+
 
 def server_detail(engine: Engine, name: str) -> dict[str, Any] | None:
     """One ServerForecast plus full curves (docs/API.md GET /predictions/{server_name})."""
@@ -43,32 +46,43 @@ def server_detail(engine: Engine, name: str) -> dict[str, Any] | None:
 def profile_history(engine: Engine, profile: str, steps: int) -> dict[str, Any] | None:
     """Per-step mean actuals and risk over one profile's servers (GET /profiles/{p}/history).
 
-    Up to ``steps`` steps ending at the newest step of any of its servers. Each value is the
+    Up to ``steps`` steps ending at the profile's newest step (servers whose clock leads the
+    rest are left out of that choice, as for the fleet's closed step). Each value is the
     mean over the servers that had a sample (or a forecast, for risk) at that step, and
-    ``reporting`` counts them; null where none had. None when no server has the profile.
+    ``reporting`` counts them; null where none had. ``servers`` counts every server of the
+    profile the appliance tracks (warming and stale ones too). None when there is none.
+    The servers are summed in chunks of ``_PROFILE_CHUNK``, each under the lock and only for
+    the wanted steps, so ingest waits for one chunk at most.
     """
     buf = engine._buf
     code = engine._profile_index.get(profile)
     if code is None:
         return None
     with engine._lock:
-        n = buf.n
-        idx = np.flatnonzero(engine._profile[:n] == code)
+        idx = np.flatnonzero(engine._profile[: buf.n] == code)
         if idx.size == 0:
             return None
-        end = int(buf.last_step[idx].max())
-        steps = int(max(1, min(steps, buf.ring_steps - 1)))
-        wanted = np.arange(end - steps + 1, end + 1, dtype=np.int64)
-        slots = wanted % buf.ring_steps
-        present = (buf.slot_step[idx][:, slots] == wanted) & (wanted >= 0)  # (S, W)
-        vals = buf.values[idx][:, slots]  # (S, W, 4)
-        hist = engine._history
-        hslots = wanted % hist.ring_steps
-        has_risk = hist.risk_step[idx][:, hslots] == wanted
-        risk = np.where(has_risk, hist.risk[idx][:, hslots], np.nan)
+        end = engine._fleet_newest(buf.last_step[idx])
+    steps = int(max(1, min(steps, buf.ring_steps - 1)))
+    wanted = np.arange(end - steps + 1, end + 1, dtype=np.int64)
+    hist = engine._history
+    count = np.zeros(steps, dtype=np.int64)
+    sums = np.zeros((steps, len(METRIC_COLUMNS)))
+    risk_count = np.zeros(steps, dtype=np.int64)
+    risk_sum = np.zeros(steps)
+    for lo in range(0, idx.size, _PROFILE_CHUNK):
+        part = idx[lo : lo + _PROFILE_CHUNK]
+        with engine._lock:
+            rows = np.ix_(part, wanted % buf.ring_steps)
+            present = (buf.slot_step[rows] == wanted) & (wanted >= 0)  # (S, W)
+            vals = buf.values[rows]  # (S, W, 4)
+            hrows = np.ix_(part, wanted % hist.ring_steps)
+            risk = np.where(hist.risk_step[hrows] == wanted, hist.risk[hrows], np.nan)
+        count += present.sum(axis=0)
+        sums += np.where(present[:, :, None], vals, 0.0).sum(axis=0)
+        risk_count += np.isfinite(risk).sum(axis=0)
+        risk_sum += np.nansum(risk, axis=0)
     keep = np.flatnonzero(wanted >= 0)
-    count = present.sum(axis=0)
-    sums = np.where(present[:, :, None], vals, 0.0).sum(axis=0)  # (W, 4)
     step = engine.spec.step_seconds
     out: dict[str, Any] = {
         "profile": profile,
@@ -81,8 +95,6 @@ def profile_history(engine: Engine, profile: str, steps: int) -> dict[str, Any] 
         out[m] = [
             None if count[k] == 0 else round(float(sums[k, j] / count[k]), 3) for k in keep.tolist()
         ]
-    risk_count = np.isfinite(risk).sum(axis=0)
-    risk_sum = np.nansum(risk, axis=0)
     out["risk"] = [
         None if risk_count[k] == 0 else round(float(risk_sum[k] / risk_count[k]), 4)
         for k in keep.tolist()

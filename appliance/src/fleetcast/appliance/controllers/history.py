@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated
 
+import anyio.to_thread
 from litestar import Controller, Response, get
 from litestar.params import Parameter
 
@@ -66,7 +67,9 @@ class HistoryController(Controller):
                 "use one of the profiles listed in docs/SERVER_PROFILES.md",
             )
         engine = state.runtime.engine
-        found = engine.profile_history(profile, steps) if engine is not None else None
+        found = None
+        if engine is not None:  # a gather over the profile's servers: off the event loop
+            found = await anyio.to_thread.run_sync(engine.profile_history, profile, steps)
         if found is None:
             raise ApiError(
                 404,
