@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fleetcast.appliance.model import (
+    MAX_CPU_WORKERS,
     ModelError,
     choose_providers,
     default_batch_size,
@@ -60,7 +61,7 @@ def test_default_batch_is_small_on_cpu_and_large_on_a_gpu() -> None:
 
 def test_cpu_runs_one_single_threaded_call_per_core_unless_threads_are_set() -> None:
     cpu = ["CPUExecutionProvider"]
-    assert plan_workers(cpu, 0) == (usable_cores(), 1)
+    assert plan_workers(cpu, 0) == (min(usable_cores(), MAX_CPU_WORKERS), 1)
     assert plan_workers(cpu, 2) == (1, 2)  # an explicit --intra-op-threads: the old way
     assert plan_workers(["CUDAExecutionProvider", *cpu], 0) == (1, 0)
 
@@ -69,7 +70,7 @@ def test_parallel_workers_give_the_sequential_result_in_order(tmp_path: Path) ->
     import numpy as np
 
     auto = load_model(_copy(tmp_path))
-    assert auto.workers == usable_cores()
+    assert auto.workers == min(usable_cores(), MAX_CPU_WORKERS)
     assert auto.session.get_session_options().intra_op_num_threads == 1
     assert auto.info()["inference_workers"] == auto.workers
     one = load_model(tmp_path, intra_op_threads=1)

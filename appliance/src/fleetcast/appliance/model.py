@@ -1,7 +1,7 @@
 """Load ``model.onnx``, check it, and run it: one latency-tuned ONNX Runtime session.
 
 On CPU the session runs each call on one thread and a fleet's calls go to one worker per
-usable core (data parallel over batches of windows): ONNX Runtime's own intra-op threads
+usable core, at most :data:`MAX_CPU_WORKERS` (data parallel over batches of windows): ONNX Runtime's own intra-op threads
 did not speed up these small calls on two cores, two single-threaded workers did, 1.7×
 (docs/BENCHMARKS.md). An explicit ``intra_op_threads`` keeps one worker with that many
 intra-op threads; a GPU provider gets one worker and big batches.
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GPU_PROVIDERS",
+    "MAX_CPU_WORKERS",
     "MODEL_FILE",
     "PREFERRED_PROVIDERS",
     "LoadedModel",
@@ -191,23 +192,37 @@ def _session_options(intra_op_threads: int) -> ort.SessionOptions:
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
+MAX_CPU_WORKERS = 4
+"""Most concurrent CPU calls: each holds its batch's activations (about 38 MB for the default
+model in batches of 16), and the gain was measured on two cores (docs/BENCHMARKS.md)."""
+
+
 def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, e.g. systemd's CPUAffinity)."""
+    """CPU cores this process may use: its affinity mask (e.g. systemd's CPUAffinity), capped
+    by a cgroup v2 CPU quota (``cpu.max``, e.g. a container's ``--cpus``) when there is one."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, int(float(quota) // float(period)) or 1)
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
 
 
 def plan_workers(providers: Sequence[str], intra_op_threads: int) -> tuple[int, int]:
     """(workers, intra-op threads per call) for these providers and the configured threads.
 
-    CPU with ``intra_op_threads`` 0 (auto): one single-threaded call per usable core. An
-    explicit thread count, or a GPU provider: one call at a time with that many threads.
+    CPU with ``intra_op_threads`` 0 (auto): one single-threaded call per usable core, at most
+    :data:`MAX_CPU_WORKERS`. An explicit thread count, or a GPU provider: one call at a time
+    with that many threads (a GPU that falls back to CPU keeps this plan).
     """
     if intra_op_threads > 0 or any(p in GPU_PROVIDERS for p in providers):
         return 1, intra_op_threads
-    return usable_cores(), 1
+    return min(usable_cores(), MAX_CPU_WORKERS), 1
 
 
 def default_batch_size(providers: list[str] | tuple[str, ...]) -> int:
@@ -278,8 +293,6 @@ def load_model(
     except ContractError as exc:
         raise ModelError(exc.what, exc.why, exc.fix, exc.see) from None
     in_use = list(session.get_providers())
-    if any(p in GPU_PROVIDERS for p in in_use[:1]):
-        workers = 1
     log.info(
         "model %s (%s) loaded; providers in use: %s (requested %s); %d inference worker(s)",
         spec.model_version,

@@ -189,6 +189,7 @@ class Runtime:
                 await anyio.to_thread.run_sync(self.snapshot)
             except Exception:
                 _log.exception("final snapshot failed; the sample log still holds everything")
+            await anyio.to_thread.run_sync(self.engine.model.close)
         self.store.close()
         self.notifier.close()
 
@@ -335,6 +336,7 @@ class Runtime:
                     self._tee = None
                 raise
             await anyio.to_thread.run_sync(swap, new)
+            await anyio.to_thread.run_sync(old.model.close)  # its inference worker threads
             if forecast is not None:
                 self.publish(forecast)
             self._due.set()
