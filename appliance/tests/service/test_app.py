@@ -239,7 +239,7 @@ def test_a_sample_from_the_future_is_refused_with_its_reason(client_for: Any, sv
     assert client.post("/metrics", json={"records": good}).status_code == 200
     assert client.get("/status").json()["ingest"]["future"] == 1
     # Switched off, the same sample is stored.
-    off = client_for(state="off", max_future_s="off")
+    off = client_for(state="off", max_future_seconds="off")
     assert off.post("/metrics", json={"records": [ahead]}).status_code == 200
 
 

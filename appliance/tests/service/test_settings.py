@@ -61,6 +61,8 @@ def test_api_key_from_file_and_env(tmp_path: Path) -> None:
         ({"bogus": 1}, "Unknown setting"),
         ({"api_key_file": Path("/nonexistent/key")}, "API key file"),
         ({"read_key_required": True}, "no API key is configured"),
+        ({"max_future_seconds": "nan"}, "--max-future-seconds"),
+        ({"max_future_seconds": "-5"}, "seconds >= 0 or 'off'"),
     ],
 )
 def test_invalid_values_say_what_and_how(values: dict[str, object], match: str) -> None:
@@ -68,6 +70,17 @@ def test_invalid_values_say_what_and_how(values: dict[str, object], match: str) 
         build_settings(values, env={})
     assert "Fix:" in str(info.value)
     assert "docs/OPERATIONS.md" in str(info.value)
+
+
+def test_future_check_from_every_source_and_off_for_the_demo(tmp_path: Path) -> None:
+    assert build_settings({}, env={}).engine_config().max_future_s == 3600.0
+    env = {"FLEETCAST_MAX_FUTURE_SECONDS": "off"}
+    assert build_settings({}, env=env).engine_config().max_future_s is None
+    config = tmp_path / "fleetcast.toml"
+    config.write_text("[serve]\nmax_future_seconds = 7200\n")
+    assert build_settings({"config": config}, env={}).engine_config().max_future_s == 7200.0
+    assert build_settings({"max_future_seconds": "0"}, env={}).max_future_seconds == 0.0
+    assert build_settings({"demo": True}, env={}).engine_config().max_future_s is None
 
 
 def test_parse_rate_limit() -> None:

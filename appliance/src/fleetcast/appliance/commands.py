@@ -61,7 +61,6 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add("--capacity", type=int, help="max servers (preallocated buffers; default 20000)")
     add(
         "--max-future-seconds",
-        dest="max_future_s",
         help="reject samples more than this far ahead of this machine's clock "
         "(default 3600; 'off' disables; the demo is exempt)",
     )

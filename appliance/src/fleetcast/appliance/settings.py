@@ -73,10 +73,11 @@ class Settings:
     """Seed of the demo simulator (same seed, same fleet)."""
     speed: float = 60.0
     """Demo speed: simulated seconds per real second."""
-    max_future_s: float | None = 3600.0
+    max_future_seconds: float | None = 3600.0
     """Reject samples more than this many seconds ahead of this machine's clock (a sender
-    with a clock in the future would move its server's window past the real data); None =
-    no check. Not applied to the demo source, whose simulated clock runs ahead at --speed."""
+    with a clock in the future would move its server's window past the real data); None
+    (``off``) = no check, 0 = nothing ahead of now. Not applied to the demo source, whose
+    simulated clock runs ahead at --speed."""
     capacity: int = 20_000
     """Maximum number of servers the engine preallocates buffers for."""
     providers: tuple[str, ...] | None = None
@@ -151,7 +152,7 @@ class Settings:
             "intra_op_threads": self.intra_op_threads,
             "history_steps": self.history_steps,
             "thresholds": self.load_thresholds(),
-            "max_future_s": None if self.demo else self.max_future_s,
+            "max_future_s": None if self.demo else self.max_future_seconds,
         }
         known = {f.name for f in dataclasses.fields(EngineConfig)}
         return EngineConfig(**{k: v for k, v in wanted.items() if k in known})
@@ -242,6 +243,16 @@ def _rate(value: Any) -> tuple[str, int] | None:
     return parse_rate_limit(str(value))
 
 
+def _seconds_or_off(value: Any) -> float | None:
+    """``off`` (or none, or empty) → None; else a finite number of seconds >= 0."""
+    if value is None or str(value).strip().lower() in ("off", "none", ""):
+        return None
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"expected seconds >= 0 or 'off', got {value!r}")
+    return seconds
+
+
 def _positive_float(value: Any) -> float:
     number = float(value)
     if not math.isfinite(number) or number <= 0:
@@ -273,9 +284,7 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "demo_seed": int,
     "speed": _positive_float,
     "capacity": _positive_int,
-    "max_future_s": lambda v: (
-        None if v is None or str(v).strip().lower() in ("off", "none", "") else float(v)
-    ),
+    "max_future_seconds": _seconds_or_off,
     "providers": _providers,
     "intra_op_threads": int,
     "history_steps": _opt_int,
