@@ -82,19 +82,23 @@ def test_relative_parity_is_measured_against_each_targets_range() -> None:
     expected[0, 0, 0, 0] = 0.001  # ... with one quantile near zero (float32 cancellation)
     expected[:, 1] = 200.0
     actual = expected.copy()
-    actual[0, 0, 0, 0] += 5e-5  # 5 % of a value near zero, 1e-6 of the target's range
+    actual[0, 0, 0, 0] += 5e-4  # 50 % of a value near zero, 1e-5 of the target's range
     err = errors(actual, expected, rtol=1e-4, atol=1e-4)
-    assert err.max_abs == pytest.approx(5e-5)
-    assert err.max_rel == pytest.approx(5e-5 / 1e-2)  # element-wise, floored at 0.01
-    assert err.max_rel_range == pytest.approx(5e-5 / 50.0)
-    assert compare(actual, expected, rtol=1e-4, atol=1e-4)[2]
-    # 0.03 on a value of 200: beyond atol + rtol·|ref| (0.0201) and 1.5e-4 of the range.
+    assert err.max_abs == pytest.approx(5e-4)
+    assert err.max_rel == pytest.approx(5e-4 / 1e-2)  # element-wise, floored at 0.01
+    assert err.max_rel_range == pytest.approx(5e-4 / 50.0)
+    assert err.share_within == pytest.approx(35 / 36)  # beyond 1e-4 + 1e-4·|ref|: reported
+    assert compare(actual, expected, rtol=1e-4, atol=1e-4)[2]  # ... and passes the gate
+    # 0.03 on a value of 200 is 1.5e-4 of that target's range: refused.
     actual[1, 1, 2, 2] += 0.03
     assert not compare(actual, expected, rtol=1e-4, atol=1e-4)[2]
     # Within atol + rtol·|ref| per element but above rtol of the range: refused too.
     small = np.full((1, 1, 1, 3), 0.5)
-    assert errors(small + 9e-5, small, rtol=1e-4, atol=1e-4).within
+    assert errors(small + 9e-5, small, rtol=1e-4, atol=1e-4).share_within == 1.0
     assert not compare(small + 9e-5, small, rtol=1e-4, atol=1e-4)[2]
+    # Non-finite values and a wrong shape never pass.
+    assert not compare(small * np.nan, small, rtol=1e-4, atol=1e-4)[2]
+    assert not compare(small[..., :2], small, rtol=1e-4, atol=1e-4)[2]
 
 
 def test_ort_matches_pytorch_when_every_window_is_short(

@@ -59,9 +59,13 @@ class ParityResult:
     batch; the largest over targets. The ``≤ rtol`` criterion: element-wise relative errors
     near zero measure float32 cancellation, not the export (docs/EXPORT.md#parity)."""
     passed: bool
-    """Every element within ``atol + rtol·|reference|``, and ``max_rel_range ≤ rtol``."""
+    """All finite and ``max_rel_range ≤ rtol``: the gate. Element-wise bounds are reported
+    (``share_within``) but cannot gate float32: PyTorch's own float32 forward misses them
+    against float64 (docs/EXPORT.md#parity)."""
     lengths: tuple[int, int]
     """Shortest and longest encoder length in the batch."""
+    share_within: float = 1.0
+    """Share of elements within ``atol + rtol·|reference|``."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -70,6 +74,7 @@ class ParityResult:
             "max_abs": self.max_abs,
             "max_rel": self.max_rel,
             "max_rel_range": self.max_rel_range,
+            "share_within": self.share_within,
             "passed": self.passed,
             "min_length": self.lengths[0],
             "max_length": self.lengths[1],
@@ -158,14 +163,16 @@ class Errors:
     """max |actual − expected| / max(|expected|, 1e-2), element by element."""
     max_rel_range: float
     """max over targets of (max |actual − expected|) / (max |expected|) of that target."""
-    within: bool
-    """Finite, and every element within ``atol + rtol·|expected|``."""
+    share_within: float
+    """Share of elements within ``atol + rtol·|expected|`` (reported, not a gate)."""
+    finite: bool
+    """Same shape and every value finite."""
 
 
 def errors(actual: np.ndarray, expected: np.ndarray, *, rtol: float, atol: float) -> Errors:
     """The :class:`Errors` of ``actual`` against ``expected`` (same shape, target on axis 1)."""
     if actual.shape != expected.shape or actual.size == 0:
-        return Errors(float("inf"), float("inf"), float("inf"), actual.shape == expected.shape)
+        return Errors(float("inf"), float("inf"), float("inf"), 0.0, False)
     diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
     ref = np.abs(expected.astype(np.float64))
     finite = bool(np.isfinite(actual).all())
@@ -175,7 +182,8 @@ def errors(actual: np.ndarray, expected: np.ndarray, *, rtol: float, atol: float
         max_abs=float(diff.max()),
         max_rel=float((diff / np.maximum(ref, 1e-2)).max()),
         max_rel_range=float(per_target.max()),
-        within=finite and bool((diff <= atol + rtol * ref).all()),
+        share_within=float((diff <= atol + rtol * ref).mean()),
+        finite=finite,
     )
 
 
@@ -184,7 +192,7 @@ def compare(
 ) -> tuple[float, float, bool]:
     """(max abs error, max element-wise relative error, parity passed — see :class:`ParityResult`)."""
     e = errors(actual, expected, rtol=rtol, atol=atol)
-    return e.max_abs, e.max_rel, e.within and e.max_rel_range <= rtol
+    return e.max_abs, e.max_rel, e.finite and e.max_rel_range <= rtol
 
 
 def _batch(windows: dict[str, torch.Tensor], size: int) -> dict[str, torch.Tensor]:
@@ -224,7 +232,7 @@ def parity_check(
         else:
             expected = reference.run([OUTPUT_NAME], feed)[0]
         err = errors(actual, expected, rtol=rtol, atol=atol)
-        passed = err.within and err.max_rel_range <= rtol
+        passed = err.finite and err.max_rel_range <= rtol
         lengths = batch["encoder_lengths"]
         results.append(
             ParityResult(
@@ -233,6 +241,7 @@ def parity_check(
                 max_rel=err.max_rel,
                 max_rel_range=err.max_rel_range,
                 passed=passed,
+                share_within=err.share_within,
                 lengths=(int(lengths.min()), int(lengths.max())),
             )
         )
