@@ -3,9 +3,15 @@
 Contenders, on the same model and the same windows (the last E steps of each server of a
 simulated fleet), at each fleet size:
 
-- ``ort``: the appliance's configured session (:func:`fleetcast.appliance.model.load_model`:
-  all graph optimisations, sequential execution), fed the six input tensors in chunks of
-  the appliance's batch size (1024), exactly as ``Engine._infer`` does;
+- ``ort``: what the appliance runs (:func:`fleetcast.appliance.model.load_model`: all graph
+  optimisations, sequential execution, one single-threaded call per core), fed in chunks
+  of the appliance's batch size, as ``Engine._infer`` does. For a model with step graphs
+  (docs/MODEL_FORMAT.md#step-cache) that is the step cache at steady state: the timed
+  calls alternate between the windows of two consecutive steps, so every call finds its
+  cache one step behind and computes exactly one new encoder and one new decoder row per
+  server (the row hashing, the step graphs, the gathering and the head are all timed);
+- ``ort_full``: for a model with step graphs, the full graph on the same windows (what the
+  appliance runs with ``--no-step-cache``);
 - ``torch_forward``: the raw PyTorch forward of the same bundle (``model(x)`` under
   ``torch.inference_mode()`` over pre-collated batches);
 - ``predict_dataloader``: pytorch-forecasting's ``predict()`` on a prepared DataLoader;
@@ -46,9 +52,10 @@ TARGETS: tuple[Target, ...] = (
 
 
 def _ort_runner(model_dir: Any, feed: dict[str, np.ndarray], threads: int = 0) -> Callable[[], Any]:
+    """The full graph, as ``Engine._infer`` runs it without a step cache."""
     from fleetcast.appliance.model import default_batch_size, load_model
 
-    loaded = load_model(model_dir, ["CPUExecutionProvider"], threads)
+    loaded = load_model(model_dir, ["CPUExecutionProvider"], threads, step_cache=False)
     n = int(feed["encoder_lengths"].shape[0])
     step = default_batch_size(loaded.providers)  # what Engine._infer uses on this machine
 
@@ -59,6 +66,68 @@ def _ort_runner(model_dir: Any, feed: dict[str, np.ndarray], threads: int = 0) -
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     return run
+
+
+class _CachedRunner:
+    """The step cache at steady state (module docstring). ``feeds``: the windows ending at
+    step ``last - 1`` and at ``last``; calls alternate between them."""
+
+    def __init__(
+        self,
+        loaded: Any,
+        feeds: tuple[dict[str, np.ndarray], dict[str, np.ndarray]],
+        last: int,
+    ) -> None:
+        from fleetcast.appliance.model import default_batch_size
+        from fleetcast.appliance.step_cache import StepCache
+        from fleetcast.appliance.windows import WindowInputs
+
+        self.loaded = loaded
+        spec = loaded.spec
+        self.inputs = [WindowInputs(**feed) for feed in feeds]
+        n = self.inputs[0].capacity
+        self.idx = np.arange(n, dtype=np.int64)
+        self.ends = [np.full(n, last - 1, dtype=np.int64), np.full(n, last, dtype=np.int64)]
+        self.cache = StepCache(
+            n, spec.encoder_length, spec.prediction_length, loaded.embedding_size
+        )
+        step = default_batch_size(loaded.providers)
+        self.bounds = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
+        self.turn = 0
+        self.computed = 0
+        self()  # fill the cache with both steps' rows; from here every call is steady state
+        self()
+        self()
+        if self.computed != 2 * n:
+            raise RuntimeError(f"step cache not at steady state: {self.computed} rows, {n} servers")
+
+    def run(self, which: int) -> np.ndarray:
+        """As Engine._infer with its step cache, on the windows ``which`` (0 or 1)."""
+        from fleetcast.contract.model_spec import OUTPUT_NAME
+
+        win = self.inputs[which]
+        cache, head = self.cache, self.loaded.steps["head"]
+        self.computed = cache.prepare(
+            win, self.idx, self.ends[which], win.encoder_lengths, self.loaded.run_steps
+        )[1]
+        parts = self.loaded.map(
+            lambda span: head.run([OUTPUT_NAME], cache.head_feed(win, *span))[0], self.bounds
+        )
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def __call__(self) -> np.ndarray:
+        self.turn += 1
+        return self.run(self.turn % 2)
+
+
+def _cached_runner(
+    model_dir: Any, feeds: tuple[dict[str, np.ndarray], dict[str, np.ndarray]], last: int
+) -> _CachedRunner | None:
+    """The appliance's step cache on these windows; None when the model has no step graphs."""
+    from fleetcast.appliance.model import load_model
+
+    loaded = load_model(model_dir, ["CPUExecutionProvider"], 0, step_cache=True)
+    return None if loaded.steps is None else _CachedRunner(loaded, feeds, last)
 
 
 class _TorchSide:
@@ -151,7 +220,7 @@ def run_inference(
     ).get_modelmeta()
     spec = ModelSpec.from_metadata(meta.custom_metadata_map)
     biggest = max(sizes)
-    fleet_all = simulate_fleet(biggest, spec.encoder_length + 2)
+    fleet_all = simulate_fleet(biggest, spec.encoder_length + 3)
     rows: list[dict[str, Any]] = []
     values: dict[str, float | None] = {}
     agreement: dict[str, Any] = {}
@@ -161,7 +230,15 @@ def run_inference(
         fleet = fleet_all.servers(n)
         feed = fleet.model_inputs(spec).as_feed()
         reps = repeats.get(n, 3)
-        contenders: dict[str, Callable[[], Any]] = {"ort": _ort_runner(prepared.model_dir, feed)}
+        before = fleet.steps(None, -1).model_inputs(spec).as_feed()
+        last = int(fleet.timestamps[-1]) // spec.step_seconds
+        cached = _cached_runner(prepared.model_dir, (before, feed), last)
+        contenders: dict[str, Callable[[], Any]] = {}
+        if cached is not None:
+            contenders["ort"] = cached
+            contenders["ort_full"] = _ort_runner(prepared.model_dir, feed)
+        else:
+            contenders["ort"] = _ort_runner(prepared.model_dir, feed)
         note = ""
         torch_side = None
         if bundle is not None and n <= baseline_max:
@@ -180,7 +257,8 @@ def run_inference(
                 1.0 / n
             )
         if torch_side is not None and n == agreement_size:
-            agreement = _agreement(contenders["ort"](), torch_side, n)
+            out = contenders["ort"]() if cached is None else cached.run(1)  # the newest windows
+            agreement = _agreement(out, torch_side, n)
         row: dict[str, Any] = {
             "servers": n,
             "per_server_ms": {k: v.to_dict() for k, v in summaries.items()},

@@ -1,7 +1,8 @@
 """Shared fixtures: a tiny fleet, a tiny bundle trained by the project's trainer, its export.
 
-Trained and exported once per session (seconds): hidden size 8, encoder 48 with a 12-step
-minimum (mixed lengths), prediction 12.
+Trained and exported once per session and input scaling (seconds): hidden size 8, encoder
+48 with a 12-step minimum (mixed lengths), prediction 12. Every test that uses them runs for
+both input scalings: ``window`` (no step graphs) and ``fixed`` (step graphs embedded).
 """
 
 from __future__ import annotations
@@ -29,8 +30,14 @@ def toy_table() -> pa.Table:
     return make_toy_table(hours=72, seed=0)
 
 
+@pytest.fixture(scope="session", params=["window", "fixed"])
+def input_scaling(request: pytest.FixtureRequest) -> str:
+    """The trainer's input scaling of the session's model."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="session")
-def trained(toy_table: pa.Table) -> tuple:
+def trained(toy_table: pa.Table, input_scaling: str) -> tuple:
     """(model, training dataset, training info) of a two-batch training run."""
     from fleetcast.trainer.train import TrainConfig, train_model
 
@@ -48,6 +55,7 @@ def trained(toy_table: pa.Table) -> tuple:
         evaluate=False,
         accelerator="cpu",
         dropout=0.0,
+        input_scaling=input_scaling,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -16,7 +16,11 @@ if TYPE_CHECKING:
 
 
 def test_cli_exports_into_the_bundle_with_triton(
-    bundle_dir: Path, toy_table: pa.Table, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    bundle_dir: Path,
+    toy_table: pa.Table,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    input_scaling: str,
 ) -> None:
     import shutil
 
@@ -61,7 +65,10 @@ def test_cli_exports_into_the_bundle_with_triton(
     assert 'name: "fleetcast_tft"' in config
     assert 'backend: "onnxruntime"' in config
     assert "dynamic_batching" in config
-    assert 'name: "encoder_cont"\n    data_type: TYPE_FP32\n    dims: [ 48, 17 ]' in config
+    # Reals: encoder_length, 4 calendar features, 4 metrics, and with window input scaling
+    # each metric's window centre and scale.
+    n_real = 17 if input_scaling == "window" else 9
+    assert f'name: "encoder_cont"\n    data_type: TYPE_FP32\n    dims: [ 48, {n_real} ]' in config
     assert "reshape: { shape: [ ] }" in config  # encoder_lengths is [batch]
     assert 'name: "quantiles"\n    data_type: TYPE_FP32\n    dims: [ 4, 12, 3 ]' in config
 

@@ -128,3 +128,30 @@ def test_two_saves_in_one_second_get_distinct_folders(trained, tmp_path: Path) -
     assert a.name == "tft_model_20260102_030405"
     assert b.name != a.name
     assert (tmp_path / "latest").resolve() == b.resolve()
+
+
+def test_fixed_input_scaling_round_trips_through_the_bundle(
+    toy_table, make_config, tmp_path: Path
+) -> None:
+    import json
+    import warnings
+
+    from fleetcast.trainer.train import train_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, dataset, info = train_model(toy_table, make_config(input_scaling="fixed"))
+    folder = save_bundle(model, dataset, tmp_path / "models", training_info=info)
+    ds = json.loads((folder / "config.json").read_text())["dataset"]
+    assert ds["input_scaling"] == "fixed"
+    assert ds["add_target_scales"] is False
+    assert ds["time_varying_unknown_reals"] == [f"{t}_level" for t in ds["targets"]]
+    assert ds["scalers"]["cpu_pct_level"]["kind"] == "target_level"
+    assert ds["scalers"]["cpu_pct_level"]["target"] == "cpu_pct"
+    bundle = load_bundle(folder)
+    assert bundle.dataset_config.input_scaling == "fixed"
+    frame, windows = _new_data_windows()
+    before = predict_windows(model, dataset, frame, windows)
+    after = bundle.predict_windows(frame, windows)
+    assert np.isfinite(after).all()
+    assert np.array_equal(before, after)

@@ -97,3 +97,40 @@ def test_gap_is_forward_filled(toy_table) -> None:
     assert missing == 6
     assert np.all(cpu[-missing - 2 : -1] == cpu[-missing - 2])
     assert cpu[-1] != cpu[-2]
+
+
+def test_fixed_input_scaling_feeds_levels_with_one_global_scale(toy_table) -> None:
+    frame = prepare_frame(toy_table)
+    config = DatasetConfig(max_encoder_length=48, max_prediction_length=12, input_scaling="fixed")
+    ds = build_dataset(frame, config)
+    levels = [f"{t}_level" for t in config.targets]
+    # No window centre/scale statics, no window-scaled targets among the inputs.
+    assert ds.reals == ["encoder_length", "hour_sin", "hour_cos", "dow_sin", "dow_cos", *levels]
+    assert not any(r.endswith(("_center", "_scale")) for r in ds.reals)
+    scalers = ds.get_parameters()["scalers"]
+    for index in (200, 201, 350):
+        x, _ = ds[index]
+        enc_len = int(x["encoder_length"])
+        for i, target in enumerate(config.targets):
+            raw = x["encoder_target"][i].numpy().astype(np.float64)
+            t = np.log1p(raw) if config.transforms[target] == "log1p" else raw
+            scaler = scalers[f"{target}_level"]
+            # one global mean/std: the same value of a step gives the same input in any window
+            np.testing.assert_allclose(
+                x["x_cont"][:enc_len, ds.reals.index(f"{target}_level")].numpy(),
+                (t - scaler.mean_[0]) / scaler.scale_[0],
+                rtol=1e-4,
+                atol=1e-4,
+            )
+            # the output stays scaled relative to the window (centre = last value)
+            assert float(x["target_scale"][i][0]) == pytest.approx(t[-1], rel=1e-5)
+    # The level scaler is the transformed metric's mean and std over the frame.
+    lat = np.log1p(frame["latency_ms"].to_numpy(dtype=np.float64))
+    assert scalers["latency_ms_level"].mean_[0] == pytest.approx(lat.mean(), rel=1e-6)
+    assert scalers["latency_ms_level"].scale_[0] == pytest.approx(lat.std(), rel=1e-6)
+    with pytest.raises(ValueError, match="input_scaling must be one of"):
+        DatasetConfig(input_scaling="per-server")
+    assert DatasetConfig.from_dict({**config.to_dict()}).input_scaling == "fixed"
+    legacy = config.to_dict()
+    del legacy["input_scaling"]  # bundles written before the choice existed
+    assert DatasetConfig.from_dict(legacy).input_scaling == "window"

@@ -114,6 +114,7 @@ def test_every_cli_flag_maps_to_a_setting(tmp_path: Path) -> None:
             "off",
             "--read-key-required",
             "--no-access-log",
+            "--no-step-cache",
         ]
     )
     settings = build_settings(cli_values(args), env={})
@@ -126,6 +127,10 @@ def test_every_cli_flag_maps_to_a_setting(tmp_path: Path) -> None:
     assert settings.rate_limit is None
     assert settings.read_key_required is True
     assert settings.access_log is False
+    assert settings.step_cache is False
+    assert settings.engine_config().step_cache is False
+    assert build_settings({}, env={"FLEETCAST_STEP_CACHE": "off"}).step_cache is False
+    assert build_settings({}, env={}).engine_config().step_cache is True
     # unset flags defer to the environment
     assert build_settings(cli_values(parser.parse_args([])), env={"FLEETCAST_PORT": "7"}).port == 7
 

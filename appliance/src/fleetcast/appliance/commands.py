@@ -75,6 +75,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "time with N threads",
     )
     add(
+        "--step-cache",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="reuse each window row's variable selection between forecasts when the model has "
+        "step graphs (default on, CPU only); --no-step-cache runs the full graph",
+    )
+    add(
         "--history-steps",
         type=int,
         help="steps of actuals kept for /history (default: encoder length)",

@@ -36,6 +36,7 @@ from fleetcast.appliance.engine_types import (
 from fleetcast.appliance.forecast import iso
 from fleetcast.appliance.model import default_batch_size
 from fleetcast.contract.encoder import profile_from_name, server_id
+from fleetcast.contract.model_spec import OUTPUT_NAME
 from fleetcast.contract.schema import VALID_PROFILES, VALID_STATES
 
 if TYPE_CHECKING:
@@ -90,6 +91,15 @@ class Engine:
         self._lock = threading.Lock()
         self._forecast_lock = threading.Lock()
         self._inputs: WindowInputs | None = None
+        self._steps: StepCache | None = None
+        self._step_rows = (0, 0)
+        """(rows served from the step cache, rows computed) in the last forecast."""
+        if model.steps is not None:
+            from fleetcast.appliance.step_cache import StepCache
+
+            self._steps = StepCache(
+                config.capacity, enc, spec.prediction_length, model.embedding_size
+            )
         self._current: ForecastSet | None = None
         self._current_q: np.ndarray | None = None
         self._current_rows: dict[str, int] = {}
@@ -122,7 +132,9 @@ class Engine:
         """Load and check the model, allocate the buffers. Raises ModelError with a clear message."""
         from fleetcast.appliance.model import load_model
 
-        model = load_model(config.model_dir, config.providers, config.intra_op_threads)
+        model = load_model(
+            config.model_dir, config.providers, config.intra_op_threads, config.step_cache
+        )
         engine = cls(config, model)
         engine.warm_up()
         return engine
@@ -152,6 +164,8 @@ class Engine:
                 buf.last_step,
                 self._static,
             )
+            if self._steps is not None:
+                self._steps.warm_up(tiny)
         took = time.perf_counter() - started
         log.info("Numba kernels ready in %.2f s", took)
         return took
@@ -386,7 +400,7 @@ class Engine:
                 lens_b = lengths[idx].copy()
             built = time.perf_counter()
             try:
-                q = self._infer(inputs, b)
+                q = self._infer(inputs, b, idx, ends_b)
             except Exception:
                 self._failures += 1
                 self._runs += 1
@@ -413,11 +427,37 @@ class Engine:
             )
             return fs
 
-    def _infer(self, inputs: WindowInputs, b: int) -> np.ndarray:
-        """Quantiles (B, M, D, Q) float32 for the first ``b`` windows, in batches."""
+    def _infer(
+        self,
+        inputs: WindowInputs,
+        b: int,
+        idx: np.ndarray | None = None,
+        ends: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Quantiles (B, M, D, Q) float32 for the first ``b`` windows, in batches.
+
+        With a step cache (and ``idx``/``ends``, the windows' server slots and last closed
+        steps) only rows not seen before go through the step graphs, then the head runs on
+        the cached embeddings; otherwise the full graph runs.
+        """
         step = self.config.batch_size or default_batch_size(self.model.providers)
-        feeds = [inputs.feed(lo, min(lo + step, b)) for lo in range(0, b, step)]
-        parts = self.model.run_all(feeds)
+        bounds = [(lo, min(lo + step, b)) for lo in range(0, b, step)]
+        if self._steps is not None and idx is not None and ends is not None:
+            cache = self._steps
+            hit, computed = cache.prepare(
+                inputs, idx, ends, inputs.encoder_lengths[:b], self.model.run_steps
+            )
+            self._step_rows = (hit, computed)
+            head = self.model.steps["head"] if self.model.steps else None
+            if head is None:
+                raise RuntimeError("a step cache without step graphs")
+
+            def run_head(span: tuple[int, int]) -> np.ndarray:
+                return head.run([OUTPUT_NAME], cache.head_feed(inputs, *span))[0]
+
+            parts = self.model.map(run_head, bounds)
+        else:
+            parts = self.model.run_all([inputs.feed(lo, hi) for lo, hi in bounds])
         q = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
         return np.array(q, dtype=np.float32, copy=True)
 

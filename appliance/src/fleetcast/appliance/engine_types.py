@@ -33,6 +33,9 @@ class EngineConfig:
     """0 = auto: on CPU, one single-threaded ONNX Runtime call per usable core, each on its own
     batch (:func:`fleetcast.appliance.model.plan_workers`); N = one call at a time with N
     intra-op threads."""
+    step_cache: bool = True
+    """Use the model's step graphs with a :class:`~fleetcast.appliance.step_cache.StepCache`
+    when it has them and runs on CPU (docs/MODEL_FORMAT.md#step-cache)."""
     thresholds: Mapping[str, Any] | None = None
     """Override of the risk thresholds per metric and per profile (docs/RISK.md#configuration),
     e.g. ``{"latency_ms": {"default": 300, "database": 120}}``."""

@@ -187,4 +187,10 @@ def status(engine: Engine) -> dict[str, Any]:
         "data_time": iso(fleet_closed * step) if fleet_closed >= 0 else None,
         "ingest": dict(engine._counters),
         "thresholds": engine.thresholds.to_dict(),
+        "step_cache": {
+            "enabled": engine._steps is not None,
+            "last_rows_cached": int(engine._step_rows[0]),
+            "last_rows_computed": int(engine._step_rows[1]),
+            "bytes": engine._steps.nbytes if engine._steps is not None else 0,
+        },
     }

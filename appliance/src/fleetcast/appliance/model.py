@@ -43,7 +43,7 @@ from fleetcast.contract.model_spec import INPUT_NAMES, OUTPUT_NAME
 from fleetcast.contract.schema import CONTRACT_VERSION, METRIC_COLUMNS
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     import numpy as np
     import onnxruntime as ort
@@ -105,25 +105,41 @@ class LoadedModel:
     load_seconds: float
     workers: int = 1
     """Concurrent ``session.run`` calls of :meth:`run_all` (see the module docstring)."""
+    steps: dict[str, ort.InferenceSession] | None = None
+    """The step graphs' sessions (``encoder_steps``, ``decoder_steps``, ``head``) when the
+    model has them and runs on CPU (docs/MODEL_FORMAT.md#step-cache); None otherwise."""
+    embedding_size: int = 0
+    """``H`` of the step graphs (0 without them)."""
     _pool: Any = field(default=None, repr=False)
 
     def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         """Run the graph: feed (docs/MODEL_FORMAT.md inputs, batch B) → quantiles (B, T, D, Q)."""
         return self.session.run([OUTPUT_NAME], feed)[0]
 
-    def run_all(self, feeds: Sequence[dict[str, np.ndarray]]) -> list[np.ndarray]:
-        """:meth:`run` over several batches, ``workers`` at a time; results in input order.
+    def map(self, func: Callable[[Any], np.ndarray], items: Sequence[Any]) -> list[np.ndarray]:
+        """``func`` over ``items``, ``workers`` at a time; results in input order.
 
-        ONNX Runtime releases the GIL and a session may run concurrently, so each worker
-        thread computes its own batch on its own core.
+        ONNX Runtime and the Numba kernels release the GIL and a session may run
+        concurrently, so each worker thread computes its own batch on its own core.
         """
-        if self.workers <= 1 or len(feeds) <= 1:
-            return [self.run(feed) for feed in feeds]
+        if self.workers <= 1 or len(items) <= 1:
+            return [func(item) for item in items]
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="fleetcast-ort")
-        return list(self._pool.map(self.run, feeds))
+        return list(self._pool.map(func, items))
+
+    def run_all(self, feeds: Sequence[dict[str, np.ndarray]]) -> list[np.ndarray]:
+        """:meth:`run` over several batches, ``workers`` at a time; results in input order."""
+        return self.map(self.run, feeds)
+
+    def run_steps(self, which: str, feeds: Sequence[dict[str, np.ndarray]]) -> list[np.ndarray]:
+        """The ``"encoder"`` or ``"decoder"`` step graph over several feeds (rows → (m, H))."""
+        if self.steps is None:
+            raise RuntimeError("this model has no step graphs")
+        session = self.steps[f"{which}_steps"]
+        return self.map(lambda feed: session.run(None, feed)[0], feeds)
 
     def close(self) -> None:
         """Stop the worker threads (idempotent; :meth:`run_all` starts them again if called)."""
@@ -147,6 +163,7 @@ class LoadedModel:
             "horizons": dict(spec.horizons),
             "known_servers": len(spec.server_mapping),
             "inference_workers": self.workers,
+            "step_graphs": self.steps is not None,
             "weights_sha256": spec.weights_sha256,
         }
 
@@ -245,8 +262,13 @@ def load_model(
     model_dir: str | Path,
     providers: Sequence[str] | None = None,
     intra_op_threads: int = 0,
+    step_cache: bool = True,
 ) -> LoadedModel:
-    """Open, check and warm the model in ``model_dir`` (or a path to the .onnx file itself)."""
+    """Open, check and warm the model in ``model_dir`` (or a path to the .onnx file itself).
+
+    ``step_cache``: also open the model's step graphs when it has them and the session runs
+    on CPU (docs/MODEL_FORMAT.md#step-cache).
+    """
     import onnxruntime as ort
 
     from fleetcast.appliance.windows import plan_from_spec
@@ -293,13 +315,18 @@ def load_model(
     except ContractError as exc:
         raise ModelError(exc.what, exc.why, exc.fix, exc.see) from None
     in_use = list(session.get_providers())
+    steps, embedding_size = None, 0
+    if step_cache and in_use[0] == "CPUExecutionProvider":
+        steps, embedding_size = _open_step_graphs(metadata, threads)
     log.info(
-        "model %s (%s) loaded; providers in use: %s (requested %s); %d inference worker(s)",
+        "model %s (%s) loaded; providers in use: %s (requested %s); %d inference worker(s); "
+        "step cache %s",
         spec.model_version,
         spec.bundle_id,
         ", ".join(in_use),
         ", ".join(requested),
         workers,
+        "on" if steps is not None else "off",
     )
     if requested[0] != "CPUExecutionProvider" and in_use[0] == "CPUExecutionProvider":
         log.warning(
@@ -316,7 +343,57 @@ def load_model(
         requested_providers=requested,
         load_seconds=time.perf_counter() - started,
         workers=workers,
+        steps=steps,
+        embedding_size=embedding_size,
     )
+
+
+def _open_step_graphs(
+    metadata: dict[str, str], threads: int
+) -> tuple[dict[str, ort.InferenceSession] | None, int]:
+    """The step graphs' CPU sessions and ``H``, or (None, 0) when the model has none."""
+    import onnxruntime as ort
+
+    from fleetcast.contract.errors import ContractError
+    from fleetcast.contract.step_graphs import GRAPH_NAMES, HEAD_INPUTS, STEP_INPUTS, StepGraphs
+
+    try:
+        graphs = StepGraphs.from_metadata(metadata)
+    except ContractError as exc:
+        raise ModelError(exc.what, exc.why, exc.fix, exc.see) from None
+    if graphs is None:
+        return None, 0
+    sessions = {}
+    for name in GRAPH_NAMES:
+        try:
+            sessions[name] = ort.InferenceSession(
+                getattr(graphs, name),
+                sess_options=_session_options(threads),
+                providers=["CPUExecutionProvider"],
+            )
+        except Exception as exc:  # ORT raises several private exception types
+            raise ModelError(
+                f"ONNX Runtime cannot open the model's {name} step graph: "
+                f"{type(exc).__name__}: {str(exc)[:300]}",
+                "the step cache would serve forecasts from a graph that does not load.",
+                REEXPORT,
+                "docs/MODEL_FORMAT.md#step-cache",
+            ) from None
+    expected = {
+        "encoder_steps": list(STEP_INPUTS),
+        "decoder_steps": list(STEP_INPUTS),
+        "head": list(HEAD_INPUTS),
+    }
+    for name, session in sessions.items():
+        got = [i.name for i in session.get_inputs()]
+        if got != expected[name]:
+            raise ModelError(
+                f"The model's {name} step graph has inputs {got}, expected {expected[name]}.",
+                "the appliance feeds the step graphs by these names.",
+                REEXPORT,
+                "docs/MODEL_FORMAT.md#step-cache",
+            )
+    return sessions, graphs.embedding_size
 
 
 def _check_sidecar(model_path: Path, data: bytes) -> None:

@@ -255,6 +255,8 @@ class StatusResponse(msgspec.Struct, frozen=True):
     ready_after_s: float | None = None
     service: dict[str, int] = {}
     """forecast_sets, forecast_errors, websocket_clients."""
+    step_cache: dict[str, Any] = {}
+    """enabled, last_rows_cached, last_rows_computed, bytes (docs/MODEL_FORMAT.md#step-cache)."""
 
 
 class ScenarioIn(msgspec.Struct, frozen=True):

@@ -83,6 +83,9 @@ class Settings:
     providers: tuple[str, ...] | None = None
     """ONNX Runtime execution providers in order; None = TensorRT, CUDA, CPU filtered by availability."""
     intra_op_threads: int = 0
+    step_cache: bool = True
+    """Compute each window row's variable selection once and reuse it, when the model has step
+    graphs and runs on CPU (docs/MODEL_FORMAT.md#step-cache); off: the full graph every time."""
     """0 = auto (on CPU one single-threaded ONNX Runtime call per usable core, data parallel
     over batches); N = one call at a time with N intra-op threads."""
     history_steps: int | None = None
@@ -150,6 +153,7 @@ class Settings:
             "capacity": self.capacity,
             "providers": self.providers,
             "intra_op_threads": self.intra_op_threads,
+            "step_cache": self.step_cache,
             "history_steps": self.history_steps,
             "thresholds": self.load_thresholds(),
             "max_future_s": None if self.demo else self.max_future_seconds,
@@ -287,6 +291,7 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "max_future_seconds": _seconds_or_off,
     "providers": _providers,
     "intra_op_threads": int,
+    "step_cache": _bool,
     "history_steps": _opt_int,
     "thresholds_file": _opt_path,
     "daemon": _bool,

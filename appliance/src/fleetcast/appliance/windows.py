@@ -35,6 +35,7 @@ __all__ = [
     "CAT_STATIC",
     "REAL_CENTER",
     "REAL_ENCODER_LENGTH",
+    "REAL_LEVEL",
     "REAL_SCALE",
     "REAL_TARGET",
     "REAL_TIME",
@@ -56,6 +57,8 @@ REAL_CENTER = 3
 """x_reals column kind: a target's window centre (arg = target index; static)."""
 REAL_SCALE = 4
 """x_reals column kind: a target's window scale (arg = target index; static)."""
+REAL_LEVEL = 5
+"""x_reals column kind: a target, transformed and scaled with fixed mean/div (arg = target)."""
 
 CAT_STATIC = 0
 """x_categoricals column kind: a per-server code (arg = column of ``static_codes``)."""
@@ -131,6 +134,7 @@ def plan_from_spec(spec: ModelSpec) -> WindowPlan:
         "encoder_length": REAL_ENCODER_LENGTH,
         "target_center": REAL_CENTER,
         "target_scale": REAL_SCALE,
+        "target_level": REAL_LEVEL,
     }
     for name in spec.x_reals:
         sc = spec.real_scalers[name]
@@ -383,6 +387,8 @@ def _build_impl(
                     v = (n - real_mean[c]) / real_div[c]
                 elif kind == 3:
                     v = (centre[a] - real_mean[c]) / real_div[c]
+                elif kind == 5:
+                    v = (y[t, a] - real_mean[c]) / real_div[c]
                 else:
                     v = (scale[a] - real_mean[c]) / real_div[c]
                 enc_cont[row, t, c] = v
@@ -404,7 +410,7 @@ def _build_impl(
             for c in range(n_real):
                 kind = real_kind[c]
                 a = real_arg[c]
-                if kind == 0:
+                if kind == 0 or kind == 5:
                     v = 0.0
                 elif kind == 1:
                     v = (feats[a] - real_mean[c]) / real_div[c]

@@ -256,6 +256,9 @@ def build_inputs(
             encoder_cont[..., col] = (transformed[..., j] - scale[:, None, j, 0]) / scale[
                 :, None, j, 1
             ]
+        elif s.source == "target_level":
+            j = tindex[s.target]
+            encoder_cont[..., col] = (transformed[..., j] - s.mean) / s.scale
         else:
             if s.source == "encoder_length":
                 raw = lengths.astype(np.float64)

@@ -91,12 +91,14 @@ class RealScaler:
     ``source`` says what ``raw`` is: ``"calendar"`` (:func:`calendar_features` of the
     step, by the column's name), ``"encoder_length"`` (the window's valid steps),
     ``"target_center"`` / ``"target_scale"`` (the window's target centre / scale of
-    ``target``, :func:`window_target_scale`), or ``"target"`` (the transformed target value;
-    for this source ``mean``/``scale`` are unused: the window's own centre and scale apply).
+    ``target``, :func:`window_target_scale`), ``"target"`` (the transformed target value;
+    for this source ``mean``/``scale`` are unused: the window's own centre and scale apply),
+    or ``"target_level"`` (the transformed value of ``target`` with this fixed ``mean`` and
+    ``scale``: fixed input scaling, docs/MODEL_FORMAT.md#step-cache).
     """
 
     source: str
-    """One of calendar, encoder_length, target_center, target_scale, target."""
+    """One of calendar, encoder_length, target_center, target_scale, target, target_level."""
     mean: float = 0.0
     """Subtracted from the raw value."""
     scale: float = 1.0
@@ -112,7 +114,14 @@ class RealScaler:
         return out
 
 
-_SOURCES = ("calendar", "encoder_length", "target_center", "target_scale", "target")
+_SOURCES = (
+    "calendar",
+    "encoder_length",
+    "target_center",
+    "target_scale",
+    "target",
+    "target_level",
+)
 
 
 @dataclass(frozen=True)

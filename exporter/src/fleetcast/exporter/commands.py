@@ -71,6 +71,12 @@ def register_export(subparsers: Any) -> None:
         "(saves a float64 forward at the largest parity batch)",
     )
     parser.add_argument(
+        "--no-step-cache",
+        action="store_true",
+        help="do not embed the step graphs of a model trained with --input-scaling fixed "
+        "(the appliance then runs the full graph; docs/MODEL_FORMAT.md#step-cache)",
+    )
+    parser.add_argument(
         "--triton",
         type=Path,
         default=None,
@@ -112,6 +118,7 @@ def run_export(args: argparse.Namespace) -> int:
         parity_batches=batches,
         fp16=args.fp16,
         rounding_floor=not args.no_rounding_floor,
+        step_cache=not args.no_step_cache,
     )
     try:
         report = export_bundle(args.bundle, data=args.data, out=args.out, options=options)

@@ -8,7 +8,10 @@ it). It refuses to write anything unless every check passes:
    at several batch sizes, mixed encoder lengths included, within ``rtol`` of each target's
    range (element-wise errors against ``atol + rtol·|ref|`` are reported);
 3. with ``fp16``: the float16 graph passes the checker and matches the float32 graph
-   within the looser ``fp16_rtol`` of each target's range.
+   within the looser ``fp16_rtol`` of each target's range;
+4. for a model with fixed input scaling (and ``step_cache``): the step graphs
+   (:mod:`fleetcast.contract.step_graphs`) are traced, embedded in the metadata, and their
+   composition must pass the same parity gate against PyTorch as the full graph.
 
 Files are written atomically (temporary name, then rename), each with a ``.sha256``
 sidecar in ``sha256sum`` format that the appliance verifies before loading.
@@ -26,9 +29,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fleetcast.contract.errors import ContractError
+from fleetcast.contract.step_graphs import (
+    GRAPH_NAMES,
+    STEP_GRAPHS_KEY,
+    StepGraphs,
+    composed_forward,
+    step_stable,
+)
 from fleetcast.exporter.graph import INPUT_NAMES, OUTPUT_NAME
 from fleetcast.exporter.metadata import SIDECAR_SUFFIX
-from fleetcast.exporter.onnx_graph import DEFAULT_OPSET, to_float16, trace_onnx
+from fleetcast.exporter.onnx_graph import (
+    DEFAULT_OPSET,
+    to_float16,
+    trace_onnx,
+    trace_step_graphs,
+)
 from fleetcast.exporter.parity import (
     DEFAULT_PARITY_BATCHES,
     ParityResult,
@@ -87,6 +102,8 @@ class ExportOptions:
     """Batch sizes of the ORT CPU latency measurement (empty: skip)."""
     latency_runs: int = 20
     """Timed runs per latency batch size (after 3 warm-up runs)."""
+    step_cache: bool = True
+    """Embed the step graphs when the model's inputs allow it (docs/MODEL_FORMAT.md#step-cache)."""
 
 
 @dataclass
@@ -113,6 +130,10 @@ class ExportReport:
     """Its size."""
     fp16_parity: list[ParityResult] = field(default_factory=list)
     """Float16 vs float32 ORT CPU, per batch size."""
+    step_parity: list[ParityResult] = field(default_factory=list)
+    """The step graphs' composition on ORT CPU vs PyTorch, per batch size (empty: none)."""
+    step_cache_note: str = ""
+    """Why the model has no step graphs (empty when it has them)."""
     options: ExportOptions = field(default_factory=ExportOptions)
     """The options used."""
 
@@ -132,6 +153,9 @@ class ExportReport:
             "fp16_size_bytes": self.fp16_size_bytes,
             "fp16_parity": [p.to_dict() for p in self.fp16_parity],
             "fp16_tolerance": {"rtol": self.options.fp16_rtol, "atol": self.options.fp16_atol},
+            "step_parity": [p.to_dict() for p in self.step_parity],
+            "step_cache": not self.step_cache_note,
+            "step_cache_note": self.step_cache_note,
         }
 
     def format(self) -> str:
@@ -157,6 +181,15 @@ class ExportReport:
                 f"{f.pytorch.max_rel:.2e}; ONNX max abs {f.onnx.max_abs:.2e}, max rel "
                 f"{f.onnx.max_rel:.2e}"
             )
+        if self.step_parity:
+            lines.append("step graphs embedded; their composition vs PyTorch (same gate):")
+            lines += [
+                f"  batch {p.batch:>5}: max abs {p.max_abs:.2e}, {p.max_rel_range:.2e} of range  "
+                f"{'ok' if p.passed else 'FAILED'}"
+                for p in self.step_parity
+            ]
+        else:
+            lines.append(f"no step graphs: {self.step_cache_note}")
         if self.latency_ms:
             lines.append(
                 "ORT CPU latency: "
@@ -227,6 +260,17 @@ def _failed(what: str, results: list[ParityResult], rtol: float, atol: float) ->
     )
 
 
+class _Composed:
+    """The step graphs on ORT CPU, run like one session (the parity check's ``session``)."""
+
+    def __init__(self, graphs: StepGraphs, optimization: str) -> None:
+        self.graphs = graphs
+        self.sessions = [ort_session(getattr(graphs, name), optimization) for name in GRAPH_NAMES]
+
+    def run(self, output_names: Any, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return [composed_forward(*self.sessions, feed, self.graphs.embedding_size)]
+
+
 def export_model(
     model: TemporalFusionTransformer,
     spec: ModelSpec,
@@ -278,6 +322,18 @@ def export_model(
             "Report this with the versions of torch, onnx and onnxruntime.",
             _DOC,
         ) from None
+    step_graphs, step_note = None, ""
+    if not options.step_cache:
+        step_note = "not requested (--no-step-cache)"
+    elif not step_stable({k: v.source for k, v in spec.real_scalers.items()}):
+        step_note = (
+            "the model scales its inputs per window (train with --input-scaling fixed; "
+            "docs/MODEL_FORMAT.md#step-cache)"
+        )
+    else:
+        step_graphs = trace_step_graphs(model, example, opset=options.opset)
+        for key, value in step_graphs.to_metadata().items():
+            proto.metadata_props.add(key=key, value=value)
     data = proto.SerializeToString()
     session = ort_session(data, options.optimization)
     parity = parity_check(
@@ -290,6 +346,18 @@ def export_model(
     )
     if not all(p.passed for p in parity):
         raise _failed("The ONNX graph on ONNX Runtime CPU", parity, options.rtol, options.atol)
+    step_parity: list[ParityResult] = []
+    if step_graphs is not None:
+        step_parity = parity_check(
+            _Composed(step_graphs, options.optimization),
+            model,
+            windows,
+            batches=options.parity_batches,
+            rtol=options.rtol,
+            atol=options.atol,
+        )
+        if not all(p.passed for p in step_parity):
+            raise _failed("The step graphs' composition", step_parity, options.rtol, options.atol)
     floor = None
     if options.rounding_floor and options.parity_batches:
         floor = rounding_floor(session, model, windows, max(options.parity_batches))
@@ -298,6 +366,10 @@ def export_model(
     fp16_parity: list[ParityResult] = []
     if options.fp16:
         proto16 = to_float16(proto)
+        # The step graphs are float32: the float16 model runs whole (a GPU has no use for them).
+        kept = [p for p in proto16.metadata_props if p.key != STEP_GRAPHS_KEY]
+        del proto16.metadata_props[:]
+        proto16.metadata_props.extend(kept)
         try:
             onnx.checker.check_model(proto16, full_check=True)
         except onnx.checker.ValidationError as exc:
@@ -331,6 +403,8 @@ def export_model(
         parity=parity,
         floor=floor,
         fp16_parity=fp16_parity,
+        step_parity=step_parity,
+        step_cache_note=step_note,
         options=options,
     )
     if fp16_data is not None:

@@ -1,8 +1,11 @@
 """Regenerate the appliance's tiny model fixture with the project's own trainer and exporter.
 
     python -m fleetcast.exporter.fixture appliance/tests/fixtures/
+    python -m fleetcast.exporter.fixture --input-scaling fixed appliance/tests/fixtures/
 
-writes ``tiny_model.onnx`` (+ ``tiny_model.onnx.sha256``) and ``tiny_model_reference.json``:
+writes ``tiny_model.onnx`` (+ ``tiny_model.onnx.sha256``) and ``tiny_model_reference.json``
+(``tiny_model_steps.*`` for ``--input-scaling fixed``: the same model trained with fixed input
+scaling, with step graphs, docs/MODEL_FORMAT.md#step-cache):
 a small model with the production *semantics* — a 96-step prediction (so the 30min/1hr/8hr
 horizons exist), a 48-step encoder with a 12-step minimum (cold start), hidden size 8 — and a
 few raw windows with the model's expected output, so the appliance's tests run without torch.
@@ -37,6 +40,8 @@ __all__ = [
     "FIXTURE_FLEET",
     "FIXTURE_NAME",
     "REFERENCE_NAME",
+    "STEPS_FIXTURE_NAME",
+    "STEPS_REFERENCE_NAME",
     "make_fixture",
     "reference_windows",
     "tiny_config",
@@ -54,9 +59,11 @@ FIXTURE_FLEET = {
 """The simulated fleet the fixture is trained on (2026-01-01, five days, incidents included)."""
 FIXTURE_NAME = "tiny_model.onnx"
 REFERENCE_NAME = "tiny_model_reference.json"
+STEPS_FIXTURE_NAME = "tiny_model_steps.onnx"
+STEPS_REFERENCE_NAME = "tiny_model_steps_reference.json"
 
 
-def tiny_config() -> Any:
+def tiny_config(input_scaling: str = "window") -> Any:
     """The fixture model's TrainConfig: seconds to train, production shape semantics."""
     from fleetcast.trainer.train import TrainConfig
 
@@ -75,6 +82,7 @@ def tiny_config() -> Any:
         evaluate=False,
         dropout=0.0,
         seed=0,
+        input_scaling=input_scaling,
     )
 
 
@@ -125,7 +133,7 @@ def reference_windows(table: pa.Table, spec: ModelSpec) -> dict[str, Any]:
     return out
 
 
-def make_fixture(out_dir: str | Path) -> dict[str, Path]:
+def make_fixture(out_dir: str | Path, input_scaling: str = "window") -> dict[str, Path]:
     """Train, bundle, export and write the fixture files into ``out_dir``; returns their paths."""
     import onnxruntime as ort
 
@@ -139,7 +147,9 @@ def make_fixture(out_dir: str | Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = simulate_table(**FIXTURE_FLEET)
-    model, dataset, info = train_model(table, tiny_config())
+    model, dataset, info = train_model(table, tiny_config(input_scaling))
+    fixed_scaling = input_scaling == "fixed"
+    model_name = STEPS_FIXTURE_NAME if fixed_scaling else FIXTURE_NAME
     with tempfile.TemporaryDirectory() as tmp:
         # A fixed bundle time keeps bundle_id (and the metadata) stable across regenerations.
         fixed = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -147,7 +157,7 @@ def make_fixture(out_dir: str | Path) -> dict[str, Path]:
         report = export_bundle(
             bundle,
             data=table,
-            out=out_dir / FIXTURE_NAME,
+            out=out_dir / model_name,
             options=ExportOptions(parity_batches=(1, 7, 90), latency_batches=()),
             source=WindowSource(windows=96),
         )
@@ -168,12 +178,13 @@ def make_fixture(out_dir: str | Path) -> dict[str, Path]:
     reference = {
         "description": "Raw windows for fleetcast.contract.features.build_inputs and the "
         "model's expected output [window, target, step, quantile] in real units. "
-        "Regenerate: python -m fleetcast.exporter.fixture appliance/tests/fixtures/",
+        "Regenerate: python -m fleetcast.exporter.fixture "
+        f"--input-scaling {input_scaling} appliance/tests/fixtures/",
         "model_sha256": report.sha256,
         "inputs": raw,
         "quantiles": np.round(quantiles.astype(np.float64), 6).tolist(),
     }
-    ref_path = out_dir / REFERENCE_NAME
+    ref_path = out_dir / (STEPS_REFERENCE_NAME if fixed_scaling else REFERENCE_NAME)
     ref_path.write_text(json.dumps(reference, separators=(",", ":")) + "\n")
     return {"model": report.path, "reference": ref_path}
 
@@ -182,9 +193,15 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m fleetcast.exporter.fixture OUT_DIR``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path)
+    parser.add_argument(
+        "--input-scaling",
+        choices=("window", "fixed"),
+        default="window",
+        help="window: tiny_model.*; fixed: tiny_model_steps.* (with step graphs)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    paths = make_fixture(args.out_dir)
+    paths = make_fixture(args.out_dir, args.input_scaling)
     for name, path in paths.items():
         print(f"{name}: {path} ({path.stat().st_size / 1024:.1f} KiB)")
     return 0

@@ -34,6 +34,8 @@ __all__ = [
     "INPUT_NAMES",
     "OUTPUT_NAME",
     "ExportableTFT",
+    "HeadGraph",
+    "StepGraph",
     "reference_forward",
     "target_transforms",
 ]
@@ -107,92 +109,185 @@ class ExportableTFT(nn.Module):
         """
         m = self.tft
         e = self.encoder_width
-        d = self.prediction_length
-        hp = m.hparams
         x_cat = torch.cat([encoder_cat, decoder_cat], dim=1)
         x_cont = torch.cat([encoder_cont, decoder_cont], dim=1)
-        timesteps = e + d
-
-        input_vectors = m.input_embeddings(x_cat)
-        input_vectors.update(
-            {
-                name: x_cont[..., idx].unsqueeze(-1)
-                for idx, name in enumerate(hp.x_reals)
-                if name in m.reals
-            }
-        )
-        if len(m.static_variables) == 0:
-            raise ValueError(
-                "The model has no static variables; fleetcast models always have the "
-                "profile and server_id static categoricals. See docs/MODEL_FORMAT.md#features."
-            )
-        static_embedding = {name: input_vectors[name][:, 0] for name in m.static_variables}
-        static_embedding, _ = m.static_variable_selection(static_embedding)
+        input_vectors = _input_vectors(m, x_cat, x_cont)
+        static_embedding = _static_embedding(m, {k: v[:, 0] for k, v in input_vectors.items()})
         static_context_vs = m.expand_static_context(
-            m.static_context_variable_selection(static_embedding), timesteps
+            m.static_context_variable_selection(static_embedding), e + self.prediction_length
         )
         emb_enc = {name: input_vectors[name][:, :e] for name in m.encoder_variables}
         emb_enc, _ = m.encoder_variable_selection(emb_enc, static_context_vs[:, :e])
         emb_dec = {name: input_vectors[name][:, e:] for name in m.decoder_variables}
         emb_dec, _ = m.decoder_variable_selection(emb_dec, static_context_vs[:, e:])
+        return _head(self, static_embedding, emb_enc, emb_dec, encoder_lengths, target_scale)
 
-        input_hidden = m.static_context_initial_hidden_lstm(static_embedding).expand(
-            hp.lstm_layers, -1, -1
-        )
-        input_cell = m.static_context_initial_cell_lstm(static_embedding).expand(
-            hp.lstm_layers, -1, -1
-        )
-        # pytorch-forecasting's length-aware LSTM, with the output padded back to the full
-        # width E (``total_length``) so that shapes do not depend on the batch's lengths.
-        packed = rnn.pack_padded_sequence(
-            emb_enc, encoder_lengths.cpu(), batch_first=True, enforce_sorted=False
-        )
-        packed_out, (hidden, cell) = nn.LSTM.forward(
-            m.lstm_encoder, packed, (input_hidden, input_cell)
-        )
-        encoder_output, _ = rnn.pad_packed_sequence(packed_out, batch_first=True, total_length=e)
-        # Every window has exactly D decoder steps: a plain (unpacked) LSTM run is identical.
-        decoder_output, _ = nn.LSTM.forward(m.lstm_decoder, emb_dec, (hidden, cell))
 
-        lstm_enc = m.post_lstm_add_norm_encoder(m.post_lstm_gate_encoder(encoder_output), emb_enc)
-        lstm_dec = m.post_lstm_add_norm_decoder(m.post_lstm_gate_decoder(decoder_output), emb_dec)
-        lstm_output = torch.cat([lstm_enc, lstm_dec], dim=1)
+def _input_vectors(
+    m: TemporalFusionTransformer, x_cat: torch.Tensor, x_cont: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Every input variable's vector: categorical embeddings and real columns ``[..., 1]``."""
+    input_vectors = m.input_embeddings(x_cat)
+    input_vectors.update(
+        {
+            name: x_cont[..., idx].unsqueeze(-1)
+            for idx, name in enumerate(m.hparams.x_reals)
+            if name in m.reals
+        }
+    )
+    return input_vectors
 
-        enrichment = m.static_context_enrichment(static_embedding)
-        attn_input = m.static_enrichment(
-            lstm_output, m.expand_static_context(enrichment, timesteps)
+
+def _static_embedding(
+    m: TemporalFusionTransformer, vectors: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """The static variable selection of one row per window (``vectors``: name → [B, ...])."""
+    if len(m.static_variables) == 0:
+        raise ValueError(
+            "The model has no static variables; fleetcast models always have the "
+            "profile and server_id static categoricals. See docs/MODEL_FORMAT.md#features."
         )
-        encoder_mask = (
-            torch.arange(e, device=encoder_lengths.device)[None, :] >= encoder_lengths[:, None]
-        )
-        mask = torch.cat(
-            (
-                encoder_mask[:, None, :].expand(-1, d, -1),
-                self.decoder_mask[None].expand(encoder_lengths.shape[0], -1, -1),
-            ),
-            dim=2,
-        )
-        attn_output, _ = m.multihead_attn(
-            q=attn_input[:, e:], k=attn_input, v=attn_input, mask=mask
-        )
-        attn_output = m.post_attn_gate_norm(attn_output, attn_input[:, e:])
-        output = m.pos_wise_ff(attn_output)
-        output = m.pre_output_gate_norm(output, lstm_output[:, e:])
-        if m.n_targets > 1:
-            outputs = [layer(output) for layer in m.output_layer]
+    static_embedding, _ = m.static_variable_selection(
+        {name: vectors[name] for name in m.static_variables}
+    )
+    return static_embedding
+
+
+def _head(
+    wrapper: ExportableTFT | HeadGraph,
+    static_embedding: torch.Tensor,
+    emb_enc: torch.Tensor,
+    emb_dec: torch.Tensor,
+    encoder_lengths: torch.Tensor,
+    target_scale: torch.Tensor,
+) -> torch.Tensor:
+    """Everything after the variable selection: LSTMs, attention, output, de-normalisation."""
+    m = wrapper.tft
+    e = wrapper.encoder_width
+    d = wrapper.prediction_length
+    hp = m.hparams
+    timesteps = e + d
+    input_hidden = m.static_context_initial_hidden_lstm(static_embedding).expand(
+        hp.lstm_layers, -1, -1
+    )
+    input_cell = m.static_context_initial_cell_lstm(static_embedding).expand(hp.lstm_layers, -1, -1)
+    # pytorch-forecasting's length-aware LSTM, with the output padded back to the full
+    # width E (``total_length``) so that shapes do not depend on the batch's lengths.
+    packed = rnn.pack_padded_sequence(
+        emb_enc, encoder_lengths.cpu(), batch_first=True, enforce_sorted=False
+    )
+    packed_out, (hidden, cell) = nn.LSTM.forward(m.lstm_encoder, packed, (input_hidden, input_cell))
+    encoder_output, _ = rnn.pad_packed_sequence(packed_out, batch_first=True, total_length=e)
+    # Every window has exactly D decoder steps: a plain (unpacked) LSTM run is identical.
+    decoder_output, _ = nn.LSTM.forward(m.lstm_decoder, emb_dec, (hidden, cell))
+
+    lstm_enc = m.post_lstm_add_norm_encoder(m.post_lstm_gate_encoder(encoder_output), emb_enc)
+    lstm_dec = m.post_lstm_add_norm_decoder(m.post_lstm_gate_decoder(decoder_output), emb_dec)
+    lstm_output = torch.cat([lstm_enc, lstm_dec], dim=1)
+
+    enrichment = m.static_context_enrichment(static_embedding)
+    attn_input = m.static_enrichment(lstm_output, m.expand_static_context(enrichment, timesteps))
+    encoder_mask = (
+        torch.arange(e, device=encoder_lengths.device)[None, :] >= encoder_lengths[:, None]
+    )
+    mask = torch.cat(
+        (
+            encoder_mask[:, None, :].expand(-1, d, -1),
+            wrapper.decoder_mask[None].expand(encoder_lengths.shape[0], -1, -1),
+        ),
+        dim=2,
+    )
+    attn_output, _ = m.multihead_attn(q=attn_input[:, e:], k=attn_input, v=attn_input, mask=mask)
+    attn_output = m.post_attn_gate_norm(attn_output, attn_input[:, e:])
+    output = m.pos_wise_ff(attn_output)
+    output = m.pre_output_gate_norm(output, lstm_output[:, e:])
+    if m.n_targets > 1:
+        outputs = [layer(output) for layer in m.output_layer]
+    else:
+        outputs = [m.output_layer(output)]
+    # The target normaliser's inverse, as pytorch-forecasting's TorchNormalizer.__call__
+    # computes it: y = output * scale + centre, then the transform's inverse. expm1 is
+    # written exp(x) - 1: the TorchScript exporter has no aten::expm1 (the parity check
+    # bounds the difference).
+    prediction = []
+    for i, out in enumerate(outputs):
+        y = out * target_scale[:, i, 1, None, None] + target_scale[:, i, 0, None, None]
+        if wrapper.transforms[i] == "log1p":
+            y = torch.exp(y) - 1.0
+        prediction.append(y)
+    return torch.stack(list(prediction), dim=1)
+
+
+class StepGraph(nn.Module):
+    """One encoder (or decoder) row per item → its variable-selection output (step graphs).
+
+    The row's own static columns give the static context, exactly as row 0 gives it to the
+    whole window in :class:`ExportableTFT` (static columns are equal on every row).
+    ``forward(step_cat [N, n_cat] int64, step_cont [N, n_real] float32) → [N, H]``.
+    """
+
+    def __init__(self, tft: TemporalFusionTransformer, which: str) -> None:
+        super().__init__()
+        if which not in ("encoder", "decoder"):
+            raise ValueError(f"which must be 'encoder' or 'decoder', not {which!r}")
+        self.tft = tft
+        self.which = which
+
+    def forward(self, step_cat: torch.Tensor, step_cont: torch.Tensor) -> torch.Tensor:
+        m = self.tft
+        vectors = _input_vectors(m, step_cat[:, None], step_cont[:, None])  # [N, 1, ...]
+        static_embedding = _static_embedding(m, {k: v[:, 0] for k, v in vectors.items()})
+        context = m.static_context_variable_selection(static_embedding)[:, None]
+        if self.which == "encoder":
+            names, selection = m.encoder_variables, m.encoder_variable_selection
         else:
-            outputs = [m.output_layer(output)]
-        # The target normaliser's inverse, as pytorch-forecasting's TorchNormalizer.__call__
-        # computes it: y = output * scale + centre, then the transform's inverse. expm1 is
-        # written exp(x) - 1: the TorchScript exporter has no aten::expm1 (the parity check
-        # bounds the difference).
-        prediction = []
-        for i, out in enumerate(outputs):
-            y = out * target_scale[:, i, 1, None, None] + target_scale[:, i, 0, None, None]
-            if self.transforms[i] == "log1p":
-                y = torch.exp(y) - 1.0
-            prediction.append(y)
-        return torch.stack(list(prediction), dim=1)
+            names, selection = m.decoder_variables, m.decoder_variable_selection
+        embedding, _ = selection({name: vectors[name] for name in names}, context)
+        return embedding[:, 0]
+
+
+class HeadGraph(nn.Module):
+    """Everything after the variable selection, from cached step embeddings (step graphs).
+
+    ``forward(encoder_embedding [B, E, H], decoder_embedding [B, D, H], static_cat [B,
+    n_cat], static_cont [B, n_real], encoder_lengths [B], target_scale [B, T, 2])`` returns
+    what :class:`ExportableTFT` returns for the same windows.
+    """
+
+    def __init__(
+        self, tft: TemporalFusionTransformer, encoder_width: int, prediction_length: int
+    ) -> None:
+        super().__init__()
+        self.tft = tft
+        self.encoder_width = int(encoder_width)
+        self.prediction_length = int(prediction_length)
+        self.transforms = target_transforms(tft)
+        d = self.prediction_length
+        self.register_buffer(
+            "decoder_mask",
+            torch.arange(d)[None, :] >= torch.arange(d)[:, None],
+            persistent=False,
+        )
+
+    def forward(
+        self,
+        encoder_embedding: torch.Tensor,
+        decoder_embedding: torch.Tensor,
+        static_cat: torch.Tensor,
+        static_cont: torch.Tensor,
+        encoder_lengths: torch.Tensor,
+        target_scale: torch.Tensor,
+    ) -> torch.Tensor:
+        m = self.tft
+        static_embedding = _static_embedding(m, _input_vectors(m, static_cat, static_cont))
+        return _head(
+            self,
+            static_embedding,
+            encoder_embedding,
+            decoder_embedding,
+            encoder_lengths,
+            target_scale,
+        )
 
 
 def reference_forward(

@@ -79,6 +79,15 @@ def _real_scaler(dataset: TimeSeriesDataSet, name: str, targets: list[str]) -> R
     """How real column ``name`` of ``dataset`` is computed (see the module docstring)."""
     if name in targets:
         return RealScaler(source="target", target=name)
+    level_target = name.removesuffix("_level")
+    if name.endswith("_level") and level_target in targets:
+        scaler = dataset.get_transformer(name)
+        return RealScaler(
+            source="target_level",
+            mean=float(scaler.mean_[0]),
+            scale=float(scaler.scale_[0]),
+            target=level_target,
+        )
     if name == "encoder_length":
         half = dataset.max_encoder_length / 2.0
         return RealScaler(source="encoder_length", mean=half, scale=half)
@@ -232,6 +241,13 @@ def spec_from_bundle(bundle: Bundle, *, provenance: dict[str, Any] | None = None
         kind = entry.get("kind")
         if kind == "target_window" and name in targets:
             scalers[name] = RealScaler(source="target", target=name)
+        elif kind == "target_level" and entry.get("target") in targets:
+            scalers[name] = RealScaler(
+                source="target_level",
+                mean=float(entry["mean"]),
+                scale=float(entry["scale"]),
+                target=str(entry["target"]),
+            )
         elif kind == "encoder_length":
             scalers[name] = RealScaler(source="encoder_length", mean=e / 2.0, scale=e / 2.0)
         elif kind == "identity" and name in CALENDAR_FEATURES:

@@ -14,7 +14,8 @@ import logging
 import warnings
 from typing import TYPE_CHECKING
 
-from fleetcast.exporter.graph import INPUT_NAMES, OUTPUT_NAME, ExportableTFT
+from fleetcast.contract.step_graphs import HEAD_INPUTS, STEP_INPUTS, STEP_OUTPUT, StepGraphs
+from fleetcast.exporter.graph import INPUT_NAMES, OUTPUT_NAME, ExportableTFT, HeadGraph, StepGraph
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -30,6 +31,7 @@ __all__ = [
     "strip_debug_info",
     "to_float16",
     "trace_onnx",
+    "trace_step_graphs",
 ]
 
 logger = logging.getLogger("fleetcast.exporter")
@@ -81,6 +83,91 @@ def trace_onnx(
     strip_debug_info(proto)
     compact_names(proto)
     return proto
+
+
+def _trace(
+    module: torch.nn.Module,
+    args: tuple[torch.Tensor, ...],
+    input_names: tuple[str, ...],
+    output_name: str,
+    dynamic: dict[str, dict[int, str]],
+    opset: int,
+) -> onnx.ModelProto:
+    """``torch.onnx.export`` (TorchScript) of ``module``, debug info stripped, names compacted."""
+    import onnx
+    import torch
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        # The TorchScript exporter warns about every traced Python int; the parity check,
+        # not the warnings, decides whether the graph is right.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            args,
+            buffer,
+            dynamo=False,
+            opset_version=opset,
+            input_names=list(input_names),
+            output_names=[output_name],
+            dynamic_axes=dynamic,
+            do_constant_folding=True,
+        )
+    proto = onnx.load_from_string(buffer.getvalue())
+    strip_debug_info(proto)
+    compact_names(proto)
+    return proto
+
+
+def trace_step_graphs(
+    model: TemporalFusionTransformer,
+    example: Mapping[str, torch.Tensor],
+    *,
+    opset: int = DEFAULT_OPSET,
+) -> StepGraphs:
+    """Trace the step graphs of :mod:`fleetcast.contract.step_graphs` (``example`` as for
+    :func:`trace_onnx`). Each graph passes ``onnx.checker`` or this raises its error.
+    """
+    import onnx
+    import torch
+
+    model = model.eval()
+    e = int(example["encoder_cat"].shape[1])
+    d = int(example["decoder_cat"].shape[1])
+    step_dynamic = {name: {0: "rows"} for name in (*STEP_INPUTS, STEP_OUTPUT)}
+    graphs: dict[str, bytes] = {}
+    embeddings = {}
+    for which in ("encoder", "decoder"):
+        module = StepGraph(model, which).eval()
+        cat = example[f"{which}_cat"]
+        cont = example[f"{which}_cont"]
+        args = (cat.reshape(-1, cat.shape[-1]), cont.reshape(-1, cont.shape[-1]))
+        with torch.no_grad():
+            embeddings[which] = module(*args).reshape(cat.shape[0], cat.shape[1], -1)
+        proto = _trace(module, args, STEP_INPUTS, STEP_OUTPUT, step_dynamic, opset)
+        onnx.checker.check_model(proto, full_check=True)
+        graphs[f"{which}_steps"] = proto.SerializeToString()
+    head = HeadGraph(model, e, d).eval()
+    args = (
+        embeddings["encoder"],
+        embeddings["decoder"],
+        example["encoder_cat"][:, 0].contiguous(),
+        example["encoder_cont"][:, 0].contiguous(),
+        example["encoder_lengths"],
+        example["target_scale"],
+    )
+    batch = {0: "batch"}
+    proto = _trace(
+        head,
+        args,
+        HEAD_INPUTS,
+        OUTPUT_NAME,
+        {name: batch for name in (*HEAD_INPUTS, OUTPUT_NAME)},
+        opset,
+    )
+    onnx.checker.check_model(proto, full_check=True)
+    graphs["head"] = proto.SerializeToString()
+    return StepGraphs(embedding_size=int(embeddings["encoder"].shape[-1]), **graphs)
 
 
 def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:

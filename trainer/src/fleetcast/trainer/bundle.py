@@ -44,6 +44,7 @@ from fleetcast.trainer.dataset import (
     CATEGORICAL_NAN,
     GROUP_ID,
     KNOWN_REALS,
+    LEVEL_SUFFIX,
     STATIC_CATEGORICALS,
     UNKNOWN_CATEGORICALS,
     DatasetConfig,
@@ -128,6 +129,12 @@ def _dataset_section(dataset: TimeSeriesDataSet, ds_config: DatasetConfig) -> di
             }
         elif name in KNOWN_REALS:
             scalers[name] = {"kind": "identity"}
+        elif name.endswith(LEVEL_SUFFIX) and name.removesuffix(LEVEL_SUFFIX) in ds_config.targets:
+            scalers[name] = {
+                "kind": "target_level",
+                "target": name.removesuffix(LEVEL_SUFFIX),
+                **scaler_stats(params["scalers"][name]),
+            }
         else:
             scalers[name] = {"kind": "standard", **scaler_stats(params["scalers"][name])}
     return {
@@ -137,7 +144,7 @@ def _dataset_section(dataset: TimeSeriesDataSet, ds_config: DatasetConfig) -> di
         "static_categoricals": list(STATIC_CATEGORICALS),
         "time_varying_known_reals": list(KNOWN_REALS),
         "time_varying_unknown_categoricals": list(UNKNOWN_CATEGORICALS),
-        "time_varying_unknown_reals": list(ds_config.targets),
+        "time_varying_unknown_reals": list(ds_config.input_reals),
         "x_reals": list(dataset.reals),
         "x_categoricals": list(dataset.flat_categoricals),
         "categorical_classes": categorical_classes(dataset),
@@ -154,7 +161,7 @@ def _dataset_section(dataset: TimeSeriesDataSet, ds_config: DatasetConfig) -> di
         },
         "add_relative_time_idx": False,
         "add_encoder_length": True,
-        "add_target_scales": True,
+        "add_target_scales": ds_config.input_scaling == "window",
         "missing_steps": "forward_fill (pytorch-forecasting allow_missing_timesteps=True)",
     }
 
@@ -233,6 +240,9 @@ def save_bundle(
                 t: n.min_scale
                 for t, n in zip(dataset.target_names, dataset.target_normalizers, strict=True)
             },
+            input_scaling="fixed"
+            if any(r.endswith(LEVEL_SUFFIX) for r in dataset.reals)
+            else "window",
         )
     if server_encoder is None:
         names = dataset.get_parameters()["categorical_encoders"][f"__group_id__{GROUP_ID}"].classes_
@@ -446,7 +456,7 @@ def load_bundle(path: str | Path) -> Bundle:
     scalers = {
         name: scaler_from_stats(name, float(s["mean"]), float(s["scale"]))
         for name, s in ds_section["scalers"].items()
-        if s.get("kind") == "standard"
+        if s.get("kind") in ("standard", "target_level")
     }
     return Bundle(
         path=folder,

@@ -100,6 +100,13 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
         "--min-encoder-steps", type=int, default=12, help="shortest encoder (cold start)"
     )
     p.add_argument(
+        "--input-scaling",
+        choices=("window", "fixed"),
+        default="window",
+        help="metrics as inputs: scaled per window, or with one fixed scale (lets the "
+        "appliance cache per-step work; docs/MODEL_FORMAT.md#step-cache)",
+    )
+    p.add_argument(
         "--prediction-steps",
         type=int,
         default=DEFAULT_PREDICTION_STEPS,
@@ -193,6 +200,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         dropout=args.dropout,
         encoder=args.encoder_steps,
         min_encoder=args.min_encoder_steps,
+        input_scaling=args.input_scaling,
         prediction=args.prediction_steps,
         holdout_steps=round(args.holdout_hours * 3600 / STEP_SECONDS),
         patience=args.patience,

@@ -12,8 +12,14 @@ and is authoritative where it is more precise:
 - time-varying unknown categorical: ``state`` (null → the encoder's NaN class ``"nan"``,
   code 0);
 - time-varying unknown reals and targets: the four metrics, contract order;
-- static reals added by pytorch-forecasting: ``encoder_length`` and ``<target>_center``,
-  ``<target>_scale`` (standard-scaled with scalers fitted here, see :func:`fit_scale_scalers`);
+- static reals added by pytorch-forecasting: ``encoder_length`` and, with window input
+  scaling, ``<target>_center``, ``<target>_scale`` (standard-scaled with scalers fitted here,
+  see :func:`fit_scale_scalers`);
+- input scaling of the metrics (``DatasetConfig.input_scaling``): ``"window"`` feeds the
+  targets themselves, scaled like the output (relative to each window); ``"fixed"`` feeds
+  ``<target>_level`` columns instead: the transformed metric standard-scaled with one global
+  mean and std fitted on the training data, so a step's inputs do not depend on the window
+  it sits in and the appliance can cache per-step work (docs/MODEL_FORMAT.md#step-cache);
 - ``time_idx = timestamp_seconds // STEP_SECONDS``; no relative time index;
 - target scaling relative to each window (:mod:`fleetcast.trainer.normalizer`).
 
@@ -59,7 +65,9 @@ if TYPE_CHECKING:
 __all__ = [
     "CATEGORICAL_NAN",
     "GROUP_ID",
+    "INPUT_SCALINGS",
     "KNOWN_REALS",
+    "LEVEL_SUFFIX",
     "STATIC_CATEGORICALS",
     "TARGETS",
     "UNKNOWN_CATEGORICALS",
@@ -79,6 +87,11 @@ TARGETS: tuple[str, ...] = METRIC_COLUMNS
 STATIC_CATEGORICALS: tuple[str, ...] = ("profile", "server_id")
 UNKNOWN_CATEGORICALS: tuple[str, ...] = ("state",)
 KNOWN_REALS: tuple[str, ...] = ("hour_sin", "hour_cos", "dow_sin", "dow_cos")
+LEVEL_SUFFIX = "_level"
+"""``<target>_level``: the transformed metric, as fed to the model under fixed input scaling."""
+INPUT_SCALINGS: tuple[str, ...] = ("window", "fixed")
+"""How the metrics are scaled as inputs (the output is always scaled relative to the window)."""
+
 CATEGORICAL_NAN = "nan"
 """What a null categorical (state, server_id) becomes: NaNLabelEncoder's NaN class, code 0."""
 
@@ -103,6 +116,22 @@ class DatasetConfig:
     """Share of training servers whose server_id is set to null (trains the unknown embedding)."""
     step_seconds: int = STEP_SECONDS
     """Length of one step in seconds (the contract's)."""
+    input_scaling: str = "window"
+    """``"window"`` or ``"fixed"``: how the metrics are scaled as inputs (module docstring)."""
+
+    def __post_init__(self) -> None:
+        if self.input_scaling not in INPUT_SCALINGS:
+            raise ValueError(
+                f"input_scaling must be one of {list(INPUT_SCALINGS)}, not "
+                f"{self.input_scaling!r}. See docs/MODEL_FORMAT.md#features."
+            )
+
+    @property
+    def input_reals(self) -> tuple[str, ...]:
+        """The time-varying unknown reals: the targets, or their ``_level`` columns."""
+        if self.input_scaling == "fixed":
+            return tuple(f"{t}{LEVEL_SUFFIX}" for t in self.targets)
+        return tuple(self.targets)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -115,6 +144,7 @@ class DatasetConfig:
             "min_scale": dict(self.min_scale),
             "unknown_server_fraction": self.unknown_server_fraction,
             "step_seconds": self.step_seconds,
+            "input_scaling": self.input_scaling,
         }
 
     @classmethod
@@ -129,6 +159,8 @@ class DatasetConfig:
             min_scale={k: float(v) for k, v in data["min_scale"].items()},
             unknown_server_fraction=float(data["unknown_server_fraction"]),
             step_seconds=int(data["step_seconds"]),
+            # Bundles written before input scaling was a choice scaled inputs per window.
+            input_scaling=str(data.get("input_scaling", "window")),
         )
 
 
@@ -184,7 +216,8 @@ def prepare_frame(
 ) -> pd.DataFrame:
     """A contract table (Arrow table, DataFrame or Parquet path) → the model's pandas frame.
 
-    Adds ``time_idx`` (int64, steps since the epoch), the calendar features, ``server_id``
+    Adds ``time_idx`` (int64, steps since the epoch), the calendar features, the
+    ``<target>_level`` columns (the transformed metrics, for fixed input scaling), ``server_id``
     (null for :func:`unknown_id_servers` when ``unknown_server_fraction`` > 0: use 0.1 for
     training, 0 for prediction), maps null ``state`` to ``"nan"``; targets become float32.
     Rows are sorted by server and time; duplicate (server, step) rows keep the last one.
@@ -220,6 +253,10 @@ def prepare_frame(
     cal = calendar_features(out["time_idx"].to_numpy(), step_seconds)
     for i, name in enumerate(KNOWN_REALS):
         out[name] = cal[:, i]
+    for col in METRIC_COLUMNS:
+        # Used by models with fixed input scaling; others ignore the columns.
+        level = forward_transform(TARGET_TRANSFORMS[col], out[col].to_numpy(dtype=np.float64))
+        out[f"{col}{LEVEL_SUFFIX}"] = level.astype(np.float32)
     for col in ("server_name", "state", "profile", "server_id"):
         out[col] = out[col].astype("category")
     return out
@@ -246,7 +283,10 @@ def scaler_stats(scaler: StandardScaler) -> dict[str, float]:
 
 
 def fit_scale_scalers(frame: pd.DataFrame, config: DatasetConfig) -> dict[str, StandardScaler]:
-    """Scalers of the ``<target>_center`` / ``<target>_scale`` static reals.
+    """Scalers of the ``<target>_center`` / ``<target>_scale`` static reals (window input
+    scaling) or of the ``<target>_level`` inputs (fixed input scaling).
+
+    The level scaler is the mean and std of the transformed metric over the whole frame.
 
     pytorch-forecasting would fit them on one global pseudo-scale per series; here they
     are fitted on what the windows actually produce: the centre on every transformed value,
@@ -259,6 +299,11 @@ def fit_scale_scalers(frame: pd.DataFrame, config: DatasetConfig) -> dict[str, S
         y = forward_transform(config.transforms[target], frame[target].to_numpy(dtype=np.float64))
         center_mean = float(np.mean(y))
         center_std = float(np.std(y)) or 1.0
+        if config.input_scaling == "fixed":
+            scalers[f"{target}{LEVEL_SUFFIX}"] = scaler_from_stats(
+                f"{target}{LEVEL_SUFFIX}", center_mean, center_std, len(y)
+            )
+            continue
         stds = (
             pd.DataFrame({"s": frame["server_name"].to_numpy(), "b": block, "y": y})
             .groupby(["s", "b"], observed=True)["y"]
@@ -329,14 +374,16 @@ def dataset_parameters(
         "time_varying_known_categoricals": [],
         "time_varying_known_reals": list(KNOWN_REALS),
         "time_varying_unknown_categoricals": list(UNKNOWN_CATEGORICALS),
-        "time_varying_unknown_reals": list(config.targets),
+        "time_varying_unknown_reals": list(config.input_reals),
         "target_normalizer": build_multi_normalizer(
             config.targets, config.transforms, config.min_scale
         ),
         "categorical_encoders": encoders,
         "scalers": all_scalers,
         "add_relative_time_idx": False,
-        "add_target_scales": True,
+        # Window-relative centre/scale as static reals would make every step's inputs depend
+        # on its window: fixed input scaling leaves them out.
+        "add_target_scales": config.input_scaling == "window",
         "add_encoder_length": True,
         "allow_missing_timesteps": True,
         "randomize_length": None,

@@ -19,6 +19,7 @@ from fleetcast.trainer.dataset import (
     CATEGORICAL_NAN,
     GROUP_ID,
     KNOWN_REALS,
+    LEVEL_SUFFIX,
     DatasetConfig,
     calendar_features,
 )
@@ -69,6 +70,9 @@ def window_frame(
         dec = pd.DataFrame({"time_idx": dec_t})
         for target in config.targets:
             dec[target] = np.float32(last[target])
+            level = f"{target}{LEVEL_SUFFIX}"
+            if level in enc.columns:  # unknown in the decoder; any finite value will do
+                dec[level] = np.float32(last[level])
         dec["state"] = CATEGORICAL_NAN
         dec["profile"] = str(last["profile"])
         dec["server_id"] = str(last["server_id"])

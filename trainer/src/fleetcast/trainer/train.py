@@ -95,6 +95,8 @@ class TrainConfig:
     (0.5 missed latency at 30 min; trainer/README.md)."""
     unknown_server_fraction: float = 0.1
     """Share of servers trained with a null server_id (the unknown-server embedding)."""
+    input_scaling: str = "window"
+    """How the metrics are scaled as inputs: ``window`` or ``fixed`` (DatasetConfig)."""
     holdout_steps: int = 576
     """Held-out tail in steps (576 = 2 days); reduced to a third of the range on short data."""
     patience: int = 3
@@ -135,6 +137,7 @@ class TrainConfig:
             min_encoder_length=self.min_encoder,
             max_prediction_length=self.prediction,
             unknown_server_fraction=self.unknown_server_fraction,
+            input_scaling=self.input_scaling,
         )
 
     def to_dict(self) -> dict[str, Any]:

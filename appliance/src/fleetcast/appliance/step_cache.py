@@ -1,0 +1,359 @@
+"""The step cache: each window row's variable-selection output, computed once per server.
+
+For a model with step graphs (:mod:`fleetcast.contract.step_graphs`, docs/MODEL_FORMAT.md
+#step-cache) a row's embedding is a function of the row alone. When a server's window moves
+by one step, 287 of its 288 encoder rows and 95 of its 96 decoder rows are rows it had
+last time; only the new ones go through the step graphs, and the head runs on the cached
+embeddings. The full graph's variable selection was about 63 % of its work.
+
+The cache is content-addressed: a row is a hit only when the slot holds the same absolute
+step *and* a 64-bit hash of the row's exact bytes (every categorical code and every real's
+float32 bits, static columns included) matches. Anything that changes a row — a late
+sample, a forward fill, a new encoder length during cold start, another profile — changes
+its hash, and the row is recomputed. Slots are ``step % E`` (encoder) and ``step % D``
+(decoder) per server: a window's steps are consecutive, so they never share a slot.
+
+Per forecast (:meth:`StepCache.prepare`, under the engine's forecast lock):
+
+1. one Numba pass hashes every valid row and lists the misses;
+2. the misses go through the step graphs in chunks (on the inference workers), and the
+   results are stored in their slots;
+3. per batch of windows, :meth:`StepCache.head_feed` gathers the embeddings (zeros for
+   padding rows) into that batch's head inputs; the workers run the head.
+
+Memory: ``(E + D) · (4·H + 16)`` bytes per server slot (55 KiB for the default model),
+grown with the fleet, never above the engine's capacity.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fleetcast.contract.step_graphs import STEP_INPUTS
+
+if TYPE_CHECKING:
+    from fleetcast.appliance.windows import WindowInputs
+
+__all__ = ["MISS_CHUNK", "StepCache"]
+
+MISS_CHUNK = 4096
+"""Rows per step-graph call for the misses (a cold cache: 384 rows per server)."""
+
+_EMPTY = np.int64(-1)
+
+
+def _lookup_impl(
+    idx,
+    ends,
+    lengths,
+    enc_cat,
+    enc_cont,
+    dec_cat,
+    dec_cont,
+    enc_step,
+    enc_hash,
+    dec_step,
+    dec_hash,
+    miss_enc,
+    miss_dec,
+    miss_enc_hash,
+    miss_dec_hash,
+):
+    """Hash every valid row of windows ``0..len(idx)``; list the rows the cache lacks.
+
+    A row's hash: its int64 codes and float32 bits, mixed splitmix64-style into 64 bits.
+    Returns (encoder misses, decoder misses); ``miss_*`` rows are (window, row).
+    """
+    e = enc_cat.shape[1]
+    d = dec_cat.shape[1]
+    n_cat = enc_cat.shape[2]
+    enc_bits = enc_cont.view(np.uint32)
+    dec_bits = dec_cont.view(np.uint32)
+    n_real = enc_bits.shape[2]
+    seed = np.uint64(0x9E3779B97F4A7C15)
+    mul = np.uint64(0xBF58476D1CE4E5B9)
+    add_cat = np.uint64(0x632BE59BD9B4E019)
+    add_real = np.uint64(0x94D049BB133111EB)
+    s31 = np.uint64(31)
+    s29 = np.uint64(29)
+    me = 0
+    md = 0
+    for b in range(idx.shape[0]):
+        s = idx[b]
+        n = lengths[b]
+        start = ends[b] - n + 1
+        for t in range(n):
+            st = start + t
+            k = st % e
+            h = seed
+            for c in range(n_cat):
+                h = (h ^ (np.uint64(enc_cat[b, t, c]) + add_cat)) * mul
+                h ^= h >> s31
+            for c in range(n_real):
+                h = (h ^ (np.uint64(enc_bits[b, t, c]) + add_real)) * mul
+                h ^= h >> s29
+            if enc_step[s, k] != st or enc_hash[s, k] != h:
+                miss_enc[me, 0] = b
+                miss_enc[me, 1] = t
+                miss_enc_hash[me] = h
+                me += 1
+        for t in range(d):
+            st = ends[b] + 1 + t
+            k = st % d
+            h = seed
+            for c in range(n_cat):
+                h = (h ^ (np.uint64(dec_cat[b, t, c]) + add_cat)) * mul
+                h ^= h >> s31
+            for c in range(n_real):
+                h = (h ^ (np.uint64(dec_bits[b, t, c]) + add_real)) * mul
+                h ^= h >> s29
+            if dec_step[s, k] != st or dec_hash[s, k] != h:
+                miss_dec[md, 0] = b
+                miss_dec[md, 1] = t
+                miss_dec_hash[md] = h
+                md += 1
+    return me, md
+
+
+def _store_impl(idx, ends, lengths, miss, hashes, emb, width, c_step, c_hash, c_emb, decoder):
+    """Write computed embeddings ``emb`` (m, H) of rows ``miss`` (m, 2) into their slots."""
+    for m in range(miss.shape[0]):
+        b = miss[m, 0]
+        t = miss[m, 1]
+        s = idx[b]
+        st = ends[b] + 1 + t if decoder else ends[b] - lengths[b] + 1 + t
+        k = st % width
+        c_step[s, k] = st
+        c_hash[s, k] = hashes[m]
+        for j in range(emb.shape[1]):
+            c_emb[s, k, j] = emb[m, j]
+
+
+def _gather_impl(idx, ends, lengths, lo, hi, enc_emb, dec_emb, out_enc, out_dec):
+    """Embeddings of windows ``lo:hi`` from the cache (zeros on padding rows)."""
+    e = enc_emb.shape[1]
+    d = dec_emb.shape[1]
+    h = enc_emb.shape[2]
+    for b in range(lo, hi):
+        s = idx[b]
+        n = lengths[b]
+        start = ends[b] - n + 1
+        r = b - lo
+        for t in range(e):
+            if t < n:
+                k = (start + t) % e
+                for j in range(h):
+                    out_enc[r, t, j] = enc_emb[s, k, j]
+            else:
+                for j in range(h):
+                    out_enc[r, t, j] = 0.0
+        for t in range(d):
+            k = (ends[b] + 1 + t) % d
+            for j in range(h):
+                out_dec[r, t, j] = dec_emb[s, k, j]
+
+
+@cache
+def _compiled() -> dict[str, Any]:
+    """Compile the kernels on first use (Numba's on-disk cache makes later processes fast)."""
+    from fleetcast.appliance.buffers import jit_kernel
+
+    return {
+        "lookup": jit_kernel(_lookup_impl),
+        "store": jit_kernel(_store_impl),
+        "gather": jit_kernel(_gather_impl),
+    }
+
+
+class StepCache:
+    """Cached step embeddings of up to ``capacity`` server slots (see the module docstring).
+
+    ``encoder_length`` E, ``prediction_length`` D, ``embedding_size`` H. Not thread-safe:
+    the engine calls :meth:`prepare` and :meth:`head_feed` under its forecast lock.
+    """
+
+    def __init__(
+        self, capacity: int, encoder_length: int, prediction_length: int, embedding_size: int
+    ) -> None:
+        self.capacity = int(capacity)
+        self.e = int(encoder_length)
+        self.d = int(prediction_length)
+        self.h = int(embedding_size)
+        self._slots = 0
+        self._alloc(0)
+        self.hits = 0
+        """Rows served from the cache, all forecasts together."""
+        self.misses = 0
+        """Rows computed by the step graphs, all forecasts together."""
+        self._idx = np.zeros(0, dtype=np.int64)
+        self._ends = np.zeros(0, dtype=np.int64)
+        self._lengths = np.zeros(0, dtype=np.int64)
+
+    def _alloc(self, slots: int) -> None:
+        old = None if self._slots == 0 else self.__dict__.copy()
+        self.enc_step = np.full((slots, self.e), _EMPTY, dtype=np.int64)
+        self.enc_hash = np.zeros((slots, self.e), dtype=np.uint64)
+        self.enc_emb = np.zeros((slots, self.e, self.h), dtype=np.float32)
+        self.dec_step = np.full((slots, self.d), _EMPTY, dtype=np.int64)
+        self.dec_hash = np.zeros((slots, self.d), dtype=np.uint64)
+        self.dec_emb = np.zeros((slots, self.d, self.h), dtype=np.float32)
+        if old is not None:
+            n = self._slots
+            for name in ("enc_step", "enc_hash", "enc_emb", "dec_step", "dec_hash", "dec_emb"):
+                getattr(self, name)[:n] = old[name]
+        self._slots = slots
+
+    @property
+    def slots(self) -> int:
+        """Server slots allocated so far."""
+        return self._slots
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the cache arrays."""
+        return sum(
+            getattr(self, n).nbytes
+            for n in ("enc_step", "enc_hash", "enc_emb", "dec_step", "dec_hash", "dec_emb")
+        )
+
+    def warm_up(self, inputs: WindowInputs) -> None:
+        """Compile (or load from Numba's cache) the kernels now, on no windows."""
+        k = _compiled()
+        empty = np.zeros(0, dtype=np.int64)
+        pairs = np.zeros((0, 2), dtype=np.int64)
+        hashes = np.zeros(0, dtype=np.uint64)
+        k["lookup"](
+            empty, empty, empty,
+            inputs.encoder_cat, inputs.encoder_cont, inputs.decoder_cat, inputs.decoder_cont,
+            self.enc_step, self.enc_hash, self.dec_step, self.dec_hash,
+            pairs, pairs, hashes, hashes,
+        )  # fmt: skip
+        rows = np.zeros((0, self.h), dtype=np.float32)
+        k["store"](empty, empty, empty, pairs, hashes, rows, self.e, self.enc_step, self.enc_hash, self.enc_emb, False)  # fmt: skip
+        enc = np.zeros((0, self.e, self.h), dtype=np.float32)
+        dec = np.zeros((0, self.d, self.h), dtype=np.float32)
+        k["gather"](empty, empty, empty, 0, 0, self.enc_emb, self.dec_emb, enc, dec)
+
+    def prepare(
+        self,
+        inputs: WindowInputs,
+        idx: np.ndarray,
+        ends: np.ndarray,
+        lengths: np.ndarray,
+        run_steps: Any,
+    ) -> tuple[int, int]:
+        """Make the cache hold every row of windows ``0..len(idx)`` of ``inputs``.
+
+        ``idx`` (B,) server slots, ``ends`` (B,) each window's last closed step, ``lengths``
+        (B,) its encoder length. ``run_steps(which, feeds) -> list of (m, H) arrays`` runs
+        the ``"encoder"`` or ``"decoder"`` step graph on a list of feeds. Returns (rows hit,
+        rows computed).
+        """
+        k = _compiled()
+        b = int(idx.shape[0])
+        if b == 0:
+            return 0, 0
+        need = int(idx.max()) + 1
+        if need > self._slots:
+            self._alloc(min(max(need, 2 * self._slots, 64), max(self.capacity, need)))
+        self._idx = np.ascontiguousarray(idx, dtype=np.int64)
+        self._ends = np.ascontiguousarray(ends, dtype=np.int64)
+        self._lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+        total_enc = int(self._lengths.sum())
+        miss_enc = np.empty((total_enc, 2), dtype=np.int64)
+        miss_dec = np.empty((b * self.d, 2), dtype=np.int64)
+        hash_enc = np.empty(total_enc, dtype=np.uint64)
+        hash_dec = np.empty(b * self.d, dtype=np.uint64)
+        me, md = k["lookup"](
+            self._idx,
+            self._ends,
+            self._lengths,
+            inputs.encoder_cat,
+            inputs.encoder_cont,
+            inputs.decoder_cat,
+            inputs.decoder_cont,
+            self.enc_step,
+            self.enc_hash,
+            self.dec_step,
+            self.dec_hash,
+            miss_enc,
+            miss_dec,
+            hash_enc,
+            hash_dec,
+        )
+        for which, miss, hashes, cat, cont, width, step, hsh, emb in (
+            (
+                "encoder",
+                miss_enc[:me],
+                hash_enc[:me],
+                inputs.encoder_cat,
+                inputs.encoder_cont,
+                self.e,
+                self.enc_step,
+                self.enc_hash,
+                self.enc_emb,
+            ),
+            (
+                "decoder",
+                miss_dec[:md],
+                hash_dec[:md],
+                inputs.decoder_cat,
+                inputs.decoder_cont,
+                self.d,
+                self.dec_step,
+                self.dec_hash,
+                self.dec_emb,
+            ),
+        ):
+            if miss.shape[0] == 0:
+                continue
+            rows_b, rows_t = miss[:, 0], miss[:, 1]
+            feeds = [
+                {
+                    STEP_INPUTS[0]: cat[rows_b[lo : lo + MISS_CHUNK], rows_t[lo : lo + MISS_CHUNK]],
+                    STEP_INPUTS[1]: cont[
+                        rows_b[lo : lo + MISS_CHUNK], rows_t[lo : lo + MISS_CHUNK]
+                    ],
+                }
+                for lo in range(0, miss.shape[0], MISS_CHUNK)
+            ]
+            out = run_steps(which, feeds)
+            computed = out[0] if len(out) == 1 else np.concatenate(out, axis=0)
+            k["store"](
+                self._idx,
+                self._ends,
+                self._lengths,
+                miss,
+                hashes,
+                np.ascontiguousarray(computed, dtype=np.float32),
+                width,
+                step,
+                hsh,
+                emb,
+                which == "decoder",
+            )
+        computed_rows = me + md
+        hit = total_enc + b * self.d - computed_rows
+        self.hits += hit
+        self.misses += computed_rows
+        return hit, computed_rows
+
+    def head_feed(self, inputs: WindowInputs, lo: int, hi: int) -> dict[str, np.ndarray]:
+        """The head graph's feed for windows ``lo:hi`` of the last :meth:`prepare`."""
+        n = hi - lo
+        enc = np.empty((n, self.e, self.h), dtype=np.float32)
+        dec = np.empty((n, self.d, self.h), dtype=np.float32)
+        _compiled()["gather"](
+            self._idx, self._ends, self._lengths, lo, hi, self.enc_emb, self.dec_emb, enc, dec
+        )
+        return {
+            "encoder_embedding": enc,
+            "decoder_embedding": dec,
+            "static_cat": np.ascontiguousarray(inputs.encoder_cat[lo:hi, 0]),
+            "static_cont": np.ascontiguousarray(inputs.encoder_cont[lo:hi, 0]),
+            "encoder_lengths": inputs.encoder_lengths[lo:hi],
+            "target_scale": inputs.target_scale[lo:hi],
+        }
