@@ -16,9 +16,10 @@ __all__ = ["END", "START", "markdown", "replace_block", "write_plots"]
 START = "<!-- fleetbench:results:start -->"
 END = "<!-- fleetbench:results:end -->"
 
-_CONTENDERS = ("ort", "torch_forward", "predict_dataloader", "predict_dataframe")
+_CONTENDERS = ("ort", "ort_full", "torch_forward", "predict_dataloader", "predict_dataframe")
 _LABELS = {
     "ort": "ONNX Runtime (appliance)",
+    "ort_full": "ONNX Runtime, full graph",
     "torch_forward": "PyTorch forward",
     "predict_dataloader": "predict(dataloader)",
     "predict_dataframe": "predict(dataframe)",
@@ -92,14 +93,19 @@ def _inference(res: dict[str, Any]) -> list[str]:
     inf = res.get("inference") or {}
     if "rows" not in inf:
         return ["### 1. Inference", "", f"Not run: {inf.get('error', 'skipped')}", ""]
-    header = ["servers", *(_LABELS[c] for c in _CONTENDERS), "ORT speed-up vs predict()"]
+    shown = [
+        c
+        for c in _CONTENDERS
+        if c != "ort_full" or any(c in r["per_server_ms"] for r in inf["rows"])
+    ]
+    header = ["servers", *(_LABELS[c] for c in shown), "ORT speed-up vs predict()"]
     rows = []
     for row in inf["rows"]:
         per = row["per_server_ms"]
         sp = row.get("speedup_of_ort", {})
         preds = [sp[k] for k in ("predict_dataloader", "predict_dataframe") if k in sp]
         rows.append(
-            [str(row["servers"]), *(_ms(per.get(c)) for c in _CONTENDERS),
+            [str(row["servers"]), *(_ms(per.get(c)) for c in shown),
              (f"{min(preds):.1f}×–{max(preds):.1f}×" if preds else row.get("note") or "—")]
         )  # fmt: skip
     ag = inf.get("agreement") or {}
@@ -107,7 +113,14 @@ def _inference(res: dict[str, Any]) -> list[str]:
         "### 1. Inference (ms per server, median ± half the interquartile range)",
         "",
         f"Model: E {inf.get('encoder_length')}, D {inf.get('prediction_length')}; "
-        "full windows; inputs prepared beforehand (benchmark 2 times that).",
+        "full windows; inputs prepared beforehand (benchmark 2 times that)."
+        + (
+            " The appliance runs the step cache at steady state (one new encoder and one new "
+            "decoder row per server and forecast; docs/MODEL_FORMAT.md#step-cache); the full "
+            "graph is what it runs with `--no-step-cache`."
+            if "ort_full" in shown
+            else ""
+        ),
         "",
         *_table(header, rows),
         "",
@@ -253,7 +266,8 @@ def _roofline(res: dict[str, Any]) -> list[str]:
         out += [f"Matmul/attention MFLOP per server by module: {parts}.", ""]
     if at:
         out += [
-            f"At the measured {at['ms_per_server']:.3g} ms/server (ONNX Runtime, "
+            f"At the measured {at['ms_per_server']:.3g} ms/server (ONNX Runtime"
+            f"{', the full graph' if r.get('timed') == 'ort_full' else ''}, "
             f"{r.get('at_servers')} servers): {at['achieved_gflops']} GFLOP/s = "
             f"{100 * at['fraction_of_matmul']:.1f} % of the matmul peak "
             f"({100 * at['fraction_of_skinny_matmul']:.1f} % of the skinny-matmul rate) and "

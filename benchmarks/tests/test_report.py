@@ -100,6 +100,21 @@ def test_markdown_holds_machine_targets_and_rows() -> None:
     )
     assert "| 90 | 0.9 ±10% | 2.8 ±10% | 17 ±10% | 3.1× / 19.0× |" in text
     assert "max rel 7.70e-07" in text
+    assert "full graph" not in text  # no step cache: no full-graph column
+
+
+def test_markdown_shows_the_full_graph_beside_the_step_cache() -> None:
+    import copy
+
+    result = copy.deepcopy(RESULT)
+    result["inference"]["rows"][1]["per_server_ms"]["ort_full"] = _summary(30.0, 1)
+    text = markdown(result)
+    assert (
+        "| servers | ONNX Runtime (appliance) | ONNX Runtime, full graph | PyTorch forward |"
+        in text
+    )
+    assert "| 1000 | 12.5 | 30 | — | — | — |" in text
+    assert "step cache at steady state" in text
 
 
 def test_replace_block_keeps_the_hand_written_text() -> None:

@@ -148,6 +148,13 @@ def test_fixed_input_scaling_round_trips_through_the_bundle(
     assert ds["time_varying_unknown_reals"] == [f"{t}_level" for t in ds["targets"]]
     assert ds["scalers"]["cpu_pct_level"]["kind"] == "target_level"
     assert ds["scalers"]["cpu_pct_level"]["target"] == "cpu_pct"
+    # The output scale's floor is each target's global std (output_scale_floors).
+    for target in ds["targets"]:
+        level_std = ds["scalers"][f"{target}_level"]["scale"]
+        assert ds["min_scale"][target] == pytest.approx(
+            max(level_std, 0.5 if "pct" in target else 0.02)
+        )
+        assert ds["target_normalizer"]["min_scale"][target] == ds["min_scale"][target]
     bundle = load_bundle(folder)
     assert bundle.dataset_config.input_scaling == "fixed"
     frame, windows = _new_data_windows()

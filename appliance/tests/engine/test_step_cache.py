@@ -203,6 +203,33 @@ def test_rolling_forecasts_equal_the_full_graph_and_compute_only_new_rows(steps_
     assert cached.status()["step_cache"]["bytes"] > 0
 
 
+def test_a_failing_cache_falls_back_to_the_full_graph(steps_dir: Path) -> None:
+    engine = Engine.open(EngineConfig(model_dir=steps_dir, capacity=16))
+    full = Engine.open(EngineConfig(model_dir=steps_dir, capacity=16, step_cache=False))
+    step = engine.spec.step_seconds
+    start = 1_795_000_000 - 1_795_000_000 % step
+    sim = FleetSimulator(n_servers=6, seed=2, start=start)
+    data = sim.run(40)
+    for k, ts in enumerate(data["timestamp"].tolist()):
+        metrics = np.column_stack([data[m][k] for m in METRIC_COLUMNS])
+        states = [VALID_STATES[s] for s in data["state"][k].tolist()]
+        batch = _batch(np.full(6, ts), list(sim.fleet.names), metrics, states)
+        engine.ingest(batch)
+        full.ingest(batch)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise MemoryError("no room to grow")
+
+    assert engine._steps is not None
+    engine._steps.prepare = broken  # type: ignore[method-assign]
+    assert engine.run_forecast() is not None
+    assert full.run_forecast() is not None
+    assert engine.status()["step_cache"]["enabled"] is False  # off for good, and said so
+    qa, qb = _raw(engine), _raw(full)
+    for name in qb:
+        np.testing.assert_array_equal(qa[name], qb[name])
+
+
 def test_cache_slots_grow_with_the_fleet_up_to_capacity() -> None:
     plan = WindowPlan(
         encoder_length=4,
@@ -265,3 +292,18 @@ def test_cache_slots_grow_with_the_fleet_up_to_capacity() -> None:
         np.array([[6, 7, 8, 101], [10, 11, 12, 101]], dtype=np.float32),
     )
     assert cache.nbytes == 71 * (4 + 2) * (3 * 4 + 16)
+    # Growing keeps what is cached: a new, higher slot computes only its own rows.
+    more = WindowInputs.allocate(plan, 4)
+    for name in ("encoder_cat", "encoder_cont", "decoder_cat", "decoder_cont", "encoder_lengths"):
+        getattr(more, name)[:3] = getattr(shifted, name)
+    more.encoder_cont[3] = 5.0
+    more.decoder_cont[3] = 0.5
+    more.encoder_lengths[3] = 4
+    hit, computed = cache.prepare(
+        more, np.array([0, 70, 5, 90]), np.array([11, 11, 13, 11]), more.encoder_lengths, run_steps
+    )
+    assert cache.slots == 100  # twice 71, capped at the capacity
+    assert (hit, computed) == (3 * 6, 6)
+    np.testing.assert_array_equal(
+        cache.head_feed(more, 0, 1)["encoder_embedding"][0, :, 0], [2, 3, 4, 101]
+    )

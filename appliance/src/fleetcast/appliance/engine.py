@@ -94,7 +94,7 @@ class Engine:
         self._steps: StepCache | None = None
         self._step_rows = (0, 0)
         """(rows served from the step cache, rows computed) in the last forecast."""
-        if model.steps is not None:
+        if model.steps is not None and config.step_cache:
             from fleetcast.appliance.step_cache import StepCache
 
             self._steps = StepCache(
@@ -442,24 +442,49 @@ class Engine:
         """
         step = self.config.batch_size or default_batch_size(self.model.providers)
         bounds = [(lo, min(lo + step, b)) for lo in range(0, b, step)]
+        parts = None
         if self._steps is not None and idx is not None and ends is not None:
-            cache = self._steps
-            hit, computed = cache.prepare(
-                inputs, idx, ends, inputs.encoder_lengths[:b], self.model.run_steps
-            )
-            self._step_rows = (hit, computed)
-            head = self.model.steps["head"] if self.model.steps else None
-            if head is None:
-                raise RuntimeError("a step cache without step graphs")
-
-            def run_head(span: tuple[int, int]) -> np.ndarray:
-                return head.run([OUTPUT_NAME], cache.head_feed(inputs, *span))[0]
-
-            parts = self.model.map(run_head, bounds)
-        else:
+            try:
+                parts = self._infer_cached(inputs, b, idx, ends, bounds)
+            except Exception:
+                # The full graph gives the same forecasts: serve them, and stop using a
+                # cache that failed (e.g. out of memory while growing).
+                log.exception("the step cache failed; running the full graph from now on")
+                self._steps = None
+                self._step_rows = (0, 0)
+        if parts is None:
             parts = self.model.run_all([inputs.feed(lo, hi) for lo, hi in bounds])
         q = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
         return np.array(q, dtype=np.float32, copy=True)
+
+    def _infer_cached(
+        self,
+        inputs: WindowInputs,
+        b: int,
+        idx: np.ndarray,
+        ends: np.ndarray,
+        bounds: list[tuple[int, int]],
+    ) -> list[np.ndarray]:
+        """The step cache's path of :meth:`_infer`: new rows through the step graphs, then
+        the head per batch on the inference workers."""
+        cache = self._steps
+        steps = self.model.steps
+        if cache is None or steps is None:
+            raise RuntimeError("a step cache needs a model with step graphs")
+        self._step_rows = cache.prepare(
+            inputs,
+            idx,
+            ends,
+            inputs.encoder_lengths[:b],
+            self.model.run_steps,
+            self.model.workers,
+        )
+        head = steps["head"]
+
+        def run_head(span: tuple[int, int]) -> np.ndarray:
+            return head.run([OUTPUT_NAME], cache.head_feed(inputs, *span))[0]
+
+        return self.model.map(run_head, bounds)
 
     def current(self) -> ForecastSet | None:
         """The cached forecast set; never runs the model."""

@@ -386,6 +386,15 @@ def _open_step_graphs(
     }
     for name, session in sessions.items():
         got = [i.name for i in session.get_inputs()]
+        width = session.get_outputs()[0].shape[-1]
+        if name != "head" and isinstance(width, int) and width != graphs.embedding_size:
+            raise ModelError(
+                f"The model's {name} step graph returns embeddings of width {width}, but its "
+                f"metadata says {graphs.embedding_size}.",
+                "the step cache stores embeddings of the width the metadata gives.",
+                REEXPORT,
+                "docs/MODEL_FORMAT.md#step-cache",
+            )
         if got != expected[name]:
             raise ModelError(
                 f"The model's {name} step graph has inputs {got}, expected {expected[name]}.",

@@ -83,11 +83,11 @@ class Settings:
     providers: tuple[str, ...] | None = None
     """ONNX Runtime execution providers in order; None = TensorRT, CUDA, CPU filtered by availability."""
     intra_op_threads: int = 0
+    """0 = auto (on CPU one single-threaded ONNX Runtime call per usable core, data parallel
+    over batches); N = one call at a time with N intra-op threads."""
     step_cache: bool = True
     """Compute each window row's variable selection once and reuse it, when the model has step
     graphs and runs on CPU (docs/MODEL_FORMAT.md#step-cache); off: the full graph every time."""
-    """0 = auto (on CPU one single-threaded ONNX Runtime call per usable core, data parallel
-    over batches); N = one call at a time with N intra-op threads."""
     history_steps: int | None = None
     """Steps of actuals kept per server for /history; None = the engine's default (>= encoder)."""
     thresholds_file: Path | None = None

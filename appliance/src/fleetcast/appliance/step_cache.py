@@ -191,19 +191,26 @@ class StepCache:
         self._idx = np.zeros(0, dtype=np.int64)
         self._ends = np.zeros(0, dtype=np.int64)
         self._lengths = np.zeros(0, dtype=np.int64)
+        self._miss = {"encoder": np.zeros((0, 2), np.int64), "decoder": np.zeros((0, 2), np.int64)}
+        self._hashes = {"encoder": np.zeros(0, np.uint64), "decoder": np.zeros(0, np.uint64)}
 
     def _alloc(self, slots: int) -> None:
-        old = None if self._slots == 0 else self.__dict__.copy()
-        self.enc_step = np.full((slots, self.e), _EMPTY, dtype=np.int64)
-        self.enc_hash = np.zeros((slots, self.e), dtype=np.uint64)
-        self.enc_emb = np.zeros((slots, self.e, self.h), dtype=np.float32)
-        self.dec_step = np.full((slots, self.d), _EMPTY, dtype=np.int64)
-        self.dec_hash = np.zeros((slots, self.d), dtype=np.uint64)
-        self.dec_emb = np.zeros((slots, self.d, self.h), dtype=np.float32)
-        if old is not None:
-            n = self._slots
-            for name in ("enc_step", "enc_hash", "enc_emb", "dec_step", "dec_hash", "dec_emb"):
-                getattr(self, name)[:n] = old[name]
+        """Grow to ``slots`` server slots, keeping what is cached (all or nothing: a failed
+        allocation leaves the cache as it was)."""
+        new = {
+            "enc_step": np.full((slots, self.e), _EMPTY, dtype=np.int64),
+            "enc_hash": np.zeros((slots, self.e), dtype=np.uint64),
+            "enc_emb": np.zeros((slots, self.e, self.h), dtype=np.float32),
+            "dec_step": np.full((slots, self.d), _EMPTY, dtype=np.int64),
+            "dec_hash": np.zeros((slots, self.d), dtype=np.uint64),
+            "dec_emb": np.zeros((slots, self.d, self.h), dtype=np.float32),
+        }
+        n = min(self._slots, slots)
+        if n:
+            for name, array in new.items():
+                array[:n] = getattr(self, name)[:n]
+        for name, array in new.items():
+            setattr(self, name, array)
         self._slots = slots
 
     @property
@@ -244,13 +251,15 @@ class StepCache:
         ends: np.ndarray,
         lengths: np.ndarray,
         run_steps: Any,
+        workers: int = 1,
     ) -> tuple[int, int]:
         """Make the cache hold every row of windows ``0..len(idx)`` of ``inputs``.
 
         ``idx`` (B,) server slots, ``ends`` (B,) each window's last closed step, ``lengths``
         (B,) its encoder length. ``run_steps(which, feeds) -> list of (m, H) arrays`` runs
         the ``"encoder"`` or ``"decoder"`` step graph on a list of feeds. Returns (rows hit,
-        rows computed).
+        rows computed). ``workers``: step-graph calls that may run at once (their feeds are
+        built ``workers`` chunks at a time).
         """
         k = _compiled()
         b = int(idx.shape[0])
@@ -263,10 +272,8 @@ class StepCache:
         self._ends = np.ascontiguousarray(ends, dtype=np.int64)
         self._lengths = np.ascontiguousarray(lengths, dtype=np.int64)
         total_enc = int(self._lengths.sum())
-        miss_enc = np.empty((total_enc, 2), dtype=np.int64)
-        miss_dec = np.empty((b * self.d, 2), dtype=np.int64)
-        hash_enc = np.empty(total_enc, dtype=np.uint64)
-        hash_dec = np.empty(b * self.d, dtype=np.uint64)
+        miss_enc, hash_enc = self._scratch("encoder", total_enc)
+        miss_dec, hash_dec = self._scratch("decoder", b * self.d)
         me, md = k["lookup"](
             self._idx,
             self._ends,
@@ -285,61 +292,58 @@ class StepCache:
             hash_dec,
         )
         for which, miss, hashes, cat, cont, width, step, hsh, emb in (
-            (
-                "encoder",
-                miss_enc[:me],
-                hash_enc[:me],
-                inputs.encoder_cat,
-                inputs.encoder_cont,
-                self.e,
-                self.enc_step,
-                self.enc_hash,
-                self.enc_emb,
-            ),
-            (
-                "decoder",
-                miss_dec[:md],
-                hash_dec[:md],
-                inputs.decoder_cat,
-                inputs.decoder_cont,
-                self.d,
-                self.dec_step,
-                self.dec_hash,
-                self.dec_emb,
-            ),
-        ):
-            if miss.shape[0] == 0:
-                continue
-            rows_b, rows_t = miss[:, 0], miss[:, 1]
-            feeds = [
-                {
-                    STEP_INPUTS[0]: cat[rows_b[lo : lo + MISS_CHUNK], rows_t[lo : lo + MISS_CHUNK]],
-                    STEP_INPUTS[1]: cont[
-                        rows_b[lo : lo + MISS_CHUNK], rows_t[lo : lo + MISS_CHUNK]
-                    ],
-                }
-                for lo in range(0, miss.shape[0], MISS_CHUNK)
-            ]
-            out = run_steps(which, feeds)
-            computed = out[0] if len(out) == 1 else np.concatenate(out, axis=0)
-            k["store"](
-                self._idx,
-                self._ends,
-                self._lengths,
-                miss,
-                hashes,
-                np.ascontiguousarray(computed, dtype=np.float32),
-                width,
-                step,
-                hsh,
-                emb,
-                which == "decoder",
-            )
+            ("encoder", miss_enc[:me], hash_enc[:me], inputs.encoder_cat, inputs.encoder_cont,
+             self.e, self.enc_step, self.enc_hash, self.enc_emb),
+            ("decoder", miss_dec[:md], hash_dec[:md], inputs.decoder_cat, inputs.decoder_cont,
+             self.d, self.dec_step, self.dec_hash, self.dec_emb),
+        ):  # fmt: skip
+            # A cold cache misses every row: compute and store a few chunks at a time, so
+            # the step graphs' inputs and outputs stay small whatever the fleet's size.
+            group = MISS_CHUNK * workers
+            for lo in range(0, miss.shape[0], group):
+                part = miss[lo : lo + group]
+                rows_b, rows_t = part[:, 0], part[:, 1]
+                feeds = [
+                    {
+                        STEP_INPUTS[0]: cat[rows_b[i : i + MISS_CHUNK], rows_t[i : i + MISS_CHUNK]],
+                        STEP_INPUTS[1]: cont[
+                            rows_b[i : i + MISS_CHUNK], rows_t[i : i + MISS_CHUNK]
+                        ],
+                    }
+                    for i in range(0, part.shape[0], MISS_CHUNK)
+                ]
+                out = run_steps(which, feeds)
+                computed = out[0] if len(out) == 1 else np.concatenate(out, axis=0)
+                if computed.shape != (part.shape[0], self.h):
+                    raise RuntimeError(
+                        f"the {which} step graph returned {computed.shape} for "
+                        f"{part.shape[0]} rows of width {self.h}"
+                    )
+                k["store"](
+                    self._idx,
+                    self._ends,
+                    self._lengths,
+                    part,
+                    hashes[lo : lo + group],
+                    np.ascontiguousarray(computed, dtype=np.float32),
+                    width,
+                    step,
+                    hsh,
+                    emb,
+                    which == "decoder",
+                )
         computed_rows = me + md
         hit = total_enc + b * self.d - computed_rows
         self.hits += hit
         self.misses += computed_rows
         return hit, computed_rows
+
+    def _scratch(self, which: str, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """The miss list and hashes of ``which``, reused between forecasts (grown as needed)."""
+        if self._miss[which].shape[0] < rows:
+            self._miss[which] = np.empty((rows, 2), dtype=np.int64)
+            self._hashes[which] = np.empty(rows, dtype=np.uint64)
+        return self._miss[which], self._hashes[which]
 
     def head_feed(self, inputs: WindowInputs, lo: int, hi: int) -> dict[str, np.ndarray]:
         """The head graph's feed for windows ``lo:hi`` of the last :meth:`prepare`."""

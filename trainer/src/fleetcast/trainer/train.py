@@ -13,6 +13,7 @@ windows whose prediction lies entirely in that tail; training windows end before
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -31,6 +32,7 @@ from fleetcast.contract.schema import (
     STEP_SECONDS,
 )
 from fleetcast.trainer.dataset import (
+    LEVEL_SUFFIX,
     DatasetConfig,
     build_dataset,
     fit_scale_scalers,
@@ -274,6 +276,22 @@ def _hardware(precision: str, accelerator: str) -> dict[str, Any]:
     return info
 
 
+def output_scale_floors(ds_config: DatasetConfig, scalers: dict[str, Any]) -> DatasetConfig:
+    """Fixed input scaling: floor each target's output scale at its global std.
+
+    The model sees its inputs in global units (``<target>_level``); with the output scaled by
+    the window's own std it would have to infer that std to place its forecast. Floored at
+    the global std (the level scaler's), the scale is that constant for all but the most
+    volatile windows, and the output is a change in the inputs' own units. Centre stays the
+    last value (an output of 0 is still persistence). docs/MODEL_FORMAT.md#step-cache.
+    """
+    floors = {
+        t: max(float(ds_config.min_scale[t]), float(scalers[f"{t}{LEVEL_SUFFIX}"].scale_[0]))
+        for t in ds_config.targets
+    }
+    return dataclasses.replace(ds_config, min_scale=floors)
+
+
 def train_model(
     data: pa.Table | pd.DataFrame | str | Path,
     config: TrainConfig,
@@ -302,6 +320,8 @@ def train_model(
     cutoff, holdout = split_holdout(frame, config)
     train_frame = frame[frame["time_idx"] <= cutoff]
     scalers = fit_scale_scalers(train_frame, ds_config)
+    if ds_config.input_scaling == "fixed":
+        ds_config = output_scale_floors(ds_config, scalers)
     train_ds = build_dataset(train_frame, ds_config, scalers=scalers)
     classes = categorical_classes(train_ds)
     val_ds = build_dataset(
