@@ -103,16 +103,9 @@ class _CachedRunner:
 
     def run(self, which: int) -> np.ndarray:
         """As Engine._infer with its step cache, on the windows ``which`` (0 or 1)."""
-        from fleetcast.contract.model_spec import OUTPUT_NAME
-
         win = self.inputs[which]
-        cache, head = self.cache, self.loaded.steps["head"]
-        self.computed = cache.prepare(
-            win, self.idx, self.ends[which], win.encoder_lengths, self.loaded.run_steps
-        )[1]
-        parts = self.loaded.map(
-            lambda span: head.run([OUTPUT_NAME], cache.head_feed(win, *span))[0], self.bounds
-        )
+        rows, parts = self.cache.forecast(self.loaded, win, self.idx, self.ends[which], self.bounds)
+        self.computed = rows[1]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def __call__(self) -> np.ndarray:

@@ -37,18 +37,21 @@ def test_render_rewrites_only_the_generated_block(tmp_path: Path) -> None:
     assert "2 CPU cores" in text
 
 
-@pytest.fixture
-def model_dir(tmp_path: Path) -> Path:
+@pytest.fixture(params=["tiny_model.onnx", "tiny_model_steps.onnx"])
+def model_dir(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    """The window-scaled fixture, and the one with step graphs (the appliance's step cache)."""
     folder = tmp_path / "model"
     folder.mkdir()
-    shutil.copyfile(FIXTURES / "tiny_model.onnx", folder / "model.onnx")
-    digest = (FIXTURES / "tiny_model.onnx.sha256").read_text().split()[0]
+    shutil.copyfile(FIXTURES / request.param, folder / "model.onnx")
+    digest = (FIXTURES / f"{request.param}.sha256").read_text().split()[0]
     (folder / "model.onnx.sha256").write_text(f"{digest}  model.onnx\n")
     return folder
 
 
 @pytest.mark.slow
-def test_quick_run_on_the_fixture_model(model_dir: Path, tmp_path: Path) -> None:
+def test_quick_run_on_the_fixture_model(
+    model_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     out = tmp_path / "results"
     code = main(["--quick", "--model-dir", str(model_dir), "--only", "inference,windows,gpu",
                  "--results-dir", str(out), "--no-update-docs"])  # fmt: skip
@@ -59,6 +62,9 @@ def test_quick_run_on_the_fixture_model(model_dir: Path, tmp_path: Path) -> None
     rows = res["inference"]["rows"]
     assert [r["servers"] for r in rows] == [1, 90]
     assert all(r["per_server_ms"]["ort"]["median"] > 0 for r in rows)
+    # With step graphs the appliance's path is the step cache, timed beside the full graph.
+    steps = request.node.callspec.params["model_dir"] == "tiny_model_steps.onnx"
+    assert all(("ort_full" in r["per_server_ms"]) == steps for r in rows)
     assert "baselines need the bundle" in rows[0]["note"]  # an ONNX-only folder: no PyTorch
     windows = res["windows"]["rows"]
     assert [w["servers"] for w in windows] == [90, 1000]

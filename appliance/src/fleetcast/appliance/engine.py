@@ -36,7 +36,6 @@ from fleetcast.appliance.engine_types import (
 from fleetcast.appliance.forecast import iso
 from fleetcast.appliance.model import default_batch_size
 from fleetcast.contract.encoder import profile_from_name, server_id
-from fleetcast.contract.model_spec import OUTPUT_NAME
 from fleetcast.contract.schema import VALID_PROFILES, VALID_STATES
 
 if TYPE_CHECKING:
@@ -445,7 +444,7 @@ class Engine:
         parts = None
         if self._steps is not None and idx is not None and ends is not None:
             try:
-                parts = self._infer_cached(inputs, b, idx, ends, bounds)
+                self._step_rows, parts = self._steps.forecast(self.model, inputs, idx, ends, bounds)
             except Exception:
                 # The full graph gives the same forecasts: serve them, and stop using a
                 # cache that failed (e.g. out of memory while growing).
@@ -456,35 +455,6 @@ class Engine:
             parts = self.model.run_all([inputs.feed(lo, hi) for lo, hi in bounds])
         q = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
         return np.array(q, dtype=np.float32, copy=True)
-
-    def _infer_cached(
-        self,
-        inputs: WindowInputs,
-        b: int,
-        idx: np.ndarray,
-        ends: np.ndarray,
-        bounds: list[tuple[int, int]],
-    ) -> list[np.ndarray]:
-        """The step cache's path of :meth:`_infer`: new rows through the step graphs, then
-        the head per batch on the inference workers."""
-        cache = self._steps
-        steps = self.model.steps
-        if cache is None or steps is None:
-            raise RuntimeError("a step cache needs a model with step graphs")
-        self._step_rows = cache.prepare(
-            inputs,
-            idx,
-            ends,
-            inputs.encoder_lengths[:b],
-            self.model.run_steps,
-            self.model.workers,
-        )
-        head = steps["head"]
-
-        def run_head(span: tuple[int, int]) -> np.ndarray:
-            return head.run([OUTPUT_NAME], cache.head_feed(inputs, *span))[0]
-
-        return self.model.map(run_head, bounds)
 
     def current(self) -> ForecastSet | None:
         """The cached forecast set; never runs the model."""

@@ -317,7 +317,9 @@ def load_model(
     in_use = list(session.get_providers())
     steps, embedding_size = None, 0
     if step_cache and in_use[0] == "CPUExecutionProvider":
-        steps, embedding_size = _open_step_graphs(metadata, threads)
+        from fleetcast.appliance.step_cache import open_step_graphs
+
+        steps, embedding_size = open_step_graphs(metadata, _session_options(threads))
     log.info(
         "model %s (%s) loaded; providers in use: %s (requested %s); %d inference worker(s); "
         "step cache %s",
@@ -346,63 +348,6 @@ def load_model(
         steps=steps,
         embedding_size=embedding_size,
     )
-
-
-def _open_step_graphs(
-    metadata: dict[str, str], threads: int
-) -> tuple[dict[str, ort.InferenceSession] | None, int]:
-    """The step graphs' CPU sessions and ``H``, or (None, 0) when the model has none."""
-    import onnxruntime as ort
-
-    from fleetcast.contract.errors import ContractError
-    from fleetcast.contract.step_graphs import GRAPH_NAMES, HEAD_INPUTS, STEP_INPUTS, StepGraphs
-
-    try:
-        graphs = StepGraphs.from_metadata(metadata)
-    except ContractError as exc:
-        raise ModelError(exc.what, exc.why, exc.fix, exc.see) from None
-    if graphs is None:
-        return None, 0
-    sessions = {}
-    for name in GRAPH_NAMES:
-        try:
-            sessions[name] = ort.InferenceSession(
-                getattr(graphs, name),
-                sess_options=_session_options(threads),
-                providers=["CPUExecutionProvider"],
-            )
-        except Exception as exc:  # ORT raises several private exception types
-            raise ModelError(
-                f"ONNX Runtime cannot open the model's {name} step graph: "
-                f"{type(exc).__name__}: {str(exc)[:300]}",
-                "the step cache would serve forecasts from a graph that does not load.",
-                REEXPORT,
-                "docs/MODEL_FORMAT.md#step-cache",
-            ) from None
-    expected = {
-        "encoder_steps": list(STEP_INPUTS),
-        "decoder_steps": list(STEP_INPUTS),
-        "head": list(HEAD_INPUTS),
-    }
-    for name, session in sessions.items():
-        got = [i.name for i in session.get_inputs()]
-        width = session.get_outputs()[0].shape[-1]
-        if name != "head" and isinstance(width, int) and width != graphs.embedding_size:
-            raise ModelError(
-                f"The model's {name} step graph returns embeddings of width {width}, but its "
-                f"metadata says {graphs.embedding_size}.",
-                "the step cache stores embeddings of the width the metadata gives.",
-                REEXPORT,
-                "docs/MODEL_FORMAT.md#step-cache",
-            )
-        if got != expected[name]:
-            raise ModelError(
-                f"The model's {name} step graph has inputs {got}, expected {expected[name]}.",
-                "the appliance feeds the step graphs by these names.",
-                REEXPORT,
-                "docs/MODEL_FORMAT.md#step-cache",
-            )
-    return sessions, graphs.embedding_size
 
 
 def _check_sidecar(model_path: Path, data: bytes) -> None:

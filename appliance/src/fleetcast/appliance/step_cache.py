@@ -35,9 +35,12 @@ import numpy as np
 from fleetcast.contract.step_graphs import STEP_INPUTS
 
 if TYPE_CHECKING:
+    import onnxruntime as ort
+
+    from fleetcast.appliance.model import LoadedModel
     from fleetcast.appliance.windows import WindowInputs
 
-__all__ = ["MISS_CHUNK", "StepCache"]
+__all__ = ["MISS_CHUNK", "StepCache", "open_step_graphs"]
 
 MISS_CHUNK = 256
 """Rows per step-graph call for the misses. ONNX Runtime's arena keeps the activations of
@@ -341,6 +344,31 @@ class StepCache:
         self.misses += computed_rows
         return hit, computed_rows
 
+    def forecast(
+        self,
+        model: LoadedModel,
+        inputs: WindowInputs,
+        idx: np.ndarray,
+        ends: np.ndarray,
+        bounds: list[tuple[int, int]],
+    ) -> tuple[tuple[int, int], list[np.ndarray]]:
+        """((rows hit, rows computed), quantiles per batch ``bounds``) of windows
+        ``0..len(idx)``: :meth:`prepare`, then the head per batch on ``model``'s workers."""
+        from fleetcast.contract.model_spec import OUTPUT_NAME
+
+        if model.steps is None:
+            raise RuntimeError("a step cache needs a model with step graphs")
+        b = int(idx.shape[0])
+        rows = self.prepare(
+            inputs, idx, ends, inputs.encoder_lengths[:b], model.run_steps, model.workers
+        )
+        head = model.steps["head"]
+
+        def run_head(span: tuple[int, int]) -> np.ndarray:
+            return head.run([OUTPUT_NAME], self.head_feed(inputs, *span))[0]
+
+        return rows, model.map(run_head, bounds)
+
     def _scratch(self, which: str, rows: int) -> tuple[np.ndarray, np.ndarray]:
         """The miss list and hashes of ``which``, reused between forecasts (grown as needed)."""
         if self._miss[which].shape[0] < rows:
@@ -364,3 +392,63 @@ class StepCache:
             "encoder_lengths": inputs.encoder_lengths[lo:hi],
             "target_scale": inputs.target_scale[lo:hi],
         }
+
+
+def open_step_graphs(
+    metadata: dict[str, str], options: ort.SessionOptions
+) -> tuple[dict[str, ort.InferenceSession] | None, int]:
+    """The step graphs' CPU sessions (with ``options``) and ``H``, or (None, 0) when the
+    model has none. Raises :class:`~fleetcast.appliance.model.ModelError` for graphs that are
+    malformed, do not load, or do not fit their metadata."""
+    import onnxruntime as ort
+
+    from fleetcast.appliance.model import REEXPORT, ModelError
+    from fleetcast.contract.errors import ContractError
+    from fleetcast.contract.step_graphs import GRAPH_NAMES, HEAD_INPUTS, STEP_INPUTS, StepGraphs
+
+    try:
+        graphs = StepGraphs.from_metadata(metadata)
+    except ContractError as exc:
+        raise ModelError(exc.what, exc.why, exc.fix, exc.see) from None
+    if graphs is None:
+        return None, 0
+    sessions = {}
+    for name in GRAPH_NAMES:
+        try:
+            sessions[name] = ort.InferenceSession(
+                getattr(graphs, name),
+                sess_options=options,
+                providers=["CPUExecutionProvider"],
+            )
+        except Exception as exc:  # ORT raises several private exception types
+            raise ModelError(
+                f"ONNX Runtime cannot open the model's {name} step graph: "
+                f"{type(exc).__name__}: {str(exc)[:300]}",
+                "the step cache would serve forecasts from a graph that does not load.",
+                REEXPORT,
+                "docs/MODEL_FORMAT.md#step-cache",
+            ) from None
+    expected = {
+        "encoder_steps": list(STEP_INPUTS),
+        "decoder_steps": list(STEP_INPUTS),
+        "head": list(HEAD_INPUTS),
+    }
+    for name, session in sessions.items():
+        got = [i.name for i in session.get_inputs()]
+        width = session.get_outputs()[0].shape[-1]
+        if name != "head" and isinstance(width, int) and width != graphs.embedding_size:
+            raise ModelError(
+                f"The model's {name} step graph returns embeddings of width {width}, but its "
+                f"metadata says {graphs.embedding_size}.",
+                "the step cache stores embeddings of the width the metadata gives.",
+                REEXPORT,
+                "docs/MODEL_FORMAT.md#step-cache",
+            )
+        if got != expected[name]:
+            raise ModelError(
+                f"The model's {name} step graph has inputs {got}, expected {expected[name]}.",
+                "the appliance feeds the step graphs by these names.",
+                REEXPORT,
+                "docs/MODEL_FORMAT.md#step-cache",
+            )
+    return sessions, graphs.embedding_size

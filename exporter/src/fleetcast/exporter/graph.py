@@ -154,7 +154,7 @@ def _static_embedding(
 
 
 def _head(
-    wrapper: ExportableTFT | HeadGraph,
+    wrapper: ExportableTFT,
     static_embedding: torch.Tensor,
     emb_enc: torch.Tensor,
     emb_dec: torch.Tensor,
@@ -246,7 +246,7 @@ class StepGraph(nn.Module):
         return embedding[:, 0]
 
 
-class HeadGraph(nn.Module):
+class HeadGraph(ExportableTFT):
     """Everything after the variable selection, from cached step embeddings (step graphs).
 
     ``forward(encoder_embedding [B, E, H], decoder_embedding [B, D, H], static_cat [B,
@@ -254,22 +254,7 @@ class HeadGraph(nn.Module):
     what :class:`ExportableTFT` returns for the same windows.
     """
 
-    def __init__(
-        self, tft: TemporalFusionTransformer, encoder_width: int, prediction_length: int
-    ) -> None:
-        super().__init__()
-        self.tft = tft
-        self.encoder_width = int(encoder_width)
-        self.prediction_length = int(prediction_length)
-        self.transforms = target_transforms(tft)
-        d = self.prediction_length
-        self.register_buffer(
-            "decoder_mask",
-            torch.arange(d)[None, :] >= torch.arange(d)[:, None],
-            persistent=False,
-        )
-
-    def forward(
+    def forward(  # type: ignore[override]  # the step graphs' head takes other inputs
         self,
         encoder_embedding: torch.Tensor,
         decoder_embedding: torch.Tensor,

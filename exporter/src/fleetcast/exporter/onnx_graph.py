@@ -51,9 +51,6 @@ def trace_onnx(
     ``example``: input name → tensor as in docs/MODEL_FORMAT.md#onnx-graph, with the full
     width ``E`` and at least one window of length ``E`` (the traced encoder width).
     """
-    import onnx
-    import torch
-
     encoder_width = int(example["encoder_cat"].shape[1])
     prediction_length = int(example["decoder_cat"].shape[1])
     if int(example["encoder_lengths"].max()) != encoder_width:
@@ -63,26 +60,8 @@ def trace_onnx(
         )
     wrapper = ExportableTFT(model.eval(), encoder_width, prediction_length).eval()
     args = tuple(example[name] for name in INPUT_NAMES)
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        # The TorchScript exporter warns about every traced Python int; the parity check,
-        # not the warnings, decides whether the graph is right.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            wrapper,
-            args,
-            buffer,
-            dynamo=False,
-            opset_version=opset,
-            input_names=list(INPUT_NAMES),
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={name: {0: "batch"} for name in (*INPUT_NAMES, OUTPUT_NAME)},
-            do_constant_folding=True,
-        )
-    proto = onnx.load_from_string(buffer.getvalue())
-    strip_debug_info(proto)
-    compact_names(proto)
-    return proto
+    dynamic = {name: {0: "batch"} for name in (*INPUT_NAMES, OUTPUT_NAME)}
+    return _trace(wrapper, args, INPUT_NAMES, OUTPUT_NAME, dynamic, opset)
 
 
 def _trace(
