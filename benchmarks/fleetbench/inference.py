@@ -53,7 +53,8 @@ TARGETS: tuple[Target, ...] = (
 
 def _ort_runner(model_dir: Any, feed: dict[str, np.ndarray], threads: int = 0) -> Callable[[], Any]:
     """The full graph, as ``Engine._infer`` runs it without a step cache."""
-    from fleetcast.appliance.model import default_batch_size, load_model
+    from fleetcast.appliance.execution import default_batch_size
+    from fleetcast.appliance.model import load_model
 
     loaded = load_model(model_dir, ["CPUExecutionProvider"], threads, step_cache=False)
     n = int(feed["encoder_lengths"].shape[0])
@@ -78,7 +79,7 @@ class _CachedRunner:
         feeds: tuple[dict[str, np.ndarray], dict[str, np.ndarray]],
         last: int,
     ) -> None:
-        from fleetcast.appliance.model import default_batch_size
+        from fleetcast.appliance.execution import default_batch_size
         from fleetcast.appliance.step_cache import StepCache
         from fleetcast.appliance.windows import WindowInputs
 

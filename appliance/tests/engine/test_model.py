@@ -11,15 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from fleetcast.appliance.model import (
+from fleetcast.appliance.execution import (
     MAX_CPU_WORKERS,
-    ModelError,
     choose_providers,
     default_batch_size,
-    load_model,
     plan_workers,
     usable_cores,
 )
+from fleetcast.appliance.model import ModelError, load_model
 from fleetcast.contract.encoder import server_id
 
 TOY = Path(__file__).parent / "fixtures" / "toy_model.onnx"

@@ -33,8 +33,8 @@ from fleetcast.appliance.engine_types import (
     RecordBatch,
     check_config,
 )
+from fleetcast.appliance.execution import default_batch_size
 from fleetcast.appliance.forecast import iso
-from fleetcast.appliance.model import default_batch_size
 from fleetcast.contract.encoder import profile_from_name, server_id
 from fleetcast.contract.schema import VALID_PROFILES, VALID_STATES
 

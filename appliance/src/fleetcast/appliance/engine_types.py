@@ -31,7 +31,7 @@ class EngineConfig:
     CPU filtered by what ONNX Runtime reports available."""
     intra_op_threads: int = 0
     """0 = auto: on CPU, one single-threaded ONNX Runtime call per usable core, each on its own
-    batch (:func:`fleetcast.appliance.model.plan_workers`); N = one call at a time with N
+    batch (:func:`fleetcast.appliance.execution.plan_workers`); N = one call at a time with N
     intra-op threads."""
     step_cache: bool = True
     """Use the model's step graphs with a :class:`~fleetcast.appliance.step_cache.StepCache`
