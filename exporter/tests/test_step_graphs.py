@@ -17,6 +17,7 @@ from fleetcast.contract.step_graphs import (
     STEP_GRAPHS_KEY,
     StepGraphs,
     composed_forward,
+    interpretable_attention,
     step_stable,
 )
 from fleetcast.exporter.graph import INPUT_NAMES, OUTPUT_NAME
@@ -151,12 +152,12 @@ def test_export_with_no_step_cache_embeds_none(
 @pytest.mark.parametrize(
     ("document", "problem"),
     [
-        ('{"version": 2}', "version 2"),
-        ('{"version": 1, "embedding_size": 8}', "encoder_steps"),
+        ('{"version": 3}', "version 3 (this fleetcast reads 2)"),
+        ('{"version": 2, "embedding_size": 8}', "encoder_steps"),
         ("not json", "Expecting value"),
         (
-            '{"version": 1, "embedding_size": 8, "encoder_steps": "@@", "decoder_steps": "", '
-            '"head": ""}',
+            '{"version": 2, "embedding_size": 8, "encoder_steps": "@@", "decoder_steps": "", '
+            '"head_pre": "", "head_post": ""}',
             "",
         ),
     ],
@@ -167,3 +168,37 @@ def test_malformed_step_graphs_are_refused_with_a_clear_error(document: str, pro
     assert problem in info.value.what
     assert info.value.see == "docs/MODEL_FORMAT.md#step-cache"
     assert StepGraphs.from_metadata({}) is None
+
+
+@pytest.mark.parametrize(("heads", "hidden"), [(4, 16), (2, 6), (1, 3)])
+def test_projections_and_the_contracts_attention_equal_pytorch_forecasting(
+    heads: int, hidden: int
+) -> None:
+    import torch
+    from pytorch_forecasting.models.temporal_fusion_transformer.sub_modules import (
+        InterpretableMultiHeadAttention,
+    )
+
+    from fleetcast.exporter.attention import attention_projections
+
+    torch.manual_seed(heads)
+    attn = InterpretableMultiHeadAttention(n_head=heads, d_model=hidden).eval()
+    e, d = 20, 6
+    x = torch.randn(4, e + d, hidden) * 2
+    lengths = torch.tensor([20, 1, 9, 20])
+    mask = torch.cat(
+        (
+            (torch.arange(e)[None, :] >= lengths[:, None])[:, None, :].expand(-1, d, -1),
+            (torch.arange(d)[None, :] >= torch.arange(d)[:, None])[None].expand(4, -1, -1),
+        ),
+        dim=2,
+    )
+    with torch.no_grad():
+        want, _ = attn(q=x[:, e:], k=x, v=x, mask=mask)
+        query, key, value = attention_projections(attn, x, e)
+        mean = interpretable_attention(query.numpy(), key.numpy(), value.numpy(), lengths.numpy())
+        got = attn.w_h(torch.from_numpy(mean))
+    assert query.shape == (4, heads, d, hidden // heads)
+    assert key.shape == (4, heads, hidden // heads, e + d)
+    assert value.shape == (4, hidden // heads, e + d)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-5)

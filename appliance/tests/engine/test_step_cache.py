@@ -74,7 +74,7 @@ def _quantiles(engine: Engine) -> dict[str, np.ndarray]:
 def test_the_model_opens_with_its_step_graphs(steps_dir: Path) -> None:
     cached = Engine.open(EngineConfig(model_dir=steps_dir, capacity=8))
     assert cached.model.steps is not None
-    assert sorted(cached.model.steps) == ["decoder_steps", "encoder_steps", "head"]
+    assert sorted(cached.model.steps) == ["decoder_steps", "encoder_steps", "head_post", "head_pre"]
     assert cached.model.info()["step_graphs"] is True
     assert cached.status()["step_cache"]["enabled"] is True
     full = Engine.open(EngineConfig(model_dir=steps_dir, capacity=8, step_cache=False))
@@ -85,6 +85,27 @@ def test_the_model_opens_with_its_step_graphs(steps_dir: Path) -> None:
         "last_rows_computed": 0,
         "bytes": 0,
     }
+
+
+def test_step_graphs_of_another_version_run_the_full_graph(
+    steps_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import hashlib
+
+    # Same-length edit of the metadata (the appliance's environment has no onnx package):
+    # the document of the last release's single head graph said version 1.
+    data = (steps_dir / "model.onnx").read_bytes()
+    at = data.index(b'{"version":2,', data.index(b"fleetcast.step_graphs"))
+    data = data[:at] + b'{"version":1,' + data[at + 13 :]
+    (steps_dir / "model.onnx").write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    (steps_dir / "model.onnx.sha256").write_text(f"{digest}  model.onnx\n")
+    with caplog.at_level("WARNING", logger="fleetcast.appliance"):
+        engine = Engine.open(EngineConfig(model_dir=steps_dir, capacity=8))
+    assert engine.model.steps is None
+    assert engine.status()["step_cache"]["enabled"] is False
+    assert "step graphs are version 1; this appliance reads version 2" in caplog.text
+    assert "re-export" in caplog.text
 
 
 def test_the_window_scaled_fixture_has_no_step_graphs(tiny_onnx: Path, tmp_path: Path) -> None:

@@ -58,8 +58,9 @@ CODE_TOO_OLD = 3
 N_METRICS = len(METRIC_COLUMNS)
 
 
-def jit_kernel(func: Any) -> Any:
-    """``numba.njit(cache=True, nogil=True)(func)``, imported lazily (nothing at module import).
+def jit_kernel(func: Any, *, fastmath: bool = False) -> Any:
+    """``numba.njit(cache=True, nogil=True, fastmath=fastmath)(func)``, imported lazily
+    (nothing at module import).
 
     Numba caches compiled kernels beside the source or in the user's cache directory; where
     neither is writable (a hardened service without ``NUMBA_CACHE_DIR``), it compiles
@@ -70,7 +71,7 @@ def jit_kernel(func: Any) -> Any:
     import numba
 
     try:
-        return numba.njit(cache=True, nogil=True)(func)
+        return numba.njit(cache=True, nogil=True, fastmath=fastmath)(func)
     except RuntimeError as exc:  # "cannot cache function ...: no locator available"
         logging.getLogger(__name__).warning(
             "Numba cannot cache %s (%s); compiling in memory. Set NUMBA_CACHE_DIR to a "
@@ -78,7 +79,7 @@ def jit_kernel(func: Any) -> Any:
             func.__name__,
             exc,
         )
-        return numba.njit(cache=False, nogil=True)(func)
+        return numba.njit(cache=False, nogil=True, fastmath=fastmath)(func)
 
 
 def _append_impl(

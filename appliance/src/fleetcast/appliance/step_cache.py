@@ -19,7 +19,8 @@ Per forecast (:meth:`StepCache.prepare`, under the engine's forecast lock):
 2. the misses go through the step graphs in chunks (on the inference workers), and the
    results are stored in their slots;
 3. per batch of windows, :meth:`StepCache.head_feed` gathers the embeddings (zeros for
-   padding rows) into that batch's head inputs; the workers run the head.
+   padding rows) into that batch's head inputs; the workers run ``head_pre``, the
+   attention (:mod:`fleetcast.appliance.attention`) and ``head_post``.
 
 Memory: ``(E + D) · (4·H + 16)`` bytes per server slot (55 KiB for the default model),
 grown with the fleet, never above the engine's capacity.
@@ -234,6 +235,8 @@ class StepCache:
 
     def warm_up(self, inputs: WindowInputs) -> None:
         """Compile (or load from Numba's cache) the kernels now, on no windows."""
+        from fleetcast.appliance.attention import attend
+
         k = _compiled()
         empty = np.zeros(0, dtype=np.int64)
         pairs = np.zeros((0, 2), dtype=np.int64)
@@ -249,6 +252,12 @@ class StepCache:
         enc = np.zeros((0, self.e, self.h), dtype=np.float32)
         dec = np.zeros((0, self.d, self.h), dtype=np.float32)
         k["gather"](empty, empty, empty, 0, 0, self.enc_emb, self.dec_emb, enc, dec)
+        attend(
+            np.zeros((0, 1, self.d, 4), np.float32),
+            np.zeros((0, 1, 4, self.e + self.d), np.float32),
+            np.zeros((0, 4, self.e + self.d), np.float32),
+            empty,
+        )
 
     def prepare(
         self,
@@ -353,7 +362,9 @@ class StepCache:
         bounds: list[tuple[int, int]],
     ) -> tuple[tuple[int, int], list[np.ndarray]]:
         """((rows hit, rows computed), quantiles per batch ``bounds``) of windows
-        ``0..len(idx)``: :meth:`prepare`, then the head per batch on ``model``'s workers."""
+        ``0..len(idx)``: :meth:`prepare`, then per batch on ``model``'s workers ``head_pre``,
+        the attention kernel and ``head_post``."""
+        from fleetcast.appliance.attention import attend
         from fleetcast.contract.model_spec import OUTPUT_NAME
 
         if model.steps is None:
@@ -362,10 +373,21 @@ class StepCache:
         rows = self.prepare(
             inputs, idx, ends, inputs.encoder_lengths[:b], model.run_steps, model.workers
         )
-        head = model.steps["head"]
+        pre = model.steps["head_pre"]
+        post = model.steps["head_post"]
 
         def run_head(span: tuple[int, int]) -> np.ndarray:
-            return head.run([OUTPUT_NAME], self.head_feed(inputs, *span))[0]
+            feed = self.head_feed(inputs, *span)
+            query, key, value, attn_residual, lstm_residual = pre.run(None, feed)
+            return post.run(
+                [OUTPUT_NAME],
+                {
+                    "attention": attend(query, key, value, feed["encoder_lengths"]),
+                    "attn_residual": attn_residual,
+                    "lstm_residual": lstm_residual,
+                    "target_scale": inputs.target_scale[span[0] : span[1]],
+                },
+            )[0]
 
         return rows, model.map(run_head, bounds)
 
@@ -377,7 +399,7 @@ class StepCache:
         return self._miss[which], self._hashes[which]
 
     def head_feed(self, inputs: WindowInputs, lo: int, hi: int) -> dict[str, np.ndarray]:
-        """The head graph's feed for windows ``lo:hi`` of the last :meth:`prepare`."""
+        """The ``head_pre`` graph's feed for windows ``lo:hi`` of the last :meth:`prepare`."""
         n = hi - lo
         enc = np.empty((n, self.e, self.h), dtype=np.float32)
         dec = np.empty((n, self.d, self.h), dtype=np.float32)
@@ -390,7 +412,6 @@ class StepCache:
             "static_cat": np.ascontiguousarray(inputs.encoder_cat[lo:hi, 0]),
             "static_cont": np.ascontiguousarray(inputs.encoder_cont[lo:hi, 0]),
             "encoder_lengths": inputs.encoder_lengths[lo:hi],
-            "target_scale": inputs.target_scale[lo:hi],
         }
 
 
@@ -398,14 +419,39 @@ def open_step_graphs(
     metadata: dict[str, str], options: ort.SessionOptions
 ) -> tuple[dict[str, ort.InferenceSession] | None, int]:
     """The step graphs' CPU sessions (with ``options``) and ``H``, or (None, 0) when the
-    model has none. Raises :class:`~fleetcast.appliance.model.ModelError` for graphs that are
-    malformed, do not load, or do not fit their metadata."""
+    model has none or has them in another version than this appliance reads (logged: the
+    appliance then runs the full graph, as without a cache). Raises
+    :class:`~fleetcast.appliance.model.ModelError` for graphs that are malformed, do not
+    load, or do not fit their metadata."""
+    import logging
+
     import onnxruntime as ort
 
     from fleetcast.appliance.model import REEXPORT, ModelError
     from fleetcast.contract.errors import ContractError
-    from fleetcast.contract.step_graphs import GRAPH_NAMES, HEAD_INPUTS, STEP_INPUTS, StepGraphs
+    from fleetcast.contract.model_spec import OUTPUT_NAME
+    from fleetcast.contract.step_graphs import (
+        GRAPH_NAMES,
+        HEAD_POST_INPUTS,
+        HEAD_PRE_INPUTS,
+        HEAD_PRE_OUTPUTS,
+        STEP_GRAPHS_VERSION,
+        STEP_INPUTS,
+        STEP_OUTPUT,
+        StepGraphs,
+        step_graphs_version,
+    )
 
+    version = step_graphs_version(metadata)
+    if version is not None and version != STEP_GRAPHS_VERSION:
+        logging.getLogger("fleetcast.appliance").warning(
+            "The model's step graphs are version %d; this appliance reads version %d. It runs "
+            "the full graph (no step cache); re-export the model with `fleetcast export` to "
+            "use the cache (docs/MODEL_FORMAT.md#step-cache).",
+            version,
+            STEP_GRAPHS_VERSION,
+        )
+        return None, 0
     try:
         graphs = StepGraphs.from_metadata(metadata)
     except ContractError as exc:
@@ -429,14 +475,18 @@ def open_step_graphs(
                 "docs/MODEL_FORMAT.md#step-cache",
             ) from None
     expected = {
-        "encoder_steps": list(STEP_INPUTS),
-        "decoder_steps": list(STEP_INPUTS),
-        "head": list(HEAD_INPUTS),
+        "encoder_steps": (list(STEP_INPUTS), [STEP_OUTPUT]),
+        "decoder_steps": (list(STEP_INPUTS), [STEP_OUTPUT]),
+        "head_pre": (list(HEAD_PRE_INPUTS), list(HEAD_PRE_OUTPUTS)),
+        "head_post": (list(HEAD_POST_INPUTS), [OUTPUT_NAME]),
     }
     for name, session in sessions.items():
-        got = [i.name for i in session.get_inputs()]
+        got = (
+            [i.name for i in session.get_inputs()],
+            [o.name for o in session.get_outputs()],
+        )
         width = session.get_outputs()[0].shape[-1]
-        if name != "head" and isinstance(width, int) and width != graphs.embedding_size:
+        if name.endswith("_steps") and isinstance(width, int) and width != graphs.embedding_size:
             raise ModelError(
                 f"The model's {name} step graph returns embeddings of width {width}, but its "
                 f"metadata says {graphs.embedding_size}.",
@@ -446,8 +496,9 @@ def open_step_graphs(
             )
         if got != expected[name]:
             raise ModelError(
-                f"The model's {name} step graph has inputs {got}, expected {expected[name]}.",
-                "the appliance feeds the step graphs by these names.",
+                f"The model's {name} step graph has inputs {got[0]} and outputs {got[1]}, "
+                f"expected {expected[name][0]} and {expected[name][1]}.",
+                "the appliance feeds and reads the step graphs by these names.",
                 REEXPORT,
                 "docs/MODEL_FORMAT.md#step-cache",
             )

@@ -2,16 +2,23 @@
 
 A model trained with fixed input scaling (docs/MODEL_FORMAT.md#step-cache) computes most of
 its work — the variable selection of every encoder and decoder step — from that step's input
-row alone. The exporter then embeds, beside the full graph, three smaller ONNX graphs in the
+row alone. The exporter then embeds, beside the full graph, four smaller ONNX graphs in the
 metadata key :data:`STEP_GRAPHS_KEY` (a JSON document; each graph base64-encoded):
 
 - ``encoder_steps``: one encoder row per item — ``step_cat`` int64 [N, n_cat] and
   ``step_cont`` float32 [N, n_real], the same columns as a row of ``encoder_cat`` /
   ``encoder_cont`` — to its variable-selection output ``embedding`` float32 [N, H];
 - ``decoder_steps``: the same for decoder rows;
-- ``head``: ``encoder_embedding`` [B, E, H] (zeros on padding rows), ``decoder_embedding``
-  [B, D, H], ``static_cat`` [B, n_cat] and ``static_cont`` [B, n_real] (row 0 of the
-  window), ``encoder_lengths`` and ``target_scale`` as in the full graph → ``quantiles``.
+- ``head_pre``: ``encoder_embedding`` [B, E, H] (zeros on padding rows),
+  ``decoder_embedding`` [B, D, H], ``static_cat`` [B, n_cat] and ``static_cont`` [B, n_real]
+  (row 0 of the window) and ``encoder_lengths`` → the attention's inputs ``query`` [B, N,
+  D, d] (times 1/√d), ``key`` [B, N, d, E+D], ``value`` [B, d, E+D], and the residuals
+  ``attn_residual`` and ``lstm_residual`` [B, D, H];
+- the attention itself is not a graph: :func:`interpretable_attention` defines it (the
+  appliance runs it as a Numba kernel, which streams each window's scores through the
+  cache instead of memory);
+- ``head_post``: ``attention`` [B, D, d], the two residuals and ``target_scale`` →
+  ``quantiles``.
 
 :func:`composed_forward` runs them on the full graph's feed; it equals the full graph (the
 exporter checks it against PyTorch, like the full graph). The appliance runs the step graphs
@@ -37,33 +44,42 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GRAPH_NAMES",
-    "HEAD_INPUTS",
+    "HEAD_POST_INPUTS",
+    "HEAD_PRE_INPUTS",
+    "HEAD_PRE_OUTPUTS",
     "STEP_GRAPHS_KEY",
     "STEP_GRAPHS_VERSION",
     "STEP_INPUTS",
     "STEP_OUTPUT",
     "StepGraphs",
+    "attention_mask",
     "composed_forward",
+    "interpretable_attention",
+    "step_graphs_version",
     "step_stable",
 ]
 
 STEP_GRAPHS_KEY = "fleetcast.step_graphs"
 """The metadata key of the step graphs (absent: the model has none)."""
-STEP_GRAPHS_VERSION = 1
-"""Version of the document under :data:`STEP_GRAPHS_KEY`."""
-GRAPH_NAMES: tuple[str, ...] = ("encoder_steps", "decoder_steps", "head")
+STEP_GRAPHS_VERSION = 2
+"""Version of the document under :data:`STEP_GRAPHS_KEY` (1: one ``head`` graph with the
+attention inside; no longer read, the appliance then runs the full graph)."""
+GRAPH_NAMES: tuple[str, ...] = ("encoder_steps", "decoder_steps", "head_pre", "head_post")
 STEP_INPUTS: tuple[str, str] = ("step_cat", "step_cont")
 """Inputs of ``encoder_steps`` and ``decoder_steps``; their output is ``embedding``."""
 STEP_OUTPUT = "embedding"
-HEAD_INPUTS: tuple[str, ...] = (
+HEAD_PRE_INPUTS: tuple[str, ...] = (
     "encoder_embedding",
     "decoder_embedding",
     "static_cat",
     "static_cont",
     "encoder_lengths",
-    "target_scale",
 )
-"""Inputs of ``head``, in positional order; its output is the full graph's ``quantiles``."""
+"""Inputs of ``head_pre``, in positional order."""
+HEAD_PRE_OUTPUTS: tuple[str, ...] = ("query", "key", "value", "attn_residual", "lstm_residual")
+"""Outputs of ``head_pre``, in order."""
+HEAD_POST_INPUTS: tuple[str, ...] = ("attention", "attn_residual", "lstm_residual", "target_scale")
+"""Inputs of ``head_post``, in positional order; its output is the full graph's ``quantiles``."""
 
 _UNSTABLE_SOURCES = ("target", "target_center", "target_scale")
 _DOC = "docs/MODEL_FORMAT.md#step-cache"
@@ -85,11 +101,12 @@ class _Session(Protocol):
 
 @dataclass(frozen=True)
 class StepGraphs:
-    """The three serialized graphs and the embedding width ``H``."""
+    """The four serialized graphs and the embedding width ``H``."""
 
     encoder_steps: bytes
     decoder_steps: bytes
-    head: bytes
+    head_pre: bytes
+    head_post: bytes
     embedding_size: int
 
     def to_metadata(self) -> dict[str, str]:
@@ -103,14 +120,17 @@ class StepGraphs:
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, str]) -> StepGraphs | None:
-        """The graphs in ``metadata``, None when it has none; ContractError when malformed."""
+        """The graphs in ``metadata``, None when it has none; ContractError when malformed or
+        of another version (:func:`step_graphs_version` tells which)."""
         raw = metadata.get(STEP_GRAPHS_KEY)
         if raw is None:
             return None
         try:
             doc = json.loads(raw)
             if int(doc["version"]) != STEP_GRAPHS_VERSION:
-                raise ValueError(f"version {doc['version']} (this fleetcast reads 1)")
+                raise ValueError(
+                    f"version {doc['version']} (this fleetcast reads {STEP_GRAPHS_VERSION})"
+                )
             graphs = {name: base64.b64decode(doc[name], validate=True) for name in GRAPH_NAMES}
             size = int(doc["embedding_size"])
             if size < 1:
@@ -125,17 +145,81 @@ class StepGraphs:
         return cls(embedding_size=size, **graphs)
 
 
+def step_graphs_version(metadata: Mapping[str, str]) -> int | None:
+    """The version of the step graphs in ``metadata``; None when absent or unreadable."""
+    try:
+        return int(json.loads(metadata[STEP_GRAPHS_KEY])["version"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def attention_mask(
+    encoder_lengths: np.ndarray, encoder_width: int, decoder_steps: int
+) -> np.ndarray:
+    """Which keys each decoder step attends to, bool [B, D, E+D] (True: attended).
+
+    The TFT's mask: a window's first ``length`` encoder steps (the rest is padding) and the
+    decoder steps *before* the query's own (pytorch-forecasting's causal decoder mask).
+    """
+    e, d = int(encoder_width), int(decoder_steps)
+    lengths = np.asarray(encoder_lengths)
+    enc = np.arange(e)[None, None, :] < lengths[:, None, None]
+    dec = np.arange(d)[None, :] < np.arange(d)[:, None]
+    return np.concatenate(
+        (
+            np.broadcast_to(enc, (lengths.shape[0], d, e)),
+            np.broadcast_to(dec[None], (lengths.shape[0], d, d)),
+        ),
+        axis=2,
+    )
+
+
+def interpretable_attention(
+    query: np.ndarray,
+    key: np.ndarray,
+    value: np.ndarray,
+    encoder_lengths: np.ndarray,
+    chunk: int = 64,
+) -> np.ndarray:
+    """The TFT's interpretable attention between ``head_pre`` and ``head_post``.
+
+    ``query`` [B, N, D, d] (already times 1/√d), ``key`` [B, N, d, E+D], ``value`` [B, d,
+    E+D], ``encoder_lengths`` [B] → float32 [B, D, d]: per head the softmax of ``query ·
+    key`` over the keys :func:`attention_mask` allows, times ``value`` (which all heads
+    share), averaged over the heads. The reference the appliance's kernel is tested
+    against; computed ``chunk`` windows at a time to bound memory.
+    """
+    query = np.asarray(query, dtype=np.float32)
+    key = np.asarray(key, dtype=np.float32)
+    value = np.asarray(value, dtype=np.float32)
+    b, _, d, _ = query.shape
+    width = key.shape[-1]
+    out = np.empty((b, d, value.shape[1]), dtype=np.float32)
+    for lo in range(0, b, chunk):
+        hi = min(lo + chunk, b)
+        scores = np.matmul(query[lo:hi], key[lo:hi])  # [c, N, D, E+D]
+        allowed = attention_mask(encoder_lengths[lo:hi], width - d, d)[:, None]
+        scores = np.where(allowed, scores, -np.inf)
+        scores -= scores.max(axis=-1, keepdims=True)
+        weights = np.exp(scores)
+        weights /= weights.sum(axis=-1, keepdims=True)
+        # [c, N, D, E+D] · [c, 1, E+D, d] → [c, N, D, d], then the mean over heads
+        out[lo:hi] = np.matmul(weights, value[lo:hi, None].swapaxes(-1, -2)).mean(axis=1)
+    return out
+
+
 def composed_forward(
     encoder_steps: _Session,
     decoder_steps: _Session,
-    head: _Session,
+    head_pre: _Session,
+    head_post: _Session,
     feed: Mapping[str, np.ndarray],
     embedding_size: int,
 ) -> np.ndarray:
     """The full graph's ``quantiles`` for ``feed`` (its six inputs), through the step graphs.
 
     Every valid encoder row and every decoder row goes through its step graph; padding rows
-    (at or after a window's length) get zero embeddings, which the head masks out.
+    (at or after a window's length) get zero embeddings, which the attention masks out.
     """
     enc_cat = np.asarray(feed["encoder_cat"])
     enc_cont = np.asarray(feed["encoder_cont"])
@@ -157,7 +241,7 @@ def composed_forward(
             STEP_INPUTS[1]: dec_cont.reshape(b * d, -1),
         },
     )[0].reshape(b, d, embedding_size)
-    return head.run(
+    pre = head_pre.run(
         None,
         {
             "encoder_embedding": enc_emb,
@@ -165,6 +249,15 @@ def composed_forward(
             "static_cat": np.ascontiguousarray(enc_cat[:, 0]),
             "static_cont": np.ascontiguousarray(enc_cont[:, 0]),
             "encoder_lengths": lengths,
+        },
+    )
+    query, key, value, attn_residual, lstm_residual = pre
+    return head_post.run(
+        None,
+        {
+            "attention": interpretable_attention(query, key, value, lengths),
+            "attn_residual": attn_residual,
+            "lstm_residual": lstm_residual,
             "target_scale": np.asarray(feed["target_scale"]),
         },
     )[0]

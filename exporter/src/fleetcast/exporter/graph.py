@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn.utils import rnn
 
 from fleetcast.contract.model_spec import INPUT_NAMES, OUTPUT_NAME
+from fleetcast.exporter.attention import attention_projections
 
 if TYPE_CHECKING:
     from pytorch_forecasting import TemporalFusionTransformer
@@ -34,7 +35,8 @@ __all__ = [
     "INPUT_NAMES",
     "OUTPUT_NAME",
     "ExportableTFT",
-    "HeadGraph",
+    "HeadPost",
+    "HeadPre",
     "StepGraph",
     "reference_forward",
     "target_transforms",
@@ -165,8 +167,37 @@ def _head(
     m = wrapper.tft
     e = wrapper.encoder_width
     d = wrapper.prediction_length
+    attn_input, lstm_output = _pre_attention(
+        wrapper, static_embedding, emb_enc, emb_dec, encoder_lengths
+    )
+    encoder_mask = (
+        torch.arange(e, device=encoder_lengths.device)[None, :] >= encoder_lengths[:, None]
+    )
+    mask = torch.cat(
+        (
+            encoder_mask[:, None, :].expand(-1, d, -1),
+            wrapper.decoder_mask[None].expand(encoder_lengths.shape[0], -1, -1),
+        ),
+        dim=2,
+    )
+    attn_output, _ = m.multihead_attn(q=attn_input[:, e:], k=attn_input, v=attn_input, mask=mask)
+    return _post_attention(
+        wrapper, attn_output, attn_input[:, e:], lstm_output[:, e:], target_scale
+    )
+
+
+def _pre_attention(
+    wrapper: ExportableTFT,
+    static_embedding: torch.Tensor,
+    emb_enc: torch.Tensor,
+    emb_dec: torch.Tensor,
+    encoder_lengths: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LSTMs and the static enrichment: (attention input, LSTM output), both [B, E+D, H]."""
+    m = wrapper.tft
+    e = wrapper.encoder_width
     hp = m.hparams
-    timesteps = e + d
+    timesteps = e + wrapper.prediction_length
     input_hidden = m.static_context_initial_hidden_lstm(static_embedding).expand(
         hp.lstm_layers, -1, -1
     )
@@ -187,20 +218,22 @@ def _head(
 
     enrichment = m.static_context_enrichment(static_embedding)
     attn_input = m.static_enrichment(lstm_output, m.expand_static_context(enrichment, timesteps))
-    encoder_mask = (
-        torch.arange(e, device=encoder_lengths.device)[None, :] >= encoder_lengths[:, None]
-    )
-    mask = torch.cat(
-        (
-            encoder_mask[:, None, :].expand(-1, d, -1),
-            wrapper.decoder_mask[None].expand(encoder_lengths.shape[0], -1, -1),
-        ),
-        dim=2,
-    )
-    attn_output, _ = m.multihead_attn(q=attn_input[:, e:], k=attn_input, v=attn_input, mask=mask)
-    attn_output = m.post_attn_gate_norm(attn_output, attn_input[:, e:])
+    return attn_input, lstm_output
+
+
+def _post_attention(
+    wrapper: ExportableTFT,
+    attn_output: torch.Tensor,
+    attn_residual: torch.Tensor,
+    lstm_residual: torch.Tensor,
+    target_scale: torch.Tensor,
+) -> torch.Tensor:
+    """From the attention's output (after ``w_h``) and the decoder steps' attention input and
+    LSTM output, [B, D, H] each, to quantiles in real units [B, T, D, Q]."""
+    m = wrapper.tft
+    attn_output = m.post_attn_gate_norm(attn_output, attn_residual)
     output = m.pos_wise_ff(attn_output)
-    output = m.pre_output_gate_norm(output, lstm_output[:, e:])
+    output = m.pre_output_gate_norm(output, lstm_residual)
     if m.n_targets > 1:
         outputs = [layer(output) for layer in m.output_layer]
     else:
@@ -246,12 +279,15 @@ class StepGraph(nn.Module):
         return embedding[:, 0]
 
 
-class HeadGraph(ExportableTFT):
-    """Everything after the variable selection, from cached step embeddings (step graphs).
+class HeadPre(ExportableTFT):
+    """From cached step embeddings to the attention's inputs (step graphs' ``head_pre``).
 
     ``forward(encoder_embedding [B, E, H], decoder_embedding [B, D, H], static_cat [B,
-    n_cat], static_cont [B, n_real], encoder_lengths [B], target_scale [B, T, 2])`` returns
-    what :class:`ExportableTFT` returns for the same windows.
+    n_cat], static_cont [B, n_real], encoder_lengths [B])`` returns ``query`` [B, N, D, d]
+    (already multiplied by 1/√d), ``key`` [B, N, d, E+D], ``value`` [B, d, E+D] (shared by
+    the N heads), ``attn_residual`` and ``lstm_residual`` [B, D, H]: the contract's
+    :func:`~fleetcast.contract.step_graphs.interpretable_attention` and ``head_post`` take
+    it from there.
     """
 
     def forward(  # type: ignore[override]  # the step graphs' head takes other inputs
@@ -261,18 +297,33 @@ class HeadGraph(ExportableTFT):
         static_cat: torch.Tensor,
         static_cont: torch.Tensor,
         encoder_lengths: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        m = self.tft
+        e = self.encoder_width
+        static_embedding = _static_embedding(m, _input_vectors(m, static_cat, static_cont))
+        attn_input, lstm_output = _pre_attention(
+            self, static_embedding, encoder_embedding, decoder_embedding, encoder_lengths
+        )
+        query, key, value = attention_projections(m.multihead_attn, attn_input, e)
+        return query, key, value, attn_input[:, e:], lstm_output[:, e:]
+
+
+class HeadPost(ExportableTFT):
+    """From the attention's mean over heads to quantiles (step graphs' ``head_post``).
+
+    ``forward(attention [B, D, d], attn_residual [B, D, H], lstm_residual [B, D, H],
+    target_scale [B, T, 2])`` returns what :class:`ExportableTFT` returns.
+    """
+
+    def forward(  # type: ignore[override]  # the step graphs' head takes other inputs
+        self,
+        attention: torch.Tensor,
+        attn_residual: torch.Tensor,
+        lstm_residual: torch.Tensor,
         target_scale: torch.Tensor,
     ) -> torch.Tensor:
-        m = self.tft
-        static_embedding = _static_embedding(m, _input_vectors(m, static_cat, static_cont))
-        return _head(
-            self,
-            static_embedding,
-            encoder_embedding,
-            decoder_embedding,
-            encoder_lengths,
-            target_scale,
-        )
+        attn_output = self.tft.multihead_attn.w_h(attention)
+        return _post_attention(self, attn_output, attn_residual, lstm_residual, target_scale)
 
 
 def reference_forward(

@@ -14,8 +14,22 @@ import logging
 import warnings
 from typing import TYPE_CHECKING
 
-from fleetcast.contract.step_graphs import HEAD_INPUTS, STEP_INPUTS, STEP_OUTPUT, StepGraphs
-from fleetcast.exporter.graph import INPUT_NAMES, OUTPUT_NAME, ExportableTFT, HeadGraph, StepGraph
+from fleetcast.contract.step_graphs import (
+    HEAD_POST_INPUTS,
+    HEAD_PRE_INPUTS,
+    HEAD_PRE_OUTPUTS,
+    STEP_INPUTS,
+    STEP_OUTPUT,
+    StepGraphs,
+)
+from fleetcast.exporter.graph import (
+    INPUT_NAMES,
+    OUTPUT_NAME,
+    ExportableTFT,
+    HeadPost,
+    HeadPre,
+    StepGraph,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -61,14 +75,14 @@ def trace_onnx(
     wrapper = ExportableTFT(model.eval(), encoder_width, prediction_length).eval()
     args = tuple(example[name] for name in INPUT_NAMES)
     dynamic = {name: {0: "batch"} for name in (*INPUT_NAMES, OUTPUT_NAME)}
-    return _trace(wrapper, args, INPUT_NAMES, OUTPUT_NAME, dynamic, opset)
+    return _trace(wrapper, args, INPUT_NAMES, (OUTPUT_NAME,), dynamic, opset)
 
 
 def _trace(
     module: torch.nn.Module,
     args: tuple[torch.Tensor, ...],
     input_names: tuple[str, ...],
-    output_name: str,
+    output_names: tuple[str, ...],
     dynamic: dict[str, dict[int, str]],
     opset: int,
 ) -> onnx.ModelProto:
@@ -88,7 +102,7 @@ def _trace(
             dynamo=False,
             opset_version=opset,
             input_names=list(input_names),
-            output_names=[output_name],
+            output_names=list(output_names),
             dynamic_axes=dynamic,
             do_constant_folding=True,
         )
@@ -105,7 +119,8 @@ def trace_step_graphs(
     opset: int = DEFAULT_OPSET,
 ) -> StepGraphs:
     """Trace the step graphs of :mod:`fleetcast.contract.step_graphs` (``example`` as for
-    :func:`trace_onnx`). Each graph passes ``onnx.checker`` or this raises its error.
+    :func:`trace_onnx`; their attention is a kernel of the appliance, not a graph). Each
+    graph passes ``onnx.checker`` or this raises its error.
     """
     import onnx
     import torch
@@ -123,29 +138,36 @@ def trace_step_graphs(
         args = (cat.reshape(-1, cat.shape[-1]), cont.reshape(-1, cont.shape[-1]))
         with torch.no_grad():
             embeddings[which] = module(*args).reshape(cat.shape[0], cat.shape[1], -1)
-        proto = _trace(module, args, STEP_INPUTS, STEP_OUTPUT, step_dynamic, opset)
+        proto = _trace(module, args, STEP_INPUTS, (STEP_OUTPUT,), step_dynamic, opset)
         onnx.checker.check_model(proto, full_check=True)
         graphs[f"{which}_steps"] = proto.SerializeToString()
-    head = HeadGraph(model, e, d).eval()
-    args = (
-        embeddings["encoder"],
-        embeddings["decoder"],
-        example["encoder_cat"][:, 0].contiguous(),
-        example["encoder_cont"][:, 0].contiguous(),
-        example["encoder_lengths"],
-        example["target_scale"],
-    )
+    with torch.no_grad():
+        pre_args = (
+            embeddings["encoder"],
+            embeddings["decoder"],
+            example["encoder_cat"][:, 0].contiguous(),
+            example["encoder_cont"][:, 0].contiguous(),
+            example["encoder_lengths"],
+        )
+        pre = HeadPre(model, e, d).eval()
+        _, _, _, attn_residual, lstm_residual = pre(*pre_args)
+        head_size = model.multihead_attn.d_k
+        post_args = (
+            torch.zeros(attn_residual.shape[0], d, head_size),
+            attn_residual,
+            lstm_residual,
+            example["target_scale"],
+        )
     batch = {0: "batch"}
-    proto = _trace(
-        head,
-        args,
-        HEAD_INPUTS,
-        OUTPUT_NAME,
-        {name: batch for name in (*HEAD_INPUTS, OUTPUT_NAME)},
-        opset,
-    )
-    onnx.checker.check_model(proto, full_check=True)
-    graphs["head"] = proto.SerializeToString()
+    for name, module, args, inputs, outputs in (
+        ("head_pre", pre, pre_args, HEAD_PRE_INPUTS, HEAD_PRE_OUTPUTS),
+        ("head_post", HeadPost(model, e, d).eval(), post_args, HEAD_POST_INPUTS, (OUTPUT_NAME,)),
+    ):
+        proto = _trace(
+            module, args, inputs, outputs, {n: batch for n in (*inputs, *outputs)}, opset
+        )
+        onnx.checker.check_model(proto, full_check=True)
+        graphs[name] = proto.SerializeToString()
     return StepGraphs(embedding_size=int(embeddings["encoder"].shape[-1]), **graphs)
 
 
