@@ -251,8 +251,9 @@ def test_a_failing_cache_falls_back_to_the_full_graph(steps_dir: Path) -> None:
         np.testing.assert_array_equal(qa[name], qb[name])
 
 
-def test_cache_slots_grow_with_the_fleet_up_to_capacity() -> None:
-    plan = WindowPlan(
+def _tiny_plan() -> WindowPlan:
+    """E 4, D 2, one real input (the row's value), one categorical."""
+    return WindowPlan(
         encoder_length=4,
         prediction_length=2,
         min_encoder_length=1,
@@ -268,6 +269,10 @@ def test_cache_slots_grow_with_the_fleet_up_to_capacity() -> None:
         transform=np.zeros(4, dtype=np.int64),
         min_scale=np.ones(4),
     )
+
+
+def test_cache_slots_grow_with_the_fleet_up_to_capacity() -> None:
+    plan = _tiny_plan()
     inputs = WindowInputs.allocate(plan, 3)
     inputs.encoder_cont[:] = np.arange(3 * 4, dtype=np.float32).reshape(3, 4, 1)
     inputs.decoder_cont[:] = 0.5
@@ -275,9 +280,9 @@ def test_cache_slots_grow_with_the_fleet_up_to_capacity() -> None:
     cache = StepCache(capacity=100, encoder_length=4, prediction_length=2, embedding_size=3)
     calls: list[tuple[str, int]] = []
 
-    def run_steps(which: str, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
-        calls.append((which, sum(len(f["step_cont"]) for f in feeds)))
-        return [np.repeat(f["step_cont"][:, :1], 3, axis=1) + 1.0 for f in feeds]
+    def run_steps(feeds: list[tuple[str, dict[str, np.ndarray]]]) -> list[np.ndarray]:
+        calls.extend((which, len(f["step_cont"])) for which, f in feeds)
+        return [np.repeat(f["step_cont"][:, :1], 3, axis=1) + 1.0 for _, f in feeds]
 
     idx = np.array([0, 70, 5])
     ends = np.array([10, 10, 12])
@@ -327,4 +332,45 @@ def test_cache_slots_grow_with_the_fleet_up_to_capacity() -> None:
     assert (hit, computed) == (3 * 6, 6)
     np.testing.assert_array_equal(
         cache.head_feed(more, 0, 1)["encoder_embedding"][0, :, 0], [2, 3, 4, 101]
+    )
+
+
+def test_misses_run_in_chunks_with_encoder_and_decoder_side_by_side(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import fleetcast.appliance.step_cache as step_cache
+
+    plan = _tiny_plan()
+    inputs = WindowInputs.allocate(plan, 3)
+    inputs.encoder_cont[:] = np.arange(3 * 4, dtype=np.float32).reshape(3, 4, 1)
+    inputs.decoder_cont[:] = np.arange(3 * 2, dtype=np.float32).reshape(3, 2, 1) + 50
+    inputs.encoder_lengths[:] = [4, 2, 4]
+    idx, ends = np.array([0, 1, 2]), np.array([10, 10, 12])
+    calls: list[list[tuple[str, int]]] = []
+
+    def run_steps(feeds: list[tuple[str, dict[str, np.ndarray]]]) -> list[np.ndarray]:
+        calls.append([(which, len(f["step_cont"])) for which, f in feeds])
+        return [np.repeat(f["step_cont"][:, :1], 3, axis=1) + 1.0 for _, f in feeds]
+
+    monkeypatch.setattr(step_cache, "MISS_CHUNK", 4)
+    chunked = StepCache(capacity=8, encoder_length=4, prediction_length=2, embedding_size=3)
+    assert chunked.prepare(inputs, idx, ends, inputs.encoder_lengths, run_steps, workers=2) == (
+        0,
+        16,
+    )
+    # 10 encoder rows in chunks of 4 (4, 4, 2), then 6 decoder rows (4, 2); two per call, so
+    # the last encoder chunk and the first decoder chunk run side by side.
+    assert calls == [
+        [("encoder", 4), ("encoder", 4)],
+        [("encoder", 2), ("decoder", 4)],
+        [("decoder", 2)],
+    ]
+    monkeypatch.setattr(step_cache, "MISS_CHUNK", 256)
+    whole = StepCache(capacity=8, encoder_length=4, prediction_length=2, embedding_size=3)
+    whole.prepare(inputs, idx, ends, inputs.encoder_lengths, run_steps)
+    a, b = chunked.head_feed(inputs, 0, 3), whole.head_feed(inputs, 0, 3)
+    for name in ("encoder_embedding", "decoder_embedding"):
+        np.testing.assert_array_equal(a[name], b[name])
+    np.testing.assert_array_equal(
+        a["decoder_embedding"][:, :, 0], np.arange(6, dtype=np.float32).reshape(3, 2) + 51
     )

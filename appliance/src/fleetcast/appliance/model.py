@@ -136,12 +136,13 @@ class LoadedModel:
         """:meth:`run` over several batches, ``workers`` at a time; results in input order."""
         return self.map(self.run, feeds)
 
-    def run_steps(self, which: str, feeds: Sequence[dict[str, np.ndarray]]) -> list[np.ndarray]:
-        """The ``"encoder"`` or ``"decoder"`` step graph over several feeds (rows → (m, H))."""
-        if self.steps is None:
+    def run_steps(self, feeds: Sequence[tuple[str, dict[str, np.ndarray]]]) -> list[np.ndarray]:
+        """Each ``(which, feed)`` through the ``"encoder"`` or ``"decoder"`` step graph
+        (rows → (m, H)), ``workers`` at a time; results in input order."""
+        steps = self.steps
+        if steps is None:
             raise RuntimeError("this model has no step graphs")
-        session = self.steps[f"{which}_steps"]
-        return self.map(lambda feed: session.run(None, feed)[0], feeds)
+        return self.map(lambda item: steps[f"{item[0]}_steps"].run(None, item[1])[0], feeds)
 
     def close(self) -> None:
         """Stop the worker threads (idempotent; :meth:`run_all` starts them again if called)."""

@@ -271,10 +271,10 @@ class StepCache:
         """Make the cache hold every row of windows ``0..len(idx)`` of ``inputs``.
 
         ``idx`` (B,) server slots, ``ends`` (B,) each window's last closed step, ``lengths``
-        (B,) its encoder length. ``run_steps(which, feeds) -> list of (m, H) arrays`` runs
-        the ``"encoder"`` or ``"decoder"`` step graph on a list of feeds. Returns (rows hit,
-        rows computed). ``workers``: step-graph calls that may run at once (their feeds are
-        built ``workers`` chunks at a time).
+        (B,) its encoder length. ``run_steps([(which, feed), ...]) -> list of (m, H)
+        arrays`` runs each feed through the ``"encoder"`` or ``"decoder"`` step graph.
+        Returns (rows hit, rows computed). ``workers``: step-graph calls that may run at once
+        (their feeds are built ``workers`` chunks at a time).
         """
         k = _compiled()
         b = int(idx.shape[0])
@@ -306,40 +306,46 @@ class StepCache:
             hash_enc,
             hash_dec,
         )
-        for which, miss, hashes, cat, cont, width, step, hsh, emb in (
-            ("encoder", miss_enc[:me], hash_enc[:me], inputs.encoder_cat, inputs.encoder_cont,
-             self.e, self.enc_step, self.enc_hash, self.enc_emb),
-            ("decoder", miss_dec[:md], hash_dec[:md], inputs.decoder_cat, inputs.decoder_cont,
-             self.d, self.dec_step, self.dec_hash, self.dec_emb),
-        ):  # fmt: skip
-            # A cold cache misses every row: compute and store a few chunks at a time, so
-            # the step graphs' inputs and outputs stay small whatever the fleet's size.
-            group = MISS_CHUNK * workers
-            for lo in range(0, miss.shape[0], group):
-                part = miss[lo : lo + group]
-                rows_b, rows_t = part[:, 0], part[:, 1]
-                feeds = [
-                    {
-                        STEP_INPUTS[0]: cat[rows_b[i : i + MISS_CHUNK], rows_t[i : i + MISS_CHUNK]],
-                        STEP_INPUTS[1]: cont[
-                            rows_b[i : i + MISS_CHUNK], rows_t[i : i + MISS_CHUNK]
-                        ],
-                    }
-                    for i in range(0, part.shape[0], MISS_CHUNK)
-                ]
-                out = run_steps(which, feeds)
-                computed = out[0] if len(out) == 1 else np.concatenate(out, axis=0)
-                if computed.shape != (part.shape[0], self.h):
+        kinds = {
+            "encoder": (miss_enc[:me], hash_enc[:me], inputs.encoder_cat, inputs.encoder_cont,
+                        self.e, self.enc_step, self.enc_hash, self.enc_emb),
+            "decoder": (miss_dec[:md], hash_dec[:md], inputs.decoder_cat, inputs.decoder_cont,
+                        self.d, self.dec_step, self.dec_hash, self.dec_emb),
+        }  # fmt: skip
+        # The misses in chunks of MISS_CHUNK rows, encoder and decoder chunks side by side
+        # (one server's two new rows run at once on two workers). A cold cache misses every
+        # row: ``workers`` chunks at a time are computed and stored, so the step graphs'
+        # inputs and outputs stay small whatever the fleet's size.
+        chunks = [
+            (which, lo, min(lo + MISS_CHUNK, kind[0].shape[0]))
+            for which, kind in kinds.items()
+            for lo in range(0, kind[0].shape[0], MISS_CHUNK)
+        ]
+        for first in range(0, len(chunks), max(1, workers)):
+            group = chunks[first : first + max(1, workers)]
+            feeds = []
+            for which, lo, hi in group:
+                miss, _, cat, cont = kinds[which][:4]
+                rows_b, rows_t = miss[lo:hi, 0], miss[lo:hi, 1]
+                feeds.append(
+                    (
+                        which,
+                        {STEP_INPUTS[0]: cat[rows_b, rows_t], STEP_INPUTS[1]: cont[rows_b, rows_t]},
+                    )
+                )
+            for (which, lo, hi), computed in zip(group, run_steps(feeds), strict=True):
+                miss, hashes, _, _, width, step, hsh, emb = kinds[which]
+                if computed.shape != (hi - lo, self.h):
                     raise RuntimeError(
                         f"the {which} step graph returned {computed.shape} for "
-                        f"{part.shape[0]} rows of width {self.h}"
+                        f"{hi - lo} rows of width {self.h}"
                     )
                 k["store"](
                     self._idx,
                     self._ends,
                     self._lengths,
-                    part,
-                    hashes[lo : lo + group],
+                    miss[lo:hi],
+                    hashes[lo:hi],
                     np.ascontiguousarray(computed, dtype=np.float32),
                     width,
                     step,

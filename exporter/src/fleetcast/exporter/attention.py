@@ -5,7 +5,7 @@ head a query and a key projection, ``bmm``, a division by √d, ``masked_fill``,
 a second ``bmm`` with the value projection that all heads *share*, then the mean over heads
 and ``w_h``. Exported as ONNX operators, every head is five passes over a [B, D, E+D]
 score tensor in memory (37 MB per head at 256 windows): after the step cache, the largest
-cost of the head (docs/BENCHMARKS.md#where-the-time-goes).
+cost of the head (docs/BENCHMARKS.md#findings).
 
 The step graphs therefore end ``head_pre`` at the attention's inputs: the queries and keys
 of all heads from one stacked projection, the queries already times 1/√d, keys and the
