@@ -98,7 +98,8 @@ def test_composition_equals_the_full_graph_row_by_row(
         ]
     )[::-1]
     np.testing.assert_allclose(alone, together, rtol=0, atol=1e-5)
-    # A padded row's embedding does not reach the forecast: the head masks it.
+    # A padded row's input does not reach the forecast: its embedding is zeroed and the
+    # attention masks its key.
     short = feed["encoder_lengths"] < feed["encoder_cat"].shape[1]
     assert short.any()
     noisy = dict(feed)

@@ -32,16 +32,42 @@ def test_kernel_equals_the_contracts_attention_for_any_head_size(size: int) -> N
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
 
 
-def test_kernel_at_the_default_models_shape_and_large_scores() -> None:
-    # E 288, D 96, 4 heads of 4: scores far apart (softmax near one-hot) must stay finite
-    # and exact; the polynomial exp covers exponents down to float32's smallest normal.
-    rng = np.random.default_rng(0)
-    query, key, value = _inputs(rng, 3, 4, 96, 4, 288, spread=6.0)
+@pytest.mark.parametrize("size", [4, 8])
+def test_kernel_at_the_default_models_shape_and_large_scores(size: int) -> None:
+    # E 288, D 96, 4 heads of 8 (hidden 32, the default) or of 4: scores far apart (softmax
+    # near one-hot) must stay finite and exact; the polynomial exp covers exponents down
+    # to float32's smallest normal.
+    rng = np.random.default_rng(size)
+    query, key, value = _inputs(rng, 3, 4, 96, size, 288, spread=6.0)
     lengths = np.array([288, 100, 1])
     got = attend(query, key, value, lengths)
     want = interpretable_attention(query, key, value, lengths)
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * np.abs(want).max())
+
+
+def test_a_nan_stays_in_its_own_row() -> None:
+    # As in the full graph: a NaN query gives that window's decoder step NaN (the forecast
+    # cleaning reports it), and nothing else changes (the batch takes the numpy path).
+    rng = np.random.default_rng(7)
+    query, key, value = _inputs(rng, 3, 2, 5, 8, 10, spread=1.0)
+    lengths = np.array([10, 10, 10])
+    base = attend(query, key, value, lengths)
+    query[1, 0, 2, 3] = np.nan
+    got = attend(query, key, value, lengths)
+    assert np.isnan(got[1, 2]).all()
+    bad = np.zeros(got.shape, dtype=bool)
+    bad[1, 2] = True
+    np.testing.assert_allclose(got[~bad], base[~bad], rtol=0, atol=2e-6)
+
+
+def test_lengths_beyond_the_window_are_clamped_to_it() -> None:
+    rng = np.random.default_rng(9)
+    query, key, value = _inputs(rng, 2, 2, 4, 8, 12, spread=1.0)
+    np.testing.assert_array_equal(
+        attend(query, key, value, np.array([99, 12])),
+        attend(query, key, value, np.array([12, 12])),
+    )
 
 
 def test_masked_keys_do_not_reach_the_output() -> None:

@@ -18,7 +18,9 @@ query row at a time, so its scores stay in the L1 cache:
 - the heads' weights, each divided by its own sum, are summed first and multiplied by the
   shared value once per query row instead of once per head.
 
-It releases the GIL, so the inference workers run it side by side on their batches.
+It releases the GIL, so the inference workers run it side by side on their batches. It is
+compiled with fast-math; inputs that are not all finite (never seen: the head's inputs are
+LayerNorm outputs) go to the contract's numpy definition instead.
 """
 
 from __future__ import annotations
@@ -61,11 +63,9 @@ def _attend_impl(query, key, value, lengths, out):  # pragma: no cover - compile
             for j in range(n):
                 weights[j] = np.float32(0.0)
             for h in range(n_head):
-                # scores = Σ_c q_c · k_c, four channels per pass
+                # scores = Σ_c q_c · k_c, four channels per pass: the first pass writes,
+                # the others add, the last one also keeps the max
                 top = np.float32(-3.0e38)
-                if head_size > 4:
-                    for j in range(n):
-                        scores[j] = np.float32(0.0)
                 for c in range(0, head_size, 4):
                     q0 = query[b, h, i, c]
                     q1 = query[b, h, i, c + 1]
@@ -75,7 +75,13 @@ def _attend_impl(query, key, value, lengths, out):  # pragma: no cover - compile
                     k1 = key[b, h, c + 1]
                     k2 = key[b, h, c + 2]
                     k3 = key[b, h, c + 3]
-                    if head_size == 4:  # one pass: the scores and their max
+                    if c == 0 and head_size > 4:
+                        for j in range(ln):
+                            scores[j] = q0 * k0[j] + q1 * k1[j] + q2 * k2[j] + q3 * k3[j]
+                        for j in range(i):
+                            o = e_width + j
+                            scores[ln + j] = q0 * k0[o] + q1 * k1[o] + q2 * k2[o] + q3 * k3[o]
+                    elif c == 0:  # one pass: the scores and their max
                         for j in range(ln):
                             sc = q0 * k0[j] + q1 * k1[j] + q2 * k2[j] + q3 * k3[j]
                             scores[j] = sc
@@ -85,15 +91,24 @@ def _attend_impl(query, key, value, lengths, out):  # pragma: no cover - compile
                             sc = q0 * k0[o] + q1 * k1[o] + q2 * k2[o] + q3 * k3[o]
                             scores[ln + j] = sc
                             top = max(top, sc)
-                    else:
+                    elif c + 4 < head_size:
                         for j in range(ln):
                             scores[j] += q0 * k0[j] + q1 * k1[j] + q2 * k2[j] + q3 * k3[j]
                         for j in range(i):
                             o = e_width + j
                             scores[ln + j] += q0 * k0[o] + q1 * k1[o] + q2 * k2[o] + q3 * k3[o]
-                if head_size > 4:
-                    for j in range(n):
-                        top = max(top, scores[j])
+                    else:  # the last of several passes: add, and keep the max
+                        for j in range(ln):
+                            sc = scores[j] + (q0 * k0[j] + q1 * k1[j] + q2 * k2[j] + q3 * k3[j])
+                            scores[j] = sc
+                            top = max(top, sc)
+                        for j in range(i):
+                            o = e_width + j
+                            sc = scores[ln + j] + (
+                                q0 * k0[o] + q1 * k1[o] + q2 * k2[o] + q3 * k3[o]
+                            )
+                            scores[ln + j] = sc
+                            top = max(top, sc)
                 total = np.float32(0.0)
                 for j in range(n):
                     t = max((scores[j] - top) * log2e, lowest)
@@ -147,7 +162,17 @@ def attend(
     query: np.ndarray, key: np.ndarray, value: np.ndarray, lengths: np.ndarray
 ) -> np.ndarray:
     """float32 [B, D, d]: the attention of ``head_pre``'s outputs (shapes as in
-    :func:`fleetcast.contract.step_graphs.interpretable_attention`)."""
+    :func:`fleetcast.contract.step_graphs.interpretable_attention`).
+
+    The kernel is compiled with fast-math (vectorised max and sum assume no NaN or inf), so
+    inputs that are not all finite take the contract's numpy definition instead: a NaN
+    stays in its own window and decoder step, as in the full graph.
+    """
+    if not (np.isfinite(query).all() and np.isfinite(key).all() and np.isfinite(value).all()):
+        from fleetcast.contract.step_graphs import interpretable_attention
+
+        with np.errstate(invalid="ignore"):
+            return interpretable_attention(query, key, value, np.asarray(lengths))
     b, _, d, head_size = query.shape
     pad = -head_size % 4  # the kernel reads four channels at a time; zero channels add 0
     if pad:

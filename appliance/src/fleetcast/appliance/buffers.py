@@ -58,7 +58,7 @@ CODE_TOO_OLD = 3
 N_METRICS = len(METRIC_COLUMNS)
 
 
-def jit_kernel(func: Any, *, fastmath: bool = False) -> Any:
+def jit_kernel(func: Any, *, fastmath: bool | set[str] = False) -> Any:
     """``numba.njit(cache=True, nogil=True, fastmath=fastmath)(func)``, imported lazily
     (nothing at module import).
 

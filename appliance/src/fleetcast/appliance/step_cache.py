@@ -450,12 +450,18 @@ def open_step_graphs(
 
     version = step_graphs_version(metadata)
     if version is not None and version != STEP_GRAPHS_VERSION:
+        fix = (
+            "upgrade the appliance to the exporter's version"
+            if version > STEP_GRAPHS_VERSION
+            else "re-export the model with `fleetcast export`"
+        )
         logging.getLogger("fleetcast.appliance").warning(
             "The model's step graphs are version %d; this appliance reads version %d. It runs "
-            "the full graph (no step cache); re-export the model with `fleetcast export` to "
-            "use the cache (docs/MODEL_FORMAT.md#step-cache).",
+            "the full graph (no step cache); %s to use the cache "
+            "(docs/MODEL_FORMAT.md#step-cache).",
             version,
             STEP_GRAPHS_VERSION,
+            fix,
         )
         return None, 0
     try:

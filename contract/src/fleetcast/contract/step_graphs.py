@@ -11,12 +11,12 @@ metadata key :data:`STEP_GRAPHS_KEY` (a JSON document; each graph base64-encoded
 - ``decoder_steps``: the same for decoder rows;
 - ``head_pre``: ``encoder_embedding`` [B, E, H] (zeros on padding rows),
   ``decoder_embedding`` [B, D, H], ``static_cat`` [B, n_cat] and ``static_cont`` [B, n_real]
-  (row 0 of the window) and ``encoder_lengths`` → the attention's inputs ``query`` [B, N,
-  D, d] (times 1/√d), ``key`` [B, N, d, E+D], ``value`` [B, d, E+D], and the residuals
-  ``attn_residual`` and ``lstm_residual`` [B, D, H];
+  (row 0 of the window) and ``encoder_lengths`` → the attention's inputs ``query`` [B,
+  n_head, D, d] (times 1/√d), ``key`` [B, n_head, d, E+D], ``value`` [B, d, E+D], and the
+  residuals ``attn_residual`` and ``lstm_residual`` [B, D, H];
 - the attention itself is not a graph: :func:`interpretable_attention` defines it (the
-  appliance runs it as a Numba kernel, which streams each window's scores through the
-  cache instead of memory);
+  appliance runs it as a Numba kernel, which keeps each query row's scores in the cache
+  instead of streaming a score tensor through memory);
 - ``head_post``: ``attention`` [B, D, d], the two residuals and ``target_scale`` →
   ``quantiles``.
 
@@ -160,6 +160,8 @@ def attention_mask(
 
     The TFT's mask: a window's first ``length`` encoder steps (the rest is padding) and the
     decoder steps *before* the query's own (pytorch-forecasting's causal decoder mask).
+    Lengths are 1..E (the appliance forecasts no window shorter than the model's minimum
+    encoder length): with length 0 the first decoder step would attend to nothing.
     """
     e, d = int(encoder_width), int(decoder_steps)
     lengths = np.asarray(encoder_lengths)
@@ -183,8 +185,8 @@ def interpretable_attention(
 ) -> np.ndarray:
     """The TFT's interpretable attention between ``head_pre`` and ``head_post``.
 
-    ``query`` [B, N, D, d] (already times 1/√d), ``key`` [B, N, d, E+D], ``value`` [B, d,
-    E+D], ``encoder_lengths`` [B] → float32 [B, D, d]: per head the softmax of ``query ·
+    ``query`` [B, n_head, D, d] (already times 1/√d), ``key`` [B, n_head, d, E+D], ``value``
+    [B, d, E+D], ``encoder_lengths`` [B] (1..E) → float32 [B, D, d]: per head the softmax of ``query ·
     key`` over the keys :func:`attention_mask` allows, times ``value`` (which all heads
     share), averaged over the heads. The reference the appliance's kernel is tested
     against; computed ``chunk`` windows at a time to bound memory.

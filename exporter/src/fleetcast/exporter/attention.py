@@ -61,8 +61,13 @@ def attention_projections(
 
 
 def _check(attn: InterpretableMultiHeadAttention) -> None:
+    from fleetcast.contract.errors import ContractError
+
     if not attn.attention.scale:
-        raise ValueError(
-            "The model's attention is not scaled by 1/sqrt(d); fleetcast's exporter expects "
-            "pytorch-forecasting's default ScaledDotProductAttention(scale=True)."
+        raise ContractError(
+            "The model's attention is not scaled by 1/sqrt(d).",
+            "the step graphs' queries carry the 1/sqrt(d) of pytorch-forecasting's default "
+            "ScaledDotProductAttention(scale=True); this model would get other forecasts.",
+            "Train with `fleetcast train`, or export with --no-step-cache.",
+            "docs/MODEL_FORMAT.md#step-cache",
         )
