@@ -353,6 +353,15 @@ def test_misses_run_in_chunks_with_encoder_and_decoder_side_by_side(
         return [np.repeat(f["step_cont"][:, :1], 3, axis=1) + 1.0 for _, f in feeds]
 
     monkeypatch.setattr(step_cache, "MISS_CHUNK", 4)
+    # 16 rows are too few for the workers: one chunk per call, on the calling thread.
+    alone = StepCache(capacity=8, encoder_length=4, prediction_length=2, embedding_size=3)
+    assert alone.prepare(inputs, idx, ends, inputs.encoder_lengths, run_steps, workers=2) == (
+        0,
+        16,
+    )
+    assert [len(call) for call in calls] == [1, 1, 1, 1, 1]
+    calls.clear()
+    monkeypatch.setattr(step_cache, "PARALLEL_MISSES", 16)
     chunked = StepCache(capacity=8, encoder_length=4, prediction_length=2, embedding_size=3)
     assert chunked.prepare(inputs, idx, ends, inputs.encoder_lengths, run_steps, workers=2) == (
         0,
@@ -371,6 +380,7 @@ def test_misses_run_in_chunks_with_encoder_and_decoder_side_by_side(
     a, b = chunked.head_feed(inputs, 0, 3), whole.head_feed(inputs, 0, 3)
     for name in ("encoder_embedding", "decoder_embedding"):
         np.testing.assert_array_equal(a[name], b[name])
+        np.testing.assert_array_equal(alone.head_feed(inputs, 0, 3)[name], b[name])
     np.testing.assert_array_equal(
         a["decoder_embedding"][:, :, 0], np.arange(6, dtype=np.float32).reshape(3, 2) + 51
     )

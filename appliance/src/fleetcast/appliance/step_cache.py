@@ -41,13 +41,16 @@ if TYPE_CHECKING:
     from fleetcast.appliance.model import LoadedModel
     from fleetcast.appliance.windows import WindowInputs
 
-__all__ = ["MISS_CHUNK", "StepCache", "open_step_graphs"]
+__all__ = ["MISS_CHUNK", "PARALLEL_MISSES", "StepCache", "open_step_graphs"]
 
 MISS_CHUNK = 256
 """Rows per step-graph call for the misses. ONNX Runtime's arena keeps the activations of
 each session's largest call: at 1,000 servers, chunks of 4,096 rows raised the peak RSS by
 46 MB, chunks of 256 by almost nothing, and a cold cache (384 rows per server) took 2.3
 instead of 2.1 s to fill (docs/BENCHMARKS.md)."""
+
+PARALLEL_MISSES = 64
+"""Fewer rows to compute than this run on the calling thread, not on the workers."""
 
 _EMPTY = np.int64(-1)
 
@@ -313,9 +316,12 @@ class StepCache:
                         self.d, self.dec_step, self.dec_hash, self.dec_emb),
         }  # fmt: skip
         # The misses in chunks of MISS_CHUNK rows, encoder and decoder chunks side by side
-        # (one server's two new rows run at once on two workers). A cold cache misses every
-        # row: ``workers`` chunks at a time are computed and stored, so the step graphs'
-        # inputs and outputs stay small whatever the fleet's size.
+        # on the workers. A cold cache misses every row: ``workers`` chunks at a time are
+        # computed and stored, so the step graphs' inputs and outputs stay small whatever
+        # the fleet's size. A few rows (a small fleet) run on the calling thread: handing
+        # them to the pool cost more than it saved (one server: 2.06 instead of 1.55 ms).
+        if me + md < PARALLEL_MISSES:
+            workers = 1
         chunks = [
             (which, lo, min(lo + MISS_CHUNK, kind[0].shape[0]))
             for which, kind in kinds.items()
