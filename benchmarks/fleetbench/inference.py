@@ -53,17 +53,13 @@ TARGETS: tuple[Target, ...] = (
 
 def _ort_runner(model_dir: Any, feed: dict[str, np.ndarray], threads: int = 0) -> Callable[[], Any]:
     """The full graph, as ``Engine._infer`` runs it without a step cache."""
-    from fleetcast.appliance.execution import default_batch_size
     from fleetcast.appliance.model import load_model
 
     loaded = load_model(model_dir, ["CPUExecutionProvider"], threads, step_cache=False)
-    n = int(feed["encoder_lengths"].shape[0])
-    step = default_batch_size(loaded.providers)  # what Engine._infer uses on this machine
+    bounds = loaded.bounds(int(feed["encoder_lengths"].shape[0]))  # as Engine._infer
 
-    def run() -> np.ndarray:  # as Engine._infer: batches of `step`, `loaded.workers` at once
-        parts = loaded.run_all(
-            [{k: v[lo : lo + step] for k, v in feed.items()} for lo in range(0, n, step)]
-        )
+    def run() -> np.ndarray:  # as Engine._infer: its batches, `loaded.workers` at once
+        parts = loaded.run_all([{k: v[lo:hi] for k, v in feed.items()} for lo, hi in bounds])
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     return run
@@ -79,7 +75,6 @@ class _CachedRunner:
         feeds: tuple[dict[str, np.ndarray], dict[str, np.ndarray]],
         last: int,
     ) -> None:
-        from fleetcast.appliance.execution import default_batch_size
         from fleetcast.appliance.step_cache import StepCache
         from fleetcast.appliance.windows import WindowInputs
 
@@ -92,8 +87,7 @@ class _CachedRunner:
         self.cache = StepCache(
             n, spec.encoder_length, spec.prediction_length, loaded.embedding_size
         )
-        step = default_batch_size(loaded.providers)
-        self.bounds = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
+        self.bounds = loaded.bounds(n, step_cache=True)
         self.turn = 0
         self.computed = 0
         self()  # fill the cache with both steps' rows; from here every call is steady state

@@ -54,8 +54,17 @@ def test_loads_with_cpu_and_reports_providers(tmp_path: Path) -> None:
 
 def test_default_batch_is_small_on_cpu_and_large_on_a_gpu() -> None:
     assert default_batch_size(["CPUExecutionProvider"]) == 16
+    assert default_batch_size(["CPUExecutionProvider"], step_cache=True) == 8
     assert default_batch_size(["CUDAExecutionProvider", "CPUExecutionProvider"]) == 8192
     assert default_batch_size(["TensorrtExecutionProvider", "CPUExecutionProvider"]) == 8192
+
+
+def test_batches_follow_the_configured_size_or_the_providers_default(tmp_path: Path) -> None:
+    model = load_model(_copy(tmp_path), ["CPUExecutionProvider"])
+    assert model.bounds(35) == [(0, 16), (16, 32), (32, 35)]
+    assert model.bounds(17, step_cache=True) == [(0, 8), (8, 16), (16, 17)]
+    assert model.bounds(25, 10, step_cache=True) == [(0, 10), (10, 20), (20, 25)]
+    assert model.bounds(0) == []
 
 
 def test_cpu_runs_one_single_threaded_call_per_core_unless_threads_are_set() -> None:

@@ -33,7 +33,6 @@ from fleetcast.appliance.engine_types import (
     RecordBatch,
     check_config,
 )
-from fleetcast.appliance.execution import default_batch_size
 from fleetcast.appliance.forecast import iso
 from fleetcast.contract.encoder import profile_from_name, server_id
 from fleetcast.contract.schema import VALID_PROFILES, VALID_STATES
@@ -439,10 +438,10 @@ class Engine:
         steps) only rows not seen before go through the step graphs, then the head runs on
         the cached embeddings; otherwise the full graph runs.
         """
-        step = self.config.batch_size or default_batch_size(self.model.providers)
-        bounds = [(lo, min(lo + step, b)) for lo in range(0, b, step)]
+
         parts = None
         if self._steps is not None and idx is not None and ends is not None:
+            bounds = self.model.bounds(b, self.config.batch_size, step_cache=True)
             try:
                 self._step_rows, parts = self._steps.forecast(self.model, inputs, idx, ends, bounds)
             except Exception:
@@ -452,6 +451,7 @@ class Engine:
                 self._steps = None
                 self._step_rows = (0, 0)
         if parts is None:
+            bounds = self.model.bounds(b, self.config.batch_size)
             parts = self.model.run_all([inputs.feed(lo, hi) for lo, hi in bounds])
         q = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
         return np.array(q, dtype=np.float32, copy=True)

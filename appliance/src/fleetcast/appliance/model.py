@@ -133,6 +133,14 @@ class LoadedModel:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="fleetcast-ort")
         return list(self._pool.map(func, items))
 
+    def bounds(
+        self, windows: int, batch_size: int | None = None, *, step_cache: bool = False
+    ) -> list[tuple[int, int]]:
+        """``windows`` in batches of ``batch_size`` (None: :func:`default_batch_size` for
+        these providers, for the full graph or the step cache's head)."""
+        step = batch_size or default_batch_size(self.providers, step_cache=step_cache)
+        return [(lo, min(lo + step, windows)) for lo in range(0, windows, step)]
+
     def run_all(self, feeds: Sequence[dict[str, np.ndarray]]) -> list[np.ndarray]:
         """:meth:`run` over several batches, ``workers`` at a time; results in input order."""
         return self.map(self.run, feeds)
