@@ -108,3 +108,26 @@ def samples(
 def make_samples():
     """The :func:`samples` factory (tests cannot import conftest under importlib mode)."""
     return samples
+
+
+def _record_batch(ts, names, metrics, states, profiles=None):
+    """A RecordBatch from per-record arrays: ``metrics`` [n, 4] in METRIC_COLUMNS order."""
+    from fleetcast.appliance.engine import RecordBatch
+
+    metrics = np.asarray(metrics, dtype=np.float64)
+    return RecordBatch(
+        ts=np.asarray(ts, dtype=np.int64),
+        server=list(names),
+        cpu_pct=metrics[:, 0],
+        mem_pct=metrics[:, 1],
+        disk_io_mb_s=metrics[:, 2],
+        latency_ms=metrics[:, 3],
+        state=list(states),
+        profile=list(profiles) if profiles is not None else [None] * len(names),
+    )
+
+
+@pytest.fixture
+def record_batch():
+    """:func:`_record_batch`, for tests that ingest hand-made records."""
+    return _record_batch

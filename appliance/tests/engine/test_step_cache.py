@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fleetcast.appliance.engine import Engine, EngineConfig, RecordBatch
+from fleetcast.appliance.engine import Engine, EngineConfig
 from fleetcast.appliance.forecast import clean_quantiles
 from fleetcast.appliance.step_cache import StepCache
 from fleetcast.appliance.windows import WindowInputs, WindowPlan
@@ -35,20 +35,6 @@ def steps_dir(tmp_path: Path) -> Path:
     digest = STEPS_ONNX.with_name(STEPS_ONNX.name + ".sha256").read_text().split()[0]
     (tmp_path / "model.onnx.sha256").write_text(f"{digest}  model.onnx\n")
     return tmp_path
-
-
-def _batch(ts, names, metrics, states, profiles=None) -> RecordBatch:
-    metrics = np.asarray(metrics, dtype=np.float64)
-    return RecordBatch(
-        ts=np.asarray(ts, dtype=np.int64),
-        server=list(names),
-        cpu_pct=metrics[:, 0],
-        mem_pct=metrics[:, 1],
-        disk_io_mb_s=metrics[:, 2],
-        latency_ms=metrics[:, 3],
-        state=list(states),
-        profile=list(profiles) if profiles is not None else [None] * len(names),
-    )
 
 
 def _raw(engine: Engine) -> dict[str, np.ndarray]:
@@ -115,7 +101,7 @@ def test_the_window_scaled_fixture_has_no_step_graphs(tiny_onnx: Path, tmp_path:
     assert engine.status()["step_cache"]["enabled"] is False
 
 
-def test_reference_windows_give_the_exporters_quantiles(steps_dir: Path) -> None:
+def test_reference_windows_give_the_exporters_quantiles(steps_dir: Path, record_batch) -> None:
     ref = json.loads(STEPS_ONNX.with_name("tiny_model_steps_reference.json").read_text())
     inp = ref["inputs"]
     engine = Engine.open(EngineConfig(model_dir=steps_dir, capacity=8))
@@ -128,7 +114,7 @@ def test_reference_windows_give_the_exporters_quantiles(steps_dir: Path) -> None
         states = [None if s < 0 else VALID_STATES[s] for s in inp["states"][b][:n]]
         rows = np.concatenate([values[b, :n], values[b, n - 1 : n]])
         r = engine.ingest(
-            _batch(
+            record_batch(
                 steps * step,
                 [name] * (n + 1),
                 rows,
@@ -149,7 +135,9 @@ def test_reference_windows_give_the_exporters_quantiles(steps_dir: Path) -> None
     assert e == 48  # the fixture's encoder: every reference window fits
 
 
-def test_rolling_forecasts_equal_the_full_graph_and_compute_only_new_rows(steps_dir: Path) -> None:
+def test_rolling_forecasts_equal_the_full_graph_and_compute_only_new_rows(
+    steps_dir: Path, record_batch
+) -> None:
     cached = Engine.open(EngineConfig(model_dir=steps_dir, capacity=64, batch_size=8))
     full = Engine.open(
         EngineConfig(model_dir=steps_dir, capacity=64, batch_size=8, step_cache=False)
@@ -165,7 +153,7 @@ def test_rolling_forecasts_equal_the_full_graph_and_compute_only_new_rows(steps_
     def feed(k: int, who: np.ndarray) -> None:
         metrics = np.column_stack([data[m][k, who] for m in METRIC_COLUMNS])
         states = [VALID_STATES[s] for s in data["state"][k, who].tolist()]
-        batch = _batch(
+        batch = record_batch(
             np.full(len(who), data["timestamp"][k]), [names[i] for i in who], metrics, states
         )
         for engine in (cached, full):
@@ -180,7 +168,7 @@ def test_rolling_forecasts_equal_the_full_graph_and_compute_only_new_rows(steps_
         feed(k, who)
         if k == e + 20:
             # A late sample replaces server 7's value of three steps ago.
-            late = _batch(
+            late = record_batch(
                 [data["timestamp"][k - 3] + 150],
                 [names[7]],
                 [[99.0, 98.0, 500.0, 900.0]],
@@ -193,7 +181,7 @@ def test_rolling_forecasts_equal_the_full_graph_and_compute_only_new_rows(steps_
                 for j in range(14):  # a new server with a short history
                     ts = data["timestamp"][k] - (13 - j) * step
                     engine.ingest(
-                        _batch(
+                        record_batch(
                             [ts],
                             [newcomer],
                             [[40.0 + j, 50.0, 3.0, 20.0]],
@@ -224,7 +212,7 @@ def test_rolling_forecasts_equal_the_full_graph_and_compute_only_new_rows(steps_
     assert cached.status()["step_cache"]["bytes"] > 0
 
 
-def test_a_failing_cache_falls_back_to_the_full_graph(steps_dir: Path) -> None:
+def test_a_failing_cache_falls_back_to_the_full_graph(steps_dir: Path, record_batch) -> None:
     engine = Engine.open(EngineConfig(model_dir=steps_dir, capacity=16))
     full = Engine.open(EngineConfig(model_dir=steps_dir, capacity=16, step_cache=False))
     step = engine.spec.step_seconds
@@ -234,7 +222,7 @@ def test_a_failing_cache_falls_back_to_the_full_graph(steps_dir: Path) -> None:
     for k, ts in enumerate(data["timestamp"].tolist()):
         metrics = np.column_stack([data[m][k] for m in METRIC_COLUMNS])
         states = [VALID_STATES[s] for s in data["state"][k].tolist()]
-        batch = _batch(np.full(6, ts), list(sim.fleet.names), metrics, states)
+        batch = record_batch(np.full(6, ts), list(sim.fleet.names), metrics, states)
         engine.ingest(batch)
         full.ingest(batch)
 

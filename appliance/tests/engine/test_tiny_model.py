@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from fleetcast.appliance.engine import Engine, EngineConfig, RecordBatch
+from fleetcast.appliance.engine import Engine, EngineConfig
 from fleetcast.appliance.forecast import clean_quantiles
 from fleetcast.contract.features import build_inputs
 from fleetcast.contract.schema import METRIC_COLUMNS, VALID_STATES
@@ -38,22 +38,8 @@ def tiny_dir(tmp_path: Path, tiny_onnx: Path) -> Path:
     return tmp_path
 
 
-def _batch(ts, names, metrics, states, profiles=None) -> RecordBatch:
-    metrics = np.asarray(metrics, dtype=np.float64)
-    return RecordBatch(
-        ts=np.asarray(ts, dtype=np.int64),
-        server=list(names),
-        cpu_pct=metrics[:, 0],
-        mem_pct=metrics[:, 1],
-        disk_io_mb_s=metrics[:, 2],
-        latency_ms=metrics[:, 3],
-        state=list(states),
-        profile=list(profiles) if profiles is not None else [None] * len(names),
-    )
-
-
 def test_ingested_reference_windows_give_the_exporters_quantiles(
-    tiny_dir: Path, tiny_onnx: Path
+    tiny_dir: Path, tiny_onnx: Path, record_batch
 ) -> None:
     ref = json.loads((tiny_onnx.parent / "tiny_model_reference.json").read_text())
     inp = ref["inputs"]
@@ -66,19 +52,19 @@ def test_ingested_reference_windows_give_the_exporters_quantiles(
         steps = np.arange(last - n + 1, last + 1)
         states = [None if s < 0 else VALID_STATES[s] for s in inp["states"][b][:n]]
         r = engine.ingest(
-            _batch(
+            record_batch(
                 steps * step + step - 1, [name] * n, values[b, :n], states, [inp["profiles"][b]] * n
             )
         )
         assert r.rejected == []
         # then a 1-minute feed's earlier samples of each step, arriving late: superseded
         for early in (240, 180, 120, 60):
-            noise = _batch(
+            noise = record_batch(
                 steps * step + (step - early - 1) % step, [name] * n, values[b, :n] * 0.5, states
             )
             assert engine.ingest(noise).rejected == []
         # one sample of the next step closes the last one
-        engine.ingest(_batch([(last + 1) * step], [name], values[b, n - 1 : n], states[-1:]))
+        engine.ingest(record_batch([(last + 1) * step], [name], values[b, n - 1 : n], states[-1:]))
     fs = engine.run_forecast()
     assert fs is not None
     want = clean_quantiles(np.asarray(ref["quantiles"], dtype=np.float32))
@@ -97,7 +83,9 @@ def test_ingested_reference_windows_give_the_exporters_quantiles(
     assert st["ingest"]["superseded"] > 0
 
 
-def test_simulated_day_equals_ort_on_the_reference_preprocessing(tiny_dir: Path) -> None:
+def test_simulated_day_equals_ort_on_the_reference_preprocessing(
+    tiny_dir: Path, record_batch
+) -> None:
     engine = Engine.open(EngineConfig(model_dir=tiny_dir, capacity=128, batch_size=32))
     spec = engine.spec
     start = 1_795_000_000 - 1_795_000_000 % spec.step_seconds
@@ -107,7 +95,10 @@ def test_simulated_day_equals_ort_on_the_reference_preprocessing(tiny_dir: Path)
     for k, ts in enumerate(data["timestamp"].tolist()):
         metrics = np.column_stack([data[m][k] for m in METRIC_COLUMNS])
         states = [VALID_STATES[s] for s in data["state"][k].tolist()]
-        assert engine.ingest(_batch(np.full(len(names), ts), names, metrics, states)).rejected == []
+        assert (
+            engine.ingest(record_batch(np.full(len(names), ts), names, metrics, states)).rejected
+            == []
+        )
     fs = engine.run_forecast()
     assert len(fs.servers) == 90
     e = spec.encoder_length
