@@ -441,3 +441,14 @@ def test_samples_from_a_clock_in_the_future_are_rejected_and_history_kept(toy_di
     assert engine.ingest(_batch([now + 86_400], ["ppdb001"], [[1, 1, 1, 1]])).accepted == 1
     off = _open(toy_dir, capacity=4)
     assert off.ingest(_batch([now + 86_400], ["ppweb001"], [[1, 1, 1, 1]]), now=now).accepted == 1
+
+
+def test_the_fleets_closed_step_ignores_a_few_servers_ahead() -> None:
+    from fleetcast.appliance.engine_state import fleet_newest, fleet_reference
+
+    ends = np.array([100] * 18 + [99, 5000])  # one clock far ahead, one server a step behind
+    assert fleet_reference(ends) == 100
+    assert fleet_newest(ends, stale_after_steps=3) == 100
+    assert fleet_newest(np.array([100, 102, 101]), stale_after_steps=3) == 102
+    assert fleet_reference(np.zeros(0, dtype=np.int64)) == -1
+    assert fleet_newest(np.zeros(0, dtype=np.int64), stale_after_steps=3) == -1

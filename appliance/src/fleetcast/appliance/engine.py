@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fleetcast.appliance import engine_assemble, engine_state, engine_views
+from fleetcast.appliance.engine_state import fleet_newest, fleet_reference
 from fleetcast.appliance.engine_types import (
     EngineConfig,
     ForecastSet,
@@ -315,16 +316,8 @@ class Engine:
         )
 
     def _fleet_newest(self, ends: np.ndarray) -> int:
-        """Newest closed step (n,) -> int of the servers in step with the fleet; -1 if none.
-
-        A server whose clock runs ahead (leading the reference step of :meth:`_readiness` by
-        more than ``stale_after_steps``) is left out: one bad clock must not move the fleet's
-        closed step, which would stop forecasts until the fleet catches up with it.
-        """
-        if ends.size == 0:
-            return -1
-        ref = int(np.percentile(ends, 90, method="lower"))
-        return int(ends[ends <= ref + self.config.stale_after_steps].max())
+        """:func:`~fleetcast.appliance.engine_state.fleet_newest` with this engine's lag."""
+        return fleet_newest(ends, self.config.stale_after_steps)
 
     def forecast_due(self) -> bool:
         """True when the fleet's newest closed step is newer than the last forecast's."""
@@ -336,9 +329,8 @@ class Engine:
 
         Ready = at least ``min_encoder_length`` valid steps and in step with the fleet: a
         server is *stale* when its newest closed step lags more than ``stale_after_steps``
-        behind the fleet's reference step, and *ahead* when it leads it by as much (a clock in
-        the future). The reference is the 90th percentile (lower) of the servers' newest
-        closed steps — a robust "now" that a few such servers cannot move.
+        behind the fleet's reference step (:func:`~fleetcast.appliance.engine_state.
+        fleet_reference`), and *ahead* when it leads it by as much (a clock in the future).
         """
         from fleetcast.appliance.windows import window_lengths
 
@@ -348,7 +340,7 @@ class Engine:
         ends = buf.last_step[:n] - 1
         if n == 0:
             return lengths, ends, np.zeros(0, dtype=bool), -1
-        ref = int(np.percentile(ends, 90, method="lower"))
+        ref = fleet_reference(ends)
         lag = self.config.stale_after_steps
         ready = (lengths >= self.spec.min_encoder_length) & (np.abs(ends - ref) <= lag)
         return lengths, ends, ready, ref

@@ -20,7 +20,26 @@ if TYPE_CHECKING:
 
     from fleetcast.appliance.engine import Engine
 
-__all__ = ["load_state", "state_arrays"]
+__all__ = ["fleet_newest", "fleet_reference", "load_state", "state_arrays"]
+
+
+def fleet_reference(ends: np.ndarray) -> int:
+    """The fleet's reference step: the 90th percentile (lower) of the servers' newest closed
+    steps ``ends`` (n,), a robust "now" that a few servers with bad clocks cannot move; -1
+    for no servers."""
+    return int(np.percentile(ends, 90, method="lower")) if ends.size else -1
+
+
+def fleet_newest(ends: np.ndarray, stale_after_steps: int) -> int:
+    """Newest closed step of the servers in step with the fleet; -1 if none.
+
+    A server whose clock runs ahead (leading :func:`fleet_reference` by more than
+    ``stale_after_steps``) is left out: one bad clock must not move the fleet's closed step,
+    which would stop forecasts until the fleet catches up with it.
+    """
+    if ends.size == 0:
+        return -1
+    return int(ends[ends <= fleet_reference(ends) + stale_after_steps].max())
 
 
 def state_arrays(engine: Engine) -> dict[str, np.ndarray]:
