@@ -430,7 +430,6 @@ class Engine:
         steps) only rows not seen before go through the step graphs, then the head runs on
         the cached embeddings; otherwise the full graph runs.
         """
-
         parts = None
         if self._steps is not None and idx is not None and ends is not None:
             bounds = self.model.bounds(b, self.config.batch_size, step_cache=True)

@@ -109,8 +109,8 @@ class LoadedModel:
     """Concurrent ``session.run`` calls of :meth:`run_all` (see the module docstring)."""
     steps: dict[str, ort.InferenceSession] | None = None
     """The step graphs' sessions (``encoder_steps``, ``decoder_steps``, ``head_pre``,
-    ``head_post``) when the
-    model has them and runs on CPU (docs/MODEL_FORMAT.md#step-cache); None otherwise."""
+    ``head_post``) when the model has them and runs on CPU (docs/MODEL_FORMAT.md#step-cache);
+    None otherwise."""
     embedding_size: int = 0
     """``H`` of the step graphs (0 without them)."""
     _pool: Any = field(default=None, repr=False)
