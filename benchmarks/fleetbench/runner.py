@@ -64,7 +64,7 @@ MODES: dict[str, Mode] = {
     "quick": Mode(
         name="quick",
         inference_sizes=(1, 90),
-        inference_repeats={1: 5, 90: 3},
+        inference_repeats={1: 30, 90: 3},  # a 1-server call is ~1.5 ms: a median needs many
         baseline_max=90,
         budget_s=8.0,
         window_sizes=(90, 1000),
@@ -77,7 +77,7 @@ MODES: dict[str, Mode] = {
     "full": Mode(
         name="full",
         inference_sizes=(1, 90, 1000, 10000),
-        inference_repeats={1: 7, 90: 5, 1000: 3, 10000: 1},
+        inference_repeats={1: 100, 90: 10, 1000: 3, 10000: 1},
         baseline_max=1000,
         budget_s=40.0,
         window_sizes=(90, 1000, 10000),
@@ -197,11 +197,9 @@ def run_suite(
     if "service" in selected:
         from fleetbench.fleet import simulate_fleet
 
-        fleet = simulate_fleet(
-            mode.service_servers, spec.encoder_length + 2 + mode.ws_steps, seed=5
-        )
+        fleet = simulate_fleet(mode.service_servers, spec.history_steps + 2 + mode.ws_steps, seed=5)
         _guard(res, "service", lambda: service.run_service(
-            prepared.model_dir, fleet, encoder_length=spec.encoder_length,
+            prepared.model_dir, fleet, history_steps=spec.history_steps,
             get_seconds=mode.get_seconds, ws_steps=mode.ws_steps,
             ceilings=mode.name != "quick"))  # fmt: skip
     if "accuracy" in selected:
@@ -279,7 +277,7 @@ def _roofline(prepared: Any, spec: Any, res: dict[str, Any]) -> dict[str, Any]:
     from fleetcast.trainer.bundle import load_bundle
 
     bundle = load_bundle(prepared.model_dir)
-    side = _TorchSide(bundle, simulate_fleet(32, spec.encoder_length + 2))
+    side = _TorchSide(bundle, simulate_fleet(32, spec.history_steps + 2))
     batch = side.batches[0]
     cost = model_cost(bundle, batch, 32, spec.encoder_length, spec.prediction_length)
     out: dict[str, Any] = {"cost": cost, "shares": module_shares(bundle, batch)}
