@@ -56,7 +56,11 @@ class Fleet:
         )
 
     def raw_windows(self, spec: ModelSpec) -> dict[str, Any]:
-        """build_inputs' arguments for the last ``E`` steps of every server (full windows)."""
+        """build_inputs' arguments for the last ``E`` steps of every server (full windows).
+
+        For a model with day-ago inputs also ``day_ago`` (the fleet's steps are gap-free, so
+        the value a lag before step ``k`` is row ``k - lag``; before the first row, the first).
+        """
         from fleetcast.contract.features import encode_states
         from fleetcast.contract.schema import VALID_STATES
 
@@ -69,7 +73,14 @@ class Fleet:
         names = np.asarray(VALID_STATES, dtype=object)[self.states[-e:].T]  # [B, E]
         states = encode_states(spec, names.ravel()).reshape(names.shape)
         last = int(self.timestamps[-1]) // spec.step_seconds
+        extra = {}
+        if spec.max_lag:
+            k = self.timestamps.shape[0]
+            rows = np.r_[np.arange(k - e, k), np.arange(k, k + spec.prediction_length)]
+            lagged = self.metrics[np.maximum(rows - spec.max_lag, 0)]  # [E + D, n, 4]
+            extra["day_ago"] = np.ascontiguousarray(lagged.transpose(1, 0, 2), dtype=np.float64)
         return {
+            **extra,
             "values": values,
             "lengths": np.full(self.n, e, dtype=np.int64),
             "states": states,
@@ -91,6 +102,7 @@ class Fleet:
             raw["profiles"],
             raw["server_names"],
             raw["last_time_idx"],
+            day_ago=raw.get("day_ago"),
         )
 
     def table(self, last_steps: int | None = None) -> pa.Table:

@@ -127,7 +127,8 @@ class _TorchSide:
 
         self.bundle = bundle
         cfg = bundle.dataset_config
-        frame = fleet.frame(cfg.max_encoder_length + 1)
+        lag = cfg.day_steps if cfg.day_ago else 0  # day-ago inputs read a day further back
+        frame = fleet.frame(cfg.max_encoder_length + lag + 1)
         last = int(frame["time_idx"].max())
         self.windows = [(name, last) for name in fleet.names]
         self.wf = window_frame(frame, self.windows, cfg)
@@ -208,7 +209,7 @@ def run_inference(
     ).get_modelmeta()
     spec = ModelSpec.from_metadata(meta.custom_metadata_map)
     biggest = max(sizes)
-    fleet_all = simulate_fleet(biggest, spec.encoder_length + 3)
+    fleet_all = simulate_fleet(biggest, spec.history_steps + 3)
     rows: list[dict[str, Any]] = []
     values: dict[str, float | None] = {}
     agreement: dict[str, Any] = {}

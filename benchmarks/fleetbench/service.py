@@ -272,7 +272,7 @@ def run_service(
     model_dir: Path,
     fleet: Fleet,
     *,
-    encoder_length: int,
+    history_steps: int,
     get_seconds: float,
     rate: float = 200.0,
     ws_steps: int = 3,
@@ -285,15 +285,15 @@ def run_service(
     ``ceilings``: also measure the client's floor (``GET /health``) and wrk's closed-loop
     throughput (a few seconds more).
 
-    ``fleet`` must hold at least ``encoder_length + 2 + ws_steps`` steps.
+    ``fleet`` must hold at least ``history_steps + 2 + ws_steps`` steps.
     """
     import httpx
 
     n = fleet.n
     fill_steps = fleet.timestamps.shape[0] - ws_steps
-    if fill_steps < encoder_length + 2:
+    if fill_steps < history_steps + 2:
         raise ValueError(
-            f"Expected at least {encoder_length + 2 + ws_steps} steps, got {fleet.timestamps.shape[0]}."
+            f"Expected at least {history_steps + 2 + ws_steps} steps, got {fleet.timestamps.shape[0]}."
         )
     per_post = max(1, 10_000 // n)
     fill = fleet.steps(None, fill_steps)

@@ -50,7 +50,7 @@ def _spec_and_feed(onnx_path: Path, n: int) -> tuple[Any, dict[str, np.ndarray]]
 
     meta = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     spec = ModelSpec.from_metadata(meta.get_modelmeta().custom_metadata_map)
-    return spec, simulate_fleet(n, spec.encoder_length + 2).model_inputs(spec).as_feed()
+    return spec, simulate_fleet(n, spec.history_steps + 2).model_inputs(spec).as_feed()
 
 
 def _session(

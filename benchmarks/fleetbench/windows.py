@@ -60,8 +60,9 @@ def pandas_inputs(spec: ModelSpec, long: pd.DataFrame) -> dict[str, np.ndarray]:
     """The six graph inputs from a long frame of full windows, computed with pandas.
 
     ``long``: columns ``server_name``, ``time_idx``, the targets and ``state`` (name or
-    None), sorted by server then time, at least E rows per server; the last E rows of each
-    server form its window. Equal to ``build_inputs`` on the same windows (float rounding).
+    None), sorted by server then time, gap-free, the same number of rows per server (at
+    least E, and ``spec.history_steps`` for day-ago inputs); the last E rows of each server
+    form its window. Equal to ``build_inputs`` on the same windows (float rounding).
     """
     import pandas as pd
 
@@ -113,9 +114,25 @@ def pandas_inputs(spec: ModelSpec, long: pd.DataFrame) -> dict[str, np.ndarray]:
         "dow_cos": np.cos(2 * math.pi * ((dsec // 86400 + 3) % 7 + dsod / 86400.0) / 7.0),
     }
     tindex = {t: j for j, t in enumerate(spec.targets)}
+    lag = spec.max_lag
     for col, name in enumerate(spec.x_reals):
         s = spec.real_scalers[name]
-        if s.source == "calendar":
+        if s.source == "target_day_ago":
+            full = long[s.target].astype("float64")
+            if spec.target_transforms[s.target] == "log1p":
+                full = np.log1p(full.clip(lower=0.0))
+            by = full.groupby(long["server_name"], sort=False, observed=True)
+            lagged = by.shift(lag).fillna(by.transform("first"))  # backward fill: first value
+            enc_cont[..., col] = (
+                ((lagged.loc[tail.index] - s.mean) / s.scale).to_numpy().reshape(b, e)
+            )
+            per = full.to_numpy().reshape(b, -1)  # gap-free, server-major
+            k = per.shape[1]
+            dec = per[:, np.maximum(np.arange(k, k + d) - lag, 0)]
+            dec_cont[..., col] = (dec - s.mean) / s.scale
+        elif s.source == "target_level":
+            enc_cont[..., col] = ((trans[s.target] - s.mean) / s.scale).to_numpy().reshape(b, e)
+        elif s.source == "calendar":
             enc_cont[..., col] = ((cal[name] - s.mean) / s.scale).to_numpy().reshape(b, e)
             dec_cont[..., col] = (dec_cal[name].astype(np.float32) - s.mean) / s.scale
         elif s.source == "target":
@@ -187,7 +204,7 @@ class _NumbaSide:
         steps = fleet.timestamps.shape[0]
         self.spec = spec
         self.plan = plan_from_spec(spec)
-        self.buf = RingBuffers(n, spec.encoder_length + 2, spec.step_seconds)
+        self.buf = RingBuffers(n, spec.history_steps + 2, spec.step_seconds)
         srv = np.array([self.buf.register(name) for name in fleet.names], dtype=np.int64)
         for k in range(steps):
             self.buf.append(
@@ -237,14 +254,14 @@ def run_windows(
     from fleetbench.fleet import simulate_fleet
 
     e = spec.encoder_length
-    whole = simulate_fleet(max(sizes), e + 2, seed=11)
+    whole = simulate_fleet(max(sizes), spec.history_steps + 2, seed=11)
     rows = []
     values: dict[str, float | None] = {}
     for n in sizes:
         fleet = whole.servers(n)
         closed = fleet.steps(None, -1)  # the appliance's windows end at the newest *closed* step
         numba = _NumbaSide(spec, fleet)
-        long = _long_frame(closed, e)
+        long = _long_frame(closed, spec.history_steps)
         contenders = {
             "numba": numba.run,
             "numpy": lambda c=closed: c.model_inputs(spec),

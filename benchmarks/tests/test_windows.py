@@ -26,7 +26,7 @@ def test_pandas_and_numba_equal_the_numpy_reference(spec) -> None:  # type: igno
     from fleetbench.fleet import simulate_fleet
     from fleetbench.windows import _long_frame, _NumbaSide, pandas_inputs
 
-    fleet = simulate_fleet(12, spec.encoder_length + 2, seed=3)
+    fleet = simulate_fleet(12, spec.history_steps + 2, seed=3)
     closed = fleet.steps(None, -1)
     reference = closed.model_inputs(spec).as_feed()
     from_pandas = pandas_inputs(spec, _long_frame(closed, spec.encoder_length))
@@ -46,7 +46,7 @@ def test_pandas_and_numba_equal_the_numpy_reference(spec) -> None:  # type: igno
 def test_raw_windows_are_the_last_steps(spec) -> None:  # type: ignore[no-untyped-def]
     from fleetbench.fleet import simulate_fleet
 
-    fleet = simulate_fleet(3, spec.encoder_length + 5, seed=1)
+    fleet = simulate_fleet(3, spec.history_steps + 5, seed=1)
     raw = fleet.raw_windows(spec)
     e = spec.encoder_length
     assert raw["values"].shape == (3, e, 4)

@@ -1,8 +1,9 @@
 """Shared fixtures: a tiny fleet, a tiny bundle trained by the project's trainer, its export.
 
-Trained and exported once per session and input scaling (seconds): hidden size 8, encoder
+Trained and exported once per session and input design (seconds): hidden size 8, encoder
 48 with a 12-step minimum (mixed lengths), prediction 12. Every test that uses them runs for
-both input scalings: ``window`` (no step graphs) and ``fixed`` (step graphs embedded).
+three designs: ``window`` input scaling (no step graphs), ``fixed`` (step graphs embedded)
+and ``day_ago`` (fixed, plus each metric's value a day earlier as a known input).
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ def toy_table() -> pa.Table:
     return make_toy_table(hours=72, seed=0)
 
 
-@pytest.fixture(scope="session", params=["window", "fixed"])
+@pytest.fixture(scope="session", params=["window", "fixed", "day_ago"])
 def input_scaling(request: pytest.FixtureRequest) -> str:
-    """The trainer's input scaling of the session's model."""
+    """The session model's input design: ``window``, ``fixed`` or ``day_ago`` (fixed)."""
     return str(request.param)
 
 
@@ -55,7 +56,8 @@ def trained(toy_table: pa.Table, input_scaling: str) -> tuple:
         evaluate=False,
         accelerator="cpu",
         dropout=0.0,
-        input_scaling=input_scaling,
+        input_scaling="window" if input_scaling == "window" else "fixed",
+        day_ago=input_scaling == "day_ago",
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -66,8 +66,8 @@ def test_cli_exports_into_the_bundle_with_triton(
     assert 'backend: "onnxruntime"' in config
     assert "dynamic_batching" in config
     # Reals: encoder_length, 4 calendar features, 4 metrics, and with window input scaling
-    # each metric's window centre and scale.
-    n_real = 17 if input_scaling == "window" else 9
+    # each metric's window centre and scale, with day-ago inputs each metric a day earlier.
+    n_real = {"window": 17, "fixed": 9, "day_ago": 13}[input_scaling]
     assert f'name: "encoder_cont"\n    data_type: TYPE_FP32\n    dims: [ 48, {n_real} ]' in config
     assert "reshape: { shape: [ ] }" in config  # encoder_lengths is [batch]
     assert 'name: "quantiles"\n    data_type: TYPE_FP32\n    dims: [ 4, 12, 3 ]' in config

@@ -48,7 +48,7 @@ def test_file_is_valid_with_sidecar_and_dynamic_batch(exported: ExportReport) ->
     assert dims["quantiles"][0] == "batch"
     # debug metadata stripped
     assert not any(n.doc_string or len(n.metadata_props) for n in proto.graph.node)
-    assert len(data) < 400_000
+    assert len(data) < 500_000  # tiny model with step graphs; catches debug bloat
 
 
 def test_parity_report_passes_at_mixed_lengths(exported: ExportReport) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from fleetcast.contract.features import build_inputs, encode_states
+from fleetcast.contract.features import build_inputs, day_ago_rows, encode_states
 from fleetcast.exporter.graph import INPUT_NAMES
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ def compared(bundle_dir: Path, toy_table: pa.Table, exported: ExportReport) -> d
     last = x["decoder_time_idx"][:, 0].numpy() - 1
     values = np.zeros((len(indices), e, spec.n_targets))
     states = np.full((len(indices), e), -1, dtype=np.int64)
+    day_ago = np.zeros((len(indices), e + spec.prediction_length, spec.n_targets))
     profiles = []
     by_server = {str(k): g for k, g in frame.groupby("server_name", observed=True)}
     for i, (name, length, end) in enumerate(zip(names, lengths, last, strict=True)):
@@ -58,7 +59,19 @@ def compared(bundle_dir: Path, toy_table: pa.Table, exported: ExportReport) -> d
         raw_states = g["state"].astype(str).to_numpy()[pos]
         states[i, :length] = encode_states(spec, [None if s == "nan" else s for s in raw_states])
         profiles.append(str(g["profile"].iloc[0]))
-    ours = build_inputs(spec, values, lengths, states, profiles, [str(n) for n in names], last)
+        if spec.max_lag:
+            history = g[list(spec.targets)].to_numpy(dtype=np.float64)
+            day_ago[i] = day_ago_rows(spec, steps, history, int(length), int(end))
+    ours = build_inputs(
+        spec,
+        values,
+        lengths,
+        states,
+        profiles,
+        [str(n) for n in names],
+        last,
+        day_ago=day_ago if spec.max_lag else None,
+    )
     return {"spec": spec, "loader": loader, "ours": ours, "model": bundle.model}
 
 

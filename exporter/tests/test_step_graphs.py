@@ -42,7 +42,9 @@ def test_step_graphs_only_for_fixed_input_scaling(
     spec = ModelSpec.from_metadata(metadata)
     sources = {name: s.source for name, s in spec.real_scalers.items()}
     graphs = StepGraphs.from_metadata(metadata)
-    if input_scaling == "fixed":
+    lags = [s.lag for s in spec.real_scalers.values() if s.source == "target_day_ago"]
+    assert lags == ([288] * 4 if input_scaling == "day_ago" else [])
+    if input_scaling != "window":
         assert step_stable(sources)
         assert sorted(s for s in sources.values() if s == "target_level") == ["target_level"] * 4
         assert graphs is not None
@@ -63,7 +65,7 @@ def test_step_graphs_only_for_fixed_input_scaling(
 def test_composition_equals_the_full_graph_row_by_row(
     exported: ExportReport, bundle_dir: Path, toy_table: pa.Table, input_scaling: str
 ) -> None:
-    if input_scaling != "fixed":
+    if input_scaling == "window":
         pytest.skip("only fixed input scaling has step graphs")
     from fleetcast.exporter.bundle_export import WindowSource, parity_windows
     from fleetcast.trainer.bundle import load_bundle

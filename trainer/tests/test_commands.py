@@ -138,3 +138,21 @@ def test_sample_servers_spreads_over_profiles() -> None:
     chosen = sample_servers(servers, 3)
     assert {servers[n][0] for n in chosen} == {"web_api", "database", "generic"}
     assert chosen == sample_servers(dict(reversed(list(servers.items()))), 3)
+
+
+def test_the_design_flags_reach_the_dataset_config() -> None:
+    import argparse
+
+    from fleetcast.trainer.commands import config_from_args, register_train
+
+    parser = argparse.ArgumentParser()
+    register_train(parser.add_subparsers())
+    args = parser.parse_args(
+        ["train", "--data", "x.parquet", "--input-scaling", "fixed", "--day-ago",
+         "--encoder-steps", "96"]
+    )  # fmt: skip
+    ds = config_from_args(args).dataset_config()
+    assert (ds.input_scaling, ds.day_ago, ds.max_encoder_length) == ("fixed", True, 96)
+    assert ds.known_reals[-4:] == tuple(f"{t}_day_ago" for t in ds.targets)
+    default = config_from_args(parser.parse_args(["train", "--data", "x.parquet"]))
+    assert default.dataset_config().day_ago is False

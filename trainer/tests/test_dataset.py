@@ -134,3 +134,52 @@ def test_fixed_input_scaling_feeds_levels_with_one_global_scale(toy_table) -> No
     legacy = config.to_dict()
     del legacy["input_scaling"]  # bundles written before the choice existed
     assert DatasetConfig.from_dict(legacy).input_scaling == "window"
+
+
+def test_day_ago_values_forward_fill_and_backward_fill_before_the_first_step() -> None:
+    from fleetcast.trainer.dataset import day_ago_at, day_ago_values
+
+    steps = np.array([10, 11, 13, 20, 30, 31, 5, 6, 7])  # two series: rows 0..5 and 6..8
+    values = np.arange(9, dtype=np.float64) * 10.0
+    got = day_ago_values(steps, values, np.array([0, 6]), lag=10)
+    # series 1: 10-10=0 and 11-10=1, 13-10=3 are before its first step -> first value (0);
+    # 20-10=10 -> row 0; 30-10=20 -> row 3; 31-10=21 -> last at or before 21 = row 3
+    # series 2: every lag is before its first step -> its first value (60)
+    np.testing.assert_array_equal(got, [0, 0, 0, 0, 30, 30, 60, 60, 60])
+    np.testing.assert_array_equal(
+        day_ago_at(steps[:6], values[:6], np.array([22, 23]), 10), [10, 20]
+    )
+
+
+def test_day_ago_inputs_are_known_reals_equal_to_the_contract_rule(toy_table) -> None:
+    """The trainer's ``<target>_day_ago`` columns are the contract's day_ago_rows, scaled."""
+    from fleetcast.contract.features import day_ago_rows
+
+    frame = prepare_frame(toy_table)
+    config = DatasetConfig(
+        max_encoder_length=48, max_prediction_length=12, input_scaling="fixed", day_ago=True
+    )
+    ds = build_dataset(frame, config)
+    lagged = [f"{t}_day_ago" for t in config.targets]
+    assert ds.time_varying_known_reals == ["hour_sin", "hour_cos", "dow_sin", "dow_cos", *lagged]
+    scalers = ds.get_parameters()["scalers"]
+    # day-ago inputs share the level scaler's mean and std
+    for t in config.targets:
+        assert scalers[f"{t}_day_ago"].mean_[0] == scalers[f"{t}_level"].mean_[0]
+    g = frame[frame["server_name"] == frame["server_name"].iloc[0]]
+    steps = g["time_idx"].to_numpy()
+    raw = g[list(config.targets)].to_numpy(dtype=np.float64)
+
+    class _Spec:  # the fields day_ago_rows reads
+        encoder_length, prediction_length, max_lag = 48, 12, config.day_steps
+
+    last = int(steps[400])
+    want = day_ago_rows(_Spec, steps, raw, 48, last)  # [E + D, T] raw values
+    window = g[(g["time_idx"] > last - 48) & (g["time_idx"] <= last + 12)]
+    for j, t in enumerate(config.targets):
+        w = want[:, j] if config.transforms[t] == "identity" else np.log1p(want[:, j])
+        np.testing.assert_allclose(window[f"{t}_day_ago"].to_numpy()[:48], w[:48], rtol=1e-6)
+        np.testing.assert_allclose(window[f"{t}_day_ago"].to_numpy()[48:], w[48:], rtol=1e-6)
+    assert DatasetConfig.from_dict(config.to_dict()).day_ago is True
+    with pytest.raises(ValueError, match="at most one day"):
+        DatasetConfig(max_prediction_length=300, day_ago=True)

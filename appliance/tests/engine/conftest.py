@@ -22,8 +22,13 @@ from fleetcast.contract.schema import (
 TRAINING_SERVERS = ("ppweb001", "ppdb001", "ppml0001", "ppetl001")
 
 
-def make_spec(encoder_length: int = 24, min_encoder_length: int = 6) -> ModelSpec:
-    """A ModelSpec shaped like the trainer's (column order as pytorch-forecasting builds it)."""
+def make_spec(
+    encoder_length: int = 24, min_encoder_length: int = 6, day_ago_lag: int = 0
+) -> ModelSpec:
+    """A ModelSpec shaped like the trainer's (column order as pytorch-forecasting builds it).
+
+    ``day_ago_lag`` > 0 adds each target ``day_ago_lag`` steps earlier as a known real.
+    """
     reals = ["encoder_length"]
     scalers = {"encoder_length": RealScaler("encoder_length", mean=12.0, scale=12.0)}
     for k, t in enumerate(METRIC_COLUMNS):
@@ -33,6 +38,11 @@ def make_spec(encoder_length: int = 24, min_encoder_length: int = 6) -> ModelSpe
     for name in ("hour_sin", "hour_cos", "dow_sin", "dow_cos"):
         reals.append(name)
         scalers[name] = RealScaler("calendar", mean=0.0, scale=1.0)
+    for k, t in enumerate(METRIC_COLUMNS if day_ago_lag else ()):
+        reals.append(f"{t}_day_ago")
+        scalers[f"{t}_day_ago"] = RealScaler(
+            "target_day_ago", mean=0.5 * k, scale=1.5 + k, target=t, lag=day_ago_lag
+        )
     for t in METRIC_COLUMNS:
         reals.append(t)
         scalers[t] = RealScaler("target", target=t)
@@ -77,6 +87,12 @@ def make_spec(encoder_length: int = 24, min_encoder_length: int = 6) -> ModelSpe
 @pytest.fixture
 def spec() -> ModelSpec:
     return make_spec()
+
+
+@pytest.fixture
+def spec_factory():
+    """:func:`make_spec`, for tests that need another shape (e.g. day-ago inputs)."""
+    return make_spec
 
 
 def samples(

@@ -107,9 +107,21 @@ def test_reference_windows_give_the_exporters_quantiles(steps_dir: Path, record_
     engine = Engine.open(EngineConfig(model_dir=steps_dir, capacity=8))
     step = engine.spec.step_seconds
     values = np.asarray(inp["values"], dtype=np.float64)
+    e, d, lag = engine.spec.encoder_length, engine.spec.prediction_length, engine.spec.max_lag
+    assert lag == 288  # the fixture has day-ago inputs
     for b, name in enumerate(inp["server_names"]):
         n = int(inp["lengths"][b])
         last = int(inp["last_time_idx"][b])
+        if n == e:  # a day back: the steps the day-ago inputs read (cold starts have none)
+            lagged = np.asarray(inp["day_ago"][b], dtype=np.float64)
+            old = np.r_[np.arange(last - n + 1, last + 1), np.arange(last + 1, last + 1 + d)]
+            r = engine.ingest(
+                record_batch(
+                    (old - lag) * step, [name] * (n + d), np.r_[lagged[:n], lagged[e:]],
+                    [None] * (n + d), [inp["profiles"][b]] * (n + d),
+                )
+            )  # fmt: skip
+            assert r.rejected == []
         steps = np.arange(last - n + 1, last + 2)  # one sample of the next step closes the last
         states = [None if s < 0 else VALID_STATES[s] for s in inp["states"][b][:n]]
         rows = np.concatenate([values[b, :n], values[b, n - 1 : n]])
@@ -130,7 +142,6 @@ def test_reference_windows_give_the_exporters_quantiles(steps_dir: Path, record_
         np.testing.assert_allclose(got[name], want[b], rtol=1e-4, atol=2e-3)
     rows = engine.status()["step_cache"]
     assert rows["last_rows_cached"] == 0  # a first forecast computes every row
-    e, d = engine.spec.encoder_length, engine.spec.prediction_length
     assert rows["last_rows_computed"] == sum(inp["lengths"]) + 3 * d
     assert e == 48  # the fixture's encoder: every reference window fits
 

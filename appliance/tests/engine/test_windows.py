@@ -7,7 +7,7 @@ import numpy as np
 from fleetcast.appliance.buffers import RingBuffers
 from fleetcast.appliance.windows import WindowInputs, build_windows, plan_from_spec, window_lengths
 from fleetcast.contract.encoder import profile_from_name, server_id
-from fleetcast.contract.features import build_inputs
+from fleetcast.contract.features import build_inputs, day_ago_rows
 from fleetcast.contract.schema import VALID_STATES
 
 STEP = 300
@@ -126,3 +126,85 @@ def test_lengths_of_empty_and_single_step_servers() -> None:
         np.zeros(2, dtype=np.int8),
     )
     assert window_lengths(buf.slot_step, buf.last_step, 2, 8).tolist() == [0, 1]
+
+
+def test_kernel_day_ago_inputs_equal_the_reference(spec_factory) -> None:
+    """A model with day-ago inputs: the kernel's lagged columns equal day_ago_rows' rule
+    (forward fill over gaps, backward fill before the first step) in encoder and decoder."""
+    spec = spec_factory(day_ago_lag=100)
+    e, lag = spec.encoder_length, spec.max_lag
+    assert spec.history_steps == e + lag
+    buf = RingBuffers(capacity=8, ring_steps=spec.history_steps + 2)
+    names = ["ppweb001", "ppdb001", "ppml0001", "ppetl001", "ppgen001"]
+    for name in names:
+        buf.register(name)
+    rng = np.random.default_rng(11)
+    last_open = 300
+    kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def put(s: int, steps: np.ndarray) -> None:
+        vals = np.column_stack(
+            [
+                rng.uniform(0, 100, steps.size),
+                rng.uniform(0, 100, steps.size),
+                rng.lognormal(2, 1, steps.size),
+                rng.lognormal(3, 0.5, steps.size),
+            ]
+        )
+        vals[::5, 3] = 0.0
+        ts = T0 + steps * STEP + rng.integers(0, STEP, steps.size)
+        buf.append(np.full(steps.size, s), ts, vals, np.zeros(steps.size, dtype=np.int8))
+        kept[s] = (steps, vals.astype(np.float32).astype(np.float64))
+
+    all_steps = np.arange(0, last_open + 1)
+    put(0, all_steps)  # more history than the ring holds
+    # gaps where the lagged rows fall (encoder 176..275 - 100, decoder 276..371 - 100)
+    put(1, np.setdiff1d(all_steps, [150, 175, 176, 177, 200, 240, 241, 299]))
+    put(2, np.arange(250, last_open + 1))  # younger than a day: backward fill, then the series
+    put(3, np.arange(290, last_open + 1))  # every lagged row before its first step
+    put(4, np.array([10, 120, 180, 230, 260, 285, 290, 295, 300]))  # sparse
+    lengths = window_lengths(buf.slot_step, buf.last_step, buf.n, e)
+    ready = np.flatnonzero(lengths >= spec.min_encoder_length)
+    assert ready.tolist() == [0, 1, 2, 3, 4]
+    plan = plan_from_spec(spec)
+    assert plan.lag == lag
+    out = WindowInputs.allocate(plan, 8)
+    out.decoder_cont[:] = 99.0
+    static = np.zeros((8, 2), dtype=np.int64)
+    build_windows(
+        plan, out, ready, lengths[ready], buf.values, buf.state, buf.slot_step,
+        buf.last_step, static,
+    )  # fmt: skip
+    end = last_open - 1
+    for row, s in enumerate(ready.tolist()):
+        n = int(lengths[s])
+        steps, vals = kept[s]
+        # The appliance fills from what its ring holds: closed steps of the last W - 1.
+        held = (steps <= end) & (steps > last_open - buf.ring_steps)
+        want = day_ago_rows(spec, steps[held], vals[held], n, end)
+        values = np.zeros((1, e, 4))
+        pos = np.searchsorted(steps, np.arange(end - n + 1, end + 1), side="right") - 1
+        values[0, :n] = vals[np.maximum(pos, 0)]
+        ref = build_inputs(
+            spec, values, np.array([n]), np.full((1, e), -1), ["generic"], [names[s]],
+            np.array([end]), day_ago=want[None],
+        )  # fmt: skip
+        cols = [i for i, c in enumerate(spec.x_reals) if c.endswith("_day_ago")]
+        np.testing.assert_allclose(
+            out.encoder_cont[row, :n][:, cols], ref.encoder_cont[0, :n][:, cols], rtol=2e-6,
+            atol=2e-6, err_msg=names[s],
+        )  # fmt: skip
+        np.testing.assert_allclose(
+            out.decoder_cont[row][:, cols], ref.decoder_cont[0][:, cols], rtol=2e-6,
+            atol=2e-6, err_msg=names[s],
+        )  # fmt: skip
+    # Server 3 starts at step 290: decoder steps up to 390 look back to its first value or
+    # before it (backward fill), the last five see steps 291..295.
+    first = kept[3][1][0]
+    col = list(spec.x_reals).index("cpu_pct_day_ago")
+    sc = spec.real_scalers["cpu_pct_day_ago"]
+    row3 = ready.tolist().index(3)
+    np.testing.assert_allclose(
+        out.decoder_cont[row3, :91, col], (first[0] - sc.mean) / sc.scale, rtol=1e-6
+    )
+    assert len(set(out.decoder_cont[row3, 91:, col].tolist())) == 5

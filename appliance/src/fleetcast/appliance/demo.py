@@ -76,12 +76,14 @@ class DemoSource:
         _log.info("demo scenario: %s", name)
 
     def _start_epoch(self, now: float) -> int:
-        """First step to simulate: 24 h (at most the engine's kept history) before now, or
-        right after the saved data's open step when the state already holds newer data."""
+        """First step to simulate: 24 h, or what the model's inputs read if more (at most the
+        engine's kept history), before now; or right after the saved data's open step when
+        the state already holds newer data."""
         engine = self._runtime.engine
-        window = min(
-            DEFAULT_ENCODER_STEPS, int(getattr(engine, "history_steps", DEFAULT_ENCODER_STEPS))
-        )
+        kept = int(getattr(engine, "history_steps", DEFAULT_ENCODER_STEPS))
+        spec = getattr(engine, "spec", None)
+        needed = int(getattr(spec, "history_steps", DEFAULT_ENCODER_STEPS))
+        window = min(max(DEFAULT_ENCODER_STEPS, needed), kept)
         first = int(now) // STEP_SECONDS * STEP_SECONDS - window * STEP_SECONDS
         latest = self._runtime.latest_step
         if latest is not None:

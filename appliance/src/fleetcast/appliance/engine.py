@@ -72,7 +72,8 @@ class Engine:
         self.model = model
         self.spec = spec
         enc = spec.encoder_length
-        self.history_steps = max(int(config.history_steps or enc), enc)
+        need = spec.history_steps  # the encoder plus the day-ago inputs' look-back
+        self.history_steps = max(int(config.history_steps or need), need)
         # +2: the open step and one step before the encoder to forward-fill from.
         self._buf = RingBuffers(config.capacity, self.history_steps + 2, spec.step_seconds)
         cap = config.capacity

@@ -40,8 +40,9 @@ class EngineConfig:
     """Override of the risk thresholds per metric and per profile (docs/RISK.md#configuration),
     e.g. ``{"latency_ms": {"default": 300, "database": 120}}``."""
     history_steps: int | None = None
-    """Steps of actuals kept per server for /history; ``None`` = the model's encoder length.
-    Never less than the encoder length."""
+    """Steps of actuals kept per server for /history; ``None`` = what the model's inputs read
+    (``ModelSpec.history_steps``: the encoder length, plus a day for a model with day-ago
+    inputs). Never less than that."""
     batch_size: int | None = None
     """Servers per ONNX Runtime call; bigger fleets run in several calls (bounds memory).
     ``None``: 16 on CPU (the appliance's peak RSS at 1,000 servers 353 MB vs 466 MB with 64

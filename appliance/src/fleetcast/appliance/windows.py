@@ -12,8 +12,11 @@ agree. Per server (B = ready servers, E = encoder width, D = prediction length):
   after ``encoder_lengths[b]`` are zero padding.
 - Targets are transformed (identity or log1p of the value clamped at 0), centred on the
   last encoder value and divided by max(std(ddof=1), min_scale) of the encoder window.
-- Known reals are the calendar features of each step's UTC start time; static reals
-  (encoder length, target centres and scales) are scaled with the model's scalers.
+- Known reals are the calendar features of each step's UTC start time and, for a model with
+  day-ago inputs, each target's value ``lag`` steps before the step (forward-filled the same
+  way; before the server's first step in the ring, its first value); static reals (encoder
+  length, target centres and scales) are scaled with the model's scalers. The ring must hold
+  ``E + lag + 2`` steps (``ModelSpec.history_steps + 2``, as the engine sizes it).
 
 A :class:`WindowPlan` turns the model's column lists into small integer/float arrays, so one
 generic kernel serves any column order the model was exported with.
@@ -22,10 +25,11 @@ generic kernel serves any column order the model was exported with.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from fleetcast.appliance.window_kernels import compiled_kernels
 
 if TYPE_CHECKING:
     from fleetcast.contract.features import ModelSpec
@@ -34,6 +38,7 @@ __all__ = [
     "CAT_STATE",
     "CAT_STATIC",
     "REAL_CENTER",
+    "REAL_DAY_AGO",
     "REAL_ENCODER_LENGTH",
     "REAL_LEVEL",
     "REAL_SCALE",
@@ -59,6 +64,8 @@ REAL_SCALE = 4
 """x_reals column kind: a target's window scale (arg = target index; static)."""
 REAL_LEVEL = 5
 """x_reals column kind: a target, transformed and scaled with fixed mean/div (arg = target)."""
+REAL_DAY_AGO = 6
+"""x_reals column kind: a target ``WindowPlan.lag`` steps earlier, as REAL_LEVEL (known)."""
 
 CAT_STATIC = 0
 """x_categoricals column kind: a per-server code (arg = column of ``static_codes``)."""
@@ -80,6 +87,7 @@ class WindowPlan:
     (n_cat,) int64. ``state_codes`` (9,) int64: model code of contract state index - 1 .. 7
     (index 0 = null). ``decoder_state_code``: the state code sent for future steps.
     ``transform`` (n_target,) int64 (0 identity, 1 log1p), ``min_scale`` (n_target,) float64.
+    ``lag``: steps back of the REAL_DAY_AGO columns (0 without any).
     """
 
     encoder_length: int
@@ -97,6 +105,7 @@ class WindowPlan:
     transform: np.ndarray
     min_scale: np.ndarray
     pad_cat: int = 0
+    lag: int = 0
 
     @property
     def n_real(self) -> int:
@@ -135,11 +144,16 @@ def plan_from_spec(spec: ModelSpec) -> WindowPlan:
         "target_center": REAL_CENTER,
         "target_scale": REAL_SCALE,
         "target_level": REAL_LEVEL,
+        "target_day_ago": REAL_DAY_AGO,
     }
     for name in spec.x_reals:
         sc = spec.real_scalers[name]
         if sc.source not in source_kind:
             raise refuse(f"The model has a real input {name!r} of source {sc.source!r}.")
+        if sc.source == "target_day_ago" and sc.lag != spec.max_lag:
+            raise refuse(
+                f"The model's day-ago inputs look back different numbers of steps ({name!r})."
+            )
         kinds.append(source_kind[sc.source])
         if sc.source == "calendar":
             args.append(TIME_FEATURES.index(name))
@@ -181,6 +195,7 @@ def plan_from_spec(spec: ModelSpec) -> WindowPlan:
             [TRANSFORM_CODES[spec.target_transforms[t]] for t in spec.targets], dtype=np.int64
         ),
         min_scale=np.asarray([spec.target_min_scale[t] for t in spec.targets], dtype=np.float64),
+        lag=spec.max_lag,
     )
 
 
@@ -228,219 +243,13 @@ class WindowInputs:
         }
 
 
-def _lengths_impl(slot_step, last_step, n, enc):
-    """Encoder length per server (n,) int64: valid closed steps in its window (0 = none)."""
-    w = slot_step.shape[1]
-    out = np.zeros(n, dtype=np.int64)
-    for s in range(n):
-        last = last_step[s]
-        if last < 1:
-            continue
-        end = last - 1
-        lo = end - enc + 1
-        first = -1
-        for st in range(max(lo, 0), end + 1):
-            if slot_step[s, st % w] == st:
-                first = st
-                break
-        if first < 0:
-            continue
-        if first == lo:
-            out[s] = enc
-            continue
-        # Carry from before the window (forward fill) if the ring still holds a step there.
-        carry = False
-        for st in range(lo - 1, last - w, -1):
-            if st < 0:
-                break
-            if slot_step[s, st % w] == st:
-                carry = True
-                break
-        out[s] = enc if carry else end - first + 1
-    return out
-
-
-def _build_impl(
-    idx,
-    lengths,
-    values,
-    states,
-    slot_step,
-    last_step,
-    static_codes,
-    step_seconds,
-    real_kind,
-    real_arg,
-    real_mean,
-    real_div,
-    cat_kind,
-    cat_arg,
-    state_codes,
-    decoder_state_code,
-    transform,
-    min_scale,
-    pad_cat,
-    out_offset,
-    enc_cat,
-    enc_cont,
-    enc_len,
-    dec_cat,
-    dec_cont,
-    tscale,
-):
-    """Fill rows ``out_offset + b`` of the six input tensors for servers ``idx`` (B,)."""
-    w = values.shape[1]
-    n_metrics = values.shape[2]
-    e_max = enc_cont.shape[1]
-    d_len = dec_cont.shape[1]
-    n_real = real_kind.shape[0]
-    n_cat = cat_kind.shape[0]
-    n_t = transform.shape[0]
-    raw = np.zeros((e_max, n_metrics), dtype=np.float64)
-    st_codes = np.zeros(e_max, dtype=np.int64)
-    y = np.zeros((e_max, n_t), dtype=np.float64)
-    centre = np.zeros(n_t, dtype=np.float64)
-    scale = np.zeros(n_t, dtype=np.float64)
-    feats = np.zeros(4, dtype=np.float64)
-    for b in range(idx.shape[0]):
-        s = idx[b]
-        n = lengths[b]
-        row = out_offset + b
-        end = last_step[s] - 1
-        start = end - n + 1
-        # Carry value for leading missing steps (forward fill from before the window).
-        cur_state = -1
-        for j in range(n_metrics):
-            raw[0, j] = 0.0
-        found = False
-        for st in range(start - 1, last_step[s] - w, -1):
-            if st < 0:
-                break
-            k = st % w
-            if slot_step[s, k] == st:
-                for j in range(n_metrics):
-                    raw[0, j] = values[s, k, j]
-                cur_state = states[s, k]
-                found = True
-                break
-        prev = 0
-        for t in range(n):
-            st = start + t
-            k = st % w
-            if slot_step[s, k] == st:
-                for j in range(n_metrics):
-                    raw[t, j] = values[s, k, j]
-                cur_state = states[s, k]
-                found = True
-            elif t > 0:
-                for j in range(n_metrics):
-                    raw[t, j] = raw[prev, j]
-            elif not found:
-                for j in range(n_metrics):
-                    raw[t, j] = 0.0
-            st_codes[t] = state_codes[cur_state + 1]
-            prev = t
-        # Target scaling: centre = last transformed value, scale = max(std ddof=1, floor).
-        for j in range(n_t):
-            acc = 0.0
-            for t in range(n):
-                v = raw[t, j]
-                if transform[j] == 1:
-                    v = np.log1p(max(v, 0.0))
-                y[t, j] = v
-                acc += v
-            mean = acc / n
-            ss = 0.0
-            for t in range(n):
-                dv = y[t, j] - mean
-                ss += dv * dv
-            std = np.sqrt(ss / (n - 1)) if n > 1 else 0.0
-            centre[j] = y[n - 1, j]
-            scale[j] = max(std, min_scale[j])
-            tscale[row, j, 0] = np.float32(centre[j])
-            tscale[row, j, 1] = np.float32(scale[j])
-        enc_len[row] = n
-        # Encoder rows.
-        for t in range(e_max):
-            if t >= n:
-                for c in range(n_real):
-                    enc_cont[row, t, c] = 0.0
-                for c in range(n_cat):
-                    enc_cat[row, t, c] = pad_cat
-                continue
-            ts = (start + t) * step_seconds
-            sod = ts % 86400
-            ang_h = 2.0 * np.pi * (sod / 3600.0) / 24.0
-            ang_d = 2.0 * np.pi * (((ts // 86400) + 3) % 7 + sod / 86400.0) / 7.0
-            feats[0] = np.float32(np.sin(ang_h))
-            feats[1] = np.float32(np.cos(ang_h))
-            feats[2] = np.float32(np.sin(ang_d))
-            feats[3] = np.float32(np.cos(ang_d))
-            for c in range(n_real):
-                kind = real_kind[c]
-                a = real_arg[c]
-                if kind == 0:
-                    v = (y[t, a] - centre[a]) / scale[a]
-                elif kind == 1:
-                    v = (feats[a] - real_mean[c]) / real_div[c]
-                elif kind == 2:
-                    v = (n - real_mean[c]) / real_div[c]
-                elif kind == 3:
-                    v = (centre[a] - real_mean[c]) / real_div[c]
-                elif kind == 5:
-                    v = (y[t, a] - real_mean[c]) / real_div[c]
-                else:
-                    v = (scale[a] - real_mean[c]) / real_div[c]
-                enc_cont[row, t, c] = v
-            for c in range(n_cat):
-                if cat_kind[c] == 0:
-                    enc_cat[row, t, c] = static_codes[s, cat_arg[c]]
-                else:
-                    enc_cat[row, t, c] = st_codes[t]
-        # Decoder rows: known reals and statics; unknown reals 0; future state = fixed code.
-        for t in range(d_len):
-            ts = (end + 1 + t) * step_seconds
-            sod = ts % 86400
-            ang_h = 2.0 * np.pi * (sod / 3600.0) / 24.0
-            ang_d = 2.0 * np.pi * (((ts // 86400) + 3) % 7 + sod / 86400.0) / 7.0
-            feats[0] = np.float32(np.sin(ang_h))
-            feats[1] = np.float32(np.cos(ang_h))
-            feats[2] = np.float32(np.sin(ang_d))
-            feats[3] = np.float32(np.cos(ang_d))
-            for c in range(n_real):
-                kind = real_kind[c]
-                a = real_arg[c]
-                if kind == 0 or kind == 5:
-                    v = 0.0
-                elif kind == 1:
-                    v = (feats[a] - real_mean[c]) / real_div[c]
-                elif kind == 2:
-                    v = (n - real_mean[c]) / real_div[c]
-                elif kind == 3:
-                    v = (centre[a] - real_mean[c]) / real_div[c]
-                else:
-                    v = (scale[a] - real_mean[c]) / real_div[c]
-                dec_cont[row, t, c] = v
-            for c in range(n_cat):
-                if cat_kind[c] == 0:
-                    dec_cat[row, t, c] = static_codes[s, cat_arg[c]]
-                else:
-                    dec_cat[row, t, c] = decoder_state_code
-
-
-@cache
-def _compiled() -> dict[str, Any]:
-    """Compile the kernels on first use (Numba's on-disk cache makes later processes fast)."""
-    from fleetcast.appliance.buffers import jit_kernel
-
-    return {"lengths": jit_kernel(_lengths_impl), "build": jit_kernel(_build_impl)}
-
-
 def window_lengths(
     slot_step: np.ndarray, last_step: np.ndarray, n: int, encoder_length: int
 ) -> np.ndarray:
     """Encoder length of every registered server (n,) int64; ready = >= min_encoder_length."""
-    return _compiled()["lengths"](slot_step, last_step, np.int64(n), np.int64(encoder_length))
+    return compiled_kernels()["lengths"](
+        slot_step, last_step, np.int64(n), np.int64(encoder_length)
+    )
 
 
 def build_windows(
@@ -463,7 +272,7 @@ def build_windows(
         raise ValueError(
             f"{idx.shape[0]} windows at offset {out_offset} do not fit in inputs of {out.capacity}."
         )
-    _compiled()["build"](
+    compiled_kernels()["build"](
         np.ascontiguousarray(idx, dtype=np.int64),
         np.ascontiguousarray(lengths, dtype=np.int64),
         values,
@@ -483,6 +292,7 @@ def build_windows(
         plan.transform,
         plan.min_scale,
         np.int64(plan.pad_cat),
+        np.int64(plan.lag),
         np.int64(out_offset),
         out.encoder_cat,
         out.encoder_cont,

@@ -41,6 +41,7 @@ __all__ = [
     "RealScaler",
     "build_inputs",
     "calendar_features",
+    "day_ago_rows",
     "encode_states",
     "window_target_scale",
 ]
@@ -133,6 +134,36 @@ def window_target_scale(
     return transformed, np.stack([center, scale], axis=-1)
 
 
+def day_ago_rows(
+    spec: ModelSpec,
+    steps: np.ndarray,
+    values: np.ndarray,
+    length: int,
+    last_time_idx: int,
+) -> np.ndarray:
+    """One window's ``day_ago`` argument of :func:`build_inputs`, from its server's history.
+
+    ``steps`` int [N] ascending (the server's observed steps), ``values`` [N, T] raw target
+    values in ``spec.targets`` order. Returns float64 [E + D, T]: row ``i < length`` is the
+    value ``spec.max_lag`` steps before encoder row ``i``'s step, rows ``length..E-1`` are 0
+    (padding), row ``E + j`` the value a lag before decoder step ``j``. The value at a step is
+    the last observed one at or before it (forward fill over gaps); before the server's first
+    step it is the first observed value. The trainer's ``day_ago_at`` is the same rule.
+    """
+    e, d, lag = spec.encoder_length, spec.prediction_length, spec.max_lag
+    steps = np.asarray(steps, dtype=np.int64)
+    values = np.asarray(values, dtype=np.float64)
+    start = int(last_time_idx) - int(length) + 1
+    wanted = (
+        np.concatenate([start + np.arange(length), int(last_time_idx) + 1 + np.arange(d)]) - lag
+    )
+    found = np.maximum(np.searchsorted(steps, wanted, side="right") - 1, 0)
+    out = np.zeros((e + d, values.shape[1]), dtype=np.float64)
+    out[:length] = values[found[:length]]
+    out[e:] = values[found[length:]]
+    return out
+
+
 def encode_states(spec: ModelSpec, names: np.ndarray) -> np.ndarray:
     """State names (None/null = unknown) → contract state indices into ``spec.states`` (-1 unknown).
 
@@ -165,6 +196,7 @@ def build_inputs(
     profiles: Sequence[str],
     server_names: Sequence[str],
     last_time_idx: np.ndarray,
+    day_ago: np.ndarray | None = None,
 ) -> ModelInputs:
     """The graph's six input tensors from raw windows — the reference for the appliance.
 
@@ -184,6 +216,10 @@ def build_inputs(
     last_time_idx:
         int [B], ``timestamp // step_seconds`` of each window's last valid row. Row ``i`` is
         step ``last - lengths + 1 + i``; decoder step ``j`` (0-based) is ``last + 1 + j``.
+    day_ago:
+        float [B, E + D, T] raw target values ``spec.max_lag`` steps before each encoder row
+        (rows ``0..E-1``, padding ignored) and each decoder step (rows ``E..E+D-1``); see
+        :func:`day_ago_rows`. Required when the model has ``target_day_ago`` inputs.
 
     Returns
     -------
@@ -211,6 +247,11 @@ def build_inputs(
     if b and (lengths.min() < 1 or lengths.max() > e):
         raise ValueError(f"Expected lengths in 1..{e}, but got {lengths.min()}..{lengths.max()}.")
 
+    if spec.max_lag and (day_ago is None or np.shape(day_ago) != (b, e + d, t)):
+        raise ValueError(
+            f"The model has day-ago inputs: expected day_ago of shape ({b}, {e + d}, {t}), "
+            f"but got {None if day_ago is None else np.shape(day_ago)} (see day_ago_rows)."
+        )
     valid = np.arange(e)[None, :] < lengths[:, None]  # [B, E]
     transformed, scale = window_target_scale(spec, values, lengths)
     enc_steps = (last - lengths + 1)[:, None] + np.arange(e)[None, :]  # [B, E]
@@ -259,6 +300,11 @@ def build_inputs(
         elif s.source == "target_level":
             j = tindex[s.target]
             encoder_cont[..., col] = (transformed[..., j] - s.mean) / s.scale
+        elif s.source == "target_day_ago":
+            j = tindex[s.target]
+            lagged = _forward(spec.target_transforms[s.target], np.asarray(day_ago)[..., j])
+            encoder_cont[..., col] = (lagged[:, :e] - s.mean) / s.scale
+            decoder_cont[..., col] = (lagged[:, e:] - s.mean) / s.scale
         else:
             if s.source == "encoder_length":
                 raw = lengths.astype(np.float64)

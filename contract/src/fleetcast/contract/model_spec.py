@@ -93,24 +93,31 @@ class RealScaler:
     ``"target_center"`` / ``"target_scale"`` (the window's target centre / scale of
     ``target``, :func:`window_target_scale`), ``"target"`` (the transformed target value;
     for this source ``mean``/``scale`` are unused: the window's own centre and scale apply),
-    or ``"target_level"`` (the transformed value of ``target`` with this fixed ``mean`` and
-    ``scale``: fixed input scaling, docs/MODEL_FORMAT.md#step-cache).
+    ``"target_level"`` (the transformed value of ``target`` with this fixed ``mean`` and
+    ``scale``: fixed input scaling, docs/MODEL_FORMAT.md#step-cache), or
+    ``"target_day_ago"`` (the same, for the value ``lag`` steps before the row's step: a known
+    input, docs/MODEL_FORMAT.md#features).
     """
 
     source: str
-    """One of calendar, encoder_length, target_center, target_scale, target, target_level."""
+    """One of calendar, encoder_length, target_center, target_scale, target, target_level,
+    target_day_ago."""
     mean: float = 0.0
     """Subtracted from the raw value."""
     scale: float = 1.0
     """Divides the centred value."""
     target: str | None = None
     """The target a target_* source refers to."""
+    lag: int = 0
+    """Steps back (target_day_ago only: one day, longer than the prediction length)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
         out: dict[str, Any] = {"source": self.source, "mean": self.mean, "scale": self.scale}
         if self.target is not None:
             out["target"] = self.target
+        if self.lag:
+            out["lag"] = self.lag
         return out
 
 
@@ -121,6 +128,7 @@ _SOURCES = (
     "target_scale",
     "target",
     "target_level",
+    "target_day_ago",
 )
 
 
@@ -184,6 +192,16 @@ class ModelSpec:
     def n_targets(self) -> int:
         """Number of targets ``T``."""
         return len(self.targets)
+
+    @property
+    def max_lag(self) -> int:
+        """The longest look-back of a ``target_day_ago`` input in steps (0 without one)."""
+        return max((s.lag for s in self.real_scalers.values()), default=0)
+
+    @property
+    def history_steps(self) -> int:
+        """Steps of history the inputs of one window read: the encoder plus the longest lag."""
+        return self.encoder_length + self.max_lag
 
     def to_metadata(self) -> dict[str, str]:
         """The ``metadata_props`` of the ONNX file: key → JSON string."""
@@ -293,6 +311,7 @@ class ModelSpec:
                         mean=float(s["mean"]),
                         scale=float(s["scale"]),
                         target=s.get("target"),
+                        lag=int(s.get("lag", 0)),
                     )
                     for name, s in raw["real_scalers"].items()
                 },
@@ -327,6 +346,11 @@ class ModelSpec:
                 problems.append(f"real {name!r} refers to unknown target {scaler.target!r}")
             elif scaler.scale == 0.0 or not math.isfinite(scaler.scale):
                 problems.append(f"real {name!r} has scale {scaler.scale}")
+            elif scaler.source == "target_day_ago" and scaler.lag < self.prediction_length:
+                problems.append(
+                    f"real {name!r} looks {scaler.lag} steps back, fewer than the "
+                    f"{self.prediction_length} predicted steps (it would not be known)"
+                )
         for target in self.targets:
             if self.target_transforms.get(target) not in ("identity", "log1p"):
                 problems.append(

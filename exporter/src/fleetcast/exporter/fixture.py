@@ -1,11 +1,12 @@
 """Regenerate the appliance's tiny model fixture with the project's own trainer and exporter.
 
     python -m fleetcast.exporter.fixture appliance/tests/fixtures/
-    python -m fleetcast.exporter.fixture --input-scaling fixed appliance/tests/fixtures/
+    python -m fleetcast.exporter.fixture --input-scaling fixed --day-ago appliance/tests/fixtures/
 
 writes ``tiny_model.onnx`` (+ ``tiny_model.onnx.sha256``) and ``tiny_model_reference.json``
 (``tiny_model_steps.*`` for ``--input-scaling fixed``: the same model trained with fixed input
-scaling, with step graphs, docs/MODEL_FORMAT.md#step-cache):
+scaling, with step graphs, docs/MODEL_FORMAT.md#step-cache, and with ``--day-ago`` each
+metric a day earlier as a known input, docs/MODEL_FORMAT.md#features):
 a small model with the production *semantics* — a 96-step prediction (so the 30min/1hr/8hr
 horizons exist), a 48-step encoder with a 12-step minimum (cold start), hidden size 8 — and a
 few raw windows with the model's expected output, so the appliance's tests run without torch.
@@ -63,7 +64,7 @@ STEPS_FIXTURE_NAME = "tiny_model_steps.onnx"
 STEPS_REFERENCE_NAME = "tiny_model_steps_reference.json"
 
 
-def tiny_config(input_scaling: str = "window") -> Any:
+def tiny_config(input_scaling: str = "window", day_ago: bool = False) -> Any:
     """The fixture model's TrainConfig: seconds to train, production shape semantics."""
     from fleetcast.trainer.train import TrainConfig
 
@@ -83,6 +84,7 @@ def tiny_config(input_scaling: str = "window") -> Any:
         dropout=0.0,
         seed=0,
         input_scaling=input_scaling,
+        day_ago=day_ago,
     )
 
 
@@ -91,9 +93,10 @@ def reference_windows(table: pa.Table, spec: ModelSpec) -> dict[str, Any]:
 
     Gaps are forward-filled per step as the trainer does. Returns JSON-ready lists:
     ``values`` [3, E, T], ``lengths`` [3], ``states`` [3, E] (state indices, -1 unknown),
-    ``profiles``, ``server_names``, ``last_time_idx``.
+    ``profiles``, ``server_names``, ``last_time_idx``, and for a model with day-ago inputs
+    ``day_ago`` [3, E + D, T] (:func:`fleetcast.contract.features.day_ago_rows`).
     """
-    from fleetcast.contract.features import encode_states
+    from fleetcast.contract.features import day_ago_rows, encode_states
 
     e = spec.encoder_length
     ts = table.column("timestamp").to_numpy().astype("datetime64[s]").astype(np.int64)
@@ -107,9 +110,8 @@ def reference_windows(table: pa.Table, spec: ModelSpec) -> dict[str, Any]:
         (servers[1], 12, servers[1]),
         (servers[2], 30, "ppgen999"),
     ]
-    out: dict[str, list[Any]] = {
-        k: [] for k in ("values", "lengths", "states", "profiles", "server_names", "last_time_idx")
-    }
+    keys = ["values", "lengths", "states", "profiles", "server_names", "last_time_idx"]
+    out: dict[str, list[Any]] = {k: [] for k in keys + (["day_ago"] if spec.max_lag else [])}
     for server, length, alias in chosen:
         rows = np.flatnonzero(names == server)
         steps = ts[rows] // spec.step_seconds
@@ -130,10 +132,17 @@ def reference_windows(table: pa.Table, spec: ModelSpec) -> dict[str, Any]:
         out["profiles"].append(profiles_col[rows[0]] if alias == server else "generic")
         out["server_names"].append(alias)
         out["last_time_idx"].append(last)
+        if spec.max_lag:
+            # A cold-start window (shorter than E) is a server with no older history.
+            history = (steps <= last) & ((steps > last - length) | (length == e))
+            lagged = day_ago_rows(spec, steps[history], metrics[rows[history]], length, last)
+            out["day_ago"].append(lagged.tolist())
     return out
 
 
-def make_fixture(out_dir: str | Path, input_scaling: str = "window") -> dict[str, Path]:
+def make_fixture(
+    out_dir: str | Path, input_scaling: str = "window", day_ago: bool = False
+) -> dict[str, Path]:
     """Train, bundle, export and write the fixture files into ``out_dir``; returns their paths."""
     import onnxruntime as ort
 
@@ -147,7 +156,7 @@ def make_fixture(out_dir: str | Path, input_scaling: str = "window") -> dict[str
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = simulate_table(**FIXTURE_FLEET)
-    model, dataset, info = train_model(table, tiny_config(input_scaling))
+    model, dataset, info = train_model(table, tiny_config(input_scaling, day_ago))
     fixed_scaling = input_scaling == "fixed"
     model_name = STEPS_FIXTURE_NAME if fixed_scaling else FIXTURE_NAME
     with tempfile.TemporaryDirectory() as tmp:
@@ -173,13 +182,15 @@ def make_fixture(out_dir: str | Path, input_scaling: str = "window") -> dict[str
         raw["profiles"],
         raw["server_names"],
         np.asarray(raw["last_time_idx"]),
+        day_ago=np.asarray(raw["day_ago"]) if "day_ago" in raw else None,
     )
     quantiles = session.run(["quantiles"], inputs.as_feed())[0]
     reference = {
         "description": "Raw windows for fleetcast.contract.features.build_inputs and the "
         "model's expected output [window, target, step, quantile] in real units. "
         "Regenerate: python -m fleetcast.exporter.fixture "
-        f"--input-scaling {input_scaling} appliance/tests/fixtures/",
+        f"--input-scaling {input_scaling}{' --day-ago' if day_ago else ''} "
+        "appliance/tests/fixtures/",
         "model_sha256": report.sha256,
         "inputs": raw,
         "quantiles": np.round(quantiles.astype(np.float64), 6).tolist(),
@@ -199,9 +210,14 @@ def main(argv: list[str] | None = None) -> int:
         default="window",
         help="window: tiny_model.*; fixed: tiny_model_steps.* (with step graphs)",
     )
+    parser.add_argument(
+        "--day-ago",
+        action="store_true",
+        help="each metric a day earlier as a known input (the fixed fixture has it)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    paths = make_fixture(args.out_dir, args.input_scaling)
+    paths = make_fixture(args.out_dir, args.input_scaling, args.day_ago)
     for name, path in paths.items():
         print(f"{name}: {path} ({path.stat().st_size / 1024:.1f} KiB)")
     return 0

@@ -75,10 +75,22 @@ def _unsupported(what: str) -> ContractError:
     )
 
 
-def _real_scaler(dataset: TimeSeriesDataSet, name: str, targets: list[str]) -> RealScaler:
+def _real_scaler(
+    dataset: TimeSeriesDataSet, name: str, targets: list[str], step_seconds: int = STEP_SECONDS
+) -> RealScaler:
     """How real column ``name`` of ``dataset`` is computed (see the module docstring)."""
     if name in targets:
         return RealScaler(source="target", target=name)
+    lagged_target = name.removesuffix("_day_ago")
+    if name.endswith("_day_ago") and lagged_target in targets:
+        scaler = dataset.get_transformer(name)
+        return RealScaler(
+            source="target_day_ago",
+            mean=float(scaler.mean_[0]),
+            scale=float(scaler.scale_[0]),
+            target=lagged_target,
+            lag=86400 // step_seconds,
+        )
     level_target = name.removesuffix("_level")
     if name.endswith("_level") and level_target in targets:
         scaler = dataset.get_transformer(name)
@@ -241,6 +253,14 @@ def spec_from_bundle(bundle: Bundle, *, provenance: dict[str, Any] | None = None
         kind = entry.get("kind")
         if kind == "target_window" and name in targets:
             scalers[name] = RealScaler(source="target", target=name)
+        elif kind == "target_day_ago" and entry.get("target") in targets:
+            scalers[name] = RealScaler(
+                source="target_day_ago",
+                mean=float(entry["mean"]),
+                scale=float(entry["scale"]),
+                target=str(entry["target"]),
+                lag=int(entry["lag_steps"]),
+            )
         elif kind == "target_level" and entry.get("target") in targets:
             scalers[name] = RealScaler(
                 source="target_level",

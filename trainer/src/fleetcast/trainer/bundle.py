@@ -42,6 +42,7 @@ from fleetcast.contract.schema import (
 )
 from fleetcast.trainer.dataset import (
     CATEGORICAL_NAN,
+    DAY_AGO_SUFFIX,
     GROUP_ID,
     KNOWN_REALS,
     LEVEL_SUFFIX,
@@ -129,6 +130,15 @@ def _dataset_section(dataset: TimeSeriesDataSet, ds_config: DatasetConfig) -> di
             }
         elif name in KNOWN_REALS:
             scalers[name] = {"kind": "identity"}
+        elif (
+            name.endswith(DAY_AGO_SUFFIX) and name.removesuffix(DAY_AGO_SUFFIX) in ds_config.targets
+        ):
+            scalers[name] = {
+                "kind": "target_day_ago",
+                "target": name.removesuffix(DAY_AGO_SUFFIX),
+                "lag_steps": ds_config.day_steps,
+                **scaler_stats(params["scalers"][name]),
+            }
         elif name.endswith(LEVEL_SUFFIX) and name.removesuffix(LEVEL_SUFFIX) in ds_config.targets:
             scalers[name] = {
                 "kind": "target_level",
@@ -142,7 +152,7 @@ def _dataset_section(dataset: TimeSeriesDataSet, ds_config: DatasetConfig) -> di
         "time_idx": "time_idx = timestamp_seconds // step_seconds",
         "group_ids": [GROUP_ID],
         "static_categoricals": list(STATIC_CATEGORICALS),
-        "time_varying_known_reals": list(KNOWN_REALS),
+        "time_varying_known_reals": list(ds_config.known_reals),
         "time_varying_unknown_categoricals": list(UNKNOWN_CATEGORICALS),
         "time_varying_unknown_reals": list(ds_config.input_reals),
         "x_reals": list(dataset.reals),
@@ -243,6 +253,7 @@ def save_bundle(
             input_scaling="fixed"
             if any(r.endswith(LEVEL_SUFFIX) for r in dataset.reals)
             else "window",
+            day_ago=any(r.endswith(DAY_AGO_SUFFIX) for r in dataset.reals),
         )
     if server_encoder is None:
         names = dataset.get_parameters()["categorical_encoders"][f"__group_id__{GROUP_ID}"].classes_
@@ -456,7 +467,7 @@ def load_bundle(path: str | Path) -> Bundle:
     scalers = {
         name: scaler_from_stats(name, float(s["mean"]), float(s["scale"]))
         for name, s in ds_section["scalers"].items()
-        if s.get("kind") in ("standard", "target_level")
+        if s.get("kind") in ("standard", "target_level", "target_day_ago")
     }
     return Bundle(
         path=folder,

@@ -107,6 +107,12 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
         "appliance cache per-step work; docs/MODEL_FORMAT.md#step-cache)",
     )
     p.add_argument(
+        "--day-ago",
+        action="store_true",
+        help="also feed each metric's value one day before every step, a known input that "
+        "gives a short encoder yesterday's pattern (docs/MODEL_FORMAT.md#features)",
+    )
+    p.add_argument(
         "--prediction-steps",
         type=int,
         default=DEFAULT_PREDICTION_STEPS,
@@ -201,6 +207,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         encoder=args.encoder_steps,
         min_encoder=args.min_encoder_steps,
         input_scaling=args.input_scaling,
+        day_ago=args.day_ago,
         prediction=args.prediction_steps,
         holdout_steps=round(args.holdout_hours * 3600 / STEP_SECONDS),
         patience=args.patience,

@@ -9,6 +9,10 @@ and is authoritative where it is more precise:
   ``unknown_server_fraction`` of the training servers gets the null ID ``"nan"`` so the
   unknown-server embedding is trained), both ``NaNLabelEncoder(add_nan=True)``;
 - time-varying known reals: ``hour_sin, hour_cos, dow_sin, dow_cos`` (unscaled, in [-1, 1]);
+  with ``DatasetConfig.day_ago``, also ``<target>_day_ago``: the transformed metric one day
+  (``86400 // step_seconds`` steps) before the row's step, forward-filled over gaps and, before
+  the server's first step, its first value (:func:`day_ago_values`), standard-scaled like
+  ``<target>_level``. Known because the prediction length (8 h) is shorter than a day;
 - time-varying unknown categorical: ``state`` (null → the encoder's NaN class ``"nan"``,
   code 0);
 - time-varying unknown reals and targets: the four metrics, contract order;
@@ -32,6 +36,7 @@ prediction length fit in the server's time range.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +69,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CATEGORICAL_NAN",
+    "DAY_AGO_SUFFIX",
     "GROUP_ID",
     "INPUT_SCALINGS",
     "KNOWN_REALS",
@@ -75,6 +81,8 @@ __all__ = [
     "build_dataset",
     "calendar_features",
     "dataset_parameters",
+    "day_ago_at",
+    "day_ago_values",
     "fit_scale_scalers",
     "prepare_frame",
     "scaler_from_stats",
@@ -88,6 +96,8 @@ STATIC_CATEGORICALS: tuple[str, ...] = ("profile", "server_id")
 UNKNOWN_CATEGORICALS: tuple[str, ...] = ("state",)
 KNOWN_REALS: tuple[str, ...] = ("hour_sin", "hour_cos", "dow_sin", "dow_cos")
 LEVEL_SUFFIX = "_level"
+DAY_AGO_SUFFIX = "_day_ago"
+"""``<target>_day_ago``: the transformed metric one day before the step (a known real)."""
 """``<target>_level``: the transformed metric, as fed to the model under fixed input scaling."""
 INPUT_SCALINGS: tuple[str, ...] = ("window", "fixed")
 """How the metrics are scaled as inputs (the output is always scaled relative to the window)."""
@@ -118,6 +128,8 @@ class DatasetConfig:
     """Length of one step in seconds (the contract's)."""
     input_scaling: str = "window"
     """``"window"`` or ``"fixed"``: how the metrics are scaled as inputs (module docstring)."""
+    day_ago: bool = False
+    """Feed each target's value one day before every step as a known real (module docstring)."""
 
     def __post_init__(self) -> None:
         if self.input_scaling not in INPUT_SCALINGS:
@@ -125,6 +137,24 @@ class DatasetConfig:
                 f"input_scaling must be one of {list(INPUT_SCALINGS)}, not "
                 f"{self.input_scaling!r}. See docs/MODEL_FORMAT.md#features."
             )
+        if self.day_ago and self.max_prediction_length > self.day_steps:
+            raise ValueError(
+                f"day_ago needs a prediction length of at most one day ({self.day_steps} "
+                f"steps), not {self.max_prediction_length}: the last predicted step's value a "
+                "day earlier would not be known yet. See docs/MODEL_FORMAT.md#features."
+            )
+
+    @property
+    def day_steps(self) -> int:
+        """Steps in one day (the lag of the ``_day_ago`` inputs)."""
+        return 86400 // self.step_seconds
+
+    @property
+    def known_reals(self) -> tuple[str, ...]:
+        """The time-varying known reals: the calendar, then the ``_day_ago`` columns if used."""
+        if self.day_ago:
+            return (*KNOWN_REALS, *(f"{t}{DAY_AGO_SUFFIX}" for t in self.targets))
+        return KNOWN_REALS
 
     @property
     def input_reals(self) -> tuple[str, ...]:
@@ -145,6 +175,7 @@ class DatasetConfig:
             "unknown_server_fraction": self.unknown_server_fraction,
             "step_seconds": self.step_seconds,
             "input_scaling": self.input_scaling,
+            "day_ago": self.day_ago,
         }
 
     @classmethod
@@ -161,6 +192,7 @@ class DatasetConfig:
             step_seconds=int(data["step_seconds"]),
             # Bundles written before input scaling was a choice scaled inputs per window.
             input_scaling=str(data.get("input_scaling", "window")),
+            day_ago=bool(data.get("day_ago", False)),
         )
 
 
@@ -217,7 +249,9 @@ def prepare_frame(
     """A contract table (Arrow table, DataFrame or Parquet path) → the model's pandas frame.
 
     Adds ``time_idx`` (int64, steps since the epoch), the calendar features, the
-    ``<target>_level`` columns (the transformed metrics, for fixed input scaling), ``server_id``
+    ``<target>_level`` columns (the transformed metrics, for fixed input scaling), the
+    ``<target>_day_ago`` columns (:func:`day_ago_values`, for models with day-ago inputs),
+    ``server_id``
     (null for :func:`unknown_id_servers` when ``unknown_server_fraction`` > 0: use 0.1 for
     training, 0 for prediction), maps null ``state`` to ``"nan"``; targets become float32.
     Rows are sorted by server and time; duplicate (server, step) rows keep the last one.
@@ -253,12 +287,44 @@ def prepare_frame(
     cal = calendar_features(out["time_idx"].to_numpy(), step_seconds)
     for i, name in enumerate(KNOWN_REALS):
         out[name] = cal[:, i]
+    steps = out["time_idx"].to_numpy()
+    names_sorted = out["server_name"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, names_sorted[1:] != names_sorted[:-1]])
     for col in METRIC_COLUMNS:
-        # Used by models with fixed input scaling; others ignore the columns.
+        # Used by models with fixed input scaling / day-ago inputs; others ignore the columns.
         level = forward_transform(TARGET_TRANSFORMS[col], out[col].to_numpy(dtype=np.float64))
         out[f"{col}{LEVEL_SUFFIX}"] = level.astype(np.float32)
+        out[f"{col}{DAY_AGO_SUFFIX}"] = day_ago_values(
+            steps, level, starts, 86400 // step_seconds
+        ).astype(np.float32)
     for col in ("server_name", "state", "profile", "server_id"):
         out[col] = out[col].astype("category")
+    return out
+
+
+def day_ago_at(steps: np.ndarray, values: np.ndarray, at: np.ndarray, lag: int) -> np.ndarray:
+    """One series' value ``lag`` steps before each of the steps ``at``.
+
+    ``steps`` int [N] ascending, ``values`` [N]. The value at step ``a - lag`` is the last row
+    at or before it (forward fill over gaps); before the first step, the first row's value.
+    The contract's ``fleetcast.contract.features.day_ago_rows`` is the same rule.
+    """
+    found = np.searchsorted(steps, np.asarray(at) - lag, side="right") - 1
+    return values[np.maximum(found, 0)]
+
+
+def day_ago_values(
+    steps: np.ndarray, values: np.ndarray, starts: np.ndarray, lag: int
+) -> np.ndarray:
+    """Every row's :func:`day_ago_at` value in its own series (docs/MODEL_FORMAT.md#features).
+
+    ``steps`` int [N] sorted within each series, ``values`` [N], ``starts`` the first row of
+    every series (ascending, ``starts[0] == 0``).
+    """
+    out = np.empty(len(values), dtype=np.float64)
+    bounds = [*np.asarray(starts).tolist(), len(values)]
+    for lo, hi in itertools.pairwise(bounds):
+        out[lo:hi] = day_ago_at(steps[lo:hi], values[lo:hi], steps[lo:hi], lag)
     return out
 
 
@@ -299,6 +365,10 @@ def fit_scale_scalers(frame: pd.DataFrame, config: DatasetConfig) -> dict[str, S
         y = forward_transform(config.transforms[target], frame[target].to_numpy(dtype=np.float64))
         center_mean = float(np.mean(y))
         center_std = float(np.std(y)) or 1.0
+        if config.day_ago:
+            scalers[f"{target}{DAY_AGO_SUFFIX}"] = scaler_from_stats(
+                f"{target}{DAY_AGO_SUFFIX}", center_mean, center_std, len(y)
+            )
         if config.input_scaling == "fixed":
             scalers[f"{target}{LEVEL_SUFFIX}"] = scaler_from_stats(
                 f"{target}{LEVEL_SUFFIX}", center_mean, center_std, len(y)
@@ -372,7 +442,7 @@ def dataset_parameters(
         "static_categoricals": list(STATIC_CATEGORICALS),
         "static_reals": [],
         "time_varying_known_categoricals": [],
-        "time_varying_known_reals": list(KNOWN_REALS),
+        "time_varying_known_reals": list(config.known_reals),
         "time_varying_unknown_categoricals": list(UNKNOWN_CATEGORICALS),
         "time_varying_unknown_reals": list(config.input_reals),
         "target_normalizer": build_multi_normalizer(

@@ -17,11 +17,13 @@ import pandas as pd
 
 from fleetcast.trainer.dataset import (
     CATEGORICAL_NAN,
+    DAY_AGO_SUFFIX,
     GROUP_ID,
     KNOWN_REALS,
     LEVEL_SUFFIX,
     DatasetConfig,
     calendar_features,
+    day_ago_at,
 )
 
 if TYPE_CHECKING:
@@ -79,6 +81,12 @@ def window_frame(
         cal = calendar_features(dec_t, config.step_seconds)
         for i, name in enumerate(KNOWN_REALS):
             dec[name] = cal[:, i]
+        if config.day_ago:  # known: a day before each decoder step is in the past
+            for target in config.targets:
+                level = g[f"{target}{LEVEL_SUFFIX}"].to_numpy()
+                dec[f"{target}{DAY_AGO_SUFFIX}"] = day_ago_at(
+                    t, level, dec_t, config.day_steps
+                ).astype(np.float32)
         part = pd.concat(
             [
                 enc.drop(columns=["server_name"]).astype(

@@ -99,6 +99,8 @@ class TrainConfig:
     """Share of servers trained with a null server_id (the unknown-server embedding)."""
     input_scaling: str = "window"
     """How the metrics are scaled as inputs: ``window`` or ``fixed`` (DatasetConfig)."""
+    day_ago: bool = False
+    """Feed each metric's value a day before every step as a known input (DatasetConfig)."""
     holdout_steps: int = 576
     """Held-out tail in steps (576 = 2 days); reduced to a third of the range on short data."""
     patience: int = 3
@@ -140,6 +142,7 @@ class TrainConfig:
             max_prediction_length=self.prediction,
             unknown_server_fraction=self.unknown_server_fraction,
             input_scaling=self.input_scaling,
+            day_ago=self.day_ago,
         )
 
     def to_dict(self) -> dict[str, Any]:
