@@ -208,3 +208,20 @@ def test_kernel_day_ago_inputs_equal_the_reference(spec_factory) -> None:
         out.decoder_cont[row3, :91, col], (first[0] - sc.mean) / sc.scale, rtol=1e-6
     )
     assert len(set(out.decoder_cont[row3, 91:, col].tolist())) == 5
+
+
+def test_a_wide_ring_carries_only_from_the_step_before_the_window() -> None:
+    """A day-ago model's ring is a day wider than its encoder; a server back from a long
+    outage must still start cold (as the trainer's windows do), not forward-fill the outage."""
+    e = 24
+    buf = RingBuffers(capacity=2, ring_steps=e + 100 + 2)
+    buf.register("back")
+    buf.register("edge")
+
+    def put(s: int, steps: np.ndarray) -> None:
+        n = steps.size
+        buf.append(np.full(n, s), T0 + steps * STEP, np.ones((n, 4)), np.zeros(n, dtype=np.int8))
+
+    put(0, np.r_[np.arange(150, 200), np.arange(294, 301)])  # 6 closed steps after 94 missing
+    put(1, np.r_[np.arange(150, 276), np.arange(290, 301)])  # step 275 = just before the window
+    assert window_lengths(buf.slot_step, buf.last_step, 2, e).tolist() == [6, e]

@@ -84,7 +84,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--history-steps",
         type=int,
-        help="steps of actuals kept for /history (default: encoder length)",
+        help="steps of actuals kept for /history (default and minimum: what the model reads, "
+        "the encoder length plus a day for day-ago inputs)",
     )
     add("--thresholds-file", type=Path, help="TOML/JSON risk thresholds per metric and profile")
     add(

@@ -74,7 +74,7 @@ class Engine:
         enc = spec.encoder_length
         need = spec.history_steps  # the encoder plus the day-ago inputs' look-back
         self.history_steps = max(int(config.history_steps or need), need)
-        # +2: the open step and one step before the encoder to forward-fill from.
+        # +2: the open step and one step before the oldest step read, to forward-fill from.
         self._buf = RingBuffers(config.capacity, self.history_steps + 2, spec.step_seconds)
         cap = config.capacity
         self._profile = np.zeros(cap, dtype=np.int64)

@@ -36,9 +36,10 @@ def _lengths_impl(slot_step, last_step, n, enc):
         if first == lo:
             out[s] = enc
             continue
-        # Carry from before the window (forward fill) if the ring still holds a step there.
+        # Carry from the step just before the window (forward fill) if the ring holds it;
+        # never from further back, however wide the ring (a day-ago model's is a day wider).
         carry = False
-        for st in range(lo - 1, last - w, -1):
+        for st in range(lo - 1, max(last - w, lo - 2), -1):
             if st < 0:
                 break
             if slot_step[s, st % w] == st:
@@ -98,12 +99,12 @@ def _build_impl(
         row = out_offset + b
         end = last_step[s] - 1
         start = end - n + 1
-        # Carry value for leading missing steps (forward fill from before the window).
+        # Carry value for leading missing steps (forward fill from the step before the window).
         cur_state = -1
         for j in range(n_metrics):
             raw[0, j] = 0.0
         found = False
-        for st in range(start - 1, last_step[s] - w, -1):
+        for st in range(start - 1, max(last_step[s] - w, start - 2), -1):
             if st < 0:
                 break
             k = st % w
