@@ -38,7 +38,7 @@ def compared(bundle_dir: Path, toy_table: pa.Table, exported: ExportReport) -> d
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dataset = bundle.build_dataset(frame)
-        indices = select_windows(dataset, 60, seed=1)
+        indices = select_windows(dataset, 60, seed=1) + _gap_windows(dataset, frame, 8)
         loader = collate_windows(dataset, indices)
         x, _ = dataset._collate_fn([dataset[i] for i in indices])
     group_encoder = dataset.get_parameters()["categorical_encoders"]["__group_id__server_name"]
@@ -48,6 +48,7 @@ def compared(bundle_dir: Path, toy_table: pa.Table, exported: ExportReport) -> d
     last = x["decoder_time_idx"][:, 0].numpy() - 1
     values = np.zeros((len(indices), e, spec.n_targets))
     states = np.full((len(indices), e), -1, dtype=np.int64)
+    filled = np.zeros((len(indices), e), dtype=bool)  # rows forward-filled over a gap
     day_ago = np.zeros((len(indices), e + spec.prediction_length, spec.n_targets))
     profiles = []
     by_server = {str(k): g for k, g in frame.groupby("server_name", observed=True)}
@@ -55,6 +56,7 @@ def compared(bundle_dir: Path, toy_table: pa.Table, exported: ExportReport) -> d
         g = by_server[str(name)]
         steps = g["time_idx"].to_numpy()
         pos = np.searchsorted(steps, np.arange(end - length + 1, end + 1), side="right") - 1
+        filled[i, :length] = steps[pos] != np.arange(end - length + 1, end + 1)
         values[i, :length] = g[list(spec.targets)].to_numpy(dtype=np.float64)[pos]
         raw_states = g["state"].astype(str).to_numpy()[pos]
         states[i, :length] = encode_states(spec, [None if s == "nan" else s for s in raw_states])
@@ -72,7 +74,32 @@ def compared(bundle_dir: Path, toy_table: pa.Table, exported: ExportReport) -> d
         last,
         day_ago=day_ago if spec.max_lag else None,
     )
-    return {"spec": spec, "loader": loader, "ours": ours, "model": bundle.model}
+    return {
+        "spec": spec, "loader": loader, "ours": ours, "model": bundle.model, "filled": filled,
+    }  # fmt: skip
+
+
+def _gap_windows(dataset, frame, count: int) -> list[int]:
+    """Up to ``count`` windows whose encoder spans missing steps (the toy fleet has a gap),
+    with their last encoder step and every decoder step observed (an appliance window ends
+    at an observed step, and its future steps are never filled)."""
+    index = dataset.index
+    groups = dataset.get_parameters()["categorical_encoders"]["__group_id__server_name"]
+    e_len = index["sequence_length"].to_numpy() - dataset.max_prediction_length
+    first = index["time"].to_numpy()
+    names = groups.inverse_transform(index["sequence_id"].to_numpy())
+    steps = {
+        str(k): set(g["time_idx"].tolist()) for k, g in frame.groupby("server_name", observed=True)
+    }
+    out = []
+    seq_len = index["sequence_length"].to_numpy()
+    for i in range(len(index)):
+        have = steps[str(names[i])]
+        enc = range(int(first[i]), int(first[i] + e_len[i]))
+        dec = range(int(first[i] + e_len[i]) - 1, int(first[i] + seq_len[i]))
+        if any(t not in have for t in enc) and all(t in have for t in dec):
+            out.append(i)
+    return out[:: max(1, len(out) // count)][:count]
 
 
 def test_windows_have_mixed_lengths(compared: dict) -> None:
@@ -82,16 +109,39 @@ def test_windows_have_mixed_lengths(compared: dict) -> None:
     assert len(set(lengths.tolist())) > 5
 
 
+def _known(spec) -> list[int]:
+    return [i for i, n in enumerate(spec.x_reals) if n in spec.feature_roles["known_reals"]]
+
+
 def test_encoder_tensors_equal_the_dataloader(compared: dict) -> None:
-    loader, ours = compared["loader"], compared["ours"]
+    """Equal everywhere but the known reals of rows forward-filled over a gap (next test)."""
+    loader, ours, filled = compared["loader"], compared["ours"], compared["filled"]
+    assert filled.any(), "no window spans a gap"
     np.testing.assert_array_equal(ours.encoder_lengths, loader["encoder_lengths"].numpy())
     np.testing.assert_array_equal(ours.encoder_cat, loader["encoder_cat"].numpy())
-    np.testing.assert_allclose(
-        ours.encoder_cont, loader["encoder_cont"].numpy(), rtol=1e-5, atol=2e-5
-    )
+    got, want = ours.encoder_cont.copy(), loader["encoder_cont"].numpy().copy()
+    known = _known(compared["spec"])
+    for col in known:
+        got[..., col][filled] = want[..., col][filled] = 0.0
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5)
     np.testing.assert_allclose(
         ours.target_scale, loader["target_scale"].numpy(), rtol=1e-6, atol=1e-6
     )
+
+
+def test_filled_rows_repeat_the_previous_row_in_training_but_not_in_the_reference(
+    compared: dict,
+) -> None:
+    """The documented difference (docs/MODEL_FORMAT.md#features): pytorch-forecasting fills
+    a missing step by repeating the last observed row whole, its calendar and day-ago
+    columns included; the reference computes them for the missing step itself."""
+    loader, ours, filled = compared["loader"], compared["ours"], compared["filled"]
+    want = loader["encoder_cont"].numpy()
+    b, t = np.nonzero(filled)
+    for col in _known(compared["spec"]):
+        np.testing.assert_array_equal(want[b, t, col], want[b, t - 1, col])
+    hour = list(compared["spec"].x_reals).index("hour_sin")
+    assert not np.allclose(ours.encoder_cont[b, t, hour], want[b, t, hour])
 
 
 def test_decoder_known_and_static_columns_equal_the_dataloader(compared: dict) -> None:

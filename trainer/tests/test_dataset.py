@@ -152,7 +152,9 @@ def test_day_ago_values_forward_fill_and_backward_fill_before_the_first_step() -
 
 
 def test_day_ago_inputs_are_known_reals_equal_to_the_contract_rule(toy_table) -> None:
-    """The trainer's ``<target>_day_ago`` columns are the contract's day_ago_rows, scaled."""
+    """The trainer's ``<target>_day_ago`` columns follow the contract's rule (day_ago_rows)
+    over a whole series with a gap and its first day; the dataset takes them as known reals
+    scaled like the level columns."""
     from fleetcast.contract.features import day_ago_rows
 
     frame = prepare_frame(toy_table)
@@ -166,20 +168,22 @@ def test_day_ago_inputs_are_known_reals_equal_to_the_contract_rule(toy_table) ->
     # day-ago inputs share the level scaler's mean and std
     for t in config.targets:
         assert scalers[f"{t}_day_ago"].mean_[0] == scalers[f"{t}_level"].mean_[0]
-    g = frame[frame["server_name"] == frame["server_name"].iloc[0]]
+    # The server with a gap: every row, from its first day (backward fill) past the gap.
+    g = frame[frame["server_name"] == "ppweb001"]
     steps = g["time_idx"].to_numpy()
+    assert (np.diff(steps) > 1).any()
     raw = g[list(config.targets)].to_numpy(dtype=np.float64)
+    span = int(steps[-1] - steps[0]) + 1
 
-    class _Spec:  # the fields day_ago_rows reads
-        encoder_length, prediction_length, max_lag = 48, 12, config.day_steps
+    class _Spec:  # the fields day_ago_rows reads: one "window" over the whole series
+        encoder_length, prediction_length, max_lag = span, 1, config.day_steps
 
-    last = int(steps[400])
-    want = day_ago_rows(_Spec, steps, raw, 48, last)  # [E + D, T] raw values
-    window = g[(g["time_idx"] > last - 48) & (g["time_idx"] <= last + 12)]
+    want = day_ago_rows(_Spec, steps, raw, span, int(steps[-1]))[steps - steps[0]]
     for j, t in enumerate(config.targets):
         w = want[:, j] if config.transforms[t] == "identity" else np.log1p(want[:, j])
-        np.testing.assert_allclose(window[f"{t}_day_ago"].to_numpy()[:48], w[:48], rtol=1e-6)
-        np.testing.assert_allclose(window[f"{t}_day_ago"].to_numpy()[48:], w[48:], rtol=1e-6)
+        np.testing.assert_allclose(g[f"{t}_day_ago"].to_numpy(), w, rtol=1e-6)
+    first_day = steps < steps[0] + config.day_steps
+    assert (g["cpu_pct_day_ago"].to_numpy()[first_day] == np.float32(raw[0, 0])).all()
     assert DatasetConfig.from_dict(config.to_dict()).day_ago is True
     with pytest.raises(ValueError, match="at most one day"):
         DatasetConfig(max_prediction_length=300, day_ago=True)

@@ -96,9 +96,9 @@ STATIC_CATEGORICALS: tuple[str, ...] = ("profile", "server_id")
 UNKNOWN_CATEGORICALS: tuple[str, ...] = ("state",)
 KNOWN_REALS: tuple[str, ...] = ("hour_sin", "hour_cos", "dow_sin", "dow_cos")
 LEVEL_SUFFIX = "_level"
+"""``<target>_level``: the transformed metric, as fed to the model under fixed input scaling."""
 DAY_AGO_SUFFIX = "_day_ago"
 """``<target>_day_ago``: the transformed metric one day before the step (a known real)."""
-"""``<target>_level``: the transformed metric, as fed to the model under fixed input scaling."""
 INPUT_SCALINGS: tuple[str, ...] = ("window", "fixed")
 """How the metrics are scaled as inputs (the output is always scaled relative to the window)."""
 
