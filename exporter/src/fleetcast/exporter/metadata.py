@@ -81,29 +81,15 @@ def _real_scaler(
     """How real column ``name`` of ``dataset`` is computed (see the module docstring)."""
     if name in targets:
         return RealScaler(source="target", target=name)
-    lagged_target = name.removesuffix("_day_ago")
-    if name.endswith("_day_ago") and lagged_target in targets:
-        scaler = dataset.get_transformer(name)
-        return RealScaler(
-            source="target_day_ago",
-            mean=float(scaler.mean_[0]),
-            scale=float(scaler.scale_[0]),
-            target=lagged_target,
-            lag=86400 // step_seconds,
-        )
-    level_target = name.removesuffix("_level")
-    if name.endswith("_level") and level_target in targets:
-        scaler = dataset.get_transformer(name)
-        return RealScaler(
-            source="target_level",
-            mean=float(scaler.mean_[0]),
-            scale=float(scaler.scale_[0]),
-            target=level_target,
-        )
     if name == "encoder_length":
         half = dataset.max_encoder_length / 2.0
         return RealScaler(source="encoder_length", mean=half, scale=half)
-    for suffix, source in (("_center", "target_center"), ("_scale", "target_scale")):
+    for suffix, source in (
+        ("_day_ago", "target_day_ago"),
+        ("_level", "target_level"),
+        ("_center", "target_center"),
+        ("_scale", "target_scale"),
+    ):
         target = name.removesuffix(suffix)
         if name.endswith(suffix) and target in targets:
             scaler = dataset.get_transformer(name)
@@ -112,6 +98,7 @@ def _real_scaler(
                 mean=float(scaler.mean_[0]),
                 scale=float(scaler.scale_[0]),
                 target=target,
+                lag=86400 // step_seconds if source == "target_day_ago" else 0,
             )
     if name in CALENDAR_FEATURES:
         scaler = dataset.get_transformer(name)
