@@ -49,7 +49,7 @@ def measure(model: Path, servers: int, runs: int, threads: int, per_step: int) -
         )
         spec = engine.spec
         step = spec.step_seconds
-        steps = spec.encoder_length + 2 + runs
+        steps = spec.history_steps + 2 + runs  # the encoder, plus a day for day-ago inputs
         start = 1_795_000_000 - 1_795_000_000 % step
         sim = FleetSimulator(n_servers=servers, seed=1, start=start)
         names = list(sim.fleet.names)

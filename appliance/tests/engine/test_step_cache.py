@@ -62,6 +62,7 @@ def test_the_model_opens_with_its_step_graphs(steps_dir: Path) -> None:
     assert cached.model.steps is not None
     assert sorted(cached.model.steps) == ["decoder_steps", "encoder_steps", "head_post", "head_pre"]
     assert cached.model.info()["step_graphs"] is True
+    assert cached.model.info()["day_ago_lag"] == 288  # the fixture has day-ago inputs
     assert cached.status()["step_cache"]["enabled"] is True
     full = Engine.open(EngineConfig(model_dir=steps_dir, capacity=8, step_cache=False))
     assert full.model.steps is None

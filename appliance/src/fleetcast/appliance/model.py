@@ -170,6 +170,7 @@ class LoadedModel:
             "step_seconds": spec.step_seconds,
             "encoder_length": spec.encoder_length,
             "min_encoder_length": spec.min_encoder_length,
+            "day_ago_lag": spec.max_lag,
             "prediction_length": spec.prediction_length,
             "quantiles": list(spec.quantiles),
             "horizons": dict(spec.horizons),
