@@ -277,6 +277,7 @@ def _roofline(res: dict[str, Any]) -> list[str]:
             "unfused traffic ran at full bandwidth.",
             "",
         ]
+    out += _step_cache_roofline(res, r)
     if shares:
         total = shares.get("(total forward ms)")
         parts = ", ".join(
@@ -284,6 +285,31 @@ def _roofline(res: dict[str, Any]) -> list[str]:
         )
         out += [f"PyTorch forward time by module ({total} ms for the batch): {parts}.", ""]
     return out
+
+
+def _step_cache_roofline(res: dict[str, Any], r: dict[str, Any]) -> list[str]:
+    """The step cache's steady state against the limits, when the run timed it."""
+    from fleetbench.roofline import step_cache_roofline
+
+    inference = res.get("inference") or {}
+    row = next(
+        (x for x in inference.get("rows") or [] if x["servers"] == r.get("at_servers")), None
+    )
+    if r.get("timed") != "ort_full" or row is None or "ort" not in row["per_server_ms"]:
+        return []
+    c = step_cache_roofline(
+        r["cost"], res["limits"], row["per_server_ms"]["ort"]["median"],
+        inference["encoder_length"], inference["prediction_length"],
+    )  # fmt: skip
+    return [
+        f"The step cache at steady state computes {c['flops_per_server'] / 1e6:.1f} MFLOP per "
+        "server (the LSTMs, enrichment, attention and output in full, the variable selection "
+        f"of one encoder and one decoder row): at its {c['ms_per_server']:.3g} ms/server, "
+        f"{c['achieved_gflops']} GFLOP/s = {100 * c['fraction_of_matmul']:.1f} % of the matmul "
+        f"peak ({100 * c['fraction_of_skinny_matmul']:.1f} % of the skinny-matmul rate); "
+        f"{c['floor_ms_per_server_compute']:.3f} ms/server if every FLOP ran at the matmul peak.",
+        "",
+    ]
 
 
 def _speed(res: dict[str, Any]) -> list[str]:

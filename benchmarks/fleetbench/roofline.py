@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-__all__ = ["model_cost", "module_shares", "roofline"]
+__all__ = ["model_cost", "module_shares", "roofline", "step_cache_roofline"]
 
 
 def _lstm_flops(model: Any, b: int, e: int, d: int) -> int:
@@ -139,4 +139,29 @@ def roofline(
         "floor_ms_per_server_memory": round(
             cost["bytes_per_server"] / (limits["memory_gb_s"] * 1e9) * 1000.0, 5
         ),
+    }
+
+
+def step_cache_roofline(
+    cost: dict[str, Any], limits: dict[str, float], ms_per_server: float, e: int, d: int
+) -> dict[str, Any]:
+    """The step cache's steady state against the matmul limits.
+
+    Its FLOPs per server are the full forward's less the variable selection of all but one
+    encoder and one decoder row (those rows come from the cache); the LSTMs, the enrichment,
+    the attention and the output run in full. Bytes are not estimated (the head's traffic is
+    not the unfused forward's).
+    """
+    by_module = cost.get("matmul_flops_per_server_by_module") or {}
+    enc = float(by_module.get("encoder_variable_selection", 0.0))
+    dec = float(by_module.get("decoder_variable_selection", 0.0))
+    flops = cost["flops_per_server"] - enc * (e - 1) / e - dec * (d - 1) / d
+    gflops = flops / (ms_per_server / 1000.0) / 1e9
+    return {
+        "flops_per_server": flops,
+        "ms_per_server": ms_per_server,
+        "achieved_gflops": round(gflops, 3),
+        "fraction_of_matmul": round(gflops / limits["matmul_gflops"], 4),
+        "fraction_of_skinny_matmul": round(gflops / limits["skinny_matmul_gflops"], 4),
+        "floor_ms_per_server_compute": round(flops / (limits["matmul_gflops"] * 1e9) * 1000, 5),
     }

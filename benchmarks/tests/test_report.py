@@ -165,3 +165,30 @@ Transfer/sec:    205.00MB
     out = parse_wrk(sample)
     assert out == {"p50_ms": 0.812, "p75_ms": 11.9, "p90_ms": 14.2, "p99_ms": 1200.0,
                    "requests": 312.0, "requests_per_s": 155.91}  # fmt: skip
+
+
+def test_the_step_cache_roofline_counts_one_new_row_of_variable_selection() -> None:
+    import copy
+
+    from fleetbench.roofline import step_cache_roofline
+
+    cost = {
+        "parameters": 1000, "flops_per_server": 10e6, "matmul_flops_per_server": 8e6,
+        "lstm_flops_per_server": 2e6, "bytes_per_server": 1e6, "aten_ops_per_forward": 10,
+        "matmul_flops_per_server_by_module": {
+            "encoder_variable_selection": 4e6, "decoder_variable_selection": 2e6,
+        },
+    }  # fmt: skip
+    limits = RESULT["limits"]
+    # E 4, D 2: 3 of 4 encoder rows and 1 of 2 decoder rows come from the cache
+    got = step_cache_roofline(cost, limits, 0.1, 4, 2)
+    assert got["flops_per_server"] == pytest.approx(10e6 - 3e6 - 1e6)
+    assert got["achieved_gflops"] == pytest.approx(60.0)  # 6 MFLOP in 0.1 ms
+    assert got["fraction_of_matmul"] == pytest.approx(0.6)
+    assert got["floor_ms_per_server_compute"] == pytest.approx(0.06)
+    result = copy.deepcopy(RESULT)
+    result["inference"]["rows"][1]["per_server_ms"]["ort_full"] = _summary(30.0, 1)
+    result["roofline"] = {"cost": cost, "at_servers": 1000, "timed": "ort_full"}
+    text = markdown(result)
+    assert "The step cache at steady state computes" in text
+    assert "at its 12.5 ms/server" in text
