@@ -240,20 +240,13 @@ def spec_from_bundle(bundle: Bundle, *, provenance: dict[str, Any] | None = None
         kind = entry.get("kind")
         if kind == "target_window" and name in targets:
             scalers[name] = RealScaler(source="target", target=name)
-        elif kind == "target_day_ago" and entry.get("target") in targets:
+        elif kind in ("target_level", "target_day_ago") and entry.get("target") in targets:
             scalers[name] = RealScaler(
-                source="target_day_ago",
+                source=kind,
                 mean=float(entry["mean"]),
                 scale=float(entry["scale"]),
                 target=str(entry["target"]),
-                lag=int(entry["lag_steps"]),
-            )
-        elif kind == "target_level" and entry.get("target") in targets:
-            scalers[name] = RealScaler(
-                source="target_level",
-                mean=float(entry["mean"]),
-                scale=float(entry["scale"]),
-                target=str(entry["target"]),
+                lag=int(entry.get("lag_steps", 0)),
             )
         elif kind == "encoder_length":
             scalers[name] = RealScaler(source="encoder_length", mean=e / 2.0, scale=e / 2.0)
