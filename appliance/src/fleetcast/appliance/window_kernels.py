@@ -91,7 +91,7 @@ def _build_impl(
     y = np.zeros((e_max, n_t), dtype=np.float64)
     centre = np.zeros(n_t, dtype=np.float64)
     scale = np.zeros(n_t, dtype=np.float64)
-    feats = np.zeros(4, dtype=np.float64)
+    cal = np.zeros((e_max + d_len, 4), dtype=np.float64)
     lagged = np.zeros((e_max + d_len, n_metrics), dtype=np.float64)
     for b in range(idx.shape[0]):
         s = idx[b]
@@ -180,6 +180,17 @@ def _build_impl(
                 for j in range(n_t):
                     if transform[j] == 1:
                         lagged[i, j] = np.log1p(max(lagged[i, j], 0.0))
+        # Calendar features of steps start..end+D: encoder row t is cal[t], decoder step t
+        # is cal[n + t] (end + 1 = start + n).
+        for i in range(n + d_len):
+            ts = (start + i) * step_seconds
+            sod = ts % 86400
+            ang_h = 2.0 * np.pi * (sod / 3600.0) / 24.0
+            ang_d = 2.0 * np.pi * (((ts // 86400) + 3) % 7 + sod / 86400.0) / 7.0
+            cal[i, 0] = np.float32(np.sin(ang_h))
+            cal[i, 1] = np.float32(np.cos(ang_h))
+            cal[i, 2] = np.float32(np.sin(ang_d))
+            cal[i, 3] = np.float32(np.cos(ang_d))
         enc_len[row] = n
         # Encoder rows.
         for t in range(e_max):
@@ -189,21 +200,13 @@ def _build_impl(
                 for c in range(n_cat):
                     enc_cat[row, t, c] = pad_cat
                 continue
-            ts = (start + t) * step_seconds
-            sod = ts % 86400
-            ang_h = 2.0 * np.pi * (sod / 3600.0) / 24.0
-            ang_d = 2.0 * np.pi * (((ts // 86400) + 3) % 7 + sod / 86400.0) / 7.0
-            feats[0] = np.float32(np.sin(ang_h))
-            feats[1] = np.float32(np.cos(ang_h))
-            feats[2] = np.float32(np.sin(ang_d))
-            feats[3] = np.float32(np.cos(ang_d))
             for c in range(n_real):
                 kind = real_kind[c]
                 a = real_arg[c]
                 if kind == 0:
                     v = (y[t, a] - centre[a]) / scale[a]
                 elif kind == 1:
-                    v = (feats[a] - real_mean[c]) / real_div[c]
+                    v = (cal[t, a] - real_mean[c]) / real_div[c]
                 elif kind == 2:
                     v = (n - real_mean[c]) / real_div[c]
                 elif kind == 3:
@@ -222,21 +225,13 @@ def _build_impl(
                     enc_cat[row, t, c] = st_codes[t]
         # Decoder rows: known reals and statics; unknown reals 0; future state = fixed code.
         for t in range(d_len):
-            ts = (end + 1 + t) * step_seconds
-            sod = ts % 86400
-            ang_h = 2.0 * np.pi * (sod / 3600.0) / 24.0
-            ang_d = 2.0 * np.pi * (((ts // 86400) + 3) % 7 + sod / 86400.0) / 7.0
-            feats[0] = np.float32(np.sin(ang_h))
-            feats[1] = np.float32(np.cos(ang_h))
-            feats[2] = np.float32(np.sin(ang_d))
-            feats[3] = np.float32(np.cos(ang_d))
             for c in range(n_real):
                 kind = real_kind[c]
                 a = real_arg[c]
                 if kind == 0 or kind == 5:
                     v = 0.0
                 elif kind == 1:
-                    v = (feats[a] - real_mean[c]) / real_div[c]
+                    v = (cal[n + t, a] - real_mean[c]) / real_div[c]
                 elif kind == 2:
                     v = (n - real_mean[c]) / real_div[c]
                 elif kind == 3:
