@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from fleetcast.contract.features import (
     RealScaler,
     build_inputs,
     calendar_features,
+    day_ago_rows,
     encode_states,
     window_target_scale,
 )
@@ -210,6 +212,45 @@ def test_build_inputs_shapes_codes_and_values() -> None:
         "decoder_cont",
         "target_scale",
     }
+
+
+def test_a_filled_row_repeats_its_source_rows_calendar_and_day_ago_values() -> None:
+    """pytorch-forecasting fills a missing step by repeating the previous row whole: given
+    the row's source step, build_inputs takes that step's calendar features, and
+    day_ago_rows the value a lag before that step."""
+    spec = make_spec()
+    last, length = 1000, 8
+    own = np.arange(last - length + 1, last + 1)  # 993..1000
+    observed = np.array([993, 994, 997, 998, 999, 1000])  # 995 and 996 are missing
+    source = observed[np.searchsorted(observed, own, side="right") - 1]
+    assert source.tolist() == [993, 994, 994, 994, 997, 998, 999, 1000]
+    values = np.full((1, 8, 4), 10.0)
+    args = (spec, values, np.array([length]), np.zeros((1, 8)), ["generic"], ["a"], [last])
+    plain = build_inputs(*args)
+    filled = build_inputs(*args, source_steps=source[None])
+    cols = [spec.x_reals.index(n) for n in ("hour_sin", "hour_cos", "dow_sin", "dow_cos")]
+    want = calendar_features(source, 300)
+    np.testing.assert_allclose(filled.encoder_cont[0][:, cols], want, atol=1e-7)
+    np.testing.assert_allclose(plain.encoder_cont[0][:, cols], calendar_features(own, 300))
+    assert not np.allclose(filled.encoder_cont[0, 2, cols], plain.encoder_cont[0, 2, cols])
+    np.testing.assert_array_equal(filled.decoder_cont, plain.decoder_cont)
+    with pytest.raises(ValueError, match=r"source_steps of shape \(1, 8\)"):
+        build_inputs(*args, source_steps=source[None, :7])
+
+    # day_ago_rows: lag 3 over a series whose value is its step number
+    day_ago = RealScaler("target_day_ago", lag=3, target="cpu_pct")
+    lagged = replace(spec, real_scalers={**spec.real_scalers, "cpu_pct_day_ago": day_ago})
+    assert lagged.max_lag == 3
+    history = np.arange(980, 1001)
+    history = history[~np.isin(history, [995, 996])]
+    rows = day_ago_rows(lagged, history, np.repeat(history[:, None], 4, axis=1), length, last)
+
+    def at(steps: np.ndarray) -> np.ndarray:  # the value at a step: forward-filled
+        return history[np.searchsorted(history, steps, side="right") - 1]
+
+    np.testing.assert_array_equal(rows[:length, 0], at(source - 3))
+    assert rows[:length, 0].tolist() == [990, 991, 991, 991, 994, 994, 994, 997]
+    np.testing.assert_array_equal(rows[8:, 0], at(np.arange(1001, 1005) - 3))
 
 
 def test_build_inputs_rejects_bad_shapes_and_states() -> None:

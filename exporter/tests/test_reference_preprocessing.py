@@ -49,6 +49,7 @@ def compared(bundle_dir: Path, toy_table: pa.Table, exported: ExportReport) -> d
     values = np.zeros((len(indices), e, spec.n_targets))
     states = np.full((len(indices), e), -1, dtype=np.int64)
     filled = np.zeros((len(indices), e), dtype=bool)  # rows forward-filled over a gap
+    sources = np.zeros((len(indices), e), dtype=np.int64)  # the step each row repeats
     day_ago = np.zeros((len(indices), e + spec.prediction_length, spec.n_targets))
     profiles = []
     by_server = {str(k): g for k, g in frame.groupby("server_name", observed=True)}
@@ -57,6 +58,7 @@ def compared(bundle_dir: Path, toy_table: pa.Table, exported: ExportReport) -> d
         steps = g["time_idx"].to_numpy()
         pos = np.searchsorted(steps, np.arange(end - length + 1, end + 1), side="right") - 1
         filled[i, :length] = steps[pos] != np.arange(end - length + 1, end + 1)
+        sources[i, :length] = steps[pos]
         values[i, :length] = g[list(spec.targets)].to_numpy(dtype=np.float64)[pos]
         raw_states = g["state"].astype(str).to_numpy()[pos]
         states[i, :length] = encode_states(spec, [None if s == "nan" else s for s in raw_states])
@@ -73,6 +75,7 @@ def compared(bundle_dir: Path, toy_table: pa.Table, exported: ExportReport) -> d
         [str(n) for n in names],
         last,
         day_ago=day_ago if spec.max_lag else None,
+        source_steps=sources,
     )
     return {
         "spec": spec, "loader": loader, "ours": ours, "model": bundle.model, "filled": filled,
@@ -114,34 +117,33 @@ def _known(spec) -> list[int]:
 
 
 def test_encoder_tensors_equal_the_dataloader(compared: dict) -> None:
-    """Equal everywhere but the known reals of rows forward-filled over a gap (next test)."""
+    """Equal everywhere, rows forward-filled over a gap included (next test)."""
     loader, ours, filled = compared["loader"], compared["ours"], compared["filled"]
     assert filled.any(), "no window spans a gap"
     np.testing.assert_array_equal(ours.encoder_lengths, loader["encoder_lengths"].numpy())
     np.testing.assert_array_equal(ours.encoder_cat, loader["encoder_cat"].numpy())
-    got, want = ours.encoder_cont.copy(), loader["encoder_cont"].numpy().copy()
-    known = _known(compared["spec"])
-    for col in known:
-        got[..., col][filled] = want[..., col][filled] = 0.0
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5)
+    np.testing.assert_allclose(
+        ours.encoder_cont, loader["encoder_cont"].numpy(), rtol=1e-5, atol=2e-5
+    )
     np.testing.assert_allclose(
         ours.target_scale, loader["target_scale"].numpy(), rtol=1e-6, atol=1e-6
     )
 
 
-def test_filled_rows_repeat_the_previous_row_in_training_but_not_in_the_reference(
-    compared: dict,
-) -> None:
-    """The documented difference (docs/MODEL_FORMAT.md#features): pytorch-forecasting fills
-    a missing step by repeating the last observed row whole, its calendar and day-ago
-    columns included; the reference computes them for the missing step itself."""
+def test_filled_rows_repeat_the_previous_row_whole_as_in_training(compared: dict) -> None:
+    """pytorch-forecasting fills a missing step by repeating the last observed row whole, its
+    calendar and day-ago columns included (docs/MODEL_FORMAT.md#features); given each row's
+    source step, the reference does the same."""
     loader, ours, filled = compared["loader"], compared["ours"], compared["filled"]
     want = loader["encoder_cont"].numpy()
     b, t = np.nonzero(filled)
-    for col in _known(compared["spec"]):
+    known = _known(compared["spec"])
+    assert known
+    for col in known:
         np.testing.assert_array_equal(want[b, t, col], want[b, t - 1, col])
-    hour = list(compared["spec"].x_reals).index("hour_sin")
-    assert not np.allclose(ours.encoder_cont[b, t, hour], want[b, t, hour])
+        np.testing.assert_array_equal(
+            ours.encoder_cont[b, t, col], ours.encoder_cont[b, t - 1, col]
+        )
 
 
 def test_decoder_known_and_static_columns_equal_the_dataloader(compared: dict) -> None:

@@ -14,18 +14,26 @@ STEP = 300
 T0 = 1_795_000_000 - 1_795_000_000 % STEP
 
 
-def _reference_fill(buf: RingBuffers, s: int, end: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Forward-filled (E, 4) values and (E,) states of steps end-n+1..end, written plainly."""
+def _reference_fill(
+    buf: RingBuffers, s: int, end: int, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Forward-filled (n, 4) values, (n,) states and (n,) source steps (the step each row
+    repeats) of steps end-n+1..end, written plainly."""
     span = buf.ring_steps - 1
     present, vals, states = buf.series(s, end, span)
-    cur_v, cur_s = None, -1
-    out_v, out_s = [], []
+    cur_v, cur_s, cur_src = None, -1, -1
+    out_v, out_s, out_src = [], [], []
     for t in range(span):
         if present[t]:
-            cur_v, cur_s = vals[t], int(states[t])
+            cur_v, cur_s, cur_src = vals[t], int(states[t]), end - span + 1 + t
         out_v.append(cur_v)
         out_s.append(cur_s)
-    return np.array(out_v[-n:], dtype=np.float64), np.array(out_s[-n:], dtype=np.int64)
+        out_src.append(cur_src)
+    return (
+        np.array(out_v[-n:], dtype=np.float64),
+        np.array(out_s[-n:], dtype=np.int64),
+        np.array(out_src[-n:], dtype=np.int64),
+    )
 
 
 def test_kernel_windows_equal_the_reference(spec, make_samples) -> None:
@@ -87,11 +95,19 @@ def test_kernel_windows_equal_the_reference(spec, make_samples) -> None:
     b = ready.size
     values = np.zeros((b, e, 4))
     states = np.full((b, e), -1, dtype=np.int64)
+    sources = np.zeros((b, e), dtype=np.int64)
     for row, s in enumerate(ready.tolist()):
         nn = int(lengths[s])
-        v, st = _reference_fill(buf, s, last - 1, nn)
+        v, st, src = _reference_fill(buf, s, last - 1, nn)
         values[row, :nn] = v
         states[row, :nn] = st
+        sources[row, :nn] = src
+    # Filled rows repeat their source row's calendar columns: server 1's steps 40 and 41
+    # repeat 39; server 3's leading rows repeat 35, from before its window.
+    base, start = T0 // STEP, last - e
+    assert sources[1, base + 40 - start : base + 42 - start].tolist() == [base + 39] * 2
+    assert sources[3, 0] == base + 35
+    assert start == base + 36
     ref = build_inputs(
         spec,
         values,
@@ -100,6 +116,7 @@ def test_kernel_windows_equal_the_reference(spec, make_samples) -> None:
         [profile_from_name(names[s]) for s in ready],
         [names[s] for s in ready],
         np.full(b, last - 1),
+        source_steps=sources,
     )
     got = out.feed(0, b)
     for key, want in ref.as_feed().items():

@@ -91,8 +91,9 @@ def _build_impl(
     y = np.zeros((e_max, n_t), dtype=np.float64)
     centre = np.zeros(n_t, dtype=np.float64)
     scale = np.zeros(n_t, dtype=np.float64)
-    cal = np.zeros((e_max + d_len, 4), dtype=np.float64)
-    lagged = np.zeros((e_max + d_len, n_metrics), dtype=np.float64)
+    src = np.zeros(e_max, dtype=np.int64)
+    cal = np.zeros((e_max + d_len + 1, 4), dtype=np.float64)
+    lagged = np.zeros((e_max + d_len + 1, n_metrics), dtype=np.float64)
     for b in range(idx.shape[0]):
         s = idx[b]
         n = lengths[b]
@@ -100,10 +101,13 @@ def _build_impl(
         end = last_step[s] - 1
         start = end - n + 1
         # Carry value for leading missing steps (forward fill from the step before the window).
+        # A filled row repeats its source row whole, as pytorch-forecasting does: values,
+        # state, and (below) the calendar and day-ago columns of the source step ``src[t]``.
         cur_state = -1
         for j in range(n_metrics):
             raw[0, j] = 0.0
         found = False
+        carried = start
         for st in range(start - 1, max(last_step[s] - w, start - 2), -1):
             if st < 0:
                 break
@@ -113,6 +117,7 @@ def _build_impl(
                     raw[0, j] = values[s, k, j]
                 cur_state = states[s, k]
                 found = True
+                carried = st
                 break
         prev = 0
         for t in range(n):
@@ -123,12 +128,17 @@ def _build_impl(
                     raw[t, j] = values[s, k, j]
                 cur_state = states[s, k]
                 found = True
+                src[t] = st
             elif t > 0:
                 for j in range(n_metrics):
                     raw[t, j] = raw[prev, j]
-            elif not found:
+                src[t] = src[prev]
+            elif found:
+                src[t] = carried
+            else:
                 for j in range(n_metrics):
                     raw[t, j] = 0.0
+                src[t] = st
             st_codes[t] = state_codes[cur_state + 1]
             prev = t
         # Target scaling: centre = last transformed value, scale = max(std ddof=1, floor).
@@ -151,9 +161,9 @@ def _build_impl(
             tscale[row, j, 0] = np.float32(centre[j])
             tscale[row, j, 1] = np.float32(scale[j])
         if lag > 0:
-            # Values a lag before encoder rows 0..n-1 and decoder steps: steps first..first+n+D-1,
+            # Values a lag before steps start-1..end+D (index i: step start - 1 + i - lag),
             # forward-filled; before the server's first step in the ring, backward-filled.
-            first = start - lag
+            first = start - 1 - lag
             oldest = max(last_step[s] - w + 1, 0)
             have = False
             for st in range(first - 1, oldest - 1, -1):
@@ -168,7 +178,7 @@ def _build_impl(
                         for j in range(n_metrics):
                             lagged[0, j] = values[s, st % w, j]
                         break
-            for i in range(n + d_len):
+            for i in range(n + d_len + 1):
                 st = first + i
                 if st >= oldest and slot_step[s, st % w] == st:
                     for j in range(n_metrics):
@@ -176,14 +186,14 @@ def _build_impl(
                 elif i > 0:
                     for j in range(n_metrics):
                         lagged[i, j] = lagged[i - 1, j]
-            for i in range(n + d_len):
+            for i in range(n + d_len + 1):
                 for j in range(n_t):
                     if transform[j] == 1:
                         lagged[i, j] = np.log1p(max(lagged[i, j], 0.0))
-        # Calendar features of steps start..end+D: encoder row t is cal[t], decoder step t
-        # is cal[n + t] (end + 1 = start + n).
-        for i in range(n + d_len):
-            ts = (start + i) * step_seconds
+        # Calendar features of steps start-1..end+D (index i: step start - 1 + i): encoder
+        # row t reads index src[t] - start + 1, decoder step t index n + t + 1.
+        for i in range(n + d_len + 1):
+            ts = (start - 1 + i) * step_seconds
             sod = ts % 86400
             ang_h = 2.0 * np.pi * (sod / 3600.0) / 24.0
             ang_d = 2.0 * np.pi * (((ts // 86400) + 3) % 7 + sod / 86400.0) / 7.0
@@ -206,7 +216,7 @@ def _build_impl(
                 if kind == 0:
                     v = (y[t, a] - centre[a]) / scale[a]
                 elif kind == 1:
-                    v = (cal[t, a] - real_mean[c]) / real_div[c]
+                    v = (cal[src[t] - start + 1, a] - real_mean[c]) / real_div[c]
                 elif kind == 2:
                     v = (n - real_mean[c]) / real_div[c]
                 elif kind == 3:
@@ -214,7 +224,7 @@ def _build_impl(
                 elif kind == 5:
                     v = (y[t, a] - real_mean[c]) / real_div[c]
                 elif kind == 6:
-                    v = (lagged[t, a] - real_mean[c]) / real_div[c]
+                    v = (lagged[src[t] - start + 1, a] - real_mean[c]) / real_div[c]
                 else:
                     v = (scale[a] - real_mean[c]) / real_div[c]
                 enc_cont[row, t, c] = v
@@ -231,13 +241,13 @@ def _build_impl(
                 if kind == 0 or kind == 5:
                     v = 0.0
                 elif kind == 1:
-                    v = (cal[n + t, a] - real_mean[c]) / real_div[c]
+                    v = (cal[n + t + 1, a] - real_mean[c]) / real_div[c]
                 elif kind == 2:
                     v = (n - real_mean[c]) / real_div[c]
                 elif kind == 3:
                     v = (centre[a] - real_mean[c]) / real_div[c]
                 elif kind == 6:
-                    v = (lagged[n + t, a] - real_mean[c]) / real_div[c]
+                    v = (lagged[n + t + 1, a] - real_mean[c]) / real_div[c]
                 else:
                     v = (scale[a] - real_mean[c]) / real_div[c]
                 dec_cont[row, t, c] = v

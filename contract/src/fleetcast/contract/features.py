@@ -145,18 +145,21 @@ def day_ago_rows(
 
     ``steps`` int [N] ascending (the server's observed steps), ``values`` [N, T] raw target
     values in ``spec.targets`` order. Returns float64 [E + D, T]: row ``i < length`` is the
-    value ``spec.max_lag`` steps before encoder row ``i``'s step, rows ``length..E-1`` are 0
-    (padding), row ``E + j`` the value a lag before decoder step ``j``. The value at a step is
-    the last observed one at or before it (forward fill over gaps); before the server's first
-    step it is the first observed value. The trainer's ``day_ago_at`` is the same rule.
+    value ``spec.max_lag`` steps before encoder row ``i``'s source step (its own step, or for a
+    row forward-filled over a gap the observed step it repeats: pytorch-forecasting repeats a
+    filled row whole, day-ago columns included), rows ``length..E-1`` are 0 (padding), row
+    ``E + j`` the value a lag before decoder step ``j``. The value at a step is the last
+    observed one at or before it (forward fill over gaps); before the server's first step it
+    is the first observed value. The trainer's ``day_ago_at`` is the same rule.
     """
     e, d, lag = spec.encoder_length, spec.prediction_length, spec.max_lag
     steps = np.asarray(steps, dtype=np.int64)
     values = np.asarray(values, dtype=np.float64)
     start = int(last_time_idx) - int(length) + 1
-    wanted = (
-        np.concatenate([start + np.arange(length), int(last_time_idx) + 1 + np.arange(d)]) - lag
-    )
+    own = start + np.arange(length)
+    source = steps[np.maximum(np.searchsorted(steps, own, side="right") - 1, 0)]
+    source = np.where(source <= own, source, own)  # before the first step: the row's own
+    wanted = np.concatenate([source, int(last_time_idx) + 1 + np.arange(d)]) - lag
     found = np.maximum(np.searchsorted(steps, wanted, side="right") - 1, 0)
     out = np.zeros((e + d, values.shape[1]), dtype=np.float64)
     out[:length] = values[found[:length]]
@@ -197,6 +200,7 @@ def build_inputs(
     server_names: Sequence[str],
     last_time_idx: np.ndarray,
     day_ago: np.ndarray | None = None,
+    source_steps: np.ndarray | None = None,
 ) -> ModelInputs:
     """The graph's six input tensors from raw windows — the reference for the appliance.
 
@@ -220,6 +224,11 @@ def build_inputs(
         float [B, E + D, T] raw target values ``spec.max_lag`` steps before each encoder row
         (rows ``0..E-1``, padding ignored) and each decoder step (rows ``E..E+D-1``); see
         :func:`day_ago_rows`. Required when the model has ``target_day_ago`` inputs.
+    source_steps:
+        int [B, E], the step each encoder row's values were taken from: its own step, or for a
+        row forward-filled over a gap the observed step before it (padding ignored). A filled
+        row's calendar features are that step's, because pytorch-forecasting fills a missing
+        step by repeating the previous row whole. None: every row is its own step (no gaps).
 
     Returns
     -------
@@ -255,6 +264,12 @@ def build_inputs(
     valid = np.arange(e)[None, :] < lengths[:, None]  # [B, E]
     transformed, scale = window_target_scale(spec, values, lengths)
     enc_steps = (last - lengths + 1)[:, None] + np.arange(e)[None, :]  # [B, E]
+    if source_steps is not None:
+        if np.shape(source_steps) != (b, e):
+            raise ValueError(
+                f"Expected source_steps of shape ({b}, {e}), but got {np.shape(source_steps)}."
+            )
+        enc_steps = np.where(valid, np.asarray(source_steps, dtype=np.int64), enc_steps)
     dec_steps = last[:, None] + 1 + np.arange(d)[None, :]  # [B, D]
     enc_cal = calendar_features(enc_steps, spec.step_seconds)
     dec_cal = calendar_features(dec_steps, spec.step_seconds)
