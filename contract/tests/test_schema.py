@@ -42,7 +42,7 @@ def test_time():
         steps * STEP_SECONDS == s
         for steps, s in zip(HORIZONS.values(), (1800, 3600, 28800), strict=True)
     )
-    assert DEFAULT_ENCODER_STEPS * STEP_SECONDS == 24 * 3600
+    assert DEFAULT_ENCODER_STEPS * STEP_SECONDS == 8 * 3600
 
 
 def test_arrow_schema():

@@ -288,7 +288,7 @@ def test_major_contract_version_in_file_metadata(tables):
     table = tables.table()
     table = table.replace_schema_metadata({"fleetcast.contract_version": "2.1.0"})
     issue = only(DataValidator().validate(table), "contract-version")
-    assert "written for data contract 2.1.0; this is contract 1.0.0" in issue.what
+    assert "written for data contract 2.1.0; this is contract 1.1.0" in issue.what
 
 
 def test_dictionary_columns_are_strings(tables):

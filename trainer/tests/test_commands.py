@@ -144,15 +144,26 @@ def test_the_design_flags_reach_the_dataset_config() -> None:
     import argparse
 
     from fleetcast.trainer.commands import config_from_args, register_train
+    from fleetcast.trainer.train import TrainConfig
 
     parser = argparse.ArgumentParser()
     register_train(parser.add_subparsers())
-    args = parser.parse_args(
-        ["train", "--data", "x.parquet", "--input-scaling", "fixed", "--day-ago",
-         "--encoder-steps", "96"]
-    )  # fmt: skip
-    ds = config_from_args(args).dataset_config()
+    # The defaults: fixed scaling, day-ago inputs, an 8-hour encoder, 40 epochs, patience 5
+    # (trainer/README.md#day-ago-inputs), the same as TrainConfig's.
+    default = config_from_args(parser.parse_args(["train", "--data", "x.parquet"]))
+    ds = default.dataset_config()
     assert (ds.input_scaling, ds.day_ago, ds.max_encoder_length) == ("fixed", True, 96)
     assert ds.known_reals[-4:] == tuple(f"{t}_day_ago" for t in ds.targets)
-    default = config_from_args(parser.parse_args(["train", "--data", "x.parquet"]))
-    assert default.dataset_config().day_ago is False
+    assert (default.epochs, default.patience) == (40, 5)
+    base = TrainConfig()
+    assert (base.input_scaling, base.day_ago, base.encoder, base.epochs, base.patience) == (
+        "fixed", True, 96, 40, 5
+    )  # fmt: skip
+    # The previous default design, by its flags.
+    args = parser.parse_args(
+        ["train", "--data", "x.parquet", "--input-scaling", "window", "--no-day-ago",
+         "--encoder-steps", "288"]
+    )  # fmt: skip
+    ds = config_from_args(args).dataset_config()
+    assert (ds.input_scaling, ds.day_ago, ds.max_encoder_length) == ("window", False, 288)
+    assert not any(r.endswith("_day_ago") for r in ds.known_reals)

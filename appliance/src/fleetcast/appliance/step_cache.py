@@ -2,8 +2,8 @@
 
 For a model with step graphs (:mod:`fleetcast.contract.step_graphs`, docs/MODEL_FORMAT.md
 #step-cache) a row's embedding is a function of the row alone. When a server's window moves
-by one step, 287 of its 288 encoder rows and 95 of its 96 decoder rows are rows it had
-last time; only the new ones go through the step graphs, and the head runs on the cached
+by one step, all but one of its E encoder rows and 95 of its 96 decoder rows are rows it
+had last time; only the new ones go through the step graphs, and the head runs on the cached
 embeddings. The full graph's variable selection was about 63 % of its work.
 
 The cache is content-addressed: a row is a hit only when the slot holds the same absolute
@@ -22,7 +22,7 @@ Per forecast (:meth:`StepCache.prepare`, under the engine's forecast lock):
    padding rows) into that batch's head inputs; the workers run ``head_pre``, the
    attention (:mod:`fleetcast.appliance.attention`) and ``head_post``.
 
-Memory: ``(E + D) · (4·H + 16)`` bytes per server slot (55 KiB for the default model),
+Memory: ``(E + D) · (4·H + 16)`` bytes per server slot (28 KB for the default model, E 96),
 grown with the fleet, never above the engine's capacity.
 """
 

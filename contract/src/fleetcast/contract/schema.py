@@ -29,7 +29,7 @@ __all__ = [
     "doc_ref",
 ]
 
-CONTRACT_VERSION = "1.0.0"
+CONTRACT_VERSION = "1.1.0"
 """Semantic version of docs/DATA_CONTRACT.md. Models record it; a major mismatch is refused."""
 
 CONTRACT_DOC = "docs/DATA_CONTRACT.md"
@@ -103,8 +103,9 @@ STEP_SECONDS = 300
 HORIZONS: dict[str, int] = {"30min": 6, "1hr": 12, "8hr": 96}
 """Reported horizons in steps after the last observed step."""
 
-DEFAULT_ENCODER_STEPS = 288
-"""Default encoder (context) length: 24 h."""
+DEFAULT_ENCODER_STEPS = 96
+"""Default encoder (context) length: 8 h. The default training adds day-ago inputs, so its
+models also read one day (288 steps) further back (docs/DATA_CONTRACT.md#step)."""
 
 DEFAULT_PREDICTION_STEPS = 96
 """Default prediction length: 8 h (the longest reported horizon)."""

@@ -49,6 +49,8 @@ EXIT_UNREADABLE = 2
 
 def register_train(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` subcommand (entry point ``fleetcast.commands:train``)."""
+    import argparse
+
     p = subparsers.add_parser(
         "train",
         help="train the TFT on a contract Parquet file and write a model bundle",
@@ -66,7 +68,7 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="models", help="folder for bundles and the 'latest' link")
     p.add_argument(
-        "--epochs", type=int, default=20, help="maximum epochs (early stopping: --patience)"
+        "--epochs", type=int, default=40, help="maximum epochs (early stopping: --patience)"
     )
     p.add_argument(
         "--batch-size", type=int, default=64, help="windows per batch (per GPU with DDP)"
@@ -94,23 +96,25 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
         "--encoder-steps",
         type=int,
         default=DEFAULT_ENCODER_STEPS,
-        help="encoder (context) steps; 288 = 24 h",
+        help="encoder (context) steps; 96 = 8 h (with --day-ago the model also reads the "
+        "day before)",
     )
     p.add_argument(
         "--min-encoder-steps", type=int, default=12, help="shortest encoder (cold start)"
     )
     p.add_argument(
         "--input-scaling",
-        choices=("window", "fixed"),
-        default="window",
-        help="metrics as inputs: scaled per window, or with one fixed scale (lets the "
-        "appliance cache per-step work; docs/MODEL_FORMAT.md#step-cache)",
+        choices=("fixed", "window"),
+        default="fixed",
+        help="metrics as inputs: with one fixed scale (lets the appliance cache per-step "
+        "work; docs/MODEL_FORMAT.md#step-cache), or scaled per window",
     )
     p.add_argument(
         "--day-ago",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="also feed each metric's value one day before every step, a known input that "
-        "gives a short encoder yesterday's pattern (docs/MODEL_FORMAT.md#features)",
+        "gives a short encoder yesterday's pattern (docs/MODEL_FORMAT.md#day-ago-inputs)",
     )
     p.add_argument(
         "--prediction-steps",
@@ -126,7 +130,7 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--eval-windows", type=int, default=3000, help="cap of accuracy windows")
     p.add_argument("--no-eval", action="store_true", help="skip the accuracy table")
-    p.add_argument("--patience", type=int, default=3, help="early-stopping patience (epochs)")
+    p.add_argument("--patience", type=int, default=5, help="early-stopping patience (epochs)")
     p.add_argument(
         "--max-minutes",
         type=float,

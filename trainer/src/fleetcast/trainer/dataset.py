@@ -111,7 +111,7 @@ class DatasetConfig:
     """Every dataset parameter of the model; stored in the bundle's config.json."""
 
     max_encoder_length: int = DEFAULT_ENCODER_STEPS
-    """Encoder (context) steps; 288 = 24 h."""
+    """Encoder (context) steps; 96 = 8 h."""
     min_encoder_length: int = 12
     """Shortest encoder a window may have (cold start); 12 = 1 h."""
     max_prediction_length: int = DEFAULT_PREDICTION_STEPS
@@ -127,9 +127,12 @@ class DatasetConfig:
     step_seconds: int = STEP_SECONDS
     """Length of one step in seconds (the contract's)."""
     input_scaling: str = "window"
-    """``"window"`` or ``"fixed"``: how the metrics are scaled as inputs (module docstring)."""
+    """``"window"`` or ``"fixed"``: how the metrics are scaled as inputs (module docstring).
+    The default is what a bundle that does not record it used; training chooses ``fixed``
+    (:class:`~fleetcast.trainer.train.TrainConfig`)."""
     day_ago: bool = False
-    """Feed each target's value one day before every step as a known real (module docstring)."""
+    """Feed each target's value one day before every step as a known real (module docstring).
+    Off for a bundle that does not record it; training turns it on (TrainConfig)."""
 
     def __post_init__(self) -> None:
         if self.input_scaling not in INPUT_SCALINGS:

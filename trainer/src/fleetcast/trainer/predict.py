@@ -134,11 +134,18 @@ def predict_windows(
         if k not in (GROUP_ID, f"__group_id__{GROUP_ID}")
     }
     if config is None:
+        targets = tuple(params["target"])
+        known = set(params.get("time_varying_known_reals", ()))
+        unknown = set(params.get("time_varying_unknown_reals", ()))
         config = DatasetConfig(
             max_encoder_length=int(params["max_encoder_length"]),
             min_encoder_length=int(params["min_encoder_length"]),
             max_prediction_length=int(params["max_prediction_length"]),
-            targets=tuple(params["target"]),
+            targets=targets,
+            # The design's inputs decide what the decoder rows carry (a day-ago model's
+            # known reals must be filled there: pytorch-forecasting refuses NaN).
+            input_scaling="fixed" if f"{targets[0]}{LEVEL_SUFFIX}" in unknown else "window",
+            day_ago=f"{targets[0]}{DAY_AGO_SUFFIX}" in known,
         )
     wf = window_frame(frame, windows, config)
     dataset = TimeSeriesDataSet.from_parameters(params, wf, predict=True)
