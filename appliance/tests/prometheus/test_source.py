@@ -7,6 +7,7 @@ completed steps, an outage and the recovery are checked value by value.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,6 @@ from .conftest import T0, TEST_QUERIES, known_value
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
-    from pathlib import Path
 
     from .conftest import FakeClock, FakePrometheus
 
@@ -139,6 +139,38 @@ def _iso(t: int) -> str:
     return str(iso(t))
 
 
+def test_backfill_reads_the_day_a_day_ago_model_looks_back_to(
+    tmp_path: Path, fake_prom: FakePrometheus, clock: FakeClock
+) -> None:
+    """A model with day-ago inputs reads its encoder and the day before it: the backfill
+    fetches all of it, so its first forecast has real day-ago values, not a backward fill."""
+    import shutil
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "tiny_model_steps.onnx"
+    folder = tmp_path / "models" / "current"
+    folder.mkdir(parents=True)
+    shutil.copyfile(fixture, folder / "model.onnx")
+    digest = fixture.with_name(fixture.name + ".sha256").read_text().split()[0]
+    (folder / "model.onnx.sha256").write_text(f"{digest}  model.onnx\n")
+
+    async def body(runtime: Runtime) -> None:
+        spec = runtime.engine.spec  # type: ignore[union-attr]
+        assert spec.max_lag == 288
+        assert spec.history_steps == spec.encoder_length + 288
+        source = PrometheusSource(runtime, _config(fake_prom.url), clock=clock)
+        open_step = int(clock()) // STEP_SECONDS
+        n = await source.run_cycle()
+        assert source.backfilled_steps == spec.history_steps
+        assert n == spec.history_steps * 3 + 3
+        starts = [float(r["start"]) for r in fake_prom.requests if r["path"].endswith("range")]
+        assert min(starts) == eval_time(open_step - spec.history_steps)
+        engine: Any = runtime.engine
+        want = _iso((open_step - 1) * STEP_SECONDS)
+        await _until(lambda: (c := engine.current()) and c.data_time == want)
+
+    _run(folder, tmp_path, body)
+
+
 def test_outage_is_reported_then_recovered_without_holes(
     model_dir: Path, tmp_path: Path, fake_prom: FakePrometheus, clock: FakeClock
 ) -> None:
@@ -221,7 +253,7 @@ def test_config_from_settings() -> None:
 
 
 def test_restart_reads_only_after_the_saved_state(clock: FakeClock) -> None:
-    spec = SimpleNamespace(encoder_length=48)
+    spec = SimpleNamespace(encoder_length=48, history_steps=48)
     runtime: Any = SimpleNamespace(engine=SimpleNamespace(spec=spec), latest_step=None)
     source = PrometheusSource(runtime, _config("http://127.0.0.1:9"), clock=clock)
     open_step = int(clock()) // STEP_SECONDS

@@ -128,7 +128,8 @@ class Settings:
     prometheus_timeout_s: float = 10.0
     """HTTP timeout per Prometheus query."""
     prometheus_backfill_steps: int | None = None
-    """Steps read from Prometheus on start; None = the model's encoder length."""
+    """Steps read from Prometheus on start; None = every step the model's inputs read (its
+    encoder, plus a day for a day-ago model)."""
     prometheus_settle_s: float = 10.0
     """A step is read this many seconds after it ends (late scrapes have landed)."""
     prometheus_latency_fill: float = 0.0

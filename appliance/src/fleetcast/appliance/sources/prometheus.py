@@ -2,8 +2,8 @@
 
 Started by the app's lifespan like the demo source. It runs one loop:
 
-1. **Backfill** (first cycle): the encoder window (``backfill_steps``, default the model's
-   encoder length) is read with ``query_range`` in chunks of ``chunk_steps``, each step
+1. **Backfill** (first cycle): the model's window (``backfill_steps``, default every step
+   its inputs read: the encoder and, for a day-ago model, the day before it) is read with ``query_range`` in chunks of ``chunk_steps``, each step
    evaluated at its last second (:func:`~fleetcast.appliance.sources.promql.eval_time`).
    After a restart with saved state only the steps after the newest saved one are read.
 2. **Each cycle** (every ``interval_s``): every step completed (and ``settle_s`` old)
@@ -57,6 +57,9 @@ __all__ = ["PrometheusConfig", "PrometheusSource", "samples_to_columns"]
 
 _log = logging.getLogger(__name__)
 
+NO_MODEL_BACKFILL_STEPS = 288
+"""Steps backfilled (a day) when no model is loaded to say how many its inputs read."""
+
 
 @dataclass(frozen=True)
 class PrometheusConfig:
@@ -73,7 +76,8 @@ class PrometheusConfig:
     timeout_s: float = 10.0
     """HTTP timeout per query."""
     backfill_steps: int | None = None
-    """Steps read on start; None = the model's encoder length (forecasts start at once)."""
+    """Steps read on start; None = every step the model's inputs read (``history_steps``:
+    the encoder, plus a day for day-ago inputs), so forecasts start at once and complete."""
     chunk_steps: int = 48
     """Steps per ``query_range`` call (bounds one response's size)."""
     settle_s: float = 10.0
@@ -244,10 +248,12 @@ class PrometheusSource:
 
     # -- one cycle -----------------------------------------------------------------------
     def _window_steps(self) -> int:
+        """Steps to backfill: the configured number, else every step the model's inputs
+        read (its encoder plus, with day-ago inputs, the day before: ``history_steps``)."""
         if self.config.backfill_steps is not None:
             return max(int(self.config.backfill_steps), 1)
         engine = self._runtime.engine
-        return int(engine.spec.encoder_length) if engine is not None else 288
+        return int(engine.spec.history_steps) if engine is not None else NO_MODEL_BACKFILL_STEPS
 
     def _first_step(self, open_step: int) -> int:
         """First step to read: after the last done (or saved) step, within the window."""
