@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fleetcast.appliance.persistence import Columns
-from fleetcast.contract.schema import DEFAULT_ENCODER_STEPS, STEP_SECONDS
+from fleetcast.contract.schema import STEP_SECONDS
 
 if TYPE_CHECKING:
     from fleetcast.appliance.runtime import Runtime
@@ -79,11 +79,13 @@ class DemoSource:
         """First step to simulate: 24 h, or what the model's inputs read if more (at most the
         engine's kept history), before now; or right after the saved data's open step when
         the state already holds newer data."""
+        from fleetcast.contract.simulate.stream import DEFAULT_BACKFILL_STEPS as DAY
+
         engine = self._runtime.engine
-        kept = int(getattr(engine, "history_steps", DEFAULT_ENCODER_STEPS))
+        kept = int(getattr(engine, "history_steps", DAY))
         spec = getattr(engine, "spec", None)
-        needed = int(getattr(spec, "history_steps", DEFAULT_ENCODER_STEPS))
-        window = min(max(DEFAULT_ENCODER_STEPS, needed), kept)
+        needed = int(getattr(spec, "history_steps", DAY))
+        window = min(max(DAY, needed), kept)
         first = int(now) // STEP_SECONDS * STEP_SECONDS - window * STEP_SECONDS
         latest = self._runtime.latest_step
         if latest is not None:
