@@ -140,10 +140,12 @@ def test_fixed_input_scaling_round_trips_through_the_bundle(
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model, dataset, info = train_model(toy_table, make_config(input_scaling="fixed"))
+        config = make_config(input_scaling="fixed", day_ago=False)
+        model, dataset, info = train_model(toy_table, config)
     folder = save_bundle(model, dataset, tmp_path / "models", training_info=info)
     ds = json.loads((folder / "config.json").read_text())["dataset"]
     assert ds["input_scaling"] == "fixed"
+    assert ds["day_ago"] is False
     assert ds["add_target_scales"] is False
     assert ds["time_varying_unknown_reals"] == [f"{t}_level" for t in ds["targets"]]
     assert ds["scalers"]["cpu_pct_level"]["kind"] == "target_level"
@@ -157,6 +159,35 @@ def test_fixed_input_scaling_round_trips_through_the_bundle(
         assert ds["target_normalizer"]["min_scale"][target] == ds["min_scale"][target]
     bundle = load_bundle(folder)
     assert bundle.dataset_config.input_scaling == "fixed"
+    frame, windows = _new_data_windows()
+    before = predict_windows(model, dataset, frame, windows)
+    after = bundle.predict_windows(frame, windows)
+    assert np.isfinite(after).all()
+    assert np.array_equal(before, after)
+
+
+def test_the_earlier_window_design_round_trips_through_the_bundle(
+    toy_table, make_config, tmp_path: Path
+) -> None:
+    """The design that was the default before contract 1.1.0 (window-scaled inputs, no
+    day-ago inputs) still trains, saves, loads and predicts bit for bit."""
+    import json
+    import warnings
+
+    from fleetcast.trainer.train import train_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        config = make_config(input_scaling="window", day_ago=False)
+        model, dataset, info = train_model(toy_table, config)
+    folder = save_bundle(model, dataset, tmp_path / "models", training_info=info)
+    ds = json.loads((folder / "config.json").read_text())["dataset"]
+    assert (ds["input_scaling"], ds["day_ago"]) == ("window", False)
+    assert ds["add_target_scales"] is True
+    assert ds["time_varying_unknown_reals"] == list(ds["targets"])
+    assert not any(r.endswith("_day_ago") for r in ds["time_varying_known_reals"])
+    bundle = load_bundle(folder)
+    assert (bundle.dataset_config.input_scaling, bundle.dataset_config.day_ago) == ("window", False)
     frame, windows = _new_data_windows()
     before = predict_windows(model, dataset, frame, windows)
     after = bundle.predict_windows(frame, windows)

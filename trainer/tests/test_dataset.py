@@ -55,7 +55,9 @@ def test_unknown_id_servers_are_deterministic_and_about_ten_percent() -> None:
 
 def test_window_scaling_in_samples(toy_table) -> None:
     frame = prepare_frame(toy_table)
-    config = DatasetConfig(max_encoder_length=48, max_prediction_length=12)
+    config = DatasetConfig(
+        max_encoder_length=48, max_prediction_length=12, input_scaling="window", day_ago=False
+    )
     ds = build_dataset(frame, config)
     x, (_y, _) = ds[200]
     enc_len = int(x["encoder_length"])
@@ -101,7 +103,9 @@ def test_gap_is_forward_filled(toy_table) -> None:
 
 def test_fixed_input_scaling_feeds_levels_with_one_global_scale(toy_table) -> None:
     frame = prepare_frame(toy_table)
-    config = DatasetConfig(max_encoder_length=48, max_prediction_length=12, input_scaling="fixed")
+    config = DatasetConfig(
+        max_encoder_length=48, max_prediction_length=12, input_scaling="fixed", day_ago=False
+    )
     ds = build_dataset(frame, config)
     levels = [f"{t}_level" for t in config.targets]
     # No window centre/scale statics, no window-scaled targets among the inputs.
@@ -132,8 +136,11 @@ def test_fixed_input_scaling_feeds_levels_with_one_global_scale(toy_table) -> No
         DatasetConfig(input_scaling="per-server")
     assert DatasetConfig.from_dict({**config.to_dict()}).input_scaling == "fixed"
     legacy = config.to_dict()
-    del legacy["input_scaling"]  # bundles written before the choice existed
-    assert DatasetConfig.from_dict(legacy).input_scaling == "window"
+    del legacy["input_scaling"], legacy["day_ago"]  # bundles written before the choices
+    old = DatasetConfig.from_dict(legacy)
+    assert (old.input_scaling, old.day_ago) == ("window", False)
+    new = DatasetConfig()  # the training default (contract 1.1.0)
+    assert (new.input_scaling, new.day_ago, new.max_encoder_length) == ("fixed", True, 96)
 
 
 def test_day_ago_values_forward_fill_and_backward_fill_before_the_first_step() -> None:

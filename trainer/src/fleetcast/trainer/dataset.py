@@ -126,13 +126,12 @@ class DatasetConfig:
     """Share of training servers whose server_id is set to null (trains the unknown embedding)."""
     step_seconds: int = STEP_SECONDS
     """Length of one step in seconds (the contract's)."""
-    input_scaling: str = "window"
-    """``"window"`` or ``"fixed"``: how the metrics are scaled as inputs (module docstring).
-    The default is what a bundle that does not record it used; training chooses ``fixed``
-    (:class:`~fleetcast.trainer.train.TrainConfig`)."""
-    day_ago: bool = False
+    input_scaling: str = "fixed"
+    """``"fixed"`` or ``"window"``: how the metrics are scaled as inputs (module docstring).
+    A bundle that does not record it used ``window`` (:meth:`from_dict`)."""
+    day_ago: bool = True
     """Feed each target's value one day before every step as a known real (module docstring).
-    Off for a bundle that does not record it; training turns it on (TrainConfig)."""
+    A bundle that does not record it had none (:meth:`from_dict`)."""
 
     def __post_init__(self) -> None:
         if self.input_scaling not in INPUT_SCALINGS:
