@@ -59,7 +59,7 @@ class ModelShape:
 
     @property
     def label(self) -> str:
-        """Short name, e.g. ``E288-h32``."""
+        """Short name, e.g. ``E96-h32``."""
         return f"E{self.encoder}-h{self.hidden}"
 
 

@@ -100,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--quick", action="store_const", const="quick", dest="mode",
                       help="CI mode: the fixture-sized model, small fleets, < 2 minutes (default)")  # fmt: skip
     mode.add_argument("--full", action="store_const", const="full", dest="mode",
-                      help="the production shape (E 288, hidden 32) at 1..10,000 servers, ≤ ~15 min")  # fmt: skip
+                      help="the production shape (E 96, hidden 32) at 1..10,000 servers, ≤ ~15 min")  # fmt: skip
     p.add_argument("--model-dir", type=Path, default=None,
                    help="bundle folder with model.onnx (default: train and export a small model "
                    "into a temporary folder)")  # fmt: skip
