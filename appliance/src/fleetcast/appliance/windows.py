@@ -9,8 +9,8 @@ agree. Per server (B = ready servers, E = encoder width, D = prediction length):
   step, whichever is later. Missing steps are **forward-filled** from the previous present
   step (also from the step just before the window when the ring still holds it), as
   pytorch-forecasting does for ``allow_missing_timesteps``: a filled row repeats its source
-  row whole, state, calendar features and day-ago values included. Windows shorter than E are left-aligned; the rows
-  after ``encoder_lengths[b]`` are zero padding.
+  row whole, state, calendar features and day-ago values included. Windows shorter than E
+  are left-aligned; the rows after ``encoder_lengths[b]`` are zero padding.
 - Targets are transformed (identity or log1p of the value clamped at 0), centred on the
   last encoder value and divided by max(std(ddof=1), min_scale) of the encoder window.
 - Known reals are the calendar features of each step's UTC start time and, for a model with

@@ -3,8 +3,9 @@
 Started by the app's lifespan like the demo source. It runs one loop:
 
 1. **Backfill** (first cycle): the model's window (``backfill_steps``, default every step
-   its inputs read: the encoder and, for a day-ago model, the day before it) is read with ``query_range`` in chunks of ``chunk_steps``, each step
-   evaluated at its last second (:func:`~fleetcast.appliance.sources.promql.eval_time`).
+   its inputs read: the encoder and, for a day-ago model, the day before it) is read with
+   ``query_range`` in chunks of ``chunk_steps``, each step evaluated at its last second
+   (:func:`~fleetcast.appliance.sources.promql.eval_time`).
    After a restart with saved state only the steps after the newest saved one are read.
 2. **Each cycle** (every ``interval_s``): every step completed (and ``settle_s`` old)
    since the last cycle is read the same way (so an outage of the link to Prometheus
