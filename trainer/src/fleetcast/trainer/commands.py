@@ -116,8 +116,8 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
         "--day-ago",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="also feed each metric's value one day before every step, a known input that "
-        "gives a short encoder yesterday's pattern (docs/MODEL_FORMAT.md#day-ago-inputs)",
+        help="feed each metric's value one day before every step, a known input that gives "
+        "a short encoder yesterday's pattern; on by default (docs/MODEL_FORMAT.md#day-ago-inputs)",
     )
     p.add_argument(
         "--prediction-steps",
