@@ -130,9 +130,9 @@ def test_two_saves_in_one_second_get_distinct_folders(trained, tmp_path: Path) -
     assert (tmp_path / "latest").resolve() == b.resolve()
 
 
-def test_fixed_input_scaling_round_trips_through_the_bundle(
-    toy_table, make_config, tmp_path: Path
-) -> None:
+def _round_trip(toy_table, make_config, folder: Path, **design: object) -> tuple:
+    """Train a tiny model of ``design``, save it, reload it; the bundle's forecasts must equal
+    the trained model's bit for bit. Returns (the saved dataset config dict, the bundle)."""
     import json
     import warnings
 
@@ -140,10 +140,23 @@ def test_fixed_input_scaling_round_trips_through_the_bundle(
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        config = make_config(input_scaling="fixed", day_ago=False)
-        model, dataset, info = train_model(toy_table, config)
-    folder = save_bundle(model, dataset, tmp_path / "models", training_info=info)
-    ds = json.loads((folder / "config.json").read_text())["dataset"]
+        model, dataset, info = train_model(toy_table, make_config(**design))
+    saved = save_bundle(model, dataset, folder, training_info=info)
+    bundle = load_bundle(saved)
+    frame, windows = _new_data_windows()
+    before = predict_windows(model, dataset, frame, windows)
+    after = bundle.predict_windows(frame, windows)
+    assert np.isfinite(after).all()
+    assert np.array_equal(before, after)
+    return json.loads((saved / "config.json").read_text())["dataset"], bundle
+
+
+def test_fixed_input_scaling_round_trips_through_the_bundle(
+    toy_table, make_config, tmp_path: Path
+) -> None:
+    ds, bundle = _round_trip(
+        toy_table, make_config, tmp_path / "models", input_scaling="fixed", day_ago=False
+    )
     assert ds["input_scaling"] == "fixed"
     assert ds["day_ago"] is False
     assert ds["add_target_scales"] is False
@@ -157,13 +170,7 @@ def test_fixed_input_scaling_round_trips_through_the_bundle(
             max(level_std, 0.5 if "pct" in target else 0.02)
         )
         assert ds["target_normalizer"]["min_scale"][target] == ds["min_scale"][target]
-    bundle = load_bundle(folder)
     assert bundle.dataset_config.input_scaling == "fixed"
-    frame, windows = _new_data_windows()
-    before = predict_windows(model, dataset, frame, windows)
-    after = bundle.predict_windows(frame, windows)
-    assert np.isfinite(after).all()
-    assert np.array_equal(before, after)
 
 
 def test_the_earlier_window_design_round_trips_through_the_bundle(
@@ -171,25 +178,11 @@ def test_the_earlier_window_design_round_trips_through_the_bundle(
 ) -> None:
     """The design that was the default before contract 1.1.0 (window-scaled inputs, no
     day-ago inputs) still trains, saves, loads and predicts bit for bit."""
-    import json
-    import warnings
-
-    from fleetcast.trainer.train import train_model
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        config = make_config(input_scaling="window", day_ago=False)
-        model, dataset, info = train_model(toy_table, config)
-    folder = save_bundle(model, dataset, tmp_path / "models", training_info=info)
-    ds = json.loads((folder / "config.json").read_text())["dataset"]
+    ds, bundle = _round_trip(
+        toy_table, make_config, tmp_path / "models", input_scaling="window", day_ago=False
+    )
     assert (ds["input_scaling"], ds["day_ago"]) == ("window", False)
     assert ds["add_target_scales"] is True
     assert ds["time_varying_unknown_reals"] == list(ds["targets"])
     assert not any(r.endswith("_day_ago") for r in ds["time_varying_known_reals"])
-    bundle = load_bundle(folder)
     assert (bundle.dataset_config.input_scaling, bundle.dataset_config.day_ago) == ("window", False)
-    frame, windows = _new_data_windows()
-    before = predict_windows(model, dataset, frame, windows)
-    after = bundle.predict_windows(frame, windows)
-    assert np.isfinite(after).all()
-    assert np.array_equal(before, after)
