@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train and export the default model on a machine with an NVIDIA GPU, from a source
-# checkout, without installing fleetcast (docs/BENCHMARKS.md#gpu-training).
+# checkout, without installing fleetcast (trainer/README.md#hardware-and-scale).
 #
 #   benchmarks/gpu_train.sh [MINUTES]
 #

@@ -1,7 +1,8 @@
 """The built-in demo source (``fleetcast serve --demo [--speed 60]``).
 
 Uses the contract simulator's stream (:class:`fleetcast.contract.simulate.FleetStream`):
-first it backfills up to 24 h (the encoder window) ending now, so forecasts appear within
+first it backfills the history the model reads (at least 24 h; the encoder plus the
+day-ago look-back when longer, capped at what the engine keeps) ending now, so forecasts appear within
 seconds of start, then it streams one 5-minute step each ``300 / speed`` real seconds
 into the same ingest path as POST /metrics (validated, logged, persisted). After a
 restart with saved state it continues after the newest step the state holds.

@@ -407,7 +407,7 @@ def _check_beside(folder: Path, spec: ModelSpec) -> None:
                 "and the bundle's reported accuracy would not match.",
                 "Re-export the bundle (`fleetcast export --bundle DIR`) so both come from "
                 "one training run.",
-                "docs/EXPORT.md#provenance",
+                "docs/EXPORT.md#integrity",
             )
     mapping_path = folder / MAPPING_FILE
     if mapping_path.is_file():

@@ -66,7 +66,7 @@ class Settings:
     snapshot_log_bytes: int = 64 * 1024 * 1024
     """Take a snapshot early once the sample log has grown past this many bytes."""
     demo: bool = False
-    """Run the built-in simulator as a data source (backfills 24 h, then streams)."""
+    """Run the built-in simulator as a data source (backfills the model's history, at least 24 h, then streams)."""
     demo_servers: int = 90
     """Fleet size of the demo simulator."""
     demo_seed: int = 7
