@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -86,3 +87,52 @@ def test_doc_states_version():
 def test_doc_example_runs(block):
     code = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)[block]
     exec(compile(code, str(DOC), "exec"), {})
+
+
+_SKIP_DIRS = {".git", ".venv", ".venv-appliance", "training", "models", "node_modules", "results"}
+_TEXT_SUFFIXES = {".md", ".py", ".sh", ".env", ".service", ".toml", ".cfg", ".txt", ""}
+_DOC_REF = re.compile(r"((?:[\w.-]+/)*[\w.-]+\.md)#([\w-]+)")
+
+
+def _project_texts() -> list[Path]:
+    """The checkout's own text files (no virtualenvs, generated data or caches)."""
+    found = []
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in _SKIP_DIRS and not d.startswith((".", "__"))]
+        found += [Path(folder, f) for f in files if Path(f).suffix in _TEXT_SUFFIXES]
+    return found
+
+
+def _resolve(source: Path, ref: str) -> Path | None:
+    """The Markdown file ``ref`` names, relative to the citing file, the root or docs/."""
+    for base in (source.parent, ROOT, ROOT / "docs"):
+        candidate = (base / ref).resolve()
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def test_every_cited_section_of_every_doc_exists():
+    """``<file>.md#<anchor>`` anywhere in the project (docs, error messages, comments, unit
+    files) names a heading that exists: the "see" part of an error must lead somewhere."""
+    slugs: dict[Path, set[str]] = {}
+    broken = []
+    checked = 0
+    for source in _project_texts():
+        for lineno, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+            for m in _DOC_REF.finditer(line):
+                ref, anchor = m.groups()
+                if re.search(r"https?://\S*$", line[: m.start()]):
+                    continue  # a web address, not a file of this project
+                target = _resolve(source, ref)
+                where = f"{source.relative_to(ROOT)}:{lineno}"
+                if target is None:
+                    broken.append(f"{where}: {ref} does not exist")
+                    continue
+                if target not in slugs:
+                    slugs[target] = github_slugs(target.read_text(encoding="utf-8"))
+                checked += 1
+                if anchor not in slugs[target]:
+                    broken.append(f"{where}: {ref}#{anchor} has no such heading")
+    assert checked > 200  # the scan found the project's references
+    assert broken == []
