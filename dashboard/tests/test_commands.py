@@ -51,6 +51,17 @@ def test_bad_input_exits_2_with_a_message(capsys: pytest.CaptureFixture[str]) ->
         parse("--refresh-seconds", "0")
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "11", "three"])
+def test_top_servers_outside_1_to_10_is_refused_not_clamped(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse("--top-servers", value)
+    assert exit_info.value.code == 2
+    assert "from 1 to 10" in capsys.readouterr().err
+    assert settings_from_args(parse("--top-servers", "10")).top_servers == 10
+
+
 def test_a_port_in_use_exits_1_without_printing_a_url() -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

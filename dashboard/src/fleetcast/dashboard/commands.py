@@ -9,13 +9,30 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .settings import DashboardSettings
 
-__all__ = ["register_dashboard", "settings_from_args"]
+__all__ = ["TOP_SERVERS_MAX", "register_dashboard", "settings_from_args"]
+
+TOP_SERVERS_MAX = 10
+"""The most servers the Top Servers panel draws curves for."""
 
 
 def _positive(value: str) -> float:
     number = float(value)
     if not number > 0:
         raise argparse.ArgumentTypeError(f"Expected a number of seconds > 0, but got {value}.")
+    return number
+
+
+def _top_servers(value: str) -> int:
+    """1..10 curves: more would not fit the panel; fewer than one is no panel."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= TOP_SERVERS_MAX:
+        raise argparse.ArgumentTypeError(
+            f"Expected a whole number of servers from 1 to {TOP_SERVERS_MAX}, but got {value!r} "
+            "(the Top Servers panel draws that many curves; see docs/DASHBOARD.md#running)."
+        )
     return number
 
 
@@ -39,7 +56,10 @@ def register_dashboard(sub: argparse._SubParsersAction) -> None:
         "--refresh-seconds", type=_positive, default=5.0, help="poll period (default 5)"
     )
     parser.add_argument(
-        "--top-servers", type=int, default=3, help="servers with curves in Top Servers"
+        "--top-servers",
+        type=_top_servers,
+        default=3,
+        help=f"servers with curves in Top Servers, 1 to {TOP_SERVERS_MAX} (default 3)",
     )
     parser.add_argument(
         "--no-websocket", action="store_true", help="poll only; ignore /ws/predictions"
@@ -67,7 +87,7 @@ def settings_from_args(args: argparse.Namespace) -> DashboardSettings:
         address=args.address,
         api_key=args.api_key or os.environ.get("FLEETCAST_API_KEY") or None,
         refresh_seconds=args.refresh_seconds,
-        top_servers=max(1, min(10, args.top_servers)),
+        top_servers=args.top_servers,
         use_websocket=not args.no_websocket,
         allow_websocket_origin=tuple(args.allow_origin),
     )
