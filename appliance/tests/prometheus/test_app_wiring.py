@@ -109,7 +109,7 @@ def test_settings_validation(model_dir: Path, tmp_path: Path) -> None:
         _settings(
             model_dir, tmp_path, source="prometheus", prometheus_url="http://p:9090", demo=True
         )
-    demo = _settings(model_dir, tmp_path, source="demo")
+    demo = _settings(model_dir, tmp_path, source="demo", demo_servers=8)  # <= capacity
     assert demo.demo is True
     assert demo.source == "demo"
     with pytest.raises(SettingsError, match="REGEX=PROFILE"):

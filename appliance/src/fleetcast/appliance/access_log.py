@@ -1,6 +1,7 @@
 """One structured log line per request: method, path, status, duration, client, bytes.
 
-A plain ASGI middleware (outermost, so 401/413/429 answers are logged too). The line is
+A plain ASGI middleware (outermost, so 401/413/429 answers are logged too: the rate
+limiter answers its 429 inside the stack, see ``app._rate_limiter``). The line is
 a JSON object on the ``fleetcast.appliance.access`` logger, e.g.
 ``{"method":"POST","path":"/metrics","status":200,"ms":3.1,"client":"127.0.0.1","bytes_in":5120,"bytes_out":41}``.
 Query strings and headers are not logged (they could carry a key).
@@ -62,8 +63,12 @@ def access_log_middleware(app: ASGIApp) -> ASGIApp:
                 counts["status"] = 101
             elif kind == "websocket.send":
                 counts["out"] += len(message.get("bytes") or b"") + len(message.get("text") or "")
+            elif kind == "websocket.http.response.start":  # a refused handshake (e.g. 401)
+                counts["status"] = int(message["status"])
+            elif kind == "websocket.http.response.body":
+                counts["out"] += len(message.get("body", b""))
             elif kind == "websocket.close" and not counts["status"]:
-                counts["status"] = 403
+                counts["status"] = 403  # closed before accept: the server answers 403
             await send(message)
 
         try:

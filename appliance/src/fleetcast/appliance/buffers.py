@@ -274,7 +274,8 @@ class RingBuffers:
         }
 
     def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
-        """Restore :meth:`state_arrays` output (same step; a different ring length is re-bucketed)."""
+        """Restore :meth:`state_arrays` output (same step; a different ring length is re-bucketed,
+        keeping the newest steps that fit; what a shorter ring drops is logged as a warning)."""
         step = int(np.asarray(arrays["step_seconds"])[0])
         if step != self.step_seconds:
             raise ValueError(
@@ -303,16 +304,29 @@ class RingBuffers:
             return
         # Re-bucket the saved steps into the new ring length (keeps the newest that fit).
         old_steps = np.asarray(arrays["slot_step"]).astype(np.int64)
+        fits = old_steps > (self.last_step[:n] - self.ring_steps)[:, None]
+        dropped = (old_steps >= 0) & ~fits
         for s in range(n):
-            for k in np.flatnonzero(old_steps[s] >= 0):
+            for k in np.flatnonzero((old_steps[s] >= 0) & fits[s]):
                 st = int(old_steps[s, k])
-                if st <= self.last_step[s] - self.ring_steps:
-                    continue
                 j = st % self.ring_steps
                 self.slot_step[s, j] = st
                 self.slot_off[s, j] = arrays["slot_off"][s, k]
                 self.state[s, j] = arrays["state"][s, k]
                 self.values[s, j] = arrays["values"][s, k]
+        if dropped.any():
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "saved history dropped: the ring of steps kept per server went from %d to %d "
+                "steps (a smaller --history-steps, or a model that reads fewer steps), so the "
+                "oldest %d steps of %d servers no longer fit and were dropped "
+                "(docs/OPERATIONS.md#state)",
+                old_w,
+                self.ring_steps,
+                int(dropped.sum()),
+                int(dropped.any(axis=1).sum()),
+            )
 
 
 def records_to_columns(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from fleetcast.appliance.daemon import StartReport
     from fleetcast.appliance.settings import Settings
 
 __all__ = ["add_serve_arguments", "cli_values", "main", "register_serve", "run_serve", "serve"]
@@ -62,7 +64,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--max-future-seconds",
         help="reject samples more than this far ahead of this machine's clock "
-        "(default 3600; 'off' disables; the demo is exempt)",
+        "(default 3600; 'off' disables; the demo's own samples: of its simulated clock)",
     )
     add(
         "--providers",
@@ -144,51 +146,99 @@ def _configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("fleetcast").setLevel(settings.log_level)
+    logging.getLogger("fleetcast").setLevel(settings.log_level)  # checked by build_settings
     if root.level > logging.INFO:
         root.setLevel(logging.INFO)
 
 
 def serve(settings: Settings) -> int:
-    """Run the appliance until SIGTERM/SIGINT (or detach first with ``settings.daemon``)."""
-    from fleetcast.contract.errors import ContractError
+    """Run the appliance until SIGTERM/SIGINT (or detach first with ``settings.daemon``).
 
+    Every start failure that is bad input or a bad environment (model refused, state
+    directory unusable, port taken) is one four-part message on stderr and exit code 1; with
+    ``--daemon`` the original process prints it (the daemon reports it over a pipe) and
+    exits 1, or prints where the daemon serves and exits 0.
+    """
     # Relative paths are resolved once, before --daemon changes the working directory.
     settings = _absolute(settings)
+    report: StartReport | None = None
     if settings.daemon:
-        from fleetcast.appliance.daemon import daemonize
+        from fleetcast.appliance.daemon import START_TIMEOUT_S, DaemonError, Started, daemonize
 
         state = settings.state_dir
         try:
-            pid = daemonize(
+            outcome = daemonize(
                 settings.pid_file or state / "fleetcast.pid",
                 settings.log_file or state / "fleetcast.log",
+                start_timeout_s=START_TIMEOUT_S,
             )
-        except (ContractError, OSError) as exc:
+        except DaemonError as exc:
             print(f"fleetcast serve: {exc}", file=sys.stderr)
             return 1
-        if pid is not None:
-            print(f"fleetcast serve: daemon started, pid {pid}")
-            return 0
+        except OSError as exc:
+            print(f"fleetcast serve: cannot start: {_os_error(exc, settings)}", file=sys.stderr)
+            return 1
+        if isinstance(outcome, Started):
+            if outcome.ok:
+                print(f"fleetcast serve: daemon started, pid {outcome.pid}, {outcome.message}")
+                return 0
+            print(f"fleetcast serve: cannot start: {outcome.message}", file=sys.stderr)
+            return 1
+        report = outcome
         for handler in logging.getLogger().handlers:
             if isinstance(handler, logging.StreamHandler):
                 handler.setStream(sys.stderr)
     _configure_logging(settings)
+    try:
+        return _serve(settings, report)
+    except BaseException as exc:
+        if report is not None:  # a bug: the traceback goes to the log file
+            from fleetcast.contract.errors import explain
+
+            log = settings.log_file or settings.state_dir / "fleetcast.log"
+            report.failed(
+                explain(
+                    f"Unexpected {type(exc).__name__} during start: {exc}.",
+                    "nothing serves.",
+                    f"please report it with the traceback from {log}.",
+                    "docs/OPERATIONS.md#logs",
+                )
+            )
+        raise
+
+
+def _serve(settings: Settings, report: StartReport | None) -> int:
     import uvicorn
 
-    from fleetcast.appliance.app import create_app
+    from fleetcast.appliance.app import ListenError, create_app, listen
 
-    app = create_app(settings)
+    def fail(message: str) -> int:
+        print(f"fleetcast serve: cannot start: {message}", file=sys.stderr)
+        if report is not None:
+            report.failed(message)
+        return 1
+
     try:
+        app = create_app(settings)
         app.state.runtime.prepare()  # model checks + state restore before the port opens
     except Exception as exc:
-        if (
-            not isinstance(exc, (ContractError, OSError))
-            and type(exc).__name__ not in _CLEAN_ERRORS
-        ):
+        message = _start_error(exc, settings)
+        if message is None:
             raise
-        print(f"fleetcast serve: cannot start: {exc}", file=sys.stderr)
-        return 1
+        return fail(message)
+    try:  # listening before the lifespan sends READY=1; a taken port is one clear message
+        sockets = listen(settings.host, settings.port)
+    except ListenError as exc:
+        return fail(str(exc))
+
+    where = f"serving on http://{settings.host}:{settings.port}"
+
+    class _Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started and report is not None:
+                report.ready(where)
+
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -200,20 +250,196 @@ def serve(settings: Settings) -> int:
         server_header=False,
         timeout_graceful_shutdown=20,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
+    first_error = _FirstError()
+    watched = [logging.getLogger(name) for name in ("uvicorn.error", "fleetcast")]
+    for logger in watched:
+        logger.addHandler(first_error)
     # uvicorn shuts down gracefully on SIGTERM, restores this handler and re-raises the
     # signal: exit 0 then (atexit hooks such as the pid file removal still run).
     signal.signal(signal.SIGTERM, _exit_zero)
     try:
-        server.run()
+        server.run(sockets=sockets)
     except SystemExit as exc:
-        if exc.code not in (0, None):
+        if exc.code in (0, None):
+            if not server.started and report is not None:
+                report.failed(_not_serving(settings, ["stopped by a signal before it served"]))
+            return 0
+        if server.started:
             raise
-        return 0
+    finally:
+        for logger in watched:
+            logger.removeHandler(first_error)
     if not server.started:
-        _log.error("the appliance did not start (see the error above)")
-        return 1
+        return fail(_not_serving(settings, first_error.texts))
     return 0
+
+
+class _FirstError(logging.Handler):
+    """Collects the errors logged during start-up (a failed lifespan), each reduced to one
+    line, for the message of a start that did not serve."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.texts: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Application startup failed") or len(self.texts) >= 10:
+            return
+        if record.exc_info and record.exc_info[1] is not None:
+            self.texts.append(_one_line(record.exc_info[1]))
+            return
+        lines = [line.strip(" |") for line in message.splitlines() if line.strip(" |")]
+        if len(lines) > 1:  # a formatted traceback: its innermost "Error: message" line
+            found = [ln for ln in lines if _EXC_LINE.match(ln) and "Group" not in ln]
+            message = (found or lines)[-1]
+        self.texts.append(message)
+
+
+_EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\w*: ")
+
+
+def _one_line(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _not_serving(settings: Settings, errors: list[str]) -> str:
+    """The four-part message of a start that loaded the model but never served."""
+    from fleetcast.contract.errors import explain
+
+    log = (
+        f"the log file {settings.log_file or settings.state_dir / 'fleetcast.log'}"
+        if settings.daemon
+        else "the log above"
+    )
+    return explain(
+        "The appliance loaded its model but did not start serving"
+        + (f": {errors[0].rstrip('.')}." if errors else "."),
+        "nothing serves.",
+        f"read {log} for the details; if it is not bad input, please report it.",
+        "docs/OPERATIONS.md#logs",
+    )
+
+
+def _start_error(exc: BaseException, settings: Settings) -> str | None:
+    """The four-part message of a start failure that is input or environment, else None."""
+    from fleetcast.contract.errors import ContractError
+
+    if isinstance(exc, OSError):
+        return _os_error(exc, settings)
+    if isinstance(exc, ContractError) or type(exc).__name__ in _CLEAN_ERRORS:
+        return str(exc)
+    return None
+
+
+def _os_error(exc: OSError, settings: Settings) -> str:
+    """What the OS refused at start, which path it was, and how to fix it (four parts)."""
+    import errno
+
+    from fleetcast.contract.errors import explain
+
+    path = Path(os.fsdecode(exc.filename)) if exc.filename is not None else None
+    reason = exc.strerror or type(exc).__name__
+    state = settings.state_dir
+    roles: list[tuple[Path, str, str, str, str]] = [
+        (
+            settings.pid_file or state / "fleetcast.pid",
+            "pid file",
+            "--pid-file",
+            "--daemon writes the daemon's pid there (and refuses a second daemon with it).",
+            "docs/OPERATIONS.md#without-systemd",
+        ),
+        (
+            settings.log_file or state / "fleetcast.log",
+            "log file",
+            "--log-file",
+            "--daemon writes the appliance's log there.",
+            "docs/OPERATIONS.md#without-systemd",
+        ),
+        (
+            state,
+            "state directory",
+            "--state-dir",
+            "the appliance logs every accepted sample there before acknowledging it and "
+            "restores the history from it at start.",
+            "docs/OPERATIONS.md#state",
+        ),
+        (
+            settings.model_dir,
+            "model folder",
+            "--model-dir",
+            "the appliance cannot forecast without its model.",
+            "docs/OPERATIONS.md#install",
+        ),
+    ]
+    # The role whose path is, or holds, the refused path; else one below it (a parent
+    # folder that could not be created).
+    matches = [r for r in roles if path is not None and (path == r[0] or r[0] in path.parents)]
+    matches += [r for r in roles if path is not None and path in r[0].parents]
+    root, label, flag, why, see = (
+        matches[0]
+        if matches
+        else (
+            path,
+            "file",
+            "the setting that names it",
+            "the appliance cannot start without it.",
+            "docs/OPERATIONS.md#configuration",
+        )
+    )
+    where = f" ({path})" if path is not None and path != root else ""
+    if root is None:
+        what = f"The operating system refused an operation at start: {reason}."
+    else:
+        what = f"Cannot use the {label} {root}: {reason}{where}."
+    systemd = label == "state directory"
+    code = exc.errno
+    if code == errno.EROFS:
+        fix = f"point {flag} at a writable file system" + (
+            "; under systemd keep the unit's StateDirectory=fleetcast, which stays writable "
+            "under ProtectSystem=strict (docs/OPERATIONS.md#systemd)."
+            if systemd
+            else "."
+        )
+    elif code in (errno.EACCES, errno.EPERM):
+        fix = (
+            f"give {_user()} access to {root} (chown/chmod), or point {flag} at a path it owns"
+            + (
+                "; under systemd let StateDirectory= create it with the right owner."
+                if systemd
+                else "."
+            )
+        )
+    elif code == errno.EEXIST:
+        fix = f"{path} is a file, not a directory: move it aside, or point {flag} elsewhere."
+    elif code == errno.ENOTDIR:
+        fix = (
+            f"a part of {path} is a file, not a directory: move it aside, or point {flag} "
+            "elsewhere."
+        )
+    elif code == errno.EISDIR:
+        fix = f"{path} is a directory, not a file: point {flag} at a file path."
+    elif code in (errno.ENOSPC, errno.EDQUOT):
+        fix = f"free space on that file system, or point {flag} at another one."
+    elif code == errno.ENOENT:
+        fix = f"check the path given with {flag}: it does not exist."
+    else:
+        fix = f"check {path or root} and its permissions, or point {flag} elsewhere."
+    return explain(what, why, fix, see)
+
+
+def _user() -> str:
+    """The user this process runs as, for messages."""
+    import pwd
+
+    uid = os.geteuid()
+    try:
+        return f"the user running fleetcast ({pwd.getpwuid(uid).pw_name}, uid {uid})"
+    except KeyError:
+        return f"the user running fleetcast (uid {uid})"
 
 
 def _exit_zero(signum: int, frame: object) -> None:

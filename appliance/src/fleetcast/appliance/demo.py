@@ -4,7 +4,9 @@ Uses the contract simulator's stream (:class:`fleetcast.contract.simulate.FleetS
 first it backfills the history the model reads (at least 24 h; the encoder plus the
 day-ago look-back when longer, capped at what the engine keeps) ending now, so forecasts appear within
 seconds of start, then it streams one 5-minute step each ``300 / speed`` real seconds
-into the same ingest path as POST /metrics (validated, logged, persisted). After a
+into the same ingest path as POST /metrics (validated, logged, persisted). Its simulated
+clock runs ahead of the real one at ``--speed``, so its samples are checked against that
+clock by ``--max-future-seconds`` (POST /metrics keeps this machine's clock). After a
 restart with saved state it continues after the newest step the state holds.
 ``POST /demo/scenario`` switches healthy / degrading / critical from the next step.
 """
@@ -133,7 +135,9 @@ class DemoSource:
                 try:
                     with self._lock:
                         rows = self._stream.next_step()
-                    await self._runtime.ingest(stream_columns(rows))
+                    # The step is due on the simulated clock, which runs ahead of ours.
+                    clock = max(time.time(), sim_now)
+                    await self._runtime.ingest(stream_columns(rows), now=clock)
                     self.steps_sent += 1
                     self.last_error = None
                 except Exception as exc:

@@ -177,12 +177,18 @@ class Engine:
 
     # -- data in -------------------------------------------------------------------------
     def _register(self, name: str, profile: str | None) -> int:
-        """Buffer slot of a server, registering it (profile from record or name); -1 = full."""
+        """Buffer slot of a server, registering it (profile from record or name).
+
+        Returns -1 when a new server does not fit the capacity, and -2 when ``profile``
+        contradicts the profile the server already has: a server has one profile for its
+        whole history (docs/DATA_CONTRACT.md#stable-profile), so the record is refused and
+        the stored profile never changes. A null profile always fits a known server.
+        """
         buf = self._buf
         idx = buf.index.get(name)
         if idx is not None:
             if profile is not None and self._profile[idx] != self._profile_index[profile]:
-                self._set_profile(idx, profile)
+                return -2
             return idx
         idx = buf.register(name)
         if idx < 0:
@@ -202,7 +208,8 @@ class Engine:
     def ingest(self, batch: RecordBatch, now: float | None = None) -> IngestResult:
         """Validate and bucket a batch into the ring buffers (thread-safe w.r.t. forecasts).
 
-        Invalid records (docs/DATA_CONTRACT.md), samples older than the ring, new servers
+        Invalid records (docs/DATA_CONTRACT.md), records whose profile contradicts the one
+        their server already has (#stable-profile), samples older than the ring, new servers
         beyond the capacity and — when ``now`` (epoch seconds, the service's clock) is given
         and ``config.max_future_s`` is set — samples from further in the future than that are
         rejected with a reason; everything else is acknowledged. Replays of the sample log
@@ -244,11 +251,16 @@ class Engine:
         srv = np.full(n, -1, dtype=np.int64)
         st = np.full(n, -1, dtype=np.int8)
         capacity_full: list[int] = []
+        conflicts: list[tuple[int, str]] = []
         state_index = self._state_index
         step = self.spec.step_seconds
         with self._lock:
             for i in np.flatnonzero(ok).tolist():
                 idx = self._register(names[i], profiles[i] or None)
+                if idx == -2:
+                    held = VALID_PROFILES[self._profile[self._buf.index[names[i]]]]
+                    conflicts.append((i, held))
+                    continue
                 if idx < 0:
                     capacity_full.append(i)
                     continue
@@ -265,6 +277,18 @@ class Engine:
                 self._fleet_closed = newest
             latest = self._fleet_closed
         rejected = [(i, reasons[i]) for i in sorted(reasons)]
+        for i, held in conflicts:
+            rejected.append(
+                (
+                    i,
+                    f"profile {profiles[i]!r} contradicts {held!r}, the profile server "
+                    f"{names[i]!r} already has (from its first records, or from its name when "
+                    "they had none): a server keeps one profile for its whole history, so "
+                    "this record is refused and the stored profile stays; send the same "
+                    "profile or none, and if the host really changed role, send it under a "
+                    "new name (docs/DATA_CONTRACT.md#stable-profile)",
+                )
+            )
         for i in capacity_full:
             rejected.append(
                 (
@@ -303,7 +327,7 @@ class Engine:
         accepted = n - len(rejected)
         c["accepted"] += accepted
         c["rejected"] += len(rejected)
-        c["invalid"] += len(reasons)
+        c["invalid"] += len(reasons) + len(conflicts)
         c["capacity"] += len(capacity_full)
         c["future"] += len(future)
         c["too_old"] += int(too_old.size)

@@ -52,8 +52,8 @@ class EngineConfig:
     max_future_s: float | None = None
     """Reject samples whose timestamp is more than this many seconds ahead of the ``now``
     passed to :meth:`Engine.ingest` (a clock in the future would move the server's window
-    past its real data); ``None``: no check. The service sets it (default 1 h) except for
-    the demo, whose simulated clock runs ahead by design."""
+    past its real data); ``None``: no check. The service sets it (default 1 h); the demo
+    passes its simulated clock, which runs ahead by design, as ``now``."""
     stale_after_steps: int = 12
     """A server whose newest closed step is more than this many steps behind the fleet's newest
     closed step is *stale*: not forecast (its data stopped), counted in status."""

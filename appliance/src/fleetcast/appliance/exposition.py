@@ -30,7 +30,7 @@ fleetcast_source_samples_total                              counter    kind, res
 fleetcast_alert_deliveries_total                            counter    receiver, result
 ==========================================================  =========  =====================
 
-Cardinality: ``route`` is the route *template* (``/predictions/{server_name:str}``) or
+Cardinality: ``route`` is the route *template* (``/predictions/{server_name:path}``) or
 ``unmatched``, never a raw path; per-server families are limited to the ``max_servers``
 riskiest servers (default 500): 1 + 4 metrics × 3 horizons × 2 quantiles (0.5, 0.9) = 25
 series per server, so at most 12,500 + a fixed ~100.
@@ -160,10 +160,13 @@ class RequestStats:
             status = {"code": 0}
 
             async def send_status(message: Message) -> None:
-                if message["type"] == "http.response.start":
+                kind = message["type"]
+                if kind in ("http.response.start", "websocket.http.response.start"):
                     status["code"] = int(message["status"])
-                elif message["type"] == "websocket.accept":
+                elif kind == "websocket.accept":
                     status["code"] = 101
+                elif kind == "websocket.close" and not status["code"]:
+                    status["code"] = 403  # closed before accept: the server answers 403
                 await send(message)
 
             try:

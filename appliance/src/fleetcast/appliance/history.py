@@ -7,6 +7,7 @@ so an entry is valid only where the stored step equals the wanted one.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 __all__ = ["RiskHistory"]
+
+_log = logging.getLogger(__name__)
 
 _FLEET_KEYS = ("step", "mean_risk", "red", "yellow", "green")
 
@@ -81,12 +84,37 @@ class RiskHistory:
         return out
 
     def load_arrays(self, arrays: Mapping[str, np.ndarray], n: int) -> None:
-        """Restore :meth:`state_arrays`; parts saved with other ring sizes are dropped."""
+        """Restore :meth:`state_arrays`; parts saved with other ring sizes are reset (and the
+        reset logged as a warning when they held any history)."""
         risk = np.asarray(arrays.get("risk", np.zeros((0, 0))))
         if risk.shape == (n, self.ring_steps):
             self.risk[:n] = risk
             self.risk_step[:n] = arrays["risk_step"]
+        else:
+            saved = np.asarray(arrays.get("risk_step", np.zeros((0, 0))))
+            servers = int((saved >= 0).any(axis=1).sum()) if saved.ndim == 2 else 0
+            if servers:
+                _log.warning(
+                    "risk history of %d servers reset: it was saved for a ring of %d steps, "
+                    "this appliance keeps %d (another --history-steps or model); "
+                    "/history shows risk again from the next forecasts "
+                    "(docs/OPERATIONS.md#state)",
+                    servers,
+                    saved.shape[1],
+                    self.ring_steps,
+                )
+        reset = False
         for k in _FLEET_KEYS:
             saved = np.asarray(arrays.get(f"fleet_{k}", self.fleet[k]))
             if saved.shape == self.fleet[k].shape:
                 self.fleet[k][:] = saved
+            elif k == "step" and (saved >= 0).any():
+                reset = True
+        if reset:
+            _log.warning(
+                "fleet risk trend reset: it was saved with %d points, this appliance keeps %d "
+                "(another risk history length); /fleet/history starts again from the next "
+                "forecasts (docs/OPERATIONS.md#state)",
+                np.asarray(arrays["fleet_step"]).shape[0],
+                self.fleet["step"].shape[0],
+            )

@@ -2,6 +2,7 @@
 
 Layout of ``--state-dir``::
 
+    lock                held (flock) by the one appliance using the directory; its pid
     snapshot.npz        engine.state_arrays() + a JSON header (log generation, times)
     log-00000042.wal    accepted samples since that snapshot, one frame per request
 
@@ -13,11 +14,18 @@ acknowledged). A snapshot rotates to a new log generation under the ingest lock,
 ``snapshot.npz`` via tmp + fsync + rename, then deletes older generations. On start the
 snapshot is loaded and every log generation it does not cover is replayed in order; a
 torn last frame (a crash mid-write) fails its length or CRC check, is dropped with a
-warning and cut off the file. Why this design and what it costs: docs/OPERATIONS.md#state.
+warning and cut off the file. A damaged frame with intact frames after it (in its file or
+a later generation) is damage to acknowledged samples, not a torn write: the start is
+refused (:class:`StateError`) and the file left as it is, as for a damaged snapshot.
+Opening the store takes an exclusive ``flock`` on ``lock``: a second appliance on the same
+directory is refused instead of overwriting the first one's snapshots and logs.
+Why this design and what it costs: docs/OPERATIONS.md#state.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import struct
@@ -29,6 +37,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import numpy as np
 
+from fleetcast.contract.errors import explain
+
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
     from pathlib import Path
@@ -38,9 +48,11 @@ __all__ = [
     "Columns",
     "LogFrame",
     "Recovery",
+    "StateError",
     "StateStore",
     "decode_frames",
     "encode_frame",
+    "next_frame",
 ]
 
 _log = logging.getLogger(__name__)
@@ -48,8 +60,23 @@ _log = logging.getLogger(__name__)
 FRAME_MAGIC = b"FCW1"
 _HEADER = struct.Struct("<4sII")
 _SNAPSHOT = "snapshot.npz"
+_LOCK = "lock"
 _META_KEY = "__fleetcast_meta__"
 _MAX_FRAME = 1 << 30
+_STATE_DOC = "docs/OPERATIONS.md#state"
+_BACKUP_DOC = "docs/OPERATIONS.md#back-up-and-restore"
+
+
+class StateError(RuntimeError):
+    """The state directory cannot be used as it is (in use, damaged). The message says what,
+    why, how to fix, where; the runtime turns it into a StartupError."""
+
+    def __init__(self, what: str, why: str, fix: str, see: str) -> None:
+        self.what = what
+        self.why = why
+        self.fix = fix
+        self.see = see
+        super().__init__(explain(what, why, fix, see))
 
 
 class LogFrame(msgspec.Struct, array_like=True, frozen=True):
@@ -102,37 +129,107 @@ def encode_frame(cols: Columns, encoder: msgspec.msgpack.Encoder | None = None) 
     return _HEADER.pack(FRAME_MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
+class _BadFrame(Exception):
+    """The bytes at an offset are not an intact frame (the message says why)."""
+
+
+def _read_frame(
+    data: bytes, pos: int, decoder: msgspec.msgpack.Decoder[LogFrame]
+) -> tuple[Columns, int]:
+    """The frame at byte ``pos`` of ``data`` and the offset after it; raises _BadFrame."""
+    size = len(data)
+    if size - pos < _HEADER.size:
+        raise _BadFrame(f"truncated frame header at byte {pos}")
+    magic, length, crc = _HEADER.unpack_from(data, pos)
+    if magic != FRAME_MAGIC or length > _MAX_FRAME:
+        raise _BadFrame(f"bad frame header at byte {pos}")
+    start = pos + _HEADER.size
+    if start + length > size:
+        raise _BadFrame(f"truncated frame at byte {pos} ({size - start} of {length} bytes)")
+    payload = data[start : start + length]
+    if zlib.crc32(payload) != crc:
+        raise _BadFrame(f"CRC mismatch in frame at byte {pos}")
+    try:
+        frame = decoder.decode(payload)
+        ts = np.frombuffer(frame.ts, dtype="<i8").astype(np.int64)
+        metrics = np.frombuffer(frame.metrics, dtype="<f8").reshape(-1, 4).astype(np.float64)
+        n = len(frame.server)
+        if not (ts.shape[0] == metrics.shape[0] == n == len(frame.state) == len(frame.profile)):
+            raise ValueError(f"columns of different lengths ({ts.shape[0]}, {n}, ...)")
+    except (msgspec.DecodeError, ValueError) as exc:
+        raise _BadFrame(f"undecodable frame at byte {pos} ({exc})") from None
+    return Columns(ts, metrics, frame.server, frame.state, frame.profile), start + length
+
+
 def decode_frames(data: bytes) -> tuple[list[Columns], int, str | None]:
-    """Decode the frames of one log file.
+    """Decode the frames of one log file up to the first bad one.
 
     Returns (batches, valid_length, problem): ``valid_length`` is the byte offset after the
-    last good frame; ``problem`` describes a torn or corrupt tail (None when clean).
+    last good frame; ``problem`` describes the first bad frame (None when clean). Whether
+    that is a torn tail or damage followed by intact frames: :func:`next_frame`.
     """
     decoder = msgspec.msgpack.Decoder(LogFrame)
     out: list[Columns] = []
     pos = 0
-    size = len(data)
-    while pos < size:
-        if size - pos < _HEADER.size:
-            return out, pos, f"truncated frame header at byte {pos}"
-        magic, length, crc = _HEADER.unpack_from(data, pos)
-        if magic != FRAME_MAGIC or length > _MAX_FRAME:
-            return out, pos, f"bad frame header at byte {pos}"
-        start = pos + _HEADER.size
-        if start + length > size:
-            return out, pos, f"truncated frame at byte {pos} ({size - start} of {length} bytes)"
-        payload = data[start : start + length]
-        if zlib.crc32(payload) != crc:
-            return out, pos, f"CRC mismatch in frame at byte {pos}"
+    while pos < len(data):
         try:
-            frame = decoder.decode(payload)
-        except msgspec.DecodeError as exc:
-            return out, pos, f"undecodable frame at byte {pos} ({exc})"
-        ts = np.frombuffer(frame.ts, dtype="<i8").astype(np.int64)
-        metrics = np.frombuffer(frame.metrics, dtype="<f8").reshape(-1, 4).astype(np.float64)
-        out.append(Columns(ts, metrics, frame.server, frame.state, frame.profile))
-        pos = start + length
+            cols, pos_next = _read_frame(data, pos, decoder)
+        except _BadFrame as exc:
+            return out, pos, str(exc)
+        out.append(cols)
+        pos = pos_next
     return out, pos, None
+
+
+def next_frame(data: bytes, start: int) -> int | None:
+    """Byte offset of the first intact frame at or after ``start`` (magic, length, CRC and
+    payload all check out), or None. A false match needs a 32-bit CRC to agree by chance."""
+    decoder = msgspec.msgpack.Decoder(LogFrame)
+    pos = data.find(FRAME_MAGIC, start)
+    while pos >= 0:
+        try:
+            _read_frame(data, pos, decoder)
+        except _BadFrame:
+            pos = data.find(FRAME_MAGIC, pos + 1)
+        else:
+            return pos
+    return None
+
+
+def _intact_after(data: bytes, start: int) -> tuple[int, int | None]:
+    """(intact frames at or after byte ``start``, offset of the first of them or None)."""
+    decoder = msgspec.msgpack.Decoder(LogFrame)
+    first = pos = next_frame(data, start)
+    count = 0
+    while pos is not None:
+        count += 1
+        _, end = _read_frame(data, pos, decoder)
+        pos = next_frame(data, end)
+    return count, first
+
+
+@dataclass
+class _LogScan:
+    """One log generation as read at start-up."""
+
+    path: Path
+    size: int
+    batches: list[Columns]
+    valid: int
+    """Byte offset after the last good frame before the first bad one (``size`` if clean)."""
+    problem: str | None
+    intact_after: int = 0
+    """Intact frames after the first bad one."""
+    next_intact: int | None = None
+    """Byte offset of the first of them."""
+
+
+def _frames(n: int) -> str:
+    return f"{n} intact frame" + ("" if n == 1 else "s")
+
+
+def _follow(n: int) -> str:
+    return "follows" if n == 1 else "follow"
 
 
 @dataclass
@@ -157,6 +254,7 @@ class StateStore:
         self.state_dir = state_dir
         self.fsync = fsync
         self._fd: int | None = None
+        self._lock_fd: int | None = None
         self.generation = 0
         self.log_bytes = 0
         self._encoder = msgspec.msgpack.Encoder()
@@ -184,52 +282,168 @@ class StateStore:
 
     # -- start-up ------------------------------------------------------------------------
     def recover(self) -> Recovery:
-        """Load the snapshot and the log generations after it; cut torn tails off."""
+        """Lock the directory, load the snapshot and the log generations after it; cut torn
+        tails off. Raises :class:`StateError` (and holds nothing) when the directory is in
+        use by another appliance or its snapshot or logs are damaged; damaged files are
+        never changed."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        try:
+            return self._recover()
+        except BaseException:
+            self.close()
+            raise
+
+    def _lock(self) -> None:
+        """Take the exclusive lock on ``lock`` (non-blocking) and write our pid into it."""
+        if self._lock_fd is not None:
+            return
+        fd = os.open(self.state_dir / _LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            who = (
+                f"pid {holder}"
+                if holder.isdigit()
+                else "a process that has not written its pid yet"
+            )
+            raise StateError(
+                f"The state directory {self.state_dir} is in use by another fleetcast "
+                f"appliance ({who}).",
+                "two appliances on one state directory overwrite each other's snapshots and "
+                "delete each other's sample logs, so acknowledged samples would be lost.",
+                f"stop the other appliance ({who}) first, or give this one its own --state-dir.",
+                _STATE_DOC,
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._lock_fd = fd
+
+    def _recover(self) -> Recovery:
         for tmp in self.state_dir.glob("*.tmp*"):
             tmp.unlink(missing_ok=True)
         arrays, meta = self._load_snapshot()
         first = int(meta.get("log_generation", 0)) if meta else 0
         if meta:
             self.last_snapshot_time = float(meta.get("created", 0.0))
+        covered = [g for g in self._generations() if g < first]
+        scans = [self._scan_log(self._log_path(g)) for g in self._generations() if g >= first]
+        # Every check before any file changes: a refused start leaves the directory as it is.
+        for i, scan in enumerate(scans):
+            if scan.problem is None:
+                continue
+            later = sum(len(s.batches) + s.intact_after for s in scans[i + 1 :])
+            if scan.intact_after or later:
+                raise self._damaged_log(scan, later)
+        for gen in covered:
+            self._log_path(gen).unlink(missing_ok=True)  # crash before pruning
         batches: list[Columns] = []
         dropped: list[str] = []
-        for gen in self._generations():
-            path = self._log_path(gen)
-            if gen < first:
-                path.unlink(missing_ok=True)  # covered by the snapshot (crash before pruning)
-                continue
-            data = path.read_bytes()
-            found, valid, problem = decode_frames(data)
-            batches.extend(found)
-            if problem is not None:
-                note = f"{path.name}: {problem}; {len(data) - valid} bytes dropped"
+        for scan in scans:
+            batches.extend(scan.batches)
+            if scan.problem is not None:
+                note = f"{scan.path.name}: {scan.problem}; {scan.size - scan.valid} bytes dropped"
                 _log.warning(
                     "sample log tail dropped (a crash mid-write; nothing in it was acknowledged): %s",
                     note,
                 )
                 dropped.append(note)
-                os.truncate(path, valid)
+                os.truncate(scan.path, scan.valid)
         self.generation = max([first - 1, *self._generations()]) + 1
         self._open_log()
         return Recovery(arrays, batches, dropped)
+
+    @staticmethod
+    def _scan_log(path: Path) -> _LogScan:
+        data = path.read_bytes()
+        batches, valid, problem = decode_frames(data)
+        scan = _LogScan(path, len(data), batches, valid, problem)
+        if problem is not None:
+            scan.intact_after, scan.next_intact = _intact_after(data, valid + 1)
+        return scan
+
+    def _damaged_log(self, scan: _LogScan, later: int) -> StateError:
+        """The error for a damaged frame with intact (acknowledged) frames after it."""
+        name = scan.path.name
+        follow = []
+        if scan.intact_after:
+            assert scan.next_intact is not None
+            follow.append(
+                f"{_frames(scan.intact_after)} ({scan.size - scan.next_intact} bytes from byte "
+                f"{scan.next_intact}) {_follow(scan.intact_after)} it in that file"
+            )
+        if later:
+            follow.append(f"{_frames(later)} {_follow(later)} in later log files")
+        return StateError(
+            f"The sample log {name} in the state directory is damaged at byte {scan.valid} "
+            f"({scan.problem}), and {' and '.join(follow)}; the file was left as it is.",
+            "a crash mid-write only ever damages the last frame; damage followed by intact "
+            "frames is damage to samples that were acknowledged, and cutting the file there "
+            "would silently drop them.",
+            f"restore the state directory from the backup ({_BACKUP_DOC}); or, to accept "
+            f"losing every sample in {name} ({scan.size} bytes), move {scan.path} out of the "
+            "state directory and start again.",
+            _STATE_DOC,
+        )
 
     def _load_snapshot(self) -> tuple[dict[str, np.ndarray] | None, dict[str, Any] | None]:
         path = self.state_dir / _SNAPSHOT
         if not path.exists():
             return None, None
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: np.array(npz[k]) for k in npz.files}
-        meta_raw = arrays.pop(_META_KEY, None)
-        meta = msgspec.json.decode(meta_raw.tobytes()) if meta_raw is not None else {}
+        with open(path, "rb") as fh:
+            try:
+                if fh.read(4) != b"PK\x03\x04":
+                    raise ValueError("it is not an .npz archive (no zip header)")
+                fh.seek(0)
+                with np.load(fh, allow_pickle=False) as npz:
+                    arrays = {k: np.array(npz[k]) for k in npz.files}
+                meta_raw = arrays.pop(_META_KEY, None)
+                meta = msgspec.json.decode(meta_raw.tobytes()) if meta_raw is not None else {}
+                if not isinstance(meta, dict):
+                    raise ValueError(f"its header is {type(meta).__name__}, not an object")
+                int(meta.get("log_generation", 0))
+                float(meta.get("created", 0.0))
+            except MemoryError:
+                raise
+            except Exception as exc:  # zipfile, numpy and msgspec raise many types
+                detail = str(exc)[:200].rstrip(". ") or "no detail"
+                raise StateError(
+                    f"{_SNAPSHOT} in the state directory is damaged: "
+                    f"{type(exc).__name__}: {detail}; the file was left as it is.",
+                    "it holds the history the sample logs build on; starting without it "
+                    "would silently drop that history.",
+                    f"restore it from the backup ({_BACKUP_DOC}) or move the state "
+                    "directory aside to start empty.",
+                    _STATE_DOC,
+                ) from None
         return arrays, meta
 
     def _open_log(self) -> None:
-        path = self._log_path(self.generation)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self._fd = self._create_log(self.generation)
         self.log_bytes = os.fstat(self._fd).st_size
-        if self.fsync:
-            self._fsync_dir()
+
+    def _create_log(self, generation: int) -> int:
+        fd = os.open(
+            self._log_path(generation),
+            os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+            0o600,
+        )
+        try:
+            if self.fsync:
+                self._fsync_dir()
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     # -- running -------------------------------------------------------------------------
     def append(self, cols: Columns) -> int:
@@ -258,16 +472,32 @@ class StateStore:
         return len(frame)
 
     def rotate(self) -> int:
-        """Close the current log and start the next generation; returns the new generation.
+        """Start the next log generation and close the current one; returns the new generation.
 
         Call under the ingest lock together with taking the state arrays, so the snapshot
-        covers exactly the generations before the returned one.
+        covers exactly the generations before the returned one. When the new log cannot be
+        created (disk full) it raises and the current log stays in use.
         """
-        if self._fd is not None:
-            os.close(self._fd)
+        fd = self._create_log(self.generation + 1)
+        old, self._fd = self._fd, fd
         self.generation += 1
-        self._open_log()
+        self.log_bytes = 0
+        if old is not None:
+            os.close(old)
         return self.generation
+
+    def retract(self, size: int) -> None:
+        """Cut the last appended frame (``size`` bytes, as :meth:`append` returned) off the
+        log: the runtime calls it when applying that batch failed, so the log never holds a
+        batch that was not applied."""
+        if self._fd is None:
+            raise RuntimeError("StateStore.retract before recover()")
+        start = self.log_bytes - size
+        os.ftruncate(self._fd, start)
+        if self.fsync:
+            os.fdatasync(self._fd)
+        self.log_bytes = start
+        self.appends -= 1
 
     def write_snapshot(self, arrays: Mapping[str, np.ndarray], log_generation: int) -> None:
         """Atomically replace ``snapshot.npz`` (tmp + fsync + rename), then prune old logs."""
@@ -281,11 +511,15 @@ class StateStore:
                 )
         final = self.state_dir / _SNAPSHOT
         tmp = self.state_dir / f"{_SNAPSHOT}.tmp{os.getpid()}"
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **payload)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk must not keep a half snapshot
+            raise
         self._fsync_dir()
         self.last_snapshot_time = meta["created"]
         for gen in self._generations():
@@ -298,7 +532,12 @@ class StateStore:
             yield self._log_path(gen)
 
     def close(self) -> None:
-        """Close the open log (idempotent)."""
+        """Close the open log and release the directory's lock (idempotent)."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._lock_fd, 0)  # no pid: nobody holds it
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None

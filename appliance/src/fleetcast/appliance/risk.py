@@ -239,7 +239,9 @@ def fleet_summary(
     incident = {}
     for j, name in enumerate(horizon_names):
         p = np.clip(server_by_horizon[:, j], 0.0, 1.0) if b else np.zeros(0)
-        incident[name] = float(-np.expm1(np.sum(np.log1p(-np.minimum(p, 1.0 - 1e-12)))))
+        # 1 - Π(1 - p) computed as -expm1(Σ log1p(-p)); written 0.0 - x so that an empty
+        # or all-green fleet reports 0.0, not -0.0 (-expm1(0.0) is negative zero).
+        incident[name] = 0.0 - float(np.expm1(np.sum(np.log1p(-np.minimum(p, 1.0 - 1e-12)))))
     by_profile: dict[str, dict[str, Any]] = {}
     prof = np.asarray(profiles, dtype=object)
     for p in sorted(set(profiles)):

@@ -6,6 +6,8 @@ owns the :class:`~fleetcast.appliance.engine.Engine` (swappable by /admin/reload
 background tasks. Threading model: the event loop never runs the model or waits on disk;
 ``ingest`` (Numba + one fdatasync) and ``run_forecast`` (ONNX Runtime) run in worker
 threads. One ``threading.Lock`` orders ingest, log appends, snapshots and the reload swap.
+A batch is logged before it is applied, under that lock: what could not be logged (a full
+disk) is not applied either, so forecasts never use samples that a restart would lose.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import anyio.to_thread
 import msgspec
 import numpy as np
 
-from fleetcast.appliance.persistence import Columns, StateStore
+from fleetcast.appliance.persistence import Columns, StateError, StateStore
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from fleetcast.appliance.demo import DemoSource
     from fleetcast.appliance.engine import Engine, EngineConfig, ForecastSet, IngestResult
     from fleetcast.appliance.notify import Notifier
+    from fleetcast.appliance.persistence import Recovery
     from fleetcast.appliance.settings import Settings
 
 __all__ = ["Runtime", "StartupError", "iso", "to_record_batch"]
@@ -65,13 +68,36 @@ def to_record_batch(cols: Columns) -> Any:
     )
 
 
-def _accepted_rows(n: int, rejected: list[tuple[int, str]]) -> np.ndarray | None:
-    """Indices of accepted rows, or None when all were accepted."""
-    if not rejected:
-        return None
-    keep = np.ones(n, dtype=bool)
-    keep[[i for i, _ in rejected]] = False
-    return np.flatnonzero(keep)
+def _loggable_rows(cols: Columns, now: float, max_future_s: float | None) -> np.ndarray | None:
+    """Indices of the rows :meth:`Engine.ingest` may accept, or None for all of them.
+
+    The rows it refuses without looking at its buffers are left out, with its own rules
+    (the contract's ``validate_columns``; more than ``max_future_s`` ahead of ``now``): a
+    replay passes no ``now`` and must not accept a row from the future. The rows it refuses
+    on the buffers' state (older than the ring, over the capacity) stay: the replay of the
+    log refuses them again, from the same state.
+    """
+    from fleetcast.contract.records import validate_columns
+
+    m = cols.metrics
+    ts_raw = np.asarray(cols.ts)
+    ok, _ = validate_columns(
+        {
+            "server_name": np.asarray(list(cols.server), dtype=object),
+            "cpu_pct": m[:, 0],
+            "mem_pct": m[:, 1],
+            "disk_io_mb_s": m[:, 2],
+            "latency_ms": m[:, 3],
+            "timestamp": ts_raw,
+            "state": np.asarray(list(cols.state), dtype=object),
+            "profile": np.asarray(list(cols.profile), dtype=object),
+        }
+    )
+    if max_future_s is not None:
+        ts = np.zeros(len(cols), dtype=np.int64)
+        ts[ok] = np.floor(ts_raw[ok].astype(np.float64)).astype(np.int64)
+        ok = ok & ~(ts > now + max_future_s)
+    return None if ok.all() else np.flatnonzero(ok)
 
 
 class Runtime:
@@ -117,10 +143,20 @@ class Runtime:
             self._open_engine()
 
     def _open_engine(self) -> None:
+        config = self.settings.engine_config()
+        try:
+            recovery = self.store.recover()
+        except StateError as exc:
+            raise StartupError(str(exc)) from None
+        try:
+            self._restore(config, recovery)
+        except BaseException:
+            self.store.close()  # a refused start leaves the state directory free
+            raise
+
+    def _restore(self, config: EngineConfig, recovery: Recovery) -> None:
         from fleetcast.appliance.engine import Engine
 
-        config = self.settings.engine_config()
-        recovery = self.store.recover()
         self.dropped_tails = recovery.dropped
         if recovery.arrays is not None:
             try:
@@ -136,7 +172,7 @@ class Runtime:
             engine = Engine.open(config)
         for cols in recovery.batches:
             result = engine.ingest(to_record_batch(cols))
-            self.replayed_records += len(cols)
+            self.replayed_records += result.accepted
             if result.latest_step is not None:
                 self.latest_step = int(result.latest_step)
         self.engine = engine
@@ -194,26 +230,35 @@ class Runtime:
         self.notifier.close()
 
     # -- data in -------------------------------------------------------------------------
-    def _ingest_sync(self, cols: Columns) -> IngestResult:
+    def _ingest_sync(self, cols: Columns, now: float | None = None) -> IngestResult:
+        """Log, then apply, under the ingest lock: an OSError from the log (disk full) leaves
+        the engine and every counter as they were (the client resends the batch)."""
         with self.lock:
             engine = self.engine
             if engine is None:
                 raise RuntimeError("ingest before start")
-            result = engine.ingest(to_record_batch(cols), now=time.time())
-            if result.accepted:
-                keep = _accepted_rows(len(cols), result.rejected)
-                kept = cols if keep is None else cols.take(keep)
-                self.store.append(kept)
-                if self._tee is not None:
-                    self._tee.append(kept)
+            now = time.time() if now is None else now
+            keep = _loggable_rows(cols, now, engine.config.max_future_s)
+            logged = cols if keep is None else cols.take(keep)
+            size = self.store.append(logged) if len(logged) else 0
+            try:
+                result = engine.ingest(to_record_batch(cols), now=now)
+            except BaseException:
+                if size:
+                    self.store.retract(size)  # not applied: not logged
+                raise
+            if size and self._tee is not None:
+                self._tee.append(logged)
             if result.latest_step is not None:
                 self.latest_step = int(result.latest_step)
         return result
 
-    async def ingest(self, cols: Columns) -> IngestResult:
+    async def ingest(self, cols: Columns, now: float | None = None) -> IngestResult:
         """Store a batch (engine + durable log) in a worker thread; schedule a forecast when a
-        step closed. Returns only after accepted samples are on disk."""
-        result = await anyio.to_thread.run_sync(self._ingest_sync, cols)
+        step closed. Returns only after accepted samples are on disk. ``now``: the clock that
+        ``--max-future-seconds`` checks the timestamps against; None (POST /metrics, pull
+        sources) = this machine's, the demo passes its simulated clock."""
+        result = await anyio.to_thread.run_sync(self._ingest_sync, cols, now)
         self.ingest_requests += 1
         self.records_accepted += result.accepted
         self.records_rejected += len(result.rejected)

@@ -1,6 +1,8 @@
 """msgspec Structs: the request and response bodies of docs/API.md.
 
-Requests are decoded into these types (strictly, before anything else runs). Forecast
+Requests are decoded into these types (strictly, before anything else runs): a field
+outside a request type is an error (400), except in a metrics record, where it is ignored
+and named in the answer (``ignored_fields``; docs/DATA_CONTRACT.md#extra-columns). Forecast
 responses are produced by the engine as plain dicts in exactly these shapes and encoded
 once per forecast set; the Structs here give them their OpenAPI schema at ``/schema``.
 """
@@ -42,7 +44,9 @@ HorizonValues = dict[str, dict[str, float]]
 
 class RecordIn(msgspec.Struct, frozen=True):
     """One contract record (docs/DATA_CONTRACT.md#columns). ``timestamp``: ISO 8601 with a
-    time zone, or epoch seconds; ``profile`` null → from the server name."""
+    time zone, or epoch seconds; ``profile`` null → from the server name (or, for a server
+    already known, its profile). Other fields are ignored and reported: the ingest is the
+    contract's non-strict path (docs/DATA_CONTRACT.md#extra-columns)."""
 
     timestamp: Annotated[datetime, msgspec.Meta(tz=True)] | int | float
     server_name: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
@@ -54,13 +58,14 @@ class RecordIn(msgspec.Struct, frozen=True):
     profile: str | None = None
 
 
-class MetricsIn(msgspec.Struct, frozen=True):
-    """Body of POST /metrics (JSON, or MessagePack with ``Content-Type: application/msgpack``)."""
+class MetricsIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Body of POST /metrics (JSON, or MessagePack with ``Content-Type: application/msgpack``);
+    ``records`` is its only field."""
 
     records: list[RecordIn]
 
 
-class RawMetricsIn(msgspec.Struct, frozen=True):
+class RawMetricsIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """POST /metrics as decoded on the wire: each record kept raw, so one bad record is
     reported by index instead of failing the whole batch."""
 
@@ -81,6 +86,8 @@ class IngestResponse(msgspec.Struct, frozen=True):
     rejected: list[Rejected]
     latest_step: str | None = None
     """ISO time of the fleet's newest closed step after this batch."""
+    ignored_fields: list[str] = []
+    """Record fields outside the contract that were ignored (sorted, each named once)."""
 
 
 class ErrorBody(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -233,7 +240,7 @@ class StatusResponse(msgspec.Struct, frozen=True):
     """version, bundle_id, contract_version, providers, step_seconds, encoder/prediction lengths."""
     uptime_s: float
     servers: dict[str, Any]
-    """known, ready, warming, stale, unknown, full_history, capacity, warming_detail."""
+    """known, ready, warming, stale, ahead, unknown, full_history, capacity, warming_detail."""
     predictions_per_second: float
     inference_latency_ms: dict[str, float | None]
     """avg, p99, last (milliseconds per batched ONNX Runtime run)."""
@@ -249,7 +256,7 @@ class StatusResponse(msgspec.Struct, frozen=True):
     data_time: str | None = None
     """The fleet's newest closed step."""
     ingest: dict[str, int] = {}
-    """accepted, rejected, duplicates, superseded, too_old, capacity, invalid."""
+    """accepted, rejected, duplicates, superseded, too_old, future, capacity, invalid."""
     thresholds: dict[str, dict[str, float]] = {}
     """Risk thresholds per metric and profile, in each metric's unit."""
     ready_after_s: float | None = None
@@ -259,7 +266,7 @@ class StatusResponse(msgspec.Struct, frozen=True):
     """enabled, last_rows_cached, last_rows_computed, bytes (docs/MODEL_FORMAT.md#step-cache)."""
 
 
-class ScenarioIn(msgspec.Struct, frozen=True):
+class ScenarioIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """POST /demo/scenario."""
 
     scenario: Scenario
@@ -272,8 +279,9 @@ class ScenarioOut(msgspec.Struct, frozen=True):
     previous: str
 
 
-class ReloadIn(msgspec.Struct, frozen=True):
-    """POST /admin/reload: optionally the name of a model folder beside ``--model-dir``."""
+class ReloadIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """POST /admin/reload: optionally the name of a model folder beside ``--model-dir``
+    (its only field: a misspelt one is a 400, never a silent reload of ``--model-dir``)."""
 
     model_dir: str | None = None
 

@@ -1,16 +1,22 @@
 """The appliance's one Settings object: built once from CLI args, ``FLEETCAST_*`` env and TOML.
 
 Precedence, highest first: command-line flags, environment variables (``FLEETCAST_PORT``,
-``FLEETCAST_API_KEY`` ...), the ``[serve]`` table (or top level) of the ``--config`` TOML
-file, the defaults below. ``build_settings`` is the only place that reads the environment;
-everything else receives the resulting ``Settings``. See docs/OPERATIONS.md#configuration.
+``FLEETCAST_API_KEY`` ...), the ``[serve]`` table (or the top level of a file without one)
+of the ``--config`` TOML file, the defaults below (``$STATE_DIRECTORY`` is the default state
+dir). ``build_settings`` is the only place that reads the environment; everything else
+receives the resulting ``Settings``. Every value is checked once, here: a bad one (wrong
+type or range, unknown key or table in the file) is a :class:`SettingsError` in four parts.
+See docs/OPERATIONS.md#configuration.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +39,9 @@ _RATE_UNITS = ("second", "minute", "hour", "day")
 class SettingsError(ContractError):
     """A configuration value that cannot be used (the message says which and how to fix it)."""
 
-    def __init__(self, what: str, fix: str) -> None:
+    def __init__(self, what: str, fix: str, *, why: str | None = None, see: str = _SEE) -> None:
         super().__init__(
-            what, "the appliance cannot start with an invalid configuration.", fix, _SEE
+            what, why or "the appliance cannot start with an invalid configuration.", fix, see
         )
 
 
@@ -76,8 +82,9 @@ class Settings:
     max_future_seconds: float | None = 3600.0
     """Reject samples more than this many seconds ahead of this machine's clock (a sender
     with a clock in the future would move its server's window past the real data); None
-    (``off``) = no check, 0 = nothing ahead of now. Not applied to the demo source, whose
-    simulated clock runs ahead at --speed."""
+    (``off``) = no check, 0 = nothing ahead of now. The demo's own samples are checked
+    against its simulated clock (it runs ahead at --speed); POST /metrics always against
+    this machine's."""
     capacity: int = 20_000
     """Maximum number of servers the engine preallocates buffers for."""
     providers: tuple[str, ...] | None = None
@@ -157,7 +164,7 @@ class Settings:
             "step_cache": self.step_cache,
             "history_steps": self.history_steps,
             "thresholds": self.load_thresholds(),
-            "max_future_s": None if self.demo else self.max_future_seconds,
+            "max_future_s": self.max_future_seconds,
         }
         known = {f.name for f in dataclasses.fields(EngineConfig)}
         return EngineConfig(**{k: v for k, v in wanted.items() if k in known})
@@ -166,8 +173,6 @@ class Settings:
         """The thresholds override read from ``thresholds_file`` (TOML or JSON), or None."""
         if self.thresholds_file is None:
             return None
-        import json
-
         from fleetcast.appliance.risk import Thresholds
 
         try:
@@ -201,16 +206,34 @@ def parse_rate_limit(text: str) -> tuple[str, int] | None:
     >>> parse_rate_limit("600/minute"), parse_rate_limit("off")
     (('minute', 600), None)
     """
-    raw = str(text).strip().lower()
+    try:
+        return _rate(text)
+    except ValueError as exc:
+        raise SettingsError(
+            f"Expected a rate limit like '600/minute', but got {text!r}.",
+            f"write N/UNIT with N > 0 and UNIT one of {', '.join(_RATE_UNITS)}, or 'off'.",
+        ) from exc
+
+
+# -- converters: each takes a flag value, an environment string or a TOML value and returns
+# the field's value, or raises ValueError with a short reason (the caller names the setting,
+# where it came from and the accepted form).
+
+
+def _rate(value: Any) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    if isinstance(value, tuple):
+        if len(value) == 2 and value[0] in _RATE_UNITS and _integer(value[1]) > 0:
+            return str(value[0]), int(value[1])
+        raise ValueError("not a (unit, count) pair")
+    raw = str(value).strip().lower()
     if raw in {"off", "none", "0", ""}:
         return None
     count, _, unit = raw.partition("/")
     unit = unit or "minute"
     if unit not in _RATE_UNITS or not count.isdigit() or int(count) <= 0:
-        raise SettingsError(
-            f"Expected a rate limit like '600/minute', but got {text!r}.",
-            f"write N/UNIT with N > 0 and UNIT one of {', '.join(_RATE_UNITS)}, or 'off'.",
-        )
+        raise ValueError("not N/UNIT")
     return unit, int(count)
 
 
@@ -220,121 +243,456 @@ def _bool(value: Any) -> bool:
     text = str(value).strip().lower()
     if text in {"1", "true", "yes", "on"}:
         return True
-    if text in {"0", "false", "no", "off", ""}:
+    if text in {"0", "false", "no", "off"}:
         return False
-    raise ValueError(f"not a boolean: {value!r}")
+    raise ValueError("not a boolean")
 
 
-def _opt_path(value: Any) -> Path | None:
-    return None if value in (None, "") else Path(str(value))
-
-
-def _opt_int(value: Any) -> int | None:
-    return None if value in (None, "") else int(value)
-
-
-def _providers(value: Any) -> tuple[str, ...] | None:
-    if value in (None, ""):
-        return None
-    items = value.split(",") if isinstance(value, str) else list(value)
-    return tuple(p.strip() for p in items if p.strip()) or None
-
-
-def _rate(value: Any) -> tuple[str, int] | None:
-    if value is None:
-        return None
-    if isinstance(value, tuple):
+def _integer(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("a boolean, not an integer")
+    if isinstance(value, int):
         return value
-    return parse_rate_limit(str(value))
+    if isinstance(value, float):
+        raise ValueError("not a whole number" if not value.is_integer() else "not an integer")
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise ValueError("not an integer") from None
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("a boolean, not a number")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    else:
+        try:
+            number = float(str(value).strip())
+        except ValueError:
+            raise ValueError("not a number") from None
+    if not math.isfinite(number):
+        raise ValueError("not a finite number")
+    return number
+
+
+def _int_in(lo: int, hi: int | None = None, *, optional: bool = False) -> Callable[[Any], Any]:
+    def convert(value: Any) -> int | None:
+        if optional and (value is None or value == ""):
+            return None
+        number = _integer(value)
+        if number < lo:
+            raise ValueError(f"less than {lo}")
+        if hi is not None and number > hi:
+            raise ValueError(f"more than {hi}")
+        return number
+
+    return convert
+
+
+def _float_in(lo: float, *, above: bool = False) -> Callable[[Any], float]:
+    def convert(value: Any) -> float:
+        number = _number(value)
+        if number < lo or (above and number == lo):
+            raise ValueError(f"not {'>' if above else '>='} {lo:g}")
+        return number
+
+    return convert
 
 
 def _seconds_or_off(value: Any) -> float | None:
     """``off`` (or none, or empty) → None; else a finite number of seconds >= 0."""
     if value is None or str(value).strip().lower() in ("off", "none", ""):
         return None
-    seconds = float(value)
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"expected seconds >= 0 or 'off', got {value!r}")
-    return seconds
+    return _float_in(0.0)(value)
 
 
-def _positive_float(value: Any) -> float:
-    number = float(value)
-    if not math.isfinite(number) or number <= 0:
-        raise ValueError("must be a positive number")
-    return number
+def _text(value: Any) -> str:
+    text = str(value).strip()
+    if not text:
+        raise ValueError("empty")
+    return text
 
 
-def _positive_int(value: Any) -> int:
-    number = int(value)
-    if number <= 0:
-        raise ValueError("must be a positive integer")
-    return number
+def _path(value: Any) -> Path:
+    return Path(_text(value))
 
 
-_CONVERTERS: dict[str, Callable[[Any], Any]] = {
-    "model_dir": lambda v: Path(str(v)),
-    "host": str,
-    "port": int,
-    "state_dir": lambda v: Path(str(v)),
-    "api_key": lambda v: None if v in (None, "") else str(v),
-    "read_key_required": _bool,
-    "rate_limit": _rate,
-    "max_body_bytes": _positive_int,
-    "fsync": _bool,
-    "snapshot_interval_s": _positive_float,
-    "snapshot_log_bytes": _positive_int,
-    "demo": _bool,
-    "demo_servers": _positive_int,
-    "demo_seed": int,
-    "speed": _positive_float,
-    "capacity": _positive_int,
-    "max_future_seconds": _seconds_or_off,
-    "providers": _providers,
-    "intra_op_threads": int,
-    "step_cache": _bool,
-    "history_steps": _opt_int,
-    "thresholds_file": _opt_path,
-    "daemon": _bool,
-    "pid_file": _opt_path,
-    "log_file": _opt_path,
-    "log_level": lambda v: str(v).upper(),
-    "access_log": _bool,
-    "source": lambda v: str(v).strip().lower(),
-    "prometheus_url": lambda v: None if v in (None, "") else str(v),
-    "prometheus_cpu_pct": lambda v: None if v is None else str(v),
-    "prometheus_mem_pct": lambda v: None if v is None else str(v),
-    "prometheus_disk_io_mb_s": lambda v: None if v is None else str(v),
-    "prometheus_latency_ms": lambda v: None if v is None else str(v),
-    "prometheus_server_label": str,
-    "prometheus_strip_port": _bool,
-    "prometheus_profile_label": lambda v: None if v in (None, "") else str(v),
-    "prometheus_profile_rules": lambda v: tuple(
-        s.strip() for s in (str(v).split(",") if isinstance(v, str) else v) if str(s).strip()
-    ),
-    "prometheus_interval_s": _positive_float,
-    "prometheus_timeout_s": _positive_float,
-    "prometheus_backfill_steps": _opt_int,
-    "prometheus_settle_s": float,
-    "prometheus_latency_fill": float,
-    "prometheus_backoff_max_s": _positive_float,
-    "alertmanager_url": lambda v: None if v in (None, "") else str(v),
-    "webhook_url": lambda v: None if v in (None, "") else str(v),
-    "alert_resend_s": _positive_float,
-    "metrics_max_servers": _positive_int,
+def _opt_path(value: Any) -> Path | None:
+    return None if value is None or value == "" else Path(str(value))
+
+
+def _opt_text(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def _query(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    items = str(value).split(",") if isinstance(value, str) else list(value)
+    return tuple(str(p).strip() for p in items if str(p).strip())
+
+
+def _providers(value: Any) -> tuple[str, ...] | None:
+    return None if value is None or value == "" else (_names(value) or None)
+
+
+def _log_level(value: Any) -> str:
+    level = str(value).strip().upper()
+    if level not in _LOG_LEVELS:
+        raise ValueError("not a log level")
+    return level
+
+
+def _source(value: Any) -> str:
+    from fleetcast.appliance.sources import SOURCE_KINDS
+
+    kind = str(value).strip().lower()
+    if kind not in SOURCE_KINDS:
+        raise ValueError(f"not one of {', '.join(SOURCE_KINDS)}")
+    return kind
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+# Accepted TOML value types of a setting, and how the error message words them.
+_T_INT: tuple[type, ...] = (int,)
+_T_NUM: tuple[type, ...] = (int, float)
+_T_BOOL: tuple[type, ...] = (bool,)
+_T_STR: tuple[type, ...] = (str,)
+_T_STRS: tuple[type, ...] = (str, list)
+_T_NUM_OR_OFF: tuple[type, ...] = (int, float, str)
+_TOML_FORMS = {
+    _T_INT: "an integer (no quotes, no decimals)",
+    _T_NUM: "a number (no quotes)",
+    _T_BOOL: "true or false (no quotes)",
+    _T_STR: "a quoted string",
+    _T_STRS: "a quoted string or an array of strings",
+    _T_NUM_OR_OFF: 'a number or "off"',
 }
+_BOOL_FORM = "true or false (also yes/no, on/off, 1/0)"
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Spec:
+    """How one setting is converted and what it accepts."""
+
+    convert: Callable[[Any], Any]
+    form: str
+    """The accepted values, for messages ("an integer from 1 to 65535")."""
+    toml: tuple[type, ...]
+    """Accepted TOML value types."""
+    example: str | None = None
+    """A TOML line's value for the fix of a wrong TOML type."""
+
+
+def _flag_spec(default: bool) -> _Spec:
+    return _Spec(_bool, _BOOL_FORM, _T_BOOL, "true" if default else "false")
+
+
+def _seconds(default: str, *, zero: bool = False) -> _Spec:
+    convert = _float_in(0.0, above=not zero)
+    return _Spec(convert, f"a number of seconds {'>=' if zero else '>'} 0", _T_NUM, default)
+
+
+_RATE_FORM = (
+    f"a rate limit N/UNIT with N > 0 and UNIT one of {', '.join(_RATE_UNITS)} "
+    "(e.g. 600/minute), or 'off'"
+)
+
+_SPECS: dict[str, _Spec] = {
+    "model_dir": _Spec(_path, "a folder path", _T_STR, '"/opt/fleetcast/models/latest"'),
+    "host": _Spec(
+        _text, "an interface address such as 127.0.0.1 or 0.0.0.0", _T_STR, '"127.0.0.1"'
+    ),
+    "port": _Spec(_int_in(1, 65535), "an integer from 1 to 65535", _T_INT, "8000"),
+    "state_dir": _Spec(_path, "a folder path", _T_STR, '"/var/lib/fleetcast"'),
+    "api_key": _Spec(_opt_text, "a key of at least 16 characters", _T_STR),
+    "api_key_file": _Spec(_opt_path, "a file path", _T_STR, '"/etc/fleetcast/api-key"'),
+    "read_key_required": _flag_spec(False),
+    "rate_limit": _Spec(_rate, _RATE_FORM, _T_STR, '"1200/minute"'),
+    "max_body_bytes": _Spec(_int_in(1), "an integer >= 1 (bytes)", _T_INT, "8388608"),
+    "fsync": _flag_spec(True),
+    "snapshot_interval_s": _seconds("300"),
+    "snapshot_log_bytes": _Spec(_int_in(1), "an integer >= 1 (bytes)", _T_INT, "67108864"),
+    "demo": _flag_spec(False),
+    "demo_servers": _Spec(_int_in(1), "an integer >= 1", _T_INT, "90"),
+    "demo_seed": _Spec(_int_in(0), "an integer >= 0", _T_INT, "7"),
+    "speed": _Spec(
+        _float_in(0.0, above=True),
+        "a number > 0 (simulated seconds per real second)",
+        _T_NUM,
+        "60",
+    ),
+    "capacity": _Spec(_int_in(1), "an integer >= 1", _T_INT, "20000"),
+    "max_future_seconds": _Spec(
+        _seconds_or_off, "seconds >= 0 or 'off' (no check)", _T_NUM_OR_OFF, "3600"
+    ),
+    "providers": _Spec(
+        _providers,
+        "a comma-separated list of ONNX Runtime providers",
+        _T_STRS,
+        '["CUDAExecutionProvider", "CPUExecutionProvider"]',
+    ),
+    "intra_op_threads": _Spec(_int_in(0), "an integer >= 0 (0 = auto)", _T_INT, "0"),
+    "step_cache": _flag_spec(True),
+    "history_steps": _Spec(
+        _int_in(1, optional=True),
+        "an integer >= 1 (leave it unset for what the model reads)",
+        _T_INT,
+        "600",
+    ),
+    "thresholds_file": _Spec(_opt_path, "a file path", _T_STR, '"/etc/fleetcast/thresholds.toml"'),
+    "daemon": _flag_spec(False),
+    "pid_file": _Spec(_opt_path, "a file path", _T_STR, '"/run/fleetcast/fleetcast.pid"'),
+    "log_file": _Spec(_opt_path, "a file path", _T_STR, '"/var/log/fleetcast/fleetcast.log"'),
+    "log_level": _Spec(_log_level, f"one of {', '.join(_LOG_LEVELS)}", _T_STR, '"INFO"'),
+    "access_log": _flag_spec(True),
+    "source": _Spec(_source, "one of push, demo, prometheus", _T_STR, '"push"'),
+    "prometheus_url": _Spec(
+        _opt_text, "a URL such as http://prometheus:9090", _T_STR, '"http://prometheus:9090"'
+    ),
+    "prometheus_cpu_pct": _Spec(_query, "a PromQL expression", _T_STR),
+    "prometheus_mem_pct": _Spec(_query, "a PromQL expression", _T_STR),
+    "prometheus_disk_io_mb_s": _Spec(_query, "a PromQL expression", _T_STR),
+    "prometheus_latency_ms": _Spec(_query, "a PromQL expression", _T_STR),
+    "prometheus_server_label": _Spec(_text, "a label name", _T_STR, '"instance"'),
+    "prometheus_strip_port": _flag_spec(True),
+    "prometheus_profile_label": _Spec(_opt_text, "a label name", _T_STR, '"fleetcast_profile"'),
+    "prometheus_profile_rules": _Spec(
+        _names, "REGEX=PROFILE rules (comma-separated)", _T_STRS, '["^db-=database"]'
+    ),
+    "prometheus_interval_s": _seconds("30"),
+    "prometheus_timeout_s": _seconds("10"),
+    "prometheus_backfill_steps": _Spec(
+        _int_in(1, optional=True),
+        "an integer >= 1 (leave it unset for what the model reads)",
+        _T_INT,
+        "576",
+    ),
+    "prometheus_settle_s": _seconds("10", zero=True),
+    "prometheus_latency_fill": _Spec(_float_in(0.0), "a number of milliseconds >= 0", _T_NUM, "0"),
+    "prometheus_backoff_max_s": _seconds("60"),
+    "alertmanager_url": _Spec(_opt_text, "an http(s) URL", _T_STR, '"http://alertmanager:9093"'),
+    "webhook_url": _Spec(_opt_text, "an http(s) URL", _T_STR, '"http://hooks.example:8080/"'),
+    "alert_resend_s": _seconds("60"),
+    "metrics_max_servers": _Spec(_int_in(1), "an integer >= 1", _T_INT, "500"),
+}
+_SECRET = frozenset({"api_key"})
+_FLAGS = {
+    "access_log": "--no-access-log",
+    "prometheus_strip_port": "--prometheus-keep-port",
+    "prometheus_profile_rules": "--prometheus-profile-rule",
+}
+"""Flags whose spelling is not ``--name-with-dashes``."""
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """Where a raw value came from, to name it in messages."""
+
+    kind: str
+    """``flag``, ``env``, ``file`` or ``systemd`` (``$STATE_DIRECTORY``)."""
+    path: Path | None = None
+    key: str | None = None
+    """The key as spelled in the config file."""
+
+    def where(self, name: str) -> str:
+        if self.kind == "flag":
+            return _FLAGS.get(name, f"--{name.replace('_', '-')}")
+        if self.kind == "env":
+            return f"{ENV_PREFIX}{name.upper()}"
+        if self.kind == "file":
+            return f"{self.key or name} in {self.path}"
+        return "STATE_DIRECTORY (systemd's StateDirectory=)"
+
+    def shown(self, name: str, raw: Any) -> str:
+        value: Any = "<hidden>" if name in _SECRET else raw
+        if self.kind == "flag":
+            return f"{self.where(name)} {value}"
+        if self.kind == "env":
+            return f"{ENV_PREFIX}{name.upper()}={value}"
+        if self.kind == "file":
+            shown = value if name in _SECRET else _toml_literal(value)
+            return f"{self.key or name} = {shown} in {self.path}"
+        return f"STATE_DIRECTORY={value}"
+
+
+_Layer = dict[str, tuple[Any, _Origin]]
+
+
+def _toml_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    for kind, word in ((int, "integer"), (float, "float"), (str, "string"), (list, "array")):
+        if isinstance(value, kind):
+            return word
+    return "table" if isinstance(value, dict) else "date/time"
+
+
+def _toml_literal(value: Any) -> str:
+    """``value`` as it would be written in TOML (for messages)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
+
+
+def _toml_fits(value: Any, kinds: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):
+        return bool in kinds
+    if isinstance(value, list):
+        return list in kinds and all(isinstance(item, str) for item in value)
+    if isinstance(value, int):
+        return int in kinds
+    return isinstance(value, (float, str)) and type(value) in kinds
+
+
+def _toml_error(path: Path, what: str, fix: str) -> SettingsError:
+    return SettingsError(f"The config file {path} {what}", fix)
+
+
+def _suggest(word: str, names: Any) -> str:
+    close = difflib.get_close_matches(word.replace("-", "_"), list(names), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _read_toml(path: Path) -> _Layer:
+    """The settings of ``path``: its ``[serve]`` table, or its top level when it has none.
+
+    Anything else — another table, a nested table, an unknown key, a value of the wrong TOML
+    type — is a SettingsError naming the file and the key (nothing is dropped silently).
+    """
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise SettingsError(
-            f"Cannot read the config file {path} ({type(exc).__name__}: {exc}).",
-            "fix the TOML syntax or point --config at another file.",
+            f"Cannot read the config file {path} ({type(exc).__name__}: {reason}).",
+            "fix the TOML syntax or point --config / FLEETCAST_CONFIG at another file.",
         ) from exc
-    table = data.get("serve", data)
-    return {str(k).replace("-", "_"): v for k, v in table.items() if not isinstance(v, dict)}
+    where = "[serve]"
+    if "serve" in data:
+        table = data["serve"]
+        if not isinstance(table, dict):
+            raise _toml_error(
+                path,
+                f"sets serve = {table!r}, but serve must be a table.",
+                "write the settings as key = value lines under a [serve] header.",
+            )
+        for key, value in data.items():
+            if key == "serve":
+                continue
+            kind = f"a table [{key}]" if isinstance(value, dict) else f"a key {key!r}"
+            raise _toml_error(
+                path,
+                f"has {kind} outside [serve]; fleetcast serve reads only the [serve] table.",
+                f"move {key} into [serve] if it is a setting, otherwise remove it.",
+            )
+    else:
+        table, where = data, "the top level"
+    layer: _Layer = {}
+    for key, value in table.items():
+        name = str(key).replace("-", "_")
+        if isinstance(value, dict) and where == "[serve]":
+            raise _toml_error(
+                path,
+                f"has a table [serve.{key}], which fleetcast serve does not read.",
+                f"remove [serve.{key}]: every setting is a plain key = value line under "
+                "[serve]; risk thresholds go in their own file, named by thresholds_file "
+                "(docs/OPERATIONS.md#risk).",
+            )
+        if isinstance(value, dict):
+            hint = " (did you mean [serve]?)" if _suggest(key, ["serve"]) else ""
+            raise _toml_error(
+                path,
+                f"has a table [{key}]{hint}, which fleetcast serve does not read.",
+                f"put the settings under a table named exactly [serve] (or as top-level keys "
+                f"of a file without tables), and remove or rename [{key}].",
+            )
+        spec = _SPECS.get(name)
+        if spec is None:
+            raise _toml_error(
+                path,
+                f"has an unknown key {key!r} in {where}{_suggest(key, _SPECS)}.",
+                f"use only the documented names: {', '.join(_SPECS)}.",
+            )
+        if name in layer:
+            raise _toml_error(
+                path,
+                f"sets {name} twice (as {layer[name][1].key!r} and {key!r}).",
+                "keep one of the two lines.",
+            )
+        if not _toml_fits(value, spec.toml):
+            shown = "<hidden>" if name in _SECRET else _toml_literal(value)
+            form = "" if spec.toml == _T_BOOL else f" ({spec.form})"
+            fix = (
+                f"{key} = {spec.example}" if spec.example else f"{key} as {_TOML_FORMS[spec.toml]}"
+            )
+            raise _toml_error(
+                path,
+                f"sets {key} = {shown} (a TOML {_toml_type(value)}), but {key} takes "
+                f"{_TOML_FORMS[spec.toml]}.",
+                f"write {fix}{form}.",
+            )
+        layer[name] = (value, _Origin("file", path, str(key)))
+    return layer
+
+
+def _api_key(layers: list[_Layer]) -> tuple[Any, _Origin, str] | None:
+    """The key from the highest layer that gives one, as a key or a key file (both in one
+    layer is refused, at every level). Removes ``api_key``/``api_key_file`` from every
+    layer. An empty value counts as not given. Returns (key, origin, setting name)."""
+    chosen: tuple[Any, _Origin, str] | None = None
+    for layer in reversed(layers):  # highest precedence first
+        given = {
+            name: layer.pop(name)
+            for name in ("api_key", "api_key_file")
+            if name in layer and layer[name][0] not in (None, "")
+        }
+        for name in ("api_key", "api_key_file"):
+            layer.pop(name, None)
+        if len(given) == 2:
+            raise SettingsError(
+                f"Both {given['api_key'][1].where('api_key')} and "
+                f"{given['api_key_file'][1].where('api_key_file')} give the API key, at the "
+                "same level of precedence.",
+                "give the key once: keep the key file (a key on the command line is visible "
+                "in ps) and drop the other.",
+                see="docs/OPERATIONS.md#api-key",
+            )
+        if chosen is not None or not given:
+            continue
+        if "api_key_file" in given:
+            raw, origin = given["api_key_file"]
+            key = _read_key_file(Path(str(raw)), origin.where("api_key_file"))
+            chosen = (key, origin, "api_key_file")
+        else:
+            chosen = (*given["api_key"], "api_key")
+    return chosen
+
+
+def _split_message(text: str, see: str) -> SettingsError:
+    """A SettingsError of a message that may already hold "Why it matters:", "Fix:" and
+    "See" parts (each part appears once in the result)."""
+    match = _PARTS.match(text.strip())
+    parts = match.groupdict() if match else {"what": text}
+    return SettingsError(
+        (parts.get("what") or text).strip(),
+        (parts.get("fix") or "correct that setting as described.").strip(),
+        why=(parts.get("why") or "").strip() or None,
+        see=(parts.get("see") or see).strip(),
+    )
+
+
+_PARTS = re.compile(
+    r"^(?P<what>.*?)(?:\s+Why it matters:\s*(?P<why>.*?))?(?:\s+Fix:\s*(?P<fix>.*?))?"
+    r"(?:\s+See\s+(?P<see>\S+?)\.?)?\s*$",
+    re.DOTALL,
+)
 
 
 def build_settings(
@@ -342,69 +700,77 @@ def build_settings(
     env: Mapping[str, str] | None = None,
     config_file: Path | None = None,
 ) -> Settings:
-    """Merge defaults < TOML < environment < CLI into one validated ``Settings``.
+    """Merge defaults < ``$STATE_DIRECTORY`` < TOML < environment < CLI into one validated
+    ``Settings``.
 
     ``cli`` maps field names to values; None values mean "not given". ``env`` defaults to
-    ``os.environ``; ``FLEETCAST_API_KEY_FILE`` / ``api_key_file`` read the key from a file
-    (systemd credentials: ``%d/api-key``). ``STATE_DIRECTORY`` (set by systemd's
-    StateDirectory=) is the state dir unless one is given explicitly.
+    ``os.environ``. ``STATE_DIRECTORY`` (set by systemd's StateDirectory=) is only the
+    default state dir: ``state_dir`` in the file, ``FLEETCAST_STATE_DIR`` and
+    ``--state-dir`` all beat it. The API key comes from the highest level that gives one,
+    either as the key (``--api-key``, ``FLEETCAST_API_KEY``, ``api_key``) or as a file holding
+    it (``--api-key-file``, ``FLEETCAST_API_KEY_FILE``, ``api_key_file``; systemd
+    credentials: ``%d/api-key``); both at one level is refused. Every value is checked
+    against its accepted form and range; a bad one is a :class:`SettingsError` naming the
+    setting, where it came from and the fix.
     """
     env = os.environ if env is None else env
     cli = {k: v for k, v in (cli or {}).items() if v is not None}
     config_file = config_file or _opt_path(
         cli.pop("config", None) or env.get(f"{ENV_PREFIX}CONFIG")
     )
-    layers: list[dict[str, Any]] = []
-    if config_file is not None:
-        layers.append(_read_toml(config_file))
-    env_layer: dict[str, Any] = {}
-    if env.get("STATE_DIRECTORY"):
-        # systemd may list several directories separated by ':'; ours is the first.
-        env_layer["state_dir"] = env["STATE_DIRECTORY"].split(":")[0]
-    for name in _CONVERTERS:
-        key = f"{ENV_PREFIX}{name.upper()}"
-        if key in env:
-            env_layer[name] = env[key]
-    if f"{ENV_PREFIX}API_KEY_FILE" in env:
-        env_layer["api_key_file"] = env[f"{ENV_PREFIX}API_KEY_FILE"]
-    layers.extend([env_layer, dict(cli)])
-
-    merged: dict[str, Any] = {}
-    for layer in layers:
-        merged.update(layer)
-    key_file = merged.pop("api_key_file", None)
-    if key_file and not merged.get("api_key"):
-        merged["api_key"] = _read_key_file(Path(str(key_file)))
-    unknown = sorted(set(merged) - set(_CONVERTERS))
+    unknown = sorted(set(cli) - set(_SPECS))
     if unknown:
         raise SettingsError(
             f"Unknown setting(s): {', '.join(unknown)}.",
-            f"use only the documented names ({', '.join(sorted(_CONVERTERS))}).",
+            f"use only the documented names ({', '.join(sorted(_SPECS))}).",
         )
+    defaults: _Layer = {}
+    if env.get("STATE_DIRECTORY"):
+        # systemd may list several directories separated by ':'; ours is the first.
+        defaults["state_dir"] = (env["STATE_DIRECTORY"].split(":")[0], _Origin("systemd"))
+    layers: list[_Layer] = [defaults]
+    if config_file is not None:
+        layers.append(_read_toml(config_file))
+    env_origin = _Origin("env")
+    layers.append(
+        {
+            name: (env[f"{ENV_PREFIX}{name.upper()}"], env_origin)
+            for name in _SPECS
+            if f"{ENV_PREFIX}{name.upper()}" in env
+        }
+    )
+    layers.append({name: (value, _Origin("flag")) for name, value in cli.items()})
+
+    key = _api_key(layers)
+    merged: _Layer = {}
+    for layer in layers:
+        merged.update(layer)
+    if key is not None:
+        merged["api_key"] = key[:2]
     values: dict[str, Any] = {}
-    for name, raw in merged.items():
+    for name, (raw, origin) in merged.items():
+        spec = _SPECS[name]
         try:
-            values[name] = _CONVERTERS[name](raw)
+            values[name] = spec.convert(raw)
         except (TypeError, ValueError) as exc:
             raise SettingsError(
-                f"Setting {name}={raw!r} is invalid ({exc}).",
-                f"give {name} a valid value (flag --{name.replace('_', '-')}, env {ENV_PREFIX}{name.upper()}).",
+                f"Setting {name} is invalid: {origin.shown(name, raw)} ({exc}).",
+                f"change {origin.where(name)} to {spec.form}.",
             ) from exc
     settings = Settings(**values)
-    if not 0 < settings.port < 65536:
-        raise SettingsError(
-            f"Expected a port in 1..65535, but got {settings.port}.", "pass --port 8000."
-        )
     if settings.api_key is not None and len(settings.api_key) < 16:
+        where = key[1].where(key[2]) if key is not None else "the settings"
         raise SettingsError(
-            "The API key is shorter than 16 characters.",
+            f"The API key (from {where}) is shorter than 16 characters.",
             "generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`.",
+            see="docs/OPERATIONS.md#api-key",
         )
     if settings.read_key_required and settings.api_key is None:
         raise SettingsError(
             "--read-key-required was given but no API key is configured, so every read "
             "(and every write) would stay open.",
             "set FLEETCAST_API_KEY or --api-key-file, or drop --read-key-required.",
+            see="docs/OPERATIONS.md#api-key",
         )
     if settings.demo and settings.source == "prometheus":
         raise SettingsError(
@@ -413,23 +779,42 @@ def build_settings(
         )
     if settings.demo or settings.source == "demo":
         settings = dataclasses.replace(settings, demo=True, source="demo")
+        if settings.demo_servers > settings.capacity:
+            raise SettingsError(
+                f"The demo simulates {settings.demo_servers} servers (demo_servers) but the "
+                f"appliance tracks at most {settings.capacity} (capacity).",
+                f"raise --capacity to at least {settings.demo_servers} or lower "
+                f"--demo-servers to at most {settings.capacity}.",
+                why=f"the samples of the other {settings.demo_servers - settings.capacity} "
+                "simulated servers would be rejected at every step, so the demo would show "
+                "a fleet with servers missing.",
+            )
     from fleetcast.appliance.sources import check_settings
 
     try:
         check_settings(settings)
+    except ContractError as exc:
+        raise SettingsError(exc.what, exc.fix, why=exc.why, see=exc.see) from exc
     except ValueError as exc:
-        raise SettingsError(str(exc), "see docs/PROMETHEUS.md#configure.") from exc
+        raise _split_message(str(exc), "docs/PROMETHEUS.md#configure") from exc
     return settings
 
 
-def _read_key_file(path: Path) -> str:
+def _read_key_file(path: Path, where: str) -> str:
     try:
         key = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise SettingsError(
-            f"Cannot read the API key file ({type(exc).__name__}).",
-            "check --api-key-file / FLEETCAST_API_KEY_FILE and its permissions.",
+            f"Cannot read the API key file {path} (from {where}): {reason}.",
+            "check the path and that the user running fleetcast may read the file (under "
+            "systemd: LoadCredential= and FLEETCAST_API_KEY_FILE=%d/api-key).",
+            see="docs/OPERATIONS.md#api-key",
         ) from exc
     if not key:
-        raise SettingsError("The API key file is empty.", "write the key into it (one line).")
+        raise SettingsError(
+            f"The API key file {path} (from {where}) is empty.",
+            "write the key into it (one line).",
+            see="docs/OPERATIONS.md#api-key",
+        )
     return key

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from litestar import Controller, post
+from litestar import Controller, Response, post
+from litestar.exceptions import ValidationException
 
 from fleetcast.appliance.auth import write_guard
-from fleetcast.appliance.http_errors import ApiError
-from fleetcast.appliance.schemas import ReloadIn, ReloadOut, ScenarioIn, ScenarioOut
+from fleetcast.appliance.http_errors import API_DOC, ApiError
+from fleetcast.appliance.schemas import ErrorBody, ReloadIn, ReloadOut, ScenarioIn, ScenarioOut
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from litestar import Request
     from litestar.datastructures import State
 
     from fleetcast.appliance.settings import Settings
@@ -58,6 +60,28 @@ def resolve_model_dir(settings: Settings, name: str | None) -> Path:
     return candidate
 
 
+def _bad_body(error: str, fix: str, see: str) -> Any:
+    """An exception handler answering a body that does not decode (unknown or misspelt
+    field, wrong type) with a 400 that says which field and what the body may hold."""
+
+    def handler(request: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorBody]:
+        extra = exc.extra if isinstance(exc.extra, list) else []
+        found = "; ".join(
+            str(item.get("message", item)) if isinstance(item, dict) else str(item)
+            for item in extra
+        )
+        detail = f"the body of {request.method} {request.url.path} does not decode: " + (
+            found or str(exc.detail)
+        )
+        return Response(
+            ErrorBody(error=error, detail=detail, fix=fix, see=see),
+            status_code=400,
+            media_type="application/json",
+        )
+
+    return handler
+
+
 def _scrub(message: str, *paths: Path) -> str:
     """Remove server paths from a message before it is sent to a client."""
     for path in paths:
@@ -73,6 +97,15 @@ class AdminController(Controller):
     path = "/admin"
     guards = [write_guard]  # noqa: RUF012
     tags = ["admin"]  # noqa: RUF012
+    exception_handlers = {  # noqa: RUF012
+        ValidationException: _bad_body(
+            "bad reload request",
+            'send no body (or {}) to reload --model-dir, or {"model_dir": "<folder name>"} for '
+            "a folder beside it; model_dir is the only field, so a misspelt one is refused "
+            "rather than silently reloading --model-dir",
+            API_DOC,
+        )
+    }
 
     @post("/reload", status_code=200, summary="Atomically swap in a new model")
     async def reload(self, state: State, data: ReloadIn | None = None) -> ReloadOut:
@@ -105,6 +138,13 @@ class DemoController(Controller):
     path = "/demo"
     guards = [write_guard]  # noqa: RUF012
     tags = ["demo"]  # noqa: RUF012
+    exception_handlers = {  # noqa: RUF012
+        ValidationException: _bad_body(
+            "bad scenario request",
+            'send {"scenario": "healthy" | "degrading" | "critical"} and no other field',
+            "docs/OPERATIONS.md#demo",
+        )
+    }
 
     @post("/scenario", status_code=200, summary="Switch the demo fleet's scenario")
     async def scenario(self, state: State, data: ScenarioIn) -> ScenarioOut:

@@ -3,13 +3,14 @@ actuals of a server or a profile, and the fleet risk trend."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio.to_thread
-from litestar import Controller, Response, get
+from litestar import Controller, Request, Response, get
 from litestar.params import Parameter
 
 from fleetcast.appliance.auth import read_guard
+from fleetcast.appliance.controllers._paths import server_names
 from fleetcast.appliance.http_errors import ApiError
 from fleetcast.appliance.schemas import (  # noqa: TC001 (Litestar reads them at run time)
     FleetHistory,
@@ -38,18 +39,24 @@ class HistoryController(Controller):
     guards = [read_guard]  # noqa: RUF012
     tags = ["history"]  # noqa: RUF012
 
-    @get("/history/{server_name:str}", summary="Recent actuals and risk of one server")
+    @get("/history/{server_name:path}", summary="Recent actuals and risk of one server")
     async def server(
-        self, state: State, server_name: str, steps: Steps = 288
+        self, request: Request[Any, Any, Any], state: State, server_name: str, steps: Steps = 288
     ) -> Response[ServerHistory]:
-        """One value per step (null where a step had no sample), oldest first."""
+        """One value per step (null where a step had no sample), oldest first. Percent-encode
+        the name as one segment (``a/b`` → ``a%2Fb``)."""
         engine = state.runtime.engine
-        found = engine.history(server_name, steps) if engine is not None else None
+        names = server_names(request.scope, 1, server_name) or [server_name]
+        found = None
+        if engine is not None:
+            found = next(
+                (h for h in (engine.history(n, steps) for n in names) if h is not None), None
+            )
         if found is None:
             raise ApiError(
                 404,
                 "unknown server",
-                f"no samples have been received for server {server_name[:255]!r}",
+                f"no samples have been received for server {names[0][:255]!r}",
                 "POST /metrics records for it first, or check the name in GET /predictions/current",
             )
         return Response(content=found)

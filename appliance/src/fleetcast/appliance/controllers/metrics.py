@@ -6,13 +6,18 @@ strict and happens before anything else; the whole batch is tried in one msgspec
 and only a batch with a bad record is decoded record by record to name the bad ones.
 Contract checks on values (ranges, states, profiles, age) are the engine's
 (``fleetcast.contract.records``); accepted records are on disk before the answer.
+
+The ingest is the contract's non-strict path (docs/DATA_CONTRACT.md#extra-columns): a
+record field outside the contract (``"site": "x"``) does not refuse the record, but it is
+named in the answer's ``ignored_fields`` and logged once per field name. A field outside
+``{"records": [...]}`` itself is a 400.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -28,19 +33,45 @@ from fleetcast.appliance.runtime import iso
 from fleetcast.appliance.schemas import IngestResponse, MetricsIn, RawMetricsIn, RecordIn, Rejected
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from litestar.datastructures import State
 
-__all__ = ["DecodedBatch", "MetricsController", "decode_metrics"]
+__all__ = ["DecodedBatch", "IgnoredFieldWarnings", "MetricsController", "decode_metrics"]
 
 _log = logging.getLogger(__name__)
 _SEE = "docs/API.md"
+_SEE_EXTRA = "docs/DATA_CONTRACT.md#extra-columns"
 _MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
+_RECORD_FIELDS = frozenset(RecordIn.__struct_fields__)
+
+
+class _ExactRecordIn(RecordIn, frozen=True, forbid_unknown_fields=True):
+    """A record without fields outside the contract: the type of the one-pass fast path."""
+
+
+class _ExactMetricsIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    records: list[_ExactRecordIn]
+
+
+class _RecordKeys(msgspec.Struct, frozen=True):
+    """Only the field names of each record (values left raw): finds the ignored fields."""
+
+    records: list[dict[str, msgspec.Raw]]
+
+
+_JSON_EXACT = msgspec.json.Decoder(_ExactMetricsIn)
 _JSON_FULL = msgspec.json.Decoder(MetricsIn)
+_JSON_KEYS = msgspec.json.Decoder(_RecordKeys)
 _JSON_RAW = msgspec.json.Decoder(RawMetricsIn)
 _JSON_RECORD = msgspec.json.Decoder(RecordIn)
+_JSON_RECORD_KEYS = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_MP_EXACT = msgspec.msgpack.Decoder(_ExactMetricsIn)
 _MP_FULL = msgspec.msgpack.Decoder(MetricsIn)
+_MP_KEYS = msgspec.msgpack.Decoder(_RecordKeys)
 _MP_RAW = msgspec.msgpack.Decoder(RawMetricsIn)
 _MP_RECORD = msgspec.msgpack.Decoder(RecordIn)
+_MP_RECORD_KEYS = msgspec.msgpack.Decoder(dict[str, msgspec.Raw])
 _MAX_EPOCH = 253_370_764_800
 """9999-01-01T00:00:00Z: later timestamps (and their forecast horizons) cannot be written
 as ISO dates, so a record past it would break every later answer; it is rejected."""
@@ -55,6 +86,46 @@ class DecodedBatch:
     index: np.ndarray
     """Original index in ``records`` of each row of ``columns`` (int64, (n,))."""
     rejected: list[Rejected]
+    ignored_fields: list[str] = field(default_factory=list)
+    """Record fields outside the contract, sorted: ignored, reported in the answer."""
+
+
+class IgnoredFieldWarnings:
+    """Logs one warning per record field name outside the contract (one per app).
+
+    At most ``limit`` names are remembered (a client inventing names cannot grow memory
+    or flood the log); past it one last warning says that further names are not logged.
+    """
+
+    def __init__(self, limit: int = 256) -> None:
+        self.limit = limit
+        self.seen: set[str] = set()
+        self._full = False
+
+    def warn(self, names: Iterable[str]) -> None:
+        """Warn about each name not warned about before."""
+        for name in names:
+            if name in self.seen:
+                continue
+            if len(self.seen) >= self.limit:
+                if not self._full:
+                    self._full = True
+                    _log.warning(
+                        "POST /metrics: more record fields outside the contract than the %d "
+                        "already logged; further names are not logged (each answer still lists "
+                        "them in ignored_fields). See %s",
+                        self.limit,
+                        _SEE_EXTRA,
+                    )
+                return
+            self.seen.add(name)
+            _log.warning(
+                "POST /metrics: records carry the field %r, which is not a contract column: "
+                "it is ignored (the answer lists it in ignored_fields). Rename it if it was "
+                "meant as a contract column, or stop sending it. See %s",
+                name[:200],
+                _SEE_EXTRA,
+            )
 
 
 def _epoch(ts: datetime | float) -> int | None:
@@ -69,32 +140,63 @@ def _epoch(ts: datetime | float) -> int | None:
 
 
 def decode_metrics(body: bytes, msgpack: bool) -> DecodedBatch:
-    """Decode a POST /metrics body; raises ApiError(400) when it is not ``{"records": [...]}``."""
-    full, raw, one = (
-        (_MP_FULL, _MP_RAW, _MP_RECORD) if msgpack else (_JSON_FULL, _JSON_RAW, _JSON_RECORD)
-    )
+    """Decode a POST /metrics body; raises ApiError(400) when it is not ``{"records": [...]}``.
+
+    One msgspec pass when every record is well-formed and has only contract fields; a
+    second (field names only) when some carry other fields; record by record otherwise.
+    """
+    if msgpack:
+        exact, full, keys, raw, one, one_keys = (
+            _MP_EXACT,
+            _MP_FULL,
+            _MP_KEYS,
+            _MP_RAW,
+            _MP_RECORD,
+            _MP_RECORD_KEYS,
+        )
+    else:
+        exact, full, keys, raw, one, one_keys = (
+            _JSON_EXACT,
+            _JSON_FULL,
+            _JSON_KEYS,
+            _JSON_RAW,
+            _JSON_RECORD,
+            _JSON_RECORD_KEYS,
+        )
     rejected: list[Rejected] = []
+    ignored: set[str] = set()
+    records: list[RecordIn | None]
     try:
-        records: list[RecordIn | None] = list(full.decode(body).records)
+        records = list(exact.decode(body).records)
     except msgspec.DecodeError:
         try:
-            raws = raw.decode(body).records
-        except msgspec.DecodeError as exc:
-            raise ApiError(
-                400,
-                "malformed body",
-                f"expected {'MessagePack' if msgpack else 'JSON'} of the form "
-                f'{{"records": [record, ...]}}: {exc}',
-                "send an object with a 'records' list of contract records (schema at /schema)",
-                _SEE,
-            ) from exc
-        records = []
-        for i, item in enumerate(raws):
+            records = list(full.decode(body).records)
+            for fields in keys.decode(body).records:
+                ignored.update(fields.keys() - _RECORD_FIELDS)
+        except msgspec.DecodeError:
             try:
-                records.append(one.decode(item))
+                raws = raw.decode(body).records
             except msgspec.DecodeError as exc:
-                records.append(None)
-                rejected.append(Rejected(index=i, reason=f"invalid record: {exc}"))
+                raise ApiError(
+                    400,
+                    "malformed body",
+                    f"expected {'MessagePack' if msgpack else 'JSON'} of the form "
+                    f'{{"records": [record, ...]}} (no other field): {exc}',
+                    "send an object with a 'records' list of contract records (schema at /schema)",
+                    _SEE,
+                ) from exc
+            records = []
+            for i, item in enumerate(raws):
+                try:
+                    records.append(one.decode(item))
+                except msgspec.DecodeError as exc:
+                    records.append(None)
+                    rejected.append(Rejected(index=i, reason=f"invalid record: {exc}"))
+                    continue
+                try:
+                    ignored.update(one_keys.decode(item).keys() - _RECORD_FIELDS)
+                except msgspec.DecodeError:  # pragma: no cover - it decoded as a record
+                    pass
     keep: list[int] = []
     ts: list[int] = []
     for i, rec in enumerate(records):
@@ -124,7 +226,7 @@ def decode_metrics(body: bytes, msgpack: bool) -> DecodedBatch:
         state=[r.state for r in good],  # type: ignore[union-attr]
         profile=[r.profile for r in good],  # type: ignore[union-attr]
     )
-    return DecodedBatch(cols, np.array(keep, dtype=np.int64), rejected)
+    return DecodedBatch(cols, np.array(keep, dtype=np.int64), rejected, sorted(ignored))
 
 
 def _record_schema() -> Schema:
@@ -186,13 +288,18 @@ class MetricsController(Controller):
     async def ingest(
         self, request: Request[Any, Any, Any], state: State
     ) -> Response[IngestResponse]:
-        """200 with ``accepted`` and per-index ``rejected`` when any record was kept; 422 when none."""
+        """200 with ``accepted``, per-index ``rejected`` and the ``ignored_fields`` outside the
+        contract when any record was kept; 422 when none."""
         runtime = state.runtime
         content_type = (
             request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
         )
         body = await request.body()
         batch = decode_metrics(body, msgpack=content_type in _MSGPACK_TYPES)
+        if batch.ignored_fields:
+            warnings = state.get("ignored_fields")
+            if warnings is not None:
+                warnings.warn(batch.ignored_fields)
         rejected = list(batch.rejected)
         accepted = 0
         latest = None
@@ -225,4 +332,11 @@ class MetricsController(Controller):
                 "docs/DATA_CONTRACT.md#columns",
                 rejected=rejected,
             )
-        return Response(IngestResponse(accepted=accepted, rejected=rejected, latest_step=latest))
+        return Response(
+            IngestResponse(
+                accepted=accepted,
+                rejected=rejected,
+                latest_step=latest,
+                ignored_fields=batch.ignored_fields,
+            )
+        )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from litestar import Controller, Response, get
+from litestar import Controller, Request, Response, get
 
 from fleetcast.appliance.auth import read_guard
+from fleetcast.appliance.controllers._paths import server_names
 from fleetcast.appliance.http_errors import ApiError
 from fleetcast.appliance.schemas import (  # noqa: TC001 (Litestar reads them at run time)
     AlertsResponse,
@@ -40,16 +41,22 @@ class PredictionsController(Controller):
         body = state.runtime.current_body or EMPTY_PREDICTIONS
         return Response(content=body, media_type="application/json")
 
-    @get("/predictions/{server_name:str}", summary="One server's forecast with its full curves")
-    async def server(self, state: State, server_name: str) -> Response[ServerDetail]:
-        """404 when the server is unknown or has no forecast yet (warming up: see /status)."""
+    @get("/predictions/{server_name:path}", summary="One server's forecast with its full curves")
+    async def server(
+        self, request: Request[Any, Any, Any], state: State, server_name: str
+    ) -> Response[ServerDetail]:
+        """404 when the server is unknown or has no forecast yet (warming up: see /status).
+        Percent-encode the name as one segment (``a/b`` → ``a%2Fb``)."""
         engine = state.runtime.engine
-        found = engine.server_forecast(server_name) if engine is not None else None
+        names = server_names(request.scope, 1, server_name) or [server_name]
+        found = None
+        if engine is not None:
+            found = next((f for f in map(engine.server_forecast, names) if f is not None), None)
         if found is None:
             raise ApiError(
                 404,
                 "no forecast for this server",
-                f"server {server_name[:255]!r} is unknown or still warming up (no full encoder window yet)",
+                f"server {names[0][:255]!r} is unknown or still warming up (no full encoder window yet)",
                 "check the name in GET /predictions/current, or GET /status for warming servers",
             )
         return Response(content=found)

@@ -1,7 +1,8 @@
 """WS /ws/predictions: pushes /predictions/current's body on every new forecast set.
 
 On connect the client gets the current set (if any), then each new one. A slow client
-skips to the newest set instead of building a backlog.
+skips to the newest set instead of building a backlog. With ``--read-key-required`` a
+handshake without the key is refused with HTTP 401 and the JSON error body.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
-from fleetcast.appliance.auth import read_guard
+from fleetcast.appliance.auth import read_guard, websocket_key_middleware
 
 if TYPE_CHECKING:
     from litestar.datastructures import State
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["predictions_socket"]
 
 
-@websocket("/ws/predictions", guards=[read_guard])
+@websocket("/ws/predictions", guards=[read_guard], middleware=[websocket_key_middleware])
 async def predictions_socket(socket: WebSocket, state: State) -> None:
     """Send forecast sets as JSON text frames until the client disconnects."""
     runtime = state.runtime

@@ -36,25 +36,40 @@ def create_source(runtime: Runtime, settings: Any) -> PrometheusSource | None:
 
 
 def check_settings(settings: Any) -> None:
-    """Raise ValueError (what, why, fix) when the source or alert settings cannot work."""
+    """Raise ContractError (what, why, fix, see: each part once) when the source or alert
+    settings cannot work; other problems of the Prometheus settings raise ValueError."""
+    from fleetcast.contract.errors import ContractError
+
     source = getattr(settings, "source", "push")
     if source not in SOURCE_KINDS:
-        raise ValueError(
-            f"Expected source to be one of {', '.join(SOURCE_KINDS)}, but got {source!r}. "
-            "Fix: pass --source push|demo|prometheus. See docs/PROMETHEUS.md#configure."
+        raise ContractError(
+            f"Expected source to be one of {', '.join(SOURCE_KINDS)}, but got {source!r}.",
+            "the appliance would not know where its samples come from.",
+            "pass --source push|demo|prometheus.",
+            "docs/PROMETHEUS.md#configure",
         )
     if source == "prometheus":
         from fleetcast.appliance.sources.prometheus import PrometheusConfig
         from fleetcast.appliance.sources.promql import PromClient
 
+        if not getattr(settings, "prometheus_url", None):
+            raise ContractError(
+                "The Prometheus source needs a URL, but no prometheus_url is set.",
+                "the appliance cannot read metrics without it.",
+                "pass --prometheus-url http://HOST:9090 (or FLEETCAST_PROMETHEUS_URL, or "
+                "prometheus_url in the config file).",
+                "docs/PROMETHEUS.md#configure",
+            )
         config = PrometheusConfig.from_settings(settings)
         PromClient(config.url)  # checks the URL's form
     for name in ("alertmanager_url", "webhook_url"):
         url = getattr(settings, name, None)
         if url and not str(url).startswith(("http://", "https://")):
-            raise ValueError(
-                f"Expected {name} to be an http(s) URL, but got {url!r}. Fix: pass "
-                f"--{name.replace('_', '-')} http://HOST:PORT. See docs/PROMETHEUS.md#alerts."
+            raise ContractError(
+                f"Expected {name} to be an http(s) URL, but got {url!r}.",
+                "alerts could not be delivered to it.",
+                f"pass --{name.replace('_', '-')} http://HOST:PORT.",
+                "docs/PROMETHEUS.md#alerts",
             )
 
 

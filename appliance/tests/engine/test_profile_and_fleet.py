@@ -1,0 +1,107 @@
+"""One profile per server in Engine.ingest (docs/DATA_CONTRACT.md#stable-profile) and the
+fleet summary of an all-green fleet (0.0, never -0.0), on the toy model."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+
+from fleetcast.appliance.engine import Engine, EngineConfig, RecordBatch
+from fleetcast.appliance.forecast import iso
+from fleetcast.appliance.risk import fleet_summary
+
+TOY = Path(__file__).parent / "fixtures" / "toy_model.onnx"
+STEP = 300
+START = 1_795_000_000 - 1_795_000_000 % STEP
+HORIZONS = ("30min", "1hr", "8hr")
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    shutil.copy(TOY, tmp_path / "model.onnx")
+    return Engine.open(EngineConfig(model_dir=tmp_path, capacity=8))
+
+
+def _batch(ts: list[int], names: list[str], profiles: list[str | None]) -> RecordBatch:
+    n = len(names)
+    metrics = np.tile([[10.0, 20.0, 1.0, 5.0]], (n, 1))
+    return RecordBatch(
+        ts=np.asarray(ts, dtype=np.int64),
+        server=list(names),
+        cpu_pct=metrics[:, 0],
+        mem_pct=metrics[:, 1],
+        disk_io_mb_s=metrics[:, 2],
+        latency_ms=metrics[:, 3],
+        state=[None] * n,
+        profile=list(profiles),
+    )
+
+
+def test_profile_from_the_name_is_kept_against_a_later_one(engine: Engine) -> None:
+    assert engine.ingest(_batch([START], ["ppml0001"], [None])).rejected == []
+    result = engine.ingest(_batch([START + STEP], ["ppml0001"], ["database"]))
+    assert result.accepted == 0
+    [(index, reason)] = result.rejected
+    assert index == 0
+    assert "profile 'database' contradicts 'ml_compute'" in reason
+    assert reason.endswith("(docs/DATA_CONTRACT.md#stable-profile)")
+    history = engine.history("ppml0001", 5)
+    assert history is not None
+    assert history["profile"] == "ml_compute"
+    # The refused sample is not in the buffers: the newest step is still the first one.
+    assert history["timestamps"][-1] == iso(START)
+    assert [v for v in history["cpu_pct"] if v is not None] == [10.0]
+    assert engine.status()["ingest"]["invalid"] == 1
+    # None and the same profile are accepted.
+    ok = engine.ingest(
+        _batch([START + STEP, START + 2 * STEP], ["ppml0001"] * 2, [None, "ml_compute"])
+    )
+    assert (ok.accepted, ok.rejected) == (2, [])
+
+
+def test_explicit_first_profile_wins_over_the_name_and_then_holds(engine: Engine) -> None:
+    batch = _batch(
+        [START, START + STEP, START + 2 * STEP, START],
+        ["ppdb001", "ppdb001", "ppdb001", "ppweb001"],
+        ["generic", None, "database", "web_api"],
+    )
+    result = engine.ingest(batch)
+    assert result.accepted == 3
+    assert [i for i, _ in result.rejected] == [2]
+    assert engine.history("ppdb001", 5)["profile"] == "generic"
+    assert engine.history("ppweb001", 5)["profile"] == "web_api"
+    # The snapshot carries the one profile.
+    arrays = engine.state_arrays()
+    restored = Engine.restore(engine.config, arrays)
+    assert restored.history("ppdb001", 5)["profile"] == "generic"
+    again = restored.ingest(_batch([START + 3 * STEP], ["ppdb001"], ["database"]))
+    assert again.accepted == 0
+
+
+@pytest.mark.parametrize("servers", [0, 3])
+def test_fleet_summary_of_a_riskless_fleet_is_positive_zero(servers: int) -> None:
+    summary = fleet_summary(np.zeros((servers, 3)), ["generic"] * servers, HORIZONS)
+    for value in summary["incident_probability"].values():
+        assert value == 0.0
+        assert math.copysign(1.0, value) == 1.0
+    assert b"-0.0" not in msgspec.json.encode(summary)
+    some = fleet_summary(np.array([[0.5, 0.5, 0.5]] * 2), ["generic"] * 2, HORIZONS)
+    assert some["incident_probability"]["8hr"] == pytest.approx(0.75)
+
+
+def test_forecast_of_an_idle_fleet_has_no_negative_zero(engine: Engine) -> None:
+    need = engine.spec.min_encoder_length + 2
+    for k in range(need):
+        engine.ingest(_batch([START + k * STEP] * 2, ["ppweb001", "ppweb002"], [None, None]))
+    fs = engine.run_forecast()
+    assert fs is not None
+    body = msgspec.json.encode(fs.to_dict())
+    assert [s["risk"] for s in fs.servers] == [0.0, 0.0]
+    assert b"-0.0" not in body
+    for value in fs.to_dict()["fleet"]["incident_probability"].values():
+        assert math.copysign(1.0, value) == 1.0

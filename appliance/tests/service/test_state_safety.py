@@ -1,0 +1,527 @@
+"""The state directory is never shared, never half-applied, never silently cut.
+
+One owner per state directory (a lock), nothing applied that was not logged, a damaged
+snapshot or a damaged log frame with acknowledged frames after it refuses the start with
+a clear message (and leaves the files as they are), and a shorter history after a restart
+is logged. docs/OPERATIONS.md#state.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import subprocess
+import sys
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import numpy as np
+import pytest
+from litestar.testing import TestClient
+
+from fleetcast.appliance import persistence
+from fleetcast.appliance.app import create_app
+from fleetcast.appliance.buffers import RingBuffers
+from fleetcast.appliance.history import RiskHistory
+from fleetcast.appliance.notify import Notifier
+from fleetcast.appliance.persistence import (
+    Columns,
+    StateError,
+    StateStore,
+    decode_frames,
+    encode_frame,
+)
+from fleetcast.appliance.runtime import Runtime, StartupError
+from fleetcast.contract.schema import STEP_SECONDS
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+
+def _cols(n: int, start: int = 0) -> Columns:
+    ts = np.arange(start, start + n, dtype=np.int64) * 300
+    metrics = np.column_stack([np.arange(n) + k for k in range(4)]).astype(np.float64)
+    return Columns(
+        ts=ts,
+        metrics=metrics,
+        server=[f"ppml{i:04d}" for i in range(n)],
+        state=["healthy"] * n,
+        profile=[None] * n,
+    )
+
+
+def _four_parts(message: str) -> None:
+    assert "Why it matters:" in message
+    assert "Fix:" in message
+    assert "See docs/OPERATIONS.md#" in message
+
+
+def _cli(model_dir: Path, state: Path, port: int = 1) -> subprocess.CompletedProcess[str]:
+    """``fleetcast serve`` that is expected to refuse the start (exit 1, one message)."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fleetcast.appliance.commands",
+            "--model-dir",
+            str(model_dir),
+            "--state-dir",
+            str(state),
+            "--port",
+            str(port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> Iterator[Any]:
+    """Open StateStores on ``tmp_path/state``; every one is closed at the end."""
+    opened: list[StateStore] = []
+
+    def open_store(state: Path | None = None, **kwargs: Any) -> StateStore:
+        store = StateStore(state or tmp_path / "state", **kwargs)
+        opened.append(store)
+        return store
+
+    yield open_store
+    for store in opened:
+        store.close()
+
+
+# -- one appliance per state directory ---------------------------------------------------
+
+
+def test_second_store_on_one_state_dir_is_refused_naming_the_holder(
+    stores: Any, tmp_path: Path
+) -> None:
+    first = stores()
+    first.recover()
+    first.append(_cols(2))
+    lock = tmp_path / "state" / "lock"
+    assert lock.read_text().strip() == str(os.getpid())
+
+    second = stores()
+    with pytest.raises(StateError) as info:
+        second.recover()
+    message = str(info.value)
+    assert f"pid {os.getpid()}" in message
+    assert "another fleetcast appliance" in message
+    _four_parts(message)
+    # The refused store changed nothing: the first one's log is intact and still in use.
+    first.append(_cols(3, start=10))
+    first.close()
+    assert lock.read_text() == ""
+
+    third = stores()
+    recovery = third.recover()  # the lock was released by close()
+    assert [len(b) for b in recovery.batches] == [2, 3]
+    assert lock.read_text().strip() == str(os.getpid())
+
+
+@pytest.mark.slow
+def test_second_appliance_process_refuses_a_state_dir_in_use(
+    server_factory: Any, svc: Any, model_dir: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    first = server_factory(state)
+    records = svc.make_records(steps=4)
+    assert httpx.post(f"{first.url}/metrics", json={"records": records}).status_code == 200
+
+    result = _cli(model_dir, state, port=svc.free_port())
+    assert result.returncode == 1, result.stderr
+    assert f"pid {first.proc.pid}" in result.stderr
+    assert "Traceback" not in result.stderr
+    _four_parts(result.stderr)
+
+    more = svc.make_records(steps=2, start=svc.T0 + 4 * STEP_SECONDS)
+    assert httpx.post(f"{first.url}/metrics", json={"records": more}).status_code == 200
+    first.kill()  # no final snapshot: everything must come back from the log
+    again = server_factory(state)
+    status = httpx.get(f"{again.url}/status").json()
+    assert status["persistence"]["replayed_on_start"] == len(records) + len(more)
+
+
+def test_a_refused_start_releases_the_state_dir(model_dir: Path, tmp_path: Path, svc: Any) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "snapshot.npz").write_bytes(b"PK\x03\x04 not a snapshot")
+    settings = svc.make_settings(model_dir, state)
+    runtime = Runtime(settings, Notifier(None))
+    with pytest.raises(StartupError, match="damaged"):
+        runtime.prepare()
+    (state / "snapshot.npz").rename(tmp_path / "snapshot.npz.damaged")
+    again = Runtime(settings, Notifier(None))
+    again.prepare()  # would be refused as "in use" if the failed start kept the lock
+    again.store.close()
+    again.engine.model.close()
+
+
+# -- what is not persisted is not applied ------------------------------------------------
+
+
+def test_a_batch_that_cannot_be_logged_is_not_applied(
+    model_dir: Path, tmp_path: Path, svc: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk answers 503 and leaves the engine exactly as it was; the resend after the
+    disk recovered is applied once.
+
+    A real full file system (a tiny tmpfs) needs root, so the disk-full error is injected at
+    the file-write boundary: ``os.write`` on the sample log's descriptor raises ENOSPC.
+    """
+    settings = svc.make_settings(model_dir, tmp_path / "state")
+    first = svc.make_records(steps=6)
+    second = svc.make_records(steps=3, start=svc.T0 + 6 * STEP_SECONDS)
+    real_write = os.write
+    with TestClient(create_app(settings)) as client:
+        runtime = client.app.state.runtime
+        assert client.post("/metrics", json={"records": first}).status_code == 200
+        status_before = client.get("/status").json()
+        history_before = _actuals(client, "ppdb001", 9)
+        arrays_before = runtime.engine.state_arrays()
+        log_before = runtime.store.log_bytes
+
+        def disk_full(fd: int, data: Any) -> int:
+            if fd == runtime.store._fd:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_write(fd, data)
+
+        monkeypatch.setattr(persistence.os, "write", disk_full)
+        response = client.post("/metrics", json={"records": second})
+        assert response.status_code == 503, response.text
+        assert "nothing was acknowledged" in response.json()["detail"]
+
+        # The buffers (the forecast loop may add risk history meanwhile: not compared).
+        arrays_after = runtime.engine.state_arrays()
+        for key, value in arrays_before.items():
+            if key.startswith("buf_") or key == "profile":
+                assert np.array_equal(arrays_after[key], value), key
+        assert _actuals(client, "ppdb001", 9) == history_before
+        status = client.get("/status").json()
+        assert status["ingest"] == status_before["ingest"]
+        assert status["source"]["detail"] == status_before["source"]["detail"]
+        assert runtime.latest_step == svc.T0 + 4 * STEP_SECONDS  # the last closed step
+        assert runtime.store.log_bytes == log_before
+
+        monkeypatch.setattr(persistence.os, "write", real_write)  # the disk recovered
+        response = client.post("/metrics", json={"records": second})
+        assert response.status_code == 200
+        assert response.json()["accepted"] == len(second)
+        ingest = client.get("/status").json()["ingest"]
+        assert ingest["accepted"] == len(first) + len(second)
+        assert ingest["duplicates"] == 0
+        history = _actuals(client, "ppdb001", 9)
+    # The restart replays exactly what was acknowledged.
+    with TestClient(create_app(settings)) as again:
+        assert _actuals(again, "ppdb001", 9) == history
+
+
+def test_a_batch_that_fails_to_apply_is_cut_off_the_log(
+    model_dir: Path, tmp_path: Path, svc: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log never holds a batch the engine did not take: a replay would apply it."""
+    settings = svc.make_settings(model_dir, tmp_path / "state")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        runtime = client.app.state.runtime
+        assert (
+            client.post("/metrics", json={"records": svc.make_records(steps=3)}).status_code == 200
+        )
+        log = max((tmp_path / "state").glob("log-*.wal"))
+        size = log.stat().st_size
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("a bug in the engine")
+
+        monkeypatch.setattr(runtime.engine, "ingest", broken)
+        more = svc.make_records(steps=2, start=svc.T0 + 3 * STEP_SECONDS)
+        assert client.post("/metrics", json={"records": more}).status_code == 500
+        assert log.stat().st_size == size == runtime.store.log_bytes
+        monkeypatch.undo()
+        assert client.post("/metrics", json={"records": more}).status_code == 200
+        batches, _, problem = decode_frames(log.read_bytes())
+    assert problem is None
+    assert [len(b) for b in batches] == [9, 6]
+
+
+def _actuals(client: TestClient[Any], name: str, steps: int) -> dict[str, Any]:
+    """/history without the risk column (forecasts run asynchronously, actuals do not)."""
+    body = client.get(f"/history/{name}", params={"steps": steps}).json()
+    body.pop("risk")
+    return body
+
+
+def test_logged_rows_are_those_the_engine_may_apply(
+    model_dir: Path, tmp_path: Path, svc: Any
+) -> None:
+    """Rows refused without looking at the buffers (invalid, from the future) are not
+    logged; the rows refused on the buffers' state (too old, over the capacity) are refused
+    again by the replay, so a restart rebuilds exactly the acknowledged state."""
+    import shutil
+
+    settings = svc.make_settings(model_dir, tmp_path / "state", capacity=2)
+    good = svc.make_records(names=["ppdb001", "ppweb001"], steps=40)
+    late = svc.make_records(names=["ppdb001"], steps=1, start=svc.T0 - 5000 * STEP_SECONDS)
+    bad = [dict(good[0], cpu_pct=150.0), dict(good[1], timestamp=4_000_000_000)]
+    extra = svc.make_records(names=["ppml0001"], steps=1)  # over the capacity of 2
+    with TestClient(create_app(settings)) as client:
+        runtime = client.app.state.runtime
+        answer = client.post("/metrics", json={"records": good})
+        assert answer.json()["accepted"] == len(good)
+        runtime.snapshot()
+        answer = client.post("/metrics", json={"records": [*late, *bad, *extra, good[-1]]})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["accepted"] == 1  # the duplicate of good[-1]
+        assert [r["index"] for r in answer.json()["rejected"]] == [0, 1, 2, 3]
+        log = max((tmp_path / "state").glob("log-*.wal"))
+        batches, _, problem = decode_frames(log.read_bytes())
+        assert problem is None
+        logged = [name for batch in batches for name in batch.server]
+        assert logged == ["ppdb001", "ppml0001", "ppweb001"]  # not the invalid or future rows
+        history = _actuals(client, "ppdb001", 40)
+        status = client.get("/status").json()
+        shutil.copytree(tmp_path / "state", tmp_path / "copy")  # a copy of the running state
+    with TestClient(
+        create_app(svc.make_settings(model_dir, tmp_path / "copy", capacity=2))
+    ) as again:
+        assert again.get("/status").json()["persistence"]["replayed_on_start"] == 1
+        assert _actuals(again, "ppdb001", 40) == history
+        assert again.get("/status").json()["servers"]["known"] == status["servers"]["known"]
+
+
+# -- a damaged snapshot ------------------------------------------------------------------
+
+
+def _write_snapshot(stores: Any) -> Path:
+    store = stores()
+    store.recover()
+    store.append(_cols(4))
+    gen = store.rotate()
+    store.append(_cols(2, start=10))
+    arrays = {"values": np.arange(4000, dtype=np.float32), "names": np.array(["a", "b"])}
+    store.write_snapshot(arrays, gen)
+    store.close()
+    return store.state_dir / "snapshot.npz"
+
+
+@pytest.mark.parametrize("damage", ["flip-middle", "flip-late", "truncate", "empty"])
+def test_a_damaged_snapshot_refuses_the_start_and_is_kept(stores: Any, damage: str) -> None:
+    path = _write_snapshot(stores)
+    data = bytearray(path.read_bytes())
+    if damage == "flip-middle":
+        data[len(data) // 2] ^= 0x01
+    elif damage == "flip-late":
+        data[len(data) - 200] ^= 0x40
+    elif damage == "truncate":
+        data = data[: len(data) - 30]
+    else:
+        data = bytearray()
+    path.write_bytes(bytes(data))
+    files = {p.name: p.read_bytes() for p in path.parent.iterdir() if p.name != "lock"}
+
+    with pytest.raises(StateError) as info:
+        stores().recover()
+    message = str(info.value)
+    assert message.startswith("snapshot.npz in the state directory is damaged: ")
+    assert "docs/OPERATIONS.md#back-up-and-restore" in message
+    assert "move the state directory aside" in message
+    _four_parts(message)
+    assert {p.name: p.read_bytes() for p in path.parent.iterdir() if p.name != "lock"} == files
+    with open(path.parent / "lock", "rb+") as fh:  # the refused store let go of the directory
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+@pytest.mark.slow
+def test_a_damaged_snapshot_is_one_clear_message_at_the_cli(
+    model_dir: Path, tmp_path: Path, stores: Any
+) -> None:
+    path = _write_snapshot(stores)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    result = _cli(model_dir, path.parent)
+    assert result.returncode == 1
+    assert "snapshot.npz in the state directory is damaged" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert path.read_bytes() == bytes(data)
+
+
+# -- a damaged sample log ----------------------------------------------------------------
+
+
+def _log_with_frames(stores: Any, sizes: list[int]) -> tuple[Path, list[int]]:
+    """A closed log holding one frame per size; returns it and the frames' byte offsets."""
+    store = stores()
+    store.recover()
+    offsets = []
+    for k, n in enumerate(sizes):
+        offsets.append(store.log_bytes)
+        store.append(_cols(n, start=10 * k))
+    store.close()
+    return next(store.iter_logs()), offsets
+
+
+@pytest.mark.parametrize("where", ["magic", "length", "crc", "payload"])
+def test_a_damaged_frame_before_intact_ones_refuses_the_start(stores: Any, where: str) -> None:
+    path, offsets = _log_with_frames(stores, [3, 4, 5, 6])
+    data = bytearray(path.read_bytes())
+    at = offsets[1] + {"magic": 1, "length": 6, "crc": 9, "payload": 30}[where]
+    data[at] ^= 0x20
+    path.write_bytes(bytes(data))
+
+    with pytest.raises(StateError) as info:
+        stores().recover()
+    message = str(info.value)
+    assert f"{path.name}" in message
+    assert f"at byte {offsets[1]}" in message
+    assert "2 intact frames" in message
+    assert f"{len(data) - offsets[2]} bytes" in message
+    assert "back-up-and-restore" in message
+    assert "move" in message
+    _four_parts(message)
+    assert path.read_bytes() == bytes(data)  # left untouched
+
+
+def test_a_damaged_last_frame_before_a_newer_log_generation_refuses_the_start(
+    stores: Any,
+) -> None:
+    store = stores()
+    store.recover()
+    store.append(_cols(3))
+    store.append(_cols(2, start=10))
+    older = next(store.iter_logs())
+    store.rotate()
+    store.append(_cols(4, start=20))
+    store.close()
+    data = bytearray(older.read_bytes())
+    data[-5] ^= 0x10  # the last frame of the older generation
+    older.write_bytes(bytes(data))
+
+    with pytest.raises(StateError) as info:
+        stores().recover()
+    message = str(info.value)
+    assert older.name in message
+    assert "1 intact frame" in message
+    assert older.read_bytes() == bytes(data)
+
+
+def test_a_torn_tail_is_still_cut_with_a_warning(
+    stores: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    path, offsets = _log_with_frames(stores, [3, 4])
+    whole = path.read_bytes()
+    damaged = bytearray(whole)
+    damaged[-2] ^= 0x01  # a complete last frame that fails its CRC: never fdatasync'ed
+    path.write_bytes(bytes(damaged) + encode_frame(_cols(9))[:17])
+    with caplog.at_level(logging.WARNING, logger="fleetcast.appliance.persistence"):
+        recovery = stores().recover()
+    assert [len(b) for b in recovery.batches] == [3]
+    assert len(recovery.dropped) == 1
+    assert path.read_bytes() == whole[: offsets[1]]
+    assert "nothing in it was acknowledged" in caplog.text
+
+
+def test_moving_the_damaged_log_aside_starts_with_the_rest(stores: Any, tmp_path: Path) -> None:
+    store = stores()
+    store.recover()
+    store.append(_cols(3))
+    store.append(_cols(2, start=10))
+    older = next(store.iter_logs())
+    store.rotate()
+    store.append(_cols(4, start=20))
+    store.close()
+    data = bytearray(older.read_bytes())
+    data[20] ^= 0x10
+    older.write_bytes(bytes(data))
+    with pytest.raises(StateError):
+        stores().recover()
+    older.rename(tmp_path / older.name)  # what the message tells the operator to do
+    recovery = stores().recover()
+    assert [len(b) for b in recovery.batches] == [4]
+
+
+# -- a shorter history after a restart is logged -----------------------------------------
+
+
+def test_a_shorter_ring_logs_what_it_drops(caplog: pytest.LogCaptureFixture) -> None:
+    base = 10**9 // STEP_SECONDS
+    rows = [(0, k) for k in range(15)] + [(1, k) for k in range(15)]
+    rows += [(2, k) for k in range(11, 15)]  # server c has only the newest 4 steps
+    wide = RingBuffers(4, 20)
+    for name in ("a", "b", "c"):
+        wide.register(name)
+    n = len(rows)
+    codes = wide.append(
+        np.array([s for s, _ in rows], dtype=np.int64),
+        np.array([(base + k) * STEP_SECONDS for _, k in rows], dtype=np.int64),
+        np.ones((n, 4)),
+        np.zeros(n, dtype=np.int8),
+    )
+    assert (codes == 0).all()
+    arrays = wide.state_arrays()
+
+    narrow = RingBuffers(4, 10)
+    with caplog.at_level(logging.WARNING, logger="fleetcast.appliance.buffers"):
+        narrow.load_arrays(arrays)
+    # a and b lose their 5 oldest steps each; c keeps all 4.
+    assert [int((narrow.slot_step[s] >= 0).sum()) for s in range(3)] == [10, 10, 4]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    text = warnings[0].getMessage()
+    assert "10 steps of 2 servers" in text
+    assert "20 to 10 steps" in text
+    assert "--history-steps" in text
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fleetcast.appliance.buffers"):
+        RingBuffers(4, 20).load_arrays(arrays)
+        RingBuffers(4, 30).load_arrays(arrays)  # a longer ring drops nothing
+    assert caplog.records == []
+
+
+def test_a_risk_history_of_another_size_is_reset_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    saved = RiskHistory(4, 20, 50)
+    fleet = {"mean_risk": 0.5, "red": 1, "yellow": 0, "green": 2}
+    saved.record(np.array([0, 1]), np.array([100, 100]), np.array([0.2, 0.7]), 100, fleet)
+    arrays = saved.state_arrays(2)
+
+    with caplog.at_level(logging.WARNING, logger="fleetcast.appliance.history"):
+        RiskHistory(4, 20, 50).load_arrays(arrays, 2)
+    assert caplog.records == []
+
+    other = RiskHistory(4, 10, 30)
+    with caplog.at_level(logging.WARNING, logger="fleetcast.appliance.history"):
+        other.load_arrays(arrays, 2)
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert "risk history of 2 servers" in text
+    assert "fleet risk trend" in text
+    assert np.isnan(other.server(0, np.array([100]))).all()
+
+
+@pytest.mark.slow
+def test_restart_with_fewer_history_steps_warns(
+    model_dir: Path, tmp_path: Path, svc: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with TestClient(create_app(svc.make_settings(model_dir, tmp_path / "probe"))) as probe:
+        need = probe.app.state.runtime.engine.history_steps
+    state = tmp_path / "state"
+    longer = svc.make_settings(model_dir, state, history_steps=need + 40)
+    with TestClient(create_app(longer)) as first:
+        records = svc.make_records(steps=need + 60)
+        assert first.post("/metrics", json={"records": records}).status_code == 200
+    caplog.clear()
+    with (
+        caplog.at_level(logging.WARNING, logger="fleetcast"),
+        TestClient(create_app(svc.make_settings(model_dir, state))),
+    ):
+        pass
+    text = caplog.text
+    assert f"{40 * len(svc.SERVERS)} steps of {len(svc.SERVERS)} servers" in text
+    assert "--history-steps" in text
