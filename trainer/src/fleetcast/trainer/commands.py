@@ -1,8 +1,11 @@
 """``fleetcast train``: validate the data, train the TFT, write the bundle, print the accuracy.
 
 Exit codes: 0 trained (quality warnings are printed, not fatal), 1 the data or the options
-cannot be used (the validator's errors, too little data, a bad option), 2 the file cannot
-be read. Bad input never produces a traceback.
+cannot be used (the validator's errors, too little data, data at another step, a bad option,
+a checkpoint that cannot be resumed) or no epoch was trained (nothing is written, ``latest``
+is left as it was), 2 the file cannot be read. Every option is checked before any data is
+read (:func:`config_from_args`, :func:`check_paths`; trainer/README.md#options). Bad input
+never produces a traceback.
 
 Scaling: on one GPU training runs in bf16 (or fp16) mixed precision automatically; several
 GPUs use Lightning's DDP: ``--accelerator gpu --devices 4 --strategy ddp`` (each process
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CPU_DEFAULT_MAX_BATCHES",
     "CPU_DEFAULT_MAX_MINUTES",
+    "check_paths",
     "config_from_args",
     "register_train",
     "run_train",
@@ -59,7 +64,8 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
             "Validate a contract Parquet file, train a multi-target Temporal Fusion Transformer, "
             "write models/tft_model_YYYYMMDD_HHMMSS/ (model.safetensors, config.json, "
             "training_info.json, server_mapping.json), point models/latest at it and print the "
-            "accuracy against baselines on the held-out tail. See docs/MODEL_FORMAT.md."
+            "accuracy against baselines on the held-out tail. See docs/MODEL_FORMAT.md; every "
+            "option's accepted range: trainer/README.md#options."
         ),
     )
     p.add_argument(
@@ -69,7 +75,10 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="models", help="folder for bundles and the 'latest' link")
     p.add_argument(
-        "--epochs", type=int, default=40, help="maximum epochs (early stopping: --patience)"
+        "--epochs",
+        type=int,
+        default=40,
+        help="maximum epochs, at least 1 (early stopping: --patience)",
     )
     p.add_argument(
         "--batch-size", type=int, default=64, help="windows per batch (per GPU with DDP)"
@@ -177,22 +186,86 @@ def _devices(value: str) -> int | str:
     return int(value) if value.isdigit() else value
 
 
+def _cli_error(option: str, value: object, accepted: str, why: str, fix: str) -> ValueError:
+    from fleetcast.trainer.train import option_error
+
+    return option_error(option, value, accepted, why, fix)
+
+
+def _check_cli_options(args: argparse.Namespace) -> None:
+    """The options whose command-line form differs from TrainConfig's (0 = none, hours)."""
+    if args.max_batches_per_epoch is not None and args.max_batches_per_epoch < 0:
+        raise _cli_error(
+            "--max-batches-per-epoch",
+            args.max_batches_per_epoch,
+            "must be a whole number of at least 0 (0 = no cap)",
+            "it caps the training batches of an epoch.",
+            f"Pass a cap such as {CPU_DEFAULT_MAX_BATCHES} (the CPU default), 0 for a full pass "
+            "over every window, or leave it out.",
+        )
+    if args.max_minutes is not None and not (
+        math.isfinite(args.max_minutes) and args.max_minutes >= 0
+    ):
+        raise _cli_error(
+            "--max-minutes",
+            args.max_minutes,
+            "must be a finite number of minutes of at least 0 (0 = no budget)",
+            "it is the wall-clock budget of the fit.",
+            f"Pass --max-minutes {CPU_DEFAULT_MAX_MINUTES:g} (the CPU default), 0 for no "
+            "budget, or leave it out.",
+        )
+    if not (math.isfinite(args.holdout_hours) and args.holdout_hours > 0):
+        need = args.prediction_steps * STEP_SECONDS / 3600
+        raise _cli_error(
+            "--holdout-hours",
+            args.holdout_hours,
+            f"must be a number of hours above 0, at least one prediction ({need:g} h with "
+            f"--prediction-steps {args.prediction_steps})",
+            "validation loss, early stopping and the accuracy table are computed on the "
+            "held-out tail; without one nothing can be validated.",
+            "Pass --holdout-hours 48 (the default) or another positive number of hours.",
+        )
+    if args.servers_sample is not None and args.servers_sample < 1:
+        raise _cli_error(
+            "--servers-sample",
+            args.servers_sample,
+            "must be a whole number of servers of at least 1",
+            "it is the number of servers to train on when the data exceeds memory.",
+            "Pass a number of servers, or leave --servers-sample out to train on every server.",
+        )
+    devices = str(args.devices).strip()
+    if not (devices == "auto" or devices == "-1" or devices.replace(",", "").isdigit()):
+        raise _cli_error(
+            "--devices",
+            repr(args.devices),
+            "must be auto, a number, -1 (all GPUs) or GPU indices such as 0,1",
+            "Lightning trains on that many devices (one process each with --strategy ddp).",
+            "Pass --devices auto (the default) or a count.",
+        )
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The one TrainConfig of a run, from the parsed options."""
+    """The one TrainConfig of a run, from the parsed options, validated.
+
+    Every option is checked here, before any data is read: a value outside its range
+    raises ValueError with a four-part message naming the option, the value, the accepted
+    range and trainer/README.md#options (:meth:`TrainConfig.validate`).
+    """
     import torch
 
     from fleetcast.trainer.train import TrainConfig
 
+    _check_cli_options(args)
     on_gpu = args.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     max_batches = args.max_batches_per_epoch
     if max_batches is None:
         max_batches = None if on_gpu else CPU_DEFAULT_MAX_BATCHES
-    elif max_batches <= 0:
+    elif max_batches == 0:
         max_batches = None
     max_minutes = args.max_minutes
     if max_minutes is None:
         max_minutes = None if on_gpu else CPU_DEFAULT_MAX_MINUTES
-    elif max_minutes <= 0:
+    elif max_minutes == 0:
         max_minutes = None
     checkpoint_dir = (
         Path(args.checkpoint_dir) if args.checkpoint_dir else Path(args.out) / "checkpoints"
@@ -200,7 +273,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     resume = None
     if args.resume:
         resume = checkpoint_dir / "last.ckpt" if args.resume == "last" else Path(args.resume)
-    return TrainConfig(
+    config = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
         max_batches=max_batches,
@@ -231,6 +304,75 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         max_eval_windows=args.eval_windows,
         evaluate=not args.no_eval,
     )
+    config.validate()
+    return config
+
+
+def _check_folder(option: str, path: Path) -> None:
+    """Refuse a folder option that names a file or cannot be created or written."""
+    if path.exists() and not path.is_dir():
+        raise _cli_error(
+            option,
+            path,
+            "is an existing file, not a folder",
+            "training writes into this folder; a file of the same name is in the way (the run "
+            "would fail only after training).",
+            f"Pass a folder for {option} (it is created if missing), or move the file away.",
+        )
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise _cli_error(
+            option,
+            path,
+            f"cannot be created: {ancestor} is a file, not a folder",
+            "training writes into this folder.",
+            f"Pass a folder path for {option} whose parents are folders.",
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise _cli_error(
+            option,
+            path,
+            f"cannot be written: {ancestor} is not writable by this user",
+            "training writes the bundle (or checkpoints) there.",
+            f"Pass a writable folder for {option}, or fix the folder's permissions.",
+        )
+
+
+def check_paths(config: TrainConfig, out: str | Path) -> None:
+    """``--out``, ``--checkpoint-dir`` and ``--resume`` are usable: checked before any data is read."""
+    import zipfile
+
+    from fleetcast.trainer.bundle import LATEST_LINK
+
+    out = Path(out)
+    _check_folder("--out", out)
+    latest = out / LATEST_LINK
+    if latest.exists() and not latest.is_symlink():
+        raise _cli_error(
+            "--out",
+            out,
+            f"holds {latest}, which is not the symbolic link training points at the new bundle",
+            "`fleetcast train` replaces OUT/latest with a link to the bundle it writes; a real "
+            "file or folder there cannot be replaced safely.",
+            f"Move {latest} away (or pass another --out).",
+        )
+    if config.checkpoint_dir is not None:
+        _check_folder("--checkpoint-dir", Path(config.checkpoint_dir))
+    resume = config.resume_from
+    if resume is None:
+        return
+    if not resume.is_file():
+        raise ValueError(
+            f"--resume {resume}: no such checkpoint. Why it matters: resuming needs "
+            "the Lightning checkpoint of an earlier run. Fix: pass a .ckpt from the checkpoint "
+            "folder (or drop --resume to start afresh). See trainer/README.md#what-a-run-does."
+        )
+    if not zipfile.is_zipfile(resume):
+        from fleetcast.trainer.train import resume_error
+
+        raise resume_error(resume, "it is not in PyTorch's checkpoint format (a zip archive)")
 
 
 def _quiet_libraries() -> None:
@@ -265,6 +407,11 @@ def run_train(args: argparse.Namespace) -> int:
     # with other work, spinning threads made a training batch 10-30x slower (measured).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     _quiet_libraries()
+    try:  # every option, before any data is read
+        config = config_from_args(args)
+        check_paths(config, args.out)
+    except ValueError as exc:
+        return _fail(str(exc))
     data_path = resolve_data_path(args.data)
     try:
         valid, errors, warnings = DataValidator(strict=True).validate_schema(data_path)
@@ -281,13 +428,6 @@ def run_train(args: argparse.Namespace) -> int:
     for warning in warnings:
         logger.warning("%s", warning)
 
-    config = config_from_args(args)
-    if config.resume_from is not None and not config.resume_from.is_file():
-        return _fail(
-            f"--resume {config.resume_from}: no such checkpoint. Why it matters: resuming needs "
-            "the Lightning checkpoint of an earlier run. Fix: pass a .ckpt from the checkpoint "
-            "folder (or drop --resume to start afresh). See docs/MODEL_FORMAT.md."
-        )
     import pyarrow.compute as pc
 
     from fleetcast.contract.encoder import ServerEncoder
@@ -302,8 +442,11 @@ def run_train(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if info.get("global_rank", 0) != 0:
         return EXIT_OK  # DDP: the other processes trained; the first one writes the bundle
+    if info.get("best_epoch") is None:
+        return _fail(_no_epoch_message(info, config, args.out))
     info["data"] = {
-        "file": str(data_path),
+        # Absolute: `fleetcast export --bundle /abs/models/latest` may run from anywhere.
+        "file": os.path.abspath(data_path),
         "sha256": file_sha256(data_path),
         "servers_sample": args.servers_sample,
         "validation_warnings": warnings,
@@ -334,3 +477,43 @@ def run_train(args: argparse.Namespace) -> int:
     if not quality["passed"]:
         logger.warning("the codex quality rules failed: %s", json.dumps(quality))
     return EXIT_OK
+
+
+def _no_epoch_message(info: dict, config: TrainConfig, out: str | Path) -> str:
+    """Four parts: no epoch of this run gave a finite validation loss, so nothing is saved."""
+    from fleetcast.contract.errors import explain
+
+    history = info.get("history") or []
+    if history:
+        what = (
+            f"No epoch of this run gave a finite validation loss ({len(history)} epoch(s) run, "
+            "every validation loss NaN or infinite)"
+        )
+        fix = (
+            "Lower --learning-rate, check the data for extreme values (fleetcast validate), or "
+            "use --precision 32-true."
+        )
+    else:
+        what = "No training epoch was completed"
+        done = info.get("epochs_total")
+        if config.resume_from is not None and done is not None and done >= config.epochs:
+            fix = (
+                f"The checkpoint {config.resume_from} had already trained {done} epoch(s), as "
+                f"many as --epochs {config.epochs} allows: pass a larger --epochs to train on "
+                "from it, or drop --resume to start afresh."
+            )
+        elif config.max_minutes is not None:
+            fix = (
+                f"--max-minutes {config.max_minutes:g} was spent before the first epoch ended: "
+                "pass a larger --max-minutes (0 = no budget), or a smaller "
+                "--max-batches-per-epoch to shorten the epochs."
+            )
+        else:
+            fix = "Run again with --epochs 1 or more, and check the log above for the cause."
+    return explain(
+        f"{what}; nothing was written and {Path(out) / 'latest'} was left as it was.",
+        "a bundle needs the weights of at least one trained epoch: an untrained model would "
+        "replace the last good one.",
+        fix,
+        "trainer/README.md#what-a-run-does",
+    )
