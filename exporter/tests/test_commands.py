@@ -83,8 +83,9 @@ def test_cli_refuses_a_missing_bundle_without_traceback(
     assert code == 1
     assert "Cannot load the bundle" in err
     assert "Traceback" not in err
-    assert "Fix:" in err
-    assert "docs/EXPORT.md" in err
+    assert err.count("Fix:") == 1  # the bundle's own message, not wrapped in a second one
+    assert err.count("Why it matters:") == 1
+    assert "See docs/MODEL_FORMAT.md" in err
 
 
 def test_cli_rejects_bad_parity_batches(capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,7 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fleetcast.exporter.export import ExportError, ExportOptions, ExportReport, export_model
+from fleetcast.exporter.export import (
+    ExportError,
+    ExportOptions,
+    ExportReport,
+    check_output,
+    export_model,
+    split_explained,
+)
 from fleetcast.exporter.metadata import spec_from_bundle
 from fleetcast.exporter.parity import collate_windows, select_windows
 
@@ -30,6 +37,7 @@ __all__ = [
     "WindowSource",
     "export_bundle",
     "parity_windows",
+    "validate_data",
 ]
 
 logger = logging.getLogger("fleetcast.exporter")
@@ -73,25 +81,78 @@ def parity_windows(
     source = source or WindowSource()
     if isinstance(data, str | Path):
         data = _read_servers(Path(data), source.servers)
-    frame = prepare_frame(data)
     cfg = bundle.dataset_config
-    keep_steps = cfg.max_encoder_length + cfg.max_prediction_length + source.tail_steps
-    names = sorted(frame["server_name"].astype(str).unique())[: source.servers]
-    frame = frame[frame["server_name"].astype(str).isin(names)]
-    last = frame.groupby("server_name", observed=True)["time_idx"].transform("max")
-    frame = frame[frame["time_idx"] > last - keep_steps].reset_index(drop=True)
-    for col in ("server_name", "state", "profile", "server_id"):
-        frame[col] = frame[col].astype(str).astype("category")
-    dataset = bundle.build_dataset(frame)
+    no_window = ExportError(
+        f"The data has no window of {cfg.min_encoder_length}+{cfg.max_prediction_length} "
+        "steps for the parity check.",
+        "the exporter refuses to write a model it could not compare with PyTorch.",
+        "Pass the training data with --data (at least a day per server).",
+        f"{_DOC}#checks",
+    )
+    try:
+        frame = prepare_frame(data)
+        keep_steps = cfg.max_encoder_length + cfg.max_prediction_length + source.tail_steps
+        names = sorted(frame["server_name"].astype(str).unique())[: source.servers]
+        frame = frame[frame["server_name"].astype(str).isin(names)]
+        last = frame.groupby("server_name", observed=True)["time_idx"].transform("max")
+        frame = frame[frame["time_idx"] > last - keep_steps].reset_index(drop=True)
+        for col in ("server_name", "state", "profile", "server_id"):
+            frame[col] = frame[col].astype(str).astype("category")
+        dataset = bundle.build_dataset(frame)
+    except (ValueError, KeyError, TypeError, AssertionError) as exc:
+        # Contract-valid data (validate_data ran first) that still gives pytorch-forecasting
+        # no usable window, e.g. servers shorter than the minimum window.
+        logger.debug("no parity windows: %s: %s", type(exc).__name__, exc)
+        raise no_window from None
     if len(dataset) == 0:
-        raise ExportError(
-            f"The data has no window of {cfg.min_encoder_length}+{cfg.max_prediction_length} "
-            "steps for the parity check.",
-            "the exporter refuses to write a model it could not compare with PyTorch.",
-            "Pass the training data with --data (at least a day per server).",
-            f"{_DOC}#checks",
-        )
+        raise no_window
     return collate_windows(dataset, select_windows(dataset, source.windows, source.seed))
+
+
+def validate_data(data: pa.Table | pd.DataFrame | str | Path) -> None:
+    """Check ``data`` with the contract's validator (strict, as ``fleetcast train`` does).
+
+    Raises :class:`ExportError` (four parts) for a file that is not readable Parquet and for
+    data that breaks the contract; logs the validator's warnings.
+    """
+    import pyarrow as pa
+
+    from fleetcast.contract.validate import DataFileError, DataValidator
+
+    source: Any = data
+    if not isinstance(data, pa.Table | str | Path):
+        source = pa.Table.from_pandas(data, preserve_index=False)
+    try:
+        report = DataValidator(strict=True).validate(source)
+    except DataFileError as exc:
+        parts = split_explained(str(exc))
+        what = parts[0] if parts else str(exc)
+        raise ExportError(
+            f"Cannot read the training data: {what}",
+            "the parity check compares ONNX Runtime with PyTorch on real windows of the "
+            "training data.",
+            "Pass the Parquet file the model was trained on with --data PATH (convert a CSV "
+            "export with `fleetcast import csv`).",
+            "docs/DATA_CONTRACT.md#files",
+        ) from None
+    for warning in report.warnings:
+        logger.warning("%s", warning)
+    errors = [i for i in report.issues if i.severity == "error"]
+    if not errors:
+        return
+    first = errors[0]
+    more = ""
+    if len(errors) > 1:
+        listed = "" if report.source == "<table>" else f"; `fleetcast validate {report.source}`"
+        more = f" ({len(errors) - 1} more error(s){listed and listed + ' lists them'})"
+    examples = f" Examples: {'; '.join(first.examples)}." if first.examples else ""
+    raise ExportError(
+        f"The training data {report.source} breaks the data contract: {first.what}{examples}{more}",
+        "the parity check runs the model on windows of this data, and data that breaks the "
+        "contract is not what a model is trained on (nothing was exported).",
+        f"{first.fix} Or pass the Parquet file the model was trained on with --data.",
+        first.see,
+    )
 
 
 def _read_servers(path: Path, count: int) -> pa.Table:
@@ -143,6 +204,12 @@ def export_bundle(
     try:
         bundle = load_bundle(bundle_dir)
     except (BundleError, FileNotFoundError, OSError, ValueError, KeyError, RuntimeError) as exc:
+        parts = split_explained(str(exc))
+        if parts is not None:  # already what, why, fix, see (BundleError, ContractError)
+            what, why, fix, see = parts
+            raise ExportError(
+                f"Cannot load the bundle at {bundle_dir}: {what}", why, fix, see
+            ) from None
         raise ExportError(
             f"Cannot load the bundle at {bundle_dir}: {type(exc).__name__}: {exc}",
             "the exporter compiles exactly the trained weights, or nothing.",
@@ -160,8 +227,10 @@ def export_bundle(
                 f"{_DOC}#checks",
             )
         data = path
-    windows = parity_windows(bundle, data, source)
     target = Path(out) if out is not None else bundle.path / ONNX_FILE
+    check_output(target, fp16=(options or ExportOptions()).fp16)  # before the slow part
+    validate_data(data)
+    windows = parity_windows(bundle, data, source)
     spec = spec_from_bundle(
         bundle,
         provenance={

@@ -58,7 +58,9 @@ def register_export(subparsers: Any) -> None:
         default="all",
         help="ONNX Runtime graph optimisation level of the parity check and latency (default all)",
     )
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
+    parser.add_argument(
+        "--opset", type=int, default=None, help="ONNX opset, 11 to 23 with torch 2.13 (default 17)"
+    )
     parser.add_argument(
         "--parity-batches",
         default="1,7,90,1000",
@@ -99,11 +101,77 @@ def _batches(text: str) -> tuple[int, ...]:
     return values
 
 
+class _Rollback:
+    """All or nothing: files this run writes are removed, and the files it replaced restored,
+    when the export fails after it started writing (docs/EXPORT.md: exit 1 = nothing written).
+
+    The files are small (the model and its copies), so their old bytes are kept in memory.
+    """
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.saved: dict[Path, bytes | None] = {}
+        self.created_dirs: list[Path] = []
+        for path in paths:
+            self.saved[path] = path.read_bytes() if path.is_file() else None
+            folder = path.parent
+            while not folder.exists() and folder != folder.parent:
+                if folder not in self.created_dirs:
+                    self.created_dirs.append(folder)
+                folder = folder.parent
+        # deepest first, so that a folder is empty when its parent is removed
+        self.created_dirs.sort(key=lambda p: len(p.parts), reverse=True)
+
+    def undo(self) -> None:
+        """Put every planned path back as it was (best effort; never raises)."""
+        for path, old in self.saved.items():
+            try:
+                path.with_name(f".{path.name}.tmp").unlink(missing_ok=True)  # a torn write
+                if old is None:
+                    if path.is_file():
+                        path.unlink()
+                elif not path.is_file() or path.read_bytes() != old:
+                    path.write_bytes(old)
+            except OSError as exc:
+                logger.warning("could not put back %s: %s", path, exc)
+        for folder in self.created_dirs:
+            try:
+                folder.rmdir()
+            except OSError:
+                pass  # not empty: not only this run's
+
+
+def _planned_outputs(args: argparse.Namespace, fp16: bool) -> tuple[Path | None, list[Path]]:
+    """The ONNX path (None when the bundle cannot be found) and every file the run writes.
+
+    Each location is checked first (ExportError): nothing is written when one is unusable.
+    """
+    from fleetcast.exporter.bundle_export import ONNX_FILE
+    from fleetcast.exporter.export import check_output, output_paths
+    from fleetcast.trainer.bundle import BundleError, resolve_bundle_dir
+
+    target: Path | None = args.out
+    if target is None:
+        try:
+            target = resolve_bundle_dir(args.bundle) / ONNX_FILE
+        except (BundleError, OSError):
+            target = None  # export_bundle reports the missing bundle, before writing
+    planned: list[Path] = []
+    if target is not None:
+        check_output(target, fp16)
+        planned += output_paths(target, fp16)
+    if args.triton is not None:
+        from fleetcast.exporter.triton import check_triton_repository, triton_paths
+
+        check_triton_repository(args.triton)
+        planned += triton_paths(args.triton)
+    return target, planned
+
+
 def run_export(args: argparse.Namespace) -> int:
     """Handler of ``fleetcast export``; returns the exit code (0 ok, 1 refused, 2 bad usage)."""
     from fleetcast.contract.errors import ContractError
     from fleetcast.exporter.bundle_export import export_bundle
-    from fleetcast.exporter.export import ExportOptions
+    from fleetcast.exporter.export import ExportError, ExportOptions, check_opset
     from fleetcast.exporter.metadata import read_spec
     from fleetcast.exporter.onnx_graph import DEFAULT_OPSET
 
@@ -112,25 +180,48 @@ def run_export(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"fleetcast export: {exc}", file=sys.stderr)
         return 2
+    opset = DEFAULT_OPSET if args.opset is None else args.opset
+    try:
+        check_opset(opset)
+    except ExportError as exc:
+        print(f"fleetcast export: {exc}", file=sys.stderr)
+        return 2
     options = ExportOptions(
-        opset=args.opset or DEFAULT_OPSET,
+        opset=opset,
         optimization=args.optimization,
         parity_batches=batches,
         fp16=args.fp16,
         rounding_floor=not args.no_rounding_floor,
         step_cache=not args.no_step_cache,
     )
+    lines: list[str] = []
+    rollback: _Rollback | None = None
     try:
-        report = export_bundle(args.bundle, data=args.data, out=args.out, options=options)
+        target, planned = _planned_outputs(args, options.fp16)
+        rollback = _Rollback(planned)
+        report = export_bundle(args.bundle, data=args.data, out=target, options=options)
+        lines.append(report.format())
+        if args.triton is not None:
+            from fleetcast.exporter.triton import write_triton_repository
+
+            model_dir = write_triton_repository(report.path, read_spec(report.path), args.triton)
+            lines.append(f"wrote Triton model repository {model_dir} (config.pbtxt, 1/model.onnx)")
     except ContractError as exc:
+        if rollback is not None:
+            rollback.undo()
         print(f"fleetcast export: {exc}", file=sys.stderr)
         return 1
-    lines = [report.format()]
-    if args.triton is not None:
-        from fleetcast.exporter.triton import write_triton_repository
-
-        model_dir = write_triton_repository(report.path, read_spec(report.path), args.triton)
-        lines.append(f"wrote Triton model repository {model_dir} (config.pbtxt, 1/model.onnx)")
+    except OSError as exc:
+        if rollback is not None:
+            rollback.undo()
+        print(
+            f"fleetcast export: cannot write the export ({type(exc).__name__}: {exc}). Why it "
+            "matters: an export is all or nothing, so what this run wrote was removed and the "
+            "files it replaced restored. Fix: check free disk space and the permissions of "
+            "--out, the bundle folder and --triton. See docs/EXPORT.md#refusals.",
+            file=sys.stderr,
+        )
+        return 1
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from fleetcast.contract.features import ModelSpec
 
-__all__ = ["TRITON_MODEL_NAME", "triton_config", "write_triton_repository"]
+__all__ = [
+    "TRITON_MODEL_NAME",
+    "check_triton_repository",
+    "triton_config",
+    "triton_paths",
+    "write_triton_repository",
+]
 
 TRITON_MODEL_NAME = "fleetcast_tft"
 """The model's name in the repository (and in Triton's HTTP/gRPC API)."""
@@ -67,10 +73,49 @@ def triton_config(
     )
 
 
+def triton_paths(repo_dir: str | Path) -> list[Path]:
+    """The files :func:`write_triton_repository` writes under ``repo_dir``."""
+    model_dir = Path(repo_dir) / TRITON_MODEL_NAME
+    return [model_dir / "config.pbtxt", model_dir / "1" / "model.onnx"]
+
+
+def check_triton_repository(repo_dir: str | Path) -> None:
+    """Refuse (ExportError, nothing written) a ``--triton`` folder that cannot be written.
+
+    ``repo_dir``, ``fleetcast_tft/`` and ``fleetcast_tft/1/`` must be folders where they
+    exist, the files must not be folders, and the nearest existing folder must be writable.
+    """
+    from fleetcast.exporter.export import ExportError, check_folder
+
+    repo = Path(repo_dir)
+    model_dir = repo / TRITON_MODEL_NAME
+    for folder in (repo, model_dir, model_dir / "1"):
+        if folder.exists() and not folder.is_dir():
+            raise ExportError(
+                f"--triton {repo}: {folder} is a file, not a folder.",
+                "the Triton model repository is a folder tree; nothing was written.",
+                "Pass --triton a folder path (new or existing), e.g. triton_repo/.",
+                "docs/EXPORT.md#triton",
+            )
+    for path in triton_paths(repo):
+        if path.is_dir():
+            raise ExportError(
+                f"--triton {repo}: {path} is a folder, not a file.",
+                "the repository's model and config are files at fixed paths; nothing was written.",
+                f"Remove the folder {path} or pass another --triton folder.",
+                "docs/EXPORT.md#triton",
+            )
+    check_folder(model_dir / "1", "--triton", repo)
+
+
 def write_triton_repository(
     onnx_path: str | Path, spec: ModelSpec, repo_dir: str | Path, *, gpu: bool = True
 ) -> Path:
-    """Write ``repo_dir/fleetcast_tft/{config.pbtxt, 1/model.onnx}``; returns the model folder."""
+    """Write ``repo_dir/fleetcast_tft/{config.pbtxt, 1/model.onnx}``; returns the model folder.
+
+    Checks the folder first (:func:`check_triton_repository`).
+    """
+    check_triton_repository(repo_dir)
     model_dir = Path(repo_dir) / TRITON_MODEL_NAME
     version_dir = model_dir / "1"
     version_dir.mkdir(parents=True, exist_ok=True)
