@@ -112,7 +112,7 @@ def test_hours_below_a_day_are_refused() -> None:
     ("text", "expected"),
     [
         ("2025-01-06T00:00:00Z", START),
-        ("2025-01-06T01:05:00", START + 3900),
+        ("2025-01-06T01:05:00+00:00", START + 3900),
         ("2025-01-06T02:05:00+01:00", START + 3900),
     ],
 )

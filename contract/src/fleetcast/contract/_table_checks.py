@@ -10,6 +10,7 @@ uint64 key per row (server code << 32 | step index + 2**31) from which
 from __future__ import annotations
 
 import difflib
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -95,8 +96,23 @@ def check_schema(schema: pa.Schema, strict: bool) -> tuple[list[Issue], dict[str
         )
     stored = (schema.metadata or {}).get(b"fleetcast.contract_version")
     if stored is not None:
-        version = stored.decode("utf-8", "replace")
-        if version.split(".")[0] != CONTRACT_VERSION.split(".")[0]:
+        version = _version_text(stored)
+        if version is None:
+            issues.append(
+                Issue(
+                    "contract-version",
+                    "error",
+                    f"The file's schema metadata fleetcast.contract_version is {_shown(stored)}, "
+                    f"which is not a contract version (expected MAJOR.MINOR.PATCH such as "
+                    f"{CONTRACT_VERSION}).",
+                    "the version says which columns, states and profiles the file follows; "
+                    "a damaged or foreign value cannot vouch for either.",
+                    f"Rewrite the file with fleetcast.contract_version set to {CONTRACT_VERSION} "
+                    "if its content follows this contract (arrow_schema() writes it), or "
+                    "regenerate it with this version of fleetcast.",
+                )
+            )
+        elif version.split(".")[0] != CONTRACT_VERSION.split(".")[0]:
             issues.append(
                 Issue(
                     "contract-version",
@@ -180,6 +196,27 @@ def check_schema(schema: pa.Schema, strict: bool) -> tuple[list[Issue], dict[str
     return issues, usable
 
 
+_VERSION = re.compile(r"[0-9]+(?:\.[0-9]+){1,2}")
+
+
+def _version_text(stored: bytes) -> str | None:
+    """The stored contract version, or None when it is not ``MAJOR.MINOR[.PATCH]`` text."""
+    try:
+        text = stored.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return text if _VERSION.fullmatch(text) else None
+
+
+def _shown(stored: bytes) -> str:
+    """A stored metadata value for a message: quoted text, or its bytes when not UTF-8."""
+    try:
+        text = stored.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"{stored[:40]!r} (not UTF-8 text)"
+    return "empty" if not text else repr(text[:40] + ("…" if len(text) > 40 else ""))
+
+
 def _type_issue(name: str, expected: str, actual: pa.DataType) -> Issue:
     skipped = {
         "timestamp": " Step alignment, duplicate and missing-step checks were skipped.",
@@ -228,19 +265,30 @@ class _Rows:
         values: list[object],
         times: np.ndarray | None,
         per_second: int,
+        time_null: np.ndarray | None = None,
     ) -> None:
         self.offset, self.codes, self.values = offset, codes, values
         self.times, self.per_second = times, per_second
+        self.time_null = time_null
 
     def __call__(self, i: int) -> str:
-        where = []
+        server = None
         if self.codes is not None and self.codes[i] >= 0:
-            where.append(repr(self.values[self.codes[i]]))
+            server = repr(self.values[self.codes[i]])
+        when = None
         if self.times is not None:
-            where.append(format_time(self.times[i] / self.per_second))
-        return (
-            f"row {self.offset + i} ({' at '.join(where)})" if where else f"row {self.offset + i}"
-        )
+            if self.time_null is not None and self.time_null[i]:
+                when = "timestamp null"  # a null time has no instant to show (not 1970)
+            else:
+                when = f"at {format_time(self.times[i] / self.per_second)}"
+        if server is None and when is None:
+            return f"row {self.offset + i}"
+        if when is None:
+            return f"row {self.offset + i} ({server})"
+        if server is None:
+            return f"row {self.offset + i} ({when})"
+        sep = " " if when.startswith("at ") else ", "
+        return f"row {self.offset + i} ({server}{sep}{when})"
 
 
 class BatchScan:
@@ -284,7 +332,7 @@ class BatchScan:
         per_second = 1
         if "timestamp" in cols:
             times, time_null, per_second = timestamp_values(cols["timestamp"])
-        rows = _Rows(offset, server_codes, server_values, times, per_second)
+        rows = _Rows(offset, server_codes, server_values, times, per_second, time_null)
         if server_codes is not None:
             self.nulls["server_name"].add(server_codes < 0, rows)
             self.bad_names.add((global_servers < 0) & (server_codes >= 0), rows)

@@ -78,11 +78,16 @@ def eval_time(step: int) -> int:
 
 class PromError(RuntimeError):
     """A Prometheus request failed. ``kind``: unreachable, timeout, http, bad_query,
-    bad_response. The message says what, why and how to fix it."""
+    bad_response. The message says what, why and how to fix it, in the appliance's words.
 
-    def __init__(self, kind: str, message: str) -> None:
+    ``detail``: the bare cause (the socket error, ``HTTP 503``, Prometheus' error text),
+    so that another caller (``fleetcast import prometheus``) can word its own message.
+    """
+
+    def __init__(self, kind: str, message: str, detail: str = "") -> None:
         super().__init__(message)
         self.kind = kind
+        self.detail = detail
 
     @property
     def retryable(self) -> bool:
@@ -137,6 +142,7 @@ def parse_response(body: bytes, expr: str = "") -> list[Series]:
             f"The answer to {expr!r} is not Prometheus API JSON ({exc}). Why it matters: no "
             "sample can be read from it. Fix: point the URL at Prometheus itself "
             f"(http://host:9090), not at an exporter or a proxy login page. See {_SEE}#configure.",
+            detail=str(exc),
         ) from exc
     if parsed.status != "success" or parsed.data is None:
         raise PromError(
@@ -144,6 +150,7 @@ def parse_response(body: bytes, expr: str = "") -> list[Series]:
             f"Prometheus refused {expr!r}: {parsed.errorType}: {parsed.error}. Why it matters: "
             "this metric cannot be read. Fix: correct the expression (try it in Prometheus' "
             f"graph page). See {_SEE}#queries.",
+            detail=f"{parsed.errorType}: {parsed.error}",
         )
     kind = parsed.data.resultType
     if kind == "scalar":
@@ -154,13 +161,16 @@ def parse_response(body: bytes, expr: str = "") -> list[Series]:
             "bad_query",
             f"{expr!r} returns a {kind}, not an instant vector. Fix: use an expression that "
             f"yields one series per server. See {_SEE}#queries.",
+            detail=f"it returns a {kind}, not an instant vector",
         )
     out = []
     try:
         items = _RESULTS.decode(parsed.data.result)
     except msgspec.DecodeError as exc:
         raise PromError(
-            "bad_response", f"Malformed result for {expr!r} ({exc}). See {_SEE}#troubleshooting."
+            "bad_response",
+            f"Malformed result for {expr!r} ({exc}). See {_SEE}#troubleshooting.",
+            detail=f"malformed result: {exc}",
         ) from exc
     for item in items:
         pairs = [item.value] if item.value is not None else item.values
@@ -212,6 +222,7 @@ class PromClient:
                 f"Prometheus at {self.url} answered HTTP {exc.code} to {path}. Why it matters: "
                 "no samples this cycle (retried with backoff). Fix: check that the URL is "
                 f"Prometheus' and that it is healthy. See {_SEE}#troubleshooting.",
+                detail=f"HTTP {exc.code}",
             ) from exc
         except TimeoutError as exc:
             raise PromError(
@@ -219,6 +230,7 @@ class PromClient:
                 f"Prometheus at {self.url} did not answer {path} within {self.timeout_s:g} s. "
                 "Why it matters: no samples this cycle (retried with backoff). Fix: check its "
                 f"load, or raise the timeout. See {_SEE}#troubleshooting.",
+                detail=f"no answer within {self.timeout_s:g} s",
             ) from exc
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
@@ -227,12 +239,14 @@ class PromClient:
                     "timeout",
                     f"Prometheus at {self.url} did not answer {path} within "
                     f"{self.timeout_s:g} s (retried with backoff). See {_SEE}#troubleshooting.",
+                    detail=f"no answer within {self.timeout_s:g} s",
                 ) from exc
             raise PromError(
                 "unreachable",
                 f"Cannot reach Prometheus at {self.url} ({reason}). Why it matters: no samples "
                 "until it is back (retried with backoff; the last forecasts stay served). Fix: "
                 f"start Prometheus or correct --prometheus-url. See {_SEE}#troubleshooting.",
+                detail=str(reason),
             ) from exc
         return parse_response(body, expr)
 

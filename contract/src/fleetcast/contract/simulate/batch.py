@@ -95,7 +95,10 @@ def default_start(hours: int, now: float | None = None) -> int:
 
 
 def parse_start(text: str) -> int:
-    """Parse an ISO-8601 start (naive means UTC) into step-aligned epoch seconds."""
+    """Parse an ISO-8601 start with a zone (``Z`` or an offset) into step-aligned epoch seconds.
+
+    A time without a zone is refused (docs/DATA_CONTRACT.md#timestamp: it is ambiguous).
+    """
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -108,9 +111,28 @@ def parse_start(text: str) -> int:
             )
         ) from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
+        raise ValueError(
+            explain(
+                f"--start {text!r} has no time zone.",
+                "the data contract stores UTC instants and refuses a time without a zone: "
+                "it could be any local time.",
+                f"Add the zone, e.g. {text.strip()}Z for UTC (or an offset such as +01:00).",
+                "docs/DATA_CONTRACT.md#timestamp",
+            )
+        )
     seconds = when.timestamp()
-    if seconds % STEP_SECONDS or seconds < 0:
+    if seconds < 0:
+        raise ValueError(
+            explain(
+                f"--start {text!r} is before 1970-01-01T00:00:00Z.",
+                "contract timestamps count 5-minute steps from the Unix epoch, so the "
+                "simulator starts at or after it.",
+                "Use a start on or after 1970-01-01T00:00:00Z, e.g. 2025-01-06T00:00:00Z "
+                "(or omit --start to end at the last full step).",
+                "docs/DATA_CONTRACT.md#timestamp",
+            )
+        )
+    if seconds % STEP_SECONDS:
         raise ValueError(
             explain(
                 f"--start {text!r} is not aligned to the {STEP_SECONDS}-second step.",
@@ -226,9 +248,11 @@ def write_training_data(
     hours = check_hours(hours)
     check_offline_mode(offline_mode)
     start = default_start(hours) if start is None else start
+    # The simulator checks the server count, the seed, the start and the scenario: a
+    # refused run leaves no folder behind.
+    sim = FleetSimulator(n_servers, seed, start, scenario)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)  # fail before the work, not after
-    sim = FleetSimulator(n_servers, seed, start, scenario)
     steps = hours * 3600 // STEP_SECONDS
     run = sim.run(steps)
     fleet = sim.fleet

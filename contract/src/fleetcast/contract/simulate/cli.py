@@ -34,7 +34,8 @@ def register_generate(sub: _SubParsersAction[Any]) -> None:
     parser.add_argument(
         "--start",
         default=None,
-        help="first timestamp, ISO-8601 on a 5-minute boundary (default: end at the last full step)",
+        help="first timestamp, ISO-8601 with a zone on a 5-minute boundary, e.g. "
+        "2025-01-06T00:00:00Z (default: end at the last full step)",
     )
     parser.add_argument(
         "--offline-mode",

@@ -51,11 +51,20 @@ def register_import(sub: Any) -> None:
         "expressions (defaults: node_exporter) and write contract Parquet.",
     )
     prom.add_argument("--url", required=True, help="Prometheus base URL, http://host:9090")
-    prom.add_argument("--start", required=True, help="ISO 8601 UTC or epoch seconds")
-    prom.add_argument("--end", required=True, help="ISO 8601 UTC or epoch seconds")
+    prom.add_argument(
+        "--start",
+        required=True,
+        help="ISO 8601 with a zone (2026-10-01T00:00:00Z) or epoch seconds",
+    )
+    prom.add_argument(
+        "--end", required=True, help="ISO 8601 with a zone (2026-11-27T00:00:00Z) or epoch seconds"
+    )
     prom.add_argument("--step", type=int, default=300, help="must be 300 (the contract step)")
     prom.add_argument(
-        "--chunk-hours", type=float, default=24.0, help="hours per query_range (default 24)"
+        "--chunk-hours",
+        type=float,
+        default=24.0,
+        help="hours per query_range, at least one 5-minute step (default 24)",
     )
     prom.add_argument(
         "--query",
@@ -70,9 +79,14 @@ def register_import(sub: Any) -> None:
     )
     prom.add_argument("--profile-label", help="label holding a contract profile")
     prom.add_argument(
-        "--latency-fill", type=float, default=0.0, help="latency_ms without a value (default 0)"
+        "--latency-fill",
+        type=float,
+        default=0.0,
+        help="latency_ms without a value, finite and >= 0 (default 0)",
     )
-    prom.add_argument("--timeout", type=float, default=30.0, help="seconds per query")
+    prom.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds per query, > 0 (default 30)"
+    )
     prom.add_argument(
         "--restart", action="store_true", help="discard chunks of an earlier run and start over"
     )
@@ -96,10 +110,23 @@ def register_import(sub: Any) -> None:
     csv.add_argument("--epoch-unit", choices=["s", "ms"], default="s", help="numeric times")
     csv.add_argument("--delimiter", default=",", help="field separator (default ',')")
     csv.add_argument(
-        "--latency-fill", type=float, default=None, help="latency_ms when the CSV has none"
+        "--latency-fill",
+        type=float,
+        default=None,
+        help="latency_ms when the CSV has none, finite and >= 0",
     )
     _common(csv)
     csv.set_defaults(handler=run_import_csv)
+
+
+def _failed(command: str, exc: Any) -> int:
+    """Print an ImportFailure (after the dropped-row reasons it refers to); its exit code."""
+    report = getattr(exc, "report", None)
+    if report is not None:
+        for line in report.dropped_lines():
+            print(f"fleetcast {command}: {line}", file=sys.stderr)
+    print(f"fleetcast {command}: {exc}", file=sys.stderr)
+    return int(exc.exit_code)
 
 
 def _finish(report: Any, out: Path) -> int:
@@ -129,8 +156,8 @@ def run_import_prometheus(args: argparse.Namespace) -> int:
             queries[metric.strip()] = expr
         spec = PrometheusImport(
             url=args.url,
-            start=parse_time(args.start),
-            end=parse_time(args.end),
+            start=parse_time(args.start, "--start"),
+            end=parse_time(args.end, "--end"),
             queries=queries,
             server_label=args.server_label,
             strip_port=not args.keep_port,
@@ -145,8 +172,7 @@ def run_import_prometheus(args: argparse.Namespace) -> int:
             spec, args.out, restart=args.restart, progress=lambda m: print(m, file=sys.stderr)
         )
     except ImportFailure as exc:
-        print(f"fleetcast import prometheus: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _failed("import prometheus", exc)
     except OSError as exc:
         print(
             f"fleetcast import prometheus: cannot write {args.out} ({exc}). Fix: choose a "
@@ -174,8 +200,7 @@ def run_import_csv(args: argparse.Namespace) -> int:
             latency_fill=args.latency_fill,
         )
     except ImportFailure as exc:
-        print(f"fleetcast import csv: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _failed("import csv", exc)
     except OSError as exc:
         print(
             f"fleetcast import csv: cannot write {args.out} ({exc}). Fix: choose a writable "

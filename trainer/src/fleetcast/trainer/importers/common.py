@@ -13,6 +13,7 @@ contract *with their reasons counted* (never silently), leaves missing steps mis
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,11 +22,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fleetcast.contract.encoder import parse_profile_rules, profile_from_name
+from fleetcast.contract.encoder import (
+    MAPPING_FILE,
+    ServerEncoder,
+    parse_profile_rules,
+    profile_from_name,
+)
+from fleetcast.contract.errors import ContractError, explain
 from fleetcast.contract.records import validate_columns
 from fleetcast.contract.schema import (
     CONTRACT_VERSION,
     METRIC_COLUMNS,
+    METRIC_RANGES,
     STEP_SECONDS,
     VALID_PROFILES,
     arrow_schema,
@@ -42,6 +50,7 @@ __all__ = [
     "ImportReport",
     "RowBlock",
     "bucket_last",
+    "check_latency_fill",
     "compile_profile_rules",
     "count_gaps",
     "drop_invalid",
@@ -59,11 +68,16 @@ class ImportFailure(ValueError):
     """An import cannot proceed; the message says what, why, how to fix, where.
 
     ``exit_code``: 2 for bad arguments or input (the default), 1 when the source failed.
+    ``report``: the import's report so far, when the failure came after reading (the CLI
+    prints its dropped-row reasons before the message).
     """
 
-    def __init__(self, message: str, exit_code: int = 2) -> None:
+    def __init__(
+        self, message: str, exit_code: int = 2, report: ImportReport | None = None
+    ) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.report = report
 
 
 @dataclass
@@ -123,6 +137,8 @@ class ImportReport:
     valid: bool | None = None
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    mapping_file: str | None = None
+    """The ``server_mapping.json`` written beside the Parquet (docs/DATA_CONTRACT.md#server-ids)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (``<out>.metadata.json``)."""
@@ -142,11 +158,16 @@ class ImportReport:
             "profile_counts": self.profile_counts,
             "profile_changes": self.profile_changes,
             "state_counts": {"null": self.rows},
+            "server_mapping": self.mapping_file,
             "valid": self.valid,
             "errors": self.errors,
             "warnings": self.warnings,
             "imported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
+
+    def dropped_lines(self) -> list[str]:
+        """One line per reason rows were left out, the most frequent first."""
+        return [f"dropped {n:,} rows: {reason}" for reason, n in self.dropped.most_common()]
 
     def summary(self) -> str:
         """A few lines for the terminal."""
@@ -155,8 +176,9 @@ class ImportReport:
             f"samples read {self.read:,}, superseded in-step {self.superseded:,}, "
             f"missing steps kept as gaps {self.gaps:,}",
         ]
-        for reason, n in self.dropped.most_common():
-            lines.append(f"dropped {n:,} rows: {reason}")
+        lines += self.dropped_lines()
+        if self.mapping_file:
+            lines.append(f"server mapping: {self.mapping_file}")
         for change in self.profile_changes[:5]:
             lines.append(f"profile changed: {change}")
         lines.append(f"profiles: {self.profile_counts}")
@@ -167,6 +189,30 @@ class ImportReport:
                 + (f", {len(self.warnings)} warnings" if self.warnings else "")
             )
         return "\n".join(lines)
+
+
+def check_latency_fill(value: float | None, see: str = _SEE) -> float | None:
+    """``--latency-fill`` if it is a valid latency (finite, >= 0 ms), else ImportFailure.
+
+    Checked before anything is read: a fill the contract refuses would drop every filled
+    row (docs/DATA_CONTRACT.md#latency_ms).
+    """
+    if value is None:
+        return None
+    low, high = METRIC_RANGES["latency_ms"]
+    if not math.isfinite(value) or not low <= value <= high:
+        raise ImportFailure(
+            explain(
+                f"--latency-fill {value:g} is not a latency: expected a finite number of "
+                f"milliseconds >= {low:g}.",
+                "every row whose latency is filled would break the contract's latency_ms "
+                "range and be dropped, leaving nothing (or only part of the fleet) to train on.",
+                "Pass --latency-fill 0 (or the fleet's typical latency in ms), or give a "
+                "latency_ms expression / column.",
+                see,
+            )
+        )
+    return float(value)
 
 
 def compile_profile_rules(rules: Iterable[str]) -> list[tuple[re.Pattern[str], str]]:
@@ -301,22 +347,83 @@ def finish(
     return table
 
 
-def write_parquet(table: pa.Table, out: Path, report: ImportReport) -> Path:
-    """Write ``table`` atomically, validate it (strict), write ``<out>.metadata.json``."""
+def _no_rows(report: ImportReport, see: str) -> ImportFailure:
+    if report.dropped:
+        reasons = len(report.dropped)
+        what = (
+            f"The import produced no rows: all {report.read:,} samples read were dropped, "
+            f"for the {reasons} reason{'s' if reasons > 1 else ''} listed above."
+        )
+        fix = (
+            "Correct what the dropped-row reasons above name (the queries or column mapping, "
+            "unit factors, --latency-fill), then run the import again."
+        )
+    else:
+        what = f"The import produced no rows: the source gave no sample ({report.read:,} read)."
+        fix = (
+            "Check the time range (--start/--end), the queries or column mapping and the "
+            "server label, then run the import again."
+        )
+    return ImportFailure(
+        explain(what, "there is nothing to train on; no Parquet file was written.", fix, see),
+        report=report,
+    )
+
+
+def _mapping(table: pa.Table, out: Path, report: ImportReport) -> ServerEncoder:
+    """The ServerEncoder of the table's servers, merged with a mapping already beside ``out``.
+
+    The IDs are a hash of the name, so one mapping serves every data set of the folder
+    (``fleetcast generate``'s too). A collision is an ImportFailure (nothing written yet).
+    """
+    import pyarrow.compute as pc
+
+    names = sorted(str(n) for n in pc.unique(table.column("server_name")).to_pylist())
+    try:
+        encoder = ServerEncoder(names)
+    except ContractError as exc:
+        raise ImportFailure(str(exc)) from exc
+    existing = out.parent / MAPPING_FILE
+    if existing.exists():
+        try:
+            kept = ServerEncoder.load(existing)
+            kept.fit(names)
+        except ContractError as exc:
+            raise ImportFailure(str(exc)) from exc
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            raise ImportFailure(
+                explain(
+                    f"{existing} is there but cannot be read as a server mapping "
+                    f"({type(exc).__name__}: {exc}).",
+                    "the import merges its servers into the folder's mapping and will not "
+                    "overwrite a file it cannot read; no Parquet file was written.",
+                    f"Repair or move {existing} away, or pass --out in another folder.",
+                    "docs/DATA_CONTRACT.md#server-ids",
+                )
+            ) from exc
+        encoder = kept
+    return encoder
+
+
+def write_parquet(table: pa.Table, out: Path, report: ImportReport, see: str = _SEE) -> Path:
+    """Write ``table`` atomically, validate it (strict), write ``<out stem>.metadata.json``
+    and ``server_mapping.json`` beside it (docs/DATA_CONTRACT.md#server-ids)."""
     import pyarrow.parquet as pq
 
     from fleetcast.contract.validate import DataValidator
 
     if table.num_rows == 0:
-        raise ImportFailure(
-            "The import produced no rows. Why it matters: there is nothing to train on. "
-            "Fix: check the time range, the queries / column mapping and the dropped-row "
-            f"reasons above. See {_SEE}."
-        )
+        raise _no_rows(report, see)
+    encoder = _mapping(table, out, report)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     pq.write_table(table, tmp, compression="snappy")
     tmp.replace(out)
+    mapping = out.parent / MAPPING_FILE
+    tmp_mapping = mapping.with_name(mapping.name + ".tmp")
+    encoder.save(tmp_mapping)
+    tmp_mapping.replace(mapping)
+    report.mapping_file = str(mapping)
     result = DataValidator(strict=True).validate(out)
     report.valid = result.is_valid
     report.errors = list(result.errors)
@@ -330,20 +437,45 @@ def _iso(epoch_s: int) -> str:
     return datetime.fromtimestamp(epoch_s, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def parse_time(text: str) -> int:
-    """Epoch seconds of ``text``: epoch seconds, or ISO 8601 (``Z`` / offset; naive = UTC)."""
+def parse_time(text: str, flag: str = "--start/--end", see: str = _SEE) -> int:
+    """Epoch seconds of ``text``: epoch seconds, or ISO 8601 with ``Z`` or an offset.
+
+    A time without a zone is refused, as the contract refuses it
+    (docs/DATA_CONTRACT.md#timestamp). ``flag`` names the option in messages.
+    """
     raw = str(text).strip()
     try:
-        return int(float(raw))
+        number = float(raw)
     except ValueError:
-        pass
+        number = None
+    if number is not None:
+        if not math.isfinite(number):
+            raise ImportFailure(
+                explain(
+                    f"{flag} {text!r} is not a time.",
+                    "the import reads the steps between --start and --end.",
+                    "Pass ISO 8601 with a zone (2026-11-01T00:00:00Z) or epoch seconds.",
+                    see,
+                )
+            )
+        return int(number)
     try:
         dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError as exc:
         raise ImportFailure(
-            f"Expected a time like 2026-11-01T00:00:00Z or epoch seconds, but got {text!r}. "
-            f"Fix: pass --start/--end in ISO 8601 UTC. See {_SEE}."
+            f"Expected a time like 2026-11-01T00:00:00Z or epoch seconds, but got {text!r} "
+            f"for {flag}. Why it matters: the import reads the steps between --start and "
+            f"--end. Fix: pass {flag} in ISO 8601 UTC. See {see}."
         ) from exc
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
+        raise ImportFailure(
+            explain(
+                f"{flag} {text!r} has no time zone.",
+                "the data contract stores UTC instants and refuses a time without a zone: it "
+                "could be any local time, and every step would shift.",
+                f"Add the zone, e.g. {raw}Z for UTC (or an offset such as +01:00), or pass "
+                "epoch seconds.",
+                see,
+            )
+        )
     return int(dt.timestamp())

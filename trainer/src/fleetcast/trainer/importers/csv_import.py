@@ -22,6 +22,7 @@ from fleetcast.trainer.importers.common import (
     ImportFailure,
     ImportReport,
     RowBlock,
+    check_latency_fill,
     compile_profile_rules,
     finish,
     write_parquet,
@@ -158,6 +159,7 @@ def import_csv(
     import pyarrow.csv as pcsv
 
     column_map = dict(column_map or {})
+    latency_fill = check_latency_fill(latency_fill, _SEE)
     rules = compile_profile_rules(profile_rules)
     try:
         table = pcsv.read_csv(
@@ -224,5 +226,5 @@ def import_csv(
         )
     block = RowBlock(ts, names, metrics, profile)
     table_out = finish(block, rules, report)
-    write_parquet(table_out, out, report)
+    write_parquet(table_out, out, report, _SEE)
     return report

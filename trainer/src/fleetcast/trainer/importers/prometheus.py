@@ -15,18 +15,22 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fleetcast.contract.errors import explain
 from fleetcast.contract.schema import METRIC_COLUMNS, STEP_SECONDS
 from fleetcast.trainer.importers.common import (
     ImportFailure,
     ImportReport,
     RowBlock,
+    check_latency_fill,
     compile_profile_rules,
     finish,
     write_parquet,
@@ -36,7 +40,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from pathlib import Path
 
-__all__ = ["PrometheusImport", "import_prometheus"]
+__all__ = ["PrometheusImport", "check_settings", "import_prometheus"]
 
 _log = logging.getLogger(__name__)
 _SEE = "docs/PROMETHEUS.md#import"
@@ -88,6 +92,107 @@ class PrometheusImport:
         }
 
 
+def _g(value: object) -> str:
+    return f"{value:g}" if isinstance(value, int | float) else repr(value)
+
+
+def check_settings(spec: PrometheusImport) -> None:
+    """Refuse settings that cannot work before anything is read or written (ImportFailure)."""
+    parsed = urllib.parse.urlsplit(str(spec.url))
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ImportFailure(
+            explain(
+                f"--url {spec.url!r} is not a Prometheus URL like http://host:9090 "
+                "(http or https, a host, optionally a path prefix).",
+                "the import reads the fleet's history from Prometheus' HTTP API at that URL.",
+                "Pass --url http://HOST:9090 (the address of Prometheus itself, not of an "
+                "exporter).",
+                _SEE,
+            )
+        )
+    timeout = spec.timeout_s
+    if not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout <= 0:
+        raise ImportFailure(
+            explain(
+                f"--timeout {_g(timeout)} is not a positive number of seconds.",
+                "every query_range waits at most this long for Prometheus; zero or less "
+                "cannot wait at all.",
+                "Pass --timeout 30 (the default) or more for a slow Prometheus.",
+                _SEE,
+            )
+        )
+    hours = spec.chunk_hours
+    if (
+        not isinstance(hours, int | float)
+        or not math.isfinite(hours)
+        or hours * 3600 < STEP_SECONDS
+    ):
+        raise ImportFailure(
+            explain(
+                f"--chunk-hours {_g(hours)} is not a chunk length: expected hours >= "
+                f"{STEP_SECONDS / 3600:.4g} (one {STEP_SECONDS // 60}-minute step).",
+                "the range is read in query_range chunks of this length; a chunk must hold "
+                "at least one step.",
+                "Pass --chunk-hours 24 (the default; 288 points per series).",
+                _SEE,
+            )
+        )
+    check_latency_fill(spec.latency_fill)
+
+
+def _source_failure(
+    exc: Any, spec: PrometheusImport, metric: str, expr: str, done: int, total: int, parts: Path
+) -> ImportFailure:
+    """The import's own words for a failed query_range (the client's speak of the appliance)."""
+    detail = getattr(exc, "detail", "") or str(exc)
+    if done:
+        why = (
+            "the import cannot read the history it was asked for "
+            f"({done} of {total} chunks done; they are kept in {parts} and skipped when the "
+            "same command runs again)."
+        )
+        again = "then run the same command again to resume"
+    else:
+        why = (
+            f"the import cannot read the history it was asked for (0 of {total} chunks done; "
+            "nothing was written)."
+        )
+        again = "then run the command again"
+    see = _SEE
+    if exc.kind == "unreachable":
+        what = f"Cannot reach Prometheus at {spec.url} ({detail})."
+        fix = f"Start Prometheus or correct --url (http://HOST:9090), {again}."
+    elif exc.kind == "timeout":
+        what = (
+            f"Prometheus at {spec.url} did not answer the {metric} query_range within "
+            f"--timeout {spec.timeout_s:g} s."
+        )
+        fix = f"Raise --timeout or lower --chunk-hours (now {spec.chunk_hours:g}), {again}."
+    elif exc.kind == "http":
+        what = f"Prometheus at {spec.url} answered {detail} to the {metric} query_range."
+        fix = (
+            "Check that --url is Prometheus itself (not an exporter or a login proxy) and that "
+            f"it is healthy, {again}."
+        )
+    elif exc.kind == "bad_query":
+        what = f"Prometheus refused the {metric} expression {expr!r} ({detail})."
+        fix = (
+            f"Correct it with --query {metric}=PROMQL (try it in Prometheus' graph page first), "
+            f"{again}."
+        )
+        see = "docs/PROMETHEUS.md#queries"
+    else:
+        what = (
+            f"The answer of {spec.url} to the {metric} query_range is not Prometheus API JSON "
+            f"({detail})."
+        )
+        fix = (
+            "Point --url at Prometheus itself (http://HOST:9090), not at an exporter or a "
+            f"proxy login page, {again}."
+        )
+    return ImportFailure(explain(what, why, fix, see), exit_code=1)
+
+
 def _steps(spec: PrometheusImport) -> tuple[int, int, int]:
     if spec.step != STEP_SECONDS:
         raise ImportFailure(
@@ -102,7 +207,7 @@ def _steps(spec: PrometheusImport) -> tuple[int, int, int]:
             f"The range {spec.start}..{spec.end} holds no complete 5-minute step. Fix: give "
             f"--end at least 5 minutes after --start. See {_SEE}."
         )
-    chunk = max(1, int(spec.chunk_hours * 3600) // STEP_SECONDS)
+    chunk = int(spec.chunk_hours * 3600) // STEP_SECONDS  # >= 1: check_settings
     if chunk > 11_000:
         raise ImportFailure(
             f"--chunk-hours {spec.chunk_hours} asks for {chunk} points per series per query; "
@@ -148,6 +253,26 @@ def _read_part(path: Path) -> tuple[RowBlock, int]:
     return block, incomplete
 
 
+def _missing_dirs(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet (deepest first)."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_created(parts: Path, created: list[Path]) -> None:
+    """Remove the parts folder (manifest only) and the empty folders this run created."""
+    if parts in created:
+        shutil.rmtree(parts, ignore_errors=True)
+    for folder in created[1:]:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
 def _parts_dir(out: Path, manifest: dict[str, Any], restart: bool) -> Path:
     parts = out.with_name(out.name + ".parts")
     if restart and parts.exists():
@@ -180,6 +305,7 @@ def import_prometheus(
     Raises ImportFailure for bad settings and when Prometheus fails (finished chunks
     stay in ``<out>.parts/`` for the next run).
     """
+    check_settings(spec)
     promql = _promql()
     try:
         queries = promql.resolve_queries(spec.queries)
@@ -196,6 +322,7 @@ def import_prometheus(
         client = client or promql.PromClient(spec.url, spec.timeout_s)
     except ValueError as exc:
         raise ImportFailure(str(exc)) from exc
+    created = _missing_dirs(out.with_name(out.name + ".parts"))
     parts = _parts_dir(out, spec.manifest(queries), restart)
     report = ImportReport(
         source={
@@ -225,10 +352,10 @@ def import_prometheus(
                     expr, promql.eval_time(a), promql.eval_time(b), STEP_SECONDS
                 )
             except promql.PromError as exc:
-                raise ImportFailure(
-                    f"{exc} ({i} of {n_chunks} chunks done; run the same command again to resume)",
-                    exit_code=1,
-                ) from exc
+                done = len(list(parts.glob("steps-*.parquet")))
+                if not done:  # nothing to resume: leave no folder behind
+                    _remove_created(parts, created)
+                raise _source_failure(exc, spec, metric, expr, done, n_chunks, parts) from exc
         samples = promql.assemble(results, mapping, spec.latency_fill)
         block = RowBlock(
             samples.times.astype(np.int64) - promql.EVAL_OFFSET,

@@ -1,0 +1,78 @@
+"""``fleetcast generate`` refusals: the real reason, four parts, and no folder left behind."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+import pytest
+
+from fleetcast.contract.simulate.batch import parse_start, write_training_data
+from fleetcast.contract.simulate.cli import register_generate
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def _run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="fleetcast")
+    register_generate(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["generate", *argv])
+    return args.handler(args)
+
+
+def _four_parts(text: str, see: str) -> None:
+    assert "Why it matters:" in text
+    assert "Fix:" in text
+    assert f"See {see}" in text
+    assert "Traceback" not in text
+
+
+@pytest.mark.parametrize("text", ["1900-01-01T00:00:00Z", "1969-12-31T23:55:00+00:00"])
+def test_a_start_before_1970_says_so(text: str) -> None:
+    with pytest.raises(ValueError, match="before 1970-01-01T00:00:00Z") as info:
+        parse_start(text)
+    assert "not aligned" not in str(info.value)
+    _four_parts(str(info.value), "docs/DATA_CONTRACT.md#timestamp")
+
+
+@pytest.mark.parametrize("text", ["2026-01-01T00:00:00", "2026-01-01 00:00"])
+def test_a_start_without_a_zone_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="has no time zone") as info:
+        parse_start(text)
+    assert "Z for UTC" in str(info.value)
+    _four_parts(str(info.value), "docs/DATA_CONTRACT.md#timestamp")
+
+
+def test_the_epoch_itself_and_offsets_are_fine() -> None:
+    assert parse_start("1970-01-01T00:00:00Z") == 0
+    assert parse_start("2026-01-01T01:00:00+01:00") == 1_767_225_600
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--start", "1900-01-01T00:00:00Z"], "before 1970"),
+        (["--start", "2026-01-01T00:00:00"], "has no time zone"),
+        (["--servers", "0"], "Invalid server count 0"),
+        (["--seed", "-1"], "Invalid seed -1"),
+    ],
+)
+def test_cli_refusals_write_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    out = tmp_path / "training"
+    assert _run(["--hours", "24", "--servers", "3", *argv, "--out-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    _four_parts(err, "docs/")
+    assert not out.exists()
+
+
+def test_write_training_data_refuses_before_creating_the_folder(tmp_path: Path) -> None:
+    out = tmp_path / "a" / "b"
+    with pytest.raises(ValueError, match="Invalid server count"):
+        write_training_data(out, n_servers=0, hours=24, start=1_767_225_600)
+    with pytest.raises(ValueError, match="Invalid seed"):
+        write_training_data(out, n_servers=3, hours=24, seed=-1, start=1_767_225_600)
+    assert not (tmp_path / "a").exists()
