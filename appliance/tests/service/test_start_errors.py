@@ -5,6 +5,7 @@ process waits for the daemon to say that it serves (or why not) before it exits.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import signal
 import socket
@@ -46,6 +47,16 @@ def _serve(
         check=False,
         env={**os.environ, **(env or {})},
     )
+
+
+@pytest.fixture(autouse=True)
+def _logging_levels_restored() -> Iterator[None]:
+    """An in-process ``commands.serve`` configures logging; later tests must not see it."""
+    root, ours = logging.getLogger(), logging.getLogger("fleetcast")
+    levels = (root.level, ours.level)
+    yield
+    root.setLevel(levels[0])
+    ours.setLevel(levels[1])
 
 
 @pytest.fixture

@@ -256,12 +256,11 @@ def _actuals(client: TestClient[Any], name: str, steps: int) -> dict[str, Any]:
     return body
 
 
-def test_logged_rows_are_those_the_engine_may_apply(
-    model_dir: Path, tmp_path: Path, svc: Any
-) -> None:
-    """Rows refused without looking at the buffers (invalid, from the future) are not
-    logged; the rows refused on the buffers' state (too old, over the capacity) are refused
-    again by the replay, so a restart rebuilds exactly the acknowledged state."""
+def test_the_log_holds_exactly_the_accepted_rows(model_dir: Path, tmp_path: Path, svc: Any) -> None:
+    """Invalid and future rows are never logged; rows refused on the buffers' state (too
+    old, over the capacity) are cut from the frame after applying, so a restart rebuilds
+    exactly the acknowledged state, and one with a larger capacity does not bring back a
+    rejected server."""
     import shutil
 
     settings = svc.make_settings(model_dir, tmp_path / "state", capacity=2)
@@ -278,20 +277,24 @@ def test_logged_rows_are_those_the_engine_may_apply(
         assert answer.status_code == 200, answer.text
         assert answer.json()["accepted"] == 1  # the duplicate of good[-1]
         assert [r["index"] for r in answer.json()["rejected"]] == [0, 1, 2, 3]
+        answer = client.post("/metrics", json={"records": extra})  # refused on state only
+        assert answer.status_code == 422, answer.text
         log = max((tmp_path / "state").glob("log-*.wal"))
         batches, _, problem = decode_frames(log.read_bytes())
         assert problem is None
         logged = [name for batch in batches for name in batch.server]
-        assert logged == ["ppdb001", "ppml0001", "ppweb001"]  # not the invalid or future rows
+        assert logged == ["ppweb001"]  # the accepted row only; nothing for the refused batch
         history = _actuals(client, "ppdb001", 40)
         status = client.get("/status").json()
         shutil.copytree(tmp_path / "state", tmp_path / "copy")  # a copy of the running state
+        (tmp_path / "copy" / "lock").write_text("")
     with TestClient(
-        create_app(svc.make_settings(model_dir, tmp_path / "copy", capacity=2))
+        create_app(svc.make_settings(model_dir, tmp_path / "copy", capacity=3))
     ) as again:
         assert again.get("/status").json()["persistence"]["replayed_on_start"] == 1
         assert _actuals(again, "ppdb001", 40) == history
         assert again.get("/status").json()["servers"]["known"] == status["servers"]["known"]
+        assert again.get("/history/ppml0001").status_code == 404
 
 
 # -- a damaged snapshot ------------------------------------------------------------------

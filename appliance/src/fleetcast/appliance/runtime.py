@@ -68,14 +68,30 @@ def to_record_batch(cols: Columns) -> Any:
     )
 
 
+def _accepted_rows(n: int, rejected: list[tuple[int, str]]) -> np.ndarray | None:
+    """Indices of the accepted rows of ``n``, or None when all were accepted."""
+    if not rejected:
+        return None
+    keep = np.ones(n, dtype=bool)
+    keep[[i for i, _ in rejected]] = False
+    return np.flatnonzero(keep)
+
+
+def _same_rows(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    """Whether two row selections (None = all rows) are the same."""
+    if a is None or b is None:
+        return a is b
+    return np.array_equal(a, b)
+
+
 def _loggable_rows(cols: Columns, now: float, max_future_s: float | None) -> np.ndarray | None:
     """Indices of the rows :meth:`Engine.ingest` may accept, or None for all of them.
 
     The rows it refuses without looking at its buffers are left out, with its own rules
     (the contract's ``validate_columns``; more than ``max_future_s`` ahead of ``now``): a
-    replay passes no ``now`` and must not accept a row from the future. The rows it refuses
-    on the buffers' state (older than the ring, over the capacity) stay: the replay of the
-    log refuses them again, from the same state.
+    replay passes no ``now`` and must not accept a row from the future. The rows it may
+    refuse on the buffers' state (older than the ring, over the capacity, another profile)
+    are only known after applying: :meth:`Runtime._ingest_sync` then rewrites the frame.
     """
     from fleetcast.contract.records import validate_columns
 
@@ -247,6 +263,15 @@ class Runtime:
                 if size:
                     self.store.retract(size)  # not applied: not logged
                 raise
+            accepted = _accepted_rows(len(cols), result.rejected)
+            if size and not _same_rows(keep, accepted):
+                # The engine refused logged rows on its state (older than its ring, over the
+                # capacity, another profile): a replay under other settings could accept
+                # them, so the frame is rewritten with the accepted rows only. The rewrite
+                # needs fewer bytes than the cut just freed.
+                self.store.retract(size)
+                logged = cols if accepted is None else cols.take(accepted)
+                size = self.store.append(logged) if len(logged) else 0
             if size and self._tee is not None:
                 self._tee.append(logged)
             if result.latest_step is not None:
