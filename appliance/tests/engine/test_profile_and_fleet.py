@@ -105,3 +105,30 @@ def test_forecast_of_an_idle_fleet_has_no_negative_zero(engine: Engine) -> None:
     assert b"-0.0" not in body
     for value in fs.to_dict()["fleet"]["incident_probability"].values():
         assert math.copysign(1.0, value) == 1.0
+
+
+def test_a_screen_passed_in_is_the_same_as_the_engines_own(tmp_path: Path) -> None:
+    """The runtime screens a batch once (to log its valid rows) and hands the screen to
+    ``ingest``: the outcome equals ``ingest`` screening the batch itself."""
+    from fleetcast.appliance.engine import screen
+
+    results = []
+    for name in ("own", "passed"):
+        (tmp_path / name).mkdir()
+        shutil.copy(TOY, tmp_path / name / "model.onnx")
+        config = EngineConfig(model_dir=tmp_path / name, capacity=8, max_future_s=3600.0)
+        engine = Engine.open(config)
+        batch = _batch([START, START, START + 40 * STEP], ["ppml0001", "", "ppdb001"], [None] * 3)
+        now = float(START + STEP)
+        if name == "own":
+            results.append(engine.ingest(batch, now=now))
+        else:
+            checked = screen(batch, now, engine.config.max_future_s)
+            assert checked.ok.tolist() == [True, False, False]  # blank name; 3 h ahead
+            assert checked.ok_rows().tolist() == [0]
+            results.append(engine.ingest(batch, screened=checked))
+            with pytest.raises(ValueError, match="another batch"):
+                engine.ingest(_batch([START], ["x"], [None]), screened=checked)
+    assert results[0] == results[1]
+    assert results[0].accepted == 1
+    assert [i for i, _ in results[0].rejected] == [1, 2]

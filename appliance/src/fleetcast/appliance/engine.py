@@ -32,6 +32,7 @@ from fleetcast.appliance.engine_types import (
     ForecastSet,
     IngestResult,
     RecordBatch,
+    Screened,
     check_config,
 )
 from fleetcast.appliance.forecast import iso
@@ -50,9 +51,50 @@ __all__ = [
     "ForecastSet",
     "IngestResult",
     "RecordBatch",
+    "Screened",
+    "screen",
 ]
 
 log = logging.getLogger(__name__)
+
+
+def screen(batch: RecordBatch, now: float | None, max_future_s: float | None) -> Screened:
+    """The checks of :meth:`Engine.ingest` that do not look at the buffers: the contract's
+    per-record rules (docs/DATA_CONTRACT.md) and, when ``now`` and ``max_future_s`` are
+    given, the clock check. Pure: the runtime runs it once per batch, logs the ``ok`` rows,
+    then hands it to :meth:`Engine.ingest`."""
+    from fleetcast.contract.records import validate_columns
+
+    n = len(batch)
+    names = list(batch.server)
+    states = list(batch.state)
+    profiles = list(batch.profile)
+    metrics = np.empty((n, 4), dtype=np.float64)
+    for j, col in enumerate((batch.cpu_pct, batch.mem_pct, batch.disk_io_mb_s, batch.latency_ms)):
+        metrics[:, j] = col
+    ts_raw = np.asarray(batch.ts)
+    ok, reasons = validate_columns(
+        {
+            "server_name": np.asarray(names, dtype=object),
+            "cpu_pct": metrics[:, 0],
+            "mem_pct": metrics[:, 1],
+            "disk_io_mb_s": metrics[:, 2],
+            "latency_ms": metrics[:, 3],
+            "timestamp": ts_raw,
+            "state": np.asarray(states, dtype=object),
+            "profile": np.asarray(profiles, dtype=object),
+        }
+    )
+    ts = np.zeros(n, dtype=np.int64)
+    ts[ok] = np.floor(ts_raw[ok].astype(np.float64)).astype(np.int64)
+    future: list[int] = []
+    if now is not None and max_future_s is not None:
+        ahead = ok & (ts > now + max_future_s)
+        future = np.flatnonzero(ahead).tolist()
+        ok = ok & ~ahead
+    return Screened(
+        batch, names, states, profiles, metrics, ts, ok, reasons, future, now, max_future_s
+    )
 
 
 class Engine:
@@ -205,7 +247,9 @@ class Engine:
         if "profile" in self.spec.categorical_classes:
             self._static[idx, 0] = self.spec.encode_categorical("profile", [profile])[0]
 
-    def ingest(self, batch: RecordBatch, now: float | None = None) -> IngestResult:
+    def ingest(
+        self, batch: RecordBatch, now: float | None = None, screened: Screened | None = None
+    ) -> IngestResult:
         """Validate and bucket a batch into the ring buffers (thread-safe w.r.t. forecasts).
 
         Invalid records (docs/DATA_CONTRACT.md), records whose profile contradicts the one
@@ -213,41 +257,21 @@ class Engine:
         beyond the capacity and — when ``now`` (epoch seconds, the service's clock) is given
         and ``config.max_future_s`` is set — samples from further in the future than that are
         rejected with a reason; everything else is acknowledged. Replays of the sample log
-        pass no ``now``: what was acknowledged once is stored again.
+        pass no ``now``: what was acknowledged once is stored again. ``screened``: this
+        batch's :func:`screen` (with this engine's ``max_future_s``) when the caller already
+        ran it; ``now`` is then the screen's.
         """
         from fleetcast.appliance.buffers import CODE_DUPLICATE, CODE_SUPERSEDED, CODE_TOO_OLD
-        from fleetcast.contract.records import validate_columns
 
+        if screened is None:
+            screened = screen(batch, now, self.config.max_future_s)
+        elif screened.batch is not batch or screened.max_future_s != self.config.max_future_s:
+            raise ValueError("screened is another batch's, or another clock limit's")
         n = len(batch)
-        names = list(batch.server)
-        states = list(batch.state)
-        profiles = list(batch.profile)
-        metrics = np.empty((n, 4), dtype=np.float64)
-        for j, col in enumerate(
-            (batch.cpu_pct, batch.mem_pct, batch.disk_io_mb_s, batch.latency_ms)
-        ):
-            metrics[:, j] = col
-        ts_raw = np.asarray(batch.ts)
-        ok, reasons = validate_columns(
-            {
-                "server_name": np.asarray(names, dtype=object),
-                "cpu_pct": metrics[:, 0],
-                "mem_pct": metrics[:, 1],
-                "disk_io_mb_s": metrics[:, 2],
-                "latency_ms": metrics[:, 3],
-                "timestamp": ts_raw,
-                "state": np.asarray(states, dtype=object),
-                "profile": np.asarray(profiles, dtype=object),
-            }
-        )
-        ts = np.zeros(n, dtype=np.int64)
-        ts[ok] = np.floor(ts_raw[ok].astype(np.float64)).astype(np.int64)
-        future: list[int] = []
-        limit = self.config.max_future_s
-        if now is not None and limit is not None:
-            ahead = ok & (ts > now + limit)
-            future = np.flatnonzero(ahead).tolist()
-            ok = ok & ~ahead
+        names, states, profiles = screened.names, screened.states, screened.profiles
+        metrics, ts, ok = screened.metrics, screened.ts, screened.ok
+        reasons, future = screened.reasons, screened.future
+        now, limit = screened.now, screened.max_future_s
         srv = np.full(n, -1, dtype=np.int64)
         st = np.full(n, -1, dtype=np.int8)
         capacity_full: list[int] = []

@@ -14,7 +14,14 @@ if TYPE_CHECKING:
 
     import numpy as np
 
-__all__ = ["EngineConfig", "ForecastSet", "IngestResult", "RecordBatch", "check_config"]
+__all__ = [
+    "EngineConfig",
+    "ForecastSet",
+    "IngestResult",
+    "RecordBatch",
+    "Screened",
+    "check_config",
+]
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,34 @@ class RecordBatch:
         from fleetcast.appliance.buffers import records_to_columns
 
         return cls(**records_to_columns(records))
+
+
+@dataclass(frozen=True)
+class Screened:
+    """A batch after the checks that do not look at the buffers (:func:`~fleetcast.appliance.
+    engine.screen`): the contract's per-record rules and the clock check. The runtime logs
+    the ``ok`` rows before :meth:`Engine.ingest` applies them, from this same object."""
+
+    batch: RecordBatch
+    names: list[str]
+    states: list[str | None]
+    profiles: list[str | None]
+    metrics: np.ndarray
+    """float64 (n, 4): cpu_pct, mem_pct, disk_io_mb_s, latency_ms."""
+    ts: np.ndarray
+    """int64 (n,): epoch seconds, floored (0 where invalid)."""
+    ok: np.ndarray
+    """bool (n,): valid and not too far ahead of ``now``."""
+    reasons: dict[int, str]
+    """Index → why, for the invalid records."""
+    future: list[int]
+    """Valid records further ahead of ``now`` than ``max_future_s``."""
+    now: float | None
+    max_future_s: float | None
+
+    def ok_rows(self) -> np.ndarray | None:
+        """Indices of the ``ok`` rows, or None when every row is."""
+        return None if self.ok.all() else self.ok.nonzero()[0]
 
 
 @dataclass

@@ -84,38 +84,6 @@ def _same_rows(a: np.ndarray | None, b: np.ndarray | None) -> bool:
     return np.array_equal(a, b)
 
 
-def _loggable_rows(cols: Columns, now: float, max_future_s: float | None) -> np.ndarray | None:
-    """Indices of the rows :meth:`Engine.ingest` may accept, or None for all of them.
-
-    The rows it refuses without looking at its buffers are left out, with its own rules
-    (the contract's ``validate_columns``; more than ``max_future_s`` ahead of ``now``): a
-    replay passes no ``now`` and must not accept a row from the future. The rows it may
-    refuse on the buffers' state (older than the ring, over the capacity, another profile)
-    are only known after applying: :meth:`Runtime._ingest_sync` then rewrites the frame.
-    """
-    from fleetcast.contract.records import validate_columns
-
-    m = cols.metrics
-    ts_raw = np.asarray(cols.ts)
-    ok, _ = validate_columns(
-        {
-            "server_name": np.asarray(list(cols.server), dtype=object),
-            "cpu_pct": m[:, 0],
-            "mem_pct": m[:, 1],
-            "disk_io_mb_s": m[:, 2],
-            "latency_ms": m[:, 3],
-            "timestamp": ts_raw,
-            "state": np.asarray(list(cols.state), dtype=object),
-            "profile": np.asarray(list(cols.profile), dtype=object),
-        }
-    )
-    if max_future_s is not None:
-        ts = np.zeros(len(cols), dtype=np.int64)
-        ts[ok] = np.floor(ts_raw[ok].astype(np.float64)).astype(np.int64)
-        ok = ok & ~(ts > now + max_future_s)
-    return None if ok.all() else np.flatnonzero(ok)
-
-
 class Runtime:
     """State of one running appliance. Create with settings, then ``await start()``."""
 
@@ -253,12 +221,17 @@ class Runtime:
             engine = self.engine
             if engine is None:
                 raise RuntimeError("ingest before start")
-            now = time.time() if now is None else now
-            keep = _loggable_rows(cols, now, engine.config.max_future_s)
+            from fleetcast.appliance.engine import screen
+
+            batch = to_record_batch(cols)
+            checked = screen(batch, time.time() if now is None else now, engine.config.max_future_s)
+            # Rows refused without looking at the buffers (invalid, from the future) are never
+            # logged: a replay passes no clock and must not accept them.
+            keep = checked.ok_rows()
             logged = cols if keep is None else cols.take(keep)
             size = self.store.append(logged) if len(logged) else 0
             try:
-                result = engine.ingest(to_record_batch(cols), now=now)
+                result = engine.ingest(batch, screened=checked)
             except BaseException:
                 if size:
                     self.store.retract(size)  # not applied: not logged
