@@ -528,3 +528,37 @@ def test_restart_with_fewer_history_steps_warns(
     text = caplog.text
     assert f"{40 * len(svc.SERVERS)} steps of {len(svc.SERVERS)} servers" in text
     assert "--history-steps" in text
+
+
+def test_a_part_written_frame_that_cannot_be_cut_stops_the_log(
+    stores: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disk full mid-frame and the cut fails too: later appends are refused (the service
+    answers 503), so the torn frame stays the tail and the next start cuts it and keeps
+    everything acknowledged before. (Both failures are injected at the os boundary.)"""
+    store = stores()
+    store.recover()
+    store.append(_cols(3))
+    real_write = persistence.os.write
+
+    def half_then_full(fd: int, data: Any) -> int:
+        if fd == store._fd:
+            real_write(fd, bytes(data)[:10])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    def cannot_cut(fd: int, length: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(persistence.os, "write", half_then_full)
+    monkeypatch.setattr(persistence.os, "ftruncate", cannot_cut)
+    with pytest.raises(OSError, match="No space"):
+        store.append(_cols(2, start=10))
+    monkeypatch.undo()  # the disk recovered, but the torn frame is still in the log
+    with pytest.raises(OSError, match="stuck"):
+        store.append(_cols(2, start=20))
+    store.close()
+    again = stores()
+    recovery = again.recover()
+    assert [len(b) for b in recovery.batches] == [3]
+    assert recovery.dropped  # the torn tail, cut with a warning

@@ -25,6 +25,7 @@ Why this design and what it costs: docs/OPERATIONS.md#state.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -260,6 +261,10 @@ class StateStore:
         self._encoder = msgspec.msgpack.Encoder()
         self.last_snapshot_time: float | None = None
         self.appends = 0
+        self._stuck: str | None = None
+        """Why appends are refused: a part-written frame that could not be cut off stays the
+        log's tail, which the next start cuts as a torn tail; a frame written after it
+        would turn it into damage that refuses the start."""
 
     # -- files ---------------------------------------------------------------------------
     def _log_path(self, generation: int) -> Path:
@@ -450,6 +455,10 @@ class StateStore:
         """Write one frame and make it durable (fdatasync when ``fsync``); returns its size."""
         if self._fd is None:
             raise RuntimeError("StateStore.append before recover()")
+        if self._stuck is not None:
+            raise OSError(
+                errno.EIO, f"the sample log is stuck: {self._stuck}; restart the appliance"
+            )
         frame = encode_frame(cols, self._encoder)
         view = memoryview(frame)
         start = self.log_bytes
@@ -464,8 +473,12 @@ class StateStore:
             # next acknowledged frames would follow it and recovery would cut them off.
             try:
                 os.ftruncate(self._fd, start)
-            except OSError:
-                _log.exception("cannot cut a part-written frame off the sample log")
+            except OSError as cut:
+                self._stuck = f"a part-written frame could not be cut off ({cut})"
+                _log.exception(
+                    "cannot cut a part-written frame off the sample log: refusing further "
+                    "samples (503) until a restart, which drops that frame as a torn tail"
+                )
             raise
         self.log_bytes += len(frame)
         self.appends += 1
