@@ -174,6 +174,19 @@ def test_port_in_use_is_one_message(model_dir: Path, tmp_path: Path, held_port: 
     _parts_once(result.stderr.split("fleetcast serve: ")[-1])
 
 
+def test_port_in_use_is_reported_before_the_model_is_loaded(tmp_path: Path, held_port: int) -> None:
+    """The port is bound first: a taken port is the message even when the model folder is
+    missing too, and the state directory is left unlocked and untouched."""
+    result = _serve(
+        "--model-dir", str(tmp_path / "no-model"), "--state-dir", str(tmp_path / "s"),
+        "--port", str(held_port),
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert f"Cannot listen on 127.0.0.1:{held_port}" in result.stderr
+    assert "model" not in result.stderr.split("fleetcast serve: ")[-1].split(".")[0]
+    assert not (tmp_path / "s").exists()
+
+
 def test_failed_lifespan_start_is_one_message(
     model_dir: Path,
     tmp_path: Path,

@@ -218,18 +218,21 @@ def _serve(settings: Settings, report: StartReport | None) -> int:
             report.failed(message)
         return 1
 
+    try:  # listening before the lifespan sends READY=1; a taken port is one clear message,
+        # and it comes first: before loading the model and replaying the state
+        sockets = listen(settings.host, settings.port)
+    except ListenError as exc:
+        return fail(str(exc))
     try:
         app = create_app(settings)
-        app.state.runtime.prepare()  # model checks + state restore before the port opens
+        app.state.runtime.prepare()  # model checks + state restore before serving
     except Exception as exc:
+        for sock in sockets:
+            sock.close()
         message = _start_error(exc, settings)
         if message is None:
             raise
         return fail(message)
-    try:  # listening before the lifespan sends READY=1; a taken port is one clear message
-        sockets = listen(settings.host, settings.port)
-    except ListenError as exc:
-        return fail(str(exc))
 
     where = f"serving on http://{settings.host}:{settings.port}"
 
