@@ -323,3 +323,14 @@ def test_daemon_that_never_reports_is_a_failure(behaviour: str, says: str, tmp_p
     _parts_once(message)
     assert wait_for_exit(int(pid), 15)  # no daemon is left behind
     assert not pid_file.exists()
+
+
+def test_only_one_daemon_holds_a_pid_file(tmp_path: Path) -> None:
+    """Two daemons started at once both pass the "already running?" check; the pid file's
+    lock decides: the loser neither overwrites the winner's pid nor may remove it later."""
+    from fleetcast.appliance.daemon import _hold_pid_file, read_pid
+
+    pid_file = tmp_path / "fleetcast.pid"
+    assert _hold_pid_file(pid_file, os.getpid())
+    assert not _hold_pid_file(pid_file, 999_999)
+    assert read_pid(pid_file) == os.getpid()

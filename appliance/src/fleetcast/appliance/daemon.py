@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import os
 import select
 import signal
@@ -175,7 +176,18 @@ def daemonize(
         report = StartReport(write_end)
         pid = os.getpid()
         report.pid(pid)
-        pid_file.write_text(f"{pid}\n")
+        if not _hold_pid_file(pid_file, pid):
+            report.failed(
+                explain(
+                    f"Another appliance started with the pid file {pid_file} at the same "
+                    "time and holds it.",
+                    "two appliances on one state directory would corrupt its log.",
+                    f"stop the other one first (kill $(cat {pid_file})), or use another "
+                    "--state-dir / --pid-file.",
+                    _SEE,
+                )
+            )
+            os._exit(1)  # no atexit: the pid file is the other daemon's
         atexit.register(_remove_pid_file, pid_file, pid)
     except BaseException as exc:  # never return into the caller's code from a broken child
         with contextlib.suppress(BaseException):
@@ -252,6 +264,21 @@ def _timed_out(pid: int | None, timeout_s: float, log_file: Path) -> Started:
 
 def _pid(pid: int | None) -> str:
     return "" if pid is None else f" (pid {pid})"
+
+
+def _hold_pid_file(pid_file: Path, pid: int) -> bool:
+    """Write ``pid`` into ``pid_file`` under an exclusive lock held for the life of the
+    process (the descriptor stays open); False when another process holds the lock (two
+    daemons started at once: the loser must not overwrite, nor later remove, the file)."""
+    fd = os.open(pid_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{pid}\n".encode())
+    return True
 
 
 def _remove_pid_file(pid_file: Path, pid: int) -> None:
