@@ -78,3 +78,58 @@ def test_promtool_accepts_the_rules_and_config() -> None:
         check=False,
     )
     assert config.returncode == 0, config.stdout + config.stderr
+
+
+@pytest.mark.prometheus
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="needs promtool (apt-get install prometheus)"
+)
+def test_recorded_actuals_name_servers_as_the_appliance_does(tmp_path: Path) -> None:
+    """``fleetcast:actual``'s ``server`` label is the appliance's server name for every
+    ``instance`` form (with and without a port, bracketed IPv6), so the recorded actuals
+    and the forecasts share their labels."""
+    from fleetcast.appliance.sources.promql import LabelMapping
+
+    instances = ["app-1:9100", "web-1", "[::1]:9100", "[fe80::1]", "fe80::1", "db.example:80"]
+    series = []
+    expected = []
+    for k, instance in enumerate(instances):
+        series += [
+            {"series": f'node_memory_MemAvailable_bytes{{instance="{instance}"}}',
+             "values": f"{64 - 16 * (k % 4 + 1)}x10"},  # exact in binary: 25 % steps
+            {"series": f'node_memory_MemTotal_bytes{{instance="{instance}"}}', "values": "64x10"},
+        ]  # fmt: skip
+        server = LabelMapping().server({"instance": instance})
+        expected.append(
+            {
+                "labels": f'fleetcast:actual{{instance="{instance}", metric="mem_pct", '
+                f'server="{server}"}}',
+                "value": 25 * (k % 4 + 1),
+            }
+        )
+    tests = {
+        "rule_files": [str(DOCS / "prometheus" / "fleetcast-recording-rules.yml")],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "promql_expr_test": [
+                    {
+                        "expr": 'fleetcast:actual{metric="mem_pct"}',
+                        "eval_time": "5m",
+                        "exp_samples": expected,
+                    },
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "tests.yml"
+    path.write_text(json.dumps(tests))  # JSON is YAML
+    result = subprocess.run(
+        ["promtool", "test", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [e["labels"].split('server="')[1][:-2] for e in expected] == [
+        "app-1", "web-1", "::1", "fe80::1", "fe80::1", "db.example",
+    ]  # fmt: skip
