@@ -193,6 +193,10 @@ def test_forecasts_risk_and_health_are_exposed(model_dir: Path, tmp_path: Path) 
     assert dict(model[0][1])["model_version"] == current.model_version
     # The official parser accepts it too (where prometheus-client is installed).
     parser = pytest.importorskip("prometheus_client.parser")
-    families = {f.name: f for f in parser.text_string_to_metric_families(text)}
+    parsed = list(parser.text_string_to_metric_families(text))
+    families = {f.name: f for f in parsed}
+    assert len(parsed) == len(families)  # each family one group: none split or re-opened
+    assert all(f.type != "unknown" for f in parsed)
+    assert families["fleetcast_forecast_age_seconds"].type == "gauge"
     assert families["fleetcast_http_request_duration_seconds"].type == "histogram"
     assert len(families["fleetcast_forecast"].samples) == len(forecast_series)

@@ -350,11 +350,15 @@ class Telemetry:
         self._forecasts(out, current, now)
 
     def _forecasts(self, out: MetricsText, current: Any, now: float) -> None:
+        # Each family's samples follow its own HELP/TYPE lines (the text format's grouping).
+        start = None if current is None else _epoch(current.prediction_time)
         out.family(
             "fleetcast_forecast_data_timestamp_seconds",
             "gauge",
             "End of the data the current forecasts used (epoch seconds).",
         )
+        if current is not None:
+            out.sample("fleetcast_forecast_data_timestamp_seconds", start)
         out.family(
             "fleetcast_forecast_age_seconds",
             "gauge",
@@ -362,8 +366,6 @@ class Telemetry:
         )
         if current is None:
             return
-        start = _epoch(current.prediction_time)
-        out.sample("fleetcast_forecast_data_timestamp_seconds", start)
         out.sample(
             "fleetcast_forecast_age_seconds", None if start is None else round(now - start, 3)
         )
