@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
 import logging
 import math
@@ -142,12 +143,13 @@ def webhook_body(alerts: Iterable[Mapping[str, Any]], statuses: Iterable[str]) -
 
 
 def post_json(url: str, payload: Any, timeout_s: float) -> int:
-    """POST ``payload`` as JSON (blocking); returns the status. Raises DeliveryError."""
-    data = json.dumps(payload, separators=(",", ":")).encode("utf-8")
-    request = urllib.request.Request(
-        url, data=data, headers={"Content-Type": "application/json"}, method="POST"
-    )
+    """POST ``payload`` as JSON (blocking); returns the status. Raises DeliveryError for
+    every failure to build or send the request (the message is the bare cause)."""
     try:
+        data = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+        request = urllib.request.Request(
+            url, data=data, headers={"Content-Type": "application/json"}, method="POST"
+        )
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
@@ -155,6 +157,16 @@ def post_json(url: str, payload: Any, timeout_s: float) -> int:
         raise DeliveryError(f"{url} answered HTTP {exc.code}: {detail}") from exc
     except (urllib.error.URLError, OSError) as exc:
         raise DeliveryError(f"cannot reach {url} ({getattr(exc, 'reason', exc)})") from exc
+    except (http.client.HTTPException, ValueError, TypeError) as exc:
+        # InvalidURL (a port that is not a number), BadStatusLine (not an HTTP server),
+        # IncompleteRead, a payload json cannot encode.
+        raise DeliveryError(f"cannot post to {url} ({_one_line(exc)})") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: text`` of an exception on one line, cut to 200 characters."""
+    text = " ".join(str(exc).split())[:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -227,6 +239,7 @@ class AlertPusher:
         self._send = sender
         self._active: dict[Key, dict[str, Any]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._unexpected_logged: set[str] = set()
         self.am = (
             _Receiver("alertmanager", config.alertmanager_url.rstrip("/") + "/api/v2/alerts")
             if config.alertmanager_url
@@ -282,11 +295,23 @@ class AlertPusher:
                 await anyio.to_thread.run_sync(
                     self._send, receiver.url, payload, self.config.timeout_s, abandon_on_cancel=True
                 )
-            except DeliveryError as exc:
+            except Exception as exc:  # any failure of a try is counted and retried
                 receiver.failed += 1
+                cause = str(exc) if isinstance(exc, DeliveryError) else _one_line(exc)
                 if receiver.last_error is None:
-                    _log.warning("alerts to %s failed: %s (retrying)", receiver.name, exc)
-                receiver.last_error = str(exc)
+                    _log.warning(
+                        "alerts to %s failed: %s. Why it matters: the undelivered alert "
+                        "changes are kept and retried (%d tries now, then with the next push "
+                        "or re-send every %g s) until the receiver accepts them. Fix: check "
+                        "that the receiver is up and that --%s-url is right. See %s.",
+                        receiver.name,
+                        cause,
+                        max(1, self.config.attempts),
+                        self.config.resend_s,
+                        receiver.name,
+                        _SEE,
+                    )
+                receiver.last_error = cause
                 if attempt + 1 < self.config.attempts:
                     await asyncio.sleep(backoff.next_delay())
                 continue
@@ -352,8 +377,21 @@ class AlertPusher:
                 seen, last_push = sets, time.monotonic()
                 try:
                     await self.push(engine.alerts())
-                except Exception:
-                    _log.exception("alert push failed")
+                except Exception as exc:
+                    # A bug (deliveries catch their own failures): traceback once per type.
+                    kind = type(exc).__qualname__
+                    if kind not in self._unexpected_logged:
+                        self._unexpected_logged.add(kind)
+                        _log.error(
+                            "alert push failed unexpectedly (%s). Why it matters: alerts of "
+                            "this forecast set may not reach the receivers. Fix: report it "
+                            "with this traceback (logged once). See %s.",
+                            _one_line(exc),
+                            _SEE,
+                            exc_info=exc,
+                        )
+                    else:
+                        _log.debug("alert push failed again: %s", _one_line(exc))
             await asyncio.sleep(self.config.poll_s)
 
     def status(self) -> dict[str, Any]:

@@ -60,17 +60,43 @@ def check_settings(settings: Any) -> None:
                 "prometheus_url in the config file).",
                 "docs/PROMETHEUS.md#configure",
             )
+        _check_url(
+            "prometheus_url",
+            settings.prometheus_url,
+            "the appliance could not read any metric from it.",
+            "http://HOST:9090",
+            "docs/PROMETHEUS.md#configure",
+        )
         config = PrometheusConfig.from_settings(settings)
         PromClient(config.url)  # checks the URL's form
     for name in ("alertmanager_url", "webhook_url"):
         url = getattr(settings, name, None)
-        if url and not str(url).startswith(("http://", "https://")):
-            raise ContractError(
-                f"Expected {name} to be an http(s) URL, but got {url!r}.",
+        if url:
+            _check_url(
+                name,
+                url,
                 "alerts could not be delivered to it.",
-                f"pass --{name.replace('_', '-')} http://HOST:PORT.",
+                "http://HOST:9093" if name == "alertmanager_url" else "http://HOST:PORT/PATH",
                 "docs/PROMETHEUS.md#alerts",
             )
+
+
+def _check_url(name: str, url: Any, why: str, example: str, see: str) -> None:
+    """Raise ContractError when setting ``name``'s ``url`` is not a usable http(s) URL
+    (scheme, host, a numeric port in 1..65535: what urllib would only find when sending)."""
+    from fleetcast.appliance.sources.promql import url_problem
+    from fleetcast.contract.errors import ContractError
+
+    problem = url_problem(str(url))
+    if problem is not None:
+        raise ContractError(
+            f"Expected {name} to be an http(s) URL like {example}, but got {str(url)!r}: "
+            f"{problem}.",
+            why,
+            f"pass --{name.replace('_', '-')} {example} (or FLEETCAST_{name.upper()}, or "
+            f"{name} in the config file).",
+            see,
+        )
 
 
 def add_integration_arguments(parser: argparse.ArgumentParser) -> None:

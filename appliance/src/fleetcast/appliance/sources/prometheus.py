@@ -147,10 +147,15 @@ def _iso(epoch_s: float | None) -> str | None:
 
 def _public_url(url: str) -> str:
     """``url`` without user:password (it may be shown in /status)."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        if parts.port:
+            host = f"{host}:{parts.port}"
+    except ValueError:  # checked at start (url_problem); never crash on showing it
+        return "(invalid URL)"
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
@@ -193,6 +198,9 @@ class PrometheusSource:
         self.gaps = 0
         self.filled_latency = 0
         self.next_retry_s: float | None = None
+        self.unlabelled: dict[str, int] = {}
+        """Series dropped per metric for lacking the server label (summed over queries)."""
+        self._unexpected_logged: set[str] = set()
 
     # -- life cycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -229,19 +237,35 @@ class PrometheusSource:
             except OSError as exc:  # the state directory: runtime.ingest could not log
                 delay = self._failed(f"cannot persist samples ({type(exc).__name__}: {exc})")
             except Exception as exc:
-                _log.exception("prometheus source cycle failed")
-                delay = self._failed(f"{type(exc).__name__}: {exc}")
+                delay = self._unexpected(exc)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
 
-    def _failed(self, message: str) -> float:
+    def _unexpected(self, exc: Exception) -> float:
+        """A cycle failed with an exception no error path expects (a bug): its traceback is
+        logged once per exception type, then it is retried like any failure."""
+        what = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        message = (
+            f"a cycle failed unexpectedly ({what}). Why it matters: no samples until it "
+            "passes (retried with backoff; the last forecasts stay served). Fix: report it "
+            "with the traceback logged once at its first occurrence. See "
+            "docs/PROMETHEUS.md#troubleshooting."
+        )
+        kind = type(exc).__qualname__
+        if kind not in self._unexpected_logged:
+            self._unexpected_logged.add(kind)
+            _log.error("prometheus source: %s", message, exc_info=exc)
+            return self._failed(message, logged=True)
+        return self._failed(message)
+
+    def _failed(self, message: str, *, logged: bool = False) -> float:
         first = self.last_error is None or self._backoff.failures == 0
         self.last_error = message
         self.last_error_time = self._clock()
         delay = self._backoff.next_delay()
         self.next_retry_s = delay
-        if first:
+        if first and not logged:
             _log.warning("prometheus source: %s", message)
         else:
             _log.debug("prometheus source (failure %d): %s", self._backoff.failures, message)
@@ -274,7 +298,33 @@ class PrometheusSource:
             results[metric] = await anyio.to_thread.run_sync(call, expr, abandon_on_cancel=True)
         return results
 
+    def _count_unlabelled(self, samples: Samples) -> None:
+        """Add the series dropped for lacking the server label; warn once per metric."""
+        label = self.config.mapping.server_label
+        for metric, count in samples.unlabelled_by_metric.items():
+            if metric not in self.unlabelled:
+                expr = self.config.queries.get(metric)
+                _log.warning(
+                    "prometheus source: the expression for %s (%r) returned %d series without "
+                    "the %r label; they are ignored. Why it matters: their values reach no "
+                    "server, so %s. Fix: keep the label in the expression, e.g. aggregate "
+                    "with 'sum by (%s) (...)' or 'avg by (%s) (...)' instead of a bare "
+                    "sum/avg, or set --prometheus-server-label to the label it has. "
+                    "See docs/PROMETHEUS.md#queries.",
+                    metric,
+                    expr,
+                    count,
+                    label,
+                    "its latency is filled with latency_fill"
+                    if metric == "latency_ms"
+                    else "every server's record is a gap (no samples ingested)",
+                    label,
+                    label,
+                )
+            self.unlabelled[metric] = self.unlabelled.get(metric, 0) + count
+
     async def _ingest(self, samples: Samples) -> int:
+        self._count_unlabelled(samples)
         self.gaps += samples.incomplete
         self.filled_latency += samples.filled_latency
         if not len(samples):
@@ -360,6 +410,11 @@ class PrometheusSource:
                 f"{self.servers_last} servers in the last query, {self.backfilled_steps} steps "
                 f"backfilled, {self.records} samples ingested, {self.rejected} rejected"
             )
+            if self.unlabelled:
+                detail += (
+                    f"; series without the {self.config.mapping.server_label!r} label "
+                    f"ignored for {', '.join(sorted(self.unlabelled))} (see unlabelled_series)"
+                )
         return {
             "kind": self.kind,
             "healthy": healthy,
@@ -375,6 +430,7 @@ class PrometheusSource:
             "samples_rejected": self.rejected,
             "last_rejection": self.last_reject_reason,
             "gaps": self.gaps,
+            "unlabelled_series": dict(sorted(self.unlabelled.items())),
             "latency_filled": self.filled_latency,
             "data_step": None if self.done_step is None else _iso(self.done_step * STEP_SECONDS),
             "forecast_age_s": self.forecast_age_s(),

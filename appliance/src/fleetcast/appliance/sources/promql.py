@@ -13,6 +13,7 @@ the expressions evaluated at the step's **last second**, ``k * 300 + 299``
 
 from __future__ import annotations
 
+import http.client
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -44,6 +45,7 @@ __all__ = [
     "parse_profile_rules",
     "parse_response",
     "resolve_queries",
+    "url_problem",
 ]
 
 DEFAULT_QUERIES: dict[str, str | None] = {
@@ -182,6 +184,43 @@ def parse_response(body: bytes, expr: str = "") -> list[Series]:
     return out
 
 
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is not a usable http(s) URL (a sentence), or None when it is.
+
+    Checks what ``urllib`` would otherwise only find at the first request: the scheme
+    (http or https), a host, a numeric port in 1..65535 when one is given, and no
+    whitespace or control characters.
+    """
+    text = str(url)
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        return "it contains whitespace or control characters"
+    try:
+        parts = urllib.parse.urlsplit(text)
+    except ValueError as exc:  # e.g. an unbalanced IPv6 bracket
+        return f"it cannot be parsed ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return f"its scheme is {parts.scheme or 'missing'!r}, not http or https"
+    try:
+        port = parts.port
+        host = parts.hostname
+    except ValueError:
+        _, _, tail = parts.netloc.rpartition("@")[2].rpartition(":")
+        return f"its port {tail!r} is not a number in 1..65535"
+    if not host:
+        return "it names no host"
+    if port is not None and not 1 <= port <= 65535:
+        return f"its port {port} is not in 1..65535"
+    return None
+
+
+def _short(exc: BaseException) -> str:
+    """``Type: text`` of an exception on one line, cut to 120 characters."""
+    text = " ".join(str(exc).split())
+    if len(text) > 120:
+        text = text[:117] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class PromClient:
     """Blocking client of the Prometheus HTTP API (``urllib``; call it from a worker thread).
 
@@ -191,12 +230,12 @@ class PromClient:
     def __init__(
         self, url: str, timeout_s: float = 10.0, headers: Mapping[str, str] | None = None
     ) -> None:
-        parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        problem = url_problem(url)
+        if problem is not None:
             raise ValueError(
-                f"Expected a Prometheus URL like http://host:9090, but got {url!r}. Why it "
-                "matters: the appliance cannot read metrics without it. Fix: pass "
-                f"--prometheus-url http://HOST:9090. See {_SEE}#configure."
+                f"Expected a Prometheus URL like http://host:9090, but got {url!r}: "
+                f"{problem}. Why it matters: the appliance cannot read metrics without it. "
+                f"Fix: pass --prometheus-url http://HOST:9090. See {_SEE}#configure."
             )
         self.url = url.rstrip("/")
         self.timeout_s = float(timeout_s)
@@ -247,6 +286,18 @@ class PromClient:
                 "until it is back (retried with backoff; the last forecasts stay served). Fix: "
                 f"start Prometheus or correct --prometheus-url. See {_SEE}#troubleshooting.",
                 detail=str(reason),
+            ) from exc
+        except (http.client.HTTPException, ValueError) as exc:
+            # Not an HTTP answer (BadStatusLine: the port is SSH or a database), a body cut
+            # short (IncompleteRead), a URL urllib cannot use (InvalidURL).
+            raise PromError(
+                "bad_response",
+                f"Prometheus at {self.url} gave no valid HTTP answer to {path} "
+                f"({_short(exc)}). Why it matters: no samples until it does (retried with "
+                "backoff; the last forecasts stay served). Fix: check that --prometheus-url "
+                "points at Prometheus itself (http://host:9090), not at another service or a "
+                f"proxy that cuts answers short. See {_SEE}#troubleshooting.",
+                detail=_short(exc),
             ) from exc
         return parse_response(body, expr)
 
@@ -347,6 +398,8 @@ class Samples:
     """(server, time) pairs dropped because a required metric had no value (gaps)."""
     unlabelled: int = 0
     """Series without the server label (ignored)."""
+    unlabelled_by_metric: dict[str, int] = field(default_factory=dict)
+    """``unlabelled`` per metric (only metrics with such series)."""
     duplicates: int = 0
     """Extra series for the same server and metric (averaged)."""
     clamped: int = 0
@@ -374,19 +427,28 @@ def assemble(
     names: dict[str, int] = {}
     profiles: dict[str, str | None] = {}
     unlabelled = 0
+    by_metric: dict[str, int] = {}
     per_metric: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
     for j, metric in enumerate(METRIC_COLUMNS):
         for s in results.get(metric, ()):
             name = mapping.server(s.labels)
             if name is None:
                 unlabelled += 1
+                by_metric[metric] = by_metric.get(metric, 0) + 1
                 continue
             idx = names.setdefault(name, len(names))
             prof = mapping.profile(name, s.labels)
             if prof is not None or name not in profiles:
                 profiles[name] = prof if prof is not None else profiles.get(name)
             per_metric.append((j, np.full(s.times.shape, idx, dtype=np.int64), s.times, s.values))
-    empty = Samples(np.zeros(0, np.int64), np.zeros((0, 4)), [], [], unlabelled=unlabelled)
+    empty = Samples(
+        np.zeros(0, np.int64),
+        np.zeros((0, 4)),
+        [],
+        [],
+        unlabelled=unlabelled,
+        unlabelled_by_metric=by_metric,
+    )
     if not per_metric:
         return empty
     all_t = np.concatenate([t for _, _, t, _ in per_metric])
@@ -437,6 +499,7 @@ def assemble(
         profile=[profiles.get(order_names[i]) for i in srv_of.tolist()],
         incomplete=incomplete,
         unlabelled=unlabelled,
+        unlabelled_by_metric=by_metric,
         duplicates=duplicates,
         clamped=clamped,
         filled_latency=int(fill.size),
