@@ -203,3 +203,27 @@ def test_slash_names_and_websocket_401_over_a_real_server(server_factory: Any, s
     log = server.log()
     assert '"path":"/ws/predictions","status":401' in log
     assert "without completing handshake" not in log  # no spurious uvicorn ERROR per refusal
+
+
+def test_an_idle_keep_alive_connection_outlives_a_poll_interval(server_factory: Any) -> None:
+    """A poller (the dashboard: every 5 s) reuses its connection after ~5 s idle; uvicorn's
+    default closed it at 5 s, and a request sent at that moment failed as if the appliance
+    were down. The connection now stays open well past a poll interval."""
+    import http.client
+
+    server = server_factory()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request("GET", "/health")
+        first = conn.getresponse()
+        assert first.status == 200
+        first.read()
+        sock = conn.sock
+        time.sleep(6.5)  # idle past uvicorn's default keep-alive of 5 s
+        conn.request("GET", "/health")  # closed by the server: RemoteDisconnected here
+        second = conn.getresponse()
+        assert second.status == 200
+        second.read()
+        assert conn.sock is sock  # the same connection, not a new one
+    finally:
+        conn.close()

@@ -25,6 +25,8 @@ _log = logging.getLogger(__name__)
 
 _CLEAN_ERRORS = frozenset({"ModelError", "StartupError"})
 """Errors whose message is complete on its own (no traceback at the CLI)."""
+KEEP_ALIVE_S = 75
+"""Seconds an idle HTTP keep-alive connection stays open (uvicorn's default is 5)."""
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -252,6 +254,10 @@ def _serve(settings: Settings, report: StartReport | None) -> int:
         lifespan="on",
         server_header=False,
         timeout_graceful_shutdown=20,
+        # Idle keep-alive connections stay open longer than pollers wait between requests
+        # (the dashboard: 5 s, uvicorn's default): a request sent on a connection that the
+        # server closes at that very moment fails as if the appliance were down.
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
     server = _Server(config)
     first_error = _FirstError()

@@ -113,7 +113,7 @@ class DemoSource:
             chunk = min(steps, BACKFILL_CHUNK_STEPS)
             with self._lock:
                 rows = self._stream.backfill(chunk)
-            await self._runtime.ingest(stream_columns(rows))
+            await self._runtime.ingest(stream_columns(rows), forecast=steps == chunk)
             steps -= chunk
             self.backfilled_steps += chunk
         _log.info(

@@ -111,6 +111,8 @@ class Runtime:
         """A pull source (e.g. Prometheus) set by the app's Telemetry; /status reports it."""
         self._tee: list[Columns] | None = None
         self._due = asyncio.Event()
+        self._forecast_deferred = False
+        """A step closed during a backfill (``ingest(forecast=False)``) and no forecast ran."""
         self._snapshot_due = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -251,20 +253,33 @@ class Runtime:
                 self.latest_step = int(result.latest_step)
         return result
 
-    async def ingest(self, cols: Columns, now: float | None = None) -> IngestResult:
+    async def ingest(
+        self, cols: Columns, now: float | None = None, *, forecast: bool = True
+    ) -> IngestResult:
         """Store a batch (engine + durable log) in a worker thread; schedule a forecast when a
         step closed. Returns only after accepted samples are on disk. ``now``: the clock that
         ``--max-future-seconds`` checks the timestamps against; None (POST /metrics, pull
-        sources) = this machine's, the demo passes its simulated clock."""
+        sources) = this machine's, the demo passes its simulated clock. ``forecast=False``
+        (a backfill's chunks but its last): a closed step waits for the next ``ingest``
+        that may forecast, so no forecast runs on half a backfill (it would be a risk
+        history point a day before the rest, with nothing in between)."""
         result = await anyio.to_thread.run_sync(self._ingest_sync, cols, now)
         self.ingest_requests += 1
         self.records_accepted += result.accepted
         self.records_rejected += len(result.rejected)
         if result.closed_steps > 0:
-            self._due.set()
+            self._forecast_deferred = True
+        if forecast:
+            self.release_forecast()
         if self.store.log_bytes > self.settings.snapshot_log_bytes:
             self._snapshot_due.set()
         return result
+
+    def release_forecast(self) -> None:
+        """Schedule the forecast that ``ingest(forecast=False)`` deferred (none: no-op)."""
+        if self._forecast_deferred:
+            self._forecast_deferred = False
+            self._due.set()
 
     # -- forecasts -----------------------------------------------------------------------
     async def _forecast_loop(self) -> None:

@@ -323,13 +323,15 @@ class PrometheusSource:
                 )
             self.unlabelled[metric] = self.unlabelled.get(metric, 0) + count
 
-    async def _ingest(self, samples: Samples) -> int:
+    async def _ingest(self, samples: Samples, *, forecast: bool = True) -> int:
         self._count_unlabelled(samples)
         self.gaps += samples.incomplete
         self.filled_latency += samples.filled_latency
         if not len(samples):
+            if forecast:
+                self._runtime.release_forecast()
             return 0
-        result = await self._runtime.ingest(samples_to_columns(samples))
+        result = await self._runtime.ingest(samples_to_columns(samples), forecast=forecast)
         self.records += result.accepted
         self.rejected += len(result.rejected)
         if result.rejected:
@@ -363,7 +365,9 @@ class PrometheusSource:
             results = await self._fetch(
                 lambda expr, s=start, e=end: client.query_range(expr, s, e, STEP_SECONDS)
             )
-            ingested += await self._ingest(assemble(results, cfg.mapping, cfg.latency_fill))
+            ingested += await self._ingest(  # one forecast after the last chunk
+                assemble(results, cfg.mapping, cfg.latency_fill), forecast=last == last_complete
+            )
             if self.last_success is None:
                 self.backfilled_steps += last - first + 1
             self.done_step = last
