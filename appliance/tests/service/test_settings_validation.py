@@ -242,7 +242,7 @@ def test_demo_fleet_larger_than_capacity_is_refused() -> None:
     [
         ({"rate_limit": "5/fortnight"}, "rate limit"),
         ({"source": "prometheus"}, "--prometheus-url"),
-        ({"source": "prometheus", "prometheus_url": "ftp://p"}, "http://host:9090"),
+        ({"source": "prometheus", "prometheus_url": "ftp://p"}, "http://HOST:9090"),
         ({"alertmanager_url": "alertmanager:9093"}, "alertmanager_url"),
         (
             {
