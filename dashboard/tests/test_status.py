@@ -10,6 +10,7 @@ STATUS = {
         "bundle_id": "tft_model_20261127_091902",
         "contract_version": "1.0.0",
         "providers": ["CPUExecutionProvider"],
+        "step_seconds": 300,
     },
     "uptime_s": 6.7,
     "servers": {"known": 90, "ready": 88, "warming": 2, "unknown": 86},
@@ -26,19 +27,25 @@ def test_status_facts() -> None:
     info = StatusInfo(STATUS)
     assert info.model_version == "tft_model_20261127_091902"
     assert info.contract_version == "1.0.0"
+    assert info.step_seconds == 300.0
     assert info.providers == ["CPUExecutionProvider"]
     assert (info.servers("ready"), info.servers("warming"), info.servers("unknown")) == (88, 2, 86)
     assert info.latency_ms("p99") == 538.1
     assert info.predictions_per_second == 43.9
     assert info.demo_enabled
     assert info.demo_scenario == "healthy"
-    assert info.source == "demo (healthy)"
+    assert info.source == "demo (source healthy)"  # the source's health, not the fleet's
+    assert StatusInfo({"source": {"kind": "push", "healthy": False}}).source == (
+        "push (source unhealthy)"
+    )
+    assert StatusInfo({"source": {"kind": "push"}}).source == "push (health n/a)"
 
 
 def test_missing_facts_are_none_and_demo_is_off() -> None:
     info = StatusInfo({"model": "not a dict", "servers": {"ready": True}})
     assert info.model_version is None
     assert info.servers("ready") is None  # a bool is not a count
+    assert info.step_seconds is None
     assert info.latency_ms("avg") is None
     assert info.providers == []
     assert not info.demo_enabled

@@ -143,6 +143,7 @@ class ServerHistory(msgspec.Struct, frozen=True):
     server_name: str
     timestamps: list[str]
     profile: str | None = None
+    step_seconds: int = 300
     cpu_pct: list[float | None] = []
     mem_pct: list[float | None] = []
     disk_io_mb_s: list[float | None] = []
@@ -160,6 +161,7 @@ class ProfileHistory(msgspec.Struct, frozen=True):
     profile: str
     timestamps: list[str]
     servers: int = 0
+    step_seconds: int = 300
     reporting: list[int] = []
     cpu_pct: list[float | None] = []
     mem_pct: list[float | None] = []
@@ -169,9 +171,13 @@ class ProfileHistory(msgspec.Struct, frozen=True):
 
 
 class FleetHistory(msgspec.Struct, frozen=True):
-    """``GET /fleet/history``: the fleet's mean risk and level counts per step."""
+    """``GET /fleet/history``: the fleet's mean risk and level counts per step.
+
+    The body has no ``step_seconds`` today; the default is the contract's 5-minute step.
+    """
 
     timestamps: list[str]
+    step_seconds: int = 300
     mean_risk: list[float | None] = []
     red: list[int | None] = []
     yellow: list[int | None] = []

@@ -39,6 +39,9 @@ def serve(settings: DashboardSettings) -> None:
     os.environ["BOKEH_RESOURCES"] = "server"
     import panel as pn
 
+    from .client import quiet_request_logs
+
+    quiet_request_logs()
     pn.extension(design=None, notifications=False)
     origins = {
         f"{settings.address}:{settings.port}",

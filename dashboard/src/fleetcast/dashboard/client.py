@@ -31,12 +31,43 @@ from .status import StatusInfo
 if TYPE_CHECKING:
     from .settings import DashboardSettings
 
-__all__ = ["DEMO_SCENARIOS", "ApplianceClient", "ApplianceRefused", "ApplianceUnreachable"]
+__all__ = [
+    "DEMO_SCENARIOS",
+    "ApplianceClient",
+    "ApplianceRefused",
+    "ApplianceUnreachable",
+    "quiet_request_logs",
+]
 
 log = logging.getLogger(__name__)
 
 DEMO_SCENARIOS: tuple[str, ...] = ("healthy", "degrading", "critical")
 """The demo scenarios ``POST /demo/scenario`` accepts."""
+
+RETRIED_ERRORS: tuple[type[httpx.HTTPError], ...] = (
+    httpx.ReadError,
+    httpx.WriteError,
+    httpx.RemoteProtocolError,
+)
+"""Errors retried once, at once: a kept-alive connection the server closed as it was reused.
+
+A server closes an idle keep-alive connection after its own timeout (uvicorn: 5 s); a
+request sent on it just then fails with one of these although the server is fine. Refused
+connections (``ConnectError``) and timeouts are not retried: a stopped or hung appliance is
+reported on the first failure (refused at once, hung after ``request_timeout_s``).
+"""
+
+
+def quiet_request_logs() -> None:
+    """Log each request to the appliance at DEBUG only (httpx logs every one at INFO).
+
+    A session polls several endpoints every few seconds; at INFO they buried the log.
+    Failures still surface: as ``disconnected`` state changes (session) and as errors.
+    Left alone when the log is already at DEBUG.
+    """
+    httpx_log = logging.getLogger("httpx")
+    if httpx_log.getEffectiveLevel() > logging.DEBUG:
+        httpx_log.setLevel(logging.WARNING)
 
 
 class ApplianceUnreachable(ConnectionError):
@@ -65,6 +96,12 @@ class ApplianceClient:
             base_url=settings.base_url,
             headers=headers,
             timeout=settings.request_timeout_s,
+            # Drop idle pooled connections well before the server would (uvicorn and
+            # hypercorn close them after 5 s): a poll every 5 s then opens a fresh one
+            # instead of racing the server's close. Requests of one refresh, a few ms
+            # apart, still share connections. A shorter server keep-alive is covered by
+            # the one retry in _send.
+            limits=httpx.Limits(keepalive_expiry=settings.keepalive_expiry_s),
             transport=transport,
             trust_env=False,
         )
@@ -79,21 +116,30 @@ class ApplianceClient:
         """Close the connection pool."""
         await self._http.aclose()
 
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request, retried once at once when a reused connection was closed under it."""
+        try:
+            return await self._http.request(method, path, **kwargs)
+        except RETRIED_ERRORS as exc:
+            log.debug("%s %s failed (%s: %s); retrying once", method, path, type(exc).__name__, exc)
+            return await self._http.request(method, path, **kwargs)
+
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         endpoint = f"{method} {path}"
         try:
-            response = await self._http.request(method, path, **kwargs)
+            response = await self._send(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise ApplianceUnreachable(
                 explain(
                     f"The appliance at {self._settings.base_url} did not answer {endpoint} "
                     f"({type(exc).__name__}: {exc}).",
-                    "without it the dashboard has no forecasts; it keeps the last ones, marked "
-                    "STALE.",
+                    "without it the dashboard gets no new forecasts; whatever it already "
+                    "shows stays on screen, marked STALE.",
                     "check that `fleetcast serve` runs and that --appliance points at it.",
                     "docs/DASHBOARD.md#disconnected",
                 )
             ) from exc
+        log.debug("%s -> HTTP %s", endpoint, response.status_code)
         if response.status_code >= 500:
             raise ApplianceUnreachable(
                 f"The appliance failed {endpoint} with HTTP {response.status_code}: "

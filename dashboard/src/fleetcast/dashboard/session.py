@@ -19,7 +19,7 @@ import panel as pn
 from .api import ApiFormatError
 from .client import ApplianceClient, ApplianceRefused, ApplianceUnreachable
 from .live import listen
-from .state import SessionState
+from .state import DISCONNECTED, SessionState
 from .views.advanced import AdvancedView
 from .views.header import Header
 from .views.heatmap import HeatmapView
@@ -91,6 +91,7 @@ class DashboardSession:
             self.heatmap.view,
             self.top.view,
             self.historical.view,
+            self.advanced.view,
         )
         for view in self._dimmable:  # greyed out while the data is STALE
             view.stylesheets = [*view.stylesheets, _STALE_CSS]
@@ -188,6 +189,7 @@ class DashboardSession:
         """One round trip: status, forecasts, trend, alerts, then the curves panels need."""
         state = self.state
         client = self.client
+        was = state.connection
         try:
             pushed, self._pushed = self._pushed, None
             need_current = pushed is None and (not self._ws_live or state.current is None)
@@ -213,6 +215,11 @@ class DashboardSession:
         except (ApplianceRefused, ApiFormatError) as exc:
             state.mark_ok(websocket=self._ws_live)
             self._schedule(partial(self.header.show_message, str(exc), True))
+        if state.connection != was:  # state changes only; each request is logged at DEBUG
+            if state.connection == DISCONNECTED:
+                log.warning("Appliance unreachable: %s", state.last_error)
+            else:
+                log.info("Appliance %s: %s", self.settings.base_url, state.connection)
         self._schedule(self._render)
 
     async def _fetch_details(self) -> None:

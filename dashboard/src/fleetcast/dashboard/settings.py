@@ -29,6 +29,9 @@ class DashboardSettings:
     request_timeout_s: float = 3.0
     """Timeout of one HTTP request; after it the appliance counts as unreachable."""
 
+    keepalive_expiry_s: float = 2.0
+    """Idle pooled connections are closed after this; below any usual server keep-alive (5 s)."""
+
     top_servers: int = 3
     """How many of the riskiest servers the Top Servers panel shows with curves."""
 

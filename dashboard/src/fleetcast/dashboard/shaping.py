@@ -6,6 +6,7 @@ what the appliance sent and compute no forecast. Server names and profiles only,
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from .api import ServerDetail, ServerForecast
 
 __all__ = [
+    "GAP_FACTOR",
+    "break_gaps",
     "curve_frame",
     "format_risk",
     "heatmap_cells",
@@ -27,6 +30,41 @@ __all__ = [
     "server_thresholds",
     "top_servers",
 ]
+
+
+GAP_FACTOR = 1.5
+"""Two points further apart than this many steps are not joined: the plot shows a gap."""
+
+
+def break_gaps(
+    times: list[datetime | None], columns: dict[str, list[float]], step_seconds: float | None
+) -> tuple[list[datetime | None], dict[str, list[float]]]:
+    """Insert a NaN row wherever consecutive times are more than ``GAP_FACTOR`` steps apart.
+
+    Bokeh joins consecutive points of a line (and stacks bars only where there is data), so
+    without the NaN row a line is drawn straight across time that has no data, e.g. from a
+    forecast made mid-backfill to the points a day later. The NaN row sits one step after
+    the point before the gap; no value is invented. ``columns`` hold one float per time.
+    """
+    step = float(step_seconds or 300)
+    out_times: list[datetime | None] = []
+    out: dict[str, list[float]] = {k: [] for k in columns}
+    previous: datetime | None = None
+    for i, ts in enumerate(times):
+        if (
+            previous is not None
+            and ts is not None
+            and (ts - previous).total_seconds() > GAP_FACTOR * step
+        ):
+            out_times.append(previous + timedelta(seconds=step))
+            for values in out.values():
+                values.append(math.nan)
+        out_times.append(ts)
+        for key, values in columns.items():
+            out[key].append(values[i])
+        if ts is not None:
+            previous = ts
+    return out_times, out
 
 
 def format_risk(risk: float | None) -> str:

@@ -62,6 +62,12 @@ class StatusInfo:
         return None if value is None else int(value)
 
     @property
+    def step_seconds(self) -> float | None:
+        """Seconds per model step (``model.step_seconds``; 300 for the contract's 5 minutes)."""
+        value = _number(dig(self.raw, "model", "step_seconds"))
+        return value if value is not None and value > 0 else None
+
+    @property
     def predictions_per_second(self) -> float | None:
         """Forecasts produced per second, as the appliance measures it."""
         return _number(self.raw.get("predictions_per_second"))
@@ -103,12 +109,16 @@ class StatusInfo:
 
     @property
     def source(self) -> str | None:
-        """The metric source, e.g. ``"demo (healthy)"``."""
+        """The metric source and its own health, e.g. ``"demo (source healthy)"``.
+
+        ``source.healthy`` says whether the source delivers metrics, not how the fleet is.
+        """
         kind = dig(self.raw, "source", "kind")
         if kind is None:
             return None
         healthy = dig(self.raw, "source", "healthy")
-        return f"{kind} ({'healthy' if healthy is not False else 'unhealthy'})"
+        health = {True: "source healthy", False: "source unhealthy"}.get(healthy, "health n/a")
+        return f"{kind} ({health})"
 
     def thresholds_for(self, profile: str) -> dict[str, float]:
         """Alert threshold per metric for servers of ``profile``, as ``/status`` reports them.

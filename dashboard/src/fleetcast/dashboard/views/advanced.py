@@ -7,15 +7,21 @@ from typing import TYPE_CHECKING
 
 import panel as pn
 
+from ..api import parse_time
 from .html import STYLES, esc, table
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from datetime import datetime
 
     from ..settings import DashboardSettings
     from ..state import SessionState
 
 __all__ = ["AdvancedView"]
+
+
+def _when(value: datetime) -> str:
+    return f"{value:%Y-%m-%d %H:%M:%S} UTC"
 
 
 def _num(value: float | None, fmt: str = "{:.2f}") -> str:
@@ -50,18 +56,20 @@ class AdvancedView:
     def update(self, state: SessionState) -> None:
         """Redraw from ``state``."""
         status = state.status
-        current = state.current
-        last_prediction = (status.last_prediction_time if status is not None else None) or (
-            current.prediction_time if current is not None else None
-        )
+        # The same time as the header's "last forecast": the data time the forecast set
+        # starts from. /status last_prediction_time is the appliance's wall clock when it
+        # ran (hours apart under the demo's fast clock), so it gets its own label.
+        forecast = state.prediction_time
+        computed = parse_time(status.last_prediction_time) if status is not None else None
         rows = [
             ["appliance", self.settings.base_url],
             ["connection", state.connection + (" (data STALE)" if state.stale else "")],
+            ["last contact", _when(state.last_contact) if state.last_contact else "never"],
+            ["last forecast (data time)", _when(forecast) if forecast else "none yet"],
             [
-                "last contact",
-                f"{state.last_contact:%Y-%m-%d %H:%M:%S} UTC" if state.last_contact else "never",
+                "last forecast computed at (appliance wall clock)",
+                _when(computed) if computed else "n/a",
             ],
-            ["last prediction time", last_prediction or "none yet"],
             ["refresh rate", f"every {self.refresh.value:g} s (WebSocket pushes arrive sooner)"],
         ]
         if status is not None:

@@ -20,7 +20,7 @@ from fleetcast.contract.schema import METRIC_COLUMNS, METRIC_UNITS
 
 from ..api import parse_time
 from ..risk import GREEN_BELOW, LEVEL_COLOURS, RED_ABOVE
-from ..shaping import curve_frame, profile_order
+from ..shaping import break_gaps, curve_frame, profile_order
 
 if TYPE_CHECKING:
     from ..api import FleetHistory, FleetSummary, ServerDetail, ServerHistory
@@ -149,10 +149,12 @@ class ForecastFigures:
                 }
             if history is not None and getattr(history, metric, None):
                 n = len(history.timestamps)
-                self.actuals[metric].data = {
-                    "time": to_naive(history.timestamps),
-                    "value": nan_list(getattr(history, metric), n),
-                }
+                actual_times, actual = break_gaps(
+                    to_naive(history.timestamps),
+                    {"value": nan_list(getattr(history, metric), n)},
+                    history.step_seconds,
+                )
+                self.actuals[metric].data = {"time": actual_times, "value": actual["value"]}
             else:
                 self.actuals[metric].data = {"time": [], "value": []}
             limit = thresholds.get(metric)
@@ -167,19 +169,28 @@ class ForecastFigures:
 
 
 class FleetTrendFigure:
-    """Mean fleet risk (with the 0.3/0.7 lines) and the servers per level, over time."""
+    """Mean fleet risk (with the 0.3/0.7 lines) and the servers per level, over time.
+
+    Time without data stays empty: the line breaks at a NaN row (``break_gaps``) and the
+    levels are stacked bars, one step wide, drawn only at steps with counts. (A Bokeh
+    ``varea`` is one polygon and would join the points on both sides of a gap.)
+    """
 
     def __init__(self) -> None:
-        self.source = ColumnDataSource({"time": [], "mean_risk": [], **{k: [] for k in _LEVELS}})
+        self.source = ColumnDataSource(
+            {"time": [], "width": [], "mean_risk": [], **{k: [] for k in _LEVELS}}
+        )
         risk = _figure("Fleet mean risk", 200, y_range=(0, 1))
         risk.line("time", "mean_risk", source=self.source, color="#1a4fd6", line_width=2)
         _risk_spans(risk)
         counts = _figure("Servers per risk level", 200, x_range=risk.x_range)
-        counts.varea_stack(
+        counts.vbar_stack(
             list(_LEVELS),
             x="time",
+            width="width",
             source=self.source,
             color=[LEVEL_COLOURS[k] for k in _LEVELS],
+            line_color=None,
             legend_label=list(_LEVELS),
         )
         counts.legend.location = "top_left"
@@ -188,17 +199,20 @@ class FleetTrendFigure:
             pn.pane.Bokeh(risk), pn.pane.Bokeh(counts), sizing_mode="stretch_width"
         )
 
-    def update(self, history: FleetHistory) -> None:
-        """Swap in ``/fleet/history``."""
+    def update(self, history: FleetHistory, step_seconds: float | None = None) -> None:
+        """Swap in ``/fleet/history``; ``step_seconds`` (from ``/status``) wins over the body's."""
         n = len(history.timestamps)
-        self.source.data = {
-            "time": to_naive(history.timestamps),
-            "mean_risk": nan_list(history.mean_risk, n),
-            **{
-                k: [0.0 if math.isnan(v) else v for v in nan_list(getattr(history, k), n)]
-                for k in _LEVELS
+        step = float(step_seconds or history.step_seconds or 300)
+        times, columns = break_gaps(
+            to_naive(history.timestamps),
+            {
+                "mean_risk": nan_list(history.mean_risk, n),
+                **{k: nan_list(getattr(history, k), n) for k in _LEVELS},
             },
-        }
+            step,
+        )
+        # A None count is a step without data: no bar, never a zero-height "all green" one.
+        self.source.data = {"time": times, "width": [step * 1000.0] * len(times), **columns}
 
 
 class ProfileBarsFigure:
@@ -268,10 +282,17 @@ class HistoryFigures:
         rows = [figs[i : i + 2] for i in range(0, len(figs), 2)]
         self.view = pn.pane.Bokeh(gridplot(rows, toolbar_location="right", merge_tools=True))
 
-    def update(self, timestamps: list[str], series: dict[str, list[float]]) -> None:
-        """Swap in one target's history: ``series[column]`` has one value per timestamp."""
+    def update(
+        self, timestamps: list[str], series: dict[str, list[float]], step_seconds: float = 300
+    ) -> None:
+        """Swap in one target's history: ``series[column]`` has one value per timestamp.
+
+        Lines break where the timestamps skip more than 1.5 steps (``break_gaps``).
+        """
         n = len(timestamps)
-        self.source.data = {
-            "time": to_naive(timestamps),
-            **{c: nan_list(series.get(c, []), n) for c in self.COLUMNS},
-        }
+        times, columns = break_gaps(
+            to_naive(timestamps),
+            {c: nan_list(series.get(c, []), n) for c in self.COLUMNS},
+            step_seconds,
+        )
+        self.source.data = {"time": times, **columns}

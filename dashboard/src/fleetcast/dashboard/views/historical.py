@@ -92,4 +92,4 @@ class HistoricalView:
             f"<p>{esc(title)}: {len(stamps)} steps, {esc(stamps[0] if stamps else 'none')} → "
             f"{esc(stamps[-1] if stamps else 'none')}</p>"
         )
-        self.plot.update(list(stamps), series)
+        self.plot.update(list(stamps), series, history.step_seconds)

@@ -122,7 +122,8 @@ class OverviewView:
             self.alerts.object = "<p>No active alerts.</p>"
         if state.fleet_history is not None and state.fleet_history != self._trend_key:
             self._trend_key = state.fleet_history
-            self.trend.update(state.fleet_history)
+            step = state.status.step_seconds if state.status is not None else None
+            self.trend.update(state.fleet_history, step)
         if fleet != self._bars_key:
             self._bars_key = fleet
             self.bars.update(fleet)
