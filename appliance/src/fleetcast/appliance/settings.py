@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import math
 import os
 import re
 import tomllib
@@ -22,6 +21,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fleetcast.appliance.settings_values import (
+    _LOG_LEVELS,
+    _RATE_UNITS,
+    _bool,
+    _float_in,
+    _int_in,
+    _log_level,
+    _names,
+    _opt_path,
+    _opt_text,
+    _path,
+    _providers,
+    _query,
+    _rate,
+    _seconds_or_off,
+    _source,
+    _text,
+)
 from fleetcast.contract.errors import ContractError
 
 if TYPE_CHECKING:
@@ -33,7 +50,6 @@ __all__ = ["ENV_PREFIX", "Settings", "SettingsError", "build_settings", "parse_r
 
 ENV_PREFIX = "FLEETCAST_"
 _SEE = "docs/OPERATIONS.md#configuration"
-_RATE_UNITS = ("second", "minute", "hour", "day")
 
 
 class SettingsError(ContractError):
@@ -214,148 +230,6 @@ def parse_rate_limit(text: str) -> tuple[str, int] | None:
             f"write N/UNIT with N > 0 and UNIT one of {', '.join(_RATE_UNITS)}, or 'off'.",
         ) from exc
 
-
-# -- converters: each takes a flag value, an environment string or a TOML value and returns
-# the field's value, or raises ValueError with a short reason (the caller names the setting,
-# where it came from and the accepted form).
-
-
-def _rate(value: Any) -> tuple[str, int] | None:
-    if value is None:
-        return None
-    if isinstance(value, tuple):
-        if len(value) == 2 and value[0] in _RATE_UNITS and _integer(value[1]) > 0:
-            return str(value[0]), int(value[1])
-        raise ValueError("not a (unit, count) pair")
-    raw = str(value).strip().lower()
-    if raw in {"off", "none", "0", ""}:
-        return None
-    count, _, unit = raw.partition("/")
-    unit = unit or "minute"
-    if unit not in _RATE_UNITS or not count.isdigit() or int(count) <= 0:
-        raise ValueError("not N/UNIT")
-    return unit, int(count)
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError("not a boolean")
-
-
-def _integer(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError("a boolean, not an integer")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        raise ValueError("not a whole number" if not value.is_integer() else "not an integer")
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        raise ValueError("not an integer") from None
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError("a boolean, not a number")
-    if isinstance(value, (int, float)):
-        number = float(value)
-    else:
-        try:
-            number = float(str(value).strip())
-        except ValueError:
-            raise ValueError("not a number") from None
-    if not math.isfinite(number):
-        raise ValueError("not a finite number")
-    return number
-
-
-def _int_in(lo: int, hi: int | None = None, *, optional: bool = False) -> Callable[[Any], Any]:
-    def convert(value: Any) -> int | None:
-        if optional and (value is None or value == ""):
-            return None
-        number = _integer(value)
-        if number < lo:
-            raise ValueError(f"less than {lo}")
-        if hi is not None and number > hi:
-            raise ValueError(f"more than {hi}")
-        return number
-
-    return convert
-
-
-def _float_in(lo: float, *, above: bool = False) -> Callable[[Any], float]:
-    def convert(value: Any) -> float:
-        number = _number(value)
-        if number < lo or (above and number == lo):
-            raise ValueError(f"not {'>' if above else '>='} {lo:g}")
-        return number
-
-    return convert
-
-
-def _seconds_or_off(value: Any) -> float | None:
-    """``off`` (or none, or empty) → None; else a finite number of seconds >= 0."""
-    if value is None or str(value).strip().lower() in ("off", "none", ""):
-        return None
-    return _float_in(0.0)(value)
-
-
-def _text(value: Any) -> str:
-    text = str(value).strip()
-    if not text:
-        raise ValueError("empty")
-    return text
-
-
-def _path(value: Any) -> Path:
-    return Path(_text(value))
-
-
-def _opt_path(value: Any) -> Path | None:
-    return None if value is None or value == "" else Path(str(value))
-
-
-def _opt_text(value: Any) -> str | None:
-    return None if value is None or value == "" else str(value)
-
-
-def _query(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _names(value: Any) -> tuple[str, ...]:
-    items = str(value).split(",") if isinstance(value, str) else list(value)
-    return tuple(str(p).strip() for p in items if str(p).strip())
-
-
-def _providers(value: Any) -> tuple[str, ...] | None:
-    return None if value is None or value == "" else (_names(value) or None)
-
-
-def _log_level(value: Any) -> str:
-    level = str(value).strip().upper()
-    if level not in _LOG_LEVELS:
-        raise ValueError("not a log level")
-    return level
-
-
-def _source(value: Any) -> str:
-    from fleetcast.appliance.sources import SOURCE_KINDS
-
-    kind = str(value).strip().lower()
-    if kind not in SOURCE_KINDS:
-        raise ValueError(f"not one of {', '.join(SOURCE_KINDS)}")
-    return kind
-
-
-_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # Accepted TOML value types of a setting, and how the error message words them.
 _T_INT: tuple[type, ...] = (int,)
