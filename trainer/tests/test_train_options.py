@@ -347,8 +347,10 @@ def test_gpu_devices_are_checked_against_the_gpus_there(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     TrainConfig(accelerator="gpu", devices=1).validate()
-    TrainConfig(accelerator="auto", devices="0").validate()  # GPU index 0
+    TrainConfig(accelerator="gpu", devices="1").validate()  # Lightning: a count
+    TrainConfig(accelerator="auto", devices="0,").validate()  # GPU index 0
     TrainConfig(accelerator="gpu", devices="-1").validate()  # all of them
-    for devices in (2, "0,1", "x"):
+    TrainConfig(accelerator="gpu", devices=-1).validate()  # the same from Python
+    for devices in (2, "2", "0", "0,1", "x", ","):
         with pytest.raises(ValueError, match="this machine has 1"):
             TrainConfig(accelerator="gpu", devices=devices).validate()

@@ -222,6 +222,10 @@ def run_export(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    except BaseException:  # anything else (a bug, Ctrl-C): still all or nothing
+        if rollback is not None:
+            rollback.undo()
+        raise
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

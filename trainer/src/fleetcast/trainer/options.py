@@ -356,12 +356,12 @@ def _validate_hardware(config: TrainConfig) -> None:
     on_gpu = config.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     devices = config.devices
     gpus = torch.cuda.device_count() if on_gpu else 0
-    ok = devices == "auto" or (_is_int(devices) and devices >= 1)
+    if on_gpu and isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        devices = int(devices)  # Lightning reads "2" as a count and "-1" as all GPUs
+    ok = devices == "auto" or (_is_int(devices) and (devices >= 1 or (on_gpu and devices == -1)))
     if on_gpu and isinstance(devices, str) and devices != "auto":
-        parts = devices.split(",")
-        ok = devices == "-1" or (
-            all(p.strip().isdigit() for p in parts) and all(int(p) < gpus for p in parts)
-        )
+        parts = [p.strip() for p in devices.split(",") if p.strip()]  # "0," is GPU 0
+        ok = bool(parts) and all(p.isdigit() and int(p) < gpus for p in parts)
     if ok and on_gpu and _is_int(devices) and devices > gpus:
         ok = False
     if not ok:
