@@ -272,15 +272,22 @@ def test_a_failure_after_writing_puts_everything_back(
     (bundle_copy / "model.onnx").write_bytes(b"the earlier export")
     real = triton.write_triton_repository
 
-    def half_then_full(*args, **kwargs):
-        real(*args, **kwargs)
-        raise OSError(28, "No space left on device")
+    failure: BaseException = OSError(28, "No space left on device")
 
-    monkeypatch.setattr(triton, "write_triton_repository", half_then_full)
+    def half_then_fail(*args, **kwargs):
+        real(*args, **kwargs)
+        raise failure
+
+    monkeypatch.setattr(triton, "write_triton_repository", half_then_fail)
     before = _files(tmp_path)
     argv = ["--bundle", str(bundle_copy), "--data", str(data), "--parity-batches", "1"]
     assert _export([*argv, "--fp16", "--triton", str(tmp_path / "repo" / "triton")]) == 1
     message = _one_message(capsys.readouterr().err, "docs/EXPORT.md#refusals")
     assert "No space left on device" in message
+    assert _files(tmp_path) == before
+    assert (bundle_copy / "model.onnx").read_bytes() == b"the earlier export"
+    # Anything else (here Ctrl-C: the CLI's exit 130) still leaves nothing behind.
+    failure = KeyboardInterrupt()
+    assert _export([*argv, "--fp16", "--triton", str(tmp_path / "repo" / "triton")]) == 130
     assert _files(tmp_path) == before
     assert (bundle_copy / "model.onnx").read_bytes() == b"the earlier export"
