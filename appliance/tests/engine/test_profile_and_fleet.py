@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import shutil
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -27,24 +28,21 @@ def engine(tmp_path: Path) -> Engine:
     return Engine.open(EngineConfig(model_dir=tmp_path, capacity=8))
 
 
-def _batch(ts: list[int], names: list[str], profiles: list[str | None]) -> RecordBatch:
-    n = len(names)
-    metrics = np.tile([[10.0, 20.0, 1.0, 5.0]], (n, 1))
-    return RecordBatch(
-        ts=np.asarray(ts, dtype=np.int64),
-        server=list(names),
-        cpu_pct=metrics[:, 0],
-        mem_pct=metrics[:, 1],
-        disk_io_mb_s=metrics[:, 2],
-        latency_ms=metrics[:, 3],
-        state=[None] * n,
-        profile=list(profiles),
-    )
+@pytest.fixture
+def batch(record_batch: Any) -> Any:
+    """``batch(ts, names, profiles)``: the conftest's ``record_batch`` with quiet metrics."""
+
+    def make(ts: list[int], names: list[str], profiles: list[str | None]) -> RecordBatch:
+        n = len(names)
+        metrics = np.tile([[10.0, 20.0, 1.0, 5.0]], (n, 1))
+        return record_batch(ts, names, metrics, [None] * n, profiles)
+
+    return make
 
 
-def test_profile_from_the_name_is_kept_against_a_later_one(engine: Engine) -> None:
-    assert engine.ingest(_batch([START], ["ppml0001"], [None])).rejected == []
-    result = engine.ingest(_batch([START + STEP], ["ppml0001"], ["database"]))
+def test_profile_from_the_name_is_kept_against_a_later_one(engine: Engine, batch: Any) -> None:
+    assert engine.ingest(batch([START], ["ppml0001"], [None])).rejected == []
+    result = engine.ingest(batch([START + STEP], ["ppml0001"], ["database"]))
     assert result.accepted == 0
     [(index, reason)] = result.rejected
     assert index == 0
@@ -59,18 +57,20 @@ def test_profile_from_the_name_is_kept_against_a_later_one(engine: Engine) -> No
     assert engine.status()["ingest"]["invalid"] == 1
     # None and the same profile are accepted.
     ok = engine.ingest(
-        _batch([START + STEP, START + 2 * STEP], ["ppml0001"] * 2, [None, "ml_compute"])
+        batch([START + STEP, START + 2 * STEP], ["ppml0001"] * 2, [None, "ml_compute"])
     )
     assert (ok.accepted, ok.rejected) == (2, [])
 
 
-def test_explicit_first_profile_wins_over_the_name_and_then_holds(engine: Engine) -> None:
-    batch = _batch(
+def test_explicit_first_profile_wins_over_the_name_and_then_holds(
+    engine: Engine, batch: Any
+) -> None:
+    records = batch(
         [START, START + STEP, START + 2 * STEP, START],
         ["ppdb001", "ppdb001", "ppdb001", "ppweb001"],
         ["generic", None, "database", "web_api"],
     )
-    result = engine.ingest(batch)
+    result = engine.ingest(records)
     assert result.accepted == 3
     assert [i for i, _ in result.rejected] == [2]
     assert engine.history("ppdb001", 5)["profile"] == "generic"
@@ -79,7 +79,7 @@ def test_explicit_first_profile_wins_over_the_name_and_then_holds(engine: Engine
     arrays = engine.state_arrays()
     restored = Engine.restore(engine.config, arrays)
     assert restored.history("ppdb001", 5)["profile"] == "generic"
-    again = restored.ingest(_batch([START + 3 * STEP], ["ppdb001"], ["database"]))
+    again = restored.ingest(batch([START + 3 * STEP], ["ppdb001"], ["database"]))
     assert again.accepted == 0
 
 
@@ -94,10 +94,10 @@ def test_fleet_summary_of_a_riskless_fleet_is_positive_zero(servers: int) -> Non
     assert some["incident_probability"]["8hr"] == pytest.approx(0.75)
 
 
-def test_forecast_of_an_idle_fleet_has_no_negative_zero(engine: Engine) -> None:
+def test_forecast_of_an_idle_fleet_has_no_negative_zero(engine: Engine, batch: Any) -> None:
     need = engine.spec.min_encoder_length + 2
     for k in range(need):
-        engine.ingest(_batch([START + k * STEP] * 2, ["ppweb001", "ppweb002"], [None, None]))
+        engine.ingest(batch([START + k * STEP] * 2, ["ppweb001", "ppweb002"], [None, None]))
     fs = engine.run_forecast()
     assert fs is not None
     body = msgspec.json.encode(fs.to_dict())
@@ -107,7 +107,7 @@ def test_forecast_of_an_idle_fleet_has_no_negative_zero(engine: Engine) -> None:
         assert math.copysign(1.0, value) == 1.0
 
 
-def test_a_screen_passed_in_is_the_same_as_the_engines_own(tmp_path: Path) -> None:
+def test_a_screen_passed_in_is_the_same_as_the_engines_own(tmp_path: Path, batch: Any) -> None:
     """The runtime screens a batch once (to log its valid rows) and hands the screen to
     ``ingest``: the outcome equals ``ingest`` screening the batch itself."""
     from fleetcast.appliance.engine import screen
@@ -118,17 +118,17 @@ def test_a_screen_passed_in_is_the_same_as_the_engines_own(tmp_path: Path) -> No
         shutil.copy(TOY, tmp_path / name / "model.onnx")
         config = EngineConfig(model_dir=tmp_path / name, capacity=8, max_future_s=3600.0)
         engine = Engine.open(config)
-        batch = _batch([START, START, START + 40 * STEP], ["ppml0001", "", "ppdb001"], [None] * 3)
+        records = batch([START, START, START + 40 * STEP], ["ppml0001", "", "ppdb001"], [None] * 3)
         now = float(START + STEP)
         if name == "own":
-            results.append(engine.ingest(batch, now=now))
+            results.append(engine.ingest(records, now=now))
         else:
-            checked = screen(batch, now, engine.config.max_future_s)
+            checked = screen(records, now, engine.config.max_future_s)
             assert checked.ok.tolist() == [True, False, False]  # blank name; 3 h ahead
             assert checked.ok_rows().tolist() == [0]
-            results.append(engine.ingest(batch, screened=checked))
+            results.append(engine.ingest(records, screened=checked))
             with pytest.raises(ValueError, match="another batch"):
-                engine.ingest(_batch([START], ["x"], [None]), screened=checked)
+                engine.ingest(batch([START], ["x"], [None]), screened=checked)
     assert results[0] == results[1]
     assert results[0].accepted == 1
     assert [i for i, _ in results[0].rejected] == [1, 2]
