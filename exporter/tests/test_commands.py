@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import warnings
 from typing import TYPE_CHECKING
+
+from .cli_runs import copy_bundle, run_export, write_metrics
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -22,34 +23,23 @@ def test_cli_exports_into_the_bundle_with_triton(
     capsys: pytest.CaptureFixture[str],
     input_scaling: str,
 ) -> None:
-    import shutil
-
-    import pyarrow.parquet as pq
-
-    from fleetcast.contract.cli import main
-
-    bundle = tmp_path / "bundle"
-    shutil.copytree(bundle_dir, bundle)
-    data = tmp_path / "metrics.parquet"
-    pq.write_table(toy_table, data)
+    bundle = copy_bundle(bundle_dir, tmp_path)
+    data = write_metrics(toy_table, tmp_path)
     triton = tmp_path / "triton"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        code = main(
-            [
-                "export",
-                "--bundle",
-                str(bundle),
-                "--data",
-                str(data),
-                "--parity-batches",
-                "1,7",
-                "--optimization",
-                "basic",
-                "--triton",
-                str(triton),
-            ]
-        )
+    code = run_export(
+        [
+            "--bundle",
+            str(bundle),
+            "--data",
+            str(data),
+            "--parity-batches",
+            "1,7",
+            "--optimization",
+            "basic",
+            "--triton",
+            str(triton),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert (bundle / "model.onnx").is_file()

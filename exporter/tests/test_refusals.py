@@ -6,7 +6,6 @@ writes nothing: no model, no sidecar, no Triton file, no new folder.
 
 from __future__ import annotations
 
-import shutil
 import warnings
 from typing import TYPE_CHECKING
 
@@ -15,16 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fleetcast.contract.cli import main
+from .cli_runs import copy_bundle, run_export, write_metrics
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-
-def _export(argv: list[str]) -> int:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return main(["export", *argv])
 
 
 def _one_message(err: str, see: str) -> str:
@@ -54,9 +47,7 @@ def _with_nan_cpu(table: pa.Table) -> pa.Table:
 
 @pytest.fixture
 def bundle_copy(bundle_dir: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "bundle"
-    shutil.copytree(bundle_dir, copy)
-    return copy
+    return copy_bundle(bundle_dir, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -94,7 +85,7 @@ def test_bad_data_is_refused_with_the_contracts_reason(
     else:
         pq.write_table(_with_nan_cpu(toy_table), data)
     before = _files(tmp_path)
-    assert _export(["--bundle", str(bundle_copy), "--data", str(data), "--fp16"]) == 1
+    assert run_export(["--bundle", str(bundle_copy), "--data", str(data), "--fp16"]) == 1
     message = _one_message(capsys.readouterr().err, see)
     assert expected in message
     assert _files(tmp_path) == before  # nothing written, in the bundle or beside the data
@@ -131,12 +122,11 @@ def test_valid_data_too_short_for_a_window_is_refused(
 def test_triton_on_a_regular_file_writes_nothing(
     bundle_copy: Path, toy_table: pa.Table, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data = tmp_path / "metrics.parquet"
-    pq.write_table(toy_table, data)
+    data = write_metrics(toy_table, tmp_path)
     blocker = tmp_path / "triton"
     blocker.write_text("not a folder")
     before = _files(tmp_path)
-    code = _export(["--bundle", str(bundle_copy), "--data", str(data), "--triton", str(blocker)])
+    code = run_export(["--bundle", str(bundle_copy), "--data", str(data), "--triton", str(blocker)])
     assert code == 1
     assert "is a file, not a folder" in _one_message(capsys.readouterr().err, "docs/EXPORT.md")
     assert _files(tmp_path) == before
@@ -152,8 +142,7 @@ def test_unusable_output_paths_write_nothing(
     capsys: pytest.CaptureFixture[str],
     where: str,
 ) -> None:
-    data = tmp_path / "metrics.parquet"
-    pq.write_table(toy_table, data)
+    data = write_metrics(toy_table, tmp_path)
     (tmp_path / "file").write_text("x")
     (tmp_path / "folder.onnx").mkdir()
     argv = ["--bundle", str(bundle_copy), "--data", str(data)]
@@ -172,7 +161,7 @@ def test_unusable_output_paths_write_nothing(
         ]
         expected = "is a file, so no folder can be made inside it"
     before = _files(tmp_path)
-    assert _export(argv) == 1
+    assert run_export(argv) == 1
     assert expected in _one_message(capsys.readouterr().err, "docs/EXPORT.md#refusals")
     assert _files(tmp_path) == before
 
@@ -184,7 +173,7 @@ def test_opsets_outside_the_supported_range_are_bad_usage(
     from fleetcast.exporter.export import MIN_OPSET, max_opset
 
     assert (MIN_OPSET, max_opset()) == (11, 23)  # torch 2.13; update with docs/EXPORT.md
-    code = _export(["--bundle", str(tmp_path / "none"), "--opset", opset])
+    code = run_export(["--bundle", str(tmp_path / "none"), "--opset", opset])
     assert code == 2
     message = _one_message(capsys.readouterr().err, "docs/EXPORT.md#refusals")
     assert f"--opset {opset} is outside the opsets this exporter supports (11..23)" in message
@@ -232,7 +221,7 @@ def test_bundle_errors_are_not_wrapped_twice(
     data = bytearray(weights.read_bytes())
     data[-8:] = b"\x00\x01\x02\x03\x04\x05\x06\x07"
     weights.write_bytes(bytes(data))
-    assert _export(["--bundle", str(bundle_copy)]) == 1
+    assert run_export(["--bundle", str(bundle_copy)]) == 1
     message = _one_message(capsys.readouterr().err, "docs/MODEL_FORMAT.md")
     assert message.startswith(f"fleetcast export: Cannot load the bundle at {bundle_copy}: ")
     assert "does not match the SHA-256" in message
@@ -267,8 +256,7 @@ def test_a_failure_after_writing_puts_everything_back(
 
     if input_scaling != "window":
         pytest.skip("one design is enough")
-    data = tmp_path / "metrics.parquet"
-    pq.write_table(toy_table, data)
+    data = write_metrics(toy_table, tmp_path)
     (bundle_copy / "model.onnx").write_bytes(b"the earlier export")
     real = triton.write_triton_repository
 
@@ -281,13 +269,13 @@ def test_a_failure_after_writing_puts_everything_back(
     monkeypatch.setattr(triton, "write_triton_repository", half_then_fail)
     before = _files(tmp_path)
     argv = ["--bundle", str(bundle_copy), "--data", str(data), "--parity-batches", "1"]
-    assert _export([*argv, "--fp16", "--triton", str(tmp_path / "repo" / "triton")]) == 1
+    assert run_export([*argv, "--fp16", "--triton", str(tmp_path / "repo" / "triton")]) == 1
     message = _one_message(capsys.readouterr().err, "docs/EXPORT.md#refusals")
     assert "No space left on device" in message
     assert _files(tmp_path) == before
     assert (bundle_copy / "model.onnx").read_bytes() == b"the earlier export"
     # Anything else (here Ctrl-C: the CLI's exit 130) still leaves nothing behind.
     failure = KeyboardInterrupt()
-    assert _export([*argv, "--fp16", "--triton", str(tmp_path / "repo" / "triton")]) == 130
+    assert run_export([*argv, "--fp16", "--triton", str(tmp_path / "repo" / "triton")]) == 130
     assert _files(tmp_path) == before
     assert (bundle_copy / "model.onnx").read_bytes() == b"the earlier export"

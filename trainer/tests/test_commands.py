@@ -12,6 +12,8 @@ from fleetcast.contract.cli import main
 from fleetcast.trainer.data_io import file_sha256, sample_servers
 from fleetcast.trainer.toydata import make_toy_table
 
+from .data_files import write_toy_data
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -45,10 +47,7 @@ TINY = [
 
 @pytest.fixture
 def data_file(tmp_path: Path) -> Path:
-    path = tmp_path / "training" / "server_metrics.parquet"
-    path.parent.mkdir()
-    pq.write_table(make_toy_table(), path)
-    return path
+    return write_toy_data(tmp_path)
 
 
 def test_bad_data_is_refused_with_the_validators_message(tmp_path: Path, capsys) -> None:

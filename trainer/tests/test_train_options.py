@@ -26,6 +26,8 @@ from fleetcast.trainer.train import (
     split_holdout,
 )
 
+from .data_files import write_toy_data
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -57,10 +59,7 @@ def _four_parts(err: str, doc: str = "trainer/README.md#") -> None:
 
 @pytest.fixture
 def data_file(tmp_path: Path) -> Path:
-    path = tmp_path / "training" / "server_metrics.parquet"
-    path.parent.mkdir()
-    pq.write_table(make_toy_table(), path)
-    return path
+    return write_toy_data(tmp_path)
 
 
 # -- every option is checked before the data is read ------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from typing import TYPE_CHECKING
 
@@ -10,23 +9,18 @@ import pyarrow.parquet as pq
 
 from fleetcast.contract.simulate.cli import register_generate
 
+from .generate_cli import run_generate
+
 if TYPE_CHECKING:
     from pathlib import Path
 
     import pytest
 
 
-def _run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="fleetcast")
-    register_generate(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["generate", *argv])
-    return args.handler(args)
-
-
 def test_generate_writes_the_three_files(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = _run(
+    code = run_generate(
         [
             "--servers",
             "9",
@@ -57,7 +51,7 @@ def test_generate_writes_the_three_files(
 def test_hours_below_24_exit_2_with_a_clear_message(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert _run(["--hours", "12", "--out-dir", str(tmp_path)]) == 2
+    assert run_generate(["--hours", "12", "--out-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "--hours 12 is below the minimum of 24" in err
     assert "Fix:" in err
@@ -67,17 +61,20 @@ def test_hours_below_24_exit_2_with_a_clear_message(
 
 def test_bad_start_and_bad_fleet_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert (
-        _run(["--hours", "24", "--start", "2025-01-06T00:02:00Z", "--out-dir", str(tmp_path)]) == 2
+        run_generate(
+            ["--hours", "24", "--start", "2025-01-06T00:02:00Z", "--out-dir", str(tmp_path)]
+        )
+        == 2
     )
     assert "not aligned" in capsys.readouterr().err
-    assert _run(["--hours", "24", "--servers", "0", "--out-dir", str(tmp_path)]) == 2
+    assert run_generate(["--hours", "24", "--servers", "0", "--out-dir", str(tmp_path)]) == 2
     assert "Invalid server count 0" in capsys.readouterr().err
 
 
 def test_unwritable_out_dir_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert _run(["--servers", "3", "--hours", "24", "--out-dir", str(blocker / "sub")]) == 1
+    assert run_generate(["--servers", "3", "--hours", "24", "--out-dir", str(blocker / "sub")]) == 1
     assert "cannot write" in capsys.readouterr().err
 
 

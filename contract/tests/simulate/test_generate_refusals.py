@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 from typing import TYPE_CHECKING
 
 import pytest
 
 from fleetcast.contract.simulate.batch import parse_start, write_training_data
-from fleetcast.contract.simulate.cli import register_generate
+
+from .generate_cli import run_generate
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-
-def _run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="fleetcast")
-    register_generate(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["generate", *argv])
-    return args.handler(args)
 
 
 def _four_parts(text: str, see: str) -> None:
@@ -62,7 +55,7 @@ def test_cli_refusals_write_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
     out = tmp_path / "training"
-    assert _run(["--hours", "24", "--servers", "3", *argv, "--out-dir", str(out)]) == 2
+    assert run_generate(["--hours", "24", "--servers", "3", *argv, "--out-dir", str(out)]) == 2
     err = capsys.readouterr().err
     assert message in err
     _four_parts(err, "docs/")

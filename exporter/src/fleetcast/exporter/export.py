@@ -15,21 +15,22 @@ it). It refuses to write anything unless every check passes:
 
 Files are written atomically (temporary name, then rename), each with a ``.sha256``
 sidecar in ``sha256sum`` format that the appliance verifies before loading.
+
+The refusals made before any work (:class:`ExportError`, the opset range, the output paths)
+live in :mod:`fleetcast.exporter.refusals`, :class:`ExportOptions` and :class:`ExportReport`
+in :mod:`fleetcast.exporter.report`; both are re-exported here.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fleetcast.contract.errors import ContractError
 from fleetcast.contract.step_graphs import (
     GRAPH_NAMES,
     STEP_GRAPHS_KEY,
@@ -45,14 +46,18 @@ from fleetcast.exporter.onnx_graph import (
     trace_onnx,
     trace_step_graphs,
 )
-from fleetcast.exporter.parity import (
-    DEFAULT_PARITY_BATCHES,
-    ParityResult,
-    RoundingFloor,
-    ort_session,
-    parity_check,
-    rounding_floor,
+from fleetcast.exporter.parity import ParityResult, ort_session, parity_check, rounding_floor
+from fleetcast.exporter.refusals import (
+    MIN_OPSET,
+    ExportError,
+    check_folder,
+    check_opset,
+    check_output,
+    max_opset,
+    output_paths,
+    split_explained,
 )
+from fleetcast.exporter.report import ExportOptions, ExportReport
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -80,245 +85,8 @@ __all__ = [
 
 logger = logging.getLogger("fleetcast.exporter")
 
-_DOC = "docs/EXPORT.md#checks"
-
-
-class ExportError(ContractError):
-    """An export that failed a check; nothing was written."""
-
-
-MIN_OPSET = 11
-"""Lowest ONNX opset the graph exports at: the TFT's interpolation (``upsample_linear1d``
-with ``align_corners``) needs the ``Resize`` of opset 11; 7-10 fail in the exporter."""
-
-_FALLBACK_MAX_OPSET = 20
-"""The TorchScript exporter's own maximum when torch does not say (torch 2.13 accepts 23)."""
-
-
-def max_opset() -> int:
-    """Highest ONNX opset torch's TorchScript exporter accepts (torch 2.13: 23)."""
-    try:
-        from torch.onnx import _constants
-    except ImportError:  # pragma: no cover - a torch without the module
-        return _FALLBACK_MAX_OPSET
-    return int(getattr(_constants, "ONNX_MAX_OPSET", _FALLBACK_MAX_OPSET))
-
-
-def check_opset(opset: object) -> int:
-    """``opset`` if the exporter supports it (:data:`MIN_OPSET` .. :func:`max_opset`), else
-    :class:`ExportError`."""
-    high = max_opset()
-    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= high:
-        raise ExportError(
-            f"--opset {opset} is outside the opsets this exporter supports ({MIN_OPSET}..{high}).",
-            f"below {MIN_OPSET} ONNX has no operator for the TFT's interpolation; above "
-            f"{high} torch's TorchScript exporter has no translation.",
-            f"Leave --opset out (default {DEFAULT_OPSET}, which ONNX Runtime 1.18+ and "
-            f"TensorRT 8.6+ run) or pass one of {MIN_OPSET}..{high}.",
-            f"{_DOC_PAGE}#refusals",
-        )
-    return opset
-
-
 _DOC_PAGE = "docs/EXPORT.md"
-_EXPLAINED = re.compile(
-    r"(?s)(?P<what>.*?) Why it matters: (?P<why>.*?) Fix: (?P<fix>.*) See (?P<see>\S+?)\.?\s*"
-)
-
-
-def split_explained(text: str) -> tuple[str, str, str, str] | None:
-    """The four parts of a message composed by :func:`fleetcast.contract.errors.explain`
-    (what, why, fix, see), or None when ``text`` is not in that shape."""
-    match = _EXPLAINED.fullmatch(text.strip())
-    if match is None:
-        return None
-    return match["what"], match["why"], match["fix"], match["see"]
-
-
-def output_paths(path: str | Path, fp16: bool = False) -> list[Path]:
-    """Every file an export to ``path`` writes: the model, its sidecar, the float16 pair."""
-    path = Path(path)
-    out = [path, path.with_name(path.name + SIDECAR_SUFFIX)]
-    if fp16:
-        half = path.with_name(path.stem + ".fp16.onnx")
-        out += [half, half.with_name(half.name + SIDECAR_SUFFIX)]
-    return out
-
-
-def check_output(path: str | Path, fp16: bool = False, flag: str = "--out") -> None:
-    """Refuse (:class:`ExportError`) an output path that cannot be written, before any work.
-
-    The nearest existing folder above ``path`` must be a writable folder (not a file), and
-    none of the files the export writes may be a folder.
-    """
-    path = Path(path)
-    for target in output_paths(path, fp16):
-        if target.is_dir():
-            raise ExportError(
-                f"{flag} {path}: {target} is a folder, not a file.",
-                "the exporter writes the model as a file at that path; nothing was written.",
-                f"Pass a file path such as {target / 'model.onnx'} (or remove the folder).",
-                f"{_DOC_PAGE}#refusals",
-            )
-    check_folder(path.parent, flag, path)
-
-
-def check_folder(folder: Path, flag: str, shown: Path) -> None:
-    """The nearest existing folder at or above ``folder`` must be a writable folder."""
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ExportError(
-            f"{flag} {shown}: {probe} is a file, so no folder can be made inside it.",
-            "the exporter checks every place it writes before it writes anything; nothing "
-            "was written.",
-            f"Choose a {flag} path under a folder (or move {probe} away).",
-            f"{_DOC_PAGE}#refusals",
-        )
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ExportError(
-            f"{flag} {shown}: the folder {probe} is not writable.",
-            "the exporter checks every place it writes before it writes anything; nothing "
-            "was written.",
-            f"Choose a {flag} path in a folder you can write to, or fix its permissions.",
-            f"{_DOC_PAGE}#refusals",
-        )
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    """How to export; one object, built once by the CLI or a test."""
-
-    opset: int = DEFAULT_OPSET
-    """ONNX opset of the graph."""
-    optimization: str = "all"
-    """ORT graph optimisation level of the parity check and latency: disable, basic, extended, all."""
-    parity_batches: tuple[int, ...] = DEFAULT_PARITY_BATCHES
-    """Batch sizes compared against PyTorch."""
-    rtol: float = 1e-4
-    """The float32 parity gate: largest error of each target relative to its largest |value|
-    in the batch (docs/EXPORT.md#parity); also the relative part of the reported bound."""
-    atol: float = 1e-4
-    """Absolute part of the reported element-wise bound ``atol + rtol·|ref|`` (each target's
-    units); not a gate (float32 cancellation near zero, docs/EXPORT.md#parity)."""
-    fp16: bool = False
-    """Also write ``model.fp16.onnx`` (float16 weights and compute, float32 inputs/outputs)."""
-    fp16_rtol: float = 2e-2
-    """Relative tolerance of the float16 graph against the float32 graph."""
-    fp16_atol: float = 0.1
-    """Absolute tolerance of the float16 graph against the float32 graph."""
-    rounding_floor: bool = True
-    """Also compare float32 PyTorch and ORT with a float64 copy of the model at the largest
-    parity batch (reported, not a check: float32's own distance from exact arithmetic)."""
-    latency_batches: tuple[int, ...] = (1, 90)
-    """Batch sizes of the ORT CPU latency measurement (empty: skip)."""
-    latency_runs: int = 20
-    """Timed runs per latency batch size (after 3 warm-up runs)."""
-    step_cache: bool = True
-    """Embed the step graphs when the model's inputs allow it (docs/MODEL_FORMAT.md#step-cache)."""
-
-
-@dataclass
-class ExportReport:
-    """What an export produced and measured (printed by the CLI, stored in provenance)."""
-
-    path: Path
-    """The written float32 model."""
-    size_bytes: int
-    """Its size."""
-    sha256: str
-    """SHA-256 of its bytes (also in the ``.sha256`` sidecar)."""
-    export_s: float
-    """Seconds from the trained model to the written, checked file."""
-    parity: list[ParityResult]
-    """Float32 ORT CPU vs PyTorch, per batch size."""
-    floor: RoundingFloor | None = None
-    """float32 PyTorch and ORT vs float64 PyTorch, when ``options.rounding_floor``."""
-    latency_ms: dict[int, float] = field(default_factory=dict)
-    """Median ORT CPU latency per batch size, milliseconds."""
-    fp16_path: Path | None = None
-    """The float16 model, when requested."""
-    fp16_size_bytes: int | None = None
-    """Its size."""
-    fp16_parity: list[ParityResult] = field(default_factory=list)
-    """Float16 vs float32 ORT CPU, per batch size."""
-    step_parity: list[ParityResult] = field(default_factory=list)
-    """The step graphs' composition on ORT CPU vs PyTorch, per batch size (empty: none)."""
-    step_cache_note: str = ""
-    """Why the model has no step graphs (empty when it has them)."""
-    options: ExportOptions = field(default_factory=ExportOptions)
-    """The options used."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form."""
-        return {
-            "path": str(self.path),
-            "size_bytes": self.size_bytes,
-            "sha256": self.sha256,
-            "export_s": round(self.export_s, 3),
-            "parity": [p.to_dict() for p in self.parity],
-            "tolerance": {"rtol": self.options.rtol, "atol": self.options.atol},
-            "rounding_floor": self.floor.to_dict() if self.floor else None,
-            "latency_ms": {str(k): round(v, 3) for k, v in self.latency_ms.items()},
-            "optimization": self.options.optimization,
-            "fp16_path": str(self.fp16_path) if self.fp16_path else None,
-            "fp16_size_bytes": self.fp16_size_bytes,
-            "fp16_parity": [p.to_dict() for p in self.fp16_parity],
-            "fp16_tolerance": {"rtol": self.options.fp16_rtol, "atol": self.options.fp16_atol},
-            "step_parity": [p.to_dict() for p in self.step_parity],
-            "step_cache": not self.step_cache_note,
-            "step_cache_note": self.step_cache_note,
-        }
-
-    def format(self) -> str:
-        """The human-readable report."""
-        o = self.options
-        lines = [
-            f"wrote {self.path} ({self.size_bytes / 1024:.1f} KiB, sha256 {self.sha256[:16]}…)",
-            f"export time {self.export_s:.1f} s; ORT optimisation level {o.optimization}",
-            f"parity ORT CPU vs PyTorch (gate: error ≤ {o.rtol:g} of each target's range; "
-            f"share of elements within {o.atol:g} + {o.rtol:g}·|ref| reported):",
-        ]
-        lines += [
-            f"  batch {p.batch:>5}: max abs {p.max_abs:.2e}, max rel {p.max_rel:.2e} per element, "
-            f"{p.max_rel_range:.2e} of range, {100 * p.share_within:.3f} % within, encoder "
-            f"lengths {p.lengths[0]}..{p.lengths[1]}  {'ok' if p.passed else 'FAILED'}"
-            for p in self.parity
-        ]
-        if self.floor is not None:
-            f = self.floor
-            lines.append(
-                f"float32 rounding floor at batch {f.batch} (float64 PyTorch as exact): "
-                f"PyTorch float32 max abs {f.pytorch.max_abs:.2e}, max rel "
-                f"{f.pytorch.max_rel:.2e}; ONNX max abs {f.onnx.max_abs:.2e}, max rel "
-                f"{f.onnx.max_rel:.2e}"
-            )
-        if self.step_parity:
-            lines.append("step graphs embedded; their composition vs PyTorch (same gate):")
-            lines += [
-                f"  batch {p.batch:>5}: max abs {p.max_abs:.2e}, {p.max_rel_range:.2e} of range  "
-                f"{'ok' if p.passed else 'FAILED'}"
-                for p in self.step_parity
-            ]
-        else:
-            lines.append(f"no step graphs: {self.step_cache_note}")
-        if self.latency_ms:
-            lines.append(
-                "ORT CPU latency: "
-                + ", ".join(f"batch {b}: {ms:.2f} ms" for b, ms in self.latency_ms.items())
-            )
-        if self.fp16_path is not None:
-            lines.append(
-                f"wrote {self.fp16_path} ({(self.fp16_size_bytes or 0) / 1024:.1f} KiB); "
-                f"float16 vs float32 (gate: error ≤ {o.fp16_rtol:g} of each target's range):"
-            )
-            lines += [
-                f"  batch {p.batch:>5}: max abs {p.max_abs:.2e}, max rel {p.max_rel:.2e}  "
-                f"{'ok' if p.passed else 'FAILED'}"
-                for p in self.fp16_parity
-            ]
-        return "\n".join(lines)
+_DOC = f"{_DOC_PAGE}#checks"
 
 
 def measure_latency(

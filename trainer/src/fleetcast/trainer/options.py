@@ -2,9 +2,10 @@
 
 Every option's range and choices (:func:`validate_config`, trainer/README.md#options), the
 hardware options against the machine, a ``--resume`` file, the data's step
-(:func:`check_data_step`, trainer/README.md#data-step) and the encoder length against the
-data (:func:`check_encoder_fits`). Each failure is a four-part ``ValueError``. Split from
-:mod:`fleetcast.trainer.train`, which calls them.
+(:func:`check_data_step`, trainer/README.md#data-step; in :mod:`fleetcast.trainer.data_step`
+and re-exported here) and the encoder length against the data (:func:`check_encoder_fits`).
+Each failure is a four-part ``ValueError``. Split from :mod:`fleetcast.trainer.train`,
+which calls them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fleetcast.contract.schema import DEFAULT_ENCODER_STEPS, STEP_SECONDS
+from fleetcast.trainer.data_step import DATA_STEP_DOC, check_data_step
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -40,19 +42,12 @@ logger = logging.getLogger("fleetcast.trainer")
 
 OPTIONS_DOC = "trainer/README.md#options"
 """Where every ``fleetcast train`` option's accepted range is documented."""
-DATA_STEP_DOC = "trainer/README.md#data-step"
-"""Where the trainer's rule for data at another step is documented."""
 ACCELERATORS: tuple[str, ...] = ("auto", "cpu", "gpu", "cuda", "mps")
 """Accepted ``accelerator`` values (Lightning's names)."""
 PRECISIONS: tuple[str, ...] = ("32-true", "bf16-mixed", "16-mixed")
 """Accepted ``precision`` values: float32 weights (the bundle stores float32), mixed or not."""
 MAX_SEED = 2**32 - 1
 """Largest seed numpy (and so Lightning's seed_everything) accepts."""
-STEP_CHECK_MIN_GAPS = 24
-"""A server is judged to be at another step only with at least this many gaps between rows."""
-STEP_CHECK_OFF_SHARE = 0.1
-"""Data whose most common gap is k > 1 steps is at a k-step spacing when fewer than this
-share of its gaps are not multiples of k (trainer/README.md#data-step)."""
 
 _OPTION = {
     "epochs": "--epochs",
@@ -158,6 +153,17 @@ def _require_int(
     if fix is None:
         fix = f"Pass {flag} {default} (the default) or another whole number in range."
     raise option_error(_label(name), value, accepted, why, fix)
+
+
+def _require_choice(
+    config: TrainConfig, name: str, choices: tuple[str, ...], why: str, fix: str
+) -> None:
+    """Refuse ``config.<name>`` unless it is one of ``choices``."""
+    value = getattr(config, name)
+    if value not in choices:
+        raise option_error(
+            _label(name), repr(value), f"must be one of {', '.join(choices)}", why, fix
+        )
 
 
 def validate_config(config: TrainConfig) -> None:
@@ -272,14 +278,11 @@ def validate_config(config: TrainConfig) -> None:
         )
     from fleetcast.trainer.dataset import INPUT_SCALINGS
 
-    if config.input_scaling not in INPUT_SCALINGS:
-        raise option_error(
-            _label("input_scaling"),
-            repr(config.input_scaling),
-            f"must be one of {', '.join(INPUT_SCALINGS)}",
-            "it selects how the metrics are scaled as inputs (trainer/README.md#input-scaling).",
-            "Pass --input-scaling fixed (the default) or window.",
-        )
+    _require_choice(
+        config, "input_scaling", INPUT_SCALINGS,
+        "it selects how the metrics are scaled as inputs (trainer/README.md#input-scaling).",
+        "Pass --input-scaling fixed (the default) or window.",
+    )  # fmt: skip
     if not (_is_int(config.holdout_steps) and config.holdout_steps >= config.prediction):
         hours = config.holdout_steps * STEP_SECONDS / 3600 if _is_real(config.holdout_steps) else 0
         need = config.prediction * STEP_SECONDS / 3600
@@ -328,14 +331,10 @@ def _validate_hardware(config: TrainConfig) -> None:
     """accelerator / devices / strategy / precision: known values, and hardware that exists."""
     import torch
 
-    if config.accelerator not in ACCELERATORS:
-        raise option_error(
-            _label("accelerator"),
-            repr(config.accelerator),
-            f"must be one of {', '.join(ACCELERATORS)}",
-            "it names the hardware Lightning trains on.",
-            "Pass --accelerator auto (a GPU when present, else the CPU) or cpu.",
-        )
+    _require_choice(
+        config, "accelerator", ACCELERATORS, "it names the hardware Lightning trains on.",
+        "Pass --accelerator auto (a GPU when present, else the CPU) or cpu.",
+    )  # fmt: skip
     if config.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise option_error(
             _label("accelerator"),
@@ -387,114 +386,19 @@ def _validate_hardware(config: TrainConfig) -> None:
             "it decides how several devices share the training.",
             "Pass --strategy auto (the default) or ddp for several GPUs.",
         )
-    if config.precision is not None and config.precision not in PRECISIONS:
-        raise option_error(
-            _label("precision"),
-            repr(config.precision),
-            f"must be one of {', '.join(PRECISIONS)}",
-            "the bundle stores float32 weights: these keep them float32 (mixed precision "
-            "computes in bf16/fp16); 16-true gave an infinite loss in training.",
+    if config.precision is not None:
+        _require_choice(
+            config, "precision", PRECISIONS, "the bundle stores float32 weights: these keep "
+            "them float32 (mixed precision computes in bf16/fp16); 16-true gave an infinite "
+            "loss in training.",
             "Leave --precision out (bf16-mixed or 16-mixed on a GPU, 32-true on the CPU).",
-        )
+        )  # fmt: skip
 
 
 def _lightning_strategies() -> list[str]:
     from lightning.pytorch.strategies import StrategyRegistry
 
     return list(StrategyRegistry.available_strategies())
-
-
-def _other_step(gaps: np.ndarray) -> int | None:
-    """k when these gaps (in steps, all > 0) are those of data at a k-step spacing, k > 1.
-
-    At least :data:`STEP_CHECK_MIN_GAPS` gaps, the most common one k > 1 steps, and fewer
-    than :data:`STEP_CHECK_OFF_SHARE` of them not a multiple of k (bucketing jitter).
-    """
-    if gaps.size < STEP_CHECK_MIN_GAPS:
-        return None
-    values, counts = np.unique(gaps, return_counts=True)
-    common = int(values[np.argmax(counts)])
-    if common == 1:
-        return None
-    off = float(np.count_nonzero(gaps % common)) / gaps.size
-    return common if off < STEP_CHECK_OFF_SHARE else None
-
-
-def check_data_step(frame: pd.DataFrame) -> None:
-    """Refuse data whose step is not the contract's 300 s (docs/DATA_CONTRACT.md#step).
-
-    ``frame``: a :func:`~fleetcast.trainer.dataset.prepare_frame` frame (``time_idx`` =
-    timestamp // 300, one row per server and step, sorted by server and time). The gaps
-    between consecutive rows of one server are counted in steps; the data (all servers
-    together), or any one server, is at a k-step spacing when it has at least
-    :data:`STEP_CHECK_MIN_GAPS` gaps, its most common gap (the data's step as
-    docs/DATA_CONTRACT.md#model-step defines it) is k > 1 steps, and fewer than 10 % of its
-    gaps are not multiples of k. 5-minute data with gaps cannot pass for that: random
-    outages leave at least half of the gaps (in expectation) not multiples of any k > 1
-    (every one-step gap among them), however many steps are missing
-    (trainer/README.md#data-step). Raises ValueError with a four-part message.
-    """
-    from fleetcast.contract.errors import explain
-
-    steps = frame["time_idx"].to_numpy(dtype=np.int64)
-    names = frame["server_name"].to_numpy()
-    if len(steps) < 2:
-        return
-    same = names[1:] == names[:-1]
-    diffs = np.diff(steps)
-    gaps = diffs[same & (diffs > 0)]
-    why = (
-        f"every length the model has (encoder, prediction, the day-ago lag, the horizons) is "
-        f"a number of {STEP_SECONDS}-second steps: data at another step would be read as "
-        f"{STEP_SECONDS}-second data with steps missing, and the model would learn a "
-        "stretched time scale (never a silent reinterpretation)."
-    )
-    fix = (
-        f"Resample the data to {STEP_SECONDS}-second steps (one row per server every 5 "
-        "minutes; average the samples of each step), or drop the servers at another step. "
-        f"The rule is explained in {DATA_STEP_DOC}."
-    )
-    common = _other_step(gaps)
-    if common is not None:
-        one_step = np.count_nonzero(gaps == 1) / gaps.size
-        raise ValueError(
-            explain(
-                f"The data's step is {common * STEP_SECONDS} s: it is the most common gap "
-                f"between consecutive rows of one server, and {one_step:.1%} of the "
-                f"{gaps.size} gaps are one {STEP_SECONDS}-second step; the contract step is "
-                f"{STEP_SECONDS} s.",
-                why,
-                fix,
-                "docs/DATA_CONTRACT.md#step",
-            )
-        )
-    # Per server. Only servers with few one-step gaps can be at another step: screen them
-    # vectorised, then look at each candidate's gaps.
-    starts = np.flatnonzero(np.r_[True, ~same])
-    ends = np.r_[starts[1:], len(steps)]
-    one = np.r_[(diffs == 1) & same, False].astype(np.int64)
-    n_gaps = ends - starts - 1
-    n_one = np.add.reduceat(one, starts)
-    candidates = np.flatnonzero(
-        (n_gaps >= STEP_CHECK_MIN_GAPS) & (n_one < STEP_CHECK_OFF_SHARE * n_gaps)
-    )
-    odd = []
-    for i in candidates:
-        k = _other_step(np.diff(steps[starts[i] : ends[i]]))
-        if k is not None:
-            odd.append((str(names[starts[i]]), k * STEP_SECONDS, int(n_gaps[i]) + 1))
-    if odd:
-        examples = ", ".join(f"{n} ({sec} s, {rows} rows)" for n, sec, rows in odd[:5])
-        raise ValueError(
-            explain(
-                f"{len(odd)} server(s) are at another step than {STEP_SECONDS} s (their most "
-                "common gap between rows is longer, and nearly every gap a multiple of it), "
-                f"e.g. {examples}.",
-                why,
-                fix,
-                "docs/DATA_CONTRACT.md#step",
-            )
-        )
 
 
 def check_encoder_fits(frame: pd.DataFrame, config: TrainConfig, cutoff: int) -> None:
