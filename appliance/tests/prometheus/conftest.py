@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from fleetcast.appliance.sources.records import DEFAULT_COVERAGE
 from fleetcast.contract.schema import STEP_SECONDS
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ class FakePrometheus:
 
     Series carry ``instance="<server>:9100"``. ``fail_with`` makes every answer that
     HTTP status; ``stop()``/``start()`` take it down and up on the same port.
+    The default coverage expression (``DEFAULT_COVERAGE``) names the ``partial``
+    (server, step) pairs: steps whose scrapes did not cover them.
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class FakePrometheus:
         self.value = value
         self.fail_with: int | None = None
         self.requests: list[dict[str, str]] = []
+        self.partial: set[tuple[str, int]] = set()
         self.port = 0
         self._server: ThreadingHTTPServer | None = None
 
@@ -69,6 +73,8 @@ class FakePrometheus:
         if self.fail_with is not None:
             return self.fail_with, {"status": "error", "errorType": "internal", "error": "down"}
         expr = form.get("query", "")
+        if expr == DEFAULT_COVERAGE:
+            return 200, self._coverage(path, form)
         if expr not in NAMES:
             return 400, {
                 "status": "error",
@@ -97,6 +103,31 @@ class FakePrometheus:
             if not math.isnan(self.value(s, metric, t))
         ]
         return 200, {"status": "success", "data": {"resultType": "vector", "result": result}}
+
+    def _coverage(self, path: str, form: dict[str, str]) -> dict[str, Any]:
+        """The coverage expression's answer: a series per server with partial steps."""
+        if path.endswith("query_range"):
+            start, end, step = float(form["start"]), float(form["end"]), float(form["step"])
+            times = [start + i * step for i in range(int((end - start) // step) + 1)]
+            kind = "matrix"
+            result = [
+                {"metric": {"instance": f"{s}:9100"}, "values": values}
+                for s in self.servers
+                if (
+                    values := [
+                        [t, "1"] for t in times if (s, int(t) // STEP_SECONDS) in self.partial
+                    ]
+                )
+            ]
+        else:
+            t = float(form["time"])
+            kind = "vector"
+            result = [
+                {"metric": {"instance": f"{s}:9100"}, "value": [t, "1"]}
+                for s in self.servers
+                if (s, int(t) // STEP_SECONDS) in self.partial
+            ]
+        return {"status": "success", "data": {"resultType": kind, "result": result}}
 
     def start(self) -> FakePrometheus:
         fake = self

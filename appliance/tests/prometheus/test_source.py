@@ -100,7 +100,7 @@ def test_backfill_fills_the_window_then_catches_up(
         # encoder steps x 3 servers from query_range + 3 from the instant query
         assert n == encoder * 3 + 3
         ranges = [r for r in fake_prom.requests if r["path"].endswith("query_range")]
-        assert len(ranges) == 4  # one chunk (48 steps) x 4 metrics
+        assert len(ranges) == 5  # one chunk (48 steps) x (4 metrics + the coverage check)
         assert float(ranges[0]["start"]) == eval_time(open_step - encoder)
         assert float(ranges[0]["end"]) == eval_time(open_step - 1)
         assert source.backfilled_steps == encoder
@@ -285,7 +285,8 @@ def test_open_step_waits_until_the_previous_step_settled(
         assert {(float(r["start"]), float(r["end"])) for r in ranges} == {
             (eval_time(k0 + 59), eval_time(k0 + 59))
         }
-        assert sum(r["path"] == "/api/v1/query" for r in fake_prom.requests) == 4
+        # the instant query: 4 metrics + the coverage check
+        assert sum(r["path"] == "/api/v1/query" for r in fake_prom.requests) == 5
         engine: Any = runtime.engine
         want = _iso(59 * STEP_SECONDS + T0)
         await _until(lambda: (c := engine.current()) and c.data_time == want)

@@ -31,12 +31,14 @@ class FakePrometheusAPI:
 
     ``fail_after``: answer 503 from that many requests on (an outage mid-import).
     ``missing``: (server, metric) pairs with no series (a gap).
+    Any other query is the coverage check: it names the ``partial`` (server, step) pairs.
     """
 
     def __init__(self) -> None:
         self.requests: list[dict[str, str]] = []
         self.fail_after: int | None = None
         self.missing: set[tuple[str, str]] = set()
+        self.partial: set[tuple[str, int]] = set()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -61,9 +63,16 @@ class FakePrometheusAPI:
         if self.fail_after is not None and len(self.requests) >= self.fail_after:
             return 503, {"status": "error", "errorType": "unavailable", "error": "down"}
         self.requests.append(form)
-        metric = form["query"].removeprefix("fc_")
         start, end, step = float(form["start"]), float(form["end"]), float(form["step"])
         times = [start + i * step for i in range(int((end - start) // step) + 1)]
+        if not form["query"].startswith("fc_"):
+            result = [
+                {"metric": {"instance": f"{s}:9100"}, "values": values}
+                for s in ("web-1", "db-1")
+                if (values := [[t, "1"] for t in times if (s, int(t) // STEP) in self.partial])
+            ]
+            return 200, {"status": "success", "data": {"resultType": "matrix", "result": result}}
+        metric = form["query"].removeprefix("fc_")
         result = [
             {
                 "metric": {

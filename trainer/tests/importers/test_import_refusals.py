@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 START = "2026-09-21T14:10:00Z"  # imp.T0
 END = "2026-09-21T16:10:00Z"  # 24 steps later
+CSV_HEADER = "timestamp,server_name,cpu_pct,mem_pct,disk_io_mb_s,latency_ms\n"
 
 
 def _args(url: str, out: Path, imp: SimpleNamespace, *extra: str) -> list[str]:
@@ -30,6 +31,12 @@ def _args(url: str, out: Path, imp: SimpleNamespace, *extra: str) -> list[str]:
     for metric, expr in imp.QUERIES.items():
         args += ["--query", f"{metric}={expr}"]
     return args
+
+
+def _csv(path: Path, *rows: str) -> Path:
+    """``path`` written as a CSV export with every contract column: the header, then ``rows``."""
+    path.write_text(CSV_HEADER + "".join(f"{row}\n" for row in rows))
+    return path
 
 
 def _message(err: str, command: str = "import prometheus") -> str:
@@ -86,7 +93,7 @@ def test_the_smallest_chunk_is_one_step(
         chunk_hours=300 / 3600,
     )
     report = import_prometheus(spec, tmp_path / "real.parquet")
-    assert len(prom_api.requests) == 3 * 4  # 3 one-step chunks x 4 metrics
+    assert len(prom_api.requests) == 3 * 5  # 3 one-step chunks x (4 metrics + coverage)
     assert report.rows == 6
 
 
@@ -141,7 +148,7 @@ def test_a_url_that_is_no_url_names_the_url_flag(
 def test_http_error_mid_import_says_how_to_resume(
     tmp_path: Path, prom_api: Any, imp: SimpleNamespace, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    prom_api.fail_after = 4  # the first chunk (4 metrics) done, then 503
+    prom_api.fail_after = 5  # the first chunk (4 metrics + coverage) done, then 503
     out = tmp_path / "real.parquet"
     assert main(_args(prom_api.url, out, imp, "--chunk-hours", "1")) == 1
     message = _message(capsys.readouterr().err)
@@ -192,12 +199,15 @@ def test_every_source_failure_is_worded_for_the_import(
 
 
 class _OutOfRange:
-    """A client answering every metric with 500 (cpu and mem far beyond 100 %)."""
+    """A client answering every metric with 500 (cpu and mem far beyond 100 %), and the
+    coverage check with no series (every step covered)."""
 
     def __init__(self, url: str, timeout_s: float) -> None:
         self.url = url
 
     def query_range(self, expr: str, start: float, end: float, step: int) -> list[promql.Series]:
+        if expr == promql.DEFAULT_COVERAGE:
+            return []
         times = np.arange(start, end + 1, step, dtype=np.float64)
         return [promql.Series({"instance": "web-1:9100"}, times, np.full(times.shape, 500.0))]
 
@@ -224,11 +234,7 @@ def test_dropped_row_reasons_are_printed_before_no_rows(
 def test_csv_drop_reasons_come_first_too(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = tmp_path / "bad.csv"
-    path.write_text(
-        "timestamp,server_name,cpu_pct,mem_pct,disk_io_mb_s,latency_ms\n"
-        "2026-11-27T10:00:00Z,a,500,2,3,4\n"
-    )
+    path = _csv(tmp_path / "bad.csv", "2026-11-27T10:00:00Z,a,500,2,3,4")
     assert main(["import", "csv", str(path), "--out", str(tmp_path / "o" / "r.parquet")]) == 2
     err = capsys.readouterr().err
     assert "The import produced no rows" in _message(err, "import csv")
@@ -283,10 +289,8 @@ def test_server_mapping_keeps_the_folders_other_data_set(
 def test_csv_import_writes_the_mapping_too(tmp_path: Path) -> None:
     from fleetcast.trainer.importers.csv_import import import_csv
 
-    path = tmp_path / "x.csv"
-    path.write_text(
-        "timestamp,server_name,cpu_pct,mem_pct,disk_io_mb_s,latency_ms\n"
-        "2026-11-27T10:00:00Z,a,1,2,3,4\n2026-11-27T10:05:00Z,b,1,2,3,4\n"
+    path = _csv(
+        tmp_path / "x.csv", "2026-11-27T10:00:00Z,a,1,2,3,4", "2026-11-27T10:05:00Z,b,1,2,3,4"
     )
     import_csv(path, tmp_path / "out" / "r.parquet")
     assert ServerEncoder.load(tmp_path / "out").names == ["a", "b"]
@@ -295,11 +299,7 @@ def test_csv_import_writes_the_mapping_too(tmp_path: Path) -> None:
 def test_an_unreadable_mapping_in_the_folder_is_not_overwritten(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = tmp_path / "x.csv"
-    path.write_text(
-        "timestamp,server_name,cpu_pct,mem_pct,disk_io_mb_s,latency_ms\n"
-        "2026-11-27T10:00:00Z,a,1,2,3,4\n"
-    )
+    path = _csv(tmp_path / "x.csv", "2026-11-27T10:00:00Z,a,1,2,3,4")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "server_mapping.json").write_text("{not json")
     out = tmp_path / "out" / "r.parquet"
@@ -308,4 +308,32 @@ def test_an_unreadable_mapping_in_the_folder_is_not_overwritten(
     assert "cannot be read as a server mapping" in message
     assert message.endswith("See docs/DATA_CONTRACT.md#server-ids.")
     assert (tmp_path / "out" / "server_mapping.json").read_text() == "{not json"
+    assert not out.exists()
+
+
+class _RefusesCoverage:
+    """A client answering the metrics with no series and refusing the coverage check."""
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        self.url = url
+
+    def query_range(self, expr: str, *args: Any) -> list[promql.Series]:
+        if expr.startswith("fc_"):
+            return []
+        raise promql.PromError("bad_query", "the appliance's words", detail="parse error")
+
+
+def test_a_refused_coverage_check_names_its_flag(
+    tmp_path: Path,
+    imp: SimpleNamespace,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(promql, "PromClient", _RefusesCoverage)
+    out = tmp_path / "real.parquet"
+    assert main(_args("http://prom:9090", out, imp, "--coverage", "up[(")) == 1
+    message = _message(capsys.readouterr().err)
+    assert "Prometheus refused the coverage check 'up[(' (parse error)" in message
+    assert "--coverage ''" in message
+    assert "docs/PROMETHEUS.md#partial-steps" in message
     assert not out.exists()

@@ -38,8 +38,9 @@ def test_import_in_chunks_matches_the_source(
 ) -> None:
     out = tmp_path / "training" / "real.parquet"
     report = import_prometheus(_spec(prom_api.url, imp), out)
-    # 3 chunks of 12 steps x 4 metrics, each evaluated at the steps' last seconds.
-    assert len(prom_api.requests) == 12
+    # 3 chunks of 12 steps x (4 metrics + the coverage check), each evaluated at the
+    # steps' last seconds.
+    assert len(prom_api.requests) == 15
     starts = sorted({float(r["start"]) for r in prom_api.requests})
     assert starts == [imp.T0 + k * imp.STEP + 299 for k in (0, 12, 24)]
     assert {r["step"] for r in prom_api.requests} == {"300"}
@@ -84,7 +85,7 @@ def test_gaps_stay_gaps_and_latency_is_filled(
 
 def test_interrupted_import_resumes(tmp_path: Path, prom_api: Any, imp: SimpleNamespace) -> None:
     out = tmp_path / "real.parquet"
-    prom_api.fail_after = 6  # chunk 1 done (4 requests), chunk 2 fails half-way
+    prom_api.fail_after = 7  # chunk 1 done (5 requests), chunk 2 fails half-way
     with pytest.raises(ImportFailure, match="1 of 3 chunks done") as info:
         import_prometheus(_spec(prom_api.url, imp), out)
     assert info.value.exit_code == 1
@@ -93,7 +94,7 @@ def test_interrupted_import_resumes(tmp_path: Path, prom_api: Any, imp: SimpleNa
     prom_api.fail_after = None
     prom_api.requests.clear()
     import_prometheus(_spec(prom_api.url, imp), out)
-    assert len(prom_api.requests) == 8  # only the two missing chunks
+    assert len(prom_api.requests) == 10  # only the two missing chunks
     resumed = pq.read_table(out)
     clean = tmp_path / "clean.parquet"
     import_prometheus(_spec(prom_api.url, imp), clean)
@@ -104,7 +105,7 @@ def test_resume_with_other_settings_is_refused(
     tmp_path: Path, prom_api: Any, imp: SimpleNamespace
 ) -> None:
     out = tmp_path / "real.parquet"
-    prom_api.fail_after = 4
+    prom_api.fail_after = 5  # chunk 1 done, then 503
     with pytest.raises(ImportFailure):
         import_prometheus(_spec(prom_api.url, imp), out)
     prom_api.fail_after = None
@@ -155,3 +156,31 @@ def test_cli(
         == 2
     )
     assert "Expected a time like" in capsys.readouterr().err
+
+
+def test_partial_steps_are_gaps_and_reported(
+    tmp_path: Path, prom_api: Any, imp: SimpleNamespace
+) -> None:
+    k0 = imp.T0 // imp.STEP
+    prom_api.partial = {("db-1", k0 + 5), ("web-1", k0 + 20), ("web-1", k0 + 21)}
+    out = tmp_path / "real.parquet"
+    report = import_prometheus(_spec(prom_api.url, imp), out)
+    table = pq.read_table(out)
+    ts = table.column("timestamp").cast("int64").to_numpy() // 1_000_000 // imp.STEP
+    rows = set(zip(table.column("server_name").to_pylist(), ts.tolist(), strict=True))
+    assert len(rows) == 72 - 3
+    assert not rows & prom_api.partial
+    (reason,) = [r for r in report.dropped if "did not cover the whole step" in r]
+    assert report.dropped[reason] == 3
+    assert "docs/PROMETHEUS.md#partial-steps" in reason
+    meta = json.loads((tmp_path / "real.metadata.json").read_text())
+    assert meta["source"]["coverage"].startswith("(up unless up offset 299s)")
+
+
+def test_the_coverage_check_can_be_turned_off(
+    tmp_path: Path, prom_api: Any, imp: SimpleNamespace
+) -> None:
+    prom_api.partial = {("db-1", imp.T0 // imp.STEP + 5)}
+    report = import_prometheus(_spec(prom_api.url, imp, coverage=""), tmp_path / "r.parquet")
+    assert report.rows == 72
+    assert all(r["query"].startswith("fc_") for r in prom_api.requests)

@@ -157,6 +157,9 @@ class Settings:
     """A step is read this many seconds after it ends (late scrapes have landed)."""
     prometheus_latency_fill: float = 0.0
     """latency_ms when there is no latency expression or value (docs/PROMETHEUS.md#latency)."""
+    prometheus_coverage: str | None = None
+    """PromQL naming series that did not cover a step (their servers' steps become gaps);
+    None = the ``up``-based default, ``""`` = no check (docs/PROMETHEUS.md#partial-steps)."""
     prometheus_backoff_max_s: float = 60.0
     """Longest retry delay while Prometheus fails."""
     alertmanager_url: str | None = None
@@ -348,6 +351,7 @@ _SPECS: dict[str, _Spec] = {
     ),
     "prometheus_settle_s": _seconds("10", zero=True),
     "prometheus_latency_fill": _Spec(_float_in(0.0), "a number of milliseconds >= 0", _T_NUM, "0"),
+    "prometheus_coverage": _Spec(_query, "a PromQL expression", _T_STR),
     "prometheus_backoff_max_s": _seconds("60"),
     "alertmanager_url": _Spec(_opt_text, "an http(s) URL", _T_STR, '"http://alertmanager:9093"'),
     "webhook_url": _Spec(_opt_text, "an http(s) URL", _T_STR, '"http://hooks.example:8080/"'),

@@ -45,6 +45,7 @@ from fleetcast.appliance.sources.promql import (
     assemble,
     eval_time,
     parse_profile_rules,
+    resolve_coverage,
     resolve_queries,
 )
 from fleetcast.contract.schema import STEP_SECONDS
@@ -57,6 +58,9 @@ if TYPE_CHECKING:
 __all__ = ["PrometheusConfig", "PrometheusSource", "samples_to_columns"]
 
 _log = logging.getLogger(__name__)
+
+_COVERAGE = "coverage"
+"""Key of the coverage expression's results beside the metrics'."""
 
 NO_MODEL_BACKFILL_STEPS = 288
 """Steps backfilled (a day) when no model is loaded to say how many its inputs read."""
@@ -85,6 +89,9 @@ class PrometheusConfig:
     """A step is read this many seconds after it ends (late scrapes have landed)."""
     latency_fill: float = 0.0
     """latency_ms when its expression is unset or has no value (docs/PROMETHEUS.md#latency)."""
+    coverage: str | None = field(default_factory=lambda: resolve_coverage(None))
+    """PromQL naming the series whose scrapes did not cover a step: its servers' steps are
+    gaps, not biased values (docs/PROMETHEUS.md#partial-steps); None = no check."""
     backoff_initial_s: float = 1.0
     """First retry delay after a failed cycle."""
     backoff_max_s: float = 60.0
@@ -124,6 +131,7 @@ class PrometheusConfig:
             backfill_steps=get("backfill_steps"),
             settle_s=float(get("settle_s", 10.0)),
             latency_fill=float(get("latency_fill", 0.0)),
+            coverage=resolve_coverage(getattr(settings, "prometheus_coverage", None)),
             backoff_max_s=float(get("backoff_max_s", 60.0)),
         )
 
@@ -196,6 +204,7 @@ class PrometheusSource:
         self.last_error_time: float | None = None
         self.servers_last = 0
         self.gaps = 0
+        self.partial = 0
         self.filled_latency = 0
         self.next_retry_s: float | None = None
         self.unlabelled: dict[str, int] = {}
@@ -290,13 +299,30 @@ class PrometheusSource:
             return max(int(latest) // STEP_SECONDS + 1, floor)
         return floor
 
-    async def _fetch(self, call: Callable[[str], Any]) -> dict[str, list[Any]]:
+    async def _read(self, call: Callable[[str], Any]) -> Samples:
+        """Every metric's expression and the coverage expression through ``call``
+        (``query_range`` or ``query``), assembled into records."""
+        cfg = self.config
+        exprs = [(m, e) for m, e in cfg.queries.items() if e]
+        if cfg.coverage:
+            exprs.append((_COVERAGE, cfg.coverage))
         results: dict[str, list[Any]] = {}
-        for metric, expr in self.config.queries.items():
-            if not expr:
-                continue
-            results[metric] = await anyio.to_thread.run_sync(call, expr, abandon_on_cancel=True)
-        return results
+        for key, expr in exprs:
+            try:
+                results[key] = await anyio.to_thread.run_sync(call, expr, abandon_on_cancel=True)
+            except PromError as exc:
+                if key != _COVERAGE or exc.retryable:
+                    raise
+                raise PromError(
+                    exc.kind,
+                    f"Prometheus refused the coverage check {expr!r}: {exc.detail}. Why it "
+                    "matters: without it no step can be told complete, so no samples are "
+                    'read. Fix: correct prometheus_coverage, or set it to "" to turn the '
+                    "check off. See docs/PROMETHEUS.md#partial-steps.",
+                    detail=exc.detail,
+                ) from exc
+        coverage = results.pop(_COVERAGE, ())
+        return assemble(results, cfg.mapping, cfg.latency_fill, coverage=coverage)
 
     def _count_unlabelled(self, samples: Samples) -> None:
         """Add the series dropped for lacking the server label; warn once per metric."""
@@ -323,9 +349,26 @@ class PrometheusSource:
                 )
             self.unlabelled[metric] = self.unlabelled.get(metric, 0) + count
 
+    def _count_partial(self, samples: Samples) -> None:
+        """Add the steps read as gaps because their series did not cover them; log them."""
+        if not samples.partial:
+            return
+        self.partial += samples.partial
+        server, at = samples.partial_example or ("?", 0)
+        _log.info(
+            "prometheus source: %d server-steps left as gaps because their series did not "
+            "cover the whole step (a series started or stopped within it, or scrapes were "
+            "missed), e.g. %s at %s; a rate over part of a step would read wrong values. "
+            "See docs/PROMETHEUS.md#partial-steps.",
+            samples.partial,
+            server,
+            _iso(at),
+        )
+
     async def _ingest(self, samples: Samples, *, forecast: bool = True) -> int:
         self._count_unlabelled(samples)
         self.gaps += samples.incomplete
+        self._count_partial(samples)
         self.filled_latency += samples.filled_latency
         if not len(samples):
             if forecast:
@@ -362,12 +405,11 @@ class PrometheusSource:
         while first <= last_complete:
             last = min(first + cfg.chunk_steps - 1, last_complete)
             start, end = eval_time(first), eval_time(last)
-            results = await self._fetch(
+            samples = await self._read(
                 lambda expr, s=start, e=end: client.query_range(expr, s, e, STEP_SECONDS)
             )
-            ingested += await self._ingest(  # one forecast after the last chunk
-                assemble(results, cfg.mapping, cfg.latency_fill), forecast=last == last_complete
-            )
+            # One forecast, after the last chunk.
+            ingested += await self._ingest(samples, forecast=last == last_complete)
             if self.last_success is None:
                 self.backfilled_steps += last - first + 1
             self.done_step = last
@@ -377,8 +419,7 @@ class PrometheusSource:
         if last_complete == open_step - 1:
             # The open step's sample closes the previous step, so only once that step has
             # been read at its last second: every forecast uses settled values.
-            results = await self._fetch(lambda expr: client.query(expr, now))
-            samples = assemble(results, cfg.mapping, cfg.latency_fill)
+            samples = await self._read(lambda expr: client.query(expr, now))
             self.servers_last = len(samples.servers_seen)
             ingested += await self._ingest(samples)
         self.cycles += 1
@@ -434,6 +475,8 @@ class PrometheusSource:
             "samples_rejected": self.rejected,
             "last_rejection": self.last_reject_reason,
             "gaps": self.gaps,
+            "partial_steps": self.partial,
+            "coverage_check": self.config.coverage is not None,
             "unlabelled_series": dict(sorted(self.unlabelled.items())),
             "latency_filled": self.filled_latency,
             "data_step": None if self.done_step is None else _iso(self.done_step * STEP_SECONDS),

@@ -85,6 +85,12 @@ def register_import(sub: Any) -> None:
         help="latency_ms without a value, finite and >= 0 (default 0)",
     )
     prom.add_argument(
+        "--coverage",
+        metavar="PROMQL",
+        help="series whose scrapes did not cover a step: those steps become gaps (default: "
+        "the appliance's up-based check; '' = no check; docs/PROMETHEUS.md#partial-steps)",
+    )
+    prom.add_argument(
         "--timeout", type=float, default=30.0, help="seconds per query, > 0 (default 30)"
     )
     prom.add_argument(
@@ -164,6 +170,7 @@ def run_import_prometheus(args: argparse.Namespace) -> int:
             profile_label=args.profile_label,
             profile_rules=list(args.profile_rule),
             latency_fill=args.latency_fill,
+            coverage=args.coverage,
             chunk_hours=args.chunk_hours,
             step=args.step,
             timeout_s=args.timeout,

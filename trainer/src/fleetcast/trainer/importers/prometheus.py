@@ -75,6 +75,9 @@ class PrometheusImport:
     profile_label: str | None = None
     profile_rules: Sequence[str] = ()
     latency_fill: float = 0.0
+    coverage: str | None = None
+    """PromQL naming series that did not cover a step (those steps become gaps); None = the
+    appliance's default (``DEFAULT_COVERAGE``), ``""`` = no check."""
     chunk_hours: float = 24.0
     step: int = STEP_SECONDS
     timeout_s: float = 30.0
@@ -88,6 +91,7 @@ class PrometheusImport:
             "strip_port": self.strip_port,
             "profile_label": self.profile_label,
             "latency_fill": self.latency_fill,
+            "coverage": self.coverage,
             "step": self.step,
         }
 
@@ -174,6 +178,13 @@ def _source_failure(
             "Check that --url is Prometheus itself (not an exporter or a login proxy) and that "
             f"it is healthy, {again}."
         )
+    elif exc.kind == "bad_query" and metric == "coverage":
+        what = f"Prometheus refused the coverage check {expr!r} ({detail})."
+        fix = (
+            "Correct it with --coverage PROMQL, or pass --coverage '' to import without "
+            f"the check, {again}."
+        )
+        see = "docs/PROMETHEUS.md#partial-steps"
     elif exc.kind == "bad_query":
         what = f"Prometheus refused the {metric} expression {expr!r} ({detail})."
         fix = (
@@ -216,7 +227,7 @@ def _steps(spec: PrometheusImport) -> tuple[int, int, int]:
     return first, last, chunk
 
 
-def _write_part(path: Path, block: RowBlock, incomplete: int) -> None:
+def _write_part(path: Path, block: RowBlock, incomplete: int, partial: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -230,17 +241,23 @@ def _write_part(path: Path, block: RowBlock, incomplete: int) -> None:
             },
             "profile": pa.array(block.profile.tolist(), type=pa.string()),
         }
-    ).replace_schema_metadata({"fleetcast.incomplete": str(int(incomplete))})
+    ).replace_schema_metadata(
+        {"fleetcast.incomplete": str(int(incomplete)), "fleetcast.partial": str(int(partial))}
+    )
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp)
     tmp.replace(path)  # the rename marks the chunk done
 
 
-def _read_part(path: Path) -> tuple[RowBlock, int]:
+def _read_part(path: Path) -> tuple[RowBlock, int, int]:
+    """A finished chunk: its rows, and the (server, step) pairs it left as gaps because a
+    required metric had no value, and because the coverage check named them."""
     import pyarrow.parquet as pq
 
     t = pq.read_table(path)
-    incomplete = int((t.schema.metadata or {}).get(b"fleetcast.incomplete", b"0"))
+    meta = t.schema.metadata or {}
+    incomplete = int(meta.get(b"fleetcast.incomplete", b"0"))
+    partial = int(meta.get(b"fleetcast.partial", b"0"))
     metrics = np.column_stack(
         [t.column(m).to_numpy(zero_copy_only=False) for m in METRIC_COLUMNS]
     ).reshape(-1, 4)
@@ -250,7 +267,7 @@ def _read_part(path: Path) -> tuple[RowBlock, int]:
         metrics.astype(np.float64),
         np.array(t.column("profile").to_pylist(), dtype=object),
     )
-    return block, incomplete
+    return block, incomplete, partial
 
 
 def _missing_dirs(path: Path) -> list[Path]:
@@ -311,6 +328,7 @@ def import_prometheus(
         queries = promql.resolve_queries(spec.queries)
     except ValueError as exc:
         raise ImportFailure(str(exc)) from exc
+    coverage = promql.resolve_coverage(spec.coverage)
     rules = compile_profile_rules(spec.profile_rules)
     first, last, chunk = _steps(spec)
     mapping = promql.LabelMapping(
@@ -333,6 +351,7 @@ def import_prometheus(
             "profile_label": spec.profile_label,
             "profile_rules": list(spec.profile_rules),
             "latency_fill": spec.latency_fill,
+            "coverage": coverage,
             "eval_offset_s": promql.EVAL_OFFSET,
         }
     )
@@ -344,9 +363,10 @@ def import_prometheus(
         if path.exists():
             continue
         results = {}
-        for metric, expr in queries.items():
-            if not expr:
-                continue
+        exprs = [(m, e) for m, e in queries.items() if e]
+        if coverage:
+            exprs.append(("coverage", coverage))
+        for metric, expr in exprs:
             try:
                 results[metric] = client.query_range(
                     expr, promql.eval_time(a), promql.eval_time(b), STEP_SECONDS
@@ -356,24 +376,31 @@ def import_prometheus(
                 if not done:  # nothing to resume: leave no folder behind
                     _remove_created(parts, created)
                 raise _source_failure(exc, spec, metric, expr, done, n_chunks, parts) from exc
-        samples = promql.assemble(results, mapping, spec.latency_fill)
+        checked = results.pop("coverage", ())
+        samples = promql.assemble(results, mapping, spec.latency_fill, coverage=checked)
         block = RowBlock(
             samples.times.astype(np.int64) - promql.EVAL_OFFSET,
             np.array(samples.server, dtype=object),
             samples.metrics,
             np.array(samples.profile, dtype=object),
         )
-        _write_part(path, block, samples.incomplete)
+        _write_part(path, block, samples.incomplete, samples.partial)
         if progress is not None:
             progress(
                 f"chunk {i + 1}/{n_chunks}: {len(block)} samples, {len(samples.servers_seen)} servers"
             )
     read = [_read_part(p) for p in sorted(parts.glob("steps-*.parquet"))]
-    block = RowBlock.concat([b for b, _ in read])
+    block = RowBlock.concat([b for b, _, _ in read])
     report.read = len(block)
-    incomplete = sum(n for _, n in read)
+    incomplete = sum(n for _, n, _ in read)
     if incomplete:
         report.dropped["a required metric (cpu, mem or disk) had no value (gap)"] = incomplete
+    partial = sum(n for _, _, n in read)
+    if partial:
+        report.dropped[
+            "the server's series did not cover the whole step, so a rate over it would be "
+            "wrong (gap; docs/PROMETHEUS.md#partial-steps)"
+        ] = partial
     table = finish(block, rules, report)
     write_parquet(table, out, report)
     shutil.rmtree(parts)
