@@ -139,6 +139,7 @@ def test_partial_steps_are_gaps_in_backfill_and_in_the_open_step(
         status = source.source_status()
         assert status["partial_steps"] == 2
         assert status["coverage_check"] is True
+        assert "2 partially covered server-steps left as gaps" in status["detail"]
         assert "did not cover the whole step" in caplog.text
         assert "docs/PROMETHEUS.md#partial-steps" in caplog.text
 

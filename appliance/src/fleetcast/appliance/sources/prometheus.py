@@ -455,6 +455,8 @@ class PrometheusSource:
                 f"{self.servers_last} servers in the last query, {self.backfilled_steps} steps "
                 f"backfilled, {self.records} samples ingested, {self.rejected} rejected"
             )
+            if self.partial:
+                detail += f"; {self.partial} partially covered server-steps left as gaps"
             if self.unlabelled:
                 detail += (
                     f"; series without the {self.config.mapping.server_label!r} label "
