@@ -1,4 +1,5 @@
-"""Helpers of the service tests: synthetic records, settings, a real server process.
+"""Helpers of the service tests: synthetic records and log columns, settings, ``fleetcast
+serve`` command lines, a real server process, TestClients and StateStores that close.
 
 No torch, no onnx: the appliance's own test job runs without them.
 """
@@ -24,6 +25,11 @@ from fleetcast.contract.schema import STEP_SECONDS
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
+
+    from litestar.testing import TestClient
+
+    from fleetcast.appliance.persistence import Columns, StateStore
+    from fleetcast.appliance.schemas import ErrorBody
 
 API_KEY = "test-key-0123456789abcdef"
 T0 = 1_790_000_000 // STEP_SECONDS * STEP_SECONDS
@@ -57,6 +63,47 @@ def make_records(
     return out
 
 
+def make_columns(n: int, start: int = 0) -> Columns:
+    """``n`` rows for a sample log frame, one server each (ppml0000, ...), at the steps
+    from ``start`` on; every other state null."""
+    import numpy as np
+
+    from fleetcast.appliance.persistence import Columns
+
+    ts = np.arange(start, start + n, dtype=np.int64) * 300
+    metrics = np.column_stack([np.arange(n) + k for k in range(4)]).astype(np.float64)
+    return Columns(
+        ts=ts,
+        metrics=metrics,
+        server=[f"ppml{i:04d}" for i in range(n)],
+        state=["healthy" if i % 2 else None for i in range(n)],
+        profile=[None] * n,
+    )
+
+
+def error_body(response: Any, status: int) -> ErrorBody:
+    """The error body of ``response``, after checking its status and that it has all four
+    parts (docs/API.md#errors)."""
+    import msgspec
+
+    from fleetcast.appliance.schemas import ErrorBody
+
+    assert response.status_code == status, response.text
+    body = msgspec.convert(response.json(), ErrorBody)
+    assert body.error
+    assert body.detail
+    assert body.fix
+    assert body.see
+    return body
+
+
+def four_parts(message: str) -> None:
+    """``message`` says what, why, how to fix, and points into docs/OPERATIONS.md."""
+    assert "Why it matters:" in message
+    assert "Fix:" in message
+    assert "See docs/OPERATIONS.md#" in message
+
+
 def make_settings(model_dir: Path, state_dir: Path, **overrides: Any) -> Settings:
     """Settings for tests: small capacity, no rate limit unless asked."""
     values: dict[str, Any] = {
@@ -67,6 +114,32 @@ def make_settings(model_dir: Path, state_dir: Path, **overrides: Any) -> Setting
     }
     values.update(overrides)
     return build_settings(values, env={})
+
+
+def serve_argv(model_dir: Path, state_dir: Path, *args: str) -> list[str]:
+    """The command line of ``fleetcast serve`` (this interpreter, ``-m``) on ``model_dir``
+    and ``state_dir``, then ``args``."""
+    folders = ["--model-dir", str(model_dir), "--state-dir", str(state_dir)]
+    return [sys.executable, "-m", "fleetcast.appliance.commands", *folders, *args]
+
+
+def daemon_args(port: int, pid_file: Path, log_file: Path) -> list[str]:
+    """The ``fleetcast serve`` flags of a ``--daemon`` on ``port`` (capacity 64)."""
+    files = ["--pid-file", str(pid_file), "--log-file", str(log_file)]
+    return ["--port", str(port), "--daemon", *files, "--capacity", "64"]
+
+
+def run_serve(
+    model_dir: Path, state_dir: Path, port: int = 1, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``fleetcast serve`` that is expected to refuse the start (exit 1, one message)."""
+    return subprocess.run(
+        serve_argv(model_dir, state_dir, "--port", str(port)),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def free_port() -> int:
@@ -108,22 +181,9 @@ class ServerProcess:
         self.port = free_port()
         self.log_path = self.state_dir.parent / f"server-{self.port}.log"
         self.state_dir.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            sys.executable,
-            "-m",
-            "fleetcast.appliance.commands",
-            "--model-dir",
-            str(self.model_dir),
-            "--state-dir",
-            str(self.state_dir),
-            "--port",
-            str(self.port),
-            "--capacity",
-            "256",
-            "--rate-limit",
-            "off",
-            *self.extra,
-        ]
+        limits = ["--capacity", "256", "--rate-limit", "off"]
+        cmd = serve_argv(self.model_dir, self.state_dir, "--port", str(self.port), *limits)
+        cmd.extend(self.extra)
         env = {**os.environ, **self.env}
         started = time.monotonic()
         with open(self.log_path, "wb") as log:
@@ -182,6 +242,40 @@ def server_factory(model_dir: Path, tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
+def client_for(model_dir: Path, tmp_path: Path) -> Iterator[Any]:
+    """Open TestClients for settings overrides; each is closed (lifespan stopped) at the end."""
+    from litestar.testing import TestClient
+
+    from fleetcast.appliance.app import create_app
+
+    stack = contextlib.ExitStack()
+
+    def open_client(state: str = "state", **overrides: Any) -> TestClient[Any]:
+        settings = make_settings(model_dir, tmp_path / state, **overrides)
+        return stack.enter_context(TestClient(create_app(settings)))
+
+    with stack:
+        yield open_client
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> Iterator[Any]:
+    """Open StateStores on ``tmp_path/state``; every one is closed at the end."""
+    from fleetcast.appliance.persistence import StateStore
+
+    opened: list[StateStore] = []
+
+    def open_store(state: Path | None = None, **kwargs: Any) -> StateStore:
+        store = StateStore(state or tmp_path / "state", **kwargs)
+        opened.append(store)
+        return store
+
+    yield open_store
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
 def svc() -> Any:
     """The helpers above as one namespace (test modules cannot import conftest)."""
     from types import SimpleNamespace
@@ -191,7 +285,13 @@ def svc() -> Any:
         T0=T0,
         SERVERS=SERVERS,
         make_records=make_records,
+        make_columns=make_columns,
         make_settings=make_settings,
+        error_body=error_body,
+        four_parts=four_parts,
+        serve_argv=serve_argv,
+        daemon_args=daemon_args,
+        run_serve=run_serve,
         wait_until=wait_until,
         free_port=free_port,
     )

@@ -5,7 +5,6 @@ OpenAPI schema and the /status fields docs/API.md lists."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import re
@@ -15,40 +14,15 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pytest
 from litestar.exceptions import WebSocketDisconnect
-from litestar.testing import TestClient
 
-from fleetcast.appliance.app import create_app
-from fleetcast.appliance.schemas import ErrorBody, IngestResponse, ServerDetail, ServerHistory
+from fleetcast.appliance.schemas import IngestResponse, ServerDetail, ServerHistory
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from litestar.testing import TestClient
 
 API_MD = Path(__file__).resolve().parents[3] / "docs" / "API.md"
 ACCESS = "fleetcast.appliance.access"
 INGEST_LOG = "fleetcast.appliance.controllers.metrics"
-
-
-@pytest.fixture
-def client_for(model_dir: Path, tmp_path: Path, svc: Any) -> Iterator[Any]:
-    """Open TestClients for settings overrides; each is closed (lifespan stopped) at the end."""
-    stack = contextlib.ExitStack()
-
-    def open_client(state: str = "state", **overrides: Any) -> TestClient[Any]:
-        settings = svc.make_settings(model_dir, tmp_path / state, **overrides)
-        return stack.enter_context(TestClient(create_app(settings)))
-
-    with stack:
-        yield open_client
-
-
-def _error(response: Any, status: int) -> ErrorBody:
-    assert response.status_code == status, response.text
-    body = msgspec.convert(response.json(), ErrorBody)
-    assert body.error
-    assert body.detail
-    assert body.fix
-    assert body.see
-    return body
 
 
 def _ready_steps(client: TestClient[Any], headers: dict[str, str] | None = None) -> int:
@@ -73,14 +47,14 @@ def _access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
 
 
 def test_rate_limited_requests_are_logged_and_counted_as_429(
-    client_for: Any, caplog: pytest.LogCaptureFixture
+    client_for: Any, caplog: pytest.LogCaptureFixture, svc: Any
 ) -> None:
     client = client_for(rate_limit="3/minute")
     with caplog.at_level(logging.INFO, logger=ACCESS):
         codes = [client.get("/status").status_code for _ in range(4)]
     lines = _access_lines(caplog)  # these four (later requests may be logged too)
     assert codes == [200, 200, 200, 429]
-    refused = _error(client.get("/status"), 429)
+    refused = svc.error_body(client.get("/status"), 429)
     assert "rate limit" in refused.error
     assert [x["status"] for x in lines] == [200, 200, 200, 429]
     assert lines[-1]["path"] == "/status"
@@ -127,7 +101,7 @@ def test_a_second_profile_for_a_known_server_is_refused_and_changes_nothing(
     assert client.post("/metrics", json={"records": first}).status_code == 200
     later = svc.make_records(names=("ppml0001",), steps=2, start=svc.T0 + 3 * 300)
     later[0]["profile"] = "database"
-    body = _error(client.post("/metrics", json={"records": later[:1]}), 422)
+    body = svc.error_body(client.post("/metrics", json={"records": later[:1]}), 422)
     assert body.rejected is not None
     assert [r.index for r in body.rejected] == [0]
     reason = body.rejected[0].reason
@@ -169,12 +143,12 @@ def test_an_explicit_first_profile_holds_even_against_the_name(client_for: Any, 
 
 
 def test_reload_with_an_unknown_field_is_400_and_reloads_nothing(
-    client_for: Any, caplog: pytest.LogCaptureFixture
+    client_for: Any, caplog: pytest.LogCaptureFixture, svc: Any
 ) -> None:
     client = client_for()
     with caplog.at_level(logging.INFO, logger="fleetcast.appliance.controllers.admin"):
-        body = _error(client.post("/admin/reload", json={"foo": 1}), 400)
-        misspelt = _error(client.post("/admin/reload", json={"modeldir": "next"}), 400)
+        body = svc.error_body(client.post("/admin/reload", json={"foo": 1}), 400)
+        misspelt = svc.error_body(client.post("/admin/reload", json={"modeldir": "next"}), 400)
     assert "`foo`" in body.detail
     assert "model_dir" in body.fix
     assert body.see == "docs/API.md"
@@ -183,7 +157,9 @@ def test_reload_with_an_unknown_field_is_400_and_reloads_nothing(
     # The documented bodies still work.
     assert client.post("/admin/reload").status_code == 200
     assert client.post("/admin/reload", json={}).status_code == 200
-    scenario = _error(client.post("/demo/scenario", json={"scenario": "critical", "x": 1}), 400)
+    scenario = svc.error_body(
+        client.post("/demo/scenario", json={"scenario": "critical", "x": 1}), 400
+    )
     assert "`x`" in scenario.detail
 
 
@@ -225,7 +201,7 @@ def test_extra_record_fields_are_accepted_named_and_logged_once(
 def test_an_unknown_field_beside_records_is_400(client_for: Any, svc: Any) -> None:
     client = client_for()
     payload = {"records": svc.make_records(names=("ppml0001",), steps=1), "source": "x"}
-    body = _error(client.post("/metrics", json=payload), 400)
+    body = svc.error_body(client.post("/metrics", json=payload), 400)
     assert "`source`" in body.detail
     assert client.get("/history/ppml0001").status_code == 404  # nothing was stored
 
@@ -251,9 +227,9 @@ def test_servers_named_with_slashes_are_reachable(client_for: Any, svc: Any) -> 
     assert len(history.json()["timestamps"]) == 3
     assert client.get("/history/a/b").json()["server_name"] == "a/b"  # unencoded works too
     assert client.get("/predictions/current").json()["fleet"]["servers"] == 2
-    missing = _error(client.get("/predictions/a%2Fc"), 404)
+    missing = svc.error_body(client.get("/predictions/a%2Fc"), 404)
     assert "'a/c'" in missing.detail
-    assert "'x/y'" in _error(client.get("/history/x%2Fy"), 404).detail
+    assert "'x/y'" in svc.error_body(client.get("/history/x%2Fy"), 404).detail
 
 
 # -- --read-key-required guards the schema; the WebSocket refusal -------------------------
@@ -263,7 +239,7 @@ def test_read_key_required_guards_the_openapi_schema(client_for: Any, svc: Any) 
     client = client_for(api_key=svc.API_KEY, read_key_required=True)
     key = {"X-API-Key": svc.API_KEY}
     for path in ("/schema", "/schema/openapi.json", "/schema/swagger", "/schema/openapi.yaml"):
-        body = _error(client.get(path), 401)
+        body = svc.error_body(client.get(path), 401)
         assert body.error == "missing API key", path
         assert client.get(path, headers=key).status_code == 200, path
     assert client.get("/health").status_code == 200  # the one open path

@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -26,22 +25,9 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.slow
 
 
-def _serve_cmd(model_dir: Path, state_dir: Path, port: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "fleetcast.appliance.commands",
-        "--model-dir",
-        str(model_dir),
-        "--state-dir",
-        str(state_dir),
-        "--port",
-        str(port),
-        "--capacity",
-        "64",
-        "--rate-limit",
-        "off",
-    ]
+def _serve_cmd(svc: Any, model_dir: Path, state_dir: Path, port: int) -> list[str]:
+    limits = ["--capacity", "64", "--rate-limit", "off"]
+    return svc.serve_argv(model_dir, state_dir, "--port", str(port), *limits)
 
 
 def _datagrams(sock: socket.socket) -> list[str]:
@@ -68,7 +54,9 @@ def _four_parts(response: httpx.Response, status: int) -> ErrorBody:
 # -- systemd readiness and the listening port -------------------------------------------
 
 
-def test_taken_port_is_one_clear_message_and_never_ready(model_dir: Path, tmp_path: Path) -> None:
+def test_taken_port_is_one_clear_message_and_never_ready(
+    model_dir: Path, tmp_path: Path, svc: Any
+) -> None:
     path = str(tmp_path / "notify.sock")
     with (
         socket.socket() as holder,
@@ -79,7 +67,7 @@ def test_taken_port_is_one_clear_message_and_never_ready(model_dir: Path, tmp_pa
         port = holder.getsockname()[1]
         notify.bind(path)
         result = subprocess.run(
-            _serve_cmd(model_dir, tmp_path / "state", port),
+            _serve_cmd(svc, model_dir, tmp_path / "state", port),
             env={**os.environ, "NOTIFY_SOCKET": path},
             capture_output=True,
             text=True,
@@ -107,7 +95,7 @@ def test_ready_is_sent_only_once_the_port_accepts_connections(
         notify.bind(path)
         notify.settimeout(60)
         proc = subprocess.Popen(
-            _serve_cmd(model_dir, tmp_path / "state", port),
+            _serve_cmd(svc, model_dir, tmp_path / "state", port),
             env={**os.environ, "NOTIFY_SOCKET": path},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -15,7 +15,6 @@ from litestar.testing import TestClient
 from fleetcast.appliance.app import create_app
 from fleetcast.appliance.schemas import (
     AlertsResponse,
-    ErrorBody,
     FleetHistory,
     HealthResponse,
     IngestResponse,
@@ -26,23 +25,7 @@ from fleetcast.appliance.schemas import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
-
-
-@pytest.fixture
-def client_for(model_dir: Path, tmp_path: Path, svc: Any) -> Iterator[Any]:
-    """Open TestClients for settings overrides; each is closed (lifespan stopped) at the end."""
-    import contextlib
-
-    stack = contextlib.ExitStack()
-
-    def open_client(state: str = "state", **overrides: Any) -> TestClient[Any]:
-        settings = svc.make_settings(model_dir, tmp_path / state, **overrides)
-        return stack.enter_context(TestClient(create_app(settings)))
-
-    with stack:
-        yield open_client
 
 
 def _model(client: TestClient[Any]) -> dict[str, Any]:
@@ -59,16 +42,6 @@ def _wait_forecast(client: TestClient[Any], svc: Any, servers: int = 1) -> dict[
         return body if len(body["servers"]) >= servers else None
 
     return svc.wait_until(got, timeout=20)
-
-
-def _error(response: Any, status: int) -> ErrorBody:
-    assert response.status_code == status, response.text
-    body = msgspec.convert(response.json(), ErrorBody)
-    assert body.error
-    assert body.detail
-    assert body.fix
-    assert body.see
-    return body
 
 
 def test_health_and_status_show_model_identity_not_paths(client_for: Any, model_dir: Path) -> None:
@@ -172,14 +145,16 @@ def test_mixed_batch_keeps_valid_records_and_names_bad_ones(client_for: Any, svc
 def test_all_invalid_is_422_malformed_is_400(client_for: Any, svc: Any) -> None:
     client = client_for()
     record = svc.make_records(names=("ppml0001",), steps=1)[0]
-    body = _error(client.post("/metrics", json={"records": [dict(record, cpu_pct=-5.0)]}), 422)
+    body = svc.error_body(
+        client.post("/metrics", json={"records": [dict(record, cpu_pct=-5.0)]}), 422
+    )
     assert body.rejected is not None
     assert body.rejected[0].index == 0
-    assert _error(client.post("/metrics", json={"records": []}), 422).rejected == []
-    _error(
+    assert svc.error_body(client.post("/metrics", json={"records": []}), 422).rejected == []
+    svc.error_body(
         client.post("/metrics", content=b"{nope", headers={"content-type": "application/json"}), 400
     )
-    _error(client.post("/metrics", json={"rows": []}), 400)
+    svc.error_body(client.post("/metrics", json={"rows": []}), 400)
 
 
 def test_out_of_range_timestamps_are_rejected_not_500(client_for: Any, svc: Any) -> None:
@@ -224,8 +199,8 @@ def test_profile_history_is_the_mean_over_its_servers(client_for: Any, svc: Any)
     assert body.reporting == [len(by_step[t]) for t in last] == [2, 2, 2, 1]
     assert body.mem_pct[0] is not None
     # Refusals: a name that is not a profile, a profile without servers.
-    assert _error(client.get("/profiles/webapi/history"), 404).error == "unknown profile"
-    assert _error(client.get("/profiles/ml_compute/history"), 404).error == "no servers"
+    assert svc.error_body(client.get("/profiles/webapi/history"), 404).error == "unknown profile"
+    assert svc.error_body(client.get("/profiles/ml_compute/history"), 404).error == "no servers"
 
 
 def test_a_sample_from_the_future_is_refused_with_its_reason(client_for: Any, svc: Any) -> None:
@@ -233,7 +208,7 @@ def test_a_sample_from_the_future_is_refused_with_its_reason(client_for: Any, sv
     client = client_for()
     good = svc.make_records(names=("ppml0001",), steps=2)
     ahead = dict(good[1], timestamp=int(time.time()) + 86_400)
-    body = _error(client.post("/metrics", json={"records": [ahead]}), 422)
+    body = svc.error_body(client.post("/metrics", json={"records": [ahead]}), 422)
     assert "ahead of this appliance's clock" in body.rejected[0].reason
     assert "--max-future-seconds" in body.rejected[0].reason
     assert client.post("/metrics", json={"records": good}).status_code == 200
@@ -280,25 +255,27 @@ def test_warming_servers_are_reported(client_for: Any, svc: Any) -> None:
     assert detail["server_name"] == "ppweb001"
     assert detail["needed"] == needed
     assert detail["steps"] < needed
-    _error(client.get("/predictions/ppweb001"), 404)
-    _error(client.get("/history/never-seen"), 404)
+    svc.error_body(client.get("/predictions/ppweb001"), 404)
+    svc.error_body(client.get("/history/never-seen"), 404)
 
 
 def test_api_key_guards_writes_and_optionally_reads(client_for: Any, svc: Any) -> None:
     client = client_for(api_key=svc.API_KEY)
     payload = {"records": svc.make_records(steps=1)}
-    missing = _error(client.post("/metrics", json=payload), 401)
+    missing = svc.error_body(client.post("/metrics", json=payload), 401)
     assert "X-API-Key" in missing.detail
-    _error(client.post("/metrics", json=payload, headers={"X-API-Key": "wrong-key-wrong-key"}), 401)
-    _error(client.post("/admin/reload"), 401)
-    _error(client.post("/demo/scenario", json={"scenario": "critical"}), 401)
+    svc.error_body(
+        client.post("/metrics", json=payload, headers={"X-API-Key": "wrong-key-wrong-key"}), 401
+    )
+    svc.error_body(client.post("/admin/reload"), 401)
+    svc.error_body(client.post("/demo/scenario", json={"scenario": "critical"}), 401)
     ok = client.post("/metrics", json=payload, headers={"X-API-Key": svc.API_KEY})
     assert ok.status_code == 200
     assert client.get("/status").status_code == 200
 
     strict = client_for(state="state2", api_key=svc.API_KEY, read_key_required=True)
-    _error(strict.get("/status"), 401)
-    _error(strict.get("/predictions/current"), 401)
+    svc.error_body(strict.get("/status"), 401)
+    svc.error_body(strict.get("/predictions/current"), 401)
     assert strict.get("/health").status_code == 200
     assert strict.get("/status", headers={"X-API-Key": svc.API_KEY}).status_code == 200
     with (
@@ -310,11 +287,11 @@ def test_api_key_guards_writes_and_optionally_reads(client_for: Any, svc: Any) -
         assert ws is not None
 
 
-def test_rate_limit_answers_429(client_for: Any) -> None:
+def test_rate_limit_answers_429(client_for: Any, svc: Any) -> None:
     client = client_for(rate_limit="3/minute")
     codes = [client.get("/status").status_code for _ in range(4)]
     assert codes == [200, 200, 200, 429]
-    body = _error(client.get("/predictions/current"), 429)
+    body = svc.error_body(client.get("/predictions/current"), 429)
     assert "rate limit" in body.error
     assert client.get("/health").status_code == 200  # liveness is never limited
 
@@ -322,7 +299,7 @@ def test_rate_limit_answers_429(client_for: Any) -> None:
 def test_oversized_body_is_413(client_for: Any, svc: Any) -> None:
     client = client_for(max_body_bytes=2048)
     payload = {"records": svc.make_records(steps=40)}
-    _error(client.post("/metrics", json=payload), 413)
+    svc.error_body(client.post("/metrics", json=payload), 413)
     small = {"records": svc.make_records(names=("ppml0001",), steps=2)}
     assert client.post("/metrics", json=small).status_code == 200
 
@@ -360,26 +337,34 @@ def test_reload_swaps_model_and_keeps_buffers(client_for: Any, svc: Any, model_d
     assert client.get("/history/ppdb001", params={"steps": 4}).json() == before
     assert client.post("/admin/reload", headers=key).status_code == 200  # --model-dir itself
 
-    escape = _error(client.post("/admin/reload", json={"model_dir": "../../etc"}, headers=key), 422)
-    nul = _error(client.post("/admin/reload", json={"model_dir": "next\u0000x"}, headers=key), 422)
+    escape = svc.error_body(
+        client.post("/admin/reload", json={"model_dir": "../../etc"}, headers=key), 422
+    )
+    nul = svc.error_body(
+        client.post("/admin/reload", json={"model_dir": "next\u0000x"}, headers=key), 422
+    )
     assert nul.error == "model_dir not allowed"
-    long = _error(client.post("/admin/reload", json={"model_dir": "m" * 300}, headers=key), 422)
+    long = svc.error_body(
+        client.post("/admin/reload", json={"model_dir": "m" * 300}, headers=key), 422
+    )
     assert long.error == "no model there"
     assert "/" not in escape.detail.replace("../../etc", "")
     broken = model_dir.parent / "broken"
     broken.mkdir()
     (broken / "model.onnx").write_bytes(b"not an onnx file")
-    refused = _error(client.post("/admin/reload", json={"model_dir": "broken"}, headers=key), 422)
+    refused = svc.error_body(
+        client.post("/admin/reload", json={"model_dir": "broken"}, headers=key), 422
+    )
     assert str(broken) not in refused.detail
     assert client.get("/health").json()["model_loaded"] is True
     assert client.get("/history/ppdb001", params={"steps": 4}).json() == before
 
 
-def test_demo_scenario_is_404_without_demo(client_for: Any) -> None:
+def test_demo_scenario_is_404_without_demo(client_for: Any, svc: Any) -> None:
     client = client_for()
-    body = _error(client.post("/demo/scenario", json={"scenario": "critical"}), 404)
+    body = svc.error_body(client.post("/demo/scenario", json={"scenario": "critical"}), 404)
     assert "--demo" in body.fix
-    _error(client.post("/demo/scenario", json={"scenario": "on-fire"}), 400)
+    svc.error_body(client.post("/demo/scenario", json={"scenario": "on-fire"}), 400)
 
 
 def test_openapi_lists_every_endpoint(client_for: Any) -> None:
@@ -436,7 +421,7 @@ def test_restart_in_process_restores_snapshot(
         assert second.get("/status").json()["persistence"]["replayed_on_start"] == 0
 
 
-def test_unknown_path_and_method_are_json_errors(client_for: Any) -> None:
+def test_unknown_path_and_method_are_json_errors(client_for: Any, svc: Any) -> None:
     client = client_for()
-    assert _error(client.get("/nope"), 404).see == "docs/API.md"
-    _error(client.delete("/metrics"), 405)
+    assert svc.error_body(client.get("/nope"), 404).see == "docs/API.md"
+    svc.error_body(client.delete("/metrics"), 405)

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 
-from fleetcast.appliance.persistence import Columns, StateStore, decode_frames, encode_frame
+from fleetcast.appliance.persistence import StateStore, decode_frames, encode_frame
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-
-def _cols(n: int, start: int = 0) -> Columns:
-    ts = np.arange(start, start + n, dtype=np.int64) * 300
-    metrics = np.column_stack([np.arange(n) + k for k in range(4)]).astype(np.float64)
-    return Columns(
-        ts=ts,
-        metrics=metrics,
-        server=[f"ppml{i:04d}" for i in range(n)],
-        state=["healthy" if i % 2 else None for i in range(n)],
-        profile=[None] * n,
-    )
+    from fleetcast.appliance.persistence import Columns
 
 
 def _same(a: Columns, b: Columns) -> bool:
@@ -35,19 +25,19 @@ def _same(a: Columns, b: Columns) -> bool:
     )
 
 
-def test_frames_round_trip() -> None:
-    data = encode_frame(_cols(3)) + encode_frame(_cols(2, start=10))
+def test_frames_round_trip(svc: Any) -> None:
+    data = encode_frame(svc.make_columns(3)) + encode_frame(svc.make_columns(2, start=10))
     batches, valid, problem = decode_frames(data)
     assert problem is None
     assert valid == len(data)
-    assert _same(batches[0], _cols(3))
-    assert _same(batches[1], _cols(2, start=10))
+    assert _same(batches[0], svc.make_columns(3))
+    assert _same(batches[1], svc.make_columns(2, start=10))
 
 
 @pytest.mark.parametrize("cut", [1, 7, 12, 30])
-def test_torn_tail_is_detected(cut: int) -> None:
-    whole = encode_frame(_cols(3))
-    data = whole + encode_frame(_cols(4))[:cut]
+def test_torn_tail_is_detected(cut: int, svc: Any) -> None:
+    whole = encode_frame(svc.make_columns(3))
+    data = whole + encode_frame(svc.make_columns(4))[:cut]
     batches, valid, problem = decode_frames(data)
     assert len(batches) == 1
     assert valid == len(whole)
@@ -55,9 +45,9 @@ def test_torn_tail_is_detected(cut: int) -> None:
     assert "truncated" in problem
 
 
-def test_crc_mismatch_is_detected() -> None:
-    first = encode_frame(_cols(2))
-    second = bytearray(encode_frame(_cols(2)))
+def test_crc_mismatch_is_detected(svc: Any) -> None:
+    first = encode_frame(svc.make_columns(2))
+    second = bytearray(encode_frame(svc.make_columns(2)))
     second[-3] ^= 0xFF
     batches, valid, problem = decode_frames(first + bytes(second))
     assert len(batches) == 1
@@ -66,32 +56,32 @@ def test_crc_mismatch_is_detected() -> None:
     assert "CRC" in problem
 
 
-def test_recover_replays_log_and_cuts_torn_tail(tmp_path: Path) -> None:
+def test_recover_replays_log_and_cuts_torn_tail(tmp_path: Path, svc: Any) -> None:
     store = StateStore(tmp_path, fsync=True)
     assert store.recover().batches == []
-    store.append(_cols(3))
-    store.append(_cols(2, start=5))
+    store.append(svc.make_columns(3))
+    store.append(svc.make_columns(2, start=5))
     log = next(store.iter_logs())
     store.close()
     size = log.stat().st_size
     with open(log, "ab") as fh:
-        fh.write(encode_frame(_cols(9))[:20])  # a crash mid-write
+        fh.write(encode_frame(svc.make_columns(9))[:20])  # a crash mid-write
 
     again = StateStore(tmp_path)
     found = again.recover()
     assert len(found.batches) == 2
-    assert _same(found.batches[1], _cols(2, start=5))
+    assert _same(found.batches[1], svc.make_columns(2, start=5))
     assert len(found.dropped) == 1
     assert log.stat().st_size == size
     again.close()
 
 
-def test_snapshot_truncates_log_and_recovery_uses_both(tmp_path: Path) -> None:
+def test_snapshot_truncates_log_and_recovery_uses_both(tmp_path: Path, svc: Any) -> None:
     store = StateStore(tmp_path)
     store.recover()
-    store.append(_cols(3))
+    store.append(svc.make_columns(3))
     gen = store.rotate()
-    store.append(_cols(1, start=50))
+    store.append(svc.make_columns(1, start=50))
     store.write_snapshot({"a": np.arange(4), "names": np.array(["x", "yy"])}, gen)
     assert len(list(store.iter_logs())) == 1  # the covered generation is gone
     store.close()
@@ -101,7 +91,7 @@ def test_snapshot_truncates_log_and_recovery_uses_both(tmp_path: Path) -> None:
     assert np.array_equal(found.arrays["a"], np.arange(4))
     assert found.arrays["names"].tolist() == ["x", "yy"]
     assert len(found.batches) == 1
-    assert _same(found.batches[0], _cols(1, start=50))
+    assert _same(found.batches[0], svc.make_columns(1, start=50))
 
 
 def test_snapshot_refuses_object_arrays(tmp_path: Path) -> None:
@@ -112,22 +102,22 @@ def test_snapshot_refuses_object_arrays(tmp_path: Path) -> None:
     assert not (tmp_path / "snapshot.npz").exists()
 
 
-def test_logs_older_than_snapshot_are_ignored(tmp_path: Path) -> None:
+def test_logs_older_than_snapshot_are_ignored(tmp_path: Path, svc: Any) -> None:
     store = StateStore(tmp_path)
     store.recover()
-    store.append(_cols(2))
+    store.append(svc.make_columns(2))
     gen = store.rotate()
     store.write_snapshot({"a": np.zeros(1)}, gen)
     store.close()
     # A crash between the snapshot rename and the pruning leaves an old generation behind.
-    (tmp_path / "log-00000000.wal").write_bytes(encode_frame(_cols(5)))
+    (tmp_path / "log-00000000.wal").write_bytes(encode_frame(svc.make_columns(5)))
     found = StateStore(tmp_path).recover()
     assert found.batches == []
     assert not (tmp_path / "log-00000000.wal").exists()
 
 
 def test_failed_append_leaves_no_torn_frame_before_later_ones(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, svc: Any
 ) -> None:
     """A write that fails half-way (disk full) is cut off, so frames acknowledged after it
     survive recovery instead of being dropped behind a torn frame."""
@@ -138,7 +128,7 @@ def test_failed_append_leaves_no_torn_frame_before_later_ones(
 
     store = StateStore(tmp_path)
     store.recover()
-    store.append(_cols(2))
+    store.append(svc.make_columns(2))
     real_write = os.write
     calls = []
 
@@ -150,9 +140,9 @@ def test_failed_append_leaves_no_torn_frame_before_later_ones(
 
     monkeypatch.setattr(persistence.os, "write", half_then_full)
     with pytest.raises(OSError):
-        store.append(_cols(3, start=5))
+        store.append(svc.make_columns(3, start=5))
     monkeypatch.setattr(persistence.os, "write", real_write)
-    store.append(_cols(4, start=20))
+    store.append(svc.make_columns(4, start=20))
     store.close()
 
     again = StateStore(tmp_path)
@@ -160,5 +150,5 @@ def test_failed_append_leaves_no_torn_frame_before_later_ones(
     again.close()
     assert recovery.dropped == []
     assert len(recovery.batches) == 2
-    assert _same(recovery.batches[0], _cols(2))
-    assert _same(recovery.batches[1], _cols(4, start=20))
+    assert _same(recovery.batches[0], svc.make_columns(2))
+    assert _same(recovery.batches[1], svc.make_columns(4, start=20))

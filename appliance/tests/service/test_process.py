@@ -122,26 +122,10 @@ def test_notify_protocol_ready_watchdog_stopping(server_factory: Any, tmp_path: 
     assert statuses[0].startswith("STATUS=loading")
 
 
-def test_bad_model_dir_is_one_clear_error(tmp_path: Path) -> None:
+def test_bad_model_dir_is_one_clear_error(tmp_path: Path, svc: Any) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fleetcast.appliance.commands",
-            "--model-dir",
-            str(empty),
-            "--state-dir",
-            str(tmp_path / "state"),
-            "--port",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = svc.run_serve(empty, tmp_path / "state", timeout=60)
     assert result.returncode != 0
     assert "model.onnx" in result.stderr
     assert "Traceback" not in result.stderr
@@ -166,25 +150,9 @@ def test_daemon_detaches_with_pid_file(model_dir: Path, tmp_path: Path, svc: Any
     port = svc.free_port()
     pid_file = tmp_path / "run" / "fleetcast.pid"
     log_file = tmp_path / "fleetcast.log"
+    daemon = svc.daemon_args(port, pid_file, log_file)
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fleetcast.appliance.commands",
-            "--model-dir",
-            str(model_dir),
-            "--state-dir",
-            str(tmp_path / "state"),
-            "--port",
-            str(port),
-            "--daemon",
-            "--pid-file",
-            str(pid_file),
-            "--log-file",
-            str(log_file),
-            "--capacity",
-            "64",
-        ],
+        svc.serve_argv(model_dir, tmp_path / "state", *daemon),
         capture_output=True,
         text=True,
         timeout=60,

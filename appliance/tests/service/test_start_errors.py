@@ -60,6 +60,21 @@ def _logging_levels_restored() -> Iterator[None]:
 
 
 @pytest.fixture
+def serve_here(capsys: pytest.CaptureFixture[str]) -> Any:
+    """``commands.serve`` in this process: (exit code, what it wrote to stderr)."""
+
+    def run(settings: Any) -> tuple[int, str]:
+        previous = signal.getsignal(signal.SIGTERM)
+        try:
+            status = commands.serve(settings)
+        finally:
+            signal.signal(signal.SIGTERM, previous)  # serve() installs its own handler
+        return status, capsys.readouterr().err
+
+    return run
+
+
+@pytest.fixture
 def held_port() -> Iterator[int]:
     """A port on 127.0.0.1 that something else listens on."""
     with socket.socket() as sock:
@@ -140,7 +155,7 @@ def test_state_dir_os_errors_at_start_are_four_parts(
     tmp_path: Path,
     svc: Any,
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    serve_here: Any,
 ) -> None:
     """The OS refusing the state directory (a read-only mount, a foreign owner, a full
     disk: cannot be arranged for a test running as root) is one message with the path,
@@ -155,8 +170,8 @@ def test_state_dir_os_errors_at_start_are_four_parts(
 
     monkeypatch.setattr(StateStore, "recover", refuse)
     settings = svc.make_settings(model_dir, state, port=svc.free_port())
-    assert commands.serve(settings) == 1
-    err = capsys.readouterr().err
+    status, err = serve_here(settings)
+    assert status == 1
     assert f"Cannot use the state directory {state}: {reason} ({wal})" in err
     assert fix in err
     assert "docs/OPERATIONS.md#state" in err
@@ -188,11 +203,7 @@ def test_port_in_use_is_reported_before_the_model_is_loaded(tmp_path: Path, held
 
 
 def test_failed_lifespan_start_is_one_message(
-    model_dir: Path,
-    tmp_path: Path,
-    svc: Any,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    model_dir: Path, tmp_path: Path, svc: Any, monkeypatch: pytest.MonkeyPatch, serve_here: Any
 ) -> None:
     """A failure after the model loaded (here the demo source's start) ends the start with
     the reason in one line, not only uvicorn's traceback."""
@@ -205,37 +216,22 @@ def test_failed_lifespan_start_is_one_message(
     settings = svc.make_settings(
         model_dir, tmp_path / "state", demo=True, demo_servers=4, port=svc.free_port()
     )
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        assert commands.serve(settings) == 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)  # serve() installs its own handler
-    err = capsys.readouterr().err.split("fleetcast serve: ")[-1]
+    status, err = serve_here(settings)
+    assert status == 1
+    err = err.split("fleetcast serve: ")[-1]
     assert "did not start serving: ValueError: simulator refused its parameters." in err
     _parts_once(err)
 
 
-def _daemon(model_dir: Path, tmp_path: Path, port: int) -> list[str]:
-    return [
-        "--model-dir",
-        str(model_dir),
-        "--state-dir",
-        str(tmp_path / "state"),
-        "--port",
-        str(port),
-        "--daemon",
-        "--pid-file",
-        str(tmp_path / "fleetcast.pid"),
-        "--log-file",
-        str(tmp_path / "fleetcast.log"),
-        "--capacity",
-        "64",
-    ]
+def _daemon(svc: Any, model_dir: Path, tmp_path: Path, port: int) -> list[str]:
+    files = (tmp_path / "fleetcast.pid", tmp_path / "fleetcast.log")
+    folders = ["--model-dir", str(model_dir), "--state-dir", str(tmp_path / "state")]
+    return [*folders, *svc.daemon_args(port, *files)]
 
 
 def test_daemon_returns_once_it_serves(model_dir: Path, tmp_path: Path, svc: Any) -> None:
     port = svc.free_port()
-    result = _serve(*_daemon(model_dir, tmp_path, port))
+    result = _serve(*_daemon(svc, model_dir, tmp_path, port))
     assert result.returncode == 0, result.stderr
     pid = int((tmp_path / "fleetcast.pid").read_text())
     try:
@@ -250,7 +246,7 @@ def test_daemon_returns_once_it_serves(model_dir: Path, tmp_path: Path, svc: Any
 def test_daemon_reports_a_refused_model(tmp_path: Path, svc: Any) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = _serve(*_daemon(empty, tmp_path, svc.free_port()))
+    result = _serve(*_daemon(svc, empty, tmp_path, svc.free_port()))
     assert result.returncode == 1
     assert "daemon started" not in result.stdout
     assert "model.onnx" in result.stderr
@@ -259,8 +255,10 @@ def test_daemon_reports_a_refused_model(tmp_path: Path, svc: Any) -> None:
     assert "model.onnx" in (tmp_path / "fleetcast.log").read_text()  # and in its log
 
 
-def test_daemon_reports_port_in_use(model_dir: Path, tmp_path: Path, held_port: int) -> None:
-    result = _serve(*_daemon(model_dir, tmp_path, held_port))
+def test_daemon_reports_port_in_use(
+    model_dir: Path, tmp_path: Path, held_port: int, svc: Any
+) -> None:
+    result = _serve(*_daemon(svc, model_dir, tmp_path, held_port))
     assert result.returncode == 1
     assert "daemon started" not in result.stdout
     assert f"Cannot listen on 127.0.0.1:{held_port}" in result.stderr
@@ -271,7 +269,7 @@ def test_daemon_reports_port_in_use(model_dir: Path, tmp_path: Path, held_port: 
 def test_daemon_with_unwritable_log_file_fails_before_forking(
     model_dir: Path, tmp_path: Path, svc: Any
 ) -> None:
-    args = _daemon(model_dir, tmp_path, svc.free_port())
+    args = _daemon(svc, model_dir, tmp_path, svc.free_port())
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where a folder should be")
     args[args.index("--log-file") + 1] = str(blocker / "fleetcast.log")

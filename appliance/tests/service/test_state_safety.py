@@ -1,19 +1,15 @@
-"""The state directory is never shared, never half-applied, never silently cut.
+"""The state directory is never shared and never half-applied.
 
-One owner per state directory (a lock), nothing applied that was not logged, a damaged
-snapshot or a damaged log frame with acknowledged frames after it refuses the start with
-a clear message (and leaves the files as they are), and a shorter history after a restart
-is logged. docs/OPERATIONS.md#state.
+One owner per state directory (a lock), nothing applied that was not logged, the log holding
+exactly the accepted rows, and a shorter history after a restart is logged. Damaged
+snapshots and logs: test_state_damage.py. docs/OPERATIONS.md#state.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import logging
 import os
-import subprocess
-import sys
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -26,84 +22,23 @@ from fleetcast.appliance.app import create_app
 from fleetcast.appliance.buffers import RingBuffers
 from fleetcast.appliance.history import RiskHistory
 from fleetcast.appliance.notify import Notifier
-from fleetcast.appliance.persistence import (
-    Columns,
-    StateError,
-    StateStore,
-    decode_frames,
-    encode_frame,
-)
+from fleetcast.appliance.persistence import StateError, decode_frames
 from fleetcast.appliance.runtime import Runtime, StartupError
 from fleetcast.contract.schema import STEP_SECONDS
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
-
-
-def _cols(n: int, start: int = 0) -> Columns:
-    ts = np.arange(start, start + n, dtype=np.int64) * 300
-    metrics = np.column_stack([np.arange(n) + k for k in range(4)]).astype(np.float64)
-    return Columns(
-        ts=ts,
-        metrics=metrics,
-        server=[f"ppml{i:04d}" for i in range(n)],
-        state=["healthy"] * n,
-        profile=[None] * n,
-    )
-
-
-def _four_parts(message: str) -> None:
-    assert "Why it matters:" in message
-    assert "Fix:" in message
-    assert "See docs/OPERATIONS.md#" in message
-
-
-def _cli(model_dir: Path, state: Path, port: int = 1) -> subprocess.CompletedProcess[str]:
-    """``fleetcast serve`` that is expected to refuse the start (exit 1, one message)."""
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fleetcast.appliance.commands",
-            "--model-dir",
-            str(model_dir),
-            "--state-dir",
-            str(state),
-            "--port",
-            str(port),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-@pytest.fixture
-def stores(tmp_path: Path) -> Iterator[Any]:
-    """Open StateStores on ``tmp_path/state``; every one is closed at the end."""
-    opened: list[StateStore] = []
-
-    def open_store(state: Path | None = None, **kwargs: Any) -> StateStore:
-        store = StateStore(state or tmp_path / "state", **kwargs)
-        opened.append(store)
-        return store
-
-    yield open_store
-    for store in opened:
-        store.close()
 
 
 # -- one appliance per state directory ---------------------------------------------------
 
 
 def test_second_store_on_one_state_dir_is_refused_naming_the_holder(
-    stores: Any, tmp_path: Path
+    stores: Any, tmp_path: Path, svc: Any
 ) -> None:
     first = stores()
     first.recover()
-    first.append(_cols(2))
+    first.append(svc.make_columns(2))
     lock = tmp_path / "state" / "lock"
     assert lock.read_text().strip() == str(os.getpid())
 
@@ -113,9 +48,9 @@ def test_second_store_on_one_state_dir_is_refused_naming_the_holder(
     message = str(info.value)
     assert f"pid {os.getpid()}" in message
     assert "another fleetcast appliance" in message
-    _four_parts(message)
+    svc.four_parts(message)
     # The refused store changed nothing: the first one's log is intact and still in use.
-    first.append(_cols(3, start=10))
+    first.append(svc.make_columns(3, start=10))
     first.close()
     assert lock.read_text() == ""
 
@@ -134,11 +69,11 @@ def test_second_appliance_process_refuses_a_state_dir_in_use(
     records = svc.make_records(steps=4)
     assert httpx.post(f"{first.url}/metrics", json={"records": records}).status_code == 200
 
-    result = _cli(model_dir, state, port=svc.free_port())
+    result = svc.run_serve(model_dir, state, port=svc.free_port())
     assert result.returncode == 1, result.stderr
     assert f"pid {first.proc.pid}" in result.stderr
     assert "Traceback" not in result.stderr
-    _four_parts(result.stderr)
+    svc.four_parts(result.stderr)
 
     more = svc.make_records(steps=2, start=svc.T0 + 4 * STEP_SECONDS)
     assert httpx.post(f"{first.url}/metrics", json={"records": more}).status_code == 200
@@ -297,157 +232,6 @@ def test_the_log_holds_exactly_the_accepted_rows(model_dir: Path, tmp_path: Path
         assert again.get("/history/ppml0001").status_code == 404
 
 
-# -- a damaged snapshot ------------------------------------------------------------------
-
-
-def _write_snapshot(stores: Any) -> Path:
-    store = stores()
-    store.recover()
-    store.append(_cols(4))
-    gen = store.rotate()
-    store.append(_cols(2, start=10))
-    arrays = {"values": np.arange(4000, dtype=np.float32), "names": np.array(["a", "b"])}
-    store.write_snapshot(arrays, gen)
-    store.close()
-    return store.state_dir / "snapshot.npz"
-
-
-@pytest.mark.parametrize("damage", ["flip-middle", "flip-late", "truncate", "empty"])
-def test_a_damaged_snapshot_refuses_the_start_and_is_kept(stores: Any, damage: str) -> None:
-    path = _write_snapshot(stores)
-    data = bytearray(path.read_bytes())
-    if damage == "flip-middle":
-        data[len(data) // 2] ^= 0x01
-    elif damage == "flip-late":
-        data[len(data) - 200] ^= 0x40
-    elif damage == "truncate":
-        data = data[: len(data) - 30]
-    else:
-        data = bytearray()
-    path.write_bytes(bytes(data))
-    files = {p.name: p.read_bytes() for p in path.parent.iterdir() if p.name != "lock"}
-
-    with pytest.raises(StateError) as info:
-        stores().recover()
-    message = str(info.value)
-    assert message.startswith("snapshot.npz in the state directory is damaged: ")
-    assert "docs/OPERATIONS.md#back-up-and-restore" in message
-    assert "move the state directory aside" in message
-    _four_parts(message)
-    assert {p.name: p.read_bytes() for p in path.parent.iterdir() if p.name != "lock"} == files
-    with open(path.parent / "lock", "rb+") as fh:  # the refused store let go of the directory
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-
-
-@pytest.mark.slow
-def test_a_damaged_snapshot_is_one_clear_message_at_the_cli(
-    model_dir: Path, tmp_path: Path, stores: Any
-) -> None:
-    path = _write_snapshot(stores)
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
-    result = _cli(model_dir, path.parent)
-    assert result.returncode == 1
-    assert "snapshot.npz in the state directory is damaged" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert path.read_bytes() == bytes(data)
-
-
-# -- a damaged sample log ----------------------------------------------------------------
-
-
-def _log_with_frames(stores: Any, sizes: list[int]) -> tuple[Path, list[int]]:
-    """A closed log holding one frame per size; returns it and the frames' byte offsets."""
-    store = stores()
-    store.recover()
-    offsets = []
-    for k, n in enumerate(sizes):
-        offsets.append(store.log_bytes)
-        store.append(_cols(n, start=10 * k))
-    store.close()
-    return next(store.iter_logs()), offsets
-
-
-@pytest.mark.parametrize("where", ["magic", "length", "crc", "payload"])
-def test_a_damaged_frame_before_intact_ones_refuses_the_start(stores: Any, where: str) -> None:
-    path, offsets = _log_with_frames(stores, [3, 4, 5, 6])
-    data = bytearray(path.read_bytes())
-    at = offsets[1] + {"magic": 1, "length": 6, "crc": 9, "payload": 30}[where]
-    data[at] ^= 0x20
-    path.write_bytes(bytes(data))
-
-    with pytest.raises(StateError) as info:
-        stores().recover()
-    message = str(info.value)
-    assert f"{path.name}" in message
-    assert f"at byte {offsets[1]}" in message
-    assert "2 intact frames" in message
-    assert f"{len(data) - offsets[2]} bytes" in message
-    assert "back-up-and-restore" in message
-    assert "move" in message
-    _four_parts(message)
-    assert path.read_bytes() == bytes(data)  # left untouched
-
-
-def test_a_damaged_last_frame_before_a_newer_log_generation_refuses_the_start(
-    stores: Any,
-) -> None:
-    store = stores()
-    store.recover()
-    store.append(_cols(3))
-    store.append(_cols(2, start=10))
-    older = next(store.iter_logs())
-    store.rotate()
-    store.append(_cols(4, start=20))
-    store.close()
-    data = bytearray(older.read_bytes())
-    data[-5] ^= 0x10  # the last frame of the older generation
-    older.write_bytes(bytes(data))
-
-    with pytest.raises(StateError) as info:
-        stores().recover()
-    message = str(info.value)
-    assert older.name in message
-    assert "1 intact frame" in message
-    assert older.read_bytes() == bytes(data)
-
-
-def test_a_torn_tail_is_still_cut_with_a_warning(
-    stores: Any, caplog: pytest.LogCaptureFixture
-) -> None:
-    path, offsets = _log_with_frames(stores, [3, 4])
-    whole = path.read_bytes()
-    damaged = bytearray(whole)
-    damaged[-2] ^= 0x01  # a complete last frame that fails its CRC: never fdatasync'ed
-    path.write_bytes(bytes(damaged) + encode_frame(_cols(9))[:17])
-    with caplog.at_level(logging.WARNING, logger="fleetcast.appliance.persistence"):
-        recovery = stores().recover()
-    assert [len(b) for b in recovery.batches] == [3]
-    assert len(recovery.dropped) == 1
-    assert path.read_bytes() == whole[: offsets[1]]
-    assert "nothing in it was acknowledged" in caplog.text
-
-
-def test_moving_the_damaged_log_aside_starts_with_the_rest(stores: Any, tmp_path: Path) -> None:
-    store = stores()
-    store.recover()
-    store.append(_cols(3))
-    store.append(_cols(2, start=10))
-    older = next(store.iter_logs())
-    store.rotate()
-    store.append(_cols(4, start=20))
-    store.close()
-    data = bytearray(older.read_bytes())
-    data[20] ^= 0x10
-    older.write_bytes(bytes(data))
-    with pytest.raises(StateError):
-        stores().recover()
-    older.rename(tmp_path / older.name)  # what the message tells the operator to do
-    recovery = stores().recover()
-    assert [len(b) for b in recovery.batches] == [4]
-
-
 # -- a shorter history after a restart is logged -----------------------------------------
 
 
@@ -528,37 +312,3 @@ def test_restart_with_fewer_history_steps_warns(
     text = caplog.text
     assert f"{40 * len(svc.SERVERS)} steps of {len(svc.SERVERS)} servers" in text
     assert "--history-steps" in text
-
-
-def test_a_part_written_frame_that_cannot_be_cut_stops_the_log(
-    stores: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Disk full mid-frame and the cut fails too: later appends are refused (the service
-    answers 503), so the torn frame stays the tail and the next start cuts it and keeps
-    everything acknowledged before. (Both failures are injected at the os boundary.)"""
-    store = stores()
-    store.recover()
-    store.append(_cols(3))
-    real_write = persistence.os.write
-
-    def half_then_full(fd: int, data: Any) -> int:
-        if fd == store._fd:
-            real_write(fd, bytes(data)[:10])
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(fd, data)
-
-    def cannot_cut(fd: int, length: int) -> None:
-        raise OSError(errno.EIO, "Input/output error")
-
-    monkeypatch.setattr(persistence.os, "write", half_then_full)
-    monkeypatch.setattr(persistence.os, "ftruncate", cannot_cut)
-    with pytest.raises(OSError, match="No space"):
-        store.append(_cols(2, start=10))
-    monkeypatch.undo()  # the disk recovered, but the torn frame is still in the log
-    with pytest.raises(OSError, match="stuck"):
-        store.append(_cols(2, start=20))
-    store.close()
-    again = stores()
-    recovery = again.recover()
-    assert [len(b) for b in recovery.batches] == [3]
-    assert recovery.dropped  # the torn tail, cut with a warning

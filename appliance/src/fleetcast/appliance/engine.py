@@ -4,9 +4,11 @@
 buffers (:mod:`fleetcast.appliance.buffers`), the window builder
 (:mod:`fleetcast.appliance.windows`) and the risk model (:mod:`fleetcast.appliance.risk`).
 It knows nothing about HTTP: the service wraps it (docs/API.md).
-The work behind some methods lives beside it: a run's results in
-:mod:`~fleetcast.appliance.engine_assemble`, the read-side views (status, one server's
-forecast and history) in :mod:`~fleetcast.appliance.engine_views`, snapshot and restore in
+The work behind some methods lives beside it: a batch's screening, the wording of its
+refusals and its counts in :mod:`~fleetcast.appliance.engine_ingest` (:func:`screen`
+re-exported here), a run's results in :mod:`~fleetcast.appliance.engine_assemble`, the
+read-side views (status, one server's forecast and history) in
+:mod:`~fleetcast.appliance.engine_views`, snapshot and restore in
 :mod:`~fleetcast.appliance.engine_state`, the plain data types in
 :mod:`~fleetcast.appliance.engine_types` (re-exported here).
 
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fleetcast.appliance import engine_assemble, engine_state, engine_views
+from fleetcast.appliance.engine_ingest import COUNTERS, refusals, screen, tally
 from fleetcast.appliance.engine_state import fleet_newest, fleet_reference
 from fleetcast.appliance.engine_types import (
     EngineConfig,
@@ -56,45 +59,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-def screen(batch: RecordBatch, now: float | None, max_future_s: float | None) -> Screened:
-    """The checks of :meth:`Engine.ingest` that do not look at the buffers: the contract's
-    per-record rules (docs/DATA_CONTRACT.md) and, when ``now`` and ``max_future_s`` are
-    given, the clock check. Pure: the runtime runs it once per batch, logs the ``ok`` rows,
-    then hands it to :meth:`Engine.ingest`."""
-    from fleetcast.contract.records import validate_columns
-
-    n = len(batch)
-    names = list(batch.server)
-    states = list(batch.state)
-    profiles = list(batch.profile)
-    metrics = np.empty((n, 4), dtype=np.float64)
-    for j, col in enumerate((batch.cpu_pct, batch.mem_pct, batch.disk_io_mb_s, batch.latency_ms)):
-        metrics[:, j] = col
-    ts_raw = np.asarray(batch.ts)
-    ok, reasons = validate_columns(
-        {
-            "server_name": np.asarray(names, dtype=object),
-            "cpu_pct": metrics[:, 0],
-            "mem_pct": metrics[:, 1],
-            "disk_io_mb_s": metrics[:, 2],
-            "latency_ms": metrics[:, 3],
-            "timestamp": ts_raw,
-            "state": np.asarray(states, dtype=object),
-            "profile": np.asarray(profiles, dtype=object),
-        }
-    )
-    ts = np.zeros(n, dtype=np.int64)
-    ts[ok] = np.floor(ts_raw[ok].astype(np.float64)).astype(np.int64)
-    future: list[int] = []
-    if now is not None and max_future_s is not None:
-        ahead = ok & (ts > now + max_future_s)
-        future = np.flatnonzero(ahead).tolist()
-        ok = ok & ~ahead
-    return Screened(
-        batch, names, states, profiles, metrics, ts, ok, reasons, future, now, max_future_s
-    )
 
 
 class Engine:
@@ -148,19 +112,7 @@ class Engine:
         self._alert_since: dict[tuple[str, str, str], str] = {}
         self._fleet_closed = -1
         self._last_forecast_step = -1
-        self._counters = dict.fromkeys(
-            (
-                "accepted",
-                "rejected",
-                "duplicates",
-                "superseded",
-                "too_old",
-                "future",
-                "capacity",
-                "invalid",
-            ),
-            0,
-        )
+        self._counters = dict.fromkeys(COUNTERS, 0)
         self._runs = 0
         self._failures = 0
         self._predictions = 0
@@ -261,7 +213,7 @@ class Engine:
         batch's :func:`screen` (with this engine's ``max_future_s``) when the caller already
         ran it; ``now`` is then the screen's.
         """
-        from fleetcast.appliance.buffers import CODE_DUPLICATE, CODE_SUPERSEDED, CODE_TOO_OLD
+        from fleetcast.appliance.buffers import CODE_TOO_OLD
 
         if screened is None:
             screened = screen(batch, now, self.config.max_future_s)
@@ -270,8 +222,6 @@ class Engine:
         n = len(batch)
         names, states, profiles = screened.names, screened.states, screened.profiles
         metrics, ts, ok = screened.metrics, screened.ts, screened.ok
-        reasons, future = screened.reasons, screened.future
-        now, limit = screened.now, screened.max_future_s
         srv = np.full(n, -1, dtype=np.int64)
         st = np.full(n, -1, dtype=np.int8)
         capacity_full: list[int] = []
@@ -300,65 +250,15 @@ class Engine:
                 closed = newest - old if old >= 0 else 1
                 self._fleet_closed = newest
             latest = self._fleet_closed
-        rejected = [(i, reasons[i]) for i in sorted(reasons)]
-        for i, held in conflicts:
-            rejected.append(
-                (
-                    i,
-                    f"profile {profiles[i]!r} contradicts {held!r}, the profile server "
-                    f"{names[i]!r} already has (from its first records, or from its name when "
-                    "they had none): a server keeps one profile for its whole history, so "
-                    "this record is refused and the stored profile stays; send the same "
-                    "profile or none, and if the host really changed role, send it under a "
-                    "new name (docs/DATA_CONTRACT.md#stable-profile)",
-                )
-            )
-        for i in capacity_full:
-            rejected.append(
-                (
-                    i,
-                    f"server {names[i]!r} is new but the appliance already tracks its capacity of "
-                    f"{self.config.capacity} servers; raise the capacity setting "
-                    "(docs/OPERATIONS.md#configuration)",
-                )
-            )
-        for i in future:
-            rejected.append(
-                (
-                    i,
-                    f"timestamp {iso(ts[i])} is {(ts[i] - now) / 3600.0:.1f} h ahead of this "
-                    f"appliance's clock (more than the {limit:g} s allowed): a clock in the "
-                    f"future would move {names[i]!r}'s window past its real data; fix the "
-                    "sender's clock (NTP) or raise --max-future-seconds "
-                    "(docs/RISK.md#buckets)",
-                )
-            )
         too_old = np.flatnonzero(codes == CODE_TOO_OLD)
-        if too_old.size:
-            ring = self._buf.ring_steps
-            for i in too_old.tolist():
-                rejected.append(
-                    (
-                        i,
-                        f"timestamp {iso(ts[i])} is older than the {ring} steps "
-                        f"({ring * step / 3600.0:.1f} h) kept for {names[i]!r}, whose newest "
-                        f"step is {iso(self._buf.last_step[srv[i]] * step)}; a sample that late "
-                        "can no longer change a forecast (docs/RISK.md#buckets)",
-                    )
-                )
-        rejected.sort()
-        c = self._counters
-        accepted = n - len(rejected)
-        c["accepted"] += accepted
-        c["rejected"] += len(rejected)
-        c["invalid"] += len(reasons) + len(conflicts)
-        c["capacity"] += len(capacity_full)
-        c["future"] += len(future)
-        c["too_old"] += int(too_old.size)
-        c["duplicates"] += int(np.count_nonzero(codes == CODE_DUPLICATE))
-        c["superseded"] += int(np.count_nonzero(codes == CODE_SUPERSEDED))
+        last = self._buf.last_step[srv[too_old]]  # the too-old samples' servers' newest steps
+        ring, cap = self._buf.ring_steps, self.config.capacity
+        rejected = refusals(screened, conflicts, capacity_full, cap, too_old, last, ring, step)
+        counts = tally(screened, rejected, conflicts, capacity_full, too_old, codes)
+        for key, value in counts.items():
+            self._counters[key] += value
         return IngestResult(
-            accepted=accepted,
+            accepted=counts["accepted"],
             rejected=rejected,
             closed_steps=int(closed),
             latest_step=int(latest * step) if latest >= 0 else None,

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fleetcast.appliance.errors import ExplainedError
 from fleetcast.appliance.execution import (
     GPU_PROVIDERS,
     MAX_CPU_WORKERS,
@@ -45,7 +46,6 @@ from fleetcast.appliance.execution import (
     session_options,
     usable_cores,
 )
-from fleetcast.contract.errors import explain
 from fleetcast.contract.model_spec import INPUT_NAMES, OUTPUT_NAME
 from fleetcast.contract.schema import CONTRACT_VERSION, METRIC_COLUMNS
 
@@ -82,15 +82,8 @@ FORMAT_DOC = "docs/MODEL_FORMAT.md#onnx-graph"
 REEXPORT = "Re-export the model with this version of fleetcast (`fleetcast export --bundle DIR`)."
 
 
-class ModelError(RuntimeError):
+class ModelError(ExplainedError):
     """A model the appliance refuses to serve. The message says what, why, how to fix, where."""
-
-    def __init__(self, what: str, why: str, fix: str, see: str) -> None:
-        self.what = what
-        self.why = why
-        self.fix = fix
-        self.see = see
-        super().__init__(explain(what, why, fix, see))
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ContractError", "explain"]
+__all__ = ["ContractError", "Explained", "explain"]
 
 
 def explain(what: str, why: str, fix: str, see: str) -> str:
@@ -13,8 +13,9 @@ def explain(what: str, why: str, fix: str, see: str) -> str:
     return f"{what} Why it matters: {why} Fix: {fix} See {see}."
 
 
-class ContractError(ValueError):
-    """Input that breaks docs/DATA_CONTRACT.md. The message always says what, why, how to fix, where."""
+class Explained(Exception):
+    """An error whose message is :func:`explain`'s; each part stays an attribute (``what``,
+    ``why``, ``fix``, ``see``). Mixed with the built-in type a caller catches."""
 
     def __init__(self, what: str, why: str, fix: str, see: str) -> None:
         self.what = what
@@ -22,3 +23,7 @@ class ContractError(ValueError):
         self.fix = fix
         self.see = see
         super().__init__(explain(what, why, fix, see))
+
+
+class ContractError(Explained, ValueError):
+    """Input that breaks docs/DATA_CONTRACT.md. The message always says what, why, how to fix, where."""
