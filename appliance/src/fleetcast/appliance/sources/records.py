@@ -200,11 +200,11 @@ def assemble(
     partial_rows = _partial_rows(coverage, mapping, names, uniq_t)
     partial_rows = partial_rows[complete[partial_rows]]
     complete[partial_rows] = False
+    order_names = sorted(names, key=names.__getitem__)  # by index
     partial_example = None
     if partial_rows.size:
         first = int(partial_rows[0])
-        by_index = sorted(names, key=names.__getitem__)
-        partial_example = (by_index[first // n_t], int(uniq_t[first % n_t]))
+        partial_example = (order_names[first // n_t], int(uniq_t[first % n_t]))
     lat = METRIC_COLUMNS.index("latency_ms")
     keep = np.flatnonzero(complete)
     fill = keep[~present[keep, lat]]
@@ -218,7 +218,6 @@ def assemble(
         clamped += int(np.count_nonzero(slack))
         values[keep[slack], METRIC_COLUMNS.index(m)] = np.clip(col[slack], 0.0, 100.0)
     # Order by time, then server name.
-    order_names = sorted(names, key=names.__getitem__)
     srv_of = keep // n_t
     t_of = keep % n_t
     name_rank = np.argsort(np.argsort(np.array(order_names, dtype=object)))
