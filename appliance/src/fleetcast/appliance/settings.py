@@ -6,13 +6,15 @@ of the ``--config`` TOML file, the defaults below (``$STATE_DIRECTORY`` is the d
 dir). ``build_settings`` is the only place that reads the environment; everything else
 receives the resulting ``Settings``. Every value is checked once, here: a bad one (wrong
 type or range, unknown key or table in the file) is a :class:`SettingsError` in four parts.
+Each setting's accepted form is in :mod:`~fleetcast.appliance.settings_specs` (its
+converter in :mod:`~fleetcast.appliance.settings_values`); the config file and the layers
+merged here are read by :mod:`~fleetcast.appliance.settings_layers`.
 See docs/OPERATIONS.md#configuration.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import os
 import re
@@ -21,44 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fleetcast.appliance.settings_values import (
-    _LOG_LEVELS,
-    _RATE_UNITS,
-    _bool,
-    _float_in,
-    _int_in,
-    _log_level,
-    _names,
-    _opt_path,
-    _opt_text,
-    _path,
-    _providers,
-    _query,
-    _rate,
-    _seconds_or_off,
-    _source,
-    _text,
-)
+from fleetcast.appliance.settings_layers import _api_key, _Origin, _read_toml
+from fleetcast.appliance.settings_specs import _SPECS, ENV_PREFIX, SettingsError
+from fleetcast.appliance.settings_values import _RATE_UNITS, _opt_path, _rate
 from fleetcast.contract.errors import ContractError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Mapping
 
     from fleetcast.appliance.engine import EngineConfig
+    from fleetcast.appliance.settings_layers import _Layer
 
 __all__ = ["ENV_PREFIX", "Settings", "SettingsError", "build_settings", "parse_rate_limit"]
-
-ENV_PREFIX = "FLEETCAST_"
-_SEE = "docs/OPERATIONS.md#configuration"
-
-
-class SettingsError(ContractError):
-    """A configuration value that cannot be used (the message says which and how to fix it)."""
-
-    def __init__(self, what: str, fix: str, *, why: str | None = None, see: str = _SEE) -> None:
-        super().__init__(
-            what, why or "the appliance cannot start with an invalid configuration.", fix, see
-        )
 
 
 @dataclass(frozen=True)
@@ -234,325 +210,6 @@ def parse_rate_limit(text: str) -> tuple[str, int] | None:
         ) from exc
 
 
-# Accepted TOML value types of a setting, and how the error message words them.
-_T_INT: tuple[type, ...] = (int,)
-_T_NUM: tuple[type, ...] = (int, float)
-_T_BOOL: tuple[type, ...] = (bool,)
-_T_STR: tuple[type, ...] = (str,)
-_T_STRS: tuple[type, ...] = (str, list)
-_T_NUM_OR_OFF: tuple[type, ...] = (int, float, str)
-_TOML_FORMS = {
-    _T_INT: "an integer (no quotes, no decimals)",
-    _T_NUM: "a number (no quotes)",
-    _T_BOOL: "true or false (no quotes)",
-    _T_STR: "a quoted string",
-    _T_STRS: "a quoted string or an array of strings",
-    _T_NUM_OR_OFF: 'a number or "off"',
-}
-_BOOL_FORM = "true or false (also yes/no, on/off, 1/0)"
-
-
-@dataclass(frozen=True)
-class _Spec:
-    """How one setting is converted and what it accepts."""
-
-    convert: Callable[[Any], Any]
-    form: str
-    """The accepted values, for messages ("an integer from 1 to 65535")."""
-    toml: tuple[type, ...]
-    """Accepted TOML value types."""
-    example: str | None = None
-    """A TOML line's value for the fix of a wrong TOML type."""
-
-
-def _flag_spec(default: bool) -> _Spec:
-    return _Spec(_bool, _BOOL_FORM, _T_BOOL, "true" if default else "false")
-
-
-def _seconds(default: str, *, zero: bool = False) -> _Spec:
-    convert = _float_in(0.0, above=not zero)
-    return _Spec(convert, f"a number of seconds {'>=' if zero else '>'} 0", _T_NUM, default)
-
-
-_RATE_FORM = (
-    f"a rate limit N/UNIT with N > 0 and UNIT one of {', '.join(_RATE_UNITS)} "
-    "(e.g. 600/minute), or 'off'"
-)
-
-_SPECS: dict[str, _Spec] = {
-    "model_dir": _Spec(_path, "a folder path", _T_STR, '"/opt/fleetcast/models/latest"'),
-    "host": _Spec(
-        _text, "an interface address such as 127.0.0.1 or 0.0.0.0", _T_STR, '"127.0.0.1"'
-    ),
-    "port": _Spec(_int_in(1, 65535), "an integer from 1 to 65535", _T_INT, "8000"),
-    "state_dir": _Spec(_path, "a folder path", _T_STR, '"/var/lib/fleetcast"'),
-    "api_key": _Spec(_opt_text, "a key of at least 16 characters", _T_STR),
-    "api_key_file": _Spec(_opt_path, "a file path", _T_STR, '"/etc/fleetcast/api-key"'),
-    "read_key_required": _flag_spec(False),
-    "rate_limit": _Spec(_rate, _RATE_FORM, _T_STR, '"1200/minute"'),
-    "max_body_bytes": _Spec(_int_in(1), "an integer >= 1 (bytes)", _T_INT, "8388608"),
-    "fsync": _flag_spec(True),
-    "snapshot_interval_s": _seconds("300"),
-    "snapshot_log_bytes": _Spec(_int_in(1), "an integer >= 1 (bytes)", _T_INT, "67108864"),
-    "demo": _flag_spec(False),
-    "demo_servers": _Spec(_int_in(1), "an integer >= 1", _T_INT, "90"),
-    "demo_seed": _Spec(_int_in(0), "an integer >= 0", _T_INT, "7"),
-    "speed": _Spec(
-        _float_in(0.0, above=True),
-        "a number > 0 (simulated seconds per real second)",
-        _T_NUM,
-        "60",
-    ),
-    "capacity": _Spec(_int_in(1), "an integer >= 1", _T_INT, "20000"),
-    "max_future_seconds": _Spec(
-        _seconds_or_off, "seconds >= 0 or 'off' (no check)", _T_NUM_OR_OFF, "3600"
-    ),
-    "providers": _Spec(
-        _providers,
-        "a comma-separated list of ONNX Runtime providers",
-        _T_STRS,
-        '["CUDAExecutionProvider", "CPUExecutionProvider"]',
-    ),
-    "intra_op_threads": _Spec(_int_in(0), "an integer >= 0 (0 = auto)", _T_INT, "0"),
-    "step_cache": _flag_spec(True),
-    "history_steps": _Spec(
-        _int_in(1, optional=True),
-        "an integer >= 1 (leave it unset for what the model reads)",
-        _T_INT,
-        "600",
-    ),
-    "thresholds_file": _Spec(_opt_path, "a file path", _T_STR, '"/etc/fleetcast/thresholds.toml"'),
-    "daemon": _flag_spec(False),
-    "pid_file": _Spec(_opt_path, "a file path", _T_STR, '"/run/fleetcast/fleetcast.pid"'),
-    "log_file": _Spec(_opt_path, "a file path", _T_STR, '"/var/log/fleetcast/fleetcast.log"'),
-    "log_level": _Spec(_log_level, f"one of {', '.join(_LOG_LEVELS)}", _T_STR, '"INFO"'),
-    "access_log": _flag_spec(True),
-    "source": _Spec(_source, "one of push, demo, prometheus", _T_STR, '"push"'),
-    "prometheus_url": _Spec(
-        _opt_text, "a URL such as http://prometheus:9090", _T_STR, '"http://prometheus:9090"'
-    ),
-    "prometheus_cpu_pct": _Spec(_query, "a PromQL expression", _T_STR),
-    "prometheus_mem_pct": _Spec(_query, "a PromQL expression", _T_STR),
-    "prometheus_disk_io_mb_s": _Spec(_query, "a PromQL expression", _T_STR),
-    "prometheus_latency_ms": _Spec(_query, "a PromQL expression", _T_STR),
-    "prometheus_server_label": _Spec(_text, "a label name", _T_STR, '"instance"'),
-    "prometheus_strip_port": _flag_spec(True),
-    "prometheus_profile_label": _Spec(_opt_text, "a label name", _T_STR, '"fleetcast_profile"'),
-    "prometheus_profile_rules": _Spec(
-        _names, "REGEX=PROFILE rules (comma-separated)", _T_STRS, '["^db-=database"]'
-    ),
-    "prometheus_interval_s": _seconds("30"),
-    "prometheus_timeout_s": _seconds("10"),
-    "prometheus_backfill_steps": _Spec(
-        _int_in(1, optional=True),
-        "an integer >= 1 (leave it unset for what the model reads)",
-        _T_INT,
-        "576",
-    ),
-    "prometheus_settle_s": _seconds("10", zero=True),
-    "prometheus_latency_fill": _Spec(_float_in(0.0), "a number of milliseconds >= 0", _T_NUM, "0"),
-    "prometheus_coverage": _Spec(_query, "a PromQL expression", _T_STR),
-    "prometheus_backoff_max_s": _seconds("60"),
-    "alertmanager_url": _Spec(_opt_text, "an http(s) URL", _T_STR, '"http://alertmanager:9093"'),
-    "webhook_url": _Spec(_opt_text, "an http(s) URL", _T_STR, '"http://hooks.example:8080/"'),
-    "alert_resend_s": _seconds("60"),
-    "metrics_max_servers": _Spec(_int_in(1), "an integer >= 1", _T_INT, "500"),
-}
-_SECRET = frozenset({"api_key"})
-_FLAGS = {
-    "access_log": "--no-access-log",
-    "prometheus_strip_port": "--prometheus-keep-port",
-    "prometheus_profile_rules": "--prometheus-profile-rule",
-}
-"""Flags whose spelling is not ``--name-with-dashes``."""
-
-
-@dataclass(frozen=True)
-class _Origin:
-    """Where a raw value came from, to name it in messages."""
-
-    kind: str
-    """``flag``, ``env``, ``file`` or ``systemd`` (``$STATE_DIRECTORY``)."""
-    path: Path | None = None
-    key: str | None = None
-    """The key as spelled in the config file."""
-
-    def where(self, name: str) -> str:
-        if self.kind == "flag":
-            return _FLAGS.get(name, f"--{name.replace('_', '-')}")
-        if self.kind == "env":
-            return f"{ENV_PREFIX}{name.upper()}"
-        if self.kind == "file":
-            return f"{self.key or name} in {self.path}"
-        return "STATE_DIRECTORY (systemd's StateDirectory=)"
-
-    def shown(self, name: str, raw: Any) -> str:
-        value: Any = "<hidden>" if name in _SECRET else raw
-        if self.kind == "flag":
-            return f"{self.where(name)} {value}"
-        if self.kind == "env":
-            return f"{ENV_PREFIX}{name.upper()}={value}"
-        if self.kind == "file":
-            shown = value if name in _SECRET else _toml_literal(value)
-            return f"{self.key or name} = {shown} in {self.path}"
-        return f"STATE_DIRECTORY={value}"
-
-
-_Layer = dict[str, tuple[Any, _Origin]]
-
-
-def _toml_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    for kind, word in ((int, "integer"), (float, "float"), (str, "string"), (list, "array")):
-        if isinstance(value, kind):
-            return word
-    return "table" if isinstance(value, dict) else "date/time"
-
-
-def _toml_literal(value: Any) -> str:
-    """``value`` as it would be written in TOML (for messages)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    return repr(value)
-
-
-def _toml_fits(value: Any, kinds: tuple[type, ...]) -> bool:
-    if isinstance(value, bool):
-        return bool in kinds
-    if isinstance(value, list):
-        return list in kinds and all(isinstance(item, str) for item in value)
-    if isinstance(value, int):
-        return int in kinds
-    return isinstance(value, (float, str)) and type(value) in kinds
-
-
-def _toml_error(path: Path, what: str, fix: str) -> SettingsError:
-    return SettingsError(f"The config file {path} {what}", fix)
-
-
-def _suggest(word: str, names: Any) -> str:
-    close = difflib.get_close_matches(word.replace("-", "_"), list(names), n=1)
-    return f" (did you mean {close[0]}?)" if close else ""
-
-
-def _read_toml(path: Path) -> _Layer:
-    """The settings of ``path``: its ``[serve]`` table, or its top level when it has none.
-
-    Anything else — another table, a nested table, an unknown key, a value of the wrong TOML
-    type — is a SettingsError naming the file and the key (nothing is dropped silently).
-    """
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        raise SettingsError(
-            f"Cannot read the config file {path} ({type(exc).__name__}: {reason}).",
-            "fix the TOML syntax or point --config / FLEETCAST_CONFIG at another file.",
-        ) from exc
-    where = "[serve]"
-    if "serve" in data:
-        table = data["serve"]
-        if not isinstance(table, dict):
-            raise _toml_error(
-                path,
-                f"sets serve = {table!r}, but serve must be a table.",
-                "write the settings as key = value lines under a [serve] header.",
-            )
-        for key, value in data.items():
-            if key == "serve":
-                continue
-            kind = f"a table [{key}]" if isinstance(value, dict) else f"a key {key!r}"
-            raise _toml_error(
-                path,
-                f"has {kind} outside [serve]; fleetcast serve reads only the [serve] table.",
-                f"move {key} into [serve] if it is a setting, otherwise remove it.",
-            )
-    else:
-        table, where = data, "the top level"
-    layer: _Layer = {}
-    for key, value in table.items():
-        name = str(key).replace("-", "_")
-        if isinstance(value, dict) and where == "[serve]":
-            raise _toml_error(
-                path,
-                f"has a table [serve.{key}], which fleetcast serve does not read.",
-                f"remove [serve.{key}]: every setting is a plain key = value line under "
-                "[serve]; risk thresholds go in their own file, named by thresholds_file "
-                "(docs/OPERATIONS.md#risk).",
-            )
-        if isinstance(value, dict):
-            hint = " (did you mean [serve]?)" if _suggest(key, ["serve"]) else ""
-            raise _toml_error(
-                path,
-                f"has a table [{key}]{hint}, which fleetcast serve does not read.",
-                f"put the settings under a table named exactly [serve] (or as top-level keys "
-                f"of a file without tables), and remove or rename [{key}].",
-            )
-        spec = _SPECS.get(name)
-        if spec is None:
-            raise _toml_error(
-                path,
-                f"has an unknown key {key!r} in {where}{_suggest(key, _SPECS)}.",
-                f"use only the documented names: {', '.join(_SPECS)}.",
-            )
-        if name in layer:
-            raise _toml_error(
-                path,
-                f"sets {name} twice (as {layer[name][1].key!r} and {key!r}).",
-                "keep one of the two lines.",
-            )
-        if not _toml_fits(value, spec.toml):
-            shown = "<hidden>" if name in _SECRET else _toml_literal(value)
-            form = "" if spec.toml == _T_BOOL else f" ({spec.form})"
-            fix = (
-                f"{key} = {spec.example}" if spec.example else f"{key} as {_TOML_FORMS[spec.toml]}"
-            )
-            raise _toml_error(
-                path,
-                f"sets {key} = {shown} (a TOML {_toml_type(value)}), but {key} takes "
-                f"{_TOML_FORMS[spec.toml]}.",
-                f"write {fix}{form}.",
-            )
-        layer[name] = (value, _Origin("file", path, str(key)))
-    return layer
-
-
-def _api_key(layers: list[_Layer]) -> tuple[Any, _Origin, str] | None:
-    """The key from the highest layer that gives one, as a key or a key file (both in one
-    layer is refused, at every level). Removes ``api_key``/``api_key_file`` from every
-    layer. An empty value counts as not given. Returns (key, origin, setting name)."""
-    chosen: tuple[Any, _Origin, str] | None = None
-    for layer in reversed(layers):  # highest precedence first
-        given = {
-            name: layer.pop(name)
-            for name in ("api_key", "api_key_file")
-            if name in layer and layer[name][0] not in (None, "")
-        }
-        for name in ("api_key", "api_key_file"):
-            layer.pop(name, None)
-        if len(given) == 2:
-            raise SettingsError(
-                f"Both {given['api_key'][1].where('api_key')} and "
-                f"{given['api_key_file'][1].where('api_key_file')} give the API key, at the "
-                "same level of precedence.",
-                "give the key once: keep the key file (a key on the command line is visible "
-                "in ps) and drop the other.",
-                see="docs/OPERATIONS.md#api-key",
-            )
-        if chosen is not None or not given:
-            continue
-        if "api_key_file" in given:
-            raw, origin = given["api_key_file"]
-            key = _read_key_file(Path(str(raw)), origin.where("api_key_file"))
-            chosen = (key, origin, "api_key_file")
-        else:
-            chosen = (*given["api_key"], "api_key")
-    return chosen
-
-
 def _split_message(text: str, see: str) -> SettingsError:
     """A SettingsError of a message that may already hold "Why it matters:", "Fix:" and
     "See" parts (each part appears once in the result)."""
@@ -676,23 +333,3 @@ def build_settings(
     except ValueError as exc:
         raise _split_message(str(exc), "docs/PROMETHEUS.md#configure") from exc
     return settings
-
-
-def _read_key_file(path: Path, where: str) -> str:
-    try:
-        key = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        raise SettingsError(
-            f"Cannot read the API key file {path} (from {where}): {reason}.",
-            "check the path and that the user running fleetcast may read the file (under "
-            "systemd: LoadCredential= and FLEETCAST_API_KEY_FILE=%d/api-key).",
-            see="docs/OPERATIONS.md#api-key",
-        ) from exc
-    if not key:
-        raise SettingsError(
-            f"The API key file {path} (from {where}) is empty.",
-            "write the key into it (one line).",
-            see="docs/OPERATIONS.md#api-key",
-        )
-    return key

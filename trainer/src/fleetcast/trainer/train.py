@@ -9,35 +9,24 @@
 The last ``holdout_steps`` of the time range are held out: validation loss and the
 accuracy table (TFT vs baselines, :mod:`fleetcast.trainer.evaluate`) are computed on
 windows whose prediction lies entirely in that tail; training windows end before it.
+
+:class:`TrainConfig` lives in :mod:`fleetcast.trainer.train_config`, the pieces a run is set
+up from (the split, loss weights, the model, the precision) in
+:mod:`fleetcast.trainer.train_setup`; both are re-exported here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
-import os
-import platform
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fleetcast.contract.schema import (
-    CONTRACT_VERSION,
-    DEFAULT_ENCODER_STEPS,
-    DEFAULT_PREDICTION_STEPS,
-    STEP_SECONDS,
-)
-from fleetcast.trainer.dataset import (
-    LEVEL_SUFFIX,
-    DatasetConfig,
-    build_dataset,
-    fit_scale_scalers,
-    prepare_frame,
-)
+from fleetcast.contract.schema import CONTRACT_VERSION, STEP_SECONDS
+from fleetcast.trainer.dataset import build_dataset, fit_scale_scalers, prepare_frame
 from fleetcast.trainer.options import (
     ACCELERATORS,
     OPTIONS_DOC,
@@ -47,7 +36,16 @@ from fleetcast.trainer.options import (
     first_lines,
     option_error,
     resume_error,
-    validate_config,
+)
+from fleetcast.trainer.train_config import TrainConfig
+from fleetcast.trainer.train_setup import (
+    _hardware,
+    build_model,
+    categorical_classes,
+    loss_weights,
+    output_scale_floors,
+    resolve_precision,
+    split_holdout,
 )
 
 if TYPE_CHECKING:
@@ -72,258 +70,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("fleetcast.trainer")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything a training run needs besides the data; one object, built once (CLI or test)."""
-
-    epochs: int = 40
-    """Maximum number of epochs (early stopping may end sooner)."""
-    batch_size: int = 64
-    """Windows per batch."""
-    max_batches: int | None = None
-    """Cap of training batches per epoch (None: a full pass over every window)."""
-    val_batches: int = 20
-    """Validation batches per epoch, a fixed random subset of the held-out windows."""
-    learning_rate: float = 3e-3
-    """Adam learning rate (reduced on plateau)."""
-    hidden_size: int = 32
-    """TFT hidden size."""
-    attention_head_size: int = 4
-    """Attention heads."""
-    hidden_continuous_size: int = 16
-    """Size of the continuous-variable embeddings."""
-    lstm_layers: int = 1
-    """LSTM layers."""
-    dropout: float = 0.1
-    """Dropout."""
-    gradient_clip: float = 0.5
-    """Gradient norm clip."""
-    encoder: int = DEFAULT_ENCODER_STEPS
-    """Encoder (context) steps: 96 (8 h), with :attr:`day_ago` for the day before."""
-    min_encoder: int = 12
-    """Shortest encoder (cold start)."""
-    prediction: int = DEFAULT_PREDICTION_STEPS
-    """Prediction steps."""
-    quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
-    """Predicted quantiles (must contain 0.5)."""
-    horizon_power: float = 1.0
-    """Loss weight of prediction step h is h ** -horizon_power (0: every step alike). 1.0 is
-    the one measured to meet the accuracy goal on the default fleet in the CPU budget
-    (0.5 missed latency at 30 min; trainer/README.md)."""
-    unknown_server_fraction: float = 0.1
-    """Share of servers trained with a null server_id (the unknown-server embedding)."""
-    input_scaling: str = "fixed"
-    """How the metrics are scaled as inputs: ``fixed`` or ``window`` (DatasetConfig). Fixed
-    lets the appliance cache each row's work (trainer/README.md#day-ago-inputs)."""
-    day_ago: bool = True
-    """Feed each metric's value a day before every step as a known input (DatasetConfig)."""
-    holdout_steps: int = 576
-    """Held-out tail in steps (576 = 2 days); reduced to a third of the range on short data."""
-    patience: int = 5
-    """Early-stopping patience in epochs (on validation loss). 3 stopped the default model at
-    epoch 22 and missed one accuracy cell; 5 let the learning rate halve twice and met all 12
-    (trainer/README.md#day-ago-inputs)."""
-    max_minutes: float | None = None
-    """Wall-clock budget of the fit in minutes (Lightning ``max_time``); None: no limit."""
-    seed: int = 0
-    """Seed of every random choice (windows, weights, subsets)."""
-    accelerator: str = "auto"
-    """Lightning accelerator: auto (GPU when present), cpu, gpu."""
-    devices: int | str = "auto"
-    """Lightning devices (e.g. 4 GPUs with strategy='ddp')."""
-    strategy: str = "auto"
-    """Lightning strategy: auto, or ddp for several GPUs."""
-    precision: str | None = None
-    """Lightning precision; None: bf16-mixed (or 16-mixed) on GPU, 32-true on CPU."""
-    num_workers: int = 0
-    """DataLoader workers."""
-    checkpoint_dir: Path | None = None
-    """Where Lightning checkpoints go (every ``checkpoint_every`` epochs, plus last.ckpt)."""
-    checkpoint_every: int = 5
-    """Epochs between periodic checkpoints."""
-    resume_from: Path | None = None
-    """A Lightning checkpoint (.ckpt) to resume training from."""
-    eval_stride: int = 12
-    """Steps between accuracy windows of one server in the held-out tail."""
-    max_eval_windows: int = 3000
-    """Cap of accuracy windows (the stride grows to stay below it)."""
-    evaluate: bool = True
-    """Compute the accuracy table after training."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Free-form notes copied into training_info.json."""
-
-    def dataset_config(self) -> DatasetConfig:
-        """The dataset part of this config."""
-        return DatasetConfig(
-            max_encoder_length=self.encoder,
-            min_encoder_length=self.min_encoder,
-            max_prediction_length=self.prediction,
-            unknown_server_fraction=self.unknown_server_fraction,
-            input_scaling=self.input_scaling,
-            day_ago=self.day_ago,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form (paths as strings)."""
-        out = asdict(self)
-        for key in ("checkpoint_dir", "resume_from"):
-            if out[key] is not None:
-                out[key] = str(out[key])
-        out["quantiles"] = list(self.quantiles)
-        return out
-
-    def validate(self) -> None:
-        """Refuse any value outside its accepted range, before any data is read.
-
-        Raises ValueError with a four-part message (what, why, fix, trainer/README.md#options)
-        naming the option, the value and the accepted range. :func:`train_model` calls it
-        first; ``fleetcast train`` calls it before it reads the data. Checks that depend on
-        the data (the encoder against the series, the data's step) are in
-        :func:`check_encoder_fits` and :func:`check_data_step`.
-        """
-        validate_config(self)
-
-
-def split_holdout(frame: pd.DataFrame, config: TrainConfig) -> tuple[int, int]:
-    """(cutoff, holdout): training windows predict up to ``cutoff`` (a time_idx), the rest is held out.
-
-    The holdout is ``config.holdout_steps``, at most a third of the time range; it must hold
-    at least one full prediction, and the training part at least one window.
-    """
-    t_min = int(frame["time_idx"].min())
-    t_max = int(frame["time_idx"].max())
-    total = t_max - t_min + 1
-    holdout = min(config.holdout_steps, total // 3)
-    need = config.min_encoder + config.prediction
-    if holdout < config.prediction or total - holdout < need:
-        raise ValueError(
-            f"The data covers {total} steps ({total * STEP_SECONDS / 3600:.1f} h), too short for "
-            f"a held-out tail of at least {config.prediction} steps plus a training part of "
-            f"{need} steps. Fix: use more hours of data (fleetcast generate --hours 72 or more) "
-            "or a shorter --prediction-steps. See docs/MODEL_FORMAT.md#features."
-        )
-    return t_max - holdout, holdout
-
-
-def loss_weights(frame: pd.DataFrame, targets: tuple[str, ...], lag: int = 12) -> list[float]:
-    """MultiLoss weights that equalise the targets (the loss is in each target's own units).
-
-    Weight ∝ 1 / mean |y(t+lag) − y(t)| per target (the typical 1-hour change, in its unit),
-    normalised to mean 1. Unweighted, cpu_pct (0–100) would swamp disk_io_mb_s (~0.1).
-    """
-    g = frame.groupby("server_name", observed=True)
-    typical = []
-    for t in targets:
-        diff = (g[t].shift(-lag) - frame[t]).abs().to_numpy(dtype=np.float64)
-        value = float(np.nanmean(diff)) if np.isfinite(diff).any() else 1.0
-        typical.append(max(value, 1e-6))
-    inv = np.array([1.0 / v for v in typical])
-    return (inv / inv.mean()).tolist()
-
-
-def categorical_classes(dataset: TimeSeriesDataSet) -> dict[str, list[str]]:
-    """Classes of each categorical input in code order (code 0 = ``"nan"``, the unknown)."""
-    out = {}
-    encoders = dataset.get_parameters()["categorical_encoders"]  # the fitted ones
-    for name in dataset.flat_categoricals:
-        enc = encoders[name]
-        out[name] = [str(k) for k, _ in sorted(enc.classes_.items(), key=lambda kv: kv[1])]
-    return out
-
-
-def resolve_precision(config: TrainConfig) -> str:
-    """The Lightning precision of a run: the configured one, else by hardware."""
-    if config.precision:
-        return config.precision
-    import torch
-
-    if config.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "32-true"
-
-
-def build_model(
-    dataset: TimeSeriesDataSet,
-    config: TrainConfig,
-    weights: list[float],
-    *,
-    mask_bias: float = -1e9,
-) -> TemporalFusionTransformer:
-    """A fresh TFT for ``dataset`` whose output layers start at zero (= persistence)."""
-    import torch
-    from pytorch_forecasting import TemporalFusionTransformer
-    from pytorch_forecasting.metrics import MultiLoss
-
-    from fleetcast.trainer.losses import HorizonQuantileLoss
-
-    targets = dataset.target_names
-    loss = MultiLoss(
-        [
-            HorizonQuantileLoss(list(config.quantiles), horizon_power=config.horizon_power)
-            for _ in targets
-        ],
-        weights=weights,
-    )
-    model = TemporalFusionTransformer.from_dataset(
-        dataset,
-        hidden_size=config.hidden_size,
-        attention_head_size=config.attention_head_size,
-        hidden_continuous_size=config.hidden_continuous_size,
-        lstm_layers=config.lstm_layers,
-        dropout=config.dropout,
-        learning_rate=config.learning_rate,
-        output_size=[len(config.quantiles)] * len(targets),
-        loss=loss,
-        logging_metrics=torch.nn.ModuleList([]),
-        reduce_on_plateau_patience=2,
-        log_interval=-1,
-        optimizer="adam",
-        mask_bias=mask_bias,
-        # No padding class: code 0 ("nan" = unknown server / state) gets a trained embedding.
-        embedding_paddings=[],
-    )
-    # Window-relative scaling makes an output of 0 the last observed value: start there.
-    with torch.no_grad():
-        for layer in model.output_layer:
-            layer.weight.zero_()
-            layer.bias.zero_()
-    return model
-
-
-def _hardware(precision: str, accelerator: str) -> dict[str, Any]:
-    import torch
-
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "accelerator": accelerator,
-        "precision": precision,
-        "cuda": torch.cuda.is_available(),
-    }
-    if torch.cuda.is_available():
-        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return info
-
-
-def output_scale_floors(ds_config: DatasetConfig, scalers: dict[str, Any]) -> DatasetConfig:
-    """Fixed input scaling: floor each target's output scale at its global std.
-
-    The model sees its inputs in global units (``<target>_level``); with the output scaled by
-    the window's own std it would have to infer that std to place its forecast. Floored at
-    the global std (the level scaler's), the scale is that constant for all but the most
-    volatile windows, and the output is a change in the inputs' own units. Centre stays the
-    last value (an output of 0 is still persistence). docs/MODEL_FORMAT.md#step-cache.
-    """
-    floors = {
-        t: max(float(ds_config.min_scale[t]), float(scalers[f"{t}{LEVEL_SUFFIX}"].scale_[0]))
-        for t in ds_config.targets
-    }
-    return dataclasses.replace(ds_config, min_scale=floors)
 
 
 def train_model(

@@ -1,0 +1,177 @@
+"""The pieces a training run is set up from (split from :mod:`fleetcast.trainer.train`).
+
+:func:`split_holdout` (the held-out tail), :func:`loss_weights` (the targets' MultiLoss
+weights), :func:`categorical_classes`, :func:`output_scale_floors` (fixed input scaling's
+output scale), :func:`resolve_precision` and :func:`build_model` (a fresh TFT that starts
+at persistence); :func:`~fleetcast.trainer.train.train_model` calls them, and
+:mod:`fleetcast.trainer.train` re-exports them. torch and pytorch-forecasting are imported
+inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fleetcast.contract.schema import STEP_SECONDS
+from fleetcast.trainer.dataset import LEVEL_SUFFIX
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from pytorch_forecasting import TemporalFusionTransformer, TimeSeriesDataSet
+
+    from fleetcast.trainer.dataset import DatasetConfig
+    from fleetcast.trainer.train_config import TrainConfig
+
+__all__ = [
+    "build_model",
+    "categorical_classes",
+    "loss_weights",
+    "output_scale_floors",
+    "resolve_precision",
+    "split_holdout",
+]
+
+
+def split_holdout(frame: pd.DataFrame, config: TrainConfig) -> tuple[int, int]:
+    """(cutoff, holdout): training windows predict up to ``cutoff`` (a time_idx), the rest is held out.
+
+    The holdout is ``config.holdout_steps``, at most a third of the time range; it must hold
+    at least one full prediction, and the training part at least one window.
+    """
+    t_min = int(frame["time_idx"].min())
+    t_max = int(frame["time_idx"].max())
+    total = t_max - t_min + 1
+    holdout = min(config.holdout_steps, total // 3)
+    need = config.min_encoder + config.prediction
+    if holdout < config.prediction or total - holdout < need:
+        raise ValueError(
+            f"The data covers {total} steps ({total * STEP_SECONDS / 3600:.1f} h), too short for "
+            f"a held-out tail of at least {config.prediction} steps plus a training part of "
+            f"{need} steps. Fix: use more hours of data (fleetcast generate --hours 72 or more) "
+            "or a shorter --prediction-steps. See docs/MODEL_FORMAT.md#features."
+        )
+    return t_max - holdout, holdout
+
+
+def loss_weights(frame: pd.DataFrame, targets: tuple[str, ...], lag: int = 12) -> list[float]:
+    """MultiLoss weights that equalise the targets (the loss is in each target's own units).
+
+    Weight ∝ 1 / mean |y(t+lag) − y(t)| per target (the typical 1-hour change, in its unit),
+    normalised to mean 1. Unweighted, cpu_pct (0–100) would swamp disk_io_mb_s (~0.1).
+    """
+    g = frame.groupby("server_name", observed=True)
+    typical = []
+    for t in targets:
+        diff = (g[t].shift(-lag) - frame[t]).abs().to_numpy(dtype=np.float64)
+        value = float(np.nanmean(diff)) if np.isfinite(diff).any() else 1.0
+        typical.append(max(value, 1e-6))
+    inv = np.array([1.0 / v for v in typical])
+    return (inv / inv.mean()).tolist()
+
+
+def categorical_classes(dataset: TimeSeriesDataSet) -> dict[str, list[str]]:
+    """Classes of each categorical input in code order (code 0 = ``"nan"``, the unknown)."""
+    out = {}
+    encoders = dataset.get_parameters()["categorical_encoders"]  # the fitted ones
+    for name in dataset.flat_categoricals:
+        enc = encoders[name]
+        out[name] = [str(k) for k, _ in sorted(enc.classes_.items(), key=lambda kv: kv[1])]
+    return out
+
+
+def resolve_precision(config: TrainConfig) -> str:
+    """The Lightning precision of a run: the configured one, else by hardware."""
+    if config.precision:
+        return config.precision
+    import torch
+
+    if config.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def build_model(
+    dataset: TimeSeriesDataSet,
+    config: TrainConfig,
+    weights: list[float],
+    *,
+    mask_bias: float = -1e9,
+) -> TemporalFusionTransformer:
+    """A fresh TFT for ``dataset`` whose output layers start at zero (= persistence)."""
+    import torch
+    from pytorch_forecasting import TemporalFusionTransformer
+    from pytorch_forecasting.metrics import MultiLoss
+
+    from fleetcast.trainer.losses import HorizonQuantileLoss
+
+    targets = dataset.target_names
+    loss = MultiLoss(
+        [
+            HorizonQuantileLoss(list(config.quantiles), horizon_power=config.horizon_power)
+            for _ in targets
+        ],
+        weights=weights,
+    )
+    model = TemporalFusionTransformer.from_dataset(
+        dataset,
+        hidden_size=config.hidden_size,
+        attention_head_size=config.attention_head_size,
+        hidden_continuous_size=config.hidden_continuous_size,
+        lstm_layers=config.lstm_layers,
+        dropout=config.dropout,
+        learning_rate=config.learning_rate,
+        output_size=[len(config.quantiles)] * len(targets),
+        loss=loss,
+        logging_metrics=torch.nn.ModuleList([]),
+        reduce_on_plateau_patience=2,
+        log_interval=-1,
+        optimizer="adam",
+        mask_bias=mask_bias,
+        # No padding class: code 0 ("nan" = unknown server / state) gets a trained embedding.
+        embedding_paddings=[],
+    )
+    # Window-relative scaling makes an output of 0 the last observed value: start there.
+    with torch.no_grad():
+        for layer in model.output_layer:
+            layer.weight.zero_()
+            layer.bias.zero_()
+    return model
+
+
+def _hardware(precision: str, accelerator: str) -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "accelerator": accelerator,
+        "precision": precision,
+        "cuda": torch.cuda.is_available(),
+    }
+    if torch.cuda.is_available():
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+def output_scale_floors(ds_config: DatasetConfig, scalers: dict[str, Any]) -> DatasetConfig:
+    """Fixed input scaling: floor each target's output scale at its global std.
+
+    The model sees its inputs in global units (``<target>_level``); with the output scaled by
+    the window's own std it would have to infer that std to place its forecast. Floored at
+    the global std (the level scaler's), the scale is that constant for all but the most
+    volatile windows, and the output is a change in the inputs' own units. Centre stays the
+    last value (an output of 0 is still persistence). docs/MODEL_FORMAT.md#step-cache.
+    """
+    floors = {
+        t: max(float(ds_config.min_scale[t]), float(scalers[f"{t}{LEVEL_SUFFIX}"].scale_[0]))
+        for t in ds_config.targets
+    }
+    return dataclasses.replace(ds_config, min_scale=floors)
