@@ -227,7 +227,7 @@ def test_refused_expression_and_rejected_values_are_reported(
         assert accepted == 2 * 2 + 2  # ppdb001's 3 samples are refused by the contract
         st = good.source_status()
         assert st["samples_rejected"] == 3
-        assert st["last_rejection"].startswith("ppdb001: cpu_pct=250")
+        assert st["last_rejection"].startswith("'ppdb001': cpu_pct=250")
 
     _run(model_dir=model_dir, tmp_path=tmp_path, body=body)
 

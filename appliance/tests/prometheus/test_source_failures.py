@@ -73,6 +73,7 @@ def test_url_problem_accepts_usable_urls(url: str) -> None:
         ("webhook_url", "http://127.0.0.1:9x93/hook", "docs/PROMETHEUS.md#alerts"),
         ("alertmanager_url", "http://127.0.0.1:9x93", "docs/PROMETHEUS.md#alerts"),
         ("alertmanager_url", "http://127.0.0.1:99999", "docs/PROMETHEUS.md#alerts"),
+        ("prometheus_url", "http://admin:S3cret@127.0.0.1:9x90", "docs/PROMETHEUS.md#configure"),
     ],
 )
 def test_bad_urls_are_refused_at_start(name: str, url: str, see: str) -> None:
@@ -81,7 +82,10 @@ def test_bad_urls_are_refused_at_start(name: str, url: str, see: str) -> None:
         build_settings(values, env={})
     message = str(info.value)
     assert message.startswith(f"Expected {name} to be an http(s) URL")
-    assert repr(url) in message
+    # credentials and a webhook's path (its token, often) are never shown
+    assert "S3cret" not in message
+    assert "/hook" not in message
+    assert repr(url.replace("admin:S3cret@", "").replace("/hook", "/…")) in message
     assert f"Fix: pass --{name.replace('_', '-')} http://HOST:" in message
     assert message.endswith(f"See {see}.")
     for part in ("Why it matters:", "Fix:", "See "):

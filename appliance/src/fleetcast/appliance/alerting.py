@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import anyio.to_thread
 
 from fleetcast.appliance.sources.backoff import Backoff
+from fleetcast.appliance.urls import shown, split_credentials
 from fleetcast.contract.schema import METRIC_UNITS
 
 if TYPE_CHECKING:
@@ -144,23 +145,32 @@ def webhook_body(alerts: Iterable[Mapping[str, Any]], statuses: Iterable[str]) -
 
 def post_json(url: str, payload: Any, timeout_s: float) -> int:
     """POST ``payload`` as JSON (blocking); returns the status. Raises DeliveryError for
-    every failure to build or send the request (the message is the bare cause)."""
+    every failure to build or send the request (the message is the bare cause).
+
+    ``user:password@`` in ``url`` is sent as HTTP Basic auth; messages show the URL without
+    it, its path, query or fragment (a webhook's path may be its token).
+    """
+    target, auth = split_credentials(url)
+    where = shown(url, path=False)
     try:
         data = json.dumps(payload, separators=(",", ":")).encode("utf-8")
         request = urllib.request.Request(
-            url, data=data, headers={"Content-Type": "application/json"}, method="POST"
+            target,
+            data=data,
+            headers={"Content-Type": "application/json", **auth},
+            method="POST",
         )
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         detail = exc.read()[:300].decode("utf-8", "replace")
-        raise DeliveryError(f"{url} answered HTTP {exc.code}: {detail}") from exc
+        raise DeliveryError(f"{where} answered HTTP {exc.code}: {detail}") from exc
     except (urllib.error.URLError, OSError) as exc:
-        raise DeliveryError(f"cannot reach {url} ({getattr(exc, 'reason', exc)})") from exc
+        raise DeliveryError(f"cannot reach {where} ({getattr(exc, 'reason', exc)})") from exc
     except (http.client.HTTPException, ValueError, TypeError) as exc:
         # InvalidURL (a port that is not a number), BadStatusLine (not an HTTP server),
         # IncompleteRead, a payload json cannot encode.
-        raise DeliveryError(f"cannot post to {url} ({_one_line(exc)})") from exc
+        raise DeliveryError(f"cannot post to {where} ({_one_line(exc)})") from exc
 
 
 def _one_line(exc: BaseException) -> str:

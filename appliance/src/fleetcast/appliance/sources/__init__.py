@@ -85,12 +85,14 @@ def _check_url(name: str, url: Any, why: str, example: str, see: str) -> None:
     """Raise ContractError when setting ``name``'s ``url`` is not a usable http(s) URL
     (scheme, host, a numeric port in 1..65535: what urllib would only find when sending)."""
     from fleetcast.appliance.sources.promql import url_problem
+    from fleetcast.appliance.urls import shown
     from fleetcast.contract.errors import ContractError
 
     problem = url_problem(str(url))
     if problem is not None:
         raise ContractError(
-            f"Expected {name} to be an http(s) URL like {example}, but got {str(url)!r}: "
+            f"Expected {name} to be an http(s) URL like {example}, but got "
+            f"{shown(str(url), path=name != 'webhook_url')!r}: "
             f"{problem}.",
             why,
             f"pass --{name.replace('_', '-')} {example} (or FLEETCAST_{name.upper()}, or "

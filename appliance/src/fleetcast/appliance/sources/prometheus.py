@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import urllib.parse
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -48,6 +47,7 @@ from fleetcast.appliance.sources.promql import (
     resolve_coverage,
     resolve_queries,
 )
+from fleetcast.appliance.urls import shown
 from fleetcast.contract.schema import STEP_SECONDS
 
 if TYPE_CHECKING:
@@ -153,20 +153,6 @@ def _iso(epoch_s: float | None) -> str | None:
     return datetime.fromtimestamp(epoch_s, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _public_url(url: str) -> str:
-    """``url`` without user:password (it may be shown in /status)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        if parts.port:
-            host = f"{host}:{parts.port}"
-    except ValueError:  # checked at start (url_problem); never crash on showing it
-        return "(invalid URL)"
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
 class PrometheusSource:
     """Pulls the four metrics from Prometheus into the runtime's ingest path.
 
@@ -218,7 +204,7 @@ class PrometheusSource:
             self._task = asyncio.create_task(self._run(), name="fleetcast-prometheus-source")
             _log.info(
                 "prometheus source: %s, every %gs",
-                _public_url(self.config.url),
+                shown(self.config.url),
                 self.config.interval_s,
             )
 
@@ -358,7 +344,7 @@ class PrometheusSource:
         _log.info(
             "prometheus source: %d server-steps left as gaps because their series did not "
             "cover the whole step (a series started or stopped within it, or scrapes were "
-            "missed), e.g. %s at %s; a rate over part of a step would read wrong values. "
+            "missed), e.g. %r at %s; a rate over part of a step would read wrong values. "
             "See docs/PROMETHEUS.md#partial-steps.",
             samples.partial,
             server,
@@ -379,7 +365,10 @@ class PrometheusSource:
         self.rejected += len(result.rejected)
         if result.rejected:
             index, reason = result.rejected[0]
-            reason = f"{samples.server[index]}: {reason}"
+            # A label value may hold anything: quoted, and no line breaks reach the log.
+            reason = f"{samples.server[index]!r}: {reason}".replace("\n", "\\n").replace(
+                "\r", "\\r"
+            )
             level = logging.WARNING if reason != self.last_reject_reason else logging.DEBUG
             self.last_reject_reason = reason
             _log.log(
@@ -466,7 +455,7 @@ class PrometheusSource:
             "kind": self.kind,
             "healthy": healthy,
             "detail": detail,
-            "url": _public_url(self.config.url),
+            "url": shown(self.config.url),
             "last_success_time": _iso(self.last_success),
             "last_error": self.last_error,
             "last_error_time": _iso(self.last_error_time),

@@ -34,6 +34,7 @@ from fleetcast.appliance.sources.records import (
     assemble,
     resolve_coverage,
 )
+from fleetcast.appliance.urls import shown, split_credentials
 from fleetcast.contract.encoder import parse_profile_rules
 from fleetcast.contract.schema import METRIC_COLUMNS, STEP_SECONDS
 
@@ -230,7 +231,8 @@ def _short(exc: BaseException) -> str:
 class PromClient:
     """Blocking client of the Prometheus HTTP API (``urllib``; call it from a worker thread).
 
-    ``url``: Prometheus' base URL (``http://host:9090``, a path prefix is kept).
+    ``url``: Prometheus' base URL (``http://host:9090``, a path prefix is kept;
+    ``user:password@`` is sent as HTTP Basic auth and never shown: :mod:`fleetcast.appliance.urls`).
     """
 
     def __init__(
@@ -239,18 +241,20 @@ class PromClient:
         problem = url_problem(url)
         if problem is not None:
             raise ValueError(
-                f"Expected a Prometheus URL like http://host:9090, but got {url!r}: "
+                f"Expected a Prometheus URL like http://host:9090, but got {shown(url)!r}: "
                 f"{problem}. Why it matters: the appliance cannot read metrics without it. "
                 f"Fix: pass --prometheus-url http://HOST:9090. See {_SEE}#configure."
             )
-        self.url = url.rstrip("/")
+        self.url, auth = split_credentials(url.rstrip("/"))
+        self.shown = shown(self.url)
+        """The URL as messages show it (no credentials)."""
         self.timeout_s = float(timeout_s)
-        self.headers = {"Accept": "application/json", **dict(headers or {})}
+        self.headers = {"Accept": "application/json", **auth, **dict(headers or {})}
 
     def _post(self, path: str, form: Mapping[str, str], expr: str) -> list[Series]:
         data = urllib.parse.urlencode(form).encode("ascii")
         request = urllib.request.Request(
-            f"{self.url}{path}",
+            f"{self.shown}{path}",
             data=data,
             headers={**self.headers, "Content-Type": "application/x-www-form-urlencoded"},
             method="POST",
@@ -264,7 +268,7 @@ class PromClient:
                 return parse_response(body, expr)
             raise PromError(
                 "http",
-                f"Prometheus at {self.url} answered HTTP {exc.code} to {path}. Why it matters: "
+                f"Prometheus at {self.shown} answered HTTP {exc.code} to {path}. Why it matters: "
                 "no samples this cycle (retried with backoff). Fix: check that the URL is "
                 f"Prometheus' and that it is healthy. See {_SEE}#troubleshooting.",
                 detail=f"HTTP {exc.code}",
@@ -272,7 +276,7 @@ class PromClient:
         except TimeoutError as exc:
             raise PromError(
                 "timeout",
-                f"Prometheus at {self.url} did not answer {path} within {self.timeout_s:g} s. "
+                f"Prometheus at {self.shown} did not answer {path} within {self.timeout_s:g} s. "
                 "Why it matters: no samples this cycle (retried with backoff). Fix: check its "
                 f"load, or raise the timeout. See {_SEE}#troubleshooting.",
                 detail=f"no answer within {self.timeout_s:g} s",
@@ -282,13 +286,13 @@ class PromClient:
             if isinstance(reason, TimeoutError):
                 raise PromError(
                     "timeout",
-                    f"Prometheus at {self.url} did not answer {path} within "
+                    f"Prometheus at {self.shown} did not answer {path} within "
                     f"{self.timeout_s:g} s (retried with backoff). See {_SEE}#troubleshooting.",
                     detail=f"no answer within {self.timeout_s:g} s",
                 ) from exc
             raise PromError(
                 "unreachable",
-                f"Cannot reach Prometheus at {self.url} ({reason}). Why it matters: no samples "
+                f"Cannot reach Prometheus at {self.shown} ({reason}). Why it matters: no samples "
                 "until it is back (retried with backoff; the last forecasts stay served). Fix: "
                 f"start Prometheus or correct --prometheus-url. See {_SEE}#troubleshooting.",
                 detail=str(reason),
@@ -298,7 +302,7 @@ class PromClient:
             # short (IncompleteRead), a URL urllib cannot use (InvalidURL).
             raise PromError(
                 "bad_response",
-                f"Prometheus at {self.url} gave no valid HTTP answer to {path} "
+                f"Prometheus at {self.shown} gave no valid HTTP answer to {path} "
                 f"({_short(exc)}). Why it matters: no samples until it does (retried with "
                 "backoff; the last forecasts stay served). Fix: check that --prometheus-url "
                 "points at Prometheus itself (http://host:9090), not at another service or a "
