@@ -27,6 +27,12 @@ _CLEAN_ERRORS = frozenset({"ModelError", "StartupError"})
 """Errors whose message is complete on its own (no traceback at the CLI)."""
 KEEP_ALIVE_S = 75
 """Seconds an idle HTTP keep-alive connection stays open (uvicorn's default is 5)."""
+UNACKED_TIMEOUT_S = 30
+"""Seconds data sent to a client may stay unacknowledged, or unsent because the client
+does not read (a zero TCP window), before the kernel aborts the connection
+(``TCP_USER_TIMEOUT``). Without it a closed connection to a client that never reads keeps
+its unsent answer (a forecast body: 1.3 MB per 1,000 servers) and its descriptor forever:
+an asyncio transport closes only once its buffer is sent."""
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +56,21 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--rate-limit", help="requests per client, e.g. 1200/minute (default); 'off' disables")
     add("--max-body-bytes", type=int, help="largest request body (default 8 MiB); larger gets 413")
+    add(
+        "--max-connections",
+        type=int,
+        help="connections served at once (default 1024); requests beyond it get 503",
+    )
+    add(
+        "--max-websocket-clients",
+        type=int,
+        help="WebSocket clients at once (default 32; 0: no WebSocket); more are refused",
+    )
+    add(
+        "--trusted-proxies",
+        help="comma-separated addresses of reverse proxies whose X-Forwarded-For names the "
+        "client (default: none, the header is ignored)",
+    )
     add(
         "--fsync",
         action=argparse.BooleanOptionalAction,
@@ -236,6 +257,7 @@ def _serve(settings: Settings, report: StartReport | None) -> int:
             raise
         return fail(message)
 
+    _limit_unacked_time(sockets)
     where = f"serving on http://{settings.host}:{settings.port}"
 
     class _Server(uvicorn.Server):
@@ -258,6 +280,14 @@ def _serve(settings: Settings, report: StartReport | None) -> int:
         # (the dashboard: 5 s, uvicorn's default): a request sent on a connection that the
         # server closes at that very moment fails as if the appliance were down.
         timeout_keep_alive=KEEP_ALIVE_S,
+        # Past this many connections (or requests in progress) a request is answered 503 at
+        # once instead of waiting for descriptors and memory (uvicorn counts WebSocket
+        # sessions apart: max_websocket_clients caps them).
+        limit_concurrency=settings.max_connections,
+        # X-Forwarded-For / X-Forwarded-Proto are honoured only from the configured
+        # reverse proxies: uvicorn's default trusts them from 127.0.0.1, so any local
+        # client could pick its address for the rate limit and the access log.
+        **_proxy_options(settings),
     )
     server = _Server(config)
     first_error = _FirstError()
@@ -282,6 +312,29 @@ def _serve(settings: Settings, report: StartReport | None) -> int:
     if not server.started:
         return fail(_not_serving(settings, first_error.texts))
     return 0
+
+
+def _proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's proxy-header options: off unless ``trusted_proxies`` names proxies."""
+    if not settings.trusted_proxies:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": list(settings.trusted_proxies)}
+
+
+def _limit_unacked_time(sockets: list[Any]) -> None:
+    """Set ``TCP_USER_TIMEOUT`` (Linux) on the listening sockets; accepted connections
+    inherit it (see :data:`UNACKED_TIMEOUT_S`)."""
+    import socket
+
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if option is None:  # pragma: no cover - not Linux
+        return
+    for sock in sockets:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, option, UNACKED_TIMEOUT_S * 1000)
+            except OSError as exc:  # pragma: no cover - a kernel without it
+                _log.warning("cannot set TCP_USER_TIMEOUT on the listening socket: %s", exc)
 
 
 class _FirstError(logging.Handler):

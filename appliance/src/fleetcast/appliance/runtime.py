@@ -39,6 +39,9 @@ __all__ = ["Runtime", "StartupError", "iso", "to_record_batch"]
 
 _log = logging.getLogger(__name__)
 
+_REFUSAL_LOG_INTERVAL_S = 60.0
+"""At most one log line a minute about refused WebSocket clients (each one is counted)."""
+
 
 class StartupError(RuntimeError):
     """The appliance cannot start (model refused, state unusable); the message says why and how."""
@@ -105,7 +108,13 @@ class Runtime:
         self.latest_step: int | None = None
         """Epoch seconds of the fleet's newest closed step (from the last ingest)."""
         self.dropped_tails: list[str] = []
-        self.subscribers: set[asyncio.Queue[bytes]] = set()
+        self.subscribers: set[asyncio.Queue[str]] = set()
+        self.websocket_refused = 0
+        """WebSocket clients refused because ``max_websocket_clients`` were connected."""
+        self.websocket_dropped = 0
+        """WebSocket clients dropped because a send to them stayed blocked (not reading)."""
+        self._refusal_log_after = 0.0
+        """Monotonic time before which a refused WebSocket client is counted, not logged."""
         self.demo: DemoSource | None = None
         self.pull_source: Any = None
         """A pull source (e.g. Prometheus) set by the app's Telemetry; /status reports it."""
@@ -305,20 +314,46 @@ class Runtime:
         body = self._encoder.encode(forecast.to_dict())
         self.current_body = body
         self.forecast_sets += 1
+        if not self.subscribers:
+            return
+        # Decoded once for all clients: a client that lags holds this shared text, not a
+        # copy of its own (1.3 MB per 1,000 servers).
+        text = body.decode("utf-8")
         for queue in list(self.subscribers):
             if queue.full():
                 with contextlib.suppress(asyncio.QueueEmpty):
                     queue.get_nowait()  # a slow client gets the newest set, not a backlog
-            queue.put_nowait(body)
+            queue.put_nowait(text)
 
-    def subscribe(self) -> asyncio.Queue[bytes]:
-        """A queue that receives every new forecast body (newest wins)."""
-        queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
+    def subscribe(self) -> asyncio.Queue[str] | None:
+        """A queue that receives every new forecast body as text (newest wins), or None
+        when ``max_websocket_clients`` clients are subscribed already (0: the WebSocket is
+        off): the caller refuses the client. Refusals are counted (``/status`` →
+        ``service.websocket_refused``) and logged at most once a minute."""
+        limit = self.settings.max_websocket_clients
+        if len(self.subscribers) >= limit:
+            self.websocket_refused += 1
+            now = time.monotonic()
+            if now >= self._refusal_log_after:
+                self._refusal_log_after = now + _REFUSAL_LOG_INTERVAL_S
+                _log.warning(
+                    "WebSocket client refused: %s; %d refused since start "
+                    "(docs/OPERATIONS.md#limits)",
+                    f"{len(self.subscribers)} connected, max_websocket_clients is {limit}"
+                    if limit
+                    else "the WebSocket is off (max_websocket_clients is 0)",
+                    self.websocket_refused,
+                )
+            return None
+        queue: asyncio.Queue[str] = asyncio.Queue(maxsize=1)
         self.subscribers.add(queue)
         return queue
 
-    def unsubscribe(self, queue: asyncio.Queue[bytes]) -> None:
-        """Stop pushing to ``queue``."""
+    def unsubscribe(self, queue: asyncio.Queue[str], *, stuck: bool = False) -> None:
+        """Stop pushing to ``queue``; ``stuck``: its client was dropped for not reading
+        (counted in ``/status`` → ``service.websocket_dropped``)."""
+        if queue in self.subscribers and stuck:
+            self.websocket_dropped += 1
         self.subscribers.discard(queue)
 
     def request_forecast(self) -> None:
@@ -443,5 +478,7 @@ class Runtime:
             "forecast_sets": self.forecast_sets,
             "forecast_errors": self.forecast_errors,
             "websocket_clients": len(self.subscribers),
+            "websocket_refused": self.websocket_refused,
+            "websocket_dropped": self.websocket_dropped,
         }
         return body

@@ -57,6 +57,17 @@ class Settings:
     """Requests per client and time unit (Litestar RateLimitConfig) past which the answer is 429; None = off."""
     max_body_bytes: int = 8 * 1024 * 1024
     """Largest accepted request body in bytes; larger ones get 413 before they are parsed."""
+    max_connections: int = 1024
+    """Open connections (and tasks) served at once; beyond it new ones get 503 (uvicorn's
+    ``limit_concurrency``; docs/OPERATIONS.md#security)."""
+    max_websocket_clients: int = 32
+    """WebSocket subscribers at once; more are refused (each can hold two forecast bodies)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses of reverse proxies whose ``X-Forwarded-For`` names the client; empty = the
+    header is ignored (the rate limit and the access log use the peer address)."""
+    allowed_hosts: tuple[str, ...] | None = None
+    """``Host`` header values answered (others get 400); None = the loopback names when
+    bound to a loopback address (no DNS rebinding), any host otherwise."""
     fsync: bool = True
     """fsync the sample log before acknowledging a POST /metrics (one fsync per request)."""
     snapshot_interval_s: float = 300.0

@@ -20,6 +20,7 @@ from fleetcast.appliance.settings_values import (
     _int_in,
     _log_level,
     _names,
+    _opt_names,
     _opt_path,
     _opt_text,
     _path,
@@ -107,6 +108,14 @@ _SPECS: dict[str, _Spec] = {
     "read_key_required": _flag_spec(False),
     "rate_limit": _Spec(_rate, _RATE_FORM, _T_STR, '"1200/minute"'),
     "max_body_bytes": _Spec(_int_in(1), "an integer >= 1 (bytes)", _T_INT, "8388608"),
+    "max_connections": _Spec(_int_in(1), "an integer >= 1", _T_INT, "1024"),
+    "max_websocket_clients": _Spec(_int_in(0), "an integer >= 0 (0 = no WebSocket)", _T_INT, "32"),
+    "trusted_proxies": _Spec(
+        _names, "addresses of reverse proxies (comma-separated)", _T_STRS, '["127.0.0.1"]'
+    ),
+    "allowed_hosts": _Spec(
+        _opt_names, "host names (comma-separated; * = any)", _T_STRS, '["fleetcast.example"]'
+    ),
     "fsync": _flag_spec(True),
     "snapshot_interval_s": _seconds("300"),
     "snapshot_log_bytes": _Spec(_int_in(1), "an integer >= 1 (bytes)", _T_INT, "67108864"),

@@ -137,6 +137,10 @@ def _names(value: Any) -> tuple[str, ...]:
     return tuple(str(p).strip() for p in items if str(p).strip())
 
 
+def _opt_names(value: Any) -> tuple[str, ...] | None:
+    return None if value is None else (_names(value) or None)
+
+
 def _providers(value: Any) -> tuple[str, ...] | None:
     return None if value is None or value == "" else (_names(value) or None)
 

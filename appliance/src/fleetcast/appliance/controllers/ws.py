@@ -3,12 +3,19 @@
 On connect the client gets the current set (if any), then each new one. A slow client
 skips to the newest set instead of building a backlog. With ``--read-key-required`` a
 handshake without the key is refused with HTTP 401 and the JSON error body.
+
+At most ``max_websocket_clients`` clients at once (each can hold up to two forecast
+bodies, 1.3 MB each at 1,000 servers): one more is accepted and closed at once with code
+1013 "Try Again Later" (1008 when the limit is 0: the WebSocket is off). A client whose
+send stays blocked for :data:`SEND_TIMEOUT_S` (it does not read, so the connection's
+buffers are full) is dropped. Both are counted in ``/status`` → ``service``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import TYPE_CHECKING
 
 from litestar import WebSocket, websocket
@@ -19,33 +26,90 @@ from fleetcast.appliance.auth import read_guard, websocket_key_middleware
 if TYPE_CHECKING:
     from litestar.datastructures import State
 
-__all__ = ["predictions_socket"]
+    from fleetcast.appliance.runtime import Runtime
+
+__all__ = ["SEND_TIMEOUT_S", "predictions_socket", "stream_predictions"]
+
+_log = logging.getLogger(__name__)
+
+SEND_TIMEOUT_S = 10.0
+"""Seconds one send may stay blocked before the client is dropped as not reading."""
+CLOSE_TRY_AGAIN_LATER = 1013
+"""Close code for a client past ``max_websocket_clients`` (RFC 6455 registry)."""
+CLOSE_POLICY_VIOLATION = 1008
+"""Close code for any client while ``max_websocket_clients`` is 0 (the WebSocket is off)."""
 
 
 @websocket("/ws/predictions", guards=[read_guard], middleware=[websocket_key_middleware])
 async def predictions_socket(socket: WebSocket, state: State) -> None:
     """Send forecast sets as JSON text frames until the client disconnects."""
-    runtime = state.runtime
-    await socket.accept()
-    queue = runtime.subscribe()
-    receiver = asyncio.create_task(_drain(socket))
+    await stream_predictions(socket, state.runtime)
+
+
+async def stream_predictions(
+    socket: WebSocket, runtime: Runtime, send_timeout_s: float = SEND_TIMEOUT_S
+) -> None:
+    """The session of one client: refused past the limit, dropped when a send to it stays
+    blocked for ``send_timeout_s``, else fed every forecast set until it disconnects."""
+    queue = runtime.subscribe()  # before any await: concurrent handshakes cannot pass the cap
+    if queue is None:
+        await _refuse(socket, runtime.settings.max_websocket_clients)
+        return
+    stuck = False
+    receiver: asyncio.Task[None] | None = None
     try:
+        await socket.accept()
+        receiver = asyncio.create_task(_drain(socket))
         if runtime.current_body is not None:
-            await socket.send_text(runtime.current_body.decode("utf-8"))
+            await _send(socket, runtime.current_body.decode("utf-8"), send_timeout_s)
         while not receiver.done():
             getter = asyncio.create_task(queue.get())
             done, _ = await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
             if getter not in done:
                 getter.cancel()
                 break
-            await socket.send_text(getter.result().decode("utf-8"))
-    except (WebSocketDisconnect, RuntimeError):
-        pass
+            await _send(socket, getter.result(), send_timeout_s)
+    except TimeoutError:
+        # No close frame: it would wait behind the same full buffers. Returning lets the
+        # server close the connection; the kernel aborts it if the peer still does not read
+        # (TCP_USER_TIMEOUT, see commands.UNACKED_TIMEOUT_S).
+        stuck = True
+        client = socket.client.host if socket.client else "?"
+        _log.warning(
+            "WebSocket client %s dropped: a forecast send stayed blocked for %g s "
+            "(the client does not read; docs/OPERATIONS.md#limits)",
+            client,
+            send_timeout_s,
+        )
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass  # the client went away (uvicorn's ClientDisconnected is an OSError)
     finally:
-        runtime.unsubscribe(queue)
-        receiver.cancel()
-        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
-            await receiver
+        runtime.unsubscribe(queue, stuck=stuck)
+        if receiver is not None:
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+                await receiver
+
+
+async def _send(socket: WebSocket, text: str, timeout_s: float) -> None:
+    """Send one text frame; TimeoutError when the send stays blocked past ``timeout_s``."""
+    await asyncio.wait_for(socket.send_text(text), timeout_s)
+
+
+async def _refuse(socket: WebSocket, limit: int) -> None:
+    """Accept and close at once with a code and reason the client can act on (a close
+    before the accept would be a bare HTTP 403). A reason holds at most 123 bytes."""
+    if limit:
+        code = CLOSE_TRY_AGAIN_LATER
+        reason = (
+            f"too many WebSocket clients (max {limit}); retry later or poll /predictions/current"
+        )
+    else:
+        code = CLOSE_POLICY_VIOLATION
+        reason = "WebSocket off (max_websocket_clients 0); poll GET /predictions/current"
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+        await socket.accept()
+        await socket.close(code=code, reason=reason)
 
 
 async def _drain(socket: WebSocket) -> None:
