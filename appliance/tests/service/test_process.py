@@ -161,6 +161,7 @@ def test_daemon_detaches_with_pid_file(model_dir: Path, tmp_path: Path, svc: Any
     assert result.returncode == 0, result.stderr
     pid = int(pid_file.read_text())
     assert f"pid {pid}" in result.stdout
+    assert pid_file.parent.stat().st_mode & 0o777 == 0o700  # created private
     try:
         svc.wait_until(lambda: _healthy(port), timeout=60)
         again = subprocess.run(

@@ -134,8 +134,9 @@ def daemonize(
             f"stop it first (kill {running}) or use another --state-dir / --pid-file.",
             _SEE,
         )
-    pid_file.parent.mkdir(parents=True, exist_ok=True)
-    log_file.parent.mkdir(parents=True, exist_ok=True)
+    # Private, like the state directory they usually sit in (created here, before the fork).
+    pid_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
     try:
         os.close(os.open(pid_file, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))

@@ -160,7 +160,9 @@ class StateStore:
         tails off. Raises :class:`StateError` (and holds nothing) when the directory is in
         use by another appliance or its snapshot or logs are damaged; damaged files are
         never changed."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        # Private when we create it (sample logs name the fleet's servers); an existing
+        # directory keeps the mode its owner gave it. Its files are 0600 either way.
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock()
         try:
             return self._recover()
@@ -382,7 +384,9 @@ class StateStore:
         self.appends -= 1
 
     def write_snapshot(self, arrays: Mapping[str, np.ndarray], log_generation: int) -> None:
-        """Atomically replace ``snapshot.npz`` (tmp + fsync + rename), then prune old logs."""
+        """Atomically replace ``snapshot.npz`` (tmp + fsync + rename), then prune old logs.
+
+        The file is 0600 (owner only), like the logs and the lock."""
         meta = {"log_generation": log_generation, "created": time.time(), "format": 1}
         payload = dict(arrays)
         payload[_META_KEY] = np.frombuffer(msgspec.json.encode(meta), dtype=np.uint8)
@@ -394,7 +398,9 @@ class StateStore:
         final = self.state_dir / _SNAPSHOT
         tmp = self.state_dir / f"{_SNAPSHOT}.tmp{os.getpid()}"
         try:
-            with open(tmp, "wb") as fh:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                os.fchmod(fd, 0o600)  # a leftover temp file keeps its mode through O_CREAT
                 np.savez(fh, **payload)
                 fh.flush()
                 os.fsync(fh.fileno())

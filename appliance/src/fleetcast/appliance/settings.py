@@ -287,7 +287,7 @@ def build_settings(
     )
     layers.append({name: (value, _Origin("flag")) for name, value in cli.items()})
 
-    key = _api_key(layers)
+    key = _api_key(layers, env.get("CREDENTIALS_DIRECTORY"))
     merged: _Layer = {}
     for layer in layers:
         merged.update(layer)
@@ -304,13 +304,32 @@ def build_settings(
                 f"change {origin.where(name)} to {spec.form}.",
             ) from exc
     settings = Settings(**values)
-    if settings.api_key is not None and len(settings.api_key) < 16:
+    if settings.api_key is not None:
         where = key[1].where(key[2]) if key is not None else "the settings"
-        raise SettingsError(
-            f"The API key (from {where}) is shorter than 16 characters.",
-            "generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`.",
-            see="docs/OPERATIONS.md#api-key",
-        )
+        generate = "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+        bad = next((c for c in settings.api_key if not "!" <= c <= "~"), None)
+        if bad is not None:
+            kind = (
+                "a space"
+                if bad == " "
+                else "a control character"
+                if bad.isascii()
+                else "a non-ASCII character"
+            )
+            raise SettingsError(
+                f"The API key (from {where}) contains {kind}; a key must be printable ASCII "
+                "(letters, digits and punctuation, no spaces).",
+                f"generate one with {generate}.",
+                why="the X-API-Key header travels as single bytes (latin-1), so such a key "
+                "could never match and every request that needs it would be refused with 401.",
+                see="docs/OPERATIONS.md#api-key",
+            )
+        if len(settings.api_key) < 16:
+            raise SettingsError(
+                f"The API key (from {where}) is shorter than 16 characters.",
+                f"generate one with {generate}.",
+                see="docs/OPERATIONS.md#api-key",
+            )
     if settings.read_key_required and settings.api_key is None:
         raise SettingsError(
             "--read-key-required was given but no API key is configured, so every read "

@@ -5,13 +5,17 @@ Split from :mod:`fleetcast.appliance.settings`. A layer maps setting names to
 key or ``$STATE_DIRECTORY`` a value came from, for messages. :func:`_read_toml` reads the
 ``--config`` file's layer (every key and TOML type checked against ``_SPECS``);
 :func:`_api_key` picks the API key (or key file, read by :func:`_read_key_file`) from the
-highest layer that gives one. Nothing here reads the environment.
+highest layer that gives one, warning when the key file is readable by other users. Nothing
+here reads the environment (``build_settings`` passes ``$CREDENTIALS_DIRECTORY`` in).
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import logging
+import os
+import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +30,9 @@ from fleetcast.appliance.settings_specs import (
     ENV_PREFIX,
     SettingsError,
 )
+from fleetcast.contract.errors import explain
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -181,10 +188,14 @@ def _read_toml(path: Path) -> _Layer:
     return layer
 
 
-def _api_key(layers: list[_Layer]) -> tuple[Any, _Origin, str] | None:
+def _api_key(
+    layers: list[_Layer], credentials_dir: str | None = None
+) -> tuple[Any, _Origin, str] | None:
     """The key from the highest layer that gives one, as a key or a key file (both in one
     layer is refused, at every level). Removes ``api_key``/``api_key_file`` from every
-    layer. An empty value counts as not given. Returns (key, origin, setting name)."""
+    layer. An empty value counts as not given. ``credentials_dir`` is systemd's
+    ``$CREDENTIALS_DIRECTORY`` (a key file under it is private already). Returns (key,
+    origin, setting name)."""
     chosen: tuple[Any, _Origin, str] | None = None
     for layer in reversed(layers):  # highest precedence first
         given = {
@@ -207,16 +218,23 @@ def _api_key(layers: list[_Layer]) -> tuple[Any, _Origin, str] | None:
             continue
         if "api_key_file" in given:
             raw, origin = given["api_key_file"]
-            key = _read_key_file(Path(str(raw)), origin.where("api_key_file"))
+            key = _read_key_file(
+                Path(str(raw)), origin.where("api_key_file"), credentials_dir=credentials_dir
+            )
             chosen = (key, origin, "api_key_file")
         else:
             chosen = (*given["api_key"], "api_key")
     return chosen
 
 
-def _read_key_file(path: Path, where: str) -> str:
+def _read_key_file(path: Path, where: str, *, credentials_dir: str | None = None) -> str:
+    """The key in ``path`` (surrounding whitespace stripped). Logs a WARNING when group or
+    other users may read the file, unless it lies under ``credentials_dir`` (systemd's
+    ``$CREDENTIALS_DIRECTORY``, private to the service)."""
     try:
-        key = path.read_text(encoding="utf-8").strip()
+        with path.open("rb") as fh:
+            mode = stat.S_IMODE(os.fstat(fh.fileno()).st_mode)
+            key = fh.read().decode("utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise SettingsError(
@@ -231,4 +249,31 @@ def _read_key_file(path: Path, where: str) -> str:
             "write the key into it (one line).",
             see="docs/OPERATIONS.md#api-key",
         )
+    if mode & (stat.S_IRGRP | stat.S_IROTH) and not _under(path, credentials_dir):
+        readers = " and ".join(
+            who
+            for who, bit in (("its group", stat.S_IRGRP), ("every user", stat.S_IROTH))
+            if mode & bit
+        )
+        _log.warning(
+            explain(
+                f"The API key file {path} (from {where}) has mode {mode:04o}: {readers} "
+                "may read it.",
+                "whoever reads the key can send samples, switch models and read forecasts "
+                "as if they were a trusted client.",
+                f"chmod 600 {path} (owned by the user running fleetcast; under systemd "
+                "root-owned, passed with LoadCredential=).",
+                "docs/OPERATIONS.md#api-key",
+            )
+        )
     return key
+
+
+def _under(path: Path, directory: str | None) -> bool:
+    """Whether ``path`` lies in ``directory`` (both resolved; False without a directory)."""
+    if not directory:
+        return False
+    try:
+        return path.resolve().is_relative_to(Path(directory).resolve())
+    except OSError:
+        return False

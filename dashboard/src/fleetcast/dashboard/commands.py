@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fleetcast.contract.errors import explain
+
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from .settings import DashboardSettings
 
 __all__ = ["TOP_SERVERS_MAX", "register_dashboard", "settings_from_args"]
@@ -50,7 +56,15 @@ def register_dashboard(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--api-key",
         default=None,
-        help="X-API-Key for the appliance (default: $FLEETCAST_API_KEY if set)",
+        help="X-API-Key for the appliance (default: $FLEETCAST_API_KEY if set); visible in "
+        "ps, prefer --api-key-file",
+    )
+    parser.add_argument(
+        "--api-key-file",
+        default=None,
+        metavar="PATH",
+        help="file holding the X-API-Key, read once at start (default: "
+        "$FLEETCAST_API_KEY_FILE if set; under systemd %%d/api-key)",
     )
     parser.add_argument(
         "--refresh-seconds", type=_positive, default=5.0, help="poll period (default 5)"
@@ -73,24 +87,91 @@ def register_dashboard(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_dashboard)
 
 
-def settings_from_args(args: argparse.Namespace) -> DashboardSettings:
-    """The one Settings object, from the parsed command line (and $FLEETCAST_API_KEY)."""
-    import os
+_KEY_DOC = "docs/DASHBOARD.md#running"
 
+
+def settings_from_args(
+    args: argparse.Namespace, env: Mapping[str, str] | None = None
+) -> DashboardSettings:
+    """The one Settings object, from the parsed command line and ``env`` (default
+    ``os.environ``: ``$FLEETCAST_API_KEY``, ``$FLEETCAST_API_KEY_FILE``). Bad input is a
+    ValueError whose message is the one to print."""
     from .settings import DashboardSettings
 
+    env = os.environ if env is None else env
     if not 1 <= args.port <= 65535:
         raise ValueError(f"Expected --port between 1 and 65535, but got {args.port}.")
     return DashboardSettings(
         appliance_url=args.appliance,
         port=args.port,
         address=args.address,
-        api_key=args.api_key or os.environ.get("FLEETCAST_API_KEY") or None,
+        api_key=_api_key(args, env),
         refresh_seconds=args.refresh_seconds,
         top_servers=args.top_servers,
         use_websocket=not args.no_websocket,
         allow_websocket_origin=tuple(args.allow_origin),
     )
+
+
+def _api_key(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
+    """The key from the highest level that gives one (flags, then the environment), as a
+    key or a key file; both at one level is refused. An empty value counts as not given."""
+    levels = (
+        ("--api-key", args.api_key, "--api-key-file", getattr(args, "api_key_file", None)),
+        (
+            "FLEETCAST_API_KEY",
+            env.get("FLEETCAST_API_KEY"),
+            "FLEETCAST_API_KEY_FILE",
+            env.get("FLEETCAST_API_KEY_FILE"),
+        ),
+    )
+    for key_name, key, file_name, file in levels:
+        if key and file:
+            raise ValueError(
+                explain(
+                    f"Both {key_name} and {file_name} give the API key, at the same level of "
+                    "precedence.",
+                    "the dashboard would have to guess which key the appliance expects.",
+                    "give the key once: keep the key file (a key on the command line is "
+                    "visible in ps) and drop the other.",
+                    _KEY_DOC,
+                )
+            )
+        if file:
+            return _read_key_file(Path(file), file_name)
+        if key:
+            return key
+    return None
+
+
+def _read_key_file(path: Path, where: str) -> str:
+    """The key in ``path``, surrounding whitespace (the trailing newline) stripped, as the
+    appliance reads the same file."""
+    why = "the dashboard could not send the X-API-Key the appliance asks for."
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ValueError(
+            explain(
+                f"Cannot read the API key file {path} (from {where}): {reason}.",
+                why,
+                "check the path and that the user running the dashboard may read the file "
+                "(under systemd: LoadCredential=api-key:/etc/fleetcast/api-key and "
+                "FLEETCAST_API_KEY_FILE=%d/api-key).",
+                _KEY_DOC,
+            )
+        ) from exc
+    if not key:
+        raise ValueError(
+            explain(
+                f"The API key file {path} (from {where}) is empty.",
+                why,
+                "write the appliance's key into it (one line).",
+                _KEY_DOC,
+            )
+        )
+    return key
 
 
 def run_dashboard(args: argparse.Namespace) -> int:

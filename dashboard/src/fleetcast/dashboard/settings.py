@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["DashboardSettings"]
 
@@ -20,8 +20,10 @@ class DashboardSettings:
     address: str = "127.0.0.1"
     """Address the dashboard binds to; 0.0.0.0 exposes it on every interface."""
 
-    api_key: str | None = None
-    """Sent as ``X-API-Key`` on every request (needed for the demo buttons under systemd)."""
+    api_key: str | None = field(default=None, repr=False)
+    """Sent as ``X-API-Key`` on every request (needed for the demo buttons under systemd).
+    From ``--api-key`` / ``--api-key-file``, else ``$FLEETCAST_API_KEY`` /
+    ``$FLEETCAST_API_KEY_FILE`` (a key file is read once, at start). Never shown in repr."""
 
     refresh_seconds: float = 5.0
     """How often each browser session polls the appliance (WebSocket pushes come sooner)."""
