@@ -30,6 +30,9 @@ def _settings(model_dir: Path, tmp_path: Path, **overrides: Any) -> Any:
         "state_dir": tmp_path / "state",
         "capacity": 64,
         "rate_limit": "off",
+        # Litestar's TestClient sends Host: testserver.local (test_http_hardening checks
+        # the real default: the loopback names)
+        "allowed_hosts": "testserver.local",
         "fsync": False,
     }
     values.update(overrides)

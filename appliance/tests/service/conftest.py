@@ -111,6 +111,9 @@ def make_settings(model_dir: Path, state_dir: Path, **overrides: Any) -> Setting
         "state_dir": state_dir,
         "capacity": 256,
         "rate_limit": "off",
+        # Litestar's TestClient sends Host: testserver.local (test_http_hardening checks
+        # the real default: the loopback names)
+        "allowed_hosts": "testserver.local",
     }
     values.update(overrides)
     return build_settings(values, env={})

@@ -1,8 +1,9 @@
 """One structured log line per request: method, path, status, duration, client, bytes.
 
-A plain ASGI middleware (outermost, so 401/413/429 answers are logged too: the rate
-limiter answers its 429 inside the stack, see ``app._rate_limiter``). The line is
-a JSON object on the ``fleetcast.appliance.access`` logger, e.g.
+A plain ASGI middleware, the outermost, wrapped around Litestar's router rather than each
+route (``app._edge``), so every answer is logged: the router's 404/405, a refused host's
+400, the rate limiter's 429 (it answers inside the stack, see ``app._rate_limiter``) and
+401/413/415 alike. The line is a JSON object on the ``fleetcast.appliance.access`` logger, e.g.
 ``{"method":"POST","path":"/metrics","status":200,"ms":3.1,"client":"127.0.0.1","bytes_in":5120,"bytes_out":41}``.
 Query strings and headers are not logged (they could carry a key).
 """

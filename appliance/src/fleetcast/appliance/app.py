@@ -2,10 +2,18 @@
 
 Everything the app needs hangs off one :class:`~fleetcast.appliance.runtime.Runtime` in
 ``app.state.runtime``; the lifespan starts it (model, state restore, loops, READY=1) and
-stops it (STOPPING=1, final snapshot). Middleware, outermost first: the access log, the
-request metrics, the rate limiter (which answers its own 429s, so the two before it see
-them). Body size is capped by Litestar's ``request_max_body_size`` (413). The OpenAPI
+stops it (STOPPING=1, final snapshot). Every request passes, outermost first and *before*
+Litestar's router (so an unknown path or a wrong method, answered 404/405 by the router,
+is seen too; Litestar's own middleware only runs for matched routes): the access log, the
+request metrics (route ``unmatched`` when the router matches nothing), the rate limiter
+and the Host check, the last two answering their own 429/400 so the two before them see
+those. Body size is capped by Litestar's ``request_max_body_size`` (413). The OpenAPI
 schema under ``/schema`` is guarded like every read (``--read-key-required``).
+
+The Host check (Litestar's :class:`AllowedHostsConfig`, :func:`allowed_hosts`) refuses a
+request addressed to a name the appliance does not answer to: bound to loopback, only
+``localhost``/``127.0.0.1``/``[::1]``, so a web page cannot read the API through DNS
+rebinding (docs/OPERATIONS.md#cross-site-requests).
 
 :func:`listen` binds the listening sockets before uvicorn starts, so ``READY=1`` (sent at
 the end of the lifespan's start-up) only ever reaches systemd once the port accepts
@@ -16,17 +24,22 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import logging
 import socket
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from litestar import Litestar, Request, Router
-from litestar.datastructures import State
+from litestar import Litestar, Router
+from litestar.config.allowed_hosts import AllowedHostsConfig
+from litestar.datastructures import Headers, State
+from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, TooManyRequestsException
+from litestar.middleware.allowed_hosts import AllowedHostsMiddleware
 from litestar.middleware.rate_limit import RateLimitConfig, RateLimitMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.utils import normalize_path
 
 from fleetcast.appliance.access_log import access_log_middleware
 from fleetcast.appliance.auth import DENIAL_LOG_FILTER, read_guard
@@ -41,7 +54,7 @@ from fleetcast.appliance.controllers import (
 )
 from fleetcast.appliance.controllers.metrics import IgnoredFieldWarnings
 from fleetcast.appliance.exposition import Telemetry
-from fleetcast.appliance.http_errors import exception_handlers
+from fleetcast.appliance.http_errors import CROSS_SITE_DOC, ApiError, exception_handlers, send_error
 from fleetcast.appliance.notify import Notifier
 from fleetcast.appliance.runtime import Runtime
 from fleetcast.contract.errors import ContractError
@@ -49,17 +62,20 @@ from fleetcast.contract.errors import ContractError
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
+    from litestar.connection import Request
     from litestar.types import ASGIApp, Receive, Scope, Send
 
     from fleetcast.appliance.settings import Settings
 
-__all__ = ["ListenError", "create_app", "listen"]
+__all__ = ["LOOPBACK_HOSTS", "ListenError", "allowed_hosts", "create_app", "listen"]
 
 _log = logging.getLogger(__name__)
 
 LISTEN_BACKLOG = 2048
 """``listen()`` backlog of the pre-bound sockets (uvicorn's default)."""
 _SEE_LISTEN = "docs/OPERATIONS.md#configuration"
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+"""The names a loopback-bound appliance answers to when ``allowed_hosts`` is not set."""
 
 
 class ListenError(ContractError):
@@ -142,30 +158,153 @@ def _listen_error(where: str, exc: OSError) -> ListenError:
     )
 
 
+def _is_loopback(host: str) -> bool:
+    """Whether ``--host`` is a loopback address (or ``localhost``)."""
+    name = host.strip().strip("[]").lower().rstrip(".")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_name(name: str) -> str:
+    """``name`` as a ``Host`` header names it, without a port: lower case, an IPv6 address
+    bracketed (``::1``, ``[::1]`` and ``[::1]:8000`` are all ``[::1]``)."""
+    name = name.strip().lower()
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(name.strip("[]")).version == 6:
+            return f"[{name.strip('[]')}]"
+    if name.startswith("["):  # [v6]:port
+        return name[: name.find("]") + 1]
+    return name.rsplit(":", 1)[0] if name.count(":") == 1 else name
+
+
+def allowed_hosts(settings: Settings) -> tuple[str, ...]:
+    """The ``Host`` header values the appliance answers, for Litestar's AllowedHostsConfig.
+
+    ``settings.allowed_hosts``, or when it is None the loopback names (plus ``--host``)
+    when bound to a loopback address and ``("*",)`` (any) otherwise; ``*`` among them
+    means any. Names only: the port is not compared (a rebinding page differs by its name;
+    an SSH tunnel or a proxy may use any port). ``*.example.com`` covers the subdomains.
+    """
+    names = settings.allowed_hosts
+    if names is None:
+        if not _is_loopback(settings.host):
+            return ("*",)
+        names = (*LOOPBACK_HOSTS, settings.host)
+    if "*" in names:
+        return ("*",)
+    return tuple(dict.fromkeys(_host_name(raw) for raw in names))
+
+
+def _mark_route(scope: Scope) -> None:
+    """Put the route template into ``scope`` for an answer given before routing (429, a
+    refused host), so the request metrics label it like the router would; unknown path
+    or method: left out (``unmatched``). Litestar's own (cached) routing function."""
+    path = scope["path"]
+    if root := scope.get("root_path", ""):
+        path = path.split(root, maxsplit=1)[-1]
+    with contextlib.suppress(HTTPException):  # NotFound / MethodNotAllowed: unmatched
+        router = scope["litestar_app"].asgi_router
+        scope["path_template"] = router.handle_routing(normalize_path(path), scope.get("method"))[4]
+
+
+class _HostCheck(AllowedHostsMiddleware):
+    """Litestar's Host check (the regex its :class:`AllowedHostsConfig` makes), answering a
+    refused host with the four-part 400 of every other error instead of Litestar's
+    ``{"message": "invalid host header"}``."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        pattern = self.allowed_hosts_regex
+        host = Headers.from_scope(scope).get("host")
+        # As Litestar does, but on the name alone (any port) and case-insensitive like host
+        # names (curl sends them as typed).
+        name = _host_name(host) if host else ""
+        if pattern is None or (name and pattern.fullmatch(name)):
+            await self.app(scope, receive, send)
+            return
+        _mark_route(scope)
+        sent = "no Host header" if host is None else f"the Host {host[:100]!r}"
+        await send_error(
+            ApiError(
+                400,
+                "host not allowed",
+                f"the request is addressed to a name this appliance does not answer to ({sent}); "
+                "it answers only its configured names, so a web page cannot reach it under a "
+                "name of its own (DNS rebinding)",
+                "address the appliance by an allowed name (bound to loopback: localhost, "
+                "127.0.0.1 or [::1]), or add the name clients use to "
+                "allowed_hosts (FLEETCAST_ALLOWED_HOSTS; * = any)",
+                CROSS_SITE_DOC,
+            ),
+            scope,
+            receive,
+            send,
+        )
+
+
+class _ClientRateLimit(RateLimitMiddleware):
+    """Litestar's rate limiter keyed by the client alone: it runs before routing, where
+    Litestar's key (which reads the matched route handler) cannot be made."""
+
+    def cache_key_from_request(self, request: Request[Any, Any, Any]) -> str:
+        return f"{type(self).__name__}::{self.get_identifier_for_request(request)}"
+
+
 def _rate_limiter(config: RateLimitConfig) -> Callable[[ASGIApp], ASGIApp]:
     """Litestar's rate limiter, answering its own 429 inside the middleware stack.
 
-    ``RateLimitMiddleware`` raises ``TooManyRequestsException``; left to propagate, the
-    app's outermost exception handler would answer it past the access log and the request
-    metrics, which would then record a 500 with 0 bytes. Here the 429 (four-part body,
-    ``RateLimit-*`` headers) goes out through the ``send`` those middlewares count.
+    ``RateLimitMiddleware`` raises ``TooManyRequestsException``; left to propagate, it
+    would escape the app (the limiter runs before Litestar's exception handling) and the
+    access log and the request metrics would record a 500 with 0 bytes. Here the 429
+    (four-part body, ``RateLimit-*`` headers) goes out through the ``send`` they count.
     """
-    handler = exception_handlers()[HTTPException]
 
     def build(app: ASGIApp) -> ASGIApp:
-        limiter = RateLimitMiddleware(app, config)
+        limiter = _ClientRateLimit(app, config)
 
         async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
             try:
                 await limiter(scope, receive, send)
             except TooManyRequestsException as exc:
-                request: Request[Any, Any, Any] = Request(scope, receive, send)
-                response = handler(request, exc)
-                await response.to_asgi_response(None, request)(scope, receive, send)
+                _mark_route(scope)
+                await send_error(exc, scope, receive, send)
 
         return middleware
 
     return build
+
+
+def _edge(app: Litestar, settings: Settings, telemetry: Telemetry) -> ASGIApp:
+    """What every connection passes before Litestar's router, outermost first: the access
+    log, the request metrics, the rate limit, the Host check. Litestar's own middleware
+    runs only once a route matched, so a 404 or 405 would bypass all four."""
+    handler: ASGIApp = app.asgi_handler  # Litestar's exception handling around the router
+    hosts = allowed_hosts(settings)
+    if "*" not in hosts:
+        handler = _HostCheck(
+            handler,
+            AllowedHostsConfig(
+                allowed_hosts=list(hosts),
+                exclude=["^/health$"],  # probes; it tells nothing worth a rebinding attack
+                www_redirect=False,
+                scopes={ScopeType.HTTP},
+            ),
+        )
+    if settings.rate_limit is not None:
+        unit, count = settings.rate_limit
+        handler = _rate_limiter(
+            RateLimitConfig(
+                rate_limit=(unit, count),  # type: ignore[arg-type]
+                exclude=["^/health$", "^/schema(/|$)"],
+            )
+        )(handler)
+    handler = telemetry.middleware(handler)
+    if settings.access_log:
+        handler = access_log_middleware(handler)
+    return handler
 
 
 def _version() -> str:
@@ -194,18 +333,6 @@ def create_app(settings: Settings, notifier: Notifier | None = None) -> Litestar
             await telemetry.stop()
             await runtime.stop()
 
-    middleware: list[Any] = [access_log_middleware] if settings.access_log else []
-    middleware.append(telemetry.middleware)
-    if settings.rate_limit is not None:
-        unit, count = settings.rate_limit
-        middleware.append(
-            _rate_limiter(
-                RateLimitConfig(
-                    rate_limit=(unit, count),  # type: ignore[arg-type]
-                    exclude=["^/health$", "^/schema"],
-                )
-            )
-        )
     openapi = OpenAPIConfig(
         title="fleetcast appliance",
         version=_version(),
@@ -221,7 +348,7 @@ def create_app(settings: Settings, notifier: Notifier | None = None) -> Litestar
         ),
         security=[{"apiKey": []}],
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             HealthController,
             PredictionsController,
@@ -234,10 +361,13 @@ def create_app(settings: Settings, notifier: Notifier | None = None) -> Litestar
         ],
         lifespan=[lifespan],
         state=State({"runtime": runtime, "ignored_fields": IgnoredFieldWarnings()}),
-        middleware=middleware,
         exception_handlers=exception_handlers(),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=openapi,
         logging_config=None,
         debug=False,
     )
+    # Access log, request metrics, rate limit and Host check wrap the router itself (see
+    # _edge), not each route, so that 404/405 answers are logged, counted and limited too.
+    app.asgi_handler = _edge(app, settings, telemetry)
+    return app

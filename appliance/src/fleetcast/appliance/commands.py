@@ -72,6 +72,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "client (default: none, the header is ignored)",
     )
     add(
+        "--allowed-hosts",
+        help="comma-separated Host names answered (default: bound to loopback, localhost, "
+        "127.0.0.1 and [::1]; otherwise any; * = any); others get 400",
+    )
+    add(
         "--fsync",
         action=argparse.BooleanOptionalAction,
         default=None,

@@ -3,7 +3,9 @@
 :class:`ApiError` is raised by controllers with the codex's four parts; the exception
 handlers here turn it, Litestar's own HTTP exceptions (401, 404, 405, 413, 429, decode
 errors) and anything unexpected (500, logged with its traceback server-side only) into
-that body. Messages never contain file paths or tensors.
+that body. Messages never contain file paths or tensors. :func:`send_error` answers one
+from an ASGI middleware outside Litestar's exception handling; :func:`body_type_guard`
+refuses a request body that is not of the endpoint's types (415).
 """
 
 from __future__ import annotations
@@ -11,19 +13,33 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from litestar import Response
+from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
 from fleetcast.appliance.schemas import ErrorBody, Rejected
 
 if TYPE_CHECKING:
-    from litestar.connection import Request
+    from collections.abc import Callable, Mapping
 
-__all__ = ["API_DOC", "ApiError", "exception_handlers"]
+    from litestar.connection import ASGIConnection
+    from litestar.handlers.base import BaseRouteHandler
+    from litestar.types import Receive, Scope, Send
+
+__all__ = [
+    "API_DOC",
+    "CROSS_SITE_DOC",
+    "JSON_TYPE",
+    "ApiError",
+    "body_type_guard",
+    "exception_handlers",
+    "send_error",
+]
 
 _log = logging.getLogger(__name__)
 
 API_DOC = "docs/API.md"
+CROSS_SITE_DOC = "docs/OPERATIONS.md#cross-site-requests"
+JSON_TYPE = "application/json"
 
 _DEFAULTS: dict[int, tuple[str, str, str]] = {
     400: (
@@ -42,6 +58,11 @@ _DEFAULTS: dict[int, tuple[str, str, str]] = {
         "request body too large",
         "split the batch into smaller POSTs (or raise --max-body-bytes)",
         "docs/OPERATIONS.md#limits",
+    ),
+    415: (
+        "unsupported content type",
+        f"send the body with `Content-Type: {JSON_TYPE}`",
+        CROSS_SITE_DOC,
     ),
     429: (
         "rate limit exceeded",
@@ -128,3 +149,58 @@ def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response
 def exception_handlers() -> dict[type[Exception], Any]:
     """The handlers to pass to ``Litestar(exception_handlers=...)``."""
     return {ApiError: _api_error, HTTPException: _http_error, Exception: _internal_error}
+
+
+async def send_error(exc: HTTPException, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer ``exc`` (four-part body, its headers) from an ASGI middleware that runs
+    outside Litestar's exception handling, through the ``send`` it was given."""
+    request: Request[Any, Any, Any] = Request(scope, receive, send)
+    response = _api_error(request, exc) if isinstance(exc, ApiError) else _http_error(request, exc)
+    await response.to_asgi_response(None, request)(scope, receive, send)
+
+
+def _has_body(headers: Mapping[str, str]) -> bool:
+    length = headers.get("content-length")
+    if length is not None:
+        return length.strip() not in ("", "0")
+    return "transfer-encoding" in headers
+
+
+def body_type_guard(
+    *accepted: str,
+) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
+    """A guard refusing with 415 a request whose ``Content-Type`` is not one of
+    ``accepted`` (parameters such as ``charset`` aside), or that has a body without one.
+
+    A bodyless request without ``Content-Type`` passes (``POST /admin/reload`` alone).
+    Why: a browser sends a cross-site POST of a "simple" type (``text/plain``, a form)
+    without asking the server first; a JSON or MessagePack body needs a CORS preflight,
+    which the appliance never grants, so a web page in an operator's browser cannot
+    write to an appliance it can reach (docs/OPERATIONS.md#cross-site-requests).
+    """
+    allowed = frozenset(t.lower() for t in accepted)
+    named = " or ".join(filter(None, (", ".join(accepted[:-1]), accepted[-1])))
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        declared = connection.headers.get("content-type")
+        if declared is None:
+            if not _has_body(connection.headers):
+                return
+            sent = "a body without a Content-Type"
+        else:
+            if declared.split(";", 1)[0].strip().lower() in allowed:
+                return
+            sent = f"Content-Type {declared[:100]!r}"
+        raise ApiError(
+            415,
+            "unsupported content type",
+            f"{connection.scope.get('method', 'POST')} {connection.url.path} takes a body of "
+            f"type {named}, but the request has {sent}; other types are refused because a web "
+            "page can send them from a browser without the appliance's consent (a cross-site "
+            "request)",
+            f"send the body with `Content-Type: {accepted[0]}` (curl: -H 'content-type: "
+            f"{accepted[0]}'; curl -d alone sends a form type)",
+            CROSS_SITE_DOC,
+        )
+
+    return guard

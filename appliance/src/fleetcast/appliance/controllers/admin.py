@@ -1,4 +1,9 @@
-"""POST /admin/reload (atomic model swap) and POST /demo/scenario (only with --demo)."""
+"""POST /admin/reload (atomic model swap) and POST /demo/scenario (only with --demo).
+
+Both take JSON only: a body of another type, or one without a Content-Type, is a 415 (a
+web page could post those cross-site, docs/OPERATIONS.md#cross-site-requests); a bodyless
+reload needs none. A body nested too deeply to decode is a 400, like a misspelt field.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from litestar import Controller, Response, post
 from litestar.exceptions import ValidationException
 
 from fleetcast.appliance.auth import write_guard
-from fleetcast.appliance.http_errors import API_DOC, ApiError
+from fleetcast.appliance.http_errors import API_DOC, JSON_TYPE, ApiError, body_type_guard
 from fleetcast.appliance.schemas import ErrorBody, ReloadIn, ReloadOut, ScenarioIn, ScenarioOut
 
 if TYPE_CHECKING:
@@ -60,19 +65,29 @@ def resolve_model_dir(settings: Settings, name: str | None) -> Path:
     return candidate
 
 
+_JSON_ONLY = body_type_guard(JSON_TYPE)
+"""415 for a body that is not JSON (after the key check: 401 first)."""
+
+
 def _bad_body(error: str, fix: str, see: str) -> Any:
     """An exception handler answering a body that does not decode (unknown or misspelt
-    field, wrong type) with a 400 that says which field and what the body may hold."""
+    field, wrong type) with a 400 that says which field and what the body may hold.
 
-    def handler(request: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorBody]:
-        extra = exc.extra if isinstance(exc.extra, list) else []
-        found = "; ".join(
-            str(item.get("message", item)) if isinstance(item, dict) else str(item)
-            for item in extra
-        )
-        detail = f"the body of {request.method} {request.url.path} does not decode: " + (
-            found or str(exc.detail)
-        )
+    Also for RecursionError: msgspec raises it for a body nested deeper than it decodes
+    (``{"model_dir": [[[...]]]}``), and it was a 500 with a traceback in the log."""
+
+    def handler(
+        request: Request[Any, Any, Any], exc: ValidationException | RecursionError
+    ) -> Response[ErrorBody]:
+        if isinstance(exc, RecursionError):
+            found = "arrays or objects nested too deeply"
+        else:
+            extra = exc.extra if isinstance(exc.extra, list) else []
+            found = "; ".join(
+                str(item.get("message", item)) if isinstance(item, dict) else str(item)
+                for item in extra
+            ) or str(exc.detail)
+        detail = f"the body of {request.method} {request.url.path} does not decode: {found}"
         return Response(
             ErrorBody(error=error, detail=detail, fix=fix, see=see),
             status_code=400,
@@ -80,6 +95,20 @@ def _bad_body(error: str, fix: str, see: str) -> Any:
         )
 
     return handler
+
+
+_BAD_RELOAD = _bad_body(
+    "bad reload request",
+    'send no body (or {}) to reload --model-dir, or {"model_dir": "<folder name>"} for '
+    "a folder beside it; model_dir is the only field, so a misspelt one is refused "
+    "rather than silently reloading --model-dir",
+    API_DOC,
+)
+_BAD_SCENARIO = _bad_body(
+    "bad scenario request",
+    'send {"scenario": "healthy" | "degrading" | "critical"} and no other field',
+    "docs/OPERATIONS.md#demo",
+)
 
 
 def _scrub(message: str, *paths: Path) -> str:
@@ -97,17 +126,9 @@ class AdminController(Controller):
     path = "/admin"
     guards = [write_guard]  # noqa: RUF012
     tags = ["admin"]  # noqa: RUF012
-    exception_handlers = {  # noqa: RUF012
-        ValidationException: _bad_body(
-            "bad reload request",
-            'send no body (or {}) to reload --model-dir, or {"model_dir": "<folder name>"} for '
-            "a folder beside it; model_dir is the only field, so a misspelt one is refused "
-            "rather than silently reloading --model-dir",
-            API_DOC,
-        )
-    }
+    exception_handlers = {ValidationException: _BAD_RELOAD, RecursionError: _BAD_RELOAD}  # noqa: RUF012
 
-    @post("/reload", status_code=200, summary="Atomically swap in a new model")
+    @post("/reload", status_code=200, guards=[_JSON_ONLY], summary="Atomically swap in a new model")
     async def reload(self, state: State, data: ReloadIn | None = None) -> ReloadOut:
         """Loads and checks the new model in a worker thread while the old one keeps serving;
         buffers carry over. 422 (old model stays) when the new one is refused."""
@@ -138,15 +159,14 @@ class DemoController(Controller):
     path = "/demo"
     guards = [write_guard]  # noqa: RUF012
     tags = ["demo"]  # noqa: RUF012
-    exception_handlers = {  # noqa: RUF012
-        ValidationException: _bad_body(
-            "bad scenario request",
-            'send {"scenario": "healthy" | "degrading" | "critical"} and no other field',
-            "docs/OPERATIONS.md#demo",
-        )
-    }
+    exception_handlers = {ValidationException: _BAD_SCENARIO, RecursionError: _BAD_SCENARIO}  # noqa: RUF012
 
-    @post("/scenario", status_code=200, summary="Switch the demo fleet's scenario")
+    @post(
+        "/scenario",
+        status_code=200,
+        guards=[_JSON_ONLY],
+        summary="Switch the demo fleet's scenario",
+    )
     async def scenario(self, state: State, data: ScenarioIn) -> ScenarioOut:
         """``healthy``, ``degrading`` or ``critical``; affects the simulated data from the next step."""
         demo = state.runtime.demo

@@ -1,7 +1,9 @@
 """POST /metrics: decode, validate per record, ingest; valid records are kept even when
 others in the batch are not (each rejection is reported with its index and reason).
 
-Accepts JSON, or MessagePack with ``Content-Type: application/msgpack``. Decoding is
+Accepts JSON (``Content-Type: application/json``), or MessagePack with ``Content-Type:
+application/msgpack``; any other type, or a body without one, is a 415 (a web page could
+post those cross-site, docs/OPERATIONS.md#cross-site-requests). Decoding is
 strict and happens before anything else; the whole batch is tried in one msgspec pass
 and only a batch with a bad record is decoded record by record to name the bad ones.
 Contract checks on values (ranges, states, profiles, age) are the engine's
@@ -27,7 +29,7 @@ from litestar import Controller, Request, Response, post
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 
 from fleetcast.appliance.auth import write_guard
-from fleetcast.appliance.http_errors import ApiError
+from fleetcast.appliance.http_errors import JSON_TYPE, ApiError, body_type_guard
 from fleetcast.appliance.persistence import Columns
 from fleetcast.appliance.runtime import iso
 from fleetcast.appliance.schemas import IngestResponse, MetricsIn, RawMetricsIn, RecordIn, Rejected
@@ -139,11 +141,15 @@ def _epoch(ts: datetime | float) -> int | None:
     return seconds if 0 <= seconds < _MAX_EPOCH else None
 
 
-def decode_metrics(body: bytes, msgpack: bool) -> DecodedBatch:
-    """Decode a POST /metrics body; raises ApiError(400) when it is not ``{"records": [...]}``.
+def _decode_records(
+    body: bytes, msgpack: bool
+) -> tuple[list[RecordIn | None], list[Rejected], set[str]]:
+    """The records (None where one does not decode), their rejections and the field names
+    outside the contract. Raises ApiError(400) for a body that is not ``{"records": [...]}``
+    and RecursionError for one nested too deeply.
 
-    One msgspec pass when every record is well-formed and has only contract fields; a
-    second (field names only) when some carry other fields; record by record otherwise.
+    ``except ValueError``: msgspec.DecodeError, and the UnicodeDecodeError msgspec raises
+    for a MessagePack string that is not UTF-8 (a 500 before), are both ValueErrors.
     """
     if msgpack:
         exact, full, keys, raw, one, one_keys = (
@@ -168,35 +174,54 @@ def decode_metrics(body: bytes, msgpack: bool) -> DecodedBatch:
     records: list[RecordIn | None]
     try:
         records = list(exact.decode(body).records)
-    except msgspec.DecodeError:
+    except ValueError:
         try:
             records = list(full.decode(body).records)
             for fields in keys.decode(body).records:
                 ignored.update(fields.keys() - _RECORD_FIELDS)
-        except msgspec.DecodeError:
+        except ValueError:
             try:
                 raws = raw.decode(body).records
-            except msgspec.DecodeError as exc:
-                raise ApiError(
-                    400,
-                    "malformed body",
-                    f"expected {'MessagePack' if msgpack else 'JSON'} of the form "
-                    f'{{"records": [record, ...]}} (no other field): {exc}',
-                    "send an object with a 'records' list of contract records (schema at /schema)",
-                    _SEE,
-                ) from exc
+            except ValueError as exc:
+                raise _malformed(msgpack, str(exc)) from exc
             records = []
             for i, item in enumerate(raws):
                 try:
                     records.append(one.decode(item))
-                except msgspec.DecodeError as exc:
+                except ValueError as exc:
                     records.append(None)
                     rejected.append(Rejected(index=i, reason=f"invalid record: {exc}"))
                     continue
                 try:
                     ignored.update(one_keys.decode(item).keys() - _RECORD_FIELDS)
-                except msgspec.DecodeError:  # pragma: no cover - it decoded as a record
+                except ValueError:  # pragma: no cover - it decoded as a record
                     pass
+    return records, rejected, ignored
+
+
+def _malformed(msgpack: bool, reason: str) -> ApiError:
+    return ApiError(
+        400,
+        "malformed body",
+        f"expected {'MessagePack' if msgpack else 'JSON'} of the form "
+        f'{{"records": [record, ...]}} (no other field): {reason}',
+        "send an object with a 'records' list of contract records (schema at /schema)",
+        _SEE,
+    )
+
+
+def decode_metrics(body: bytes, msgpack: bool) -> DecodedBatch:
+    """Decode a POST /metrics body; raises ApiError(400) when it is not ``{"records": [...]}``.
+
+    One msgspec pass when every record is well-formed and has only contract fields; a
+    second (field names only) when some carry other fields; record by record otherwise.
+    A body nested deeper than msgspec decodes (``[[[...]]]``, anywhere in it) is the same
+    400: msgspec raises RecursionError, which must not become a 500 with a traceback.
+    """
+    try:
+        records, rejected, ignored = _decode_records(body, msgpack)
+    except RecursionError:
+        raise _malformed(msgpack, "arrays or objects nested too deeply") from None
     keep: list[int] = []
     ts: list[int] = []
     for i, rec in enumerate(records):
@@ -280,7 +305,8 @@ class MetricsController(Controller):
 
     @post(
         "/",
-        guards=[write_guard],
+        # The key first (401), then the body's type (415: no cross-site "simple" POST).
+        guards=[write_guard, body_type_guard(JSON_TYPE, *_MSGPACK_TYPES)],
         status_code=200,
         operation_class=_MetricsOperation,
         summary="Ingest a batch of contract records",
