@@ -353,3 +353,29 @@ def test_the_edge_over_a_real_server(server_factory: Any, svc: Any) -> None:
         ("/metrics", 415),
         ("/metrics", 400),
     ]
+
+
+# -- 2c. cross-site writes and WebSockets: the Origin check -------------------------------
+
+
+def test_a_write_or_websocket_from_another_site_is_refused(open_app: Any, svc: Any) -> None:
+    from litestar.exceptions import WebSocketDisconnect
+
+    client = open_app()
+    batch = {"records": svc.make_records(steps=1)}
+    evil = {"origin": "http://evil.example"}
+    refused = svc.error_body(client.post("/metrics", json=batch, headers=evil), 403)
+    assert refused.error == "cross-site request refused"
+    assert refused.see == "docs/OPERATIONS.md#cross-site-requests"
+    svc.error_body(client.post("/admin/reload", headers={"origin": "null"}), 403)
+    assert client.get("/status", headers=evil).status_code == 200  # reads are not writes
+    assert client.get("/status").json()["ingest"]["accepted"] == 0
+    with (
+        pytest.raises(WebSocketDisconnect),
+        client.websocket_connect("/ws/predictions", headers=evil) as socket,
+    ):
+        socket.receive_text()
+    # The appliance's own pages (the API docs) and programs without an Origin: accepted.
+    own = {"origin": BASE_URL}
+    assert client.post("/metrics", json=batch, headers=own).status_code == 200
+    assert client.post("/metrics", json=batch).status_code == 200

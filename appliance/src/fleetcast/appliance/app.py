@@ -27,6 +27,7 @@ import errno
 import ipaddress
 import logging
 import socket
+import urllib.parse
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
@@ -277,11 +278,68 @@ def _rate_limiter(config: RateLimitConfig) -> Callable[[ASGIApp], ASGIApp]:
     return build
 
 
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _cross_origin(scope: Scope) -> str | None:
+    """The ``Origin`` of a browser request sent from another site, else None.
+
+    Browsers name the page's origin on every cross-site POST and WebSocket handshake; the
+    appliance's clients (curl, the dashboard's server, Prometheus) send none. An origin is
+    the appliance's own when its ``host[:port]`` is the request's ``Host`` (the API docs
+    under /schema); ``null`` (a sandboxed page, a file) is never."""
+    if scope["type"] == "http" and scope.get("method", "GET") in _SAFE_METHODS:
+        return None
+    headers = Headers.from_scope(scope)
+    origin = headers.get("origin")
+    if origin is None:
+        return None
+    with contextlib.suppress(ValueError):
+        if urllib.parse.urlsplit(origin).netloc.lower() == (headers.get("host") or "").lower():
+            return None
+    return origin
+
+
+def _origin_check(app: ASGIApp) -> ASGIApp:
+    """Refuse a cross-site write or WebSocket (:func:`_cross_origin`): 403 over HTTP, a
+    refused handshake (HTTP 403) for a WebSocket. A page in an operator's browser could
+    otherwise post metrics, reload the model or read the forecast stream of a keyless
+    appliance (docs/OPERATIONS.md#cross-site-requests)."""
+
+    async def guard(scope: Scope, receive: Receive, send: Send) -> None:
+        origin = _cross_origin(scope) if scope["type"] in ("http", "websocket") else None
+        if origin is None:
+            await app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": "cross-site"})
+            return
+        _mark_route(scope)
+        await send_error(
+            ApiError(
+                403,
+                "cross-site request refused",
+                f"the request comes from a web page of another site (Origin {origin[:100]!r}); "
+                "a page must not write to the appliance or read its stream through an "
+                "operator's browser",
+                "send it from a program (curl, the dashboard) without an Origin header, or "
+                "from the appliance's own address",
+                CROSS_SITE_DOC,
+            ),
+            scope,
+            receive,
+            send,
+        )
+
+    return guard
+
+
 def _edge(app: Litestar, settings: Settings, telemetry: Telemetry) -> ASGIApp:
     """What every connection passes before Litestar's router, outermost first: the access
-    log, the request metrics, the rate limit, the Host check. Litestar's own middleware
-    runs only once a route matched, so a 404 or 405 would bypass all four."""
-    handler: ASGIApp = app.asgi_handler  # Litestar's exception handling around the router
+    log, the request metrics, the rate limit, the Host check, the cross-site check.
+    Litestar's own middleware runs only once a route matched, so a 404 or 405 would bypass
+    them."""
+    handler: ASGIApp = _origin_check(app.asgi_handler)  # exception handling, router
     hosts = allowed_hosts(settings)
     if "*" not in hosts:
         handler = _HostCheck(
