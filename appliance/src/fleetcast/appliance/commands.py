@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from fleetcast.appliance.start_errors import FirstError, not_serving, os_error, start_error
 
 if TYPE_CHECKING:
     from fleetcast.appliance.daemon import StartReport
@@ -23,8 +24,6 @@ __all__ = ["add_serve_arguments", "cli_values", "main", "register_serve", "run_s
 
 _log = logging.getLogger(__name__)
 
-_CLEAN_ERRORS = frozenset({"ModelError", "StartupError"})
-"""Errors whose message is complete on its own (no traceback at the CLI)."""
 KEEP_ALIVE_S = 75
 """Seconds an idle HTTP keep-alive connection stays open (uvicorn's default is 5)."""
 UNACKED_TIMEOUT_S = 30
@@ -204,7 +203,7 @@ def serve(settings: Settings) -> int:
             print(f"fleetcast serve: {exc}", file=sys.stderr)
             return 1
         except OSError as exc:
-            print(f"fleetcast serve: cannot start: {_os_error(exc, settings)}", file=sys.stderr)
+            print(f"fleetcast serve: cannot start: {os_error(exc, settings)}", file=sys.stderr)
             return 1
         if isinstance(outcome, Started):
             if outcome.ok:
@@ -257,7 +256,7 @@ def _serve(settings: Settings, report: StartReport | None) -> int:
     except Exception as exc:
         for sock in sockets:
             sock.close()
-        message = _start_error(exc, settings)
+        message = start_error(exc, settings)
         if message is None:
             raise
         return fail(message)
@@ -295,7 +294,7 @@ def _serve(settings: Settings, report: StartReport | None) -> int:
         **_proxy_options(settings),
     )
     server = _Server(config)
-    first_error = _FirstError()
+    first_error = FirstError()
     watched = [logging.getLogger(name) for name in ("uvicorn.error", "fleetcast")]
     for logger in watched:
         logger.addHandler(first_error)
@@ -307,7 +306,7 @@ def _serve(settings: Settings, report: StartReport | None) -> int:
     except SystemExit as exc:
         if exc.code in (0, None):
             if not server.started and report is not None:
-                report.failed(_not_serving(settings, ["stopped by a signal before it served"]))
+                report.failed(not_serving(settings, ["stopped by a signal before it served"]))
             return 0
         if server.started:
             raise
@@ -315,7 +314,7 @@ def _serve(settings: Settings, report: StartReport | None) -> int:
         for logger in watched:
             logger.removeHandler(first_error)
     if not server.started:
-        return fail(_not_serving(settings, first_error.texts))
+        return fail(not_serving(settings, first_error.texts))
     return 0
 
 
@@ -340,173 +339,6 @@ def _limit_unacked_time(sockets: list[Any]) -> None:
                 sock.setsockopt(socket.IPPROTO_TCP, option, UNACKED_TIMEOUT_S * 1000)
             except OSError as exc:  # pragma: no cover - a kernel without it
                 _log.warning("cannot set TCP_USER_TIMEOUT on the listening socket: %s", exc)
-
-
-class _FirstError(logging.Handler):
-    """Collects the errors logged during start-up (a failed lifespan), each reduced to one
-    line, for the message of a start that did not serve."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.texts: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if message.startswith("Application startup failed") or len(self.texts) >= 10:
-            return
-        if record.exc_info and record.exc_info[1] is not None:
-            self.texts.append(_one_line(record.exc_info[1]))
-            return
-        lines = [line.strip(" |") for line in message.splitlines() if line.strip(" |")]
-        if len(lines) > 1:  # a formatted traceback: its innermost "Error: message" line
-            found = [ln for ln in lines if _EXC_LINE.match(ln) and "Group" not in ln]
-            message = (found or lines)[-1]
-        self.texts.append(message)
-
-
-_EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\w*: ")
-
-
-def _one_line(exc: BaseException) -> str:
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _not_serving(settings: Settings, errors: list[str]) -> str:
-    """The four-part message of a start that loaded the model but never served."""
-    from fleetcast.contract.errors import explain
-
-    log = (
-        f"the log file {settings.log_file or settings.state_dir / 'fleetcast.log'}"
-        if settings.daemon
-        else "the log above"
-    )
-    return explain(
-        "The appliance loaded its model but did not start serving"
-        + (f": {errors[0].rstrip('.')}." if errors else "."),
-        "nothing serves.",
-        f"read {log} for the details; if it is not bad input, please report it.",
-        "docs/OPERATIONS.md#logs",
-    )
-
-
-def _start_error(exc: BaseException, settings: Settings) -> str | None:
-    """The four-part message of a start failure that is input or environment, else None."""
-    from fleetcast.contract.errors import ContractError
-
-    if isinstance(exc, OSError):
-        return _os_error(exc, settings)
-    if isinstance(exc, ContractError) or type(exc).__name__ in _CLEAN_ERRORS:
-        return str(exc)
-    return None
-
-
-def _os_error(exc: OSError, settings: Settings) -> str:
-    """What the OS refused at start, which path it was, and how to fix it (four parts)."""
-    import errno
-
-    from fleetcast.contract.errors import explain
-
-    path = Path(os.fsdecode(exc.filename)) if exc.filename is not None else None
-    reason = exc.strerror or type(exc).__name__
-    state = settings.state_dir
-    roles: list[tuple[Path, str, str, str, str]] = [
-        (
-            settings.pid_file or state / "fleetcast.pid",
-            "pid file",
-            "--pid-file",
-            "--daemon writes the daemon's pid there (and refuses a second daemon with it).",
-            "docs/OPERATIONS.md#without-systemd",
-        ),
-        (
-            settings.log_file or state / "fleetcast.log",
-            "log file",
-            "--log-file",
-            "--daemon writes the appliance's log there.",
-            "docs/OPERATIONS.md#without-systemd",
-        ),
-        (
-            state,
-            "state directory",
-            "--state-dir",
-            "the appliance logs every accepted sample there before acknowledging it and "
-            "restores the history from it at start.",
-            "docs/OPERATIONS.md#state",
-        ),
-        (
-            settings.model_dir,
-            "model folder",
-            "--model-dir",
-            "the appliance cannot forecast without its model.",
-            "docs/OPERATIONS.md#install",
-        ),
-    ]
-    # The role whose path is, or holds, the refused path; else one below it (a parent
-    # folder that could not be created).
-    matches = [r for r in roles if path is not None and (path == r[0] or r[0] in path.parents)]
-    matches += [r for r in roles if path is not None and path in r[0].parents]
-    root, label, flag, why, see = (
-        matches[0]
-        if matches
-        else (
-            path,
-            "file",
-            "the setting that names it",
-            "the appliance cannot start without it.",
-            "docs/OPERATIONS.md#configuration",
-        )
-    )
-    where = f" ({path})" if path is not None and path != root else ""
-    if root is None:
-        what = f"The operating system refused an operation at start: {reason}."
-    else:
-        what = f"Cannot use the {label} {root}: {reason}{where}."
-    systemd = label == "state directory"
-    code = exc.errno
-    if code == errno.EROFS:
-        fix = f"point {flag} at a writable file system" + (
-            "; under systemd keep the unit's StateDirectory=fleetcast, which stays writable "
-            "under ProtectSystem=strict (docs/OPERATIONS.md#systemd)."
-            if systemd
-            else "."
-        )
-    elif code in (errno.EACCES, errno.EPERM):
-        fix = (
-            f"give {_user()} access to {root} (chown/chmod), or point {flag} at a path it owns"
-            + (
-                "; under systemd let StateDirectory= create it with the right owner."
-                if systemd
-                else "."
-            )
-        )
-    elif code == errno.EEXIST:
-        fix = f"{path} is a file, not a directory: move it aside, or point {flag} elsewhere."
-    elif code == errno.ENOTDIR:
-        fix = (
-            f"a part of {path} is a file, not a directory: move it aside, or point {flag} "
-            "elsewhere."
-        )
-    elif code == errno.EISDIR:
-        fix = f"{path} is a directory, not a file: point {flag} at a file path."
-    elif code in (errno.ENOSPC, errno.EDQUOT):
-        fix = f"free space on that file system, or point {flag} at another one."
-    elif code == errno.ENOENT:
-        fix = f"check the path given with {flag}: it does not exist."
-    else:
-        fix = f"check {path or root} and its permissions, or point {flag} elsewhere."
-    return explain(what, why, fix, see)
-
-
-def _user() -> str:
-    """The user this process runs as, for messages."""
-    import pwd
-
-    uid = os.geteuid()
-    try:
-        return f"the user running fleetcast ({pwd.getpwuid(uid).pw_name}, uid {uid})"
-    except KeyError:
-        return f"the user running fleetcast (uid {uid})"
 
 
 def _exit_zero(signum: int, frame: object) -> None:
