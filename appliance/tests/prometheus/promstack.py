@@ -14,10 +14,12 @@ import json
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,6 +32,7 @@ __all__ = [
     "BINARIES",
     "METRIC_NAMES",
     "Proc",
+    "Receiver",
     "free_port",
     "http_json",
     "missing_binaries",
@@ -228,3 +231,37 @@ def prom_query(url: str, expr: str) -> list[dict[str, Any]]:
     if body.get("status") != "success":
         raise RuntimeError(body)
     return body["data"]["result"]
+
+
+class Receiver:
+    """An HTTP receiver on a local port (a webhook, an Alertmanager, a Prometheus answering
+    ``answer``): keeps each POST's JSON body (``bodies``; None when it is not JSON) and its
+    Authorization header (``auth``). ``close()`` stops it."""
+
+    def __init__(self, answer: bytes = b"") -> None:
+        self.bodies: list[Any] = []
+        self.auth: list[str | None] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                is_json = self.headers.get("Content-Type", "").startswith("application/json")
+                receiver.bodies.append(json.loads(raw) if is_json else None)
+                receiver.auth.append(self.headers.get("Authorization"))
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.httpd.server_address[1])
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

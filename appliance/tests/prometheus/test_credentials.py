@@ -11,9 +11,7 @@ import asyncio
 import base64
 import json
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -21,7 +19,7 @@ from fleetcast.appliance.alerting import DeliveryError, post_json
 from fleetcast.appliance.sources.promql import PromClient, PromError
 from fleetcast.appliance.urls import shown, split_credentials
 
-from .promstack import free_port
+from .promstack import Receiver, free_port
 from .test_source import _config, _run
 
 if TYPE_CHECKING:
@@ -36,40 +34,17 @@ SECRET = "S3c@ret:pw"
 QUOTED = "S3c%40ret%3Apw"
 
 
-class _Recorder:
-    """An HTTP server answering every POST with an empty Prometheus vector; it keeps each
-    request's Authorization header."""
-
-    def __init__(self) -> None:
-        self.auth: list[str | None] = []
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                recorder.auth.append(self.headers.get("Authorization"))
-                body = json.dumps(
-                    {"status": "success", "data": {"resultType": "vector", "result": []}}
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                return
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = int(self.httpd.server_address[1])
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+EMPTY_VECTOR = json.dumps(
+    {"status": "success", "data": {"resultType": "vector", "result": []}}
+).encode()
 
 
 @pytest.fixture
-def recorder() -> Iterator[_Recorder]:
-    rec = _Recorder()
+def recorder() -> Iterator[Receiver]:
+    """A receiver that answers like a Prometheus with no series (alert receivers ignore it)."""
+    rec = Receiver(answer=EMPTY_VECTOR)
     yield rec
-    rec.httpd.shutdown()
-    rec.httpd.server_close()
+    rec.close()
 
 
 def _basic(user: str, password: str) -> str:
@@ -88,7 +63,7 @@ def test_split_and_shown() -> None:
     assert shown("http://u:p@127.0.0.1:9x93/hook") == "http://127.0.0.1:9x93/hook"
 
 
-def test_prometheus_gets_basic_auth_and_errors_hide_it(recorder: _Recorder) -> None:
+def test_prometheus_gets_basic_auth_and_errors_hide_it(recorder: Receiver) -> None:
     client = PromClient(f"http://admin:{QUOTED}@127.0.0.1:{recorder.port}")
     assert client.query("up", 1_790_000_000.0) == []
     assert recorder.auth == [_basic("admin", SECRET)]
@@ -128,7 +103,7 @@ def test_status_and_log_never_show_prometheus_credentials(
     _run(model_dir, tmp_path, body)
 
 
-def test_alert_receivers_get_basic_auth_and_failures_hide_secrets(recorder: _Recorder) -> None:
+def test_alert_receivers_get_basic_auth_and_failures_hide_secrets(recorder: Receiver) -> None:
     assert post_json(f"http://am:{QUOTED}@127.0.0.1:{recorder.port}/api/v2/alerts", [], 5.0) == 200
     assert recorder.auth == [_basic("am", SECRET)]
     token_url = f"http://user:{QUOTED}@127.0.0.1:{free_port()}/services/T000/B000/XXXXSECRET"

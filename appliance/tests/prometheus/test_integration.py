@@ -16,14 +16,11 @@ reads every completed step at its last second, so forecasts exist seconds after 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,6 +32,7 @@ from fleetcast.contract.schema import METRIC_COLUMNS, STEP_SECONDS
 from .exporter import KnownValuesExporter
 from .promstack import (
     METRIC_NAMES,
+    Receiver,
     free_port,
     http_json,
     missing_binaries,
@@ -314,32 +312,6 @@ def test_default_queries_work_with_real_node_exporter(stack: Stack) -> None:
     assert samples.filled_latency == 1
 
 
-class _Hook:
-    """A webhook receiver on a local port that keeps every body."""
-
-    def __init__(self) -> None:
-        self.bodies: list[Any] = []
-        hook = self
-
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                hook.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                return
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def _records(server: str, cpu: float, steps: range, t0: int) -> list[dict[str, Any]]:
     return [
         {
@@ -367,7 +339,7 @@ def test_alerts_reach_alertmanager_and_resolve(stack: Stack, tiny_onnx: Path) ->
     thresholds = workdir / "thresholds.toml"
     thresholds.write_text("[cpu_pct]\ndefault = 80\n", encoding="utf-8")
     am = start_alertmanager(workdir)
-    hook = _Hook()
+    hook = Receiver()
     app = None
     try:
         app = Appliance(

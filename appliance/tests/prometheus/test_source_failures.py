@@ -6,11 +6,9 @@ that cannot be posted to. Real HTTP (and raw TCP) servers on local ports.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -22,6 +20,7 @@ from fleetcast.appliance.sources.prometheus import PrometheusSource
 from fleetcast.appliance.sources.promql import PromClient, PromError, resolve_queries, url_problem
 
 from .conftest import TEST_QUERIES, FakePrometheus
+from .promstack import Receiver
 from .test_alerting import _alert
 from .test_source import _config, _run, _until
 
@@ -302,30 +301,6 @@ def test_a_labelled_fleet_reports_no_unlabelled_series(
 
 
 # -- 2. alert delivery --------------------------------------------------------------------
-class _Hook:
-    """A webhook receiver on a local port that records the JSON bodies."""
-
-    def __init__(self) -> None:
-        self.bodies: list[Any] = []
-        hook = self
-
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                hook.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                return
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.mark.parametrize(
@@ -347,7 +322,7 @@ def test_failed_webhook_deliveries_are_counted_and_kept(
     alerts = [_alert(f"srv{i:02d}") for i in range(24)]
     cfg = AlertingConfig(webhook_url="http://127.0.0.1:9x93/hook", attempts=2, retry_initial_s=0.01)
     pusher = AlertPusher(None, cfg)
-    hook = _Hook()
+    hook = Receiver()
 
     async def scenario() -> None:
         await pusher.push(alerts)
