@@ -132,10 +132,10 @@ def trace_step_graphs(
     graphs: dict[str, bytes] = {}
     embeddings = {}
     for which in ("encoder", "decoder"):
-        module = StepGraph(model, which).eval()
         cat = example[f"{which}_cat"]
         cont = example[f"{which}_cont"]
         args = (cat.reshape(-1, cat.shape[-1]), cont.reshape(-1, cont.shape[-1]))
+        module = _checked_step_graph(model, which, args)
         with torch.no_grad():
             embeddings[which] = module(*args).reshape(cat.shape[0], cat.shape[1], -1)
         proto = _trace(module, args, STEP_INPUTS, (STEP_OUTPUT,), step_dynamic, opset)
@@ -169,6 +169,43 @@ def trace_step_graphs(
         onnx.checker.check_model(proto, full_check=True)
         graphs[name] = proto.SerializeToString()
     return StepGraphs(embedding_size=int(embeddings["encoder"].shape[-1]), **graphs)
+
+
+FUSION_TOLERANCE = 1e-4
+"""Largest |fused − unfused| step embedding, relative to the largest |unfused| value, that the
+exporter accepts from :class:`~fleetcast.exporter.fused.FusedSelection` (measured: about
+5e-6, float32 rounding of reassociated sums); above it the step graph stays unfused."""
+
+
+def _checked_step_graph(
+    model: TemporalFusionTransformer, which: str, args: tuple[torch.Tensor, torch.Tensor]
+) -> StepGraph:
+    """The fused step graph when it equals the unfused one on ``args`` within
+    :data:`FUSION_TOLERANCE`, else the unfused one (logged)."""
+    import torch
+
+    fused = StepGraph(model, which).eval()
+    if not any(fused.fused.values()):
+        return fused
+    plain = StepGraph(model, which, fuse=False).eval()
+    with torch.no_grad():
+        want = plain(*args)
+        got = fused(*args)
+    scale = float(want.abs().max()) or 1.0
+    error = float((got - want).abs().max()) / scale
+    if error > FUSION_TOLERANCE:
+        logger.warning(
+            "The fused %s step graph differs from the unfused one by %.2e of its range "
+            "(tolerance %.0e); exporting the unfused graph.",
+            which,
+            error,
+            FUSION_TOLERANCE,
+        )
+        return plain
+    logger.info(
+        "%s step graph: fused selection networks, %.1e of the range from unfused.", which, error
+    )
+    return fused
 
 
 def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
