@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_ONNX = REPO / "appliance" / "tests" / "fixtures" / "tiny_model.onnx"
@@ -73,13 +73,20 @@ def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def _wait_http(process: Process, path: str, timeout_s: float) -> None:
+def _wait_http(
+    process: Process,
+    path: str,
+    timeout_s: float,
+    ready: Callable[[httpx.Response], bool] = lambda r: True,
+) -> None:
+    """Poll ``path`` until it answers 200 and ``ready(response)`` holds."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.proc.poll() is not None:
             raise RuntimeError(f"{process.url} exited early:\n{process.output()[-3000:]}")
         try:
-            if httpx.get(process.url + path, timeout=2).status_code == 200:
+            response = httpx.get(process.url + path, timeout=2)
+            if response.status_code == 200 and ready(response):
                 return
         except httpx.HTTPError:
             pass
@@ -112,7 +119,8 @@ def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
         _start(args, root / "appliance.log"), f"http://127.0.0.1:{port}", root / "appliance.log"
     )
     try:
-        _wait_http(process, "/predictions/current", 90)
+        # 200 with an empty set until the first forecast: wait for servers in it.
+        _wait_http(process, "/predictions/current", 90, lambda r: bool(r.json()["servers"]))
         yield process
     finally:
         process.stop()
