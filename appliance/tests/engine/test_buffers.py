@@ -168,3 +168,32 @@ def test_state_arrays_round_trip_and_rebucket(make_samples) -> None:
         np.testing.assert_array_equal(p1, p2)
         np.testing.assert_array_equal(v1[p1], v2[p2])
     assert bigger.names == ["a", "b"]
+
+
+def test_a_freed_slot_is_empty_reused_lowest_first_and_kept_by_snapshots() -> None:
+    buf = RingBuffers(capacity=3, ring_steps=4)
+    for name in ("a", "b", "c"):
+        buf.register(name)
+    srv = [0, 1, 1, 2]
+    _feed(buf, [T0, T0, T0 + STEP, T0], srv, [[1.0, 2.0, 3.0, 4.0]] * 4, [0, 0, 1, 0])
+    assert buf.free(1) == 2  # two steps held
+    assert buf.free(0) == 1
+    with pytest.raises(ValueError, match="slot 1 holds no server"):
+        buf.free(1)
+    assert (buf.count, buf.n, buf.names) == (1, 3, ["", "", "c"])
+    assert buf.used.tolist() == [False, False, True]
+    assert (buf.slot_step[:2] == -1).all()
+    assert buf.last_step[:2].tolist() == [-1, -1]
+    assert buf.samples[:2].tolist() == [0, 0]
+    assert buf.generation.tolist() == [1, 1, 0]
+    arrays = buf.state_arrays()
+    assert arrays["names"].tolist() == ["", "", "c"]
+    again = RingBuffers(capacity=3, ring_steps=4)
+    again.load_arrays(arrays)
+    for b in (buf, again):
+        assert b.register("d") == 0  # the lowest free slot first
+        assert b.register("e") == 1
+        assert b.register("f") == -1  # full again
+        assert b.index == {"d": 0, "e": 1, "c": 2}
+        p, _, _ = b.series(1, int(T0 // STEP) + 1, 2)
+        assert not p.any()  # nothing of b's steps in e's slot

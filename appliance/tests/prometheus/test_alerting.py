@@ -213,3 +213,42 @@ def test_config_from_settings() -> None:
     assert cfg.resend_s == 15.0
     assert cfg.webhook_url is None
     assert AlertPusher.from_settings(None, SimpleNamespace()) is None  # type: ignore[arg-type]
+
+
+def test_a_forgotten_servers_alerts_are_resolved_without_waiting_for_a_forecast() -> None:
+    """A forget changes the served set without a new forecast set: the loop follows
+    ``runtime.current_changes``, so the receivers hear "resolved" at once, not at the next
+    forecast or re-send (docs/OPERATIONS.md#forgetting-servers)."""
+    from types import SimpleNamespace
+
+    bodies: list[Any] = []
+    alerts = [_alert("a"), _alert("b")]
+    engine = SimpleNamespace(current=lambda: object(), alerts=lambda: list(alerts))
+    runtime: Any = SimpleNamespace(engine=engine, current_changes=1)
+
+    def sender(url: str, payload: Any, timeout: float) -> int:
+        bodies.append(payload)
+        return 200
+
+    cfg = AlertingConfig(webhook_url="http://hook", resend_s=3600.0, poll_s=0.01)
+    pusher = AlertPusher(runtime, cfg, clock=_Clock(), sender=sender)
+
+    async def scenario() -> None:
+        await pusher.start()
+        for _ in range(200):
+            if bodies:
+                break
+            await asyncio.sleep(0.01)
+        alerts.remove(alerts[0])  # server "a" forgotten: its alerts leave the served set
+        runtime.current_changes += 1
+        for _ in range(200):
+            if len(bodies) > 1:
+                break
+            await asyncio.sleep(0.01)
+        await pusher.stop()
+
+    asyncio.run(scenario())
+    assert [b["status"] for b in bodies] == ["firing", "resolved"]
+    assert [(a["status"], a["labels"]["server"]) for a in bodies[1]["alerts"]] == [
+        ("resolved", "a")
+    ]

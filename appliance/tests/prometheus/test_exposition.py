@@ -174,6 +174,7 @@ def test_forecasts_risk_and_health_are_exposed(model_dir: Path, tmp_path: Path) 
     assert len(forecast_series) == 3 * 4 * 3 * 2  # servers x metrics x horizons x quantiles
     assert got[("fleetcast_exposition_servers_omitted", ())] == 1
     assert got[("fleetcast_servers", (("state", "ready"),))] == 4
+    assert got[("fleetcast_servers_forgotten_total", (("reason", "expired"),))] == 0
     assert got[("fleetcast_source_up", (("kind", "prometheus"),))] == 0
     assert got[("fleetcast_source_consecutive_failures", (("kind", "prometheus"),))] == 4
     assert (

@@ -10,7 +10,9 @@ The engine computes alerts with every forecast set (``Engine.alerts()``, docs/AP
   ``threshold``, ``probability``, ``unit``, ``at`` (when the peak is predicted);
 - ``startsAt`` = when the engine first raised it; ``endsAt`` = now + ``ends_after_s`` while
   firing (re-sent every ``resend_s``, so an appliance that dies lets its alerts expire),
-  and = now once the alert is gone from the forecast: Alertmanager marks it resolved.
+  and = now once the alert is gone from the forecast: Alertmanager marks it resolved. A
+  forgotten server's alerts leave the served set at once (``DELETE /servers/...``,
+  ``forget_after``), so the next push resolves them like any alert that is gone.
 
 Deliveries are retried with backoff; resolutions that could not be delivered are kept
 and sent again with the next push, so no resolution is lost while the receiver is down.
@@ -373,7 +375,8 @@ class AlertPusher:
             self._task = None
 
     async def _run(self) -> None:
-        """Push after each new forecast set (checked every ``poll_s``) and every ``resend_s``."""
+        """Push after each change of the served set — a new forecast set, or servers
+        forgotten from it — (checked every ``poll_s``) and every ``resend_s``."""
         runtime = self._runtime
         if runtime is None:
             return
@@ -381,7 +384,7 @@ class AlertPusher:
         last_push = -math.inf
         while True:
             engine = runtime.engine
-            sets = runtime.forecast_sets
+            sets = runtime.current_changes
             due = sets != seen or time.monotonic() - last_push >= self.config.resend_s
             if due and engine is not None and engine.current() is not None:
                 seen, last_push = sets, time.monotonic()

@@ -51,6 +51,7 @@ from fleetcast.appliance.controllers import (
     HistoryController,
     MetricsController,
     PredictionsController,
+    ServersController,
     predictions_socket,
 )
 from fleetcast.appliance.controllers.metrics import IgnoredFieldWarnings
@@ -301,7 +302,8 @@ def _cross_origin(scope: Scope) -> str | None:
 
 
 def _origin_check(app: ASGIApp) -> ASGIApp:
-    """Refuse a cross-site write or WebSocket (:func:`_cross_origin`): 403 over HTTP, a
+    """Refuse a cross-site write (POST, DELETE, any method but GET, HEAD and OPTIONS) or
+    WebSocket (:func:`_cross_origin`): 403 over HTTP, a
     refused handshake (HTTP 403) for a WebSocket. A page in an operator's browser could
     otherwise post metrics, reload the model or read the forecast stream of a keyless
     appliance (docs/OPERATIONS.md#cross-site-requests)."""
@@ -412,6 +414,7 @@ def create_app(settings: Settings, notifier: Notifier | None = None) -> Litestar
             PredictionsController,
             HistoryController,
             MetricsController,
+            ServersController,
             AdminController,
             DemoController,
             predictions_socket,

@@ -9,6 +9,11 @@ Layout (S = capacity servers, W = ring steps, M = 4 metrics in contract order):
 - ``last_step`` int64   (S,)       the newest step seen per server (-1 = none); its slot is the
   *open* step, every older step is *closed*
 
+Slots: a new server takes the lowest free slot. :meth:`RingBuffers.free` (a forgotten
+server, docs/OPERATIONS.md#forgetting-servers) clears a slot and makes it free again, so
+free slots may lie between used ones: ``used`` marks the servers' slots, ``names`` holds
+``""`` for a free one, and every used slot is below :attr:`RingBuffers.n`.
+
 Rules (docs/RISK.md#buckets):
 
 - A sample goes to step ``ts // STEP_SECONDS``, slot ``step % W``.
@@ -25,6 +30,7 @@ Rules (docs/RISK.md#buckets):
 
 from __future__ import annotations
 
+import heapq
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -194,25 +200,65 @@ class RingBuffers:
         self.slot_off = np.zeros((capacity, ring_steps), dtype=np.int16)
         self.last_step = np.full(capacity, -1, dtype=np.int64)
         self.samples = np.zeros(capacity, dtype=np.int64)
+        self.used = np.zeros(capacity, dtype=bool)
+        """Slots holding a server (a free slot: False)."""
+        self.generation = np.zeros(capacity, dtype=np.int64)
+        """Times each slot was freed: a slot read before and after a forget is another server's
+        when its generation changed (not saved; starts at 0)."""
         self.names: list[str] = []
+        """Server name per slot below :attr:`n` (``""``: a free slot)."""
         self.index: dict[str, int] = {}
+        self._free: list[int] = []
+        """Free slots below :attr:`n`, a heap (the lowest is reused first)."""
 
     @property
     def n(self) -> int:
-        """Number of servers registered."""
+        """Slots used so far (the high-water mark): every server's slot is below it, free
+        slots may be too. Slice per-slot arrays with it; :attr:`count` is the servers."""
         return len(self.names)
 
+    @property
+    def count(self) -> int:
+        """Number of servers registered."""
+        return len(self.index)
+
     def register(self, name: str) -> int:
-        """Slot of ``name``, adding it if new; -1 when the capacity is exhausted."""
+        """Slot of ``name``, adding it if new (in the lowest free slot); -1 when the capacity
+        is exhausted."""
         idx = self.index.get(name)
         if idx is not None:
             return idx
-        if len(self.names) >= self.capacity:
+        if self._free:
+            idx = heapq.heappop(self._free)
+            self.names[idx] = name
+        elif len(self.names) >= self.capacity:
             return -1
-        idx = len(self.names)
-        self.names.append(name)
+        else:
+            idx = len(self.names)
+            self.names.append(name)
         self.index[name] = idx
+        self.used[idx] = True
         return idx
+
+    def free(self, idx: int) -> int:
+        """Forget the server in slot ``idx``: clear its steps and free the slot for a new
+        server. Returns how many steps it held (the open one included)."""
+        name = self.names[idx]
+        if not name or self.index.get(name) != idx:
+            raise ValueError(f"slot {idx} holds no server")
+        held = int(np.count_nonzero(self.slot_step[idx] >= 0))
+        self.values[idx] = 0.0
+        self.state[idx] = -1
+        self.slot_step[idx] = -1
+        self.slot_off[idx] = 0
+        self.last_step[idx] = -1
+        self.samples[idx] = 0
+        self.used[idx] = False
+        self.generation[idx] += 1
+        self.names[idx] = ""
+        del self.index[name]
+        heapq.heappush(self._free, idx)
+        return held
 
     def append(
         self,
@@ -259,7 +305,8 @@ class RingBuffers:
         return present, vals, st
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        """The buffers as plain arrays (names as a unicode array; no object dtype, no pickle)."""
+        """The buffers as plain arrays (names as a unicode array, ``""`` for a free slot; no
+        object dtype, no pickle)."""
         n = self.n
         return {
             "values": self.values[:n].copy(),
@@ -275,7 +322,8 @@ class RingBuffers:
 
     def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Restore :meth:`state_arrays` output (same step; a different ring length is re-bucketed,
-        keeping the newest steps that fit; what a shorter ring drops is logged as a warning)."""
+        keeping the newest steps that fit; what a shorter ring drops is logged as a warning).
+        A name ``""`` is a free slot (a forgotten server's), free again after the restore."""
         step = int(np.asarray(arrays["step_seconds"])[0])
         if step != self.step_seconds:
             raise ValueError(
@@ -286,14 +334,18 @@ class RingBuffers:
             )
         names = [str(x) for x in np.asarray(arrays["names"]).tolist()]
         if len(names) > self.capacity:
+            servers = sum(1 for name in names if name)
             raise ValueError(
-                f"Saved state has {len(names)} servers but capacity is {self.capacity}. "
-                "Fix: raise the capacity setting. See docs/OPERATIONS.md#state."
+                f"Saved state has {servers} servers in {len(names)} slots but capacity is "
+                f"{self.capacity}. Fix: raise the capacity setting. See docs/OPERATIONS.md#state."
             )
         old_w = int(np.asarray(arrays["ring_steps"])[0])
         n = len(names)
         self.names = names
-        self.index = {name: i for i, name in enumerate(names)}
+        self.index = {name: i for i, name in enumerate(names) if name}
+        self.used[:] = False
+        self.used[:n] = [bool(name) for name in names]
+        self._free = [i for i, name in enumerate(names) if not name]  # ascending: a heap
         self.last_step[:n] = arrays["last_step"]
         self.samples[:n] = arrays["samples"]
         if old_w == self.ring_steps:

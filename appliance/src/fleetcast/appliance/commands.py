@@ -94,6 +94,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "(default 3600; 'off' disables; the demo's own samples: of its simulated clock)",
     )
     add(
+        "--forget-after",
+        help="forget servers whose newest sample is this much data time older than the "
+        "fleet's newest step, e.g. 7d (units s, m, h, d, w; default off); frees their slots",
+    )
+    add(
         "--providers",
         help="comma-separated ONNX Runtime providers (default: TensorRT,CUDA,CPU available)",
     )

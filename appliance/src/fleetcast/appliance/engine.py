@@ -8,7 +8,8 @@ The work behind some methods lives beside it: a batch's screening, the wording o
 refusals and its counts in :mod:`~fleetcast.appliance.engine_ingest` (:func:`screen`
 re-exported here), a run's results in :mod:`~fleetcast.appliance.engine_assemble`, the
 read-side views (status, one server's forecast and history) in
-:mod:`~fleetcast.appliance.engine_views`, snapshot and restore in
+:mod:`~fleetcast.appliance.engine_views`, forgetting servers in
+:mod:`~fleetcast.appliance.engine_forget`, snapshot and restore in
 :mod:`~fleetcast.appliance.engine_state`, the plain data types in
 :mod:`~fleetcast.appliance.engine_types` (re-exported here).
 
@@ -27,12 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fleetcast.appliance import engine_assemble, engine_state, engine_views
+from fleetcast.appliance import engine_assemble, engine_forget, engine_state, engine_views
 from fleetcast.appliance.engine_ingest import COUNTERS, refusals, screen, tally
 from fleetcast.appliance.engine_state import fleet_newest, fleet_reference
 from fleetcast.appliance.engine_types import (
     EngineConfig,
     ForecastSet,
+    Forgotten,
     IngestResult,
     RecordBatch,
     Screened,
@@ -43,7 +45,7 @@ from fleetcast.contract.encoder import profile_from_name, server_id
 from fleetcast.contract.schema import VALID_PROFILES, VALID_STATES
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from fleetcast.appliance.model import LoadedModel
     from fleetcast.appliance.windows import WindowInputs
@@ -52,6 +54,7 @@ __all__ = [
     "Engine",
     "EngineConfig",
     "ForecastSet",
+    "Forgotten",
     "IngestResult",
     "RecordBatch",
     "Screened",
@@ -84,7 +87,7 @@ class Engine:
         self._buf = RingBuffers(config.capacity, self.history_steps + 2, spec.step_seconds)
         cap = config.capacity
         self._profile = np.zeros(cap, dtype=np.int64)
-        """Contract profile index (VALID_PROFILES) per server."""
+        """Contract profile index (VALID_PROFILES) per server; -1 for a free slot."""
         self._static = np.zeros((cap, 2), dtype=np.int64)
         """Model codes per server: [:, 0] profile, [:, 1] server_id."""
         self._known = np.zeros(cap, dtype=bool)
@@ -109,6 +112,13 @@ class Engine:
         self._current: ForecastSet | None = None
         self._current_q: np.ndarray | None = None
         self._current_rows: dict[str, int] = {}
+        self._current_risk = np.zeros((0, len(self.horizons)))
+        """(B, H) server risk per horizon of the current run's rows (to drop one of them)."""
+        self._current_profiles: list[str] = []
+        """Profile of each row of the current run (``_current_rows`` lists the served ones)."""
+        self._freed_slots: list[int] = []
+        """Slots forgotten since the last forecast: the step cache drops their rows."""
+        self._forgotten = {"deleted": 0, "expired": 0}
         self._alert_since: dict[tuple[str, str, str], str] = {}
         self._fleet_closed = -1
         self._last_forecast_step = -1
@@ -243,7 +253,8 @@ class Engine:
                 st[i] = -1 if not s else state_index[s]
             codes = self._buf.append(srv, ts, metrics, st)
             n_srv = self._buf.n
-            newest = self._fleet_newest(self._buf.last_step[:n_srv] - 1)
+            used = self._buf.used[:n_srv]
+            newest = self._fleet_newest(self._buf.last_step[:n_srv][used] - 1)
             old = self._fleet_closed
             closed = 0
             if newest > old:
@@ -287,11 +298,12 @@ class Engine:
         n = buf.n
         lengths = window_lengths(buf.slot_step, buf.last_step, n, self.spec.encoder_length)
         ends = buf.last_step[:n] - 1
-        if n == 0:
-            return lengths, ends, np.zeros(0, dtype=bool), -1
-        ref = fleet_reference(ends)
+        used = buf.used[:n]  # free slots (forgotten servers') are never ready
+        if not used.any():
+            return lengths, ends, np.zeros(n, dtype=bool), -1
+        ref = fleet_reference(ends[used])
         lag = self.config.stale_after_steps
-        ready = (lengths >= self.spec.min_encoder_length) & (np.abs(ends - ref) <= lag)
+        ready = used & (lengths >= self.spec.min_encoder_length) & (np.abs(ends - ref) <= lag)
         return lengths, ends, ready, ref
 
     def run_forecast(self) -> ForecastSet | None:
@@ -306,11 +318,15 @@ class Engine:
         with self._forecast_lock:
             started = time.perf_counter()
             with self._lock:
+                if self._freed_slots and self._steps is not None:
+                    self._steps.forget(np.array(self._freed_slots, dtype=np.int64))
+                self._freed_slots.clear()
                 lengths, ends, ready, _ = self._readiness()
                 idx = np.flatnonzero(ready)
                 b = int(idx.size)
-                if ends.size:
-                    newest = self._fleet_newest(ends)
+                live = ends[self._buf.used[: ends.size]]  # free slots left out
+                if live.size:
+                    newest = self._fleet_newest(live)
                     self._last_forecast_step = max(self._last_forecast_step, newest)
                 if b == 0:
                     return None
@@ -334,6 +350,7 @@ class Engine:
                     self._static,
                 )
                 names = [buf.names[i] for i in idx.tolist()]
+                gens = buf.generation[idx].copy()  # a slot forgotten meanwhile: dropped
                 prof = self._profile[idx].copy()
                 ends_b = ends[idx].copy()
                 lens_b = lengths[idx].copy()
@@ -346,7 +363,9 @@ class Engine:
                 log.exception("inference failed for %d servers; the previous forecast stays", b)
                 raise
             inferred = time.perf_counter()
-            fs = engine_assemble.assemble(self, names, prof, ends_b, lens_b, q, fleet_end)
+            fs = engine_assemble.assemble(
+                self, names, (idx, gens), prof, ends_b, lens_b, q, fleet_end
+            )
             fs.inference_ms = (inferred - built) * 1000.0
             fs.window_ms = (built - started) * 1000.0
             fs.total_ms = (time.perf_counter() - started) * 1000.0
@@ -399,6 +418,20 @@ class Engine:
     def current(self) -> ForecastSet | None:
         """The cached forecast set; never runs the model."""
         return self._current
+
+    # -- forgetting servers (docs/OPERATIONS.md#forgetting-servers) -----------------------
+    def knows(self, name: str) -> bool:
+        """Whether ``name`` is a server the engine tracks."""
+        return name in self._buf.index
+
+    def forget(self, names: Sequence[str], *, expired: bool = False) -> list[Forgotten]:
+        """Forget the known servers of ``names``: free their slots, drop their histories and
+        their rows of the served forecast set. ``expired``: by ``forget_after_s``."""
+        return engine_forget.forget(self, names, expired=expired)
+
+    def expired(self) -> list[str]:
+        """The servers ``config.forget_after_s`` of data time has passed for (none when off)."""
+        return engine_forget.expired(self)
 
     def server_forecast(self, name: str) -> dict[str, Any] | None:
         """One ServerForecast plus full curves (docs/API.md GET /predictions/{server_name})."""

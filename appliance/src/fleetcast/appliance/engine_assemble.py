@@ -25,6 +25,7 @@ __all__ = ["assemble"]
 def assemble(
     engine: Engine,
     names: list[str],
+    slots: tuple[np.ndarray, np.ndarray],
     prof: np.ndarray,
     ends: np.ndarray,
     lens: np.ndarray,
@@ -33,11 +34,15 @@ def assemble(
 ) -> ForecastSet:
     """Risk, ServerForecast dicts, fleet summary, alerts and histories of one run.
 
-    ``q``: quantiles (B, M, D, Q) of the ``names`` servers, in that order; ``prof`` (B,)
-    their contract profile indices, ``ends``/``lens`` (B,) their windows' last step and
-    length. Records the run in the engine's histories and makes it the current forecast.
+    ``q``: quantiles (B, M, D, Q) of the ``names`` servers, in that order; ``slots``
+    their buffer slots (B,) and those slots' generations (B,) when their windows were built;
+    ``prof`` (B,) their contract profile indices, ``ends``/``lens`` (B,) their windows' last
+    step and length. Records the run in the engine's histories and makes it the current
+    forecast, which it returns: without the servers forgotten while the model ran
+    (:func:`~fleetcast.appliance.engine_forget.drop_current`).
     """
     from fleetcast.appliance.alerts import build_alerts
+    from fleetcast.appliance.engine_forget import drop_current
     from fleetcast.appliance.forecast import clean_quantiles, server_forecast
     from fleetcast.appliance.risk import fleet_summary, risk_of
 
@@ -115,11 +120,22 @@ def assemble(
         fleet=fleet,
         alerts=alerts,
     )
+    idx, gens = slots
     with engine._lock:
-        rows = {name: b for b, name in enumerate(names)}
-        slots = np.array([engine._buf.index[name] for name in names], dtype=np.int64)
-        engine._history.record(slots, ends.astype(np.int64), risk.risk, fleet_end, fleet)
         engine._current = fs
         engine._current_q = q
-        engine._current_rows = rows
-    return fs
+        engine._current_rows = {name: b for b, name in enumerate(names)}
+        engine._current_risk = risk.server_by_horizon
+        engine._current_profiles = profile_names
+        alive = engine._buf.generation[idx] == gens
+        if not alive.all():  # forgotten while the model ran: gone from this set too
+            gone = {names[b] for b in np.flatnonzero(~alive).tolist()}
+            drop_current(engine, gone)
+            engine._alert_since = {
+                key: since for key, since in engine._alert_since.items() if key[0] not in gone
+            }
+        current = engine._current
+        engine._history.record(
+            idx[alive], ends[alive].astype(np.int64), risk.risk[alive], fleet_end, current.fleet
+        )
+    return current

@@ -2,6 +2,8 @@
 
 Split from :mod:`fleetcast.appliance.engine` to keep it small; :meth:`Engine.state_arrays`
 and :meth:`Engine.load_state` delegate here (persistence: :mod:`fleetcast.appliance.persistence`).
+Per-slot arrays cover the slots used so far, free ones (forgotten servers', named ``""``,
+profile -1) included, so a restore puts every server back in its slot.
 These functions are part of the Engine: they use its private state under its lock,
 as its methods do; call them through :class:`~fleetcast.appliance.engine.Engine`.
 """
@@ -21,6 +23,20 @@ if TYPE_CHECKING:
     from fleetcast.appliance.engine import Engine
 
 __all__ = ["fleet_newest", "fleet_reference", "load_state", "state_arrays"]
+
+_PER_SLOT = (
+    "buf_values",
+    "buf_state",
+    "buf_slot_step",
+    "buf_slot_off",
+    "buf_last_step",
+    "buf_samples",
+    "buf_names",
+    "profile",
+    "risk",
+    "risk_step",
+)
+"""The snapshot's arrays with one row per slot."""
 
 
 def fleet_reference(ends: np.ndarray) -> int:
@@ -53,13 +69,29 @@ def state_arrays(engine: Engine) -> dict[str, np.ndarray]:
     return out
 
 
+def _compacted(arrays: Mapping[str, np.ndarray], capacity: int) -> Mapping[str, np.ndarray]:
+    """``arrays`` without their free slots when they have more slots than ``capacity`` but
+    no more servers (a smaller capacity after servers were forgotten); else as they are."""
+    names = np.asarray(arrays["buf_names"])
+    if names.shape[0] <= capacity:
+        return arrays
+    keep = names != ""
+    if not keep.all():
+        arrays = {k: (np.asarray(v)[keep] if k in _PER_SLOT else v) for k, v in arrays.items()}
+    return arrays
+
+
 def load_state(engine: Engine, arrays: Mapping[str, np.ndarray]) -> None:
     """Restore :func:`state_arrays` into this (fresh) engine."""
+    arrays = _compacted(arrays, engine.config.capacity)
     buf_arrays = {k[4:]: v for k, v in arrays.items() if k.startswith("buf_")}
     with engine._lock:
         engine._buf.load_arrays(buf_arrays)
         n = engine._buf.n
         for i, name in enumerate(engine._buf.names):
+            if not name:  # a free slot
+                engine._profile[i] = -1
+                continue
             profile = VALID_PROFILES[int(arrays["profile"][i])]
             engine._set_profile(i, profile)
             if "server_id" in engine.spec.categorical_classes:
@@ -68,6 +100,6 @@ def load_state(engine: Engine, arrays: Mapping[str, np.ndarray]) -> None:
                 )[0]
             engine._known[i] = name in engine.spec.server_mapping
         engine._history.load_arrays(arrays, n)
-        ends = engine._buf.last_step[:n] - 1
+        ends = engine._buf.last_step[:n][engine._buf.used[:n]] - 1
         engine._fleet_closed = engine._fleet_newest(ends)
         engine._last_forecast_step = -1  # forecast once after a restore

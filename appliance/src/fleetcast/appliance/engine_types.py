@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EngineConfig",
     "ForecastSet",
+    "Forgotten",
     "IngestResult",
     "RecordBatch",
     "Screened",
@@ -70,6 +71,10 @@ class EngineConfig:
     """Alert severity ``critical`` (level red) above this exceedance probability."""
     risk_history_steps: int = 288
     """Fleet risk trend points kept for /fleet/history."""
+    forget_after_s: float | None = None
+    """Forget a server once the fleet's newest step is more than this many seconds of data
+    time after its newest step (:meth:`Engine.expired` lists them); ``None``: never
+    (docs/OPERATIONS.md#forgetting-servers)."""
 
 
 @dataclass
@@ -142,6 +147,16 @@ class IngestResult:
     """Epoch seconds of the fleet's newest closed step after this batch (None: none yet)."""
 
 
+@dataclass(frozen=True)
+class Forgotten:
+    """One server :meth:`Engine.forget` forgot (the body of DELETE /servers/{server_name})."""
+
+    server_name: str
+    profile: str
+    steps_dropped: int
+    """Steps of actuals its ring buffer held (the open step included)."""
+
+
 @dataclass
 class ForecastSet:
     """One batched forecast over all ready servers (the body of GET /predictions/current)."""
@@ -188,6 +203,8 @@ def check_config(config: EngineConfig) -> None:
         problems.append(f"max_future_s must be >= 0 or None (got {config.max_future_s})")
     if config.stale_after_steps < 0:
         problems.append(f"stale_after_steps must be >= 0 (got {config.stale_after_steps})")
+    if config.forget_after_s is not None and not config.forget_after_s > 0:
+        problems.append(f"forget_after_s must be > 0 or None (got {config.forget_after_s})")
     if config.history_steps is not None and config.history_steps < 1:
         problems.append(f"history_steps must be >= 1 or None (got {config.history_steps})")
     if not 0.0 < config.warning_probability <= config.critical_probability < 1.0:

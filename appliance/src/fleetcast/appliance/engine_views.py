@@ -142,13 +142,15 @@ def status(engine: Engine) -> dict[str, Any]:
     with engine._lock:
         lengths, ends, forecastable, ref = engine._readiness()
         n = engine._buf.n
+        used = engine._buf.used[:n].copy()  # free slots (forgotten servers') left out
         known = engine._known[:n].copy()
         names = list(engine._buf.names)
         fleet_closed = engine._fleet_closed  # newest closed step, servers ahead left out
+        forgotten = dict(engine._forgotten)
     ready = lengths >= spec.min_encoder_length
     stale = ready & ~forecastable & (ends < ref)
     ahead = ready & ~forecastable & (ends > ref)
-    warming = np.flatnonzero(~ready)
+    warming = np.flatnonzero(used & ~ready)
     step = spec.step_seconds
     detail = [
         {
@@ -165,12 +167,12 @@ def status(engine: Engine) -> dict[str, Any]:
         "model": engine.model.info(),
         "uptime_s": round(time.monotonic() - engine._started, 1),
         "servers": {
-            "known": int(n),
+            "known": int(np.count_nonzero(used)),
             "ready": int(np.count_nonzero(forecastable)),
             "warming": int(warming.size),
             "stale": int(np.count_nonzero(stale)),
             "ahead": int(np.count_nonzero(ahead)),
-            "unknown": int(np.count_nonzero(~known)),
+            "unknown": int(np.count_nonzero(used & ~known)),
             "full_history": int(np.count_nonzero(lengths >= spec.encoder_length)),
             "capacity": engine.config.capacity,
             "warming_detail": detail,
@@ -186,6 +188,7 @@ def status(engine: Engine) -> dict[str, Any]:
         "last_prediction_time": engine._last_prediction_time,
         "data_time": iso(fleet_closed * step) if fleet_closed >= 0 else None,
         "ingest": dict(engine._counters),
+        "forgotten": {**forgotten, "forget_after_s": engine.config.forget_after_s},
         "thresholds": engine.thresholds.to_dict(),
         "step_cache": {
             "enabled": engine._steps is not None,

@@ -315,6 +315,12 @@ class Telemetry:
         out.family("fleetcast_servers", "gauge", "Servers by readiness.")
         for state in ("known", "ready", "warming", "stale", "unknown"):
             out.sample("fleetcast_servers", int(servers.get(state, 0) or 0), {"state": state})
+        forgot = status.get("forgotten", {})
+        out.family("fleetcast_servers_forgotten_total", "counter", "Servers forgotten, by why.")
+        for why in ("deleted", "expired"):
+            out.sample(
+                "fleetcast_servers_forgotten_total", int(forgot.get(why, 0)), {"reason": why}
+            )
         lat = status.get("inference_latency_ms", {})
         out.family(
             "fleetcast_inference_latency_seconds",

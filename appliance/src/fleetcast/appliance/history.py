@@ -58,6 +58,12 @@ class RiskHistory:
         for key in ("mean_risk", "red", "yellow", "green"):
             self.fleet[key][j] = fleet[key]
 
+    def clear(self, s: int) -> None:
+        """Drop server slot ``s``'s risk history (a forgotten server's). The fleet trend keeps
+        its points: they were the fleet as it was."""
+        self.risk[s] = np.nan
+        self.risk_step[s] = -1
+
     def server(self, s: int, wanted: np.ndarray) -> np.ndarray:
         """Risk of server ``s`` at data steps ``wanted`` (n,), NaN where no forecast was made."""
         slots = wanted % self.ring_steps

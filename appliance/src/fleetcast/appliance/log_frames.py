@@ -1,10 +1,22 @@
-"""The sample log's frames: a batch of records to bytes and back, and finding intact frames.
+"""The sample log's frames: log entries to bytes and back, and finding intact frames.
 
 Split from :mod:`fleetcast.appliance.persistence`, which writes, cuts and replays the log
-files (and re-exports these names). A frame is ``b"FCW1" | u32 length | u32
-crc32(payload) | payload`` where the payload is a MessagePack :class:`LogFrame` (numeric
-columns as raw little-endian bytes); :class:`Columns` is the batch it holds, as the runtime
-logs it and the replay ingests it. Pure: bytes in, bytes or columns out, no files.
+files (and re-exports these names). A frame is ``magic | u32 length | u32 crc32(payload) |
+payload`` (little-endian). The magic names the frame's kind and its version: ``b"FC"``, a
+kind letter, a version digit. Two kinds exist:
+
+- ``b"FCW1"``, a batch of samples: the payload is a MessagePack :class:`LogFrame` (numeric
+  columns as raw little-endian bytes); :class:`Columns` is the batch it holds, as the
+  runtime logs it and the replay ingests it. Every log written before forgets existed
+  holds only these, and replays as it did.
+- ``b"FCF1"``, forget servers: the payload is a MessagePack :class:`ForgetFrame` (the
+  names, in order); :class:`Forget` is the entry the replay applies at its place in the log.
+
+A frame whose magic starts with ``b"FC"`` and whose length and CRC check out but whose kind
+or version this code does not know was written by a newer fleetcast: reading it raises
+:class:`UnknownFrameError` (the start is refused) — never skipped, never cut as a torn
+tail. A change to a payload's layout takes a new version digit, and a new kind a new letter.
+Pure: bytes in, bytes or entries out, no files.
 """
 
 from __future__ import annotations
@@ -17,9 +29,14 @@ import msgspec
 import numpy as np
 
 __all__ = [
+    "FORGET_MAGIC",
     "FRAME_MAGIC",
     "Columns",
+    "Entry",
+    "Forget",
+    "ForgetFrame",
     "LogFrame",
+    "UnknownFrameError",
     "decode_frames",
     "encode_frame",
     "intact_frames",
@@ -27,6 +44,11 @@ __all__ = [
 ]
 
 FRAME_MAGIC = b"FCW1"
+"""Magic of a frame holding a batch of samples (:class:`LogFrame`)."""
+FORGET_MAGIC = b"FCF1"
+"""Magic of a frame forgetting servers (:class:`ForgetFrame`)."""
+_FAMILY = b"FC"
+"""Every frame's magic starts with it: ``FC`` + kind letter + version digit."""
 _HEADER = struct.Struct("<4sII")
 _MAX_FRAME = 1 << 30
 
@@ -40,6 +62,34 @@ class LogFrame(msgspec.Struct, array_like=True, frozen=True):
     server: list[str]
     state: list[str | None]
     profile: list[str | None]
+
+
+class ForgetFrame(msgspec.Struct, array_like=True, frozen=True):
+    """One logged forget: the servers' names, in the order they were forgotten."""
+
+    server: list[str]
+
+
+@dataclass(frozen=True)
+class Forget:
+    """Forget these servers, at this point of the log (docs/OPERATIONS.md#forgetting-servers):
+    samples before it belong to the servers forgotten, samples after it start new ones."""
+
+    server: list[str]
+
+
+class UnknownFrameError(ValueError):
+    """An intact frame (length and CRC check out) of a kind or version this code does not
+    read: written by a newer fleetcast. ``offset``: its byte offset; ``magic``: its kind."""
+
+    def __init__(self, offset: int, magic: bytes) -> None:
+        self.offset = offset
+        self.magic = magic
+        super().__init__(
+            f"frame of kind {magic.decode('ascii', 'replace')!r} at byte {offset}, which "
+            f"this version does not read (it reads {FRAME_MAGIC.decode()} sample batches and "
+            f"{FORGET_MAGIC.decode()} forgets)"
+        )
 
 
 @dataclass
@@ -68,32 +118,48 @@ class Columns:
         )
 
 
-def encode_frame(cols: Columns, encoder: msgspec.msgpack.Encoder | None = None) -> bytes:
-    """One framed, CRC-protected log record of ``cols``."""
-    frame = LogFrame(
-        ts=np.ascontiguousarray(cols.ts, dtype="<i8").tobytes(),
-        metrics=np.ascontiguousarray(cols.metrics, dtype="<f8").tobytes(),
-        server=list(cols.server),
-        state=list(cols.state),
-        profile=list(cols.profile),
-    )
+Entry = Columns | Forget
+"""One entry of the log: a batch of samples or a forget, replayed in the log's order."""
+
+
+def encode_frame(entry: Entry, encoder: msgspec.msgpack.Encoder | None = None) -> bytes:
+    """One framed, CRC-protected log record of ``entry`` (``FCW1`` or ``FCF1``)."""
+    frame: LogFrame | ForgetFrame
+    if isinstance(entry, Forget):
+        magic, frame = FORGET_MAGIC, ForgetFrame(server=list(entry.server))
+    else:
+        magic = FRAME_MAGIC
+        frame = LogFrame(
+            ts=np.ascontiguousarray(entry.ts, dtype="<i8").tobytes(),
+            metrics=np.ascontiguousarray(entry.metrics, dtype="<f8").tobytes(),
+            server=list(entry.server),
+            state=list(entry.state),
+            profile=list(entry.profile),
+        )
     payload = (encoder or msgspec.msgpack.Encoder()).encode(frame)
-    return _HEADER.pack(FRAME_MAGIC, len(payload), zlib.crc32(payload)) + payload
+    return _HEADER.pack(magic, len(payload), zlib.crc32(payload)) + payload
 
 
 class _BadFrame(Exception):
     """The bytes at an offset are not an intact frame (the message says why)."""
 
 
-def _read_frame(
-    data: bytes, pos: int, decoder: msgspec.msgpack.Decoder[LogFrame]
-) -> tuple[Columns, int]:
-    """The frame at byte ``pos`` of ``data`` and the offset after it; raises _BadFrame."""
+class _Decoders:
+    """The payload decoders of the frame kinds this code reads."""
+
+    def __init__(self) -> None:
+        self.batch = msgspec.msgpack.Decoder(LogFrame)
+        self.forget = msgspec.msgpack.Decoder(ForgetFrame)
+
+
+def _frame_bytes(data: bytes, pos: int) -> tuple[bytes, bytes, int]:
+    """(magic, payload, offset after it) of the intact frame at byte ``pos`` of ``data``,
+    whatever its kind (length and CRC checked); raises _BadFrame."""
     size = len(data)
     if size - pos < _HEADER.size:
         raise _BadFrame(f"truncated frame header at byte {pos}")
     magic, length, crc = _HEADER.unpack_from(data, pos)
-    if magic != FRAME_MAGIC or length > _MAX_FRAME:
+    if magic[:2] != _FAMILY or length > _MAX_FRAME:
         raise _BadFrame(f"bad frame header at byte {pos}")
     start = pos + _HEADER.size
     if start + length > size:
@@ -101,48 +167,72 @@ def _read_frame(
     payload = data[start : start + length]
     if zlib.crc32(payload) != crc:
         raise _BadFrame(f"CRC mismatch in frame at byte {pos}")
+    return magic, payload, start + length
+
+
+def _read_frame(data: bytes, pos: int, decoders: _Decoders) -> tuple[Entry, int]:
+    """The entry at byte ``pos`` of ``data`` and the offset after it; raises _BadFrame, or
+    UnknownFrameError for an intact frame of a kind this code does not read."""
+    magic, payload, end = _frame_bytes(data, pos)
     try:
-        frame = decoder.decode(payload)
+        if magic == FORGET_MAGIC:
+            forget = decoders.forget.decode(payload)
+            return Forget(list(forget.server)), end
+        if magic != FRAME_MAGIC:
+            raise UnknownFrameError(pos, magic)
+        frame = decoders.batch.decode(payload)
         ts = np.frombuffer(frame.ts, dtype="<i8").astype(np.int64)
         metrics = np.frombuffer(frame.metrics, dtype="<f8").reshape(-1, 4).astype(np.float64)
         n = len(frame.server)
         if not (ts.shape[0] == metrics.shape[0] == n == len(frame.state) == len(frame.profile)):
             raise ValueError(f"columns of different lengths ({ts.shape[0]}, {n}, ...)")
+    except UnknownFrameError:
+        raise
     except (msgspec.DecodeError, ValueError) as exc:
         raise _BadFrame(f"undecodable frame at byte {pos} ({exc})") from None
-    return Columns(ts, metrics, frame.server, frame.state, frame.profile), start + length
+    return Columns(ts, metrics, frame.server, frame.state, frame.profile), end
 
 
-def decode_frames(data: bytes) -> tuple[list[Columns], int, str | None]:
+def decode_frames(data: bytes) -> tuple[list[Entry], int, str | None]:
     """Decode the frames of one log file up to the first bad one.
 
-    Returns (batches, valid_length, problem): ``valid_length`` is the byte offset after the
+    Returns (entries, valid_length, problem): ``valid_length`` is the byte offset after the
     last good frame; ``problem`` describes the first bad frame (None when clean). Whether
-    that is a torn tail or damage followed by intact frames: :func:`next_frame`.
+    that is a torn tail or damage followed by intact frames: :func:`next_frame`. Raises
+    :class:`UnknownFrameError` at an intact frame of a kind this code does not read.
     """
-    decoder = msgspec.msgpack.Decoder(LogFrame)
-    out: list[Columns] = []
+    decoders = _Decoders()
+    out: list[Entry] = []
     pos = 0
     while pos < len(data):
         try:
-            cols, pos_next = _read_frame(data, pos, decoder)
+            entry, pos_next = _read_frame(data, pos, decoders)
         except _BadFrame as exc:
             return out, pos, str(exc)
-        out.append(cols)
+        out.append(entry)
         pos = pos_next
     return out, pos, None
 
 
+def _intact_end(data: bytes, pos: int, decoders: _Decoders) -> int:
+    """Offset after the intact frame at ``pos`` (one of an unknown kind too); raises _BadFrame."""
+    try:
+        return _read_frame(data, pos, decoders)[1]
+    except UnknownFrameError:
+        return _frame_bytes(data, pos)[2]
+
+
 def next_frame(data: bytes, start: int) -> int | None:
     """Byte offset of the first intact frame at or after ``start`` (magic, length, CRC and
-    payload all check out), or None. A false match needs a 32-bit CRC to agree by chance."""
-    decoder = msgspec.msgpack.Decoder(LogFrame)
-    pos = data.find(FRAME_MAGIC, start)
+    payload all check out; a frame of a kind this code does not read counts), or None. A
+    false match needs a 32-bit CRC to agree by chance."""
+    decoders = _Decoders()
+    pos = data.find(_FAMILY, start)
     while pos >= 0:
         try:
-            _read_frame(data, pos, decoder)
+            _intact_end(data, pos, decoders)
         except _BadFrame:
-            pos = data.find(FRAME_MAGIC, pos + 1)
+            pos = data.find(_FAMILY, pos + 1)
         else:
             return pos
     return None
@@ -150,11 +240,10 @@ def next_frame(data: bytes, start: int) -> int | None:
 
 def intact_frames(data: bytes, start: int) -> tuple[int, int | None]:
     """(intact frames at or after byte ``start``, offset of the first of them or None)."""
-    decoder = msgspec.msgpack.Decoder(LogFrame)
+    decoders = _Decoders()
     first = pos = next_frame(data, start)
     count = 0
     while pos is not None:
         count += 1
-        _, end = _read_frame(data, pos, decoder)
-        pos = next_frame(data, end)
+        pos = next_frame(data, _intact_end(data, pos, decoders))
     return count, first

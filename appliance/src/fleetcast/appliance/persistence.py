@@ -4,11 +4,15 @@ Layout of ``--state-dir``::
 
     lock                held (flock) by the one appliance using the directory; its pid
     snapshot.npz        engine.state_arrays() + a JSON header (log generation, times)
-    log-00000042.wal    accepted samples since that snapshot, one frame per request
+    log-00000042.wal    accepted samples since that snapshot, one frame per request,
+                        and forgotten servers, one frame per forget
 
-A frame is ``b"FCW1" | u32 length | u32 crc32(payload) | payload`` where the payload is a
-MessagePack :class:`LogFrame` (numeric columns as raw little-endian bytes); the framing
-lives in :mod:`~fleetcast.appliance.log_frames` (its names re-exported here). Each POST is
+A frame is ``magic | u32 length | u32 crc32(payload) | payload``: ``b"FCW1"`` and a
+MessagePack :class:`LogFrame` (a batch of samples, numeric columns as raw little-endian
+bytes), or ``b"FCF1"`` and a :class:`ForgetFrame` (servers forgotten at that point); the
+framing lives in :mod:`~fleetcast.appliance.log_frames` (its names re-exported here). An
+intact frame of a kind this version does not read (a newer fleetcast's) refuses the start,
+like damage. Each POST is
 written with one ``os.write`` and, with ``fsync=True``, one ``fdatasync`` before the
 response: an acknowledged sample is on disk (``kill -9`` and power loss lose nothing
 acknowledged). A snapshot rotates to a new log generation under the ingest lock, writes
@@ -39,9 +43,14 @@ import numpy as np
 
 from fleetcast.appliance.errors import ExplainedError
 from fleetcast.appliance.log_frames import (
+    FORGET_MAGIC,
     FRAME_MAGIC,
     Columns,
+    Entry,
+    Forget,
+    ForgetFrame,
     LogFrame,
+    UnknownFrameError,
     decode_frames,
     encode_frame,
     intact_frames,
@@ -53,14 +62,20 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 __all__ = [
+    "FORGET_MAGIC",
     "FRAME_MAGIC",
     "Columns",
+    "Entry",
+    "Forget",
+    "ForgetFrame",
     "LogFrame",
     "Recovery",
     "StateError",
     "StateStore",
+    "UnknownFrameError",
     "decode_frames",
     "encode_frame",
+    "intact_frames",
     "next_frame",
 ]
 
@@ -84,7 +99,7 @@ class _LogScan:
 
     path: Path
     size: int
-    batches: list[Columns]
+    batches: list[Entry]
     valid: int
     """Byte offset after the last good frame before the first bad one (``size`` if clean)."""
     problem: str | None
@@ -108,8 +123,9 @@ class Recovery:
 
     arrays: dict[str, np.ndarray] | None
     """The snapshot's engine state arrays, or None when there is no snapshot."""
-    batches: list[Columns]
-    """Logged batches not covered by the snapshot, in order (replay them through ingest)."""
+    batches: list[Entry]
+    """Logged entries not covered by the snapshot, in order: sample batches (replay them
+    through ingest) and forgets (replay them through ``Engine.forget``)."""
     dropped: list[str]
     """Descriptions of torn/corrupt tails that were cut off."""
 
@@ -222,7 +238,7 @@ class StateStore:
                 raise self._damaged_log(scan, later)
         for gen in covered:
             self._log_path(gen).unlink(missing_ok=True)  # crash before pruning
-        batches: list[Columns] = []
+        batches: list[Entry] = []
         dropped: list[str] = []
         for scan in scans:
             batches.extend(scan.batches)
@@ -241,7 +257,19 @@ class StateStore:
     @staticmethod
     def _scan_log(path: Path) -> _LogScan:
         data = path.read_bytes()
-        batches, valid, problem = decode_frames(data)
+        try:
+            batches, valid, problem = decode_frames(data)
+        except UnknownFrameError as exc:
+            raise StateError(
+                f"The sample log {path.name} in the state directory holds a {exc}; the file "
+                "was left as it is.",
+                "it was written by a newer fleetcast; replaying the log without it would "
+                "silently lose what it records (a forgotten server could come back, or "
+                "acknowledged samples be lost).",
+                "start the fleetcast version that wrote it (upgrade this appliance), or "
+                f"restore the state directory from a backup this version wrote ({_BACKUP_DOC}).",
+                _STATE_DOC,
+            ) from None
         scan = _LogScan(path, len(data), batches, valid, problem)
         if problem is not None:
             scan.intact_after, scan.next_intact = intact_frames(data, valid + 1)
@@ -322,8 +350,9 @@ class StateStore:
         return fd
 
     # -- running -------------------------------------------------------------------------
-    def append(self, cols: Columns) -> int:
-        """Write one frame and make it durable (fdatasync when ``fsync``); returns its size."""
+    def append(self, cols: Entry) -> int:
+        """Write one frame (a sample batch, or a :class:`Forget`) and make it durable
+        (fdatasync when ``fsync``); returns its size."""
         if self._fd is None:
             raise RuntimeError("StateStore.append before recover()")
         if self._stuck is not None:

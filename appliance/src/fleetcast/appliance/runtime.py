@@ -7,7 +7,9 @@ background tasks. Threading model: the event loop never runs the model or waits 
 ``ingest`` (Numba + one fdatasync) and ``run_forecast`` (ONNX Runtime) run in worker
 threads. One ``threading.Lock`` orders ingest, log appends, snapshots and the reload swap.
 A batch is logged before it is applied, under that lock: what could not be logged (a full
-disk) is not applied either, so forecasts never use samples that a restart would lose.
+disk) is not applied either, so forecasts never use samples that a restart would lose. A
+forgotten server is logged and applied the same way (:mod:`~fleetcast.appliance.
+runtime_forget`), and the served forecast set is published again without it.
 """
 
 from __future__ import annotations
@@ -25,14 +27,22 @@ import msgspec
 import numpy as np
 
 from fleetcast.appliance.persistence import Columns, StateError, StateStore
+from fleetcast.appliance.runtime_forget import apply_entry, expire_locked, forget_locked
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
 
     from fleetcast.appliance.demo import DemoSource
-    from fleetcast.appliance.engine import Engine, EngineConfig, ForecastSet, IngestResult
+    from fleetcast.appliance.engine import (
+        Engine,
+        EngineConfig,
+        ForecastSet,
+        Forgotten,
+        IngestResult,
+    )
     from fleetcast.appliance.notify import Notifier
-    from fleetcast.appliance.persistence import Recovery
+    from fleetcast.appliance.persistence import Entry, Recovery
     from fleetcast.appliance.settings import Settings
 
 __all__ = ["Runtime", "StartupError", "iso", "to_record_batch"]
@@ -100,11 +110,15 @@ class Runtime:
         self.ready_after_s: float | None = None
         self.current_body: bytes | None = None
         self.forecast_sets = 0
+        self.current_changes = 0
+        """Changes of the served forecast set: each new set, and each forget that dropped
+        servers from it (the alert pusher follows it)."""
         self.forecast_errors = 0
         self.ingest_requests = 0
         self.records_accepted = 0
         self.records_rejected = 0
         self.replayed_records = 0
+        self.replayed_forgets = 0
         self.latest_step: int | None = None
         """Epoch seconds of the fleet's newest closed step (from the last ingest)."""
         self.dropped_tails: list[str] = []
@@ -118,10 +132,12 @@ class Runtime:
         self.demo: DemoSource | None = None
         self.pull_source: Any = None
         """A pull source (e.g. Prometheus) set by the app's Telemetry; /status reports it."""
-        self._tee: list[Columns] | None = None
+        self._tee: list[Entry] | None = None
         self._due = asyncio.Event()
         self._forecast_deferred = False
         """A step closed during a backfill (``ingest(forecast=False)``) and no forecast ran."""
+        self._forgot = False
+        """An ingest forgot expired servers: the served set is published again."""
         self._snapshot_due = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -165,8 +181,11 @@ class Runtime:
                 ) from exc
         else:
             engine = Engine.open(config)
-        for cols in recovery.batches:
-            result = engine.ingest(to_record_batch(cols))
+        for entry in recovery.batches:
+            result = apply_entry(engine, entry)
+            if isinstance(result, list):
+                self.replayed_forgets += len(result)
+                continue
             self.replayed_records += result.accepted
             if result.latest_step is not None:
                 self.latest_step = int(result.latest_step)
@@ -176,7 +195,13 @@ class Runtime:
             if data_time:
                 self.latest_step = int(datetime.fromisoformat(data_time).timestamp())
         if recovery.batches:
-            _log.info("replayed %d logged samples", self.replayed_records)
+            _log.info(
+                "replayed %d logged samples and %d forgotten servers",
+                self.replayed_records,
+                self.replayed_forgets,
+            )
+        with self.lock:  # forget_after set (or shortened) since the last run
+            expire_locked(self)
 
     async def start(self) -> None:
         """Open the engine, restore state, start the loops, then tell systemd READY=1."""
@@ -260,6 +285,8 @@ class Runtime:
                 self._tee.append(logged)
             if result.latest_step is not None:
                 self.latest_step = int(result.latest_step)
+            if result.closed_steps > 0 and expire_locked(self):  # data time moved on
+                self._forgot = True
         return result
 
     async def ingest(
@@ -273,6 +300,9 @@ class Runtime:
         that may forecast, so no forecast runs on half a backfill (it would be a risk
         history point a day before the rest, with nothing in between)."""
         result = await anyio.to_thread.run_sync(self._ingest_sync, cols, now)
+        if self._forgot:
+            self._forgot = False
+            self.republish()
         self.ingest_requests += 1
         self.records_accepted += result.accepted
         self.records_rejected += len(result.rejected)
@@ -306,14 +336,17 @@ class Runtime:
                 continue
             if forecast is not None and engine is self.engine:
                 # A run on a model that /admin/reload replaced meanwhile is dropped: the
-                # reload publishes the new model's first forecast itself.
-                self.publish(forecast)
+                # reload publishes the new model's first forecast itself. The engine's
+                # current set is this run's, less any server forgotten since it ended.
+                self.publish(engine.current() or forecast)
 
-    def publish(self, forecast: ForecastSet) -> None:
-        """Encode a new forecast set once; serve it to GETs and push it to WebSockets."""
+    def publish(self, forecast: ForecastSet, *, new: bool = True) -> None:
+        """Encode a new forecast set once; serve it to GETs and push it to WebSockets.
+        ``new=False``: the same set with servers forgotten (not counted as a set)."""
         body = self._encoder.encode(forecast.to_dict())
         self.current_body = body
-        self.forecast_sets += 1
+        self.forecast_sets += int(new)
+        self.current_changes += 1
         if not self.subscribers:
             return
         # Decoded once for all clients: a client that lags holds this shared text, not a
@@ -324,6 +357,25 @@ class Runtime:
                 with contextlib.suppress(asyncio.QueueEmpty):
                     queue.get_nowait()  # a slow client gets the newest set, not a backlog
             queue.put_nowait(text)
+
+    def republish(self) -> None:
+        """Serve the engine's current set again after a forget dropped servers from it."""
+        engine = self.engine
+        current = engine.current() if engine is not None else None
+        if current is not None and self.current_body is not None:
+            self.publish(current, new=False)
+
+    def forget(self, candidates: Sequence[str]) -> Forgotten | None:
+        """Forget the first server of ``candidates`` the engine knows (logged, then applied;
+        blocking: call in a thread, then :meth:`republish`); None when it knows none. An
+        OSError from the log (disk full) forgets nothing."""
+        with self.lock:
+            engine = self.engine
+            if engine is None:
+                raise RuntimeError("forget before start")
+            name = next((n for n in candidates if engine.knows(n)), None)
+            done = forget_locked(self, [name], expired=False) if name is not None else []
+        return done[0] if done else None
 
     def subscribe(self) -> asyncio.Queue[str] | None:
         """A queue that receives every new forecast body as text (newest wins), or None
@@ -396,52 +448,12 @@ class Runtime:
     # -- model reload --------------------------------------------------------------------
     async def reload(self, model_dir: Path) -> dict[str, Any]:
         """Swap in the model at ``model_dir`` atomically; the old engine serves until the new
-        one passed its checks and holds the same buffers (plus anything ingested meanwhile)."""
-        from fleetcast.appliance.engine import Engine
+        one passed its checks and holds the same buffers (plus anything logged meanwhile).
+        Returns the answer of POST /admin/reload (:mod:`~fleetcast.appliance.runtime_reload`)."""
+        from fleetcast.appliance.runtime_reload import reload
 
         async with self._reload_lock:
-            old = self.engine
-            if old is None:
-                raise RuntimeError("reload before start")
-            config: EngineConfig = self.settings.engine_config(model_dir)
-
-            def take_state() -> dict[str, np.ndarray]:
-                with self.lock:
-                    self._tee = []
-                    return {k: np.array(v, copy=True) for k, v in old.state_arrays().items()}
-
-            def swap(new: Engine) -> None:
-                with self.lock:
-                    for cols in self._tee or []:
-                        new.ingest(to_record_batch(cols))
-                    self._tee = None
-                    self.engine = new
-
-            def build() -> tuple[Engine, ForecastSet | None]:
-                engine = Engine.restore(config, arrays)
-                return engine, engine.run_forecast()  # serve forecasts from the first second
-
-            arrays = await anyio.to_thread.run_sync(take_state)
-            try:
-                new, forecast = await anyio.to_thread.run_sync(build)
-            except BaseException:
-                with self.lock:
-                    self._tee = None
-                raise
-            await anyio.to_thread.run_sync(swap, new)
-            await anyio.to_thread.run_sync(old.model.close)  # its inference worker threads
-            if forecast is not None:
-                self.publish(forecast)
-            self._due.set()
-            before = old.status().get("model", {})
-            after = new.status().get("model", {})
-            servers = new.status().get("servers", {})
-            return {
-                "model_version": after.get("version"),
-                "bundle_id": after.get("bundle_id"),
-                "previous_model_version": before.get("version"),
-                "servers_carried": int(servers.get("known", 0) or 0),
-            }
+            return await reload(self, model_dir)
 
     # -- status --------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

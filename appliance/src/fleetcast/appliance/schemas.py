@@ -20,6 +20,7 @@ __all__ = [
     "ErrorBody",
     "FleetHistory",
     "FleetSummary",
+    "ForgetOut",
     "HealthResponse",
     "IngestResponse",
     "MetricsIn",
@@ -257,6 +258,8 @@ class StatusResponse(msgspec.Struct, frozen=True):
     """The fleet's newest closed step."""
     ingest: dict[str, int] = {}
     """accepted, rejected, duplicates, superseded, too_old, future, capacity, invalid."""
+    forgotten: dict[str, Any] = {}
+    """deleted (DELETE /servers/...), expired (forget_after), forget_after_s (None: off)."""
     thresholds: dict[str, dict[str, float]] = {}
     """Risk thresholds per metric and profile, in each metric's unit."""
     ready_after_s: float | None = None
@@ -264,6 +267,17 @@ class StatusResponse(msgspec.Struct, frozen=True):
     """forecast_sets, forecast_errors, websocket_clients."""
     step_cache: dict[str, Any] = {}
     """enabled, last_rows_cached, last_rows_computed, bytes (docs/MODEL_FORMAT.md#step-cache)."""
+
+
+class ForgetOut(msgspec.Struct, frozen=True):
+    """Answer of DELETE /servers/{server_name}: the server that was forgotten."""
+
+    server_name: str
+    profile: str
+    steps_dropped: int
+    """Steps of actuals its buffer held (the open step included), now gone."""
+    comes_back: str
+    """What brings it back (as a new server, with an empty history)."""
 
 
 class ScenarioIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -90,6 +90,10 @@ class Settings:
     this machine's."""
     capacity: int = 20_000
     """Maximum number of servers the engine preallocates buffers for."""
+    forget_after: float | None = None
+    """Forget a server (free its slot, drop its history) once the fleet's data is this many
+    seconds past its newest sample (data time, not the wall clock); None (``off``) = never.
+    Written as a duration (``7d``). docs/OPERATIONS.md#forgetting-servers."""
     providers: tuple[str, ...] | None = None
     """ONNX Runtime execution providers in order; None = TensorRT, CUDA, CPU filtered by availability."""
     intra_op_threads: int = 0
@@ -171,6 +175,7 @@ class Settings:
             "history_steps": self.history_steps,
             "thresholds": self.load_thresholds(),
             "max_future_s": self.max_future_seconds,
+            "forget_after_s": self.forget_after,
         }
         known = {f.name for f in dataclasses.fields(EngineConfig)}
         return EngineConfig(**{k: v for k, v in wanted.items() if k in known})

@@ -16,6 +16,7 @@ from fleetcast.appliance.settings_values import (
     _LOG_LEVELS,
     _RATE_UNITS,
     _bool,
+    _duration_or_off,
     _float_in,
     _int_in,
     _log_level,
@@ -58,6 +59,8 @@ _T_BOOL: tuple[type, ...] = (bool,)
 _T_STR: tuple[type, ...] = (str,)
 _T_STRS: tuple[type, ...] = (str, list)
 _T_NUM_OR_OFF: tuple[type, ...] = (int, float, str)
+_T_DURATION: tuple[type, ...] = (str, int, float)
+"""The types of :data:`_T_NUM_OR_OFF` in another order: another key of :data:`_TOML_FORMS`."""
 _TOML_FORMS = {
     _T_INT: "an integer (no quotes, no decimals)",
     _T_NUM: "a number (no quotes)",
@@ -65,6 +68,7 @@ _TOML_FORMS = {
     _T_STR: "a quoted string",
     _T_STRS: "a quoted string or an array of strings",
     _T_NUM_OR_OFF: 'a number or "off"',
+    _T_DURATION: 'a quoted duration such as "7d", a number of seconds, or "off"',
 }
 _BOOL_FORM = "true or false (also yes/no, on/off, 1/0)"
 
@@ -140,6 +144,13 @@ _SPECS: dict[str, _Spec] = {
     ),
     "intra_op_threads": _Spec(_int_in(0), "an integer >= 0 (0 = auto)", _T_INT, "0"),
     "step_cache": _flag_spec(True),
+    "forget_after": _Spec(
+        _duration_or_off,
+        "a duration of data time of at least 300 seconds (one step): seconds, or a number "
+        "with a unit s, m, h, d or w such as 7d or 36h; or off (never forget)",
+        _T_DURATION,
+        '"7d"',
+    ),
     "history_steps": _Spec(
         _int_in(1, optional=True),
         "an integer >= 1 (leave it unset for what the model reads)",

@@ -109,6 +109,37 @@ def _seconds_or_off(value: Any) -> float | None:
     return _float_in(0.0)(value)
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+"""Units of a duration ``N<unit>`` (``7d``, ``36h``, ``90m``, ``600s``, ``2w``)."""
+_MIN_DURATION = 300.0
+"""The shortest duration that forgets anything: one 5-minute step of data time."""
+
+
+def _duration_or_off(value: Any) -> float | None:
+    """``off`` (or none, empty, 0) → None; else a duration in seconds of at least one step:
+    a number of seconds, or a number with a unit of :data:`_DURATION_UNITS`."""
+    if value is None or str(value).strip().lower() in ("off", "none", ""):
+        return None
+    if isinstance(value, bool):
+        raise ValueError("a boolean, not a duration")
+    if isinstance(value, str):
+        text = value.strip().lower()
+        unit = _DURATION_UNITS.get(text[-1:])
+        try:
+            seconds = float(text[:-1] if unit else text) * (unit or 1)
+        except ValueError:
+            raise ValueError("not a duration") from None
+    else:
+        seconds = _number(value)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError("not a duration >= 0")
+    if seconds == 0:
+        return None
+    if seconds < _MIN_DURATION:
+        raise ValueError(f"shorter than one {_MIN_DURATION:g}-second step")
+    return seconds
+
+
 def _text(value: Any) -> str:
     text = str(value).strip()
     if not text:

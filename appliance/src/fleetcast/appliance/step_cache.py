@@ -113,6 +113,16 @@ class StepCache:
             for n in ("enc_step", "enc_hash", "enc_emb", "dec_step", "dec_hash", "dec_emb")
         )
 
+    def forget(self, slots: np.ndarray) -> None:
+        """Drop every row cached for server ``slots`` (forgotten servers', whose slots a new
+        server may take). Not needed for correctness — a row is a hit only for the same
+        step and the same bytes, whichever server sent them — but a reused slot then starts
+        as empty as a new one. Under the forecast lock, like :meth:`prepare`."""
+        slots = np.asarray(slots, dtype=np.int64)
+        slots = slots[slots < self._slots]
+        self.enc_step[slots] = _EMPTY
+        self.dec_step[slots] = _EMPTY
+
     def warm_up(self, inputs: WindowInputs) -> None:
         """Compile (or load from Numba's cache) the kernels now, on no windows."""
         from fleetcast.appliance.attention import attend

@@ -7,6 +7,7 @@ from fleetcast.appliance.controllers.health import HealthController
 from fleetcast.appliance.controllers.history import HistoryController
 from fleetcast.appliance.controllers.metrics import MetricsController
 from fleetcast.appliance.controllers.predictions import PredictionsController
+from fleetcast.appliance.controllers.servers import ServersController
 from fleetcast.appliance.controllers.ws import predictions_socket
 
 __all__ = [
@@ -16,5 +17,6 @@ __all__ = [
     "HistoryController",
     "MetricsController",
     "PredictionsController",
+    "ServersController",
     "predictions_socket",
 ]
