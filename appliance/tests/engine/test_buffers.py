@@ -197,3 +197,37 @@ def test_a_freed_slot_is_empty_reused_lowest_first_and_kept_by_snapshots() -> No
         assert b.index == {"d": 0, "e": 1, "c": 2}
         p, _, _ = b.series(1, int(T0 // STEP) + 1, 2)
         assert not p.any()  # nothing of b's steps in e's slot
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def test_a_large_capacity_costs_memory_only_as_servers_arrive() -> None:
+    from fleetcast.appliance.history import RiskHistory
+
+    capacity, ring = 100_000, 386  # ~2.3 GB of buffers and risk history if all were touched
+    before = _rss_kib()
+    buf = RingBuffers(capacity, ring)
+    history = RiskHistory(capacity, ring, 288)
+    for i in range(50):
+        history.initialise(buf.register(f"pp{i}") + 1)
+    grown_mib = (_rss_kib() - before) / 1024
+    assert grown_mib < 64, grown_mib  # 50 servers' rows are ~1 MB
+    # A slot in use has its empty marks; so does every slot a snapshot restores.
+    assert (buf.state[:50] == -1).all()
+    assert (buf.slot_step[:50] == -1).all()
+    assert np.isnan(history.risk[:50]).all()
+    assert (history.risk_step[:50] == -1).all()
+    _feed(buf, [T0 + 10], [49], [[1.0, 2.0, 3.0, 4.0]], [0])
+    restored = RingBuffers(capacity, ring)
+    restored.load_arrays(buf.state_arrays())
+    np.testing.assert_array_equal(_canonical(restored)[2], _canonical(buf)[2])
+    assert restored.register("pp50") == 50
+    assert (restored.state[50] == -1).all()
+    assert (restored.slot_step[50] == -1).all()
+    hist2 = RiskHistory(capacity, ring, 288)
+    hist2.load_arrays({}, 50)  # nothing saved for them: empty, not zeros
+    assert np.isnan(hist2.risk[:50]).all()
+    assert (hist2.risk_step[:50] == -1).all()

@@ -194,9 +194,14 @@ class RingBuffers:
         self.capacity = int(capacity)
         self.ring_steps = int(ring_steps)
         self.step_seconds = int(step_seconds)
+        # np.zeros maps untouched pages lazily: a large capacity costs memory only as servers
+        # arrive. The empty marks (-1) of `state` and `slot_step` are therefore written per
+        # slot when a slot is first used (:meth:`_initialise`), not here.
         self.values = np.zeros((capacity, ring_steps, N_METRICS), dtype=np.float32)
-        self.state = np.full((capacity, ring_steps), -1, dtype=np.int8)
-        self.slot_step = np.full((capacity, ring_steps), -1, dtype=np.int32)
+        self.state = np.zeros((capacity, ring_steps), dtype=np.int8)
+        self.slot_step = np.zeros((capacity, ring_steps), dtype=np.int32)
+        self._initialised = 0
+        """Slots below this hold their empty marks; the rest were never used."""
         self.slot_off = np.zeros((capacity, ring_steps), dtype=np.int16)
         self.last_step = np.full(capacity, -1, dtype=np.int64)
         self.samples = np.zeros(capacity, dtype=np.int64)
@@ -235,10 +240,18 @@ class RingBuffers:
             return -1
         else:
             idx = len(self.names)
+            self._initialise(idx + 1)
             self.names.append(name)
         self.index[name] = idx
         self.used[idx] = True
         return idx
+
+    def _initialise(self, slots: int) -> None:
+        """Write the empty marks of every slot below ``slots`` not initialised yet."""
+        if slots > self._initialised:
+            self.state[self._initialised : slots] = -1
+            self.slot_step[self._initialised : slots] = -1
+            self._initialised = slots
 
     def free(self, idx: int) -> int:
         """Forget the server in slot ``idx``: clear its steps and free the slot for a new
@@ -341,6 +354,7 @@ class RingBuffers:
             )
         old_w = int(np.asarray(arrays["ring_steps"])[0])
         n = len(names)
+        self._initialise(n)
         self.names = names
         self.index = {name: i for i, name in enumerate(names) if name}
         self.used[:] = False

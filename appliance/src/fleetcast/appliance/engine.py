@@ -197,6 +197,7 @@ class Engine:
         idx = buf.register(name)
         if idx < 0:
             return -1
+        self._history.initialise(buf.n)
         spec = self.spec
         self._set_profile(idx, profile or profile_from_name(name))
         if "server_id" in spec.categorical_classes:

@@ -30,8 +30,11 @@ class RiskHistory:
 
     def __init__(self, capacity: int, ring_steps: int, fleet_steps: int) -> None:
         self.ring_steps = int(ring_steps)
-        self.risk = np.full((capacity, ring_steps), np.nan, dtype=np.float32)
-        self.risk_step = np.full((capacity, ring_steps), -1, dtype=np.int32)
+        # Lazily mapped zeros; a slot's empty marks (NaN, -1) are written when it is first
+        # used (:meth:`initialise`), so a large capacity costs memory only as servers arrive.
+        self.risk = np.zeros((capacity, ring_steps), dtype=np.float32)
+        self.risk_step = np.zeros((capacity, ring_steps), dtype=np.int32)
+        self._initialised = 0
         f = max(int(fleet_steps), 1)
         self.fleet = {
             "step": np.full(f, -1, dtype=np.int64),
@@ -57,6 +60,14 @@ class RiskHistory:
         self.fleet["step"][j] = fleet_step
         for key in ("mean_risk", "red", "yellow", "green"):
             self.fleet[key][j] = fleet[key]
+
+    def initialise(self, slots: int) -> None:
+        """Write the empty marks of every server slot below ``slots`` not initialised yet
+        (the engine calls it as it registers a server in a new slot)."""
+        if slots > self._initialised:
+            self.risk[self._initialised : slots] = np.nan
+            self.risk_step[self._initialised : slots] = -1
+            self._initialised = slots
 
     def clear(self, s: int) -> None:
         """Drop server slot ``s``'s risk history (a forgotten server's). The fleet trend keeps
@@ -92,6 +103,7 @@ class RiskHistory:
     def load_arrays(self, arrays: Mapping[str, np.ndarray], n: int) -> None:
         """Restore :meth:`state_arrays`; parts saved with other ring sizes are reset (and the
         reset logged as a warning when they held any history)."""
+        self.initialise(n)
         risk = np.asarray(arrays.get("risk", np.zeros((0, 0))))
         if risk.shape == (n, self.ring_steps):
             self.risk[:n] = risk
