@@ -195,7 +195,7 @@ def test_connections_past_the_limit_get_503_not_a_hang(server_factory: Any, svc:
     server = server_factory(extra=["--max-connections", "4"])
     held: list[socket.socket] = []
     try:
-        for _ in range(4):  # half-sent requests: uvicorn has no header timeout
+        for _ in range(4):  # half-sent requests, inside the 30 s request deadline
             sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
             sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
             held.append(sock)
@@ -260,6 +260,7 @@ def test_operations_md_documents_the_edge_settings() -> None:
     text = (ROOT / "docs" / "OPERATIONS.md").read_text()
     for flag, env in (
         ("--max-connections", "FLEETCAST_MAX_CONNECTIONS"),
+        ("--request-timeout-s", "FLEETCAST_REQUEST_TIMEOUT_S"),
         ("--max-websocket-clients", "FLEETCAST_MAX_WEBSOCKET_CLIENTS"),
         ("--trusted-proxies", "FLEETCAST_TRUSTED_PROXIES"),
     ):

@@ -61,6 +61,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="connections served at once (default 1024); requests beyond it get 503",
     )
     add(
+        "--request-timeout-s",
+        type=float,
+        help="seconds a request may take to arrive whole (default 30); slower ones get 408",
+    )
+    add(
         "--max-websocket-clients",
         type=int,
         help="WebSocket clients at once (default 32; 0: no WebSocket); more are refused",
@@ -243,6 +248,7 @@ def _serve(settings: Settings, report: StartReport | None) -> int:
     import uvicorn
 
     from fleetcast.appliance.app import ListenError, create_app, listen
+    from fleetcast.appliance.http_protocol import timed_h11_protocol
 
     def fail(message: str) -> int:
         print(f"fleetcast serve: cannot start: {message}", file=sys.stderr)
@@ -277,6 +283,9 @@ def _serve(settings: Settings, report: StartReport | None) -> int:
 
     config = uvicorn.Config(
         app,
+        # h11 with a deadline for reading each request: a client sending half a request
+        # would otherwise hold its connection for good (http_protocol).
+        http=timed_h11_protocol(app.state.runtime.read_timeouts),
         host=settings.host,
         port=settings.port,
         workers=1,

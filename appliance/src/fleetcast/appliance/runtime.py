@@ -26,6 +26,7 @@ import anyio.to_thread
 import msgspec
 import numpy as np
 
+from fleetcast.appliance.http_protocol import ReadTimeouts
 from fleetcast.appliance.persistence import Columns, StateError, StateStore
 from fleetcast.appliance.runtime_forget import apply_entry, expire_locked, forget_locked
 
@@ -126,6 +127,7 @@ class Runtime:
         self.websocket_refused = 0
         """WebSocket clients refused because ``max_websocket_clients`` were connected."""
         self.websocket_dropped = 0
+        self.read_timeouts = ReadTimeouts(settings.request_timeout_s)
         """WebSocket clients dropped because a send to them stayed blocked (not reading)."""
         self._refusal_log_after = 0.0
         """Monotonic time before which a refused WebSocket client is counted, not logged."""
@@ -492,5 +494,6 @@ class Runtime:
             "websocket_clients": len(self.subscribers),
             "websocket_refused": self.websocket_refused,
             "websocket_dropped": self.websocket_dropped,
+            "request_timeouts": self.read_timeouts.count,
         }
         return body

@@ -60,6 +60,9 @@ class Settings:
     max_connections: int = 1024
     """Open connections (and tasks) served at once; beyond it new ones get 503 (uvicorn's
     ``limit_concurrency``; docs/OPERATIONS.md#security)."""
+    request_timeout_s: float = 30.0
+    """Seconds a request may take to arrive whole (line, headers, body) from its first byte;
+    past it the answer is 408 and the connection closes (docs/OPERATIONS.md#limits)."""
     max_websocket_clients: int = 32
     """WebSocket subscribers at once; more are refused (each can hold two forecast bodies)."""
     trusted_proxies: tuple[str, ...] = ()
