@@ -211,7 +211,29 @@ def test_forget_after_forgets_in_data_time_logs_once_and_survives_a_restart(
     again = _runtime(svc, model_dir, state)
     assert again.replayed_forgets == 1
     assert not again.engine.knows(TARGET)
+    # The frame says why: replayed, it is still an expiry, not a DELETE.
+    assert again.engine.status()["forgotten"] == {
+        "deleted": 0,
+        "expired": 1,
+        "forget_after_s": None,
+    }
     _crash(again)
+
+
+def test_forget_after_frees_the_silent_server_of_a_two_server_fleet(
+    model_dir: Path, tmp_path: Path, svc: Any
+) -> None:
+    # With two servers the silent one must not be the fleet's "now": data time would stop
+    # at its last step, the live server would count as ahead, and nothing would expire.
+    runtime = _runtime(svc, model_dir, tmp_path / "state", forget_after="1h")
+    runtime._ingest_sync(_columns(svc, ("ppdb001", TARGET), 3))
+    for k in range(3, 17):
+        runtime._ingest_sync(_columns(svc, ("ppdb001",), 1, start_step=k))
+    status = runtime.engine.status()
+    assert not runtime.engine.knows(TARGET)
+    assert status["forgotten"]["expired"] == 1
+    assert status["servers"]["ahead"] == 0
+    _crash(runtime)
 
 
 def test_forget_after_set_at_a_restart_forgets_at_start(
@@ -231,4 +253,6 @@ def test_forget_after_set_at_a_restart_forgets_at_start(
     third = _runtime(svc, model_dir, state)  # the setting off again: the forget is logged
     assert third.replayed_forgets == 1
     assert not third.engine.knows(TARGET)
+    assert third.engine.status()["forgotten"]["expired"] == 1
+    assert third.engine.status()["forgotten"]["deleted"] == 0
     _crash(third)

@@ -42,7 +42,13 @@ _PER_SLOT = (
 def fleet_reference(ends: np.ndarray) -> int:
     """The fleet's reference step: the 90th percentile (lower) of the servers' newest closed
     steps ``ends`` (n,), a robust "now" that a few servers with bad clocks cannot move; -1
-    for no servers."""
+    for no servers. With two servers, the newer one: neither outvotes the other, the lower
+    percentile would make a server whose data stopped the fleet's "now" (the live one then
+    counts as ahead, data time stops and ``forget_after`` never frees the stopped one), and
+    a server that stops is far more common than a clock running ahead, which the ingest
+    bounds by ``max_future_seconds``."""
+    if ends.size == 2:
+        return int(ends.max())
     return int(np.percentile(ends, 90, method="lower")) if ends.size else -1
 
 

@@ -10,7 +10,8 @@ kind letter, a version digit. Two kinds exist:
   runtime logs it and the replay ingests it. Every log written before forgets existed
   holds only these, and replays as it did.
 - ``b"FCF1"``, forget servers: the payload is a MessagePack :class:`ForgetFrame` (the
-  names, in order); :class:`Forget` is the entry the replay applies at its place in the log.
+  names, in order, and whether ``forget_after`` expired them rather than a ``DELETE``);
+  :class:`Forget` is the entry the replay applies at its place in the log.
 
 A frame whose magic starts with ``b"FC"`` and whose length and CRC check out but whose kind
 or version this code does not know was written by a newer fleetcast: reading it raises
@@ -65,17 +66,21 @@ class LogFrame(msgspec.Struct, array_like=True, frozen=True):
 
 
 class ForgetFrame(msgspec.Struct, array_like=True, frozen=True):
-    """One logged forget: the servers' names, in the order they were forgotten."""
+    """One logged forget: the servers' names, in the order they were forgotten, and
+    ``expired``: by ``forget_after`` (else a ``DELETE``), so a replay counts it the same."""
 
     server: list[str]
+    expired: bool = False
 
 
 @dataclass(frozen=True)
 class Forget:
     """Forget these servers, at this point of the log (docs/OPERATIONS.md#forgetting-servers):
-    samples before it belong to the servers forgotten, samples after it start new ones."""
+    samples before it belong to the servers forgotten, samples after it start new ones.
+    ``expired``: by ``forget_after`` (counted apart from a ``DELETE``'s)."""
 
     server: list[str]
+    expired: bool = False
 
 
 class UnknownFrameError(ValueError):
@@ -126,7 +131,7 @@ def encode_frame(entry: Entry, encoder: msgspec.msgpack.Encoder | None = None) -
     """One framed, CRC-protected log record of ``entry`` (``FCW1`` or ``FCF1``)."""
     frame: LogFrame | ForgetFrame
     if isinstance(entry, Forget):
-        magic, frame = FORGET_MAGIC, ForgetFrame(server=list(entry.server))
+        magic, frame = FORGET_MAGIC, ForgetFrame(server=list(entry.server), expired=entry.expired)
     else:
         magic = FRAME_MAGIC
         frame = LogFrame(
@@ -177,7 +182,7 @@ def _read_frame(data: bytes, pos: int, decoders: _Decoders) -> tuple[Entry, int]
     try:
         if magic == FORGET_MAGIC:
             forget = decoders.forget.decode(payload)
-            return Forget(list(forget.server)), end
+            return Forget(list(forget.server), forget.expired), end
         if magic != FRAME_MAGIC:
             raise UnknownFrameError(pos, magic)
         frame = decoders.batch.decode(payload)

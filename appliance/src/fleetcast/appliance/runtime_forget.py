@@ -37,7 +37,7 @@ def apply_entry(engine: Engine, entry: Entry) -> IngestResult | list[Forgotten]:
     from fleetcast.appliance.runtime import to_record_batch
 
     if isinstance(entry, Forget):
-        return engine.forget(entry.server)
+        return engine.forget(entry.server, expired=entry.expired)
     return engine.ingest(to_record_batch(entry))
 
 
@@ -52,7 +52,7 @@ def forget_locked(runtime: Runtime, names: Sequence[str], *, expired: bool) -> l
     known = [name for name in dict.fromkeys(names) if engine.knows(name)]
     if not known:
         return []
-    entry = Forget(known)
+    entry = Forget(known, expired)
     size = runtime.store.append(entry)
     try:
         done = engine.forget(known, expired=expired)
