@@ -129,6 +129,50 @@ def test_a_websocket_client_that_does_not_read_is_dropped(
     assert "WebSocket client ? dropped: a forecast send stayed blocked for 0.2 s" in caplog.text
 
 
+def test_a_blocked_send_does_not_hold_the_shutdown(tmp_path: Path, svc: Any) -> None:
+    """uvicorn's shutdown hands every WebSocket session a disconnect: a session whose send
+    is blocked behind a client that does not read ends at once, not after the send timeout
+    (a SIGTERM used to take 10 s more with such a client)."""
+    from fleetcast.appliance.controllers.ws import stream_predictions
+    from fleetcast.appliance.notify import Notifier
+    from fleetcast.appliance.runtime import Runtime
+
+    settings = svc.make_settings(tmp_path / "model", tmp_path / "state")
+    runtime = Runtime(settings, Notifier(None))
+    runtime.current_body = b'{"servers": []}'
+
+    class StuckSocket:
+        client = None
+
+        def __init__(self) -> None:
+            self.shutdown = asyncio.Event()
+            self.sending = asyncio.Event()
+
+        async def accept(self) -> None:
+            pass
+
+        async def send_text(self, text: str) -> None:
+            self.sending.set()
+            await asyncio.Event().wait()  # never written: the peer does not read
+
+        async def receive(self) -> dict[str, Any]:
+            await self.shutdown.wait()
+            return {"type": "websocket.disconnect", "code": 1012}
+
+    async def session() -> float:
+        sock = StuckSocket()
+        task = asyncio.create_task(stream_predictions(sock, runtime, 30.0))  # type: ignore[arg-type]
+        await asyncio.wait_for(sock.sending.wait(), 5)
+        started = time.monotonic()
+        sock.shutdown.set()  # what uvicorn's WebSocket shutdown() does
+        await asyncio.wait_for(task, 5)
+        return time.monotonic() - started
+
+    assert asyncio.run(session()) < 1.0
+    assert runtime.subscribers == set()
+    assert runtime.status()["service"]["websocket_dropped"] == 0
+
+
 def test_subscribers_are_capped_and_refusals_counted(
     tmp_path: Path, svc: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -155,6 +199,38 @@ def test_subscribers_are_capped_and_refusals_counted(
     )
     assert off.subscribe() is None
     assert off.status()["service"]["websocket_refused"] == 1
+
+
+@pytest.mark.slow
+def test_sigterm_with_a_websocket_client_that_does_not_read_exits_promptly(
+    server_factory: Any, svc: Any
+) -> None:
+    # 1,000 demo servers at 600x: a 1.3 MB forecast body every half second fills the
+    # connection's buffers of a client that never reads. Its close then waits for the
+    # peer: uvicorn's graceful shutdown took its full 20 s and logged an ERROR.
+    demo = ["--demo", "--demo-servers", "1000", "--speed", "600", "--capacity", "1024"]
+    server = server_factory(extra=demo)
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(
+        b"GET /ws/predictions HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    try:
+
+        def many_sets() -> bool:
+            status = httpx.get(f"{server.url}/status", timeout=5).json()
+            return status["service"]["forecast_sets"] >= 8
+
+        svc.wait_until(many_sets, timeout=60)
+        started = time.monotonic()
+        assert server.stop() == 0
+        took = time.monotonic() - started
+    finally:
+        sock.close()
+    assert took < 8, took
+    assert "timeout graceful shutdown exceeded" not in server.log()
 
 
 # -- X-Forwarded-For -------------------------------------------------------------------------

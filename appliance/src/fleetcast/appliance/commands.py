@@ -7,6 +7,7 @@ Imports nothing heavy until the command runs; never imports torch.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import signal
@@ -244,6 +245,23 @@ def serve(settings: Settings) -> int:
         raise
 
 
+STUCK_CLOSE_S = 2.0
+"""Seconds a connection may stay closing during a shutdown (its last bytes unflushed)."""
+
+
+async def _abort_stuck_closes(server_state: Any) -> None:
+    """After :data:`STUCK_CLOSE_S` of a shutdown, abort the connections still closing: their
+    peer does not read (a WebSocket client that stopped reading leaves its forecast frames in
+    the buffers), so a close would wait for the kernel (``UNACKED_TIMEOUT_S``) and uvicorn's
+    graceful shutdown for all of them (20 s, then an ERROR). Connections still answering a
+    request are not closing yet and are left to finish."""
+    await asyncio.sleep(STUCK_CLOSE_S)
+    for connection in list(server_state.connections):
+        transport = getattr(connection, "transport", None)
+        if transport is not None and transport.is_closing():
+            transport.abort()
+
+
 def _serve(settings: Settings, report: StartReport | None) -> int:
     import uvicorn
 
@@ -280,6 +298,13 @@ def _serve(settings: Settings, report: StartReport | None) -> int:
             await super().startup(sockets=sockets)
             if self.started and report is not None:
                 report.ready(where)
+
+        async def shutdown(self, sockets: Any = None) -> None:
+            reaper = asyncio.ensure_future(_abort_stuck_closes(self.server_state))
+            try:
+                await super().shutdown(sockets=sockets)
+            finally:
+                reaper.cancel()
 
     config = uvicorn.Config(
         app,

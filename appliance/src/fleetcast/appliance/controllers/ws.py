@@ -61,14 +61,15 @@ async def stream_predictions(
         await socket.accept()
         receiver = asyncio.create_task(_drain(socket))
         if runtime.current_body is not None:
-            await _send(socket, runtime.current_body.decode("utf-8"), send_timeout_s)
+            await _send(socket, runtime.current_body.decode("utf-8"), send_timeout_s, receiver)
         while not receiver.done():
             getter = asyncio.create_task(queue.get())
             done, _ = await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
             if getter not in done:
                 getter.cancel()
                 break
-            await _send(socket, getter.result(), send_timeout_s)
+            if not await _send(socket, getter.result(), send_timeout_s, receiver):
+                break
     except TimeoutError:
         # No close frame: it would wait behind the same full buffers. Returning lets the
         # server close the connection; the kernel aborts it if the peer still does not read
@@ -91,9 +92,26 @@ async def stream_predictions(
                 await receiver
 
 
-async def _send(socket: WebSocket, text: str, timeout_s: float) -> None:
-    """Send one text frame; TimeoutError when the send stays blocked past ``timeout_s``."""
-    await asyncio.wait_for(socket.send_text(text), timeout_s)
+async def _send(
+    socket: WebSocket, text: str, timeout_s: float, receiver: asyncio.Task[None]
+) -> bool:
+    """Send one text frame: True when sent, False when ``receiver`` ended first (the client
+    went away, or the server is stopping: uvicorn's shutdown hands every session a
+    disconnect, and a send blocked behind a client that does not read would otherwise hold
+    the shutdown for ``timeout_s``); TimeoutError when it stays blocked past ``timeout_s``."""
+    sender = asyncio.ensure_future(socket.send_text(text))
+    done, _ = await asyncio.wait(
+        {sender, receiver}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+    )
+    if sender in done:
+        sender.result()
+        return True
+    sender.cancel()
+    with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError, OSError):
+        await sender
+    if receiver in done:
+        return False
+    raise TimeoutError
 
 
 async def _refuse(socket: WebSocket, limit: int) -> None:
