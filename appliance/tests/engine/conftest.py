@@ -5,6 +5,9 @@ Only numpy / fleetcast imports (the appliance's test job runs without torch or o
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -20,6 +23,25 @@ from fleetcast.contract.schema import (
 )
 
 TRAINING_SERVERS = ("ppweb001", "ppdb001", "ppml0001", "ppetl001")
+
+
+STEPS_ONNX = Path(__file__).parents[1] / "fixtures" / "tiny_model_steps.onnx"
+"""The tiny model with step graphs (docs/MODEL_FORMAT.md#step-cache)."""
+
+
+@pytest.fixture
+def steps_dir(tmp_path: Path) -> Path:
+    """A model folder holding the step-graph fixture, its checksum and its reference
+    windows (``reference.json``: inputs and the exporter's quantiles)."""
+    if not STEPS_ONNX.is_file():
+        pytest.skip("fixture tiny_model_steps.onnx missing (python -m fleetcast.exporter.fixture)")
+    shutil.copyfile(STEPS_ONNX, tmp_path / "model.onnx")
+    digest = STEPS_ONNX.with_name(STEPS_ONNX.name + ".sha256").read_text().split()[0]
+    (tmp_path / "model.onnx.sha256").write_text(f"{digest}  model.onnx\n")
+    shutil.copyfile(
+        STEPS_ONNX.with_name("tiny_model_steps_reference.json"), tmp_path / "reference.json"
+    )
+    return tmp_path
 
 
 def make_spec(

@@ -16,7 +16,6 @@ from fleetcast.contract.schema import METRIC_COLUMNS, VALID_STATES
 from fleetcast.contract.simulate import FleetSimulator
 
 TOY = Path(__file__).parent / "fixtures" / "toy_model.onnx"
-STEPS_ONNX = Path(__file__).parents[1] / "fixtures" / "tiny_model_steps.onnx"
 STEP = 300
 START = 1_795_000_000 - 1_795_000_000 % STEP
 ROW = [20.0, 40.0, 2.0, 30.0]
@@ -25,16 +24,6 @@ ROW = [20.0, 40.0, 2.0, 30.0]
 @pytest.fixture
 def toy_dir(tmp_path: Path) -> Path:
     shutil.copy(TOY, tmp_path / "model.onnx")
-    return tmp_path
-
-
-@pytest.fixture
-def steps_dir(tmp_path: Path) -> Path:
-    if not STEPS_ONNX.is_file():
-        pytest.skip("fixture tiny_model_steps.onnx missing (python -m fleetcast.exporter.fixture)")
-    shutil.copyfile(STEPS_ONNX, tmp_path / "model.onnx")
-    digest = STEPS_ONNX.with_name(STEPS_ONNX.name + ".sha256").read_text().split()[0]
-    (tmp_path / "model.onnx.sha256").write_text(f"{digest}  model.onnx\n")
     return tmp_path
 
 

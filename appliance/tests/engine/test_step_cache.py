@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pytest
 
 from fleetcast.appliance.engine import Engine, EngineConfig
 from fleetcast.appliance.forecast import clean_quantiles
@@ -23,18 +22,12 @@ from fleetcast.appliance.windows import WindowInputs, WindowPlan
 from fleetcast.contract.schema import METRIC_COLUMNS, VALID_STATES
 from fleetcast.contract.simulate import FleetSimulator
 
-STEPS_ONNX = Path(__file__).parents[1] / "fixtures" / "tiny_model_steps.onnx"
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import pytest
+
 QN = ("p10", "p50", "p90")
-
-
-@pytest.fixture
-def steps_dir(tmp_path: Path) -> Path:
-    if not STEPS_ONNX.is_file():
-        pytest.skip("fixture tiny_model_steps.onnx missing (python -m fleetcast.exporter.fixture)")
-    shutil.copyfile(STEPS_ONNX, tmp_path / "model.onnx")
-    digest = STEPS_ONNX.with_name(STEPS_ONNX.name + ".sha256").read_text().split()[0]
-    (tmp_path / "model.onnx.sha256").write_text(f"{digest}  model.onnx\n")
-    return tmp_path
 
 
 def _raw(engine: Engine) -> dict[str, np.ndarray]:
@@ -103,7 +96,7 @@ def test_the_window_scaled_fixture_has_no_step_graphs(tiny_onnx: Path, tmp_path:
 
 
 def test_reference_windows_give_the_exporters_quantiles(steps_dir: Path, record_batch) -> None:
-    ref = json.loads(STEPS_ONNX.with_name("tiny_model_steps_reference.json").read_text())
+    ref = json.loads((steps_dir / "model.onnx").with_name("reference.json").read_text())
     inp = ref["inputs"]
     engine = Engine.open(EngineConfig(model_dir=steps_dir, capacity=8))
     step = engine.spec.step_seconds
