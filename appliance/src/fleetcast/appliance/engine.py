@@ -462,6 +462,10 @@ class Engine:
             return self._history.fleet_trend(steps, self.spec.step_seconds)
 
     # -- status & state ------------------------------------------------------------------
+    def servers(self, state: str | None = None) -> list[dict[str, Any]]:
+        """The tracked servers (or those in ``state``), by name (``GET /servers``)."""
+        return engine_views.servers(self, state)
+
     def status(self) -> dict[str, Any]:
         """Model info, servers known/ready/warming/unknown, latency, rates, ingest counters."""
         return engine_views.status(self)

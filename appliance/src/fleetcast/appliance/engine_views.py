@@ -197,3 +197,45 @@ def status(engine: Engine) -> dict[str, Any]:
             "bytes": engine._steps.nbytes if engine._steps is not None else 0,
         },
     }
+
+
+SERVER_STATES = ("ready", "warming", "stale", "ahead")
+"""A tracked server's state in ``GET /servers`` (as counted in ``/status`` → ``servers``)."""
+
+
+def servers(engine: Engine, state: str | None = None) -> list[dict[str, Any]]:
+    """Every tracked server (or those in ``state``), by name: profile, state, the time of
+    its newest step with a sample (data time), its window's valid steps, and whether the
+    model was trained on it. The states are those ``/status`` counts."""
+    from fleetcast.contract.schema import VALID_PROFILES
+
+    spec = engine.spec
+    with engine._lock:
+        lengths, ends, forecastable, ref = engine._readiness()
+        buf = engine._buf
+        n = buf.n
+        used = buf.used[:n].copy()
+        newest = buf.last_step[:n].copy()
+        known = engine._known[:n].copy()
+        profile = engine._profile[:n].copy()
+        names = list(buf.names)
+    ready = lengths >= spec.min_encoder_length
+    states = np.select(
+        [forecastable, ~ready, ends < ref, ends > ref], [0, 1, 2, 3], default=0
+    )  # the last two: ready by length but out of step with the fleet
+    step = spec.step_seconds
+    wanted = None if state is None else SERVER_STATES.index(state)
+    out = [
+        {
+            "server_name": names[i],
+            "profile": VALID_PROFILES[int(profile[i])],
+            "state": SERVER_STATES[int(states[i])],
+            "newest_step": iso(int(newest[i]) * step) if newest[i] >= 0 else None,
+            "steps": int(lengths[i]),
+            "known": bool(known[i]),
+        }
+        for i in np.flatnonzero(used).tolist()
+        if wanted is None or states[i] == wanted
+    ]
+    out.sort(key=lambda row: row["server_name"])
+    return out

@@ -269,6 +269,29 @@ class StatusResponse(msgspec.Struct, frozen=True):
     """enabled, last_rows_cached, last_rows_computed, bytes (docs/MODEL_FORMAT.md#step-cache)."""
 
 
+class ServerEntry(msgspec.Struct, frozen=True):
+    """One tracked server in GET /servers."""
+
+    server_name: str
+    profile: str
+    state: Literal["ready", "warming", "stale", "ahead"]
+    """ready: forecast; warming: fewer valid steps than the model needs; stale: its data
+    stopped (it lags the fleet's data time); ahead: its clock runs ahead of the fleet."""
+    newest_step: str | None
+    """Start of its newest 5-minute step with a sample (data time, ISO 8601)."""
+    steps: int
+    """Valid steps in its current window (the model needs min_encoder_length)."""
+    known: bool
+    """Whether the model was trained on it (else it forecasts from its profile)."""
+
+
+class ServersOut(msgspec.Struct, frozen=True):
+    """GET /servers: the tracked servers, by name."""
+
+    servers: list[ServerEntry]
+    count: int
+
+
 class ForgetOut(msgspec.Struct, frozen=True):
     """Answer of DELETE /servers/{server_name}: the server that was forgotten."""
 

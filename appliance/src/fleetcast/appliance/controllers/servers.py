@@ -1,4 +1,8 @@
-"""DELETE /servers/{server_name}: forget a server (docs/OPERATIONS.md#forgetting-servers).
+"""GET /servers: the tracked servers and their state; DELETE /servers/{server_name}: forget a
+server (docs/OPERATIONS.md#forgetting-servers).
+
+The list is how an operator finds the servers to forget (``?state=stale``: their data
+stopped). It is a read (:func:`~fleetcast.appliance.auth.read_guard`).
 
 A write like ``POST /metrics``: the API key when one is configured (:func:`~fleetcast.
 appliance.auth.write_guard`), refused from another site's web page by the edge's Origin
@@ -9,16 +13,18 @@ takes no body. The forget is logged (synced) before it is applied, so it survive
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio.to_thread
-from litestar import Controller, Request, delete
+from litestar import Controller, Request, delete, get
+from litestar.params import Parameter
 
-from fleetcast.appliance.auth import write_guard
+from fleetcast.appliance.auth import read_guard, write_guard
 from fleetcast.appliance.controllers._paths import server_names
+from fleetcast.appliance.engine_views import SERVER_STATES
 from fleetcast.appliance.http_errors import ApiError
 from fleetcast.appliance.runtime_forget import source_note
-from fleetcast.appliance.schemas import ForgetOut
+from fleetcast.appliance.schemas import ForgetOut, ServerEntry, ServersOut
 
 if TYPE_CHECKING:
     from litestar.datastructures import State
@@ -26,6 +32,13 @@ if TYPE_CHECKING:
 __all__ = ["ServersController"]
 
 _log = logging.getLogger(__name__)
+
+StateQuery = Annotated[
+    str | None,
+    Parameter(
+        query="state", description="only the servers in this state: " + ", ".join(SERVER_STATES)
+    ),
+]
 _SEE = "docs/OPERATIONS.md#forgetting-servers"
 
 
@@ -33,11 +46,27 @@ class ServersController(Controller):
     """The servers the appliance tracks."""
 
     path = "/servers"
-    guards = [write_guard]  # noqa: RUF012
     tags = ["servers"]  # noqa: RUF012
+
+    @get("/", guards=[read_guard], summary="The tracked servers: profile, state, newest step")
+    async def list_servers(self, state: State, server_state: StateQuery = None) -> ServersOut:
+        """Every server the appliance tracks, by name; ``?state=stale`` lists those whose data
+        stopped (the ones to forget when they are gone for good)."""
+        if server_state is not None and server_state not in SERVER_STATES:
+            raise ApiError(
+                400,
+                "unknown server state",
+                f"state {server_state[:40]!r} is not one of {', '.join(SERVER_STATES)}",
+                "ask for ?state=stale (data stopped), warming, ready or ahead, or leave it out",
+                "docs/API.md",
+            )
+        engine = state.runtime.engine
+        rows = [] if engine is None else engine.servers(server_state)
+        return ServersOut(servers=[ServerEntry(**row) for row in rows], count=len(rows))
 
     @delete(
         "/{server_name:path}",
+        guards=[write_guard],
         status_code=200,
         summary="Forget a server: its history, forecast and alerts; its slot is freed",
     )

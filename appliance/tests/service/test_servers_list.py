@@ -1,0 +1,68 @@
+"""GET /servers: every tracked server with its state, and ``?state=stale`` to find the ones
+to forget (docs/API.md, docs/OPERATIONS.md#forgetting-servers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fleetcast.appliance.forecast import iso
+from fleetcast.contract.schema import STEP_SECONDS
+
+STOPPED = "ppetl001"
+NEW = "ppweb999"
+
+
+def _fleet(client: Any, svc: Any) -> int:
+    """Three live servers, one whose data stopped 18 steps ago, one new (3 steps): returns
+    the newest step's start (epoch seconds)."""
+    e = int(client.get("/status").json()["model"]["encoder_length"])
+    key = {"X-API-Key": svc.API_KEY}
+    steps = e + 20
+    records = svc.make_records(names=(*svc.SERVERS, STOPPED), steps=e + 2)
+    records += svc.make_records(
+        names=svc.SERVERS, steps=steps - (e + 2), start=svc.T0 + (e + 2) * STEP_SECONDS
+    )
+    records += svc.make_records(names=(NEW,), steps=3, start=svc.T0 + (steps - 3) * STEP_SECONDS)
+    assert client.post("/metrics", json={"records": records}, headers=key).status_code == 200
+    return svc.T0 + (steps - 1) * STEP_SECONDS
+
+
+def test_lists_every_server_with_its_state(client_for: Any, svc: Any) -> None:
+    client = client_for(api_key=svc.API_KEY)
+    newest = _fleet(client, svc)
+    body = client.get("/servers").json()
+    rows = {row["server_name"]: row for row in body["servers"]}
+    assert body["count"] == 5
+    assert [row["server_name"] for row in body["servers"]] == sorted(rows)
+    for name in svc.SERVERS:
+        assert rows[name]["state"] == "ready"
+        assert rows[name]["newest_step"] == iso(newest)
+    e = int(client.get("/status").json()["model"]["encoder_length"])
+    assert rows[STOPPED]["state"] == "stale"
+    assert rows[STOPPED]["newest_step"] == iso(svc.T0 + (e + 1) * STEP_SECONDS)
+    assert rows[NEW]["state"] == "warming"
+    assert rows[NEW]["steps"] < rows["ppdb001"]["steps"]
+    assert {row["profile"] for row in rows.values()} >= {"database", "web_api"}
+    # The same counts as /status.
+    counts = client.get("/status").json()["servers"]
+    for state in ("ready", "warming", "stale", "ahead"):
+        listed = client.get("/servers", params={"state": state}).json()
+        assert listed["count"] == counts[state] == len(listed["servers"]), state
+    stale = client.get("/servers", params={"state": "stale"}).json()["servers"]
+    assert [row["server_name"] for row in stale] == [STOPPED]
+
+    # Forgotten: off the list, its slot free.
+    key = {"X-API-Key": svc.API_KEY}
+    assert client.delete(f"/servers/{STOPPED}", headers=key).status_code == 200
+    assert STOPPED not in {row["server_name"] for row in client.get("/servers").json()["servers"]}
+    assert client.get("/servers", params={"state": "stale"}).json()["count"] == 0
+
+
+def test_a_bad_state_is_a_400_and_the_list_is_a_guarded_read(client_for: Any, svc: Any) -> None:
+    client = client_for(api_key=svc.API_KEY, read_key_required=True)
+    assert svc.error_body(client.get("/servers"), 401).error == "missing API key"
+    key = {"X-API-Key": svc.API_KEY}
+    assert client.get("/servers", headers=key).json() == {"servers": [], "count": 0}
+    bad = svc.error_body(client.get("/servers", params={"state": "gone"}, headers=key), 400)
+    assert bad.error == "unknown server state"
+    assert bad.detail == "state 'gone' is not one of ready, warming, stale, ahead"
