@@ -19,11 +19,16 @@ if TYPE_CHECKING:
 
     from .settings import DashboardSettings
 
-__all__ = ["listen"]
+__all__ = ["MAX_MESSAGE_BYTES", "listen"]
 
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF_S = 30.0
+
+MAX_MESSAGE_BYTES = 128 * 2**20
+"""Largest forecast set accepted from the WebSocket: about 1.3 KB per server, so some 95,000
+servers (tornado's default, 10 MiB, closed the socket from about 8,000 servers on and the
+dashboard fell back to polling)."""
 
 
 async def listen(
@@ -48,7 +53,9 @@ async def listen(
                 headers=headers,
                 connect_timeout=settings.request_timeout_s,
             )
-            conn = await websocket_connect(request, ping_interval=20, ping_timeout=20)
+            conn = await websocket_connect(
+                request, ping_interval=20, ping_timeout=20, max_message_size=MAX_MESSAGE_BYTES
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
