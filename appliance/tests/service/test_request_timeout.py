@@ -127,3 +127,37 @@ def test_the_setting_is_parsed_and_refused_when_not_positive(tmp_path: Any, svc:
     assert from_env.request_timeout_s == 7.0
     with pytest.raises(SettingsError, match="request_timeout_s"):
         svc.make_settings(tmp_path / "m", tmp_path / "s", request_timeout_s="0")
+
+
+@pytest.mark.parametrize(
+    ("head", "length", "status"),
+    [
+        (b"POST /health HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\n", 10, b"405"),
+        (
+            b"POST /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 5000\r\n\r\n",
+            5000,
+            b"413",
+        ),
+    ],
+    ids=["405", "413"],
+)
+def test_a_body_sent_after_an_early_answer_leaves_the_connection_to_keep_alive(
+    server_factory: Any, head: bytes, length: int, status: bytes
+) -> None:
+    # The answer comes before the body is read; the body then arrives whole and the client
+    # falls silent. uvicorn re-arms its keep-alive timer only when a response completes, so
+    # such a connection stayed open for good; the keep-alive timeout closes it now.
+    server = server_factory(extra=["--keep-alive-s", "1", "--max-body-bytes", "1000"])
+    with _open(server) as sock:
+        sock.settimeout(10)
+        sock.sendall(head)
+        answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
+        sock.sendall(b"x" * length)
+        start = time.monotonic()
+        rest, closed = _read_all(sock)  # socket.timeout here: the connection was kept
+    assert closed - start < 5.0
+    assert b"HTTP/1.1" not in rest  # no second answer: the body was the first request's
+    assert _timeouts(server) == 0
+    assert server.stop() == 0

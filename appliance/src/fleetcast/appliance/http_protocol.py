@@ -13,8 +13,9 @@ deadline the appliance answers ``408 Request Timeout`` with ``Connection: close`
 response has started, closes the connection, counts it (``/status`` →
 ``service.request_timeouts``) and logs a warning at most once a minute. A handler still
 waiting for the body sees the client disconnect. Connections that are idle between
-requests keep uvicorn's keep-alive timeout; a WebSocket leaves the deadline behind when it
-is upgraded. docs/OPERATIONS.md#limits.
+requests keep uvicorn's keep-alive timeout (``keep_alive_s``), re-armed here where uvicorn
+misses it (a response sent before its request's body arrived); a WebSocket leaves the
+deadline behind when it is upgraded. docs/OPERATIONS.md#limits.
 """
 
 from __future__ import annotations
@@ -115,6 +116,14 @@ def timed_h11_protocol(timeouts: ReadTimeouts) -> type[asyncio.Protocol]:
                 self._arm()  # keeps the deadline of the request's first byte
             else:
                 self._disarm()
+                if self.timeout_keep_alive_task is None and self.conn.our_state is h11.IDLE:
+                    # Idle between requests, yet no keep-alive timer: uvicorn arms it when a
+                    # response completes and cancels it when data arrives, so a response sent
+                    # before its body was read (413, 401, 405) and the body arriving after
+                    # it left the connection open for good.
+                    self.timeout_keep_alive_task = self.loop.call_later(
+                        self.timeout_keep_alive, self.timeout_keep_alive_handler
+                    )
 
         def _arm(self) -> None:
             if self._deadline is None:

@@ -63,6 +63,10 @@ class Settings:
     request_timeout_s: float = 30.0
     """Seconds a request may take to arrive whole (line, headers, body) from its first byte;
     past it the answer is 408 and the connection closes (docs/OPERATIONS.md#limits)."""
+    keep_alive_s: float = 75.0
+    """Seconds an idle HTTP connection stays open between requests; longer than pollers wait
+    between requests (the dashboard: 5 s, uvicorn's default), so a request is not sent on a
+    connection the server closes at that very moment (docs/OPERATIONS.md#limits)."""
     max_websocket_clients: int = 32
     """WebSocket subscribers at once; more are refused (each can hold two forecast bodies)."""
     trusted_proxies: tuple[str, ...] = ()

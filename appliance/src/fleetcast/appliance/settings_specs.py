@@ -114,6 +114,7 @@ _SPECS: dict[str, _Spec] = {
     "max_body_bytes": _Spec(_int_in(1), "an integer >= 1 (bytes)", _T_INT, "8388608"),
     "max_connections": _Spec(_int_in(1), "an integer >= 1", _T_INT, "1024"),
     "request_timeout_s": _seconds("30"),
+    "keep_alive_s": _seconds("75"),
     "max_websocket_clients": _Spec(_int_in(0), "an integer >= 0 (0 = no WebSocket)", _T_INT, "32"),
     "trusted_proxies": _Spec(
         _names, "addresses of reverse proxies (comma-separated)", _T_STRS, '["127.0.0.1"]'
