@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -341,3 +343,41 @@ def test_operations_md_documents_the_edge_settings() -> None:
         ("--trusted-proxies", "FLEETCAST_TRUSTED_PROXIES"),
     ):
         assert re.search(rf"^\| `{flag}` \| `{env}` \|", text, re.M), flag
+
+
+@pytest.mark.slow
+def test_a_slow_download_in_flight_at_sigterm_is_delivered_whole(
+    server_factory: Any, svc: Any
+) -> None:
+    # A client reading a 6.5 MB forecast set at ~1 MB/s when the SIGTERM comes: the
+    # connection is closing (the answer is written, more of it than the kernel's buffers
+    # hold) but its peer reads, so the stop waits for it instead of aborting it with the
+    # clients that do not read (test above): it was cut at the 2 s mark.
+    demo = ["--demo", "--demo-servers", "5000", "--speed", "600", "--capacity", "5120"]
+    server = server_factory(extra=demo)
+    svc.wait_until(
+        lambda: httpx.get(f"{server.url}/status", timeout=5).json()["service"]["forecast_sets"],
+        timeout=60,
+    )
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    stopped: list[int] = []
+    try:
+        sock.sendall(b"GET /predictions/current HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        received = bytearray(sock.recv(4096))
+        assert received.startswith(b"HTTP/1.1 200"), bytes(received[:200])
+        stopper = threading.Thread(target=lambda: stopped.append(server.stop()))
+        stopper.start()
+        while chunk := sock.recv(65536):
+            received += chunk
+            time.sleep(0.05)
+        stopper.join(30)
+    finally:
+        sock.close()
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    length = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE)[1])  # type: ignore[index]
+    assert length > 6_000_000
+    assert len(body) == length  # whole, not cut at the 2 s mark
+    assert json.loads(body)["servers"]
+    assert stopped == [0]
+    assert "timeout graceful shutdown exceeded" not in server.log()

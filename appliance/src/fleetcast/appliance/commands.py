@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import fcntl
 import logging
 import os
 import signal
+import struct
 import sys
+import termios
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +29,6 @@ __all__ = ["add_serve_arguments", "cli_values", "main", "register_serve", "run_s
 
 _log = logging.getLogger(__name__)
 
-KEEP_ALIVE_S = 75
-"""Seconds an idle HTTP keep-alive connection stays open (uvicorn's default is 5)."""
 UNACKED_TIMEOUT_S = 30
 """Seconds data sent to a client may stay unacknowledged, or unsent because the client
 does not read (a zero TCP window), before the kernel aborts the connection
@@ -65,6 +67,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--request-timeout-s",
         type=float,
         help="seconds a request may take to arrive whole (default 30); slower ones get 408",
+    )
+    add(
+        "--keep-alive-s",
+        type=float,
+        help="seconds an idle connection stays open between requests (default 75)",
     )
     add(
         "--max-websocket-clients",
@@ -246,20 +253,49 @@ def serve(settings: Settings) -> int:
 
 
 STUCK_CLOSE_S = 2.0
-"""Seconds a connection may stay closing during a shutdown (its last bytes unflushed)."""
+"""Seconds into a shutdown before closing connections that make no progress are aborted."""
+STUCK_SAMPLE_S = 1.0
+"""Seconds between two looks at a closing connection's unsent bytes during a shutdown."""
 
 
 async def _abort_stuck_closes(server_state: Any) -> None:
-    """After :data:`STUCK_CLOSE_S` of a shutdown, abort the connections still closing: their
-    peer does not read (a WebSocket client that stopped reading leaves its forecast frames in
-    the buffers), so a close would wait for the kernel (``UNACKED_TIMEOUT_S``) and uvicorn's
-    graceful shutdown for all of them (20 s, then an ERROR). Connections still answering a
-    request are not closing yet and are left to finish."""
+    """From :data:`STUCK_CLOSE_S` into a shutdown on, abort each connection that is closing
+    and whose unsent data did not shrink since the last look (every
+    :data:`STUCK_SAMPLE_S`; :func:`_unacknowledged`): its peer does not read (a WebSocket client that stopped reading
+    leaves its forecast frames in the buffers), so its close would wait for the kernel
+    (``UNACKED_TIMEOUT_S``) and uvicorn's graceful shutdown for all of them (20 s, then an
+    ERROR). A slow client still downloading a large answer makes progress and is left to
+    finish, as are connections still answering a request (they are not closing yet)."""
     await asyncio.sleep(STUCK_CLOSE_S)
-    for connection in list(server_state.connections):
-        transport = getattr(connection, "transport", None)
-        if transport is not None and transport.is_closing():
-            transport.abort()
+    unsent: dict[int, int] = {}
+    while True:
+        seen: dict[int, int] = {}
+        for connection in list(server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is None or not transport.is_closing():
+                continue
+            pending = _unacknowledged(transport)
+            before = unsent.get(id(transport))
+            if before is not None and pending >= before:
+                transport.abort()
+            else:
+                seen[id(transport)] = pending
+        unsent = seen
+        await asyncio.sleep(STUCK_SAMPLE_S)
+
+
+def _unacknowledged(transport: Any) -> int:
+    """Bytes written to ``transport`` that its peer has not acknowledged: the transport's
+    buffer plus the kernel's send queue (Linux ``TIOCOUTQ``). The transport's buffer alone
+    moves in steps of megabytes (the socket turns writable when half its queue is free), so
+    a slow reader would look stuck for many seconds."""
+    pending = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+            pending += struct.unpack("i", queued)[0]
+    return pending
 
 
 def _serve(settings: Settings, report: StartReport | None) -> int:
@@ -322,7 +358,7 @@ def _serve(settings: Settings, report: StartReport | None) -> int:
         # Idle keep-alive connections stay open longer than pollers wait between requests
         # (the dashboard: 5 s, uvicorn's default): a request sent on a connection that the
         # server closes at that very moment fails as if the appliance were down.
-        timeout_keep_alive=KEEP_ALIVE_S,
+        timeout_keep_alive=settings.keep_alive_s,
         # Past this many connections (or requests in progress) a request is answered 503 at
         # once instead of waiting for descriptors and memory (uvicorn counts WebSocket
         # sessions apart: max_websocket_clients caps them).
