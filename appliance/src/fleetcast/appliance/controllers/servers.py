@@ -61,8 +61,14 @@ class ServersController(Controller):
                 "docs/API.md",
             )
         engine = state.runtime.engine
-        rows = [] if engine is None else engine.servers(server_state)
-        return ServersOut(servers=[ServerEntry(**row) for row in rows], count=len(rows))
+
+        def build() -> ServersOut:
+            rows = [] if engine is None else engine.servers(server_state)
+            return ServersOut(servers=[ServerEntry(**row) for row in rows], count=len(rows))
+
+        # Off the event loop: 0.1-0.2 s of Python at 20,000 servers would stall every other
+        # request and the WebSocket pushes for as long.
+        return await anyio.to_thread.run_sync(build)
 
     @delete(
         "/{server_name:path}",
