@@ -118,6 +118,8 @@ def test_the_setting_is_parsed_and_refused_when_not_positive(tmp_path: Any, svc:
     assert svc.make_settings(tmp_path / "m", tmp_path / "s").request_timeout_s == 30.0
     settings = svc.make_settings(tmp_path / "m", tmp_path / "s", request_timeout_s="2.5")
     assert settings.request_timeout_s == 2.5
+    assert svc.make_settings(tmp_path / "m", tmp_path / "s").keep_alive_s == 75.0
+    assert svc.make_settings(tmp_path / "m", tmp_path / "s", keep_alive_s="5").keep_alive_s == 5
     from fleetcast.appliance.settings import build_settings
 
     from_env = build_settings(
@@ -130,25 +132,33 @@ def test_the_setting_is_parsed_and_refused_when_not_positive(tmp_path: Any, svc:
 
 
 @pytest.mark.parametrize(
-    ("head", "length", "status"),
+    ("head", "length", "status", "extra"),
     [
-        (b"POST /health HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\n", 10, b"405"),
+        (b"POST /health HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\n", 10, b"405", []),
         (
             b"POST /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Content-Length: 5000\r\n\r\n",
             5000,
             b"413",
+            [],
+        ),
+        (
+            b"POST /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 500\r\n\r\n",
+            500,
+            b"401",
+            ["--api-key", "k" * 24],
         ),
     ],
-    ids=["405", "413"],
+    ids=["405", "413", "401"],
 )
 def test_a_body_sent_after_an_early_answer_leaves_the_connection_to_keep_alive(
-    server_factory: Any, head: bytes, length: int, status: bytes
+    server_factory: Any, head: bytes, length: int, status: bytes, extra: list[str]
 ) -> None:
     # The answer comes before the body is read; the body then arrives whole and the client
     # falls silent. uvicorn re-arms its keep-alive timer only when a response completes, so
     # such a connection stayed open for good; the keep-alive timeout closes it now.
-    server = server_factory(extra=["--keep-alive-s", "1", "--max-body-bytes", "1000"])
+    server = server_factory(extra=["--keep-alive-s", "1", "--max-body-bytes", "1000", *extra])
     with _open(server) as sock:
         sock.settimeout(10)
         sock.sendall(head)

@@ -252,36 +252,39 @@ def serve(settings: Settings) -> int:
         raise
 
 
-STUCK_CLOSE_S = 2.0
-"""Seconds into a shutdown before closing connections that make no progress are aborted."""
 STUCK_SAMPLE_S = 1.0
-"""Seconds between two looks at a closing connection's unsent bytes during a shutdown."""
+"""Seconds between two looks at the closing connections' unacknowledged bytes during a
+shutdown."""
+STUCK_SAMPLES = 3
+"""Looks in a row without progress after which a closing connection is aborted."""
 
 
 async def _abort_stuck_closes(server_state: Any) -> None:
-    """From :data:`STUCK_CLOSE_S` into a shutdown on, abort each connection that is closing
-    and whose unsent data did not shrink since the last look (every
-    :data:`STUCK_SAMPLE_S`; :func:`_unacknowledged`): its peer does not read (a WebSocket client that stopped reading
-    leaves its forecast frames in the buffers), so its close would wait for the kernel
-    (``UNACKED_TIMEOUT_S``) and uvicorn's graceful shutdown for all of them (20 s, then an
-    ERROR). A slow client still downloading a large answer makes progress and is left to
-    finish, as are connections still answering a request (they are not closing yet)."""
-    await asyncio.sleep(STUCK_CLOSE_S)
-    unsent: dict[int, int] = {}
+    """During a shutdown, abort each connection that is closing and whose unacknowledged
+    bytes (:func:`_unacknowledged`) did not shrink for :data:`STUCK_SAMPLES` looks in a row,
+    :data:`STUCK_SAMPLE_S` apart: its peer does not read (a WebSocket client that stopped
+    reading leaves its forecast frames in the buffers), so its close would wait for the
+    kernel (``UNACKED_TIMEOUT_S``) and uvicorn's graceful shutdown for all of them (20 s,
+    then an ERROR). A slow client still downloading a large answer makes progress and is
+    left to finish within the graceful period, as are connections still answering a request
+    (they are not closing yet). A reader on a slow link acknowledges in steps of a segment,
+    so one second without progress is not yet a stuck one."""
+    seen: dict[Any, tuple[int, int]] = {}  # transport -> (unacknowledged, looks unchanged)
     while True:
-        seen: dict[int, int] = {}
+        await asyncio.sleep(STUCK_SAMPLE_S)
+        now: dict[Any, tuple[int, int]] = {}
         for connection in list(server_state.connections):
             transport = getattr(connection, "transport", None)
             if transport is None or not transport.is_closing():
                 continue
             pending = _unacknowledged(transport)
-            before = unsent.get(id(transport))
-            if before is not None and pending >= before:
+            before, still = seen.get(transport, (None, 0))
+            still = still + 1 if before is not None and pending >= before else 0
+            if still >= STUCK_SAMPLES:
                 transport.abort()
             else:
-                seen[id(transport)] = pending
-        unsent = seen
-        await asyncio.sleep(STUCK_SAMPLE_S)
+                now[transport] = (pending, still)
+        seen = now
 
 
 def _unacknowledged(transport: Any) -> int:
