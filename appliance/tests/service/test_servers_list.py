@@ -62,7 +62,40 @@ def test_a_bad_state_is_a_400_and_the_list_is_a_guarded_read(client_for: Any, sv
     client = client_for(api_key=svc.API_KEY, read_key_required=True)
     assert svc.error_body(client.get("/servers"), 401).error == "missing API key"
     key = {"X-API-Key": svc.API_KEY}
-    assert client.get("/servers", headers=key).json() == {"servers": [], "count": 0}
+    assert client.get("/servers", headers=key).json() == {"servers": [], "count": 0, "next": None}
     bad = svc.error_body(client.get("/servers", params={"state": "gone"}, headers=key), 400)
     assert bad.error == "unknown server state"
     assert bad.detail == "state 'gone' is not one of ready, warming, stale, ahead"
+
+
+def test_pages_follow_each_other_by_name(client_for: Any, svc: Any) -> None:
+    client = client_for(api_key=svc.API_KEY)
+    _fleet(client, svc)
+    everything = client.get("/servers").json()
+    assert everything["next"] is None
+    names = [row["server_name"] for row in everything["servers"]]
+    pages, after = [], None
+    while True:
+        params = {"limit": 2} | ({"after": after} if after else {})
+        page = client.get("/servers", params=params).json()
+        assert page["count"] == 5  # all pages
+        assert len(page["servers"]) <= 2
+        pages.append([row["server_name"] for row in page["servers"]])
+        after = page["next"]
+        if after is None:
+            break
+        assert after == pages[-1][-1]
+    assert pages == [names[0:2], names[2:4], names[4:5]]
+    # A page that ends exactly at the end has no next; an `after` between names works.
+    last = client.get("/servers", params={"limit": 1, "after": names[3]}).json()
+    assert [row["server_name"] for row in last["servers"]] == [names[4]]
+    assert last["next"] is None
+    between = client.get("/servers", params={"after": names[1] + "0"}).json()
+    assert [row["server_name"] for row in between["servers"]] == names[2:]
+    # With a state: the pages and the count are of that state only.
+    ready = client.get("/servers", params={"state": "ready", "limit": 1}).json()
+    assert ready["count"] == 3
+    assert ready["servers"][0]["state"] == "ready"
+    assert ready["next"] == ready["servers"][0]["server_name"]
+    for bad in ({"limit": 0}, {"limit": 100_001}, {"limit": "many"}):
+        assert svc.error_body(client.get("/servers", params=bad), 400).error

@@ -31,6 +31,7 @@ import urllib.parse
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from litestar import Litestar, Router
 from litestar.config.allowed_hosts import AllowedHostsConfig
 from litestar.datastructures import Headers, State
@@ -421,7 +422,15 @@ def create_app(settings: Settings, notifier: Notifier | None = None) -> Litestar
             telemetry.route(),
         ],
         lifespan=[lifespan],
-        state=State({"runtime": runtime, "ignored_fields": IgnoredFieldWarnings()}),
+        state=State(
+            {
+                "runtime": runtime,
+                "ignored_fields": IgnoredFieldWarnings(),
+                # GET /servers' worker threads: two at a time, so a burst of them cannot
+                # fill anyio's shared pool that ingest and the forecasts also use.
+                "servers_limiter": anyio.CapacityLimiter(2),
+            }
+        ),
         exception_handlers=exception_handlers(),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=openapi,

@@ -462,9 +462,12 @@ class Engine:
             return self._history.fleet_trend(steps, self.spec.step_seconds)
 
     # -- status & state ------------------------------------------------------------------
-    def servers(self, state: str | None = None) -> list[dict[str, Any]]:
-        """The tracked servers (or those in ``state``), by name (``GET /servers``)."""
-        return engine_views.servers(self, state)
+    def servers(
+        self, state: str | None = None, after: str | None = None, limit: int | None = None
+    ) -> tuple[list[dict[str, Any]], int, bool]:
+        """One page of the tracked servers (or those in ``state``), by name; how many there
+        are in all pages; whether more follow (``GET /servers``)."""
+        return engine_views.servers(self, state, after, limit)
 
     def status(self) -> dict[str, Any]:
         """Model info, servers known/ready/warming/unknown, latency, rates, ingest counters."""

@@ -8,6 +8,7 @@ as its methods do; call them through :class:`~fleetcast.appliance.engine.Engine`
 
 from __future__ import annotations
 
+import bisect
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -203,10 +204,14 @@ SERVER_STATES = ("ready", "warming", "stale", "ahead")
 """A tracked server's state in ``GET /servers`` (as counted in ``/status`` → ``servers``)."""
 
 
-def servers(engine: Engine, state: str | None = None) -> list[dict[str, Any]]:
-    """Every tracked server (or those in ``state``), by name: profile, state, the time of
+def servers(
+    engine: Engine, state: str | None = None, after: str | None = None, limit: int | None = None
+) -> tuple[list[dict[str, Any]], int, bool]:
+    """The tracked servers (or those in ``state``), by name: profile, state, the time of
     its newest step with a sample (data time), its window's valid steps, and whether the
-    model was trained on it. The states are those ``/status`` counts."""
+    model was trained on it. The states are those ``/status`` counts. One page: the first
+    ``limit`` (None: all) of those whose name sorts after ``after``; the number of servers in
+    all pages; whether more follow this page."""
     from fleetcast.contract.schema import VALID_PROFILES
 
     spec = engine.spec
@@ -223,9 +228,12 @@ def servers(engine: Engine, state: str | None = None) -> list[dict[str, Any]]:
     states = np.select(
         [forecastable, ~ready, ends < ref, ends > ref], [0, 1, 2, 3], default=0
     )  # the last two: ready by length but out of step with the fleet
+    keep = used if state is None else used & (states == SERVER_STATES.index(state))
+    order = sorted(np.flatnonzero(keep).tolist(), key=names.__getitem__)
+    first = 0 if after is None else bisect.bisect_right(order, after, key=names.__getitem__)
+    page = order[first:] if limit is None else order[first : first + limit]
     step = spec.step_seconds
-    wanted = None if state is None else SERVER_STATES.index(state)
-    out = [
+    rows = [
         {
             "server_name": names[i],
             "profile": VALID_PROFILES[int(profile[i])],
@@ -234,8 +242,6 @@ def servers(engine: Engine, state: str | None = None) -> list[dict[str, Any]]:
             "steps": int(lengths[i]),
             "known": bool(known[i]),
         }
-        for i in np.flatnonzero(used).tolist()
-        if wanted is None or states[i] == wanted
+        for i in page
     ]
-    out.sort(key=lambda row: row["server_name"])
-    return out
+    return rows, len(order), first + len(page) < len(order)

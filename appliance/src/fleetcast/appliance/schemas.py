@@ -290,6 +290,9 @@ class ServersOut(msgspec.Struct, frozen=True):
 
     servers: list[ServerEntry]
     count: int
+    """Servers in all pages (those in ``?state=`` when given)."""
+    next: str | None = None
+    """With ``?limit=``: the ``?after=`` of the next page; null on the last page."""
 
 
 class ForgetOut(msgspec.Struct, frozen=True):

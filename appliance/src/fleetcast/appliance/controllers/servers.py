@@ -39,6 +39,22 @@ StateQuery = Annotated[
         query="state", description="only the servers in this state: " + ", ".join(SERVER_STATES)
     ),
 ]
+MAX_PAGE = 100_000
+"""Upper bound of ``?limit=``."""
+LimitQuery = Annotated[
+    int | None,
+    Parameter(
+        query="limit", ge=1, le=MAX_PAGE, description="at most this many servers (default: all)"
+    ),
+]
+AfterQuery = Annotated[
+    str | None,
+    Parameter(
+        query="after",
+        max_length=255,
+        description="only servers whose name sorts after this one: the previous page's next",
+    ),
+]
 _SEE = "docs/OPERATIONS.md#forgetting-servers"
 
 
@@ -49,9 +65,17 @@ class ServersController(Controller):
     tags = ["servers"]  # noqa: RUF012
 
     @get("/", guards=[read_guard], summary="The tracked servers: profile, state, newest step")
-    async def list_servers(self, state: State, server_state: StateQuery = None) -> ServersOut:
+    async def list_servers(
+        self,
+        state: State,
+        server_state: StateQuery = None,
+        limit: LimitQuery = None,
+        after: AfterQuery = None,
+    ) -> ServersOut:
         """Every server the appliance tracks, by name; ``?state=stale`` lists those whose data
-        stopped (the ones to forget when they are gone for good)."""
+        stopped (the ones to forget when they are gone for good). In pages with ``?limit=``:
+        pass the answer's ``next`` as ``?after=`` for the next page (null: the last page);
+        ``count`` is the number of servers in all pages."""
         if server_state is not None and server_state not in SERVER_STATES:
             raise ApiError(
                 400,
@@ -63,12 +87,18 @@ class ServersController(Controller):
         engine = state.runtime.engine
 
         def build() -> ServersOut:
-            rows = [] if engine is None else engine.servers(server_state)
-            return ServersOut(servers=[ServerEntry(**row) for row in rows], count=len(rows))
+            rows, total, more = [], 0, False
+            if engine is not None:
+                rows, total, more = engine.servers(server_state, after, limit)
+            return ServersOut(
+                servers=[ServerEntry(**row) for row in rows],
+                count=total,
+                next=rows[-1]["server_name"] if more else None,
+            )
 
         # Off the event loop: 0.1-0.2 s of Python at 20,000 servers would stall every other
         # request and the WebSocket pushes for as long.
-        return await anyio.to_thread.run_sync(build)
+        return await anyio.to_thread.run_sync(build, limiter=state.servers_limiter)
 
     @delete(
         "/{server_name:path}",
