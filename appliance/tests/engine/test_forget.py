@@ -262,3 +262,54 @@ def test_a_reused_slot_forecasts_like_a_fresh_engine(steps_dir: Path, record_bat
     q_got = engine._current_q[engine._current_rows[newcomer]]
     q_want = fresh._current_q[fresh._current_rows[newcomer]]
     np.testing.assert_allclose(q_got, q_want, rtol=1e-5, atol=1e-5)
+
+
+class _ForgetBeforeChunk:
+    """The engine's lock, which runs ``hook`` once, before its ``at``-th acquisition."""
+
+    def __init__(self, lock, at: int, hook) -> None:
+        self._lock, self._at, self._hook, self.entered = lock, at, hook, 0
+
+    def __enter__(self):
+        self.entered += 1
+        if self.entered == self._at:
+            self._hook()
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc):
+        return self._lock.__exit__(*exc)
+
+
+def test_a_slot_forgotten_and_reused_between_chunks_leaves_the_profile_history(
+    toy_dir: Path, record_batch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GET /profiles/{p}/history sums servers a chunk per lock hold; a server forgotten
+    between two chunks, its slot taken by a new server of the same profile, must not lend
+    the newcomer's samples to the answer nor be counted."""
+    from fleetcast.appliance import engine_views
+
+    engine = _open(toy_dir, capacity=3)
+    for k in range(4):
+        _feed(engine, record_batch, k, _alerting_fleet(k))  # slots: ppdb007, ppweb007, ppdb008
+    want_latency = [400.0 + k % 3 for k in (1, 2, 3)]  # ppdb007's alone
+
+    def forget_and_reuse() -> None:
+        assert engine.forget(["ppdb008"])[0].server_name == "ppdb008"
+        newcomer = {"ppdb009": [30, 50, 5, 999.0]}
+        for k in (1, 2, 3):
+            _feed(engine, record_batch, k, newcomer)
+        assert engine.state_arrays()["buf_names"].tolist()[2] == "ppdb009"
+
+    monkeypatch.setattr(engine_views, "_PROFILE_CHUNK", 1)
+    # Acquisitions: 1 picks the servers, 2 sums slot 0, 3 sums slot 2.
+    proxy = _ForgetBeforeChunk(engine._lock, 3, forget_and_reuse)
+    engine._lock = proxy
+    database = engine.profile_history("database", 3)
+    assert proxy.entered >= 3
+    assert database["servers"] == 1
+    assert database["reporting"] == [1, 1, 1]
+    assert database["latency_ms"] == want_latency
+    # Asked again, the newcomer is one of the profile's servers.
+    again = engine.profile_history("database", 3)
+    assert again["servers"] == 2
+    assert again["latency_ms"] == [(a + 999.0) / 2 for a in want_latency]

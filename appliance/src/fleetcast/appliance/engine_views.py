@@ -53,7 +53,9 @@ def profile_history(engine: Engine, profile: str, steps: int) -> dict[str, Any] 
     ``reporting`` counts them; null where none had. ``servers`` counts every server of the
     profile the appliance tracks (warming and stale ones too). None when there is none.
     The servers are summed in chunks of ``_PROFILE_CHUNK``, each under the lock and only for
-    the wanted steps, so ingest waits for one chunk at most.
+    the wanted steps, so ingest waits for one chunk at most. A server forgotten between two
+    chunks (its slot's generation changed, perhaps reused by another server) is left out
+    and not counted in ``servers``.
     """
     buf = engine._buf
     code = engine._profile_index.get(profile)
@@ -63,6 +65,7 @@ def profile_history(engine: Engine, profile: str, steps: int) -> dict[str, Any] 
         idx = np.flatnonzero(engine._profile[: buf.n] == code)
         if idx.size == 0:
             return None
+        gens = buf.generation[idx].copy()
         end = engine._fleet_newest(buf.last_step[idx])
     steps = int(max(1, min(steps, buf.ring_steps - 1)))
     wanted = np.arange(end - steps + 1, end + 1, dtype=np.int64)
@@ -71,9 +74,13 @@ def profile_history(engine: Engine, profile: str, steps: int) -> dict[str, Any] 
     sums = np.zeros((steps, len(METRIC_COLUMNS)))
     risk_count = np.zeros(steps, dtype=np.int64)
     risk_sum = np.zeros(steps)
+    gone = 0
     for lo in range(0, idx.size, _PROFILE_CHUNK):
         part = idx[lo : lo + _PROFILE_CHUNK]
         with engine._lock:
+            alive = buf.generation[part] == gens[lo : lo + _PROFILE_CHUNK]
+            gone += int(part.size - np.count_nonzero(alive))
+            part = part[alive]
             rows = np.ix_(part, wanted % buf.ring_steps)
             present = (buf.slot_step[rows] == wanted) & (wanted >= 0)  # (S, W)
             vals = buf.values[rows]  # (S, W, 4)
@@ -87,7 +94,7 @@ def profile_history(engine: Engine, profile: str, steps: int) -> dict[str, Any] 
     step = engine.spec.step_seconds
     out: dict[str, Any] = {
         "profile": profile,
-        "servers": int(idx.size),
+        "servers": int(idx.size - gone),
         "step_seconds": step,
         "timestamps": [iso(t * step) for t in wanted[keep].tolist()],
         "reporting": count[keep].tolist(),
