@@ -64,7 +64,7 @@ def test_save_load_round_trip(tmp_path):
     path = enc.save(tmp_path)
     assert path.name == "server_mapping.json"
     data = json.loads(path.read_text())
-    assert data["contract_version"] == "1.1.0"
+    assert data["contract_version"] == "1.1.1"
     assert data["algorithm"] == "sha256-hex12"
     assert data["servers"] == {n: server_id(n) for n in ["ppdb001", "ppml0001", "ppweb001"]}
     loaded = ServerEncoder.load(path)

@@ -30,7 +30,7 @@ def test_each_bad_record_gets_its_reasons(tables):
         "cpu_pct=120 is outside [0, 100] percent (docs/DATA_CONTRACT.md#value-ranges)"
     )
     assert reasons[2] == (
-        "mem_pct is missing or not a finite number (got nan) "
+        "mem_pct is missing or not a finite float32 number (got nan) "
         "(docs/DATA_CONTRACT.md#non-finite-values)"
     )
     assert reasons[3] == (
@@ -40,7 +40,7 @@ def test_each_bad_record_gets_its_reasons(tables):
         "state 'Healthy' is not one of the 8 contract states (docs/DATA_CONTRACT.md#valid-states)"
     )
     assert reasons[5] == (
-        "latency_ms is missing or not a finite number (got inf) "
+        "latency_ms is missing or not a finite float32 number (got inf) "
         "(docs/DATA_CONTRACT.md#non-finite-values); profile 'gpu' is not one of the 7 "
         "contract profiles (docs/DATA_CONTRACT.md#valid-profiles)"
     )
@@ -66,7 +66,7 @@ def test_unicode_arrays_and_none_metrics(tables):
     ok, reasons = validate_columns(cols)
     assert ok.tolist() == [True, False, False]
     assert reasons[1].startswith("server_name is empty")
-    assert "cpu_pct is missing or not a finite number (got None)" in reasons[1]
+    assert "cpu_pct is missing or not a finite float32 number (got None)" in reasons[1]
     assert "cpu_pct is missing" in reasons[2]
     assert "state 'nope'" in reasons[2]
 
@@ -110,3 +110,16 @@ def test_non_string_objects_are_rejected_not_raised(tables):
     )
     assert reasons[1].startswith("server_name is empty or not a string")
     assert "state 3 is not one of" in reasons[2]
+
+
+def test_a_metric_beyond_float32_is_refused_like_infinity(tables):
+    cols = tables.numpy_columns(3)
+    cols["disk_io_mb_s"] = np.array([1e39, 3.4e38, -1e39])
+    ok, reasons = validate_columns(cols)
+    assert ok.tolist() == [False, True, False]
+    assert reasons[0] == (
+        "disk_io_mb_s is missing or not a finite float32 number (got 1e+39) "
+        "(docs/DATA_CONTRACT.md#non-finite-values)"
+    )
+    assert "-1e+39" in reasons[2]
+    assert "outside" not in reasons[2]  # reported as non-finite, not also out of range

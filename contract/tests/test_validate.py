@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -167,8 +168,8 @@ def test_non_finite_values(tables):
     report = DataValidator().validate(tables.table(cols))
     found = [i for i in report.issues if i.rule == "non-finite-values"]
     assert [i.what for i in found] == [
-        "1 row has a non-finite mem_pct (NaN or ±inf).",
-        "1 row has a non-finite latency_ms (NaN or ±inf).",
+        "1 row has a non-finite mem_pct (NaN, ±inf, or beyond float32's ±3.4e38).",
+        "1 row has a non-finite latency_ms (NaN, ±inf, or beyond float32's ±3.4e38).",
     ]
     assert "value-ranges" not in report.rules()  # inf is not also reported as out of range
     assert found[0].examples == ("row 0 ('ppml0001' at 2026-01-01T00:00:00Z): mem_pct=nan",)
@@ -288,7 +289,7 @@ def test_major_contract_version_in_file_metadata(tables):
     table = tables.table()
     table = table.replace_schema_metadata({"fleetcast.contract_version": "2.1.0"})
     issue = only(DataValidator().validate(table), "contract-version")
-    assert "written for data contract 2.1.0; this is contract 1.1.0" in issue.what
+    assert "written for data contract 2.1.0; this is contract 1.1.1" in issue.what
 
 
 def test_dictionary_columns_are_strings(tables):
@@ -385,3 +386,18 @@ def test_validation_does_not_import_pandas(tables, tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['null-values'] False"
+
+
+def test_a_float64_beyond_float32_is_non_finite_and_its_limit_is_not(tables):
+    """Metrics are float32: 1e39 in a float64 column is infinity once stored
+    (docs/DATA_CONTRACT.md#non-finite-values); float32's largest value itself is valid."""
+    cols = tables.columns()
+    cols["disk_io_mb_s"][0] = 1e39
+    cols["latency_ms"][1] = float(np.finfo(np.float32).max)
+    report = DataValidator().validate(tables.table(cols, disk_io_mb_s=pa.float64(),
+                                                   latency_ms=pa.float64()))  # fmt: skip
+    found = [i for i in report.issues if i.rule == "non-finite-values"]
+    assert [(i.what, i.count) for i in found] == [
+        ("1 row has a non-finite disk_io_mb_s (NaN, ±inf, or beyond float32's ±3.4e38).", 1)
+    ]
+    assert "value-ranges" not in report.rules()

@@ -37,7 +37,7 @@ def test_bundle_has_all_four_files_and_latest(bundle_dir: Path) -> None:
     assert config["dataset"]["categorical_classes"]["state"][0] == "nan"
     assert config["quantiles"] == [0.1, 0.5, 0.9]
     info = json.loads((bundle_dir / "training_info.json").read_text())
-    assert info["contract_version"] == "1.1.0"
+    assert info["contract_version"] == "1.1.1"
     assert "accuracy" in info
     mapping = ServerEncoder.load(bundle_dir)
     assert "ppweb001" in mapping

@@ -132,3 +132,44 @@ def test_a_screen_passed_in_is_the_same_as_the_engines_own(tmp_path: Path, batch
     assert results[0] == results[1]
     assert results[0].accepted == 1
     assert [i for i, _ in results[0].rejected] == [1, 2]
+
+
+def test_a_metric_beyond_float32_is_refused_not_stored_as_infinity(
+    engine: Engine, record_batch: Any
+) -> None:
+    """1e39 is finite as a Python float but infinity in the float32 buffers; the contract
+    refuses it like infinity (docs/DATA_CONTRACT.md#non-finite-values). 3e38 still fits."""
+    metrics = [[10.0, 10.0, 1e39, 1.0], [10.0, 10.0, 3e38, 1.0], [10.0, 10.0, 1.0, -1e39]]
+    result = engine.ingest(record_batch([START] * 3, ["ppml0001", "ppml0002", "ppml0003"],
+                                        metrics, [None] * 3))  # fmt: skip
+    assert result.accepted == 1
+    reasons = dict(result.rejected)
+    assert set(reasons) == {0, 2}
+    assert "disk_io_mb_s is missing or not a finite float32 number (got 1e+39" in reasons[0]
+    assert reasons[0].endswith("(docs/DATA_CONTRACT.md#non-finite-values)")
+    assert "latency_ms" in reasons[2]
+    assert engine.history("ppml0002", 1)["disk_io_mb_s"] == [pytest.approx(3e38, rel=1e-6)]
+    assert engine.history("ppml0001", 1) is None
+
+
+def test_a_server_whose_forecast_is_not_finite_is_left_out_counted_and_logged(
+    engine: Engine, batch: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A NaN forecast is no forecast: never served as 0 with a green risk."""
+    need = engine.spec.min_encoder_length + 2
+    names = ["ppweb001", "ppweb002", "ppweb003"]
+    for k in range(need):
+        engine.ingest(batch([START + k * STEP] * 3, names, [None] * 3))
+    assert {s["server_name"] for s in engine.run_forecast().servers} == set(names)
+    slot = engine._buf.index["ppweb002"]
+    engine._buf.values[slot] = np.inf  # what no validated sample can put there
+    engine.ingest(batch([START + need * STEP] * 3, names, [None] * 3))
+    with caplog.at_level("WARNING", logger="fleetcast.appliance.engine"):
+        fs = engine.run_forecast()
+    assert fs is not None
+    assert {s["server_name"] for s in fs.servers} == {"ppweb001", "ppweb003"}
+    assert fs.fleet["servers"] == 2
+    assert engine.server_forecast("ppweb002") is None
+    assert engine.status()["nonfinite_forecasts"] == 1
+    assert "the forecast of 1 servers is not finite (e.g. ['ppweb002'])" in caplog.text
+    assert engine.history("ppweb002", 1)["risk"] == [None]

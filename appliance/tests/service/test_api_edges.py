@@ -315,3 +315,54 @@ def test_listen_binds_before_serving_and_names_a_taken_port() -> None:
         listen("no-such-host.invalid", 8000)
     assert "does not resolve" in nowhere.value.what
     assert "--host" in nowhere.value.fix
+
+
+# -- records that do not decode are counted like the engine's invalid ones ----------------
+
+
+def test_records_refused_while_decoding_are_counted_as_invalid(client_for: Any, svc: Any) -> None:
+    """A wrong type, a missing field or a naive time is refused before the engine sees the
+    record; /status and the push source's detail still count it (docs/API.md /status)."""
+    client = client_for()
+    good, typed, missing, naive = svc.make_records(names=("ppml0001",), steps=4)
+    typed["cpu_pct"] = "5"
+    del missing["latency_ms"]
+    naive["timestamp"] = "2026-11-27T10:00:00"
+    answer = client.post("/metrics", json={"records": [typed, good, missing]})
+    assert answer.status_code == 200, answer.text
+    reasons = [r["reason"] for r in answer.json()["rejected"]]
+    assert [r["index"] for r in answer.json()["rejected"]] == [0, 2]
+    assert "got `str` - at `$.cpu_pct`" in reasons[0]
+    assert "missing required field `latency_ms`" in reasons[1]
+    assert all(r.endswith("(docs/DATA_CONTRACT.md#columns)") for r in reasons)
+    status = client.get("/status").json()
+    assert (status["ingest"]["accepted"], status["ingest"]["rejected"]) == (1, 2)
+    assert status["ingest"]["invalid"] == 2
+    for _ in range(3):  # nothing decodes: 422, and still counted
+        svc.error_body(client.post("/metrics", json={"records": [naive]}), 422)
+    status = client.get("/status").json()
+    assert (status["ingest"]["rejected"], status["ingest"]["invalid"]) == (5, 5)
+    assert status["source"]["detail"] == (
+        "4 POST /metrics requests, 1 samples accepted, 5 rejected"
+    )
+    metrics = client.get("/metrics").text
+    assert 'fleetcast_ingest_samples_total{result="rejected"} 5' in metrics
+
+
+def test_a_json_body_with_nan_tokens_is_a_400_that_names_them(client_for: Any, svc: Any) -> None:
+    import json
+
+    (record,) = svc.make_records(names=("ppml0001",), steps=1)
+    record["latency_ms"] = float("nan")
+    body = json.dumps({"records": [record]})  # Python writes NaN: not JSON
+    client = client_for()
+    answer = client.post("/metrics", content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400
+    detail = answer.json()["detail"]
+    assert "it carries NaN or Infinity, which are not JSON" in detail
+    assert "docs/DATA_CONTRACT.md#non-finite-values" in detail
+    record["latency_ms"] = 5.0
+    plain = client.post("/metrics", content=b'{"records": [nope]}',
+                        headers={"Content-Type": "application/json"})  # fmt: skip
+    assert plain.status_code == 400
+    assert "NaN" not in plain.json()["detail"]

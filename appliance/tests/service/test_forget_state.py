@@ -211,10 +211,18 @@ def test_forget_after_forgets_in_data_time_logs_once_and_survives_a_restart(
     again = _runtime(svc, model_dir, state)
     assert again.replayed_forgets == 1
     assert not again.engine.knows(TARGET)
-    # The frame says why: replayed, it is still an expiry, not a DELETE.
-    assert again.engine.status()["forgotten"] == {
+    # The frame says why: replayed, it is still an expiry, not a DELETE. The counters of
+    # /status count this run's work, as after a clean stop; the replay is reported apart.
+    assert again.replayed_reasons == {"deleted": 0, "expired": 1}
+    assert again.replayed_records == 3 * len(svc.SERVERS) + 15 * 2
+    assert again.engine.status()["ingest"]["accepted"] == 0  # as after a clean stop
+    assert again.status()["persistence"]["replayed_forgets_on_start"] == {
         "deleted": 0,
         "expired": 1,
+    }
+    assert again.engine.status()["forgotten"] == {
+        "deleted": 0,
+        "expired": 0,
         "forget_after_s": None,
     }
     _crash(again)
@@ -253,6 +261,6 @@ def test_forget_after_set_at_a_restart_forgets_at_start(
     third = _runtime(svc, model_dir, state)  # the setting off again: the forget is logged
     assert third.replayed_forgets == 1
     assert not third.engine.knows(TARGET)
-    assert third.engine.status()["forgotten"]["expired"] == 1
-    assert third.engine.status()["forgotten"]["deleted"] == 0
+    assert third.replayed_reasons == {"deleted": 0, "expired": 1}  # replayed, not this run's
+    assert third.engine.status()["forgotten"]["expired"] == 0
     _crash(third)

@@ -130,7 +130,15 @@ def test_a_batch_that_cannot_be_logged_is_not_applied(
         monkeypatch.setattr(persistence.os, "write", disk_full)
         response = client.post("/metrics", json={"records": second})
         assert response.status_code == 503, response.text
-        assert "nothing was acknowledged" in response.json()["detail"]
+        assert response.json()["detail"] == (
+            "the disk holding the state directory is full (ENOSPC: No space left on device); "
+            "nothing of the batch was stored or acknowledged"
+        )
+        persisted = client.get("/status").json()["persistence"]
+        assert persisted["writable"] is False
+        assert persisted["write_errors"] == 1
+        assert persisted["last_write_error"]["cause"].startswith("the disk holding the state")
+        assert client.get("/status").json()["source"]["healthy"] is False
 
         # The buffers (the forecast loop may add risk history meanwhile: not compared).
         arrays_after = runtime.engine.state_arrays()
@@ -148,6 +156,10 @@ def test_a_batch_that_cannot_be_logged_is_not_applied(
         response = client.post("/metrics", json={"records": second})
         assert response.status_code == 200
         assert response.json()["accepted"] == len(second)
+        persisted = client.get("/status").json()
+        assert persisted["persistence"]["writable"] is True
+        assert persisted["persistence"]["write_errors"] == 1  # since the start
+        assert persisted["source"]["healthy"] is True
         ingest = client.get("/status").json()["ingest"]
         assert ingest["accepted"] == len(first) + len(second)
         assert ingest["duplicates"] == 0

@@ -125,11 +125,27 @@ class Engine:
         self._counters = dict.fromkeys(COUNTERS, 0)
         self._runs = 0
         self._failures = 0
+        self._nonfinite = 0
+        """Servers left out of a forecast set because their forecast was not finite."""
         self._predictions = 0
         self._latency_ms: deque[float] = deque(maxlen=1000)
         self._first_run: float | None = None
         self._last_prediction_time: str | None = None
         self._started = time.monotonic()
+
+    def reset_counters(self) -> dict[str, int]:
+        """Zero the ingest and forget counters (after a start's replay; docs/API.md /status);
+        returns the forget counts, by reason, that it zeroed."""
+        with self._lock:
+            self._counters = dict.fromkeys(COUNTERS, 0)
+            forgotten, self._forgotten = self._forgotten, {"deleted": 0, "expired": 0}
+        return forgotten
+
+    def count_undecodable(self, n: int) -> None:
+        """Count ``n`` records POST /metrics could not decode: rejected, as invalid."""
+        with self._lock:
+            self._counters["rejected"] += n
+            self._counters["invalid"] += n
 
     @classmethod
     def open(cls, config: EngineConfig) -> Engine:
@@ -440,16 +456,12 @@ class Engine:
 
     def alerts(self) -> list[dict[str, Any]]:
         """Active alerts of the cached forecast (docs/API.md GET /alerts/active items)."""
-        fs = self._current
-        return list(fs.alerts) if fs is not None else []
+        return list(fs.alerts) if (fs := self._current) is not None else []
 
     # -- history -------------------------------------------------------------------------
     def history(self, name: str, steps: int) -> dict[str, Any] | None:
-        """Recent actuals and risk of one server (docs/API.md GET /history/{server_name}).
-
-        Up to ``steps`` (at most the kept history) steps ending at the server's newest step
-        (the open one included); missing steps are null, not filled.
-        """
+        """Recent actuals and risk of one server (docs/API.md GET /history/{server_name}): up
+        to ``steps`` steps ending at its newest (the open one included); missing ones null."""
         return engine_views.server_history(self, name, steps)
 
     def profile_history(self, profile: str, steps: int) -> dict[str, Any] | None:
@@ -465,8 +477,7 @@ class Engine:
     def servers(
         self, state: str | None = None, after: str | None = None, limit: int | None = None
     ) -> tuple[list[dict[str, Any]], int, bool]:
-        """One page of the tracked servers (or those in ``state``), by name; how many there
-        are in all pages; whether more follow (``GET /servers``)."""
+        """A page of tracked servers (in ``state``), by name; the total; more? (GET /servers)"""
         return engine_views.servers(self, state, after, limit)
 
     def status(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ as its methods do; call them through :class:`~fleetcast.appliance.engine.Engine`
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from fleetcast.appliance.engine import Engine
 
 __all__ = ["assemble"]
+
+log = logging.getLogger("fleetcast.appliance.engine")
 
 
 def assemble(
@@ -39,13 +42,29 @@ def assemble(
     ``prof`` (B,) their contract profile indices, ``ends``/``lens`` (B,) their windows' last
     step and length. Records the run in the engine's histories and makes it the current
     forecast, which it returns: without the servers forgotten while the model ran
-    (:func:`~fleetcast.appliance.engine_forget.drop_current`).
+    (:func:`~fleetcast.appliance.engine_forget.drop_current`), and without those whose
+    forecast is not finite (counted, logged: a NaN is no forecast, and never a green one).
     """
     from fleetcast.appliance.alerts import build_alerts
     from fleetcast.appliance.engine_forget import drop_current
     from fleetcast.appliance.forecast import clean_quantiles, server_forecast
     from fleetcast.appliance.risk import fleet_summary, risk_of
 
+    finite = np.isfinite(q).all(axis=(1, 2, 3))
+    if not finite.all():
+        keep = np.flatnonzero(finite)
+        bad = [names[b] for b in np.flatnonzero(~finite).tolist()]
+        engine._nonfinite += len(bad)
+        log.warning(
+            "the forecast of %d servers is not finite (e.g. %r): left out of this set, their "
+            "previous forecast is dropped; a window holding a value the model cannot take? "
+            "(docs/OPERATIONS.md#non-finite-forecasts)",
+            len(bad),
+            bad[:3],
+        )
+        names = [names[b] for b in keep.tolist()]
+        slots = (slots[0][keep], slots[1][keep])
+        prof, ends, lens, q = prof[keep], ends[keep], lens[keep], q[keep]
     spec = engine.spec
     cfg = engine.config
     step = spec.step_seconds

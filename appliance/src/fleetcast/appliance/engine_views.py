@@ -193,6 +193,7 @@ def status(engine: Engine) -> dict[str, Any]:
         },
         "forecast_runs": engine._runs,
         "error_rate": round(engine._failures / engine._runs, 4) if engine._runs else 0.0,
+        "nonfinite_forecasts": engine._nonfinite,
         "last_prediction_time": engine._last_prediction_time,
         "data_time": iso(fleet_closed * step) if fleet_closed >= 0 else None,
         "ingest": dict(engine._counters),

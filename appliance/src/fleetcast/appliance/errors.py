@@ -8,11 +8,31 @@ parts come from :class:`fleetcast.contract.errors.Explained`.
 
 from __future__ import annotations
 
+import errno
+
 from fleetcast.contract.errors import Explained
 
-__all__ = ["ExplainedError"]
+__all__ = ["ExplainedError", "write_error_cause"]
 
 
 class ExplainedError(Explained, RuntimeError):
     """An error whose message says what went wrong, why it matters, how to fix it and
     which doc to read (``what``, ``why``, ``fix``, ``see``)."""
+
+
+_WRITE_CAUSES = {
+    errno.ENOSPC: "the disk holding the state directory is full",
+    errno.EDQUOT: "the disk quota of the state directory's owner is used up",
+    errno.EROFS: "the state directory's file system is mounted read-only",
+    errno.EACCES: "the appliance may not write the state directory (permissions)",
+    errno.EPERM: "the appliance may not write the state directory (permissions)",
+    errno.EIO: "the disk reported an I/O error",
+}
+
+
+def write_error_cause(exc: OSError) -> str:
+    """Why a write to the state directory failed, in an operator's words (with the errno)."""
+    why = _WRITE_CAUSES.get(exc.errno or 0, "the state directory could not be written")
+    code = errno.errorcode.get(exc.errno or 0)
+    detail = exc.strerror or str(exc)
+    return f"{why} ({code}: {detail})" if code else f"{why} ({detail})"

@@ -15,6 +15,7 @@ fleetcast_servers                                           gauge      state (kn
 fleetcast_inference_latency_seconds                         gauge      stat (avg/p99/last)
 fleetcast_predictions_per_second                            gauge      -
 fleetcast_forecast_runs_total, _errors_total                counter    -
+fleetcast_forecast_nonfinite_total                          counter    -
 fleetcast_ingest_samples_total                              counter    result
 fleetcast_forecast_data_timestamp_seconds, _age_seconds     gauge      -
 fleetcast_fleet_servers                                     gauge      level (green/yellow/red)
@@ -343,6 +344,9 @@ class Telemetry:
         out.sample("fleetcast_forecast_runs_total", int(status.get("forecast_runs") or 0))
         out.family("fleetcast_forecast_errors_total", "counter", "Forecast runs that failed.")
         out.sample("fleetcast_forecast_errors_total", int(runtime.forecast_errors))
+        name, bad = "fleetcast_forecast_nonfinite_total", status.get("nonfinite_forecasts")
+        out.family(name, "counter", "Servers left out of a forecast set: a NaN/inf forecast.")
+        out.sample(name, int(bad or 0))
         ingest = status.get("ingest", {})
         out.family(
             "fleetcast_ingest_samples_total", "counter", "Samples offered to the engine, by result."

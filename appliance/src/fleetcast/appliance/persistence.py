@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import numpy as np
 
-from fleetcast.appliance.errors import ExplainedError
+from fleetcast.appliance.errors import ExplainedError, write_error_cause
 from fleetcast.appliance.log_frames import (
     FORGET_MAGIC,
     FRAME_MAGIC,
@@ -146,6 +146,11 @@ class StateStore:
         self._encoder = msgspec.msgpack.Encoder()
         self.last_snapshot_time: float | None = None
         self.appends = 0
+        self.write_errors = 0
+        """Appends that failed (nothing of them acknowledged), since the start."""
+        self.last_write_error: tuple[float, str] | None = None
+        self.writable = True
+        """False from a failed append until the next one succeeds."""
         self._stuck: str | None = None
         """Why appends are refused: a part-written frame that could not be cut off stays the
         log's tail, which the next start cuts as a torn tail; a frame written after it
@@ -356,9 +361,9 @@ class StateStore:
         if self._fd is None:
             raise RuntimeError("StateStore.append before recover()")
         if self._stuck is not None:
-            raise OSError(
-                errno.EIO, f"the sample log is stuck: {self._stuck}; restart the appliance"
-            )
+            stuck = OSError(errno.EIO, f"the sample log is stuck: {self._stuck}; restart")
+            self._write_failed(stuck)
+            raise stuck
         frame = encode_frame(cols, self._encoder)
         view = memoryview(frame)
         start = self.log_bytes
@@ -368,7 +373,8 @@ class StateStore:
                 view = view[written:]
             if self.fsync:
                 os.fdatasync(self._fd)
-        except OSError:
+        except OSError as exc:
+            self._write_failed(exc)
             # A part-written frame (disk full) must not stay in the middle of the log: the
             # next acknowledged frames would follow it and recovery would cut them off.
             try:
@@ -382,7 +388,24 @@ class StateStore:
             raise
         self.log_bytes += len(frame)
         self.appends += 1
+        self.writable = True
         return len(frame)
+
+    def _write_failed(self, exc: OSError) -> None:
+        self.write_errors += 1
+        self.last_write_error = (time.time(), write_error_cause(exc))
+        self.writable = False
+
+    def write_status(self) -> dict[str, Any]:
+        """The log's writes for /status: failed appends since the start, the last failure."""
+        from fleetcast.appliance.forecast import iso
+
+        last = self.last_write_error
+        return {
+            "writable": self.writable,
+            "write_errors": self.write_errors,
+            "last_write_error": None if last is None else {"time": iso(last[0]), "cause": last[1]},
+        }
 
     def rotate(self) -> int:
         """Start the next log generation and close the current one; returns the new generation.

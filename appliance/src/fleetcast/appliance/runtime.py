@@ -120,6 +120,7 @@ class Runtime:
         self.records_rejected = 0
         self.replayed_records = 0
         self.replayed_forgets = 0
+        self.replayed_reasons = {"deleted": 0, "expired": 0}
         self.latest_step: int | None = None
         """Epoch seconds of the fleet's newest closed step (from the last ingest)."""
         self.dropped_tails: list[str] = []
@@ -191,17 +192,15 @@ class Runtime:
             self.replayed_records += result.accepted
             if result.latest_step is not None:
                 self.latest_step = int(result.latest_step)
+        self.replayed_reasons = engine.reset_counters()  # /status counts this run's work
         self.engine = engine
         if self.latest_step is None:
             data_time = engine.status().get("data_time")
             if data_time:
                 self.latest_step = int(datetime.fromisoformat(data_time).timestamp())
         if recovery.batches:
-            _log.info(
-                "replayed %d logged samples and %d forgotten servers",
-                self.replayed_records,
-                self.replayed_forgets,
-            )
+            n, forgets = self.replayed_records, self.replayed_forgets
+            _log.info("replayed %d logged samples and %d forgotten servers", n, forgets)
         with self.lock:  # forget_after set (or shortened) since the last run
             expire_locked(self)
 
@@ -474,7 +473,7 @@ class Runtime:
         else:
             body["source"] = {
                 "kind": "push",
-                "healthy": True,
+                "healthy": self.store.writable,
                 "detail": f"{self.ingest_requests} POST /metrics requests, "
                 f"{self.records_accepted} samples accepted, {self.records_rejected} rejected",
             }
@@ -486,7 +485,9 @@ class Runtime:
             "log_bytes": self.store.log_bytes,
             "last_snapshot_time": iso(self.store.last_snapshot_time),
             "replayed_on_start": self.replayed_records,
+            "replayed_forgets_on_start": self.replayed_reasons,
             "dropped_torn_frames": len(self.dropped_tails),
+            **self.store.write_status(),
         }
         body["service"] = {
             "forecast_sets": self.forecast_sets,

@@ -27,6 +27,7 @@ from fleetcast.contract._batches import (
 from fleetcast.contract.issues import MAX_EXAMPLES, Issue, Severity
 from fleetcast.contract.schema import (
     CONTRACT_VERSION,
+    FLOAT32_MAX,
     METRIC_COLUMNS,
     METRIC_RANGES,
     METRIC_UNITS,
@@ -384,7 +385,7 @@ class BatchScan:
     def _metric(self, name: str, column: pa.Array, rows: _Rows) -> None:
         values = numpy_values(column)  # undefined at null rows
         null = null_mask(column)
-        usable = np.isfinite(values)
+        usable = np.abs(values) <= FLOAT32_MAX  # NaN, ±inf and beyond float32: False
         if null is not None:
             self.nulls[name].add(null, rows)
             usable &= ~null

@@ -82,7 +82,7 @@ def findings(scan: BatchScan, strict: bool) -> list[Issue]:
                 Issue(
                     "non-finite-values",
                     "error",
-                    f"{_rows(tally.count)} a non-finite {name} (NaN or ±inf).",
+                    f"{_rows(tally.count)} a non-finite {name} (NaN, ±inf, or beyond float32's ±3.4e38).",
                     "one NaN in a window turns the whole forecast of that server into NaN.",
                     "Re-export the rows with measured values or drop them; do not fill with 0.",
                     tally.count,

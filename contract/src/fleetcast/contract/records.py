@@ -30,6 +30,7 @@ import numpy as np
 from fleetcast.contract.errors import ContractError
 from fleetcast.contract.schema import (
     CONTRACT_DOC,
+    FLOAT32_MAX,
     METRIC_COLUMNS,
     METRIC_RANGES,
     METRIC_UNITS,
@@ -75,7 +76,7 @@ def validate_columns(
     problems.append((~_non_blank(arrays["server_name"]), _blank_name))
     for name in METRIC_COLUMNS:
         values = _as_float(arrays[name])
-        finite = np.isfinite(values)
+        finite = np.abs(values) <= FLOAT32_MAX  # NaN, ±inf and beyond float32: False
         problems.append((~finite, _nonfinite(name, arrays[name])))
         low, high = METRIC_RANGES[name]
         outside = ((values < low) | (values > high)) & finite
@@ -136,7 +137,8 @@ def _as_float(values: np.ndarray) -> np.ndarray:
 
 def _nonfinite(name: str, values: np.ndarray):
     return lambda i: (
-        f"{name} is missing or not a finite number (got {_py(values[i])!r}) {_see('non-finite-values')}"
+        f"{name} is missing or not a finite float32 number (got {_py(values[i])!r}) "
+        f"{_see('non-finite-values')}"
     )
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "CONTRACT_VERSION",
     "DEFAULT_ENCODER_STEPS",
     "DEFAULT_PREDICTION_STEPS",
+    "FLOAT32_MAX",
     "HORIZONS",
     "METRIC_COLUMNS",
     "METRIC_RANGES",
@@ -29,7 +30,7 @@ __all__ = [
     "doc_ref",
 ]
 
-CONTRACT_VERSION = "1.1.0"
+CONTRACT_VERSION = "1.1.1"
 """Semantic version of docs/DATA_CONTRACT.md. Models record it; a major mismatch is refused."""
 
 CONTRACT_DOC = "docs/DATA_CONTRACT.md"
@@ -62,6 +63,10 @@ METRIC_RANGES: dict[str, tuple[float, float]] = {
     "latency_ms": (0.0, float("inf")),
 }
 """Inclusive valid range of each metric, in its own unit."""
+
+FLOAT32_MAX = 3.4028234663852886e38
+"""The largest finite float32. Metrics are stored as float32, so a float64 beyond it is
+infinity there: not a finite value (docs/DATA_CONTRACT.md#non-finite-values)."""
 
 VALID_STATES: tuple[str, ...] = (
     "critical_issue",

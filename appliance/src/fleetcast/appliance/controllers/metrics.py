@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from litestar import Controller, Request, Response, post
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 
 from fleetcast.appliance.auth import write_guard
+from fleetcast.appliance.errors import write_error_cause
 from fleetcast.appliance.http_errors import JSON_TYPE, ApiError, body_type_guard
 from fleetcast.appliance.persistence import Columns
 from fleetcast.appliance.runtime import iso
@@ -183,20 +185,34 @@ def _decode_records(
             try:
                 raws = raw.decode(body).records
             except ValueError as exc:
-                raise _malformed(msgpack, str(exc)) from exc
+                raise _malformed(msgpack, str(exc) + _nan_hint(body, msgpack)) from exc
             records = []
             for i, item in enumerate(raws):
                 try:
                     records.append(one.decode(item))
                 except ValueError as exc:
                     records.append(None)
-                    rejected.append(Rejected(index=i, reason=f"invalid record: {exc}"))
+                    reason = f"invalid record: {exc} (docs/DATA_CONTRACT.md#columns)"
+                    rejected.append(Rejected(index=i, reason=reason))
                     continue
                 try:
                     ignored.update(one_keys.decode(item).keys() - _RECORD_FIELDS)
                 except ValueError:  # pragma: no cover - it decoded as a record
                     pass
     return records, rejected, ignored
+
+
+_NAN_TOKEN = re.compile(rb"[:\[,]\s*-?(?:NaN|Infinity)\s*[,\]}]")
+
+
+def _nan_hint(body: bytes, msgpack: bool) -> str:
+    """Why a JSON body with Python's NaN/Infinity tokens is malformed ('' otherwise)."""
+    if msgpack or _NAN_TOKEN.search(body) is None:
+        return ""
+    return (
+        "; it carries NaN or Infinity, which are not JSON (Python's json.dumps writes them "
+        "unless allow_nan=False): leave those samples out (docs/DATA_CONTRACT.md#non-finite-values)"
+    )
 
 
 def _malformed(msgpack: bool, reason: str) -> ApiError:
@@ -327,6 +343,11 @@ class MetricsController(Controller):
             if warnings is not None:
                 warnings.warn(batch.ignored_fields)
         rejected = list(batch.rejected)
+        if rejected and runtime.engine is not None:  # records that did not decode: invalid
+            runtime.engine.count_undecodable(len(rejected))
+            runtime.records_rejected += len(rejected)
+        if not len(batch.columns):  # runtime.ingest counts the requests that reach it
+            runtime.ingest_requests += 1
         accepted = 0
         latest = None
         if len(batch.columns):
@@ -337,8 +358,9 @@ class MetricsController(Controller):
                 raise ApiError(
                     503,
                     "cannot persist samples",
-                    f"the state directory is not writable ({type(exc).__name__}); nothing was acknowledged",
-                    "free disk space or fix the state directory's permissions, then resend the batch",
+                    f"{write_error_cause(exc)}; nothing of the batch was stored or acknowledged",
+                    "free disk space or fix the state directory (permissions, read-only mount), "
+                    "then resend the batch",
                     "docs/OPERATIONS.md#state",
                 ) from exc
             accepted = result.accepted

@@ -22,6 +22,7 @@ from litestar.params import Parameter
 from fleetcast.appliance.auth import read_guard, write_guard
 from fleetcast.appliance.controllers._paths import server_names
 from fleetcast.appliance.engine_views import SERVER_STATES
+from fleetcast.appliance.errors import write_error_cause
 from fleetcast.appliance.http_errors import ApiError
 from fleetcast.appliance.runtime_forget import source_note
 from fleetcast.appliance.schemas import ForgetOut, ServerEntry, ServersOut
@@ -120,10 +121,9 @@ class ServersController(Controller):
             raise ApiError(
                 503,
                 "cannot persist the forget",
-                f"the state directory is not writable ({type(exc).__name__}); the server was "
-                "not forgotten",
-                "free disk space or fix the state directory's permissions, then send the "
-                "DELETE again",
+                f"{write_error_cause(exc)}; the server was not forgotten",
+                "free disk space or fix the state directory (permissions, read-only mount), "
+                "then send the DELETE again",
                 "docs/OPERATIONS.md#state",
             ) from exc
         if done is None:
