@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -74,6 +75,29 @@ def test_recover_replays_log_and_cuts_torn_tail(tmp_path: Path, svc: Any) -> Non
     assert len(found.dropped) == 1
     assert log.stat().st_size == size
     again.close()
+
+
+def test_a_dropped_tail_is_worded_by_what_it_can_be(
+    tmp_path: Path, svc: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Cut short: a crash mid-write, never acknowledged. Whole but failing its checksum: a
+    power cut also leaves that, but so does a damaged disk; the warning says both."""
+    store = StateStore(tmp_path)
+    store.recover()
+    store.append(svc.make_columns(3))
+    store.append(svc.make_columns(2, start=5))
+    log = next(store.iter_logs())
+    store.close()
+    data = bytearray(log.read_bytes())
+    data[-1] ^= 0xFF  # the last frame is whole, its last byte flipped
+    log.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="fleetcast.appliance.persistence"):
+        found = StateStore(tmp_path).recover()
+    assert len(found.batches) == 1
+    (line,) = [r.getMessage() for r in caplog.records if "tail dropped" in r.getMessage()]
+    assert "whole, but its bytes are wrong" in line
+    assert "may be damage (docs/OPERATIONS.md#state)" in line
+    assert "CRC mismatch in frame at byte" in line
 
 
 def test_snapshot_truncates_log_and_recovery_uses_both(tmp_path: Path, svc: Any) -> None:

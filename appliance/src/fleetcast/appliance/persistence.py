@@ -249,10 +249,13 @@ class StateStore:
             batches.extend(scan.batches)
             if scan.problem is not None:
                 note = f"{scan.path.name}: {scan.problem}; {scan.size - scan.valid} bytes dropped"
-                _log.warning(
-                    "sample log tail dropped (a crash mid-write; nothing in it was acknowledged): %s",
-                    note,
+                why = (
+                    "a crash mid-write; nothing in it was acknowledged"
+                    if scan.problem.startswith("truncated")
+                    else "whole, but its bytes are wrong: most likely a crash mid-write, never "
+                    "acknowledged; if the disk reports errors, it may be damage (docs/OPERATIONS.md#state)"
                 )
+                _log.warning("sample log tail dropped (%s): %s", why, note)
                 dropped.append(note)
                 os.truncate(scan.path, scan.valid)
         self.generation = max([first - 1, *self._generations()]) + 1
