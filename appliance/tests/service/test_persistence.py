@@ -176,3 +176,26 @@ def test_failed_append_leaves_no_torn_frame_before_later_ones(
     assert len(recovery.batches) == 2
     assert _same(recovery.batches[0], svc.make_columns(2))
     assert _same(recovery.batches[1], svc.make_columns(4, start=20))
+
+
+def test_a_refused_write_is_one_line_naming_its_cause_and_a_bug_keeps_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import errno
+
+    from fleetcast.appliance.errors import log_failure
+
+    log = logging.getLogger("fleetcast.appliance.runtime")
+    with caplog.at_level(logging.ERROR, logger=log.name):
+        log_failure(log, "snapshot failed", OSError(errno.ENOSPC, "No space left on device"))
+        log_failure(log, "snapshot failed", OSError(errno.EROFS, "Read-only file system"))
+        log_failure(log, "snapshot failed", ValueError("a bug"))
+    full, readonly, bug = caplog.records
+    assert full.getMessage() == (
+        "snapshot failed: the disk holding the state directory is full "
+        "(ENOSPC: No space left on device)"
+    )
+    assert full.exc_info is None
+    assert "mounted read-only (EROFS: Read-only file system)" in readonly.getMessage()
+    assert bug.exc_info is not None
+    assert bug.exc_info[1].args == ("a bug",)

@@ -129,7 +129,8 @@ def test_short_key_names_its_source(key_file: Path) -> None:
         ({"port": 65536}, {}, ("port", "1 to 65535")),
         ({}, {"FLEETCAST_PORT": "18132.9"}, ("FLEETCAST_PORT", "integer")),
         ({}, {"FLEETCAST_FSYNC": "maybe"}, ("FLEETCAST_FSYNC", "true or false")),
-        ({"capacity": 0}, {}, ("capacity", ">= 1")),
+        ({"capacity": 0}, {}, ("capacity", "from 1 to 1000000")),
+        ({"capacity": 100_000_000_000}, {}, ("capacity", "more than 1000000")),
         ({"speed": "nan"}, {}, ("speed", "> 0")),
         ({"snapshot_interval_s": 0}, {}, ("snapshot_interval_s", "> 0")),
         ({"prometheus_settle_s": -1}, {}, ("prometheus_settle_s", ">= 0")),
@@ -153,6 +154,7 @@ def test_valid_edges_are_accepted() -> None:
     settings = build_settings(
         {"intra_op_threads": 0, "history_steps": 1, "demo_seed": 0, "port": 65535}, env={}
     )
+    assert build_settings({"capacity": 1_000_000}, env={}).capacity == 1_000_000
     assert (settings.intra_op_threads, settings.history_steps, settings.demo_seed) == (0, 1, 0)
     assert build_settings({}, env={"FLEETCAST_LOG_LEVEL": "debug"}).log_level == "DEBUG"
     assert build_settings({}, env={"FLEETCAST_HISTORY_STEPS": ""}).history_steps is None
@@ -256,3 +258,18 @@ def test_demo_fleet_larger_than_capacity_is_refused() -> None:
 )
 def test_each_message_part_appears_once(values: dict[str, Any], part: str) -> None:
     assert part in _error(values)
+
+
+def test_the_global_log_level_flag_is_a_flag_of_serve() -> None:
+    """`fleetcast --log-level X serve` beats FLEETCAST_LOG_LEVEL (flags > environment > file);
+    without it, the environment's level holds."""
+    from fleetcast.appliance.commands import cli_values
+    from fleetcast.contract.cli import _build_parser
+
+    parser, _ = _build_parser()
+    given = parser.parse_args(["--log-level", "ERROR", "serve", "--model-dir", "m"])
+    env = {"FLEETCAST_LOG_LEVEL": "DEBUG"}
+    assert build_settings(cli_values(given), env=env).log_level == "ERROR"
+    plain = parser.parse_args(["serve", "--model-dir", "m"])
+    assert "log_level" not in cli_values(plain)
+    assert build_settings(cli_values(plain), env=env).log_level == "DEBUG"

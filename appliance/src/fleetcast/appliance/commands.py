@@ -169,8 +169,9 @@ def register_serve(sub: Any) -> None:
 
 
 def cli_values(args: argparse.Namespace) -> dict[str, Any]:
-    """The flags that were given, by Settings field name (for ``build_settings``)."""
-    skip = {"handler", "command", "log_level"}
+    """The flags that were given, by Settings field name (for ``build_settings``); the
+    global ``--log-level`` is one of them when given (``fleetcast --log-level X serve``)."""
+    skip = {"handler", "command"}
     return {k: v for k, v in vars(args).items() if k not in skip and v is not None}
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fleetcast.appliance.errors import log_failure, write_error_cause
 from fleetcast.appliance.persistence import Columns
 from fleetcast.contract.schema import STEP_SECONDS
 
@@ -113,7 +114,12 @@ class DemoSource:
             chunk = min(steps, BACKFILL_CHUNK_STEPS)
             with self._lock:
                 rows = self._stream.backfill(chunk)
-            await self._runtime.ingest(stream_columns(rows), forecast=steps == chunk)
+            try:
+                await self._runtime.ingest(stream_columns(rows), forecast=steps == chunk)
+            except OSError as exc:  # a full state disk: serve and say so, not a traceback
+                log_failure(_log, "demo backfill not stored; the demo streams on", exc)
+                self.last_error = write_error_cause(exc)
+                break
             steps -= chunk
             self.backfilled_steps += chunk
         _log.info(
@@ -141,8 +147,10 @@ class DemoSource:
                     self.steps_sent += 1
                     self.last_error = None
                 except Exception as exc:
-                    self.last_error = f"{type(exc).__name__}: {exc}"
-                    _log.exception("demo step failed")
+                    error = write_error_cause(exc) if isinstance(exc, OSError) else repr(exc)
+                    if error != self.last_error:  # once per cause, not once a second
+                        log_failure(_log, "demo step failed (retried every second)", exc)
+                    self.last_error = error
                     await asyncio.sleep(1.0)
                 continue
             await asyncio.sleep(min(1.0, max(0.01, (next_ts - sim_now) / speed)))

@@ -9,10 +9,14 @@ parts come from :class:`fleetcast.contract.errors.Explained`.
 from __future__ import annotations
 
 import errno
+from typing import TYPE_CHECKING
 
 from fleetcast.contract.errors import Explained
 
-__all__ = ["ExplainedError", "write_error_cause"]
+if TYPE_CHECKING:
+    import logging
+
+__all__ = ["ExplainedError", "log_failure", "write_error_cause"]
 
 
 class ExplainedError(Explained, RuntimeError):
@@ -36,3 +40,13 @@ def write_error_cause(exc: OSError) -> str:
     code = errno.errorcode.get(exc.errno or 0)
     detail = exc.strerror or str(exc)
     return f"{why} ({code}: {detail})" if code else f"{why} ({detail})"
+
+
+def log_failure(log: logging.Logger, what: str, exc: Exception) -> None:
+    """Log ``what`` failed: one ERROR line naming the cause for a write the state directory
+    refused (an operator's problem: full disk, permissions), a traceback for anything else
+    (a bug to report)."""
+    if isinstance(exc, OSError):
+        log.error("%s: %s", what, write_error_cause(exc))
+    else:
+        log.error("%s", what, exc_info=exc)

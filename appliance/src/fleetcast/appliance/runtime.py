@@ -26,6 +26,7 @@ import anyio.to_thread
 import msgspec
 import numpy as np
 
+from fleetcast.appliance.errors import log_failure
 from fleetcast.appliance.http_protocol import ReadTimeouts
 from fleetcast.appliance.persistence import Columns, StateError, StateStore
 from fleetcast.appliance.runtime_forget import apply_entry, expire_locked, forget_locked
@@ -115,11 +116,8 @@ class Runtime:
         """Changes of the served forecast set: each new set, and each forget that dropped
         servers from it (the alert pusher follows it)."""
         self.forecast_errors = 0
-        self.ingest_requests = 0
-        self.records_accepted = 0
-        self.records_rejected = 0
-        self.replayed_records = 0
-        self.replayed_forgets = 0
+        self.ingest_requests = self.records_accepted = self.records_rejected = 0
+        self.replayed_records = self.replayed_forgets = 0
         self.replayed_reasons = {"deleted": 0, "expired": 0}
         self.latest_step: int | None = None
         """Epoch seconds of the fleet's newest closed step (from the last ingest)."""
@@ -244,8 +242,8 @@ class Runtime:
         if self.engine is not None:
             try:
                 await anyio.to_thread.run_sync(self.snapshot)
-            except Exception:
-                _log.exception("final snapshot failed; the sample log still holds everything")
+            except Exception as exc:
+                log_failure(_log, "final snapshot failed; the log holds everything", exc)
             await anyio.to_thread.run_sync(self.engine.model.close)
         self.store.close()
         self.notifier.close()
@@ -435,8 +433,8 @@ class Runtime:
                 continue
             try:
                 await anyio.to_thread.run_sync(self.snapshot)
-            except Exception:
-                _log.exception("snapshot failed; the sample log keeps growing until one succeeds")
+            except Exception as exc:
+                log_failure(_log, "snapshot failed; the sample log grows until one succeeds", exc)
 
     async def _watchdog_loop(self) -> None:
         interval = self.notifier.watchdog_interval_s

@@ -134,7 +134,7 @@ _SPECS: dict[str, _Spec] = {
         _T_NUM,
         "60",
     ),
-    "capacity": _Spec(_int_in(1), "an integer >= 1", _T_INT, "20000"),
+    "capacity": _Spec(_int_in(1, 1_000_000), "an integer from 1 to 1000000", _T_INT, "20000"),
     "max_future_seconds": _Spec(
         _seconds_or_off, "seconds >= 0 or 'off' (no check)", _T_NUM_OR_OFF, "3600"
     ),

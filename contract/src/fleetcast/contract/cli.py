@@ -71,7 +71,9 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
     )
     parser.add_argument("--version", action="version", version=_versions())
     parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+        "--log-level",
+        default=None,  # INFO; `serve` takes it as a flag above FLEETCAST_LOG_LEVEL and its file
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     broken: dict[str, str] = {}
@@ -121,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=getattr(logging, args.log_level),
+        level=getattr(logging, args.log_level or "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     handler = getattr(args, "handler", None)
