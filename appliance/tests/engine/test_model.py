@@ -119,8 +119,10 @@ def test_provider_order_is_filtered_by_availability() -> None:
 
 
 def test_refuses_a_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match=r"No model\.onnx .*Fix: Export one"):
+    with pytest.raises(ModelError, match=r"holds no model\.onnx\..*Fix: Export one"):
         load_model(tmp_path)
+    with pytest.raises(ModelError, match=r"The model directory 'nowhere' does not exist\."):
+        load_model(tmp_path / "nowhere")
 
 
 def test_refuses_a_file_that_is_not_onnx(tmp_path: Path) -> None:

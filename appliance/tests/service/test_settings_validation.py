@@ -139,6 +139,11 @@ def test_short_key_names_its_source(key_file: Path) -> None:
         ({"metrics_max_servers": 0}, {}, ("metrics_max_servers", ">= 1")),
         ({"host": " "}, {}, ("host", "empty")),
         ({"source": "kafka"}, {}, ("source", "push, demo, prometheus")),
+        (
+            {"providers": "CUDAExecutionProvider,Bogus"},
+            {},
+            ("providers", "unknown provider 'Bogus'"),
+        ),
     ],
 )
 def test_out_of_range_values_are_one_settings_error(
@@ -152,7 +157,8 @@ def test_out_of_range_values_are_one_settings_error(
 
 def test_valid_edges_are_accepted() -> None:
     settings = build_settings(
-        {"intra_op_threads": 0, "history_steps": 1, "demo_seed": 0, "port": 65535}, env={}
+        {"intra_op_threads": 0, "history_steps": 1, "demo": True, "demo_seed": 0, "port": 65535},
+        env={},
     )
     assert build_settings({"capacity": 1_000_000}, env={}).capacity == 1_000_000
     assert (settings.intra_op_threads, settings.history_steps, settings.demo_seed) == (0, 1, 0)
@@ -273,3 +279,25 @@ def test_the_global_log_level_flag_is_a_flag_of_serve() -> None:
     plain = parser.parse_args(["serve", "--model-dir", "m"])
     assert "log_level" not in cli_values(plain)
     assert build_settings(cli_values(plain), env=env).log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"prometheus_url": "http://127.0.0.1:9090"}, "--prometheus-url"),
+        ({"speed": 100}, "--speed"),
+        ({"demo_servers": 5, "source": "prometheus", "prometheus_url": "http://p:9090"},
+         "--demo-servers"),
+    ],
+)  # fmt: skip
+def test_a_flag_of_a_source_not_in_use_is_refused(values: dict[str, Any], named: str) -> None:
+    message = _error(values)
+    assert named in message
+    assert "apply to another data source than the one in use" in message
+    assert "--source prometheus, or --demo" in message
+
+
+def test_the_environment_may_hold_the_other_sources_settings() -> None:
+    env = {"FLEETCAST_PROMETHEUS_URL": "http://127.0.0.1:9090", "FLEETCAST_SPEED": "100"}
+    assert build_settings({}, env=env).source == "push"
+    assert build_settings({"speed": 100, "demo": True}, env={}).speed == 100

@@ -200,11 +200,12 @@ def load_model(
     model_path = path if path.suffix == ".onnx" else path / MODEL_FILE
     folder = model_path.parent
     if not model_path.is_file():
+        missing = "does not exist" if not folder.exists() else f"holds no {MODEL_FILE}"
         raise ModelError(
-            f"No {MODEL_FILE} in the model directory {folder.name!r}.",
+            f"The model directory {folder.name!r} {missing}.",
             "the appliance serves forecasts from an exported ONNX model only.",
-            "Export one (`fleetcast export --bundle models/latest`) or point --model-dir at a "
-            "folder that holds model.onnx.",
+            "Export one (`fleetcast export --bundle models/latest`) or point --model-dir "
+            "(FLEETCAST_MODEL_DIR, model_dir in the config file) at a folder that holds it.",
             FORMAT_DOC,
         )
     data = model_path.read_bytes()

@@ -366,6 +366,7 @@ def build_settings(
                 "simulated servers would be rejected at every step, so the demo would show "
                 "a fleet with servers missing.",
             )
+    _refuse_idle_flags(settings, {n for n, (_, origin) in merged.items() if origin.kind == "flag"})
     from fleetcast.appliance.sources import check_settings
 
     try:
@@ -375,3 +376,22 @@ def build_settings(
     except ValueError as exc:
         raise _split_message(str(exc), "docs/PROMETHEUS.md#configure") from exc
     return settings
+
+
+def _refuse_idle_flags(settings: Settings, flags: set[str]) -> None:
+    """A flag of a data source that is not in use (``--prometheus-url`` without ``--source
+    prometheus``, ``--speed`` without ``--demo``) is a mistake: refused, not ignored. The
+    environment and the file may hold both sources' settings and are left alone."""
+    idle = set()
+    if settings.source != "prometheus":
+        idle = {n for n in flags if n.startswith("prometheus_")}
+    if not settings.demo:
+        idle |= flags & {"speed", "demo_servers", "demo_seed"}
+    if idle:
+        given = ", ".join(_Origin("flag").where(n) for n in sorted(idle))
+        raise SettingsError(
+            f"{given} apply to another data source than the one in use ({settings.source}).",
+            "add the source they belong to (--source prometheus, or --demo), or drop them.",
+            why="the appliance would start without them, waiting for data that never comes "
+            "the way you meant.",
+        )

@@ -173,7 +173,18 @@ def _opt_names(value: Any) -> tuple[str, ...] | None:
 
 
 def _providers(value: Any) -> tuple[str, ...] | None:
-    return None if value is None or value == "" else (_names(value) or None)
+    """Execution provider names ONNX Runtime knows (a misspelt one is refused here; a known
+    one this build lacks, e.g. CUDA on a CPU wheel, is logged at start and skipped)."""
+    names = None if value is None or value == "" else (_names(value) or None)
+    if names:
+        import onnxruntime as ort
+
+        known = ort.get_all_providers()
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            gpu = ", ".join(p for p in known if p.startswith(("Tensorrt", "CUDA", "CPU")))
+            raise ValueError(f"unknown provider {', '.join(map(repr, unknown))}; e.g. {gpu}")
+    return names
 
 
 def _log_level(value: Any) -> str:
