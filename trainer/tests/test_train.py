@@ -87,3 +87,26 @@ def test_resume_from_checkpoint(toy_table, make_config, tmp_path: Path) -> None:
     assert [r["epoch"] for r in first["history"]] == [1]
     assert [r["epoch"] for r in second["history"]] == [2]  # continued, not restarted
     assert second["resumed_from"] == str(ckpt / "last.ckpt")
+
+
+def test_a_server_too_short_for_a_window_is_trained_as_unknown(toy_table, make_config) -> None:
+    """10 rows cannot make a window of 12 encoder + 12 predicted steps: such a server gets
+    no embedding of its own (it would never be trained), the unknown one instead."""
+    import pyarrow as pa
+
+    from fleetcast.contract.encoder import server_id as hash_server_id
+    from fleetcast.trainer.train_setup import categorical_classes
+
+    first = toy_table.slice(0, 10).to_pydict()
+    first["server_name"] = ["ppdb777"] * 10
+    first["profile"] = ["database"] * 10
+    table = pa.concat_tables([toy_table, pa.table(first, schema=toy_table.schema)])
+    config = make_config(epochs=1, max_batches=1, val_batches=1)
+    _, dataset, info = train_model(table, config)
+    need = 12 + config.prediction  # min_encoder_length + prediction
+    assert info["servers_too_short"] == {"count": 1, "min_steps": need, "names": ["ppdb777"]}
+    ids = categorical_classes(dataset)["server_id"]
+    assert hash_server_id("ppdb777") not in ids
+    others = {str(n) for n in toy_table.column("server_name").unique().to_pylist()}
+    assert {hash_server_id(n) for n in others} <= set(ids)
+    assert info["servers"] == 5  # still counted and mapped: a server the fleet has

@@ -3,7 +3,8 @@
 :func:`check_data_step` judges the data (all servers together) and each server by the gaps
 between consecutive rows, with the thresholds :data:`STEP_CHECK_MIN_GAPS` and
 :data:`STEP_CHECK_OFF_SHARE` (trainer/README.md#data-step, docs/DATA_CONTRACT.md#step).
-Split from :mod:`fleetcast.trainer.options`, which re-exports it.
+Split from :mod:`fleetcast.trainer.options`, which re-exports it. :func:`null_short_servers`
+makes servers too short for a training window unknown servers.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fleetcast.contract.schema import STEP_SECONDS
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["DATA_STEP_DOC", "check_data_step"]
+__all__ = ["DATA_STEP_DOC", "check_data_step", "null_short_servers"]
 
 DATA_STEP_DOC = "trainer/README.md#data-step"
 """Where the trainer's rule for data at another step is documented."""
@@ -119,3 +120,23 @@ def check_data_step(frame: pd.DataFrame) -> None:
                 "docs/DATA_CONTRACT.md#step",
             )
         )
+
+
+def null_short_servers(frame: pd.DataFrame, cutoff: int, min_steps: int) -> list[str]:
+    """Servers with fewer than ``min_steps`` steps up to ``cutoff`` (the training part)
+    form no training window, so an embedding of their own would never be trained: their
+    ``server_id`` becomes the unknown ID (in place, train and held-out rows alike) and the
+    model treats them as the new servers they are (docs/DATA_CONTRACT.md#unknown-servers).
+    Returns their names, sorted."""
+    import pandas as pd
+
+    from fleetcast.trainer.dataset import CATEGORICAL_NAN
+
+    names = frame["server_name"]
+    steps = frame.loc[frame["time_idx"] <= cutoff].groupby(names, observed=True).size()
+    counts = steps.reindex(names.cat.categories, fill_value=0)
+    short = sorted(str(n) for n in counts.index[counts.to_numpy() < min_steps])
+    if short:
+        ids = frame["server_id"].astype(object).where(~names.isin(short), CATEGORICAL_NAN)
+        frame["server_id"] = pd.Categorical(ids)
+    return short

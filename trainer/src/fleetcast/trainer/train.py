@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fleetcast.contract.schema import CONTRACT_VERSION, STEP_SECONDS
+from fleetcast.trainer.data_step import null_short_servers
 from fleetcast.trainer.dataset import build_dataset, fit_scale_scalers, prepare_frame
 from fleetcast.trainer.options import (
     ACCELERATORS,
@@ -101,6 +102,18 @@ def train_model(
     check_data_step(frame)
     cutoff, holdout = split_holdout(frame, config)
     check_encoder_fits(frame, config, cutoff)
+    need = ds_config.min_encoder_length + ds_config.max_prediction_length
+    short = null_short_servers(frame, cutoff, need)
+    if short:
+        logger.warning(
+            "%d servers have fewer than %d steps before the held-out tail, too few for a "
+            "training window: trained as unknown servers (their profile's patterns), not "
+            "as known ones: %s%s",
+            len(short),
+            need,
+            ", ".join(short[:5]),
+            ", …" if len(short) > 5 else "",
+        )
     train_frame = frame[frame["time_idx"] <= cutoff]
     scalers = fit_scale_scalers(train_frame, ds_config)
     if ds_config.input_scaling == "fixed":
@@ -253,6 +266,7 @@ def train_model(
             "step_seconds": STEP_SECONDS,
         },
         "split": {"cutoff_time_idx": cutoff, "holdout_steps": holdout},
+        "servers_too_short": {"count": len(short), "min_steps": need, "names": short[:100]},
         "windows": {"train": len(train_ds), "holdout": len(val_ds), "val_used": n_val},
         "loss_weights": dict(zip(ds_config.targets, weights, strict=True)),
         "epochs_run": len(history),
