@@ -108,6 +108,32 @@ def test_tampered_weights_are_refused(bundle_dir: Path, tmp_path: Path) -> None:
         load_bundle(copy)
 
 
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("hparams", "hidden_size", 9),
+        ("dataset", "max_encoder_length", 1_000_000),  # built, it would exhaust memory
+        (None, "step_seconds", 600),
+        (None, "quantiles", [0.5, 0.1, 0.9]),
+    ],
+)
+def test_an_edited_config_is_refused_before_a_model_is_built(
+    bundle_dir: Path, tmp_path: Path, section: str | None, key: str, value: object
+) -> None:
+    copy = tmp_path / bundle_dir.name
+    shutil.copytree(bundle_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    assert len(config["config_sha256"]) == 64
+    (config[section] if section else config)[key] = value
+    (copy / "config.json").write_text(json.dumps(config, indent=2))
+    with pytest.raises(BundleError, match=r"config\.json in .* does not match the SHA-256"):
+        load_bundle(copy)
+    # Reformatting alone (indentation, key order) changes nothing.
+    config = json.loads((bundle_dir / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps(dict(reversed(config.items()))))
+    assert load_bundle(copy).config["bundle_id"] == config["bundle_id"]
+
+
 def test_save_fails_when_a_file_is_missing(trained, tmp_path: Path, monkeypatch) -> None:
     model, dataset, info = trained
     monkeypatch.setattr(ServerEncoder, "save", lambda self, path: Path(path))  # writes nothing

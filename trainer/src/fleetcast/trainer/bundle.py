@@ -107,6 +107,15 @@ def _jsonable(value: Any, key: str) -> Any:
     )
 
 
+def _config_digest(config: dict[str, Any]) -> str:
+    """SHA-256 of config.json's content without its own ``config_sha256`` (canonical JSON):
+    a hand-edited config (another encoder length, step, quantiles or label order) is refused
+    by :func:`load_bundle` instead of building a model the weights do not fit."""
+    body = {k: v for k, v in config.items() if k != "config_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:
@@ -280,6 +289,7 @@ def save_bundle(
         "dataset": _dataset_section(dataset, dataset_config),
         "weights_sha256": _sha256_file(partial / WEIGHTS_FILE),
     }
+    config["config_sha256"] = _config_digest(config)
     (partial / CONFIG_FILE).write_text(json.dumps(config, indent=2, allow_nan=False) + "\n")
     info = dict(training_info or {})
     info.setdefault("contract_version", CONTRACT_VERSION)
@@ -431,6 +441,14 @@ def load_bundle(path: str | Path) -> Bundle:
             f"this fleetcast speaks {CONTRACT_VERSION}. Why it matters: columns, states or "
             "profiles may differ. Fix: retrain on data of the current contract. See "
             "docs/DATA_CONTRACT.md#versioning."
+        )
+    if config.get("config_sha256") not in (None, _config_digest(config)):
+        raise BundleError(
+            f"{CONFIG_FILE} in {folder} does not match the SHA-256 recorded in it. Why it "
+            "matters: it was edited after training, and a model built from edited "
+            "hyperparameters, steps, quantiles or labels does not fit its weights (or "
+            "exhausts memory building it). Fix: copy the bundle again from its source or "
+            "retrain with the options you want. See docs/MODEL_FORMAT.md."
         )
     digest = _sha256_file(folder / WEIGHTS_FILE)
     if config.get("weights_sha256") not in (None, digest):
