@@ -38,4 +38,6 @@ def test_forwards_flags_and_makes_paths_absolute(
 def test_without_a_checkout_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = _parse(["--checkout", str(tmp_path)])
     assert run_bench(args) == 2
-    assert "no fleetcast source checkout" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{tmp_path} is not a fleetcast source checkout (no benchmarks/run.py in it)" in err
+    assert "pass the folder of a clone of the repository to --checkout" in err

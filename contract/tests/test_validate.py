@@ -354,6 +354,16 @@ def test_unreadable_paths_raise_data_file_error(tmp_path):
     with pytest.raises(DataFileError, match=r"is not a readable Parquet file"):
         DataValidator().validate_schema(bad)
 
+    def denied(*_a: object, **_k: object) -> None:  # tests run as root: chmod cannot deny
+        raise PermissionError(13, "Permission denied")
+
+    import pyarrow.parquet as pq
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pq, "read_metadata", denied)
+        with pytest.raises(DataFileError, match=r"cannot be read: permission denied.*read access"):
+            DataValidator().validate_schema(bad)
+
 
 def test_other_inputs_are_a_type_error():
     with pytest.raises(TypeError, match=r"Table\.from_pandas"):

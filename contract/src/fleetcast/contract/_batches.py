@@ -133,6 +133,16 @@ def open_source(table_or_path: pa.Table | str | Path) -> TableSource:
     try:
         meta = pq.read_metadata(path)
         schema = pq.read_schema(path)
+    except PermissionError as exc:
+        raise DataFileError(
+            explain(
+                f"{path} cannot be read: permission denied ({exc.strerror}).",
+                "there is nothing to validate without reading it.",
+                "Give the user running fleetcast read access to the file (and its folders), "
+                "or copy it somewhere it can read.",
+                DATA_FILE_SECTION,
+            )
+        ) from exc
     except (OSError, pa.ArrowException) as exc:
         raise DataFileError(
             explain(

@@ -95,7 +95,15 @@ def suite_argv(args: argparse.Namespace) -> list[str]:
 def run_bench(args: argparse.Namespace) -> int:
     """Locate the checkout and run its suite; returns the suite's exit code (2: no checkout)."""
     root = Path(args.checkout) if args.checkout else find_checkout(Path.cwd())
-    if root is None or not (root / RUNNER).is_file():
+    if root is not None and not (root / RUNNER).is_file():  # --checkout DIR, not a checkout
+        print(
+            f"fleetcast bench: {root} is not a fleetcast source checkout (no {RUNNER} in it). "
+            "Why it matters: the benchmark suite ships with the source. Fix: pass the folder "
+            "of a clone of the repository to --checkout. See docs/BENCHMARKS.md#running-it.",
+            file=sys.stderr,
+        )
+        return 2
+    if root is None:
         print(
             "fleetcast bench: no fleetcast source checkout found (looked for benchmarks/run.py "
             f"in {Path.cwd()} and its parents). Why it matters: the benchmark suite ships with "
