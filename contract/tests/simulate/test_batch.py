@@ -163,3 +163,24 @@ def test_large_fleets_are_written_in_row_groups(
     assert meta.num_row_groups == 4  # 3 servers (864 rows) per group
     whole = simulate_table(n_servers=10, hours=24, seed=4, start=START)
     assert pq.read_table(result.data_path).equals(whole)
+
+
+def test_generate_merges_the_folders_server_mapping_and_refuses_an_unreadable_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An import's servers stay in the folder's mapping when generate writes there; the
+    data file it replaces is logged."""
+    ServerEncoder(["ppdb001", "ppetl001"]).save(tmp_path)
+    first = write_training_data(tmp_path, n_servers=2, hours=24, seed=3, start=START)
+    with caplog.at_level("WARNING", logger="fleetcast.contract.simulate.batch"):
+        write_training_data(tmp_path, n_servers=2, hours=24, seed=3, start=START)
+    assert "replacing" in caplog.text
+    generated = set(pc.unique(pq.read_table(first.data_path)["server_name"]).to_pylist())
+    assert set(ServerEncoder.load(tmp_path).names) == generated | {"ppdb001", "ppetl001"}
+    (tmp_path / "server_mapping.json").write_text("{not json")
+    before = first.data_path.read_bytes()
+    with pytest.raises(
+        ValueError, match=r"cannot be read as a server mapping.*nothing was written"
+    ):
+        write_training_data(tmp_path, n_servers=2, hours=24, seed=4, start=START)
+    assert first.data_path.read_bytes() == before

@@ -253,6 +253,7 @@ def write_training_data(
     sim = FleetSimulator(n_servers, seed, start, scenario)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)  # fail before the work, not after
+    mapping = _folder_mapping(out)
     steps = hours * 3600 // STEP_SECONDS
     run = sim.run(steps)
     fleet = sim.fleet
@@ -267,8 +268,14 @@ def write_training_data(
             table = table_from_steps(fleet.names[cols], fleet.profiles[cols], part, offline_mode)
             writer.write_table(table, row_group_size=table.num_rows)
             rows += table.num_rows
+    if data_path.exists():
+        logger.warning("replacing %s with the new simulated fleet", data_path)
     tmp.replace(data_path)
-    mapping_path = ServerEncoder(fleet.names).save(out / MAPPING_FILE)
+    if mapping is None:
+        mapping = ServerEncoder(fleet.names)
+    else:  # the folder's other data sets (an import's) keep their servers
+        mapping.fit(fleet.names)
+    mapping_path = mapping.save(out / MAPPING_FILE)
     counts = np.bincount(run["state"].ravel(), minlength=len(VALID_STATES))
     if offline_mode == "sparse":
         counts[VALID_STATES.index("offline")] = 0
@@ -298,6 +305,28 @@ def write_training_data(
     metadata_path.write_text(json.dumps(metadata, indent=2) + "\n")
     logger.info("wrote %d rows for %d servers to %s in %.2f s", rows, fleet.size, out, seconds)
     return GenerationResult(data_path, metadata_path, mapping_path, rows, seconds, metadata)
+
+
+def _folder_mapping(out: Path) -> ServerEncoder | None:
+    """The server mapping already in ``out`` (None when there is none): the generated
+    servers are merged into it, as an import merges its own, never replacing it."""
+    path = out / MAPPING_FILE
+    if not path.exists():
+        return None
+    try:
+        return ServerEncoder.load(path)
+    except (OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise ValueError(
+            explain(
+                f"{path} is there but cannot be read as a server mapping "
+                f"({type(exc).__name__}: {exc}).",
+                "generate merges its servers into the folder's mapping (other data sets "
+                "there need theirs) and will not overwrite a file it cannot read; nothing "
+                "was written.",
+                f"Repair or move {path} away, or pass another --out-dir.",
+                "docs/DATA_CONTRACT.md#server-ids",
+            )
+        ) from exc
 
 
 def _iso(epoch_s: int) -> str:
