@@ -279,3 +279,20 @@ def test_a_failure_after_writing_puts_everything_back(
     assert run_export([*argv, "--fp16", "--triton", str(tmp_path / "repo" / "triton")]) == 130
     assert _files(tmp_path) == before
     assert (bundle_copy / "model.onnx").read_bytes() == b"the earlier export"
+
+
+def test_data_at_another_step_is_refused_as_train_refuses_it(
+    bundle_dir: Path, toy_table: pa.Table, tmp_path: Path
+) -> None:
+    import pyarrow.compute as pc
+
+    from fleetcast.exporter.bundle_export import export_bundle
+    from fleetcast.exporter.export import ExportError
+
+    micros = pc.cast(toy_table.column("timestamp"), pa.int64()).to_numpy()
+    ten_min = toy_table.filter(pa.array(micros // 1_000_000 % 600 == 0))  # every 600 s
+    with pytest.raises(ExportError) as info:
+        export_bundle(bundle_dir, data=ten_min, out=tmp_path / "m.onnx")
+    assert info.value.see == "docs/DATA_CONTRACT.md#step"
+    assert "600" in info.value.what
+    assert not any(tmp_path.iterdir())

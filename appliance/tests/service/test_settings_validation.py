@@ -301,3 +301,10 @@ def test_the_environment_may_hold_the_other_sources_settings() -> None:
     env = {"FLEETCAST_PROMETHEUS_URL": "http://127.0.0.1:9090", "FLEETCAST_SPEED": "100"}
     assert build_settings({}, env=env).source == "push"
     assert build_settings({"speed": 100, "demo": True}, env={}).speed == 100
+
+
+def test_a_misspelt_environment_variable_is_refused_not_ignored() -> None:
+    message = _error({}, {"FLEETCAST_PROT": "18199", "FLEETCAST_MODELDIR": "/x"})
+    assert "Unknown environment variable(s) FLEETCAST_MODELDIR, FLEETCAST_PROT" in message
+    env = {"FLEETCAST_PORT": "18199", "FLEETCAST_TEST_ONNX": "/t.onnx", "OTHER_PROT": "1"}
+    assert build_settings({}, env=env).port == 18199

@@ -289,6 +289,7 @@ def build_settings(
     layers: list[_Layer] = [defaults]
     if config_file is not None:
         layers.append(_read_toml(config_file))
+    _refuse_unknown_env(env)
     env_origin = _Origin("env")
     layers.append(
         {
@@ -394,4 +395,30 @@ def _refuse_idle_flags(settings: Settings, flags: set[str]) -> None:
             "add the source they belong to (--source prometheus, or --demo), or drop them.",
             why="the appliance would start without them, waiting for data that never comes "
             "the way you meant.",
+        )
+
+
+_OTHER_ENV = frozenset({"CONFIG"})
+"""``FLEETCAST_*`` names that are not settings of their own (the config file's path)."""
+
+
+def _refuse_unknown_env(env: Mapping[str, str]) -> None:
+    """A ``FLEETCAST_*`` variable that names no setting is a typo (``FLEETCAST_PROT``):
+    refused, as an unknown key of the config file is, not silently ignored."""
+    known = {name.upper() for name in _SPECS} | _OTHER_ENV
+    unknown = sorted(
+        k
+        for k in env
+        if k.startswith(ENV_PREFIX)
+        and k[len(ENV_PREFIX) :] not in known
+        and not k.startswith(f"{ENV_PREFIX}TEST_")  # the test suites' own switches
+    )
+    if unknown:
+        raise SettingsError(
+            f"Unknown environment variable(s) {', '.join(unknown)}: no fleetcast setting has "
+            "that name.",
+            "fix the spelling (each setting's variable is in the table of this section), or "
+            "unset it.",
+            why="a misspelt variable would be ignored, and the appliance would start with a "
+            "value you did not mean.",
         )

@@ -76,6 +76,7 @@ def parity_windows(
     windows are short (``min_encoder_length..E``) and the rest full. Returns input name →
     tensor, padded to width ``E`` (:func:`~fleetcast.exporter.parity.collate_windows`).
     """
+    from fleetcast.trainer.data_step import check_data_step
     from fleetcast.trainer.dataset import prepare_frame
 
     source = source or WindowSource()
@@ -91,6 +92,15 @@ def parity_windows(
     )
     try:
         frame = prepare_frame(data)
+    except (ValueError, KeyError, TypeError) as exc:
+        logger.debug("no parity windows: %s: %s", type(exc).__name__, exc)
+        raise no_window from None
+    try:  # data at another step than 300 s is refused, as `fleetcast train` refuses it
+        check_data_step(frame)
+    except ValueError as exc:
+        parts = split_explained(str(exc))
+        raise (ExportError(*parts) if parts else ExportError(str(exc), "", "", "")) from None
+    try:
         keep_steps = cfg.max_encoder_length + cfg.max_prediction_length + source.tail_steps
         names = sorted(frame["server_name"].astype(str).unique())[: source.servers]
         frame = frame[frame["server_name"].astype(str).isin(names)]
@@ -219,8 +229,11 @@ def export_bundle(
     if data is None or isinstance(data, str | Path):
         path = _data_path(bundle, data)
         if not path.exists():
+            recorded = (bundle.training_info.get("data") or {}).get("file")
+            gone = data is None and recorded
+            tried = f" (the bundle records {recorded}, which is gone)" if gone else ""
             raise ExportError(
-                f"Training data not found at {path}.",
+                f"Training data not found at {path}{tried}.",
                 "the parity check compares ONNX Runtime with PyTorch on real windows.",
                 "Pass the training data with --data PATH (the Parquet file the model was "
                 "trained on).",
