@@ -184,3 +184,11 @@ def test_generate_merges_the_folders_server_mapping_and_refuses_an_unreadable_on
     ):
         write_training_data(tmp_path, n_servers=2, hours=24, seed=4, start=START)
     assert first.data_path.read_bytes() == before
+
+
+def test_runs_too_long_or_too_late_are_refused_with_the_right_flag() -> None:
+    with pytest.raises(ValueError, match=r"--hours 100000000 is more than the simulator writes"):
+        write_training_data("unused", hours=100_000_000, start=START)
+    late = parse_start("9999-12-31T00:00:00Z")
+    with pytest.raises(ValueError, match=r"48 hours from its start, past the year 9999.*--start"):
+        write_training_data("unused", hours=48, start=late)

@@ -59,6 +59,12 @@ SIMULATOR_VERSION = "1.0.0"
 """Version of the simulation model; bump when the same seed would produce different data."""
 
 
+MAX_HOURS = 24 * 3653
+"""The longest run the simulator writes: 10 years of 5-minute steps."""
+END_LIMIT = 253_370_764_800
+"""9999-01-01T00:00:00Z: generated data must end before it (later times cannot be written)."""
+
+
 def _hours_error(hours: object) -> ValueError:
     return ValueError(
         explain(
@@ -84,7 +90,31 @@ def check_hours(hours: object) -> int:
         )
     if hours < MIN_HOURS:
         raise _hours_error(hours)
+    if hours > MAX_HOURS:
+        raise ValueError(
+            explain(
+                f"--hours {hours} is more than the simulator writes ({MAX_HOURS}, 10 years).",
+                "every server gets one row per 5 minutes: 10 years are already about a "
+                "million rows per server.",
+                "Pass fewer hours (the codex recommends 720, 30 days).",
+                "docs/SERVER_PROFILES.md#generating-data",
+            )
+        )
     return int(hours)
+
+
+def _check_end(start: int, hours: int) -> None:
+    """Refuse data that would run past :data:`END_LIMIT`."""
+    if start + hours * 3600 > END_LIMIT:
+        raise ValueError(
+            explain(
+                f"The data would run {hours} hours from its start, past the year 9999.",
+                "timestamps past it cannot be written as ISO dates (nor read by the appliance).",
+                "Use an earlier --start, e.g. 2025-01-06T00:00:00Z (or omit it to end at the "
+                "last full step), or fewer --hours.",
+                "docs/DATA_CONTRACT.md#timestamp",
+            )
+        )
 
 
 def default_start(hours: int, now: float | None = None) -> int:
@@ -211,6 +241,7 @@ def simulate_table(
     """Simulate ``hours`` of a fleet from ``start`` (epoch s; default: ending now) as a table."""
     hours = check_hours(hours)
     start = default_start(hours) if start is None else start
+    _check_end(start, hours)
     sim = FleetSimulator(n_servers, seed, start, scenario)
     run = sim.run(hours * 3600 // STEP_SECONDS)
     return table_from_steps(sim.fleet.names, sim.fleet.profiles, run, offline_mode)
@@ -248,6 +279,7 @@ def write_training_data(
     hours = check_hours(hours)
     check_offline_mode(offline_mode)
     start = default_start(hours) if start is None else start
+    _check_end(start, hours)
     # The simulator checks the server count, the seed, the start and the scenario: a
     # refused run leaves no folder behind.
     sim = FleetSimulator(n_servers, seed, start, scenario)
