@@ -139,6 +139,8 @@ def test_short_key_names_its_source(key_file: Path) -> None:
         ({"metrics_max_servers": 0}, {}, ("metrics_max_servers", ">= 1")),
         ({"host": " "}, {}, ("host", "empty")),
         ({"source": "kafka"}, {}, ("source", "push, demo, prometheus")),
+        ({"trusted_proxies": "garbage"}, {}, ("trusted_proxies", "'garbage' is not an IP address")),
+        ({}, {"FLEETCAST_TRUSTED_PROXIES": "10.0.0.1/8"}, ("'10.0.0.1/8' is not", "networks")),
         (
             {"providers": "CUDAExecutionProvider,Bogus"},
             {},
@@ -308,3 +310,8 @@ def test_a_misspelt_environment_variable_is_refused_not_ignored() -> None:
     assert "Unknown environment variable(s) FLEETCAST_MODELDIR, FLEETCAST_PROT" in message
     env = {"FLEETCAST_PORT": "18199", "FLEETCAST_TEST_ONNX": "/t.onnx", "OTHER_PROT": "1"}
     assert build_settings({}, env=env).port == 18199
+
+
+def test_trusted_proxies_take_addresses_networks_and_any() -> None:
+    got = build_settings({"trusted_proxies": "127.0.0.1, ::1, 10.0.0.0/8, *"}, env={})
+    assert got.trusted_proxies == ("127.0.0.1", "::1", "10.0.0.0/8", "*")

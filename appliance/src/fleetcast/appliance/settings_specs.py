@@ -26,6 +26,7 @@ from fleetcast.appliance.settings_values import (
     _opt_text,
     _path,
     _providers,
+    _proxies,
     _query,
     _rate,
     _seconds_or_off,
@@ -117,7 +118,10 @@ _SPECS: dict[str, _Spec] = {
     "keep_alive_s": _seconds("75"),
     "max_websocket_clients": _Spec(_int_in(0), "an integer >= 0 (0 = no WebSocket)", _T_INT, "32"),
     "trusted_proxies": _Spec(
-        _names, "addresses of reverse proxies (comma-separated)", _T_STRS, '["127.0.0.1"]'
+        _proxies,
+        "IP addresses or networks of reverse proxies (comma-separated; * = any)",
+        _T_STRS,
+        '["127.0.0.1"]',
     ),
     "allowed_hosts": _Spec(
         _opt_names, "host names (comma-separated; * = any)", _T_STRS, '["fleetcast.example"]'

@@ -168,6 +168,21 @@ def _names(value: Any) -> tuple[str, ...]:
     return tuple(str(p).strip() for p in items if str(p).strip())
 
 
+def _proxies(value: Any) -> tuple[str, ...]:
+    """Reverse proxies' addresses or networks (``10.0.0.0/8``), or ``*`` (any)."""
+    import ipaddress
+
+    names = _names(value)
+    for name in names:
+        if name == "*":
+            continue
+        try:  # a network as uvicorn reads it: host bits clear (10.0.0.0/8, not 10.0.0.1/8)
+            ipaddress.ip_network(name) if "/" in name else ipaddress.ip_address(name)
+        except ValueError:
+            raise ValueError(f"{name!r} is not an IP address, a network or *") from None
+    return names
+
+
 def _opt_names(value: Any) -> tuple[str, ...] | None:
     return None if value is None else (_names(value) or None)
 
