@@ -296,3 +296,17 @@ def test_data_at_another_step_is_refused_as_train_refuses_it(
     assert info.value.see == "docs/DATA_CONTRACT.md#step"
     assert "600" in info.value.what
     assert not any(tmp_path.iterdir())
+
+
+def test_a_refused_export_with_json_prints_the_refusal_as_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    assert run_export(["--bundle", str(tmp_path / "none"), "--json"]) == 1
+    out, err = capsys.readouterr()
+    answer = json.loads(out)
+    assert answer["exported"] is False
+    assert answer["error"]["what"].startswith(f"Cannot load the bundle at {tmp_path / 'none'}")
+    assert answer["error"]["see"] == "docs/MODEL_FORMAT.md"
+    assert err.startswith("fleetcast export: Cannot load the bundle")

@@ -210,6 +210,9 @@ def run_export(args: argparse.Namespace) -> int:
         if rollback is not None:
             rollback.undo()
         print(f"fleetcast export: {exc}", file=sys.stderr)
+        if args.json:  # a script reading stdout gets the refusal too, as `validate --json`
+            refused = {"what": exc.what, "why": exc.why, "fix": exc.fix, "see": exc.see}
+            print(json.dumps({"exported": False, "error": refused}, indent=2))
         return 1
     except OSError as exc:
         if rollback is not None:
