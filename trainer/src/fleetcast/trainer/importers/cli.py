@@ -114,7 +114,11 @@ def register_import(sub: Any) -> None:
     )
     csv.add_argument("--assume-utc", action="store_true", help="naive times are UTC")
     csv.add_argument("--epoch-unit", choices=["s", "ms"], default="s", help="numeric times")
-    csv.add_argument("--delimiter", default=",", help="field separator (default ',')")
+    csv.add_argument(
+        "--delimiter",
+        default=",",
+        help="field separator, one character (default ','; tab or \\t for a tab)",
+    )
     csv.add_argument(
         "--latency-fill",
         type=float,

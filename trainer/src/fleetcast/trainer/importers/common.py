@@ -38,6 +38,7 @@ from fleetcast.contract.schema import (
     VALID_PROFILES,
     arrow_schema,
 )
+from fleetcast.trainer.importers.paths import atomic_write
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -407,7 +408,8 @@ def _mapping(table: pa.Table, out: Path, report: ImportReport) -> ServerEncoder:
 
 def write_parquet(table: pa.Table, out: Path, report: ImportReport, see: str = _SEE) -> Path:
     """Write ``table`` atomically, validate it (strict), write ``<out stem>.metadata.json``
-    and ``server_mapping.json`` beside it (docs/DATA_CONTRACT.md#server-ids)."""
+    and ``server_mapping.json`` beside it (docs/DATA_CONTRACT.md#server-ids); a failed
+    write leaves no ``.tmp`` file behind."""
     import pyarrow.parquet as pq
 
     from fleetcast.contract.validate import DataValidator
@@ -416,13 +418,9 @@ def write_parquet(table: pa.Table, out: Path, report: ImportReport, see: str = _
         raise _no_rows(report, see)
     encoder = _mapping(table, out, report)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    pq.write_table(table, tmp, compression="snappy")
-    tmp.replace(out)
+    atomic_write(out, lambda tmp: pq.write_table(table, tmp, compression="snappy"))
     mapping = out.parent / MAPPING_FILE
-    tmp_mapping = mapping.with_name(mapping.name + ".tmp")
-    encoder.save(tmp_mapping)
-    tmp_mapping.replace(mapping)
+    atomic_write(mapping, encoder.save)
     report.mapping_file = str(mapping)
     result = DataValidator(strict=True).validate(out)
     report.valid = result.is_valid

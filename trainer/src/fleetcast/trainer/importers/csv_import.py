@@ -8,15 +8,18 @@ epoch seconds (``--epoch-unit ms`` for milliseconds). ``profile`` and ``state`` 
 optional (profile: the column's valid values, else ``--profile-rule``, else the name;
 state: null = unknown). Samples at any rate are bucketed to the 5-minute step (last
 wins); rows breaking the contract are dropped and counted by reason; gaps stay gaps.
+Refused up front: a bad or repeated ``--map``, a ``--delimiter`` that is not one
+character, an ``--out`` folder; and times that cannot be right (``csv_times``).
 """
 
 from __future__ import annotations
 
-import re
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fleetcast.contract.errors import explain
 from fleetcast.contract.schema import METRIC_COLUMNS
 from fleetcast.trainer.importers.common import (
     ImportFailure,
@@ -27,6 +30,8 @@ from fleetcast.trainer.importers.common import (
     finish,
     write_parquet,
 )
+from fleetcast.trainer.importers.csv_times import check_collapse, timestamps
+from fleetcast.trainer.importers.paths import check_out
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -34,7 +39,7 @@ if TYPE_CHECKING:
 
     import pyarrow as pa
 
-__all__ = ["ColumnMap", "import_csv", "parse_map"]
+__all__ = ["ColumnMap", "import_csv", "parse_delimiter", "parse_map"]
 
 _SEE = "docs/PROMETHEUS.md#csv"
 _TARGETS = ("timestamp", "server_name", *METRIC_COLUMNS, "profile", "state")
@@ -45,27 +50,79 @@ ColumnMap = dict[str, tuple[str, float]]
 
 
 def parse_map(items: Sequence[str]) -> ColumnMap:
-    """Parse ``--map`` items ``column=CSV_COLUMN[*FACTOR]``.
+    """Parse ``--map`` items ``column=CSV_COLUMN[*FACTOR]`` (a factor for metrics only:
+    a finite number > 0; each column once).
 
     >>> parse_map(["cpu_pct=cpu*100", "server_name=host"])
     {'cpu_pct': ('cpu', 100.0), 'server_name': ('host', 1.0)}
     """
     out: ColumnMap = {}
+    seen: dict[str, str] = {}
     for item in items:
         target, sep, source = str(item).partition("=")
         target, source = target.strip(), source.strip()
+        factor = 1.0
+        if sep and target in METRIC_COLUMNS and "*" in source:
+            source, _, text = source.rpartition("*")
+            source, factor = source.strip(), _factor(str(item), target, text.strip())
         if not sep or target not in _TARGETS or not source:
             raise ImportFailure(
                 f"Expected --map COLUMN=CSV_COLUMN[*FACTOR] with COLUMN one of "
                 f"{', '.join(_TARGETS)}, but got {item!r}. Why it matters: the importer must "
                 f"know which CSV column is which contract column. See {_SEE}."
             )
-        factor = 1.0
-        match = re.fullmatch(r"(.+?)\s*\*\s*([-+0-9.eE]+)", source)
-        if match and target in METRIC_COLUMNS:
-            source, factor = match.group(1), float(match.group(2))
-        out[target] = (source, factor)
+        if target in out:
+            raise ImportFailure(
+                explain(
+                    f"--map {target}= is given twice ({seen[target]!r} and {item!r}).",
+                    "each contract column comes from one CSV column; the import will not keep "
+                    "one and silently ignore the other.",
+                    f"Pass --map {target}=CSV_COLUMN once.",
+                    _SEE,
+                )
+            )
+        out[target], seen[target] = (source, factor), str(item)
     return out
+
+
+def _factor(item: str, target: str, text: str) -> float:
+    """The unit factor ``text`` of ``--map item``: a finite number > 0."""
+    try:
+        factor: float | None = float(text)
+    except ValueError:
+        factor = None
+    if factor is not None and math.isfinite(factor) and factor > 0:
+        return factor
+    raise ImportFailure(
+        explain(
+            f"--map {item!r}: the factor {text!r} is not "
+            + ("a number." if factor is None else "a finite number > 0."),
+            f"every {target} value is multiplied by it (a unit conversion): a factor 0 would "
+            "write all-zero values marked valid, a negative or non-finite one would drop or "
+            "corrupt every row.",
+            f"Give a positive number after '*', e.g. --map {target}=CSV_COLUMN*100 (a ratio "
+            "as %) or *1e-6 (bytes/s as MB/s), or no factor.",
+            _SEE,
+        )
+    )
+
+
+def parse_delimiter(text: str) -> str:
+    """``--delimiter``: one character; ``tab`` or ``\\t`` (backslash, t) is a tab."""
+    delimiter = "\t" if text == "\\t" or text.lower() == "tab" else text
+    if len(delimiter) == 1 and delimiter not in '"\r\n':
+        return delimiter
+    raise ImportFailure(
+        explain(
+            f"--delimiter {text!r} is not a field separator: expected exactly one character "
+            "other than a quote or a line break.",
+            "the CSV reader splits every line on one character; with anything else no "
+            "column could be found.",
+            "Pass one character, e.g. --delimiter ';' or --delimiter '|'; for a tab-separated "
+            "file pass --delimiter tab (or '\\t').",
+            _SEE,
+        )
+    )
 
 
 def _floats(col: pa.ChunkedArray) -> np.ndarray:
@@ -85,65 +142,6 @@ def _floats(col: pa.ChunkedArray) -> np.ndarray:
         return np.array(out, dtype=np.float64)
 
 
-def _timestamps(col: pa.ChunkedArray, name: str, assume_utc: bool, epoch_unit: str) -> np.ndarray:
-    """Epoch seconds (int64) of a timestamp column."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if pa.types.is_timestamp(col.type):
-        if col.type.tz is None and not assume_utc:
-            raise _naive(name)
-        return pc.cast(col, pa.timestamp("s", tz=col.type.tz)).cast(pa.int64()).to_numpy(False)
-    if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
-        values = col.to_numpy(zero_copy_only=False).astype(np.float64)
-    else:
-        text = pc.cast(col, pa.string())
-        try:
-            values = pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
-        except pa.ArrowInvalid:
-            values = None
-        if values is None:
-            try:
-                parsed = pc.cast(text, pa.timestamp("us", tz="UTC"))
-            except pa.ArrowInvalid as exc:
-                if "zone offset" not in str(exc):
-                    raise ImportFailure(
-                        f"Column {name!r} holds a value that is not a time ({exc}). Fix the "
-                        f"export or map another column. See {_SEE}."
-                    ) from exc
-                if not assume_utc:
-                    raise _naive(name) from exc
-                try:
-                    parsed = pc.cast(text, pa.timestamp("us"))
-                except pa.ArrowInvalid as exc2:
-                    raise ImportFailure(
-                        f"Column {name!r} holds a value that is not a time ({exc2}). See {_SEE}."
-                    ) from exc2
-            us = parsed.cast(pa.int64()).to_numpy(zero_copy_only=False)
-            return np.floor_divide(us, 1_000_000).astype(np.int64)
-    if not np.all(np.isfinite(values)):
-        raise ImportFailure(
-            f"Column {name!r} has empty or non-numeric times. Fix the export. See {_SEE}."
-        )
-    if epoch_unit == "ms":
-        values = values / 1000.0
-    if values.size and values.max() > 1e11:
-        raise ImportFailure(
-            f"Column {name!r} looks like epoch milliseconds (up to {values.max():.0f}). Why it "
-            "matters: read as seconds they would land in the far future. Fix: pass "
-            f"--epoch-unit ms. See {_SEE}."
-        )
-    return np.floor(values).astype(np.int64)
-
-
-def _naive(name: str) -> ImportFailure:
-    return ImportFailure(
-        f"Column {name!r} holds times without a zone offset. Why it matters: the contract is "
-        "UTC and a local time would shift every step. Fix: export with an offset "
-        f"(2026-11-27T10:00:00Z) or pass --assume-utc if they are UTC. See {_SEE}."
-    )
-
-
 def import_csv(
     path: Path,
     out: Path,
@@ -160,6 +158,8 @@ def import_csv(
 
     column_map = dict(column_map or {})
     latency_fill = check_latency_fill(latency_fill, _SEE)
+    delimiter = parse_delimiter(delimiter)
+    check_out(out, _SEE)
     rules = compile_profile_rules(profile_rules)
     try:
         table = pcsv.read_csv(
@@ -201,11 +201,11 @@ def import_csv(
         },
         read=n,
     )
-    ts = _timestamps(
-        table.column(resolved["timestamp"][0]), resolved["timestamp"][0], assume_utc, epoch_unit
-    )
+    time_column = resolved["timestamp"][0]
+    ts = timestamps(table.column(time_column), time_column, assume_utc, epoch_unit)
     names_col = table.column(resolved["server_name"][0]).cast(pa.string()).to_pylist()
     names = np.array([("" if v is None else str(v).strip()) for v in names_col], dtype=object)
+    check_collapse(ts, names, time_column, epoch_unit)
     metrics = np.empty((n, 4), dtype=np.float64)
     for j, m in enumerate(METRIC_COLUMNS):
         if m in resolved:

@@ -35,6 +35,7 @@ from fleetcast.trainer.importers.common import (
     finish,
     write_parquet,
 )
+from fleetcast.trainer.importers.paths import atomic_write, check_out
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -244,9 +245,7 @@ def _write_part(path: Path, block: RowBlock, incomplete: int, partial: int) -> N
     ).replace_schema_metadata(
         {"fleetcast.incomplete": str(int(incomplete)), "fleetcast.partial": str(int(partial))}
     )
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)  # the rename marks the chunk done
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))  # the rename marks it done
 
 
 def _read_part(path: Path) -> tuple[RowBlock, int, int]:
@@ -340,6 +339,7 @@ def import_prometheus(
         client = client or promql.PromClient(spec.url, spec.timeout_s)
     except ValueError as exc:
         raise ImportFailure(str(exc)) from exc
+    check_out(out, _SEE)
     created = _missing_dirs(out.with_name(out.name + ".parts"))
     parts = _parts_dir(out, spec.manifest(queries), restart)
     report = ImportReport(
