@@ -16,6 +16,7 @@ __all__ = [
     "CONTRACT_VERSION",
     "DEFAULT_ENCODER_STEPS",
     "DEFAULT_PREDICTION_STEPS",
+    "END_EPOCH_S",
     "FLOAT32_MAX",
     "HORIZONS",
     "METRIC_COLUMNS",
@@ -63,6 +64,10 @@ METRIC_RANGES: dict[str, tuple[float, float]] = {
     "latency_ms": (0.0, float("inf")),
 }
 """Inclusive valid range of each metric, in its own unit."""
+
+END_EPOCH_S = 253_370_764_800
+"""9999-01-01T00:00:00Z: times from it on (and their forecast horizons) cannot be written
+as ISO dates, so no fleetcast program accepts or writes them."""
 
 FLOAT32_MAX = 3.4028234663852886e38
 """The largest finite float32. Metrics are stored as float32, so a float64 beyond it is

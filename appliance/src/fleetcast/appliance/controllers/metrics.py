@@ -35,6 +35,7 @@ from fleetcast.appliance.http_errors import JSON_TYPE, ApiError, body_type_guard
 from fleetcast.appliance.persistence import Columns
 from fleetcast.appliance.runtime import iso
 from fleetcast.appliance.schemas import IngestResponse, MetricsIn, RawMetricsIn, RecordIn, Rejected
+from fleetcast.contract.schema import END_EPOCH_S
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -76,9 +77,6 @@ _MP_KEYS = msgspec.msgpack.Decoder(_RecordKeys)
 _MP_RAW = msgspec.msgpack.Decoder(RawMetricsIn)
 _MP_RECORD = msgspec.msgpack.Decoder(RecordIn)
 _MP_RECORD_KEYS = msgspec.msgpack.Decoder(dict[str, msgspec.Raw])
-_MAX_EPOCH = 253_370_764_800
-"""9999-01-01T00:00:00Z: later timestamps (and their forecast horizons) cannot be written
-as ISO dates, so a record past it would break every later answer; it is rejected."""
 # Decoders are immutable and thread-safe: module-level constants, not state.
 
 
@@ -140,7 +138,7 @@ def _epoch(ts: datetime | float) -> int | None:
         return None
     else:
         seconds = math.floor(ts)
-    return seconds if 0 <= seconds < _MAX_EPOCH else None
+    return seconds if 0 <= seconds < END_EPOCH_S else None
 
 
 def _decode_records(

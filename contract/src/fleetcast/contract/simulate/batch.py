@@ -19,7 +19,13 @@ import numpy as np
 
 from fleetcast.contract.encoder import MAPPING_FILE, ServerEncoder
 from fleetcast.contract.errors import explain
-from fleetcast.contract.schema import CONTRACT_VERSION, STEP_SECONDS, VALID_STATES, arrow_schema
+from fleetcast.contract.schema import (
+    CONTRACT_VERSION,
+    END_EPOCH_S,
+    STEP_SECONDS,
+    VALID_STATES,
+    arrow_schema,
+)
 from fleetcast.contract.simulate.engine import FleetSimulator
 from fleetcast.contract.simulate.fleet import DEFAULT_FLEET_SIZE
 
@@ -61,8 +67,6 @@ SIMULATOR_VERSION = "1.0.0"
 
 MAX_HOURS = 24 * 3653
 """The longest run the simulator writes: 10 years of 5-minute steps."""
-END_LIMIT = 253_370_764_800
-"""9999-01-01T00:00:00Z: generated data must end before it (later times cannot be written)."""
 
 
 def _hours_error(hours: object) -> ValueError:
@@ -104,8 +108,8 @@ def check_hours(hours: object) -> int:
 
 
 def _check_end(start: int, hours: int) -> None:
-    """Refuse data that would run past :data:`END_LIMIT`."""
-    if start + hours * 3600 > END_LIMIT:
+    """Refuse data that would run past :data:`END_EPOCH_S`."""
+    if start + hours * 3600 > END_EPOCH_S:
         raise ValueError(
             explain(
                 f"The data would run {hours} hours from its start, past the year 9999.",
