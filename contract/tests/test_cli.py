@@ -31,7 +31,7 @@ def test_version_lists_distributions_and_contract():
     )
     lines = out.stdout.splitlines()
     assert lines[0].startswith("fleetcast-contract ")
-    assert lines[-1] == "data contract 1.1.1"
+    assert lines[-1] == "data contract 1.1.2"
     assert len(lines) == 6
 
 

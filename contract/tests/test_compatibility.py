@@ -61,7 +61,7 @@ def test_contract_version_major(metadata, version, compatible):
     assert report.is_compatible is compatible
     if not compatible:
         assert (
-            f"trained on data contract {version}; this code implements 1.1.1" in (report.errors[0])
+            f"trained on data contract {version}; this code implements 1.1.2" in (report.errors[0])
         )
         assert report.errors[0].endswith("See docs/DATA_CONTRACT.md#model-contract-version.")
 
@@ -82,7 +82,7 @@ def test_state_and_profile_mismatch(metadata):
     metadata["profiles"] = list(VALID_PROFILES[:6])
     errors = validate_model_compatibility(metadata).errors
     assert errors[0].startswith(
-        "States count mismatch: the model has 8 states, the contract 1.1.1 requires 8; "
+        "States count mismatch: the model has 8 states, the contract 1.1.2 requires 8; "
         "missing from the model: ['recovery'], not in the contract: ['exploding']."
     )
     assert errors[0].endswith("See docs/DATA_CONTRACT.md#model-states.")

@@ -11,6 +11,7 @@ import pytest
 
 from fleetcast.contract import ContractError, ServerEncoder, profile_from_name, server_id
 from fleetcast.contract import encoder as encoder_module
+from fleetcast.contract.schema import CONTRACT_VERSION
 
 
 def test_id_is_the_sha256_prefix():
@@ -64,7 +65,7 @@ def test_save_load_round_trip(tmp_path):
     path = enc.save(tmp_path)
     assert path.name == "server_mapping.json"
     data = json.loads(path.read_text())
-    assert data["contract_version"] == "1.1.1"
+    assert data["contract_version"] == CONTRACT_VERSION
     assert data["algorithm"] == "sha256-hex12"
     assert data["servers"] == {n: server_id(n) for n in ["ppdb001", "ppml0001", "ppweb001"]}
     loaded = ServerEncoder.load(path)

@@ -76,9 +76,19 @@ def test_timestamps_seconds_or_datetime64(tables):
     cols["timestamp"] = np.array([1.7e9, -5.0, np.nan])
     ok, reasons = validate_columns(cols)
     assert ok.tolist() == [True, False, False]
-    assert reasons[1].endswith("(docs/DATA_CONTRACT.md#timestamp)")
+    assert reasons[1].endswith("(docs/DATA_CONTRACT.md#time-range)")
     cols["timestamp"] = np.array(["2026-01-01T00:00", "NaT", "1969-12-31"], dtype="datetime64[s]")
     assert validate_columns(cols)[0].tolist() == [True, False, False]
+
+
+def test_timestamps_from_the_year_9999_on_are_refused(tables):
+    cols = tables.numpy_columns(3)
+    cols["timestamp"] = np.array([253_370_764_799.0, 253_370_764_800.0, 1.7e12])  # ms as s
+    ok, reasons = validate_columns(cols)
+    assert ok.tolist() == [True, False, False]
+    assert "from 1970 to before 9999, got 1700000000000.0" in reasons[2]
+    cols["timestamp"] = np.array(["9998-12-31T23:55", "9999-01-01", "2026-01-01"], "datetime64[s]")
+    assert validate_columns(cols)[0].tolist() == [True, False, True]
 
 
 def test_optional_columns_may_be_absent(tables):

@@ -226,6 +226,64 @@ def test_unaligned_timestamps(tables):
     assert issue.examples == ("row 4 ('ppdb001' at 2026-01-01T00:06:01Z)",)
 
 
+@pytest.mark.parametrize("zone", ["UTC", "Etc/GMT+0", "GMT0", "etc/universal", "-00:00", "Zulu"])
+def test_every_name_of_utc_is_utc(tables, zone):
+    table = tables.table(timestamp=pa.timestamp("us", tz=zone))
+    assert not [i for i in DataValidator().validate(table).issues if i.rule == "utc-timestamps"]
+
+
+@pytest.mark.parametrize("zone", ["Etc/GMT+1", "GMT+01:00", "+00:01", "Europe/London"])
+def test_zones_near_utc_are_not_utc(tables, zone):
+    issue = only(
+        DataValidator().validate(tables.table(timestamp=pa.timestamp("us", tz=zone))),
+        "utc-timestamps",
+    )
+    assert f"time zone {zone!r}" in issue.what
+
+
+def test_times_before_1970_are_out_of_range(tables):
+    cols = tables.columns()
+    for i in range(3):
+        cols["timestamp"][i] -= 1_768_000_000 * 1_000_000  # 2026 → 1969
+    issue = only(DataValidator().validate(tables.table(cols)), "time-range")
+    assert issue.what.startswith(
+        "3 rows have a timestamp outside 1970-01-01T00:00:00Z .. 9999-01-01T00:00:00Z: "
+        "got times from 1969-"
+    )
+    assert issue.examples[0].startswith("row 0 ('ppml0001' at 1969-")
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us"])
+def test_times_from_the_year_9999_on_are_out_of_range(tables, unit):
+    """The last step before 9999-01-01 is valid; the step at it is not, in every unit."""
+    cols = tables.columns()
+    per_second = {"s": 1, "ms": 1_000, "us": 1_000_000}[unit]
+    table = tables.table(cols)
+    end = 253_370_764_800
+    times = (np.arange(table.num_rows, dtype=np.int64) % 2) * 300 + end - 300
+    table = table.set_column(
+        table.schema.get_field_index("timestamp"),
+        pa.field("timestamp", pa.timestamp(unit, tz="UTC"), nullable=False),
+        pa.array(times * per_second, pa.timestamp(unit, tz="UTC")),
+    )
+    issue = only(DataValidator().validate(table), "time-range")
+    assert issue.count == table.num_rows // 2
+    assert issue.what.endswith("got times from 9999-01-01T00:00:00Z to 9999-01-01T00:00:00Z.")
+    assert issue.examples[0].startswith("row 1 ")
+
+
+def test_nanosecond_times_cannot_leave_the_range(tables):
+    cols = tables.columns()
+    table = tables.table(cols)
+    ns = table.column("timestamp").cast(pa.int64()).to_numpy() * 1000
+    table = table.set_column(
+        table.schema.get_field_index("timestamp"),
+        pa.field("timestamp", pa.timestamp("ns", tz="UTC"), nullable=False),
+        pa.array(ns, pa.timestamp("ns", tz="UTC")),
+    )
+    assert not [i for i in DataValidator().validate(table).issues if i.rule == "time-range"]
+
+
 def test_duplicates_across_batches(tables):
     cols = tables.columns()
     tables.append(cols, tables.row(cols, 0))  # first row repeated at the very end
@@ -289,7 +347,7 @@ def test_major_contract_version_in_file_metadata(tables):
     table = tables.table()
     table = table.replace_schema_metadata({"fleetcast.contract_version": "2.1.0"})
     issue = only(DataValidator().validate(table), "contract-version")
-    assert "written for data contract 2.1.0; this is contract 1.1.1" in issue.what
+    assert "written for data contract 2.1.0; this is contract 1.1.2" in issue.what
 
 
 def test_dictionary_columns_are_strings(tables):

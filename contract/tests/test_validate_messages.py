@@ -50,7 +50,7 @@ def test_a_contract_version_that_is_no_version(tables, stored, shown):
     assert shown in issue.what
     assert "is not a contract version" in issue.what
     assert "different major version" not in issue.message
-    assert "1.1.1" in issue.fix
+    assert "1.1.2" in issue.fix
 
 
 @pytest.mark.parametrize("stored", [b"1.1.0", b"1.0.0", b"1.4"])

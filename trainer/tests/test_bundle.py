@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from fleetcast.contract.encoder import ServerEncoder
+from fleetcast.contract.schema import CONTRACT_VERSION
 from fleetcast.trainer.bundle import BUNDLE_FILES, BundleError, load_bundle, save_bundle
 from fleetcast.trainer.dataset import prepare_frame
 from fleetcast.trainer.predict import predict_windows
@@ -37,7 +38,7 @@ def test_bundle_has_all_four_files_and_latest(bundle_dir: Path) -> None:
     assert config["dataset"]["categorical_classes"]["state"][0] == "nan"
     assert config["quantiles"] == [0.1, 0.5, 0.9]
     info = json.loads((bundle_dir / "training_info.json").read_text())
-    assert info["contract_version"] == "1.1.1"
+    assert info["contract_version"] == CONTRACT_VERSION
     assert "accuracy" in info
     mapping = ServerEncoder.load(bundle_dir)
     assert "ppweb001" in mapping

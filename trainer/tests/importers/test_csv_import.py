@@ -130,3 +130,17 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     bad = _write(tmp_path, "time,host\n2026-11-27T10:00:00Z,a\n", "bad.csv")
     assert main(["import", "csv", str(bad), "--map", "timestamp=time", "--out", str(out)]) == 2
     assert "server_name" in capsys.readouterr().err
+
+
+def test_cli_prints_the_validation_warnings(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """A warning is on screen, not only in the metadata file (here: profiles outside the contract)."""
+    text = "timestamp,server_name,cpu_pct,mem_pct,disk_io_mb_s,latency_ms,profile\n"
+    text += "1790000000,alpha,10,20,1,5,gpu_box\n1790000300,alpha,11,21,1,5,gpu_box\n"
+    args = ["import", "csv", str(_write(tmp_path, text)), "--out", str(tmp_path / "o.parquet")]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "contract validation: valid, 1 warnings" in captured.out
+    assert (
+        "WARNING 2 rows had a profile value that is not a contract profile (e.g. 'gpu_box')"
+        in captured.err
+    )

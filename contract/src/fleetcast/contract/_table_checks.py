@@ -27,6 +27,7 @@ from fleetcast.contract._batches import (
 from fleetcast.contract.issues import MAX_EXAMPLES, Issue, Severity
 from fleetcast.contract.schema import (
     CONTRACT_VERSION,
+    END_EPOCH_S,
     FLOAT32_MAX,
     METRIC_COLUMNS,
     METRIC_RANGES,
@@ -42,7 +43,26 @@ if TYPE_CHECKING:
 
 __all__ = ["BatchScan", "check_schema"]
 
-_UTC_NAMES = frozenset({"utc", "etc/utc", "+00:00", "z", "etc/gmt", "gmt", "zulu"})
+_UTC_NAMES = frozenset(
+    # UTC's names in the IANA database (its aliases, with and without "Etc/") and the
+    # zero offsets Arrow writes; compared in lower case.
+    [
+        f"{prefix}{name}"
+        for prefix in ("", "etc/")
+        for name in (
+            "utc",
+            "uct",
+            "universal",
+            "zulu",
+            "gmt",
+            "gmt0",
+            "gmt+0",
+            "gmt-0",
+            "greenwich",
+        )
+    ]
+    + ["+00:00", "-00:00", "z"]
+)
 _STRING_COLUMNS = ("server_name", "state", "profile")
 _STEP_OFFSET = 2**31
 _PAIR_BINCOUNT_LIMIT = 20_000_000
@@ -309,6 +329,7 @@ class BatchScan:
         self.ranges: dict[str, _Tally] = {c: _Tally() for c in METRIC_COLUMNS}
         self.bad_names = _Tally()
         self.unaligned = _Tally()
+        self.out_of_range_times = _Tally()
         self.bad_values: dict[str, Counter[str]] = {"state": Counter(), "profile": Counter()}
         self.bad_rows: dict[str, _Tally] = {"state": _Tally(), "profile": _Tally()}
         self.t_min: float | None = None
@@ -374,6 +395,10 @@ class BatchScan:
         step_units = STEP_SECONDS * per_second
         steps = np.floor_divide(times, step_units)
         self.unaligned.add((times - steps * step_units != 0) & valid, rows)
+        end = END_EPOCH_S * per_second  # beyond int64 for ns: every such time is in range
+        outside = times < 0 if end > np.iinfo(np.int64).max else (times < 0) | (times >= end)
+        outside &= valid
+        self.out_of_range_times.add(outside, rows, times / per_second)
         if global_servers is None:
             return
         keep = valid & (global_servers >= 0)

@@ -126,6 +126,24 @@ def findings(scan: BatchScan, strict: bool) -> list[Issue]:
                 tuple(scan.unaligned.examples),
             )
         )
+    tally = scan.out_of_range_times
+    if tally.count:
+        issues.append(
+            Issue(
+                "time-range",
+                "error",
+                f"{_rows(tally.count)} a timestamp outside 1970-01-01T00:00:00Z .. "
+                f"9999-01-01T00:00:00Z: got times from {format_time(tally.low)} to "
+                f"{format_time(tally.high)}.",
+                "steps count from the Unix epoch and forecasts must be writable as ISO dates; "
+                "the appliance refuses every sample at such times, so a model trained on them "
+                "could never be served.",
+                "Check the time unit (milliseconds read as seconds, microseconds as "
+                "nanoseconds) and rows with a zero or placeholder time; fix or drop them.",
+                tally.count,
+                tuple(tally.examples),
+            )
+        )
     issues.extend(_profile_changes(scan))
     if scan.keyed and scan.n_keys:
         issues.extend(_duplicates_and_gaps(scan))

@@ -6,8 +6,8 @@
 - ``server_name``: str (object or unicode array) — required, must be a non-blank string;
 - ``cpu_pct``, ``mem_pct``, ``disk_io_mb_s``, ``latency_ms``: numbers — required, finite,
   within ``schema.METRIC_RANGES`` (None in an object array counts as missing);
-- ``timestamp``: optional; epoch seconds (int/float) or ``datetime64`` — finite and not
-  before 1970. Alignment is not checked: the appliance buckets raw samples into steps;
+- ``timestamp``: optional; epoch seconds (int/float) or ``datetime64`` — finite, at or
+  after 1970 and before ``END_EPOCH_S`` (the year 9999). Alignment is not checked: the appliance buckets raw samples into steps;
 - ``state``: optional; strings (None or ``""`` = unknown, allowed) or integer codes into
   ``VALID_STATES`` (-1 = unknown);
 - ``profile``: optional; strings or integer codes into ``VALID_PROFILES``. None/``""``/-1
@@ -30,6 +30,7 @@ import numpy as np
 from fleetcast.contract.errors import ContractError
 from fleetcast.contract.schema import (
     CONTRACT_DOC,
+    END_EPOCH_S,
     FLOAT32_MAX,
     METRIC_COLUMNS,
     METRIC_RANGES,
@@ -155,12 +156,13 @@ def _timestamps(values: np.ndarray) -> tuple[np.ndarray, object]:
         seconds[np.isnat(values)] = np.nan
     else:
         seconds = _as_float(values)
-    bad = ~np.isfinite(seconds) | (seconds < 0)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(seconds) | (seconds < 0) | (seconds >= END_EPOCH_S)
     return (
         bad,
         lambda i: (
-            f"timestamp must be finite epoch seconds (UTC) at or after 1970, got {_py(values[i])!r} "
-            f"{_see('timestamp')}"
+            "timestamp must be finite epoch seconds (UTC) from 1970 to before 9999, "
+            f"got {_py(values[i])!r} {_see('time-range')}"
         ),
     )
 

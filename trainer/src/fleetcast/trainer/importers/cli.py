@@ -142,6 +142,8 @@ def _failed(command: str, exc: Any) -> int:
 def _finish(report: Any, out: Path) -> int:
     print(f"fleetcast import: wrote {out}")
     print(report.summary())
+    for line in report.warnings:
+        print(f"WARNING {line}", file=sys.stderr)
     if report.errors:
         for line in report.errors:
             print(f"ERROR {line}", file=sys.stderr)
