@@ -6,6 +6,7 @@ The equality with pytorch-forecasting's dataloader is proven in the exporter's t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import replace
@@ -114,6 +115,25 @@ def test_missing_or_bad_metadata_is_a_contract_error() -> None:
     meta["fleetcast.real_scalers"] = json.dumps({"hour_sin": {"source": "calendar"}})
     with pytest.raises(ContractError, match=r"malformed|no scaler"):
         ModelSpec.from_metadata(meta)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("horizons", {"30min": 6, "8hr": 96}, "horizon '8hr' is 96 steps, not in 1..8"),
+        ("horizons", {"now": 0}, "horizon 'now' is 0 steps"),
+        ("quantiles", (0.9, 0.5, 0.1), "quantiles [0.9, 0.5, 0.1] are not two or more"),
+        ("quantiles", (0.5, 0.5), "quantiles [0.5, 0.5]"),
+        ("quantiles", (0.5,), "quantiles [0.5]"),
+        ("quantiles", (0.0, 0.5), "quantiles [0.0, 0.5]"),
+    ],
+)
+def test_a_spec_the_appliance_cannot_serve_is_refused(field, value, problem) -> None:
+    """The exporter and the appliance share these checks: an export cannot make such a file."""
+    meta = dataclasses.replace(make_spec(d=8), **{field: value}).to_metadata()
+    with pytest.raises(ContractError, match="metadata is inconsistent") as info:
+        ModelSpec.from_metadata(meta)
+    assert problem in str(info.value)
 
 
 def test_calendar_features_at_known_times() -> None:

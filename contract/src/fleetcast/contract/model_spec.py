@@ -12,6 +12,7 @@ Numpy only: no torch, no pandas.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -358,6 +359,15 @@ class ModelSpec:
                 )
             if target not in self.target_min_scale:
                 problems.append(f"target {target!r} has no min_scale")
+        for name, steps in self.horizons.items():
+            if not 1 <= steps <= self.prediction_length:
+                problems.append(
+                    f"horizon {name!r} is {steps} steps, not in 1..{self.prediction_length}"
+                )
+        q = list(self.quantiles)
+        ascending = all(a < b for a, b in itertools.pairwise(q))
+        if len(q) < 2 or not ascending or not all(0.0 < x < 1.0 for x in q):
+            problems.append(f"quantiles {q} are not two or more ascending levels in (0, 1)")
         if not 1 <= self.min_encoder_length <= self.encoder_length:
             problems.append(
                 f"min_encoder_length {self.min_encoder_length} not in 1..{self.encoder_length}"
