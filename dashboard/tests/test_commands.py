@@ -78,3 +78,69 @@ def test_a_port_in_use_exits_1_without_printing_a_url() -> None:
     assert "Address already in use" in result.stderr
     assert "pick a free --port" in result.stderr
     assert "http://" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://127.0.0.1:abc", "Invalid port"),
+        ("http://", "no valid host"),
+        ("http://edge:70000", "outside 1..65535"),
+        ("http://edge:8000/?x=1", "query"),
+        ("ftp://edge", "http:// or https://"),
+    ],
+)
+def test_an_appliance_url_httpx_cannot_use_is_refused_at_start(url: str, why: str) -> None:
+    # It used to be accepted: every browser session then failed building its client (a
+    # traceback on the page) or stayed `disconnected` for good.
+    with pytest.raises(ValueError, match="Expected --appliance") as refused:
+        settings_from_args(parse("--appliance", url), env={})
+    assert why in str(refused.value)
+    assert "Fix:" in str(refused.value)
+
+
+def test_an_upper_case_scheme_is_normalised_for_the_websocket_too() -> None:
+    settings = settings_from_args(parse("--appliance", "HTTP://Edge:8000/"), env={})
+    assert settings.base_url == "http://edge:8000"
+    assert settings.websocket_url == "ws://edge:8000/ws/predictions"
+
+
+@pytest.mark.parametrize("value", ["inf", "1e999", "nan", "abc", "-2"])
+def test_refresh_seconds_must_be_a_finite_positive_number(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `inf` was accepted and stopped the polling after the first refresh; `abc` was
+    # reported as "invalid _positive value".
+    with pytest.raises(SystemExit) as exit_info:
+        parse("--refresh-seconds", value)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Expected a number of seconds > 0" in err
+    assert "_positive" not in err
+
+
+@pytest.mark.parametrize("value", ["https://proxy.example:8443", "proxy.example:https", ":8443"])
+def test_an_allow_origin_that_is_not_host_port_is_refused_with_a_message(value: str) -> None:
+    # Bokeh raised on these at start: a Python traceback instead of a message.
+    with pytest.raises(ValueError, match="Expected --allow-origin to be HOST or HOST:PORT"):
+        settings_from_args(parse("--allow-origin", value), env={})
+    settings = settings_from_args(
+        parse("--allow-origin", "proxy.example:8443", "--allow-origin", "*"), env={}
+    )
+    assert settings.allow_websocket_origin == ("proxy.example:8443", "*")
+
+
+def test_an_address_it_cannot_bind_names_address_not_port() -> None:
+    # The message told the operator to pick a free --port for a mistyped --address.
+    result = subprocess.run(
+        [sys.executable, "-m", "fleetcast.contract.cli", "dashboard", "--port", "5999",
+         "--address", "host.invalid"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "cannot listen on host.invalid:5999" in result.stderr
+    assert "give --address as an address of this machine" in result.stderr
+    assert "pick a free --port" not in result.stderr

@@ -66,3 +66,86 @@ def test_unreachable_appliance_before_any_data() -> None:
     assert "disconnected" in session.header.status.object
     assert "has sent no forecast yet" in session.header.banner.object
     assert session.heatmap.grid.cells == []
+
+
+def test_a_model_reload_at_the_same_step_redraws_the_curves() -> None:
+    # POST /admin/reload (or a restart on the same data) forecasts the same step again with
+    # the new model: same prediction_time, other numbers. The curves of the old model were
+    # kept (state and plot were keyed by prediction_time) until the next step, 5 minutes
+    # on a real fleet, beside a table of the new model's numbers.
+    from .fake_appliance import FakeAppliance, session_for
+
+    fake = FakeAppliance()
+    session = session_for(fake)
+
+    async def go() -> None:
+        await session.refresh()
+        session.select_server("ppml0015")
+        await session.refresh()
+        fake.p50 = 7.0  # the reloaded model
+        fake.current["model_version"] = "tft_model_reloaded"
+        fake.current["servers"][1]["risk"] = 0.5
+        await session.refresh()
+        await session.client.aclose()
+
+    asyncio.run(go())
+    state = session.state
+    assert state.current.model_version == "tft_model_reloaded"
+    assert state.details["ppml0015"].curves["cpu_pct"]["p50"][0] == 7.0
+    assert list(session.heatmap.detail.plot.bands["cpu_pct"].data["p50"])[:2] == [7.0, 7.0]
+    top = session.top.details[0]  # ppml0002, the riskiest: its curves are redrawn too
+    assert list(top.plot.bands["cpu_pct"].data["p50"])[:2] == [7.0, 7.0]
+
+
+def test_a_refusal_shown_by_a_refresh_goes_away_once_refreshes_succeed() -> None:
+    # A 429 (past the appliance's --rate-limit) on one refresh put its message beside the
+    # demo buttons, and nothing took it away: it stayed on screen for good while every
+    # later refresh succeeded.
+    from .fake_appliance import FakeAppliance, session_for
+
+    fake = FakeAppliance(refuse={"/alerts/active": 429})
+    session = session_for(fake)
+
+    async def go() -> tuple[str, str]:
+        await session.refresh()
+        refused = session.header.message.object
+        fake.refuse.clear()
+        await session.refresh()
+        await session.client.aclose()
+        return refused, session.header.message.object
+
+    refused, after = asyncio.run(go())
+    assert "HTTP 429" in refused
+    assert session.state.connection == POLLING
+    assert after == ""
+
+
+def test_a_server_without_curves_does_not_blank_the_others() -> None:
+    # A server named `current` (its /predictions/{name} is the fleet's set) in the top 3, or
+    # a 404 for a server forgotten between two requests, failed the whole refresh on every
+    # tick: no curves for any top server, no Historical panel, a "versions differ" error.
+    from .fake_appliance import FakeAppliance, session_for
+    from .samples import forecast_body
+
+    fake = FakeAppliance(refuse={"/predictions/ppweb001": 404})
+    fake.current["servers"].insert(0, forecast_body("current", "web_api", 0.95))
+    session = session_for(fake)
+
+    async def go() -> None:
+        await session.refresh()
+        session.select_server("ppweb001")
+        await session.refresh()
+        await session.client.aclose()
+
+    asyncio.run(go())
+    state = session.state
+    assert session.top.names(state) == ["current", "ppml0002", "ppml0015"]
+    assert sorted(state.details) == ["ppml0002", "ppml0015"]
+    assert sorted(state.unavailable) == ["current", "ppweb001"]
+    assert session.header.message.object == ""
+    assert [d.plot.view.visible for d in session.top.details] == [False, True, True]
+    assert "No curves: A server named `current`" in session.top.details[0].summary.object
+    assert "No curves: The appliance refused" in session.heatmap.detail.summary.object
+    assert len(session.historical.plot.source.data["time"]) > 0
+    # asked once per forecast set, not again on every refresh
+    assert fake.requests.count("/predictions/ppweb001") == 1

@@ -169,3 +169,34 @@ def test_every_panel_is_greyed_out_while_stale_and_restored_after() -> None:
     session.state.mark_ok(websocket=False)
     session._draw()
     assert [p.css_classes for p in panels] == [[]] * 5
+
+
+def test_the_alert_table_says_how_many_alerts_it_leaves_out() -> None:
+    # Only the first 50 alerts were listed, with no word of the others: a fleet with 300
+    # active alerts looked like one with 50.
+    from fleetcast.dashboard.api import Alert
+    from fleetcast.dashboard.views.overview import ALERT_ROWS, OverviewView
+
+    state = loaded_state()
+    state.alerts = [
+        Alert(server_name=f"ppweb{i:03d}", metric="cpu_pct", probability=0.9 - i / 1000)
+        for i in range(ALERT_ROWS + 10)
+    ]
+    overview = OverviewView()
+    overview.update(state)
+    shown = overview.alerts.object
+    assert f"{ALERT_ROWS + 10} active alerts; the {ALERT_ROWS} most probable are listed" in shown
+    assert shown.count("<tr>") == ALERT_ROWS + 1  # the header row and 50 alerts
+    state.alerts = state.alerts[:3]
+    overview.update(state)
+    assert "3 active alerts</p>" in overview.alerts.object
+
+
+def test_the_refresh_slider_covers_the_configured_rate() -> None:
+    # --refresh-seconds 120 gave a slider from 1 to 60 holding 120: its handle sat past the
+    # end and the rate could not be dragged back to the configured one.
+    for seconds, start, end in ((120.0, 1.0, 120.0), (0.5, 0.5, 60.0), (5.0, 1.0, 60.0)):
+        slider = AdvancedView(
+            DashboardSettings(refresh_seconds=seconds), on_refresh=lambda _s: None
+        ).refresh
+        assert (slider.start, slider.value, slider.end) == (start, seconds, end)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import math
 import os
 import sys
 from pathlib import Path
@@ -22,9 +24,16 @@ TOP_SERVERS_MAX = 10
 
 
 def _positive(value: str) -> float:
-    number = float(value)
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"Expected a number of seconds > 0, but got {value}.")
+    """A finite number of seconds > 0 (``inf`` would stop the polling for good)."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not (number > 0 and math.isfinite(number)):
+        raise argparse.ArgumentTypeError(
+            f"Expected a number of seconds > 0, but got {value!r} (how often each browser "
+            "session polls the appliance; see docs/DASHBOARD.md#running)."
+        )
     return number
 
 
@@ -102,15 +111,77 @@ def settings_from_args(
     if not 1 <= args.port <= 65535:
         raise ValueError(f"Expected --port between 1 and 65535, but got {args.port}.")
     return DashboardSettings(
-        appliance_url=args.appliance,
+        appliance_url=_appliance_url(args.appliance),
         port=args.port,
         address=args.address,
         api_key=_api_key(args, env),
         refresh_seconds=args.refresh_seconds,
         top_servers=args.top_servers,
         use_websocket=not args.no_websocket,
-        allow_websocket_origin=tuple(args.allow_origin),
+        allow_websocket_origin=tuple(_origin(o) for o in args.allow_origin),
     )
+
+
+def _origin(value: str) -> str:
+    """One ``--allow-origin``: ``HOST[:PORT]`` (or ``*``), as Bokeh's allow-list takes it.
+
+    A URL (``https://proxy:8443``) or a bad port made Bokeh raise at start: a traceback
+    instead of a message."""
+    host, sep, port = value.rpartition(":") if ":" in value else (value, "", "")
+    ok = value == "*" or (
+        bool(host)
+        and not any(c in host for c in "/:@?# ")
+        and (not sep or (port.isdigit() and 1 <= int(port) <= 65535))
+    )
+    if not ok:
+        hint = ""
+        if "://" in value:
+            rest = value.split("://", 1)[1].split("/", 1)[0]
+            hint = f" (for that proxy: --allow-origin {rest})"
+        raise ValueError(
+            explain(
+                f"Expected --allow-origin to be HOST or HOST:PORT, but got {value!r}.",
+                "the browser's page is accepted only from the origins listed; a URL never "
+                "matches one.",
+                f"give the host and port the browser sees, without a scheme or a path{hint}.",
+                _KEY_DOC,
+            )
+        )
+    return value
+
+
+def _appliance_url(value: str) -> str:
+    """``--appliance`` checked once at start: an http(s) URL with a host and a valid port,
+    no query or fragment (the API paths are appended to it). Returned with the scheme and
+    host lower-cased. A URL httpx cannot use would otherwise fail in every browser session
+    (a traceback on the page) or leave it ``disconnected`` for good."""
+    import httpx  # here, not at import: every `fleetcast` command imports this module
+
+    problem = None
+    try:
+        url = httpx.URL(value)
+    except httpx.InvalidURL as exc:
+        problem = str(exc)
+    else:
+        if url.scheme not in ("http", "https"):
+            problem = "it does not start with http:// or https://"
+        elif not url.host or any(c.isspace() for c in value) or "%" in url.host:
+            problem = "it names no valid host"
+        elif url.port is not None and not 1 <= url.port <= 65535:
+            problem = f"its port {url.port} is outside 1..65535"
+        elif url.query or url.fragment:
+            problem = "it has a query (?…) or a fragment (#…); the API paths are appended to it"
+    if problem is not None:
+        raise ValueError(
+            explain(
+                f"Expected --appliance to be an http:// or https:// URL, but got {value!r}: "
+                f"{problem}.",
+                "the dashboard reaches the appliance only over HTTP at that address.",
+                "e.g. --appliance http://127.0.0.1:8000.",
+                _KEY_DOC,
+            )
+        )
+    return str(url)
 
 
 def _api_key(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
@@ -181,23 +252,21 @@ def run_dashboard(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"fleetcast dashboard: {exc}", file=sys.stderr)
         return 2
-    if not settings.base_url.startswith(("http://", "https://")):
-        print(
-            f"fleetcast dashboard: Expected --appliance to be an http:// or https:// URL, but got "
-            f"{settings.appliance_url!r}. Why it matters: the dashboard reaches the appliance "
-            "only over HTTP. Fix: e.g. --appliance http://127.0.0.1:8000. "
-            "See docs/DASHBOARD.md#running.",
-            file=sys.stderr,
-        )
-        return 2
     from .app import serve
 
     try:
         serve(settings)
     except OSError as exc:
+        in_use = exc.errno == errno.EADDRINUSE
+        fix = (
+            "pick a free --port."
+            if in_use
+            else "give --address as an address of this machine (127.0.0.1, or 0.0.0.0 for "
+            "every interface)."
+        )
         print(
             f"fleetcast dashboard: cannot listen on {settings.address}:{settings.port} ({exc}). "
-            "Why it matters: the dashboard cannot start. Fix: pick a free --port. "
+            f"Why it matters: the dashboard cannot start. Fix: {fix} "
             "See docs/DASHBOARD.md#running.",
             file=sys.stderr,
         )

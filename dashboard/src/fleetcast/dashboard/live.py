@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from .api import ApiFormatError, CurrentPredictions, parse
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from .settings import DashboardSettings
 
@@ -24,6 +24,12 @@ __all__ = ["MAX_MESSAGE_BYTES", "listen"]
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF_S = 30.0
+
+_TRY_AGAIN_LATER = 1013
+"""Close code of a client past the appliance's ``--max-websocket-clients``."""
+
+_POLICY_VIOLATION = 1008
+"""Close code of a client while the appliance's WebSocket is off (limit 0)."""
 
 MAX_MESSAGE_BYTES = 128 * 2**20
 """Largest forecast set accepted from the WebSocket: about 1.3 KB per server, so some 95,000
@@ -35,17 +41,27 @@ async def listen(
     settings: DashboardSettings,
     on_forecast: Callable[[CurrentPredictions], None],
     on_link: Callable[[bool], None],
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
 ) -> None:
     """Run until cancelled: connect, deliver every push, reconnect after a failure.
 
-    ``on_link(True)`` when connected, ``on_link(False)`` when the socket is lost (the session
-    then polls). A message that is not a forecast set is logged and skipped.
+    ``on_link(True)`` once pushes flow (the first message: the appliance sends its current
+    set on connect), ``on_link(False)`` when the socket is lost (the session then polls). A
+    message that is not a forecast set is logged and skipped. ``sleep`` waits out the backoff
+    (tests pass their own).
+
+    Backoff (1 s doubling to 30 s) follows every failed attempt, and also a socket that
+    closed before sending anything: that is the appliance refusing the client (1013 past
+    ``--max-websocket-clients``, 1008 with the WebSocket off), and reconnecting at once
+    turned into thousands of handshakes a second. A socket that delivered forecasts and
+    then dropped (the appliance restarted) is retried at once.
     """
     from tornado.httpclient import HTTPRequest
     from tornado.websocket import websocket_connect
 
     headers = {"X-API-Key": settings.api_key} if settings.api_key else {}
     backoff = 1.0
+    warned = False
     while True:
         try:
             request = HTTPRequest(
@@ -61,11 +77,10 @@ async def listen(
         except Exception as exc:
             log.debug("WebSocket %s unavailable: %s", settings.websocket_url, exc)
             on_link(False)
-            await asyncio.sleep(backoff)
+            await sleep(backoff)
             backoff = min(_MAX_BACKOFF_S, backoff * 2)
             continue
-        backoff = 1.0
-        on_link(True)
+        received = 0
         try:
             while True:
                 message = await conn.read_message()
@@ -76,7 +91,21 @@ async def listen(
                 except (ValueError, ApiFormatError) as exc:
                     log.warning("Skipped a /ws/predictions message: %s", exc)
                     continue
+                received += 1
+                if received == 1:
+                    on_link(True)
                 on_forecast(current)
         finally:
             conn.close()
             on_link(False)
+        if received:
+            backoff = 1.0
+            continue
+        why = f"closed before any forecast (code {conn.close_code}: {conn.close_reason or 'no reason'})"
+        if not warned and conn.close_code in (_TRY_AGAIN_LATER, _POLICY_VIOLATION):
+            warned = True
+            log.warning("WebSocket %s %s; polling meanwhile", settings.websocket_url, why)
+        else:
+            log.debug("WebSocket %s %s", settings.websocket_url, why)
+        await sleep(backoff)
+        backoff = min(_MAX_BACKOFF_S, backoff * 2)

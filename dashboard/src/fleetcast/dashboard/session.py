@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from bokeh.document import Document
     from panel.io.callbacks import PeriodicCallback
 
-    from .api import CurrentPredictions
+    from .api import CurrentPredictions, ServerDetail, ServerHistory
     from .settings import DashboardSettings
 
 __all__ = ["TAB_NAMES", "TICK_MS", "DashboardSession"]
@@ -64,6 +64,7 @@ class DashboardSession:
         self._ws_task: asyncio.Task[None] | None = None
         self._tick_cb: PeriodicCallback | None = None
         self._closed = False
+        self._refresh_refused = False  # the header shows a refresh's 4xx: cleared on success
 
         self.header = Header(on_scenario=self._scenario_clicked)
         self.overview = OverviewView()
@@ -144,8 +145,10 @@ class DashboardSession:
         try:
             await self.client.set_scenario(scenario)
         except (ApplianceUnreachable, ApplianceRefused, ValueError) as exc:
+            self._refresh_refused = False  # the button's answer stays until the next click
             self._schedule(partial(self.header.show_message, str(exc), True))
             return
+        self._refresh_refused = False
         self._schedule(
             partial(self.header.show_message, f"Demo scenario set to {scenario}; watch the fleet.")
         )
@@ -210,10 +213,14 @@ class DashboardSession:
             self.historical.update_options(state)
             await self.historical.load(client, state)
             state.mark_ok(websocket=self._ws_live)
+            if self._refresh_refused:  # the refusal is over (a 429 that passed, …)
+                self._refresh_refused = False
+                self._schedule(self.header.clear_message)
         except ApplianceUnreachable as exc:
             state.mark_failed(str(exc))
         except (ApplianceRefused, ApiFormatError) as exc:
             state.mark_ok(websocket=self._ws_live)
+            self._refresh_refused = True
             self._schedule(partial(self.header.show_message, str(exc), True))
         if state.connection != was:  # state changes only; each request is logged at DEBUG
             if state.connection == DISCONNECTED:
@@ -223,23 +230,52 @@ class DashboardSession:
         self._schedule(self._render)
 
     async def _fetch_details(self) -> None:
-        """Curves and actuals of the top servers and the selected one, once per forecast set."""
+        """Curves and actuals of the top servers and the selected one, once per forecast set.
+
+        One server the appliance will not give curves for (a 404 in a race with its
+        ``DELETE``, a server named ``current``) is noted in ``state.unavailable`` and shown
+        as such; it no longer stops the other servers' curves and the Historical panel.
+        """
         state = self.state
         names = self.top.names(state)
         if state.selected_server and state.selected_server not in names:
             names.append(state.selected_server)
         known = {s.server_name for s in state.current.servers} if state.current else set()
-        missing = [n for n in names if n in known and n not in state.details]
+        missing = [
+            n for n in names if n in known and n not in state.details and n not in state.unavailable
+        ]
         if not missing:
             return
-        steps = 96  # 8 h of actuals before "now", as long as the forecast after it
-        bodies = await asyncio.gather(
-            *(self.client.server(n) for n in missing),
-            *(self.client.history(n, steps) for n in missing),
+        results = await asyncio.gather(
+            *(self._fetch_detail(n) for n in missing), return_exceptions=True
         )
-        for i, name in enumerate(missing):
-            state.details[name] = bodies[i]
-            state.histories[name] = bodies[len(missing) + i]
+        for name, result in zip(missing, results, strict=True):
+            if isinstance(result, ApplianceUnreachable):
+                raise result
+            if isinstance(result, ApiFormatError) or (
+                isinstance(result, ApplianceRefused) and result.status_code == 404
+            ):
+                log.debug("No curves for %s: %s", name, result)
+                state.unavailable[name] = str(result)
+            elif isinstance(result, BaseException):  # a 429, a 401: the refresh's error
+                raise result
+            else:
+                state.details[name], state.histories[name] = result
+
+    async def _fetch_detail(self, name: str) -> tuple[ServerDetail, ServerHistory]:
+        """``/predictions/{name}`` and its 8 h of actuals (96 steps, as long as the forecast)."""
+        if name == "current":
+            # /predictions/current is the fleet's set: such a server has no curves there.
+            raise ApplianceRefused(
+                "A server named `current` has no /predictions/{server_name} of its own "
+                "(that path is the fleet's forecast set; docs/API.md), so its curves cannot "
+                "be shown; the numbers above are its own.",
+                404,
+            )
+        detail, history = await asyncio.gather(
+            self.client.server(name), self.client.history(name, 96)
+        )
+        return detail, history
 
     # -- drawing ----------------------------------------------------------------------------
     def _schedule(self, callback: partial[None] | object) -> None:

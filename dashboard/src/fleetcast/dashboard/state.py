@@ -65,6 +65,9 @@ class SessionState:
     histories: dict[str, ServerHistory] = field(default_factory=dict)
     """``/history/{name}`` bodies fetched with the current forecast set, by server name."""
 
+    unavailable: dict[str, str] = field(default_factory=dict)
+    """Servers of the current set whose curves the appliance refused, with its reason."""
+
     selected_server: str | None = None
     """The server whose detail is open (from a heatmap click); survives refreshes."""
 
@@ -106,17 +109,16 @@ class SessionState:
     def accept(self, current: CurrentPredictions) -> bool:
         """Take a new forecast set; returns True when it differs from the one on screen.
 
-        Per-server curves and histories belong to one forecast set, so a new set drops them.
+        Per-server curves and histories belong to one forecast set, so any other set drops
+        them, also one with the same ``prediction_time``: a model reloaded (``POST
+        /admin/reload``) or an appliance restarted on the same data forecasts the same step
+        again with other numbers, and the curves of the old set would stay on screen.
         """
-        changed = (
-            self.current is None
-            or current.prediction_time != self.current.prediction_time
-            or current != self.current
-        )
+        changed = self.current is None or current != self.current
         if changed:
-            if self.current is None or current.prediction_time != self.current.prediction_time:
-                self.details = {}
-                self.histories = {}
+            self.details = {}
+            self.histories = {}
+            self.unavailable = {}
             self.current = current
         return changed
 

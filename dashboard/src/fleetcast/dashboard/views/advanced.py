@@ -35,8 +35,9 @@ class AdvancedView:
         self.settings = settings
         self.refresh = pn.widgets.FloatSlider(
             label="Refresh every (seconds)",
-            start=1,
-            end=60,
+            # the configured rate always on the scale (--refresh-seconds 120 sat past its end)
+            start=min(1.0, settings.refresh_seconds),
+            end=max(60.0, settings.refresh_seconds),
             step=1,
             value=settings.refresh_seconds,
             width=300,

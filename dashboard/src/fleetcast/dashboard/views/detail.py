@@ -47,7 +47,7 @@ class ServerDetailView:
         self.summary = pn.pane.HTML("", stylesheets=[STYLES], sizing_mode="stretch_width")
         self.plot = ForecastFigures()
         self.plot.view.visible = False
-        self._plot_key: object = None
+        self._plot_key: tuple[object, object] | None = None
         self.view = pn.Column(self.summary, self.plot.view, sizing_mode="stretch_width")
         self._title = title
 
@@ -63,8 +63,12 @@ class ServerDetailView:
         detail: ServerDetail | None,
         history: ServerHistory | None,
         fallback_thresholds: dict[str, float],
+        unavailable: str | None = None,
     ) -> None:
-        """Redraw for ``forecast``; the curves need ``detail`` (``/predictions/{name}``)."""
+        """Redraw for ``forecast``; the curves need ``detail`` (``/predictions/{name}``).
+
+        ``unavailable``: why the appliance gave no curves for it (shown instead of them).
+        """
         by_h = " · ".join(f"{h}: {format_risk(forecast.risk_by_horizon.get(h))}" for h in HORIZONS)
         drivers = ", ".join(
             f"{esc(d.metric)} at {esc(d.horizon)} (p={d.probability:.2f}"
@@ -87,10 +91,18 @@ class ServerDetailView:
             f"{esc(forecast.prediction_time)}</div>"
             f"<details><summary>forecast numbers</summary>{forecast_table(forecast)}</details>"
         )
+        if unavailable is not None and detail is None:
+            self.summary.object += f'<p class="fc-unavailable">No curves: {esc(unavailable)}</p>'
+            self.plot.view.visible = False  # never another server's curves under this name
+            self._plot_key = None
+            return
         if detail is None or detail.server_name != forecast.server_name:
             return  # curves not fetched yet: keep the summary, hide nothing already shown
-        key = (detail.prediction_time, detail.server_name, history is not None)
-        if key != self._plot_key:
+        # The bodies themselves, by identity: a new fetch (a new forecast set, even one of
+        # the same prediction_time after a model reload) redraws, a refresh without one not.
+        key = (detail, history)
+        old = self._plot_key
+        if old is None or old[0] is not detail or old[1] is not history:
             self._plot_key = key
             self.plot.update(detail, history, server_thresholds(detail, fallback_thresholds))
             self.plot.view.visible = True

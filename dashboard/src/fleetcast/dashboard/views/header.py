@@ -91,3 +91,7 @@ class Header:
         """A one-line note beside the demo buttons (e.g. the appliance refused a scenario)."""
         colour = "#d64545" if error else "#1f2937"
         self.message.object = f"<div style='color:{colour};margin:12px'>{esc(text)}</div>"
+
+    def clear_message(self) -> None:
+        """Remove the note (the refusal it reported is over)."""
+        self.message.object = ""

@@ -69,4 +69,5 @@ class HeatmapView:
             state.details.get(name),
             state.histories.get(name),
             state.thresholds_for(forecast.profile),
+            state.unavailable.get(name),
         )

@@ -15,7 +15,10 @@ from .html import STYLES, badge, cards, table
 if TYPE_CHECKING:
     from ..state import SessionState
 
-__all__ = ["OverviewView"]
+__all__ = ["ALERT_ROWS", "OverviewView"]
+
+ALERT_ROWS = 50
+"""Alerts listed (the appliance sends them most probable first); the count says how many."""
 
 
 class OverviewView:
@@ -103,9 +106,16 @@ class OverviewView:
                     format_risk(a.probability),
                     a.severity or "",
                 ]
-                for a in state.alerts[:50]
+                for a in state.alerts[:ALERT_ROWS]
             ]
-            self.alerts.object = table(
+            shown = len(alert_rows)
+            total = len(state.alerts)
+            note = (
+                f"<p class='fc-alert-count'>{total} active alerts"
+                + (f"; the {shown} most probable are listed" if shown < total else "")
+                + "</p>"
+            )
+            self.alerts.object = note + table(
                 [
                     "server",
                     "profile",

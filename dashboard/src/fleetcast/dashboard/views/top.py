@@ -73,6 +73,7 @@ class TopServersView:
                 state.details.get(name),
                 state.histories.get(name),
                 state.thresholds_for(forecast.profile),
+                state.unavailable.get(name),
             )
         for view in self.details[len(ranked) :]:
             view.clear("")
