@@ -9,7 +9,7 @@ import pytest
 
 from fleetcast.dashboard.session import DashboardSession
 from fleetcast.dashboard.settings import DashboardSettings
-from fleetcast.dashboard.state import DISCONNECTED, POLLING
+from fleetcast.dashboard.state import DISCONNECTED, POLLING, REFUSED
 
 from .conftest import free_port
 
@@ -97,27 +97,40 @@ def test_a_model_reload_at_the_same_step_redraws_the_curves() -> None:
     assert list(top.plot.bands["cpu_pct"].data["p50"])[:2] == [7.0, 7.0]
 
 
-def test_a_refusal_shown_by_a_refresh_goes_away_once_refreshes_succeed() -> None:
-    # A 429 (past the appliance's --rate-limit) on one refresh put its message beside the
-    # demo buttons, and nothing took it away: it stayed on screen for good while every
-    # later refresh succeeded.
+def test_a_refused_refresh_marks_the_data_stale_until_a_refresh_succeeds() -> None:
+    # A refresh the appliance refuses (here a 401: restarted with --read-key-required; a
+    # lasting 429 is the same) updates nothing. The page said "connected (polling)" with
+    # the old data unmarked for as long as the refusal lasted.
     from .fake_appliance import FakeAppliance, session_for
 
-    fake = FakeAppliance(refuse={"/alerts/active": 429})
+    fake = FakeAppliance()
     session = session_for(fake)
 
-    async def go() -> tuple[str, str]:
+    async def go() -> tuple[str, bool, str, str]:
         await session.refresh()
-        refused = session.header.message.object
+        fake.refuse = {"/status": 401}
+        await session.refresh()
+        refused = (
+            session.state.connection,
+            session.state.stale,
+            session.header.banner.object,
+            session.header.status.object,
+        )
         fake.refuse.clear()
         await session.refresh()
         await session.client.aclose()
-        return refused, session.header.message.object
+        return refused
 
-    refused, after = asyncio.run(go())
-    assert "HTTP 429" in refused
+    connection, stale, banner, status = asyncio.run(go())
+    assert connection == REFUSED
+    assert stale
+    assert "STALE DATA — the appliance refuses the dashboard's requests since" in banner
+    assert "HTTP 401" in banner
+    assert 'data-connection="refused"' in status
     assert session.state.connection == POLLING
-    assert after == ""
+    assert not session.state.stale
+    assert not session.header.banner.visible
+    assert session.header.message.object == ""  # the banner says it; the demo note stays free
 
 
 def test_a_server_without_curves_does_not_blank_the_others() -> None:

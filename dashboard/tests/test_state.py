@@ -43,7 +43,7 @@ def test_failure_keeps_the_last_data_unchanged_and_marks_it_stale() -> None:
     assert state.last_error == "refused again"
     line = state.headline(T0 + timedelta(seconds=42))
     assert line.startswith("disconnected")
-    assert "STALE: appliance last answered 42 s ago" in line
+    assert "STALE: last refreshed 42 s ago" in line
     assert "2026-11-27 10:05:00 UTC" in line
 
 

@@ -19,7 +19,7 @@ import panel as pn
 from .api import ApiFormatError
 from .client import ApplianceClient, ApplianceRefused, ApplianceUnreachable
 from .live import listen
-from .state import DISCONNECTED, SessionState
+from .state import DISCONNECTED, REFUSED, SessionState
 from .views.advanced import AdvancedView
 from .views.header import Header
 from .views.heatmap import HeatmapView
@@ -64,7 +64,6 @@ class DashboardSession:
         self._ws_task: asyncio.Task[None] | None = None
         self._tick_cb: PeriodicCallback | None = None
         self._closed = False
-        self._refresh_refused = False  # the header shows a refresh's 4xx: cleared on success
 
         self.header = Header(on_scenario=self._scenario_clicked)
         self.overview = OverviewView()
@@ -213,18 +212,18 @@ class DashboardSession:
             self.historical.update_options(state)
             await self.historical.load(client, state)
             state.mark_ok(websocket=self._ws_live)
-            if self._refresh_refused:  # the refusal is over (a 429 that passed, …)
-                self._refresh_refused = False
-                self._schedule(self.header.clear_message)
         except ApplianceUnreachable as exc:
             state.mark_failed(str(exc))
         except (ApplianceRefused, ApiFormatError) as exc:
-            state.mark_ok(websocket=self._ws_live)
-            self._refresh_refused = True
-            self._schedule(partial(self.header.show_message, str(exc), True))
+            # A refused refresh (a key the appliance now requires, its rate limit, an answer
+            # this version cannot read) updates nothing: the data on screen is as stale as
+            # in an outage, and says why in the banner until a refresh succeeds.
+            state.mark_failed(str(exc), refused=True)
         if state.connection != was:  # state changes only; each request is logged at DEBUG
             if state.connection == DISCONNECTED:
                 log.warning("Appliance unreachable: %s", state.last_error)
+            elif state.connection == REFUSED:
+                log.warning("Appliance refuses the dashboard's requests: %s", state.last_error)
             else:
                 log.info("Appliance %s: %s", self.settings.base_url, state.connection)
         self._schedule(self._render)

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .api import Alert, CurrentPredictions, FleetHistory, ServerDetail, ServerHistory
     from .status import StatusInfo
 
-__all__ = ["CONNECTING", "DISCONNECTED", "LIVE", "POLLING", "SessionState"]
+__all__ = ["CONNECTING", "DISCONNECTED", "LIVE", "POLLING", "REFUSED", "SessionState"]
 
 CONNECTING = "connecting"
 """No answer yet from the appliance (the first refresh is under way)."""
@@ -31,6 +31,13 @@ POLLING = "connected (polling)"
 DISCONNECTED = "disconnected"
 """The last request failed; every panel shows the last data, marked STALE."""
 
+REFUSED = "refused"
+"""The appliance answers but refused the last refresh (a 4xx: a key it now requires, its
+rate limit; or an answer this version cannot read): nothing on screen is being updated, so
+every panel shows the last data, marked STALE, with the appliance's reason."""
+
+_FAILED = (DISCONNECTED, REFUSED)
+
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -41,16 +48,16 @@ class SessionState:
     """What one browser session knows. Mutated only by that session's refresh loop."""
 
     connection: str = CONNECTING
-    """One of CONNECTING, LIVE, POLLING, DISCONNECTED."""
+    """One of CONNECTING, LIVE, POLLING, DISCONNECTED, REFUSED."""
 
     last_error: str | None = None
-    """Why the last request failed (shown under the header while disconnected)."""
+    """Why the last refresh failed (shown under the header while disconnected or refused)."""
 
     last_contact: datetime | None = None
     """Wall-clock time the appliance last answered (UTC)."""
 
     disconnected_since: datetime | None = None
-    """Wall-clock time of the first failure of the current outage (UTC)."""
+    """Wall-clock time of the first failed refresh of the current outage or refusal (UTC)."""
 
     current: CurrentPredictions | None = None
     """The latest forecast set; kept through an outage, never altered."""
@@ -78,8 +85,8 @@ class SessionState:
 
     @property
     def stale(self) -> bool:
-        """True while disconnected with data on screen: that data must be marked STALE."""
-        return self.connection == DISCONNECTED and self.has_data
+        """True while disconnected or refused with data on screen: it must be marked STALE."""
+        return self.connection in _FAILED and self.has_data
 
     @property
     def prediction_time(self) -> datetime | None:
@@ -99,11 +106,11 @@ class SessionState:
         self.last_error = None
         self.disconnected_since = None
 
-    def mark_failed(self, error: str, now: datetime | None = None) -> None:
-        """Record a failed exchange: disconnected, data kept and marked stale."""
-        if self.connection != DISCONNECTED:
+    def mark_failed(self, error: str, now: datetime | None = None, refused: bool = False) -> None:
+        """Record a failed refresh: disconnected (or ``refused``), data kept and marked stale."""
+        if self.connection not in _FAILED:
             self.disconnected_since = now or _utcnow()
-        self.connection = DISCONNECTED
+        self.connection = REFUSED if refused else DISCONNECTED
         self.last_error = error
 
     def accept(self, current: CurrentPredictions) -> bool:
@@ -130,7 +137,7 @@ class SessionState:
         parts = [self.connection, f"last forecast {when}"]
         if self.stale and self.last_contact is not None:
             age = int((now - self.last_contact).total_seconds())
-            parts.append(f"STALE: appliance last answered {age} s ago")
-        elif self.connection == DISCONNECTED:
+            parts.append(f"STALE: last refreshed {age} s ago")
+        elif self.connection in _FAILED:
             parts.append("no data received yet")
         return " · ".join(parts)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import panel as pn
 
 from ..client import DEMO_SCENARIOS
-from ..state import DISCONNECTED, LIVE
+from ..state import DISCONNECTED, LIVE, REFUSED
 from .html import esc
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class Header:
 
     def update(self, state: SessionState) -> None:
         """Redraw from ``state`` (cheap: a few strings)."""
-        cls = {LIVE: "ok", DISCONNECTED: "down"}.get(state.connection, "ok")
+        cls = {LIVE: "ok", DISCONNECTED: "down", REFUSED: "down"}.get(state.connection, "ok")
         if state.connection == "connecting":
             cls = "wait"
         forecast = state.prediction_time
@@ -68,17 +68,20 @@ class Header:
             f"{esc(state.connection)}</span>"
             f'<span class="fc-last">last forecast: <b>{esc(when)}</b></span>{scenario}</div>'
         )
-        if state.connection == DISCONNECTED:
+        if state.connection in (DISCONNECTED, REFUSED):
+            refused = state.connection == REFUSED
+            what = "refuses the dashboard's requests" if refused else "is unreachable"
             if state.stale:
                 since = state.disconnected_since or state.last_contact
                 text = (
-                    "STALE DATA — the appliance is unreachable"
+                    f"STALE DATA — the appliance {what}"
                     + (f" since {since:%H:%M:%S} UTC" if since else "")
                     + f". Everything below is the last forecast it sent ({esc(when)}); "
-                    "nothing is updating until it answers again."
+                    + "nothing is updating until it "
+                    + ("accepts them again." if refused else "answers again.")
                 )
             else:
-                text = "The appliance is unreachable and has sent no forecast yet."
+                text = f"The appliance {what} and has sent no forecast yet."
             detail = f"<div style='font-weight:400;font-size:12px'>{esc(state.last_error)}</div>"
             self.banner.object = f'<div class="fc-banner">{text}{detail}</div>'
             self.banner.visible = True
@@ -91,7 +94,3 @@ class Header:
         """A one-line note beside the demo buttons (e.g. the appliance refused a scenario)."""
         colour = "#d64545" if error else "#1f2937"
         self.message.object = f"<div style='color:{colour};margin:12px'>{esc(text)}</div>"
-
-    def clear_message(self) -> None:
-        """Remove the note (the refusal it reported is over)."""
-        self.message.object = ""
