@@ -247,6 +247,36 @@ def test_alerts_name_server_metric_horizon_values_and_since(toy_dir: Path) -> No
     assert h["risk"][-1] is None  # the open step has no forecast yet
 
 
+def test_a_forecast_hands_the_previous_critical_alerts_to_the_next(
+    toy_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hysteresis of the critical level (alerts.HYSTERESIS) needs the severities of
+    the previous forecast set's alerts."""
+    import fleetcast.appliance.alerts as alerts_module
+
+    seen: list[object] = []
+    real = alerts_module.build_alerts
+
+    def spy(**kw: object) -> object:
+        seen.append(set(kw["critical_before"]))
+        return real(**kw)
+
+    monkeypatch.setattr(alerts_module, "build_alerts", spy)
+    engine = _open(toy_dir, capacity=8)
+    for k in range(30):
+        engine.ingest(_batch([START + k * STEP], ["ppdb007"], [[30, 50, 5, 400.0]]))
+    fs = engine.run_forecast()
+    engine.ingest(_batch([START + 30 * STEP], ["ppdb007"], [[30, 50, 5, 400.0]]))
+    engine.run_forecast()
+    critical = {
+        (a["server_name"], a["metric"], a["horizon"])
+        for a in fs.alerts
+        if a["severity"] == "critical"
+    }
+    assert critical
+    assert seen == [set(), critical]
+
+
 def test_ingest_rejections_and_step_closing(toy_dir: Path) -> None:
     engine = _open(toy_dir, capacity=2)
     r = engine.ingest(_batch([START + 10 * STEP], ["a"], [[1, 1, 1, 1]]))

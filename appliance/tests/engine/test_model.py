@@ -196,3 +196,10 @@ def test_verifies_the_sha256_sidecar(tmp_path: Path) -> None:
         ModelError, match=r"model\.onnx has SHA-256 .* but model\.onnx\.sha256 says"
     ):
         load_model(d)
+
+
+def test_refuses_quantiles_it_cannot_serve(tmp_path: Path) -> None:
+    """The same check as the exporter's (``ModelSpec.validate``), by the same code."""
+    d = _copy(tmp_path, (b"fleetcast.quantiles", b"[0.1, 0.5, 0.9]", b"[0.9, 0.5, 0.1]"))
+    with pytest.raises(ModelError, match=r"quantiles \[0\.9, 0\.5, 0\.1\] are not two or more"):
+        load_model(d)

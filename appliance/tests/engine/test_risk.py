@@ -138,3 +138,25 @@ def test_clean_quantiles_clamps_and_orders() -> None:
     assert out[0, 1, 0].tolist() == [0.0, 1.0, 3.0]
     assert out[0, 2, 0].tolist() == [0.0, 4.0, 5.0]
     assert out[0, 3, 0].tolist() == [1e3, 2e3, 3e3]
+
+
+@pytest.mark.parametrize(
+    "q", [[95.0, 100.0, 100.0], [100.0, 100.0, 100.0], [90.0, 99.99995, 100.0]]
+)
+def test_a_forecast_clamped_at_100_is_at_most_0_1_above_100(q: list[float]) -> None:
+    """A saturated batch server's CPU forecast is clamped at 100 (p50 = p90 = 100): its
+    threshold of 100 must not colour it (docs/RISK.md#thresholds: P(X > 100) <= 0.1).
+    The near-step of a collapsed segment ends at its value, so F(100) = 0.9, not 0.5."""
+    p = float(exceedance_probability(np.array(q), LEVELS, 100.0))
+    assert p == pytest.approx(0.1, abs=1e-6)
+    prof = np.array([VALID_PROFILES.index("ml_compute")])
+    quant = np.zeros((1, 4, 96, 3))
+    quant[:, 0] = q
+    r = risk_of(quant, LEVELS, Thresholds().for_profiles(prof), [6, 12, 96])
+    assert level_of(float(r.risk[0])) == "green"
+
+
+def test_a_point_forecast_is_a_step_at_its_value() -> None:
+    q = np.array([50.0, 50.0, 50.0])
+    got = [float(exceedance_probability(q, LEVELS, t)) for t in (49.0, 50.0, 50.1)]
+    assert got == [pytest.approx(1.0), pytest.approx(0.1, abs=1e-6), pytest.approx(0.0)]

@@ -252,3 +252,153 @@ def test_a_forgotten_servers_alerts_are_resolved_without_waiting_for_a_forecast(
     assert [(a["status"], a["labels"]["server"]) for a in bodies[1]["alerts"]] == [
         ("resolved", "a")
     ]
+
+
+# -- across restarts (alerting_state.py) ---------------------------------------------------
+
+
+def _restarted(tmp_path: Any, bodies: list[Any], runtime: Any = None) -> AlertPusher:
+    """A pusher built as the app builds it, on the state directory ``tmp_path``."""
+    from types import SimpleNamespace
+
+    settings = SimpleNamespace(webhook_url="http://hook", alert_resend_s=60, state_dir=tmp_path)
+    pusher = AlertPusher.from_settings(runtime, settings)
+    assert pusher is not None
+
+    def sender(url: str, payload: Any, timeout: float) -> int:
+        bodies.append(payload)
+        return 200
+
+    pusher._send = sender
+    pusher._clock = _Clock()
+    return pusher
+
+
+def test_alerts_still_firing_after_a_restart_are_not_sent_again_as_new(tmp_path: Any) -> None:
+    """Reproduced with a real appliance: each restart re-sent every firing alert to the
+    webhook as a new one (the pusher's diff started empty)."""
+    bodies: list[Any] = []
+    first = _restarted(tmp_path, bodies)
+    asyncio.run(first.push([_alert("a"), _alert("b")]))
+    assert [len(b["alerts"]) for b in bodies] == [2]
+    again = _restarted(tmp_path, bodies)  # the appliance restarted
+    again.restore()
+    assert again.firing == 2
+    # The engine's first forecast after the restart raises "a" anew (a later since).
+    asyncio.run(again.push([_alert("a", since="2026-09-21T16:00:00Z"), _alert("b")]))
+    assert len(bodies) == 1  # no change: nothing sent
+    asyncio.run(again.push([_alert("b")]))
+    assert [(a["status"], a["labels"]["server"]) for a in bodies[-1]["alerts"]] == [
+        ("resolved", "a")
+    ]
+    assert bodies[-1]["alerts"][0]["startsAt"] == "2026-09-21T13:50:00.000Z"  # the first start
+
+
+def test_alerts_that_ended_while_the_appliance_was_down_are_resolved(tmp_path: Any) -> None:
+    """Reproduced with a real appliance: a threshold raised during a restart (or calm data
+    read by the backfill) ended an alert that the webhook then never heard resolved."""
+    from types import SimpleNamespace
+
+    bodies: list[Any] = []
+    first = _restarted(tmp_path, bodies)
+    asyncio.run(first.push([_alert("a")]))
+    alerts: list[dict[str, Any]] = []  # the first forecast after the restart: calm
+    engine = SimpleNamespace(current=lambda: object(), alerts=lambda: list(alerts))
+    runtime: Any = SimpleNamespace(engine=engine, current_changes=1)
+    again = _restarted(tmp_path, bodies, runtime)
+    again.config = AlertingConfig(webhook_url="http://hook", poll_s=0.01)
+
+    async def scenario() -> None:
+        await again.start()  # loads the state, then pushes the calm forecast
+        for _ in range(500):
+            if len(bodies) > 1:
+                break
+            await asyncio.sleep(0.01)
+        await again.stop()
+
+    asyncio.run(scenario())
+    assert [b["status"] for b in bodies] == ["firing", "resolved"]
+    assert again.firing == 0
+    assert json.loads((tmp_path / "alerts.json").read_text())["active"] == []
+
+
+def test_a_damaged_alert_state_file_is_ignored_with_a_warning(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "alerts.json").write_text('{"version": 1, "active": [{"labels": 3}]}')
+    bodies: list[Any] = []
+    pusher = _restarted(tmp_path, bodies)
+    pusher.restore()
+    assert pusher.firing == 0
+    assert "alerts.json is damaged" in caplog.text
+    asyncio.run(pusher.push([_alert("a")]))
+    assert [b["status"] for b in bodies] == ["firing"]
+    saved = json.loads((tmp_path / "alerts.json").read_text())
+    assert [a["labels"]["server"] for a in saved["active"]] == ["a"]
+
+
+def test_undelivered_webhook_changes_stay_one_per_alert() -> None:
+    """While the webhook is down a flapping alert added two changes per forecast, for as
+    long as the outage lasted (memory, and one ever larger body when it came back)."""
+
+    def down(url: str, payload: Any, timeout: float) -> int:
+        raise DeliveryError("cannot reach http://hook (refused)")
+
+    cfg = AlertingConfig(webhook_url="http://hook", attempts=1)
+    pusher = AlertPusher(None, cfg, clock=_Clock(), sender=down)
+
+    async def scenario() -> None:
+        for _ in range(50):
+            await pusher.push([_alert("a"), _alert("b")])
+            await pusher.push([_alert("b")])
+
+    asyncio.run(scenario())
+    assert pusher.webhook is not None
+    assert [(s, a["labels"]["server"]) for s, a in pusher.webhook.pending] == [
+        ("firing", "b"),
+        ("resolved", "a"),
+    ]
+
+
+@pytest.mark.parametrize("code", [301, 302, 307])
+def test_a_receiver_that_redirects_is_a_failed_delivery(code: int) -> None:
+    """Reproduced with a real Alertmanager behind a 301: urllib re-sent the POST as a GET,
+    Alertmanager answered it with its (empty) alert list, HTTP 200, and every alert was
+    counted delivered that Alertmanager never got."""
+    posts: list[str] = []
+
+    class H(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            posts.append(self.path)
+            if self.path.startswith("/moved"):
+                self.send_response(code)
+                self.send_header("Location", "https://am.example:9093/secret/api/v2/alerts")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self) -> None:  # what a followed redirect would reach
+            posts.append("GET " + self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"[]")
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/moved/api/v2/alerts"
+    try:
+        with pytest.raises(DeliveryError) as info:
+            post_json(url, [], 2.0)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert posts == ["/moved/api/v2/alerts"]  # not followed
+    assert f"redirects to https://am.example:9093/… (HTTP {code})" in str(info.value)
+    assert "secret" not in str(info.value)

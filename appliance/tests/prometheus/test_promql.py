@@ -266,3 +266,105 @@ def test_client_refuses_bad_url_and_huge_ranges() -> None:
         PromClient("localhost:9090")
     with pytest.raises(ValueError, match="11000"):
         PromClient("http://x").query_range("up", 0, 300 * 11_000, 300)
+
+
+@pytest.mark.parametrize(
+    ("url_auth", "says"),
+    [
+        ("", "put them in the URL: --prometheus-url http://USER:PASSWORD@HOST:9090"),
+        ("admin:wrong@", "correct the user and password in --prometheus-url"),
+    ],
+)
+def test_refused_credentials_say_how_to_give_them(url_auth: str, says: str) -> None:
+    """Reproduced with a real Prometheus (--web.config.file with basic_auth_users): its
+    HTTP 401 read "check that the URL is Prometheus' and that it is healthy"."""
+    server = _Server(_handler(401, b"Unauthorized\n"))
+    try:
+        url = server.url.replace("http://", f"http://{url_auth}")
+        with pytest.raises(PromError) as info:
+            PromClient(url).query_range("up", 299, 899, 300)
+    finally:
+        server.close()
+    message = str(info.value)
+    assert info.value.kind == "http"
+    assert info.value.detail == "HTTP 401"
+    assert "(HTTP 401)" in message
+    assert says in message
+    assert "wrong" not in message  # the password is never shown
+    assert "healthy" not in message
+    assert "docs/PROMETHEUS.md#configure" in message
+
+
+def test_prometheus_own_error_text_is_kept_for_a_5xx() -> None:
+    """A query past Prometheus' --query.timeout is HTTP 503 with errorType timeout: the
+    message said only "HTTP 503"."""
+    body = _body(
+        {
+            "status": "error",
+            "errorType": "timeout",
+            "error": "query timed out in expression evaluation",
+        }
+    )
+    server = _Server(_handler(503, body))
+    try:
+        with pytest.raises(PromError) as info:
+            PromClient(server.url).query("up", 1.0)
+    finally:
+        server.close()
+    message = str(info.value)
+    assert "HTTP 503 to /api/v1/query (timeout: query timed out in expression evaluation)" in (
+        message
+    )
+    assert "--query.timeout" in message
+    assert info.value.detail == "HTTP 503"
+
+
+def test_too_many_samples_is_not_called_a_wrong_expression() -> None:
+    """Reproduced with a real Prometheus (--query.max-samples): a right expression that
+    reads too much was answered "Fix: correct the expression"."""
+    body = _body(
+        {
+            "status": "error",
+            "errorType": "execution",
+            "error": "query processing would load too many samples into memory in query execution",
+        }
+    )
+    server = _Server(_handler(422, body))
+    try:
+        with pytest.raises(PromError) as info:
+            PromClient(server.url).query_range("up", 299, 899, 300)
+    finally:
+        server.close()
+    assert info.value.kind == "bad_query"
+    assert "--query.max-samples" in str(info.value)
+    assert "correct the expression" not in str(info.value)
+
+
+def test_a_redirect_is_not_followed_but_named() -> None:
+    """Reproduced with a real Prometheus behind a 301 (an http→https proxy): urllib
+    re-sent the POST as a GET without the query, and Prometheus' "no expression found"
+    was reported as a wrong expression."""
+    target = _Server(_handler(400, _body({"status": "error", "errorType": "bad_data"})))
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(301)
+            self.send_header("Location", f"{target.url}/prom{self.path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server = _Server(Redirect)
+    try:
+        with pytest.raises(PromError) as info:
+            PromClient(server.url).query("up", 1.0)
+    finally:
+        server.close()
+        target.close()
+    message = str(info.value)
+    assert info.value.kind == "http"
+    assert f"redirects /api/v1/query to {target.url}/prom/api/v1/query (HTTP 301)" in message
+    assert f"set --prometheus-url to the URL it redirects to ({target.url}/prom)" in message
+    assert "correct the expression" not in message

@@ -387,3 +387,38 @@ def test_a_slow_download_in_flight_at_sigterm_is_delivered_whole(
     assert json.loads(body)["servers"]
     assert stopped == [0]
     assert "timeout graceful shutdown exceeded" not in server.log()
+
+
+def test_a_set_published_during_the_handshake_is_sent_once(tmp_path: Path, svc: Any) -> None:
+    """The client subscribes before the handshake: a forecast set published meanwhile was
+    sent as the current set and then again from the client's queue (the same set twice)."""
+    from types import SimpleNamespace
+
+    from fleetcast.appliance.controllers.ws import stream_predictions
+    from fleetcast.appliance.notify import Notifier
+    from fleetcast.appliance.runtime import Runtime
+
+    settings = svc.make_settings(tmp_path / "model", tmp_path / "state")
+    runtime = Runtime(settings, Notifier(None))
+    runtime.current_body = b'{"set": 1}'
+    sent: list[str] = []
+
+    class Socket:
+        client = None
+
+        async def accept(self) -> None:
+            runtime.publish(SimpleNamespace(to_dict=lambda: {"set": 2}))  # type: ignore[arg-type]
+
+        async def send_text(self, text: str) -> None:
+            sent.append(text)
+
+        async def receive(self) -> dict[str, Any]:
+            while not sent:
+                await asyncio.sleep(0)
+            for _ in range(50):  # ample turns for a queued set to be sent too
+                await asyncio.sleep(0)
+            return {"type": "websocket.disconnect"}
+
+    asyncio.run(asyncio.wait_for(stream_predictions(Socket(), runtime, 5.0), 5))  # type: ignore[arg-type]
+    assert [json.loads(t) for t in sent] == [{"set": 2}]
+    assert runtime.subscribers == set()

@@ -29,6 +29,7 @@ import http.client
 import json
 import logging
 import math
+import pathlib
 import time
 import urllib.error
 import urllib.request
@@ -38,8 +39,9 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
+from fleetcast.appliance.alerting_state import STATE_FILE, StateFile
 from fleetcast.appliance.sources.backoff import Backoff
-from fleetcast.appliance.urls import shown, split_credentials
+from fleetcast.appliance.urls import REDIRECTS, opener, redirect_target, shown, split_credentials
 from fleetcast.contract.schema import METRIC_UNITS
 
 if TYPE_CHECKING:
@@ -162,9 +164,14 @@ def post_json(url: str, payload: Any, timeout_s: float) -> int:
             headers={"Content-Type": "application/json", **auth},
             method="POST",
         )
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        with opener().open(request, timeout=timeout_s) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
+        if exc.code in REDIRECTS:  # not followed: urllib would re-send the POST as a GET
+            raise DeliveryError(
+                f"{where} redirects to {redirect_target(exc.headers)} (HTTP {exc.code}); "
+                "set the receiver's URL to the one it redirects to"
+            ) from exc
         detail = exc.read()[:300].decode("utf-8", "replace")
         raise DeliveryError(f"{where} answered HTTP {exc.code}: {detail}") from exc
     except (urllib.error.URLError, OSError) as exc:
@@ -173,6 +180,23 @@ def post_json(url: str, payload: Any, timeout_s: float) -> int:
         # InvalidURL (a port that is not a number), BadStatusLine (not an HTTP server),
         # IncompleteRead, a payload json cannot encode.
         raise DeliveryError(f"cannot post to {where} ({_one_line(exc)})") from exc
+
+
+def _key(item: Mapping[str, Any]) -> Key:
+    """The identity of an Alertmanager alert: its sorted labels."""
+    return tuple(sorted(item["labels"].items()))
+
+
+def _latest_per_alert(changes: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict]]:
+    """The newest change of each alert, in the order of those changes: undelivered webhook
+    changes stay bounded by the alerts (not the pushes) while the receiver is down, and a
+    flapping alert is one change, not one per forecast."""
+    latest: dict[Key, int] = {}
+    for i, (_, item) in enumerate(changes):
+        key = _key(item)
+        latest.pop(key, None)
+        latest[key] = i
+    return [changes[i] for i in latest.values()]
 
 
 def _one_line(exc: BaseException) -> str:
@@ -236,6 +260,8 @@ class AlertPusher:
     """Pushes the engine's alerts to Alertmanager and/or a webhook after each forecast set.
 
     ``sender(url, payload, timeout_s)`` defaults to :func:`post_json` (tests may record).
+    ``state_path``: where the firing alerts and undelivered changes are kept across
+    restarts (:mod:`~fleetcast.appliance.alerting_state`; None: in memory only).
     """
 
     def __init__(
@@ -244,12 +270,14 @@ class AlertPusher:
         config: AlertingConfig,
         clock: Callable[[], float] = time.time,
         sender: Callable[[str, Any, float], int] = post_json,
+        state_path: pathlib.Path | None = None,
     ) -> None:
         self._runtime = runtime
         self.config = config
         self._clock = clock
         self._send = sender
         self._active: dict[Key, dict[str, Any]] = {}
+        self._state_file = StateFile(state_path) if state_path is not None else None
         self._task: asyncio.Task[None] | None = None
         self._unexpected_logged: set[str] = set()
         self.am = (
@@ -263,7 +291,11 @@ class AlertPusher:
     def from_settings(cls, runtime: Runtime, settings: Any) -> AlertPusher | None:
         """A pusher when Settings name a receiver, else None."""
         config = AlertingConfig.from_settings(settings)
-        return cls(runtime, config) if config.enabled else None
+        if not config.enabled:
+            return None
+        state_dir = getattr(settings, "state_dir", None)
+        path = pathlib.Path(state_dir) / STATE_FILE if state_dir is not None else None
+        return cls(runtime, config, state_path=path)
 
     @property
     def receivers(self) -> list[_Receiver]:
@@ -290,7 +322,13 @@ class AlertPusher:
         current: dict[Key, dict[str, Any]] = {}
         for alert in alerts:
             item = firing_alert(alert, now, ends, self.config.generator_url)
-            current[tuple(sorted(item["labels"].items()))] = item
+            key = _key(item)
+            old = self._active.get(key)
+            if old is not None and old["startsAt"] < item["startsAt"]:
+                # Still the same alert (e.g. across a restart, where the engine's first
+                # forecast raises it anew): it keeps the start the receivers were told.
+                item["startsAt"] = old["startsAt"]
+            current[key] = item
         new = [a for k, a in current.items() if k not in self._active]
         resolved = []
         for key, old in self._active.items():
@@ -340,9 +378,7 @@ class AlertPusher:
         the changes. Undelivered items wait for the next push."""
         firing, new, resolved = self.update(alerts)
         if self.am is not None:
-            self.am.pending = [
-                p for p in self.am.pending if tuple(sorted(p["labels"].items())) not in self._active
-            ]
+            self.am.pending = [p for p in self.am.pending if _key(p) not in self._active]
             payload = firing + self.am.pending + resolved
             if payload:
                 ok = await self._deliver(self.am, payload)
@@ -356,13 +392,38 @@ class AlertPusher:
             if changes:
                 body = webhook_body([a for _, a in changes], [s for s, _ in changes])
                 ok = await self._deliver(self.webhook, body)
-                self.webhook.pending = [] if ok else changes
+                self.webhook.pending = [] if ok else _latest_per_alert(changes)
+        await self._save()
+
+    # -- state across restarts (alerting_state.py) ---------------------------------------
+    def restore(self) -> None:
+        """Load what the receivers were told before a restart (blocking; no file: no-op)."""
+        state = self._state_file.load() if self._state_file is not None else None
+        if state is None:
+            return
+        self._active = {_key(item): item for item in state.active}
+        if self.am is not None:
+            self.am.pending = list(state.alertmanager_pending)
+        if self.webhook is not None:
+            self.webhook.pending = [(s, a) for s, a in state.webhook_pending]
+
+    async def _save(self) -> None:
+        if self._state_file is not None:
+            await self._state_file.save(
+                # endsAt changes with every re-send; a resolution sets its own.
+                active=[
+                    {k: v for k, v in a.items() if k != "endsAt"} for a in self._active.values()
+                ],
+                alertmanager_pending=list(self.am.pending) if self.am is not None else [],
+                webhook_pending=list(self.webhook.pending) if self.webhook is not None else [],
+            )
 
     # -- life cycle ----------------------------------------------------------------------
     async def start(self) -> None:
         """Start the push loop (it follows the runtime's forecast sets)."""
         if self._task is not None or self._runtime is None:
             return
+        await anyio.to_thread.run_sync(self.restore)
         self._task = asyncio.create_task(self._run(), name="fleetcast-alert-pusher")
         _log.info("alerts: pushing to %s", ", ".join(r.name for r in self.receivers))
 

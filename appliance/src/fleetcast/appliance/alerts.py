@@ -13,14 +13,20 @@ from fleetcast.appliance.forecast import iso
 from fleetcast.contract.schema import METRIC_COLUMNS
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Collection, Mapping, Sequence
 
     from fleetcast.appliance.risk import RiskResult
 
-__all__ = ["AlertKey", "build_alerts"]
+__all__ = ["HYSTERESIS", "AlertKey", "build_alerts"]
 
 AlertKey = tuple[str, str, str]
 """(server_name, metric, horizon)."""
+
+HYSTERESIS = 0.05
+"""An alert raised by the previous forecast stays raised while its probability is at least
+``warning - HYSTERESIS``, and a critical one stays critical while it is above ``critical -
+HYSTERESIS`` (the margin at most half the gap below each level): a probability that
+hovers at a level is one alert, not a firing/resolved pair with every forecast."""
 
 
 def build_alerts(
@@ -37,6 +43,7 @@ def build_alerts(
     since: Mapping[AlertKey, str],
     warning: float,
     critical: float,
+    critical_before: Collection[AlertKey] = (),
 ) -> tuple[list[dict[str, Any]], dict[AlertKey, str]]:
     """Alerts of B servers, highest probability first, and the new ``since`` table.
 
@@ -44,14 +51,27 @@ def build_alerts(
     shortest first; ``since``: when each alert still active was first raised (an alert
     absent from the previous forecast starts at ``prediction_time``). ``predicted_value``
     (p50) and ``predicted_p90`` are read at the step of the highest probability within the
-    horizon (``at``).
+    horizon (``at``). ``critical_before``: the alerts that were critical in the previous
+    forecast; with ``since`` they set the :data:`HYSTERESIS`.
     """
     lv = list(levels)
     mid = lv.index(0.5) if 0.5 in lv else len(lv) // 2
     hi = len(lv) - 1
     hnames = list(horizons)
     hsteps = list(horizons.values())
-    b_idx, m_idx, h_idx = np.nonzero(risk.by_horizon >= warning)
+    raised = risk.by_horizon >= warning
+    hold = warning - min(HYSTERESIS, warning / 2)
+    keep_critical = critical - min(HYSTERESIS, (critical - warning) / 2)
+    row = {name: b for b, name in enumerate(names)}
+    held: list[tuple[int, int, int]] = []
+    for name, metric, horizon in since:
+        b = row.get(name)
+        if b is not None and metric in METRIC_COLUMNS and horizon in hnames:
+            held.append((b, METRIC_COLUMNS.index(metric), hnames.index(horizon)))
+    if held:
+        hb, hm, hh = (np.asarray(x, dtype=np.int64) for x in zip(*held, strict=True))
+        raised[hb, hm, hh] |= risk.by_horizon[hb, hm, hh] >= hold
+    b_idx, m_idx, h_idx = np.nonzero(raised)
     if b_idx.size == 0:
         return [], {}
     peak = np.stack([np.argmax(risk.step_prob[:, :, :h], axis=-1) for h in hsteps], axis=-1)
@@ -80,7 +100,9 @@ def build_alerts(
                 "predicted_p90": p90[i],
                 "threshold": thr[i],
                 "probability": prob[i],
-                "severity": "critical" if prob[i] > critical else "warning",
+                "severity": "critical"
+                if prob[i] > critical or (prob[i] > keep_critical and key in critical_before)
+                else "warning",
                 "since": first,
                 "at": times[when[i]],
             }

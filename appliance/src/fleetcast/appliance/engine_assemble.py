@@ -25,6 +25,17 @@ __all__ = ["assemble"]
 log = logging.getLogger("fleetcast.appliance.engine")
 
 
+def _critical(previous: ForecastSet | None) -> set[tuple[str, str, str]]:
+    """The (server, metric, horizon) alerts critical in the previous forecast set."""
+    if previous is None:
+        return set()
+    return {
+        (a["server_name"], a["metric"], a["horizon"])
+        for a in previous.alerts
+        if a["severity"] == "critical"
+    }
+
+
 def assemble(
     engine: Engine,
     names: list[str],
@@ -129,6 +140,7 @@ def assemble(
         since=engine._alert_since,
         warning=cfg.warning_probability,
         critical=cfg.critical_probability,
+        critical_before=_critical(engine._current),
     )
     order = np.argsort(-risk.risk, kind="stable")
     fs = ForecastSet(

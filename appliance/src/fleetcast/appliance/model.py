@@ -298,7 +298,8 @@ def _check_sidecar(model_path: Path, data: bytes) -> None:
 
 
 def _check_spec(spec: ModelSpec, metadata: dict[str, str]) -> None:
-    """Contract version, targets, horizons, quantiles and validate_model_compatibility."""
+    """Contract version, targets and validate_model_compatibility (horizons and quantiles:
+    ``ModelSpec.validate``, run by ``from_metadata``)."""
     from fleetcast.contract.validate import validate_model_compatibility
 
     if _major(spec.contract_version) != _major(CONTRACT_VERSION):
@@ -333,16 +334,6 @@ def _check_spec(spec: ModelSpec, metadata: dict[str, str]) -> None:
             f"Expected the model's targets to be {list(METRIC_COLUMNS)} (contract order), but "
             f"they are {list(spec.targets)}.",
             "the appliance maps output rows to metrics in contract order.",
-            REEXPORT,
-            FORMAT_DOC,
-        )
-    bad_h = {k: v for k, v in spec.horizons.items() if not 1 <= v <= spec.prediction_length}
-    q = list(spec.quantiles)
-    if bad_h or q != sorted(q) or len(q) < 2 or not all(0.0 < x < 1.0 for x in q):
-        raise ModelError(
-            f"The model's horizons {spec.horizons} or quantiles {q} are invalid (horizons must "
-            f"be 1..{spec.prediction_length} steps, quantiles ascending in (0, 1)).",
-            "risk and the reported horizons are read from them.",
             REEXPORT,
             FORMAT_DOC,
         )

@@ -166,8 +166,12 @@ def exceedance_probability(
     t = np.broadcast_to(np.asarray(threshold, dtype=np.float64), q.shape[:-1])
     cdf = None
     for k in range(lv.shape[0] - 1):
-        lo = q[..., k]
-        width = np.maximum(q[..., k + 1] - lo, 1e-6 * (1.0 + np.abs(lo)))
+        hi = q[..., k + 1]
+        width = np.maximum(hi - q[..., k], 1e-6 * (1.0 + np.abs(hi)))
+        # A (near) zero-width segment is a near-step that ends at its value, so that
+        # F(value) includes the value's mass: with p50 = p90 = 100 (cpu clamped at the
+        # contract's maximum) P(X > 100) is 1 - 0.9, not 1 - 0.5. Wider segments: lo = q_k.
+        lo = np.minimum(q[..., k], hi - width)
         val = lv[k] + (lv[k + 1] - lv[k]) / width * (t - lo)
         # Segment k covers [q_k, q_k+1); the first also the lower tail, the last the upper.
         cdf = val if cdf is None else np.where(t >= lo, val, cdf)

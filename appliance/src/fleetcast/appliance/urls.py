@@ -12,8 +12,34 @@ from __future__ import annotations
 
 import base64
 import urllib.parse
+import urllib.request
 
-__all__ = ["shown", "split_credentials"]
+__all__ = ["REDIRECTS", "opener", "redirect_target", "shown", "split_credentials"]
+
+REDIRECTS = (301, 302, 303, 307, 308)
+"""HTTP redirect codes: :func:`opener` answers them with an HTTPError instead of following."""
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Refuses to follow redirects. urllib follows a 301/302/303 to a POST with a GET
+    without the body: Alertmanager answers that GET with its alert list (HTTP 200), so an
+    Alertmanager behind an http→https redirect counted every alert delivered that it
+    never got, and Prometheus answered "no expression found" for a correct expression."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None  # urllib then raises HTTPError with the redirect's code
+
+
+def opener() -> urllib.request.OpenerDirector:
+    """A urllib opener that does not follow redirects (see :data:`REDIRECTS`)."""
+    return urllib.request.build_opener(_NoRedirects)
+
+
+def redirect_target(headers: object) -> str:
+    """The ``Location`` of a redirect as :func:`shown` shows it (without its path: it may
+    hold a webhook's token), or ``?`` when it has none."""
+    location = getattr(headers, "get", lambda _k: None)("Location")
+    return shown(str(location), path=False) if location else "?"
 
 
 def split_credentials(url: str) -> tuple[str, dict[str, str]]:

@@ -60,6 +60,10 @@ async def stream_predictions(
     try:
         await socket.accept()
         receiver = asyncio.create_task(_drain(socket))
+        # A set published while the handshake ran is in the queue and is the current one:
+        # sent once, as the current set, not a second time from the queue.
+        with contextlib.suppress(asyncio.QueueEmpty):
+            queue.get_nowait()
         if runtime.current_body is not None:
             await _send(socket, runtime.current_body.decode("utf-8"), send_timeout_s, receiver)
         while not receiver.done():

@@ -16,6 +16,7 @@ the expressions evaluated at the step's **last second**, ``k * 300 + 299``
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import urllib.error
 import urllib.parse
@@ -34,7 +35,7 @@ from fleetcast.appliance.sources.records import (
     assemble,
     resolve_coverage,
 )
-from fleetcast.appliance.urls import shown, split_credentials
+from fleetcast.appliance.urls import REDIRECTS, opener, redirect_target, shown, split_credentials
 from fleetcast.contract.encoder import parse_profile_rules
 from fleetcast.contract.schema import METRIC_COLUMNS, STEP_SECONDS
 
@@ -154,11 +155,18 @@ def parse_response(body: bytes, expr: str = "") -> list[Series]:
             detail=str(exc),
         ) from exc
     if parsed.status != "success" or parsed.data is None:
+        if "too many samples" in str(parsed.error):
+            # Prometheus' --query.max-samples: the expression is right, the read too big.
+            fix = (
+                "the expression reads more samples than Prometheus' --query.max-samples "
+                "allows: raise that limit, or read a cheaper series (a recording rule)"
+            )
+        else:
+            fix = "correct the expression (try it in Prometheus' graph page)"
         raise PromError(
             "bad_query",
             f"Prometheus refused {expr!r}: {parsed.errorType}: {parsed.error}. Why it matters: "
-            "this metric cannot be read. Fix: correct the expression (try it in Prometheus' "
-            f"graph page). See {_SEE}#queries.",
+            f"this metric cannot be read. Fix: {fix}. See {_SEE}#queries.",
             detail=f"{parsed.errorType}: {parsed.error}",
         )
     kind = parsed.data.resultType
@@ -250,6 +258,7 @@ class PromClient:
         """The URL as messages show it (no credentials)."""
         self.timeout_s = float(timeout_s)
         self.headers = {"Accept": "application/json", **auth, **dict(headers or {})}
+        self._opener = opener()
 
     def _post(self, path: str, form: Mapping[str, str], expr: str) -> list[Series]:
         data = urllib.parse.urlencode(form).encode("ascii")
@@ -260,19 +269,15 @@ class PromClient:
             method="POST",
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            with self._opener.open(request, timeout=self.timeout_s) as response:
                 body = response.read()
         except urllib.error.HTTPError as exc:
+            if exc.code in REDIRECTS:
+                raise self._redirected(path, exc) from exc
             body = exc.read()
             if exc.code in (400, 422):  # Prometheus' answer to a bad expression
                 return parse_response(body, expr)
-            raise PromError(
-                "http",
-                f"Prometheus at {self.shown} answered HTTP {exc.code} to {path}. Why it matters: "
-                "no samples this cycle (retried with backoff). Fix: check that the URL is "
-                f"Prometheus' and that it is healthy. See {_SEE}#troubleshooting.",
-                detail=f"HTTP {exc.code}",
-            ) from exc
+            raise self._http_error(path, exc.code, body) from exc
         except TimeoutError as exc:
             raise PromError(
                 "timeout",
@@ -310,6 +315,61 @@ class PromClient:
                 detail=_short(exc),
             ) from exc
         return parse_response(body, expr)
+
+    def _redirected(self, path: str, exc: urllib.error.HTTPError) -> PromError:
+        location = exc.headers.get("Location") if exc.headers is not None else None
+        target = shown(str(location)) if location else redirect_target(None)
+        base = target.removesuffix(path) if target.endswith(path) else None
+        return PromError(
+            "http",
+            f"Prometheus at {self.shown} redirects {path} to {target} (HTTP {exc.code}). Why "
+            "it matters: a redirected query loses its expression, so no samples are read. "
+            "Fix: set --prometheus-url to the URL it redirects to"
+            + (f" ({base})" if base else "")
+            + f". See {_SEE}#configure.",
+            detail=f"HTTP {exc.code}",
+        )
+
+    def _http_error(self, path: str, code: int, body: bytes) -> PromError:
+        """The PromError of a non-2xx answer other than 400/422: credentials refused
+        (401/403/407), or Prometheus' own error (a query timeout is HTTP 503), else bare."""
+        if code in (401, 403, 407):
+            sent = "Authorization" in self.headers
+            return PromError(
+                "http",
+                f"Prometheus at {self.shown} refused the "
+                + ("credentials" if sent else "request without credentials")
+                + f" (HTTP {code}) to {path}. Why it matters: no samples until it accepts "
+                "them (retried with backoff; the last forecasts stay served). Fix: "
+                + (
+                    "correct the user and password in --prometheus-url"
+                    if sent
+                    else "put them in the URL: --prometheus-url http://USER:PASSWORD@HOST:9090"
+                )
+                + " (HTTP Basic auth; a proxy that wants another kind of login cannot be "
+                f"used: point the URL at Prometheus itself). See {_SEE}#configure.",
+                detail=f"HTTP {code}",
+            )
+        cause = ""
+        with contextlib.suppress(msgspec.DecodeError):
+            parsed = _DECODER.decode(body)
+            if parsed.status == "error" and parsed.error:
+                cause = f"{parsed.errorType}: {' '.join(parsed.error.split())[:200]}"
+        if cause.startswith("timeout"):
+            fix = (
+                "the query ran past Prometheus' own --query.timeout: make the expression "
+                "cheaper (a recording rule) or raise that timeout"
+            )
+        else:
+            fix = "check that the URL is Prometheus' and that it is healthy"
+        return PromError(
+            "http",
+            f"Prometheus at {self.shown} answered HTTP {code} to {path}"
+            + (f" ({cause})" if cause else "")
+            + ". Why it matters: no samples this cycle (retried with backoff). Fix: "
+            f"{fix}. See {_SEE}#troubleshooting.",
+            detail=f"HTTP {code}",  # bare: the trainer's importer words its own message
+        )
 
     def query(self, expr: str, at: float) -> list[Series]:
         """Instant query of ``expr`` evaluated at epoch seconds ``at``."""
