@@ -60,6 +60,9 @@ class FakeAppliance:
             return httpx.Response(200, json={"timestamps": [], "mean_risk": []})
         if path == "/alerts/active":
             return httpx.Response(200, json={"alerts": []})
+        if path == "/demo/scenario" and request.method == "POST":
+            scenario = json.loads(request.content)["scenario"]
+            return httpx.Response(200, json={"scenario": scenario, "applies_from": "next step"})
         kind, _, name = path.strip("/").partition("/")
         if kind == "predictions" and name in servers:
             body = copy.deepcopy(servers[name])

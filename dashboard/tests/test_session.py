@@ -162,3 +162,25 @@ def test_a_server_without_curves_does_not_blank_the_others() -> None:
     assert len(session.historical.plot.source.data["time"]) > 0
     # asked once per forecast set, not again on every refresh
     assert fake.requests.count("/predictions/ppweb001") == 1
+
+
+def test_a_scenario_click_is_held_until_it_is_sent() -> None:
+    # The click's task was created and dropped: asyncio holds tasks weakly, so a collection
+    # mid-flight could lose the scenario change. The session now holds it until it ends.
+    from .fake_appliance import FakeAppliance, session_for
+
+    fake = FakeAppliance()
+    session = session_for(fake)
+
+    async def go() -> tuple[int, int]:
+        session._scenario_clicked("degrading")
+        held = len(session._tasks)
+        await asyncio.gather(*session._tasks)
+        await asyncio.sleep(0)  # the done callback runs on the next loop turn
+        await session.client.aclose()
+        return held, len(session._tasks)
+
+    held, after = asyncio.run(go())
+    assert (held, after) == (1, 0)
+    assert "/demo/scenario" in fake.requests
+    assert "degrading" in session.header.message.object

@@ -16,7 +16,7 @@ from fleetcast.dashboard.shaping import break_gaps
 from fleetcast.dashboard.state import SessionState
 from fleetcast.dashboard.status import StatusInfo
 from fleetcast.dashboard.views.advanced import AdvancedView
-from fleetcast.dashboard.views.figures import FleetTrendFigure, HistoryFigures
+from fleetcast.dashboard.views.figures import FleetTrendFigure, ForecastFigures, HistoryFigures
 from fleetcast.dashboard.views.header import Header
 
 from .samples import current_body
@@ -106,6 +106,7 @@ def test_history_plot_breaks_lines_at_missing_steps() -> None:
 
 STATUS = {
     "model": {"bundle_id": "b1", "step_seconds": 300},
+    "servers": {"known": 9, "ready": 4, "warming": 1, "stale": 2, "ahead": 1, "unknown": 1},
     # the run's wall-clock time: hours after the forecast's data time under a 60x demo clock
     "last_prediction_time": "2026-11-28T00:31:39Z",
     "source": {"kind": "demo", "healthy": True},
@@ -138,6 +139,11 @@ def test_header_and_advanced_show_the_same_last_forecast_time() -> None:
     )
     assert "last prediction time" not in facts
     assert "<td>demo (source healthy)</td>" in facts
+    # servers whose data stopped (stale) or runs ahead are counted, not lost between buckets
+    assert (
+        "<td>servers ready / warming / stale / ahead / unknown / known</td>"
+        "<td>4 / 1 / 2 / 1 / 1 / 9</td>" in facts
+    )
 
 
 def test_advanced_before_any_forecast() -> None:
@@ -200,3 +206,16 @@ def test_the_refresh_slider_covers_the_configured_rate() -> None:
             DashboardSettings(refresh_seconds=seconds), on_refresh=lambda _s: None
         ).refresh
         assert (slider.start, slider.value, slider.end) == (start, seconds, end)
+
+
+def test_every_time_axis_says_utc() -> None:
+    """The plots draw UTC times without a zone (Bokeh's axis): the axis must say UTC."""
+    from bokeh.models import DatetimeAxis
+
+    views = (HistoryFigures().view, ForecastFigures().view, FleetTrendFigure().view)
+    panes = [p for v in views for p in (v.objects if hasattr(v, "objects") else [v])]
+    assert len(panes) == 4
+    for pane in panes:
+        axes = list(pane.object.select({"type": DatetimeAxis}))
+        assert axes
+        assert {axis.axis_label for axis in axes} == {"UTC"}

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import panel as pn
 
@@ -28,6 +28,8 @@ from .views.overview import OverviewView
 from .views.top import TopServersView
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
     from bokeh.document import Document
     from panel.io.callbacks import PeriodicCallback
 
@@ -62,6 +64,7 @@ class DashboardSession:
         self._pushed: CurrentPredictions | None = None
         self._ws_live = False
         self._ws_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # asyncio keeps only weak references
         self._tick_cb: PeriodicCallback | None = None
         self._closed = False
 
@@ -120,7 +123,14 @@ class DashboardSession:
             self._tick_cb.stop()
         if self._ws_task is not None:
             self._ws_task.cancel()
-        asyncio.get_event_loop().create_task(self.client.aclose())
+        self._spawn(self.client.aclose())
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` as a task held until it ends: an unreferenced task may be collected
+        mid-flight (asyncio holds tasks weakly), losing a scenario change or a close."""
+        task = asyncio.get_event_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def wake(self) -> None:
         """Refresh at the next tick instead of at the end of the refresh period."""
@@ -138,7 +148,7 @@ class DashboardSession:
         self.wake()
 
     def _scenario_clicked(self, scenario: str) -> None:
-        asyncio.get_event_loop().create_task(self._set_scenario(scenario))
+        self._spawn(self._set_scenario(scenario))
 
     async def _set_scenario(self, scenario: str) -> None:
         try:

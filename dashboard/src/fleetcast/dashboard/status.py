@@ -57,7 +57,7 @@ class StatusInfo:
         return [str(v) for v in value] if isinstance(value, list) else []
 
     def servers(self, key: str) -> int | None:
-        """A server count: ``key`` in known/ready/warming/unknown."""
+        """A server count: ``key`` in known/ready/warming/stale/ahead/unknown."""
         value = _number(dig(self.raw, "servers", key))
         return None if value is None else int(value)
 

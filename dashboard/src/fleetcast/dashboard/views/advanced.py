@@ -80,13 +80,13 @@ class AdvancedView:
                 ["contract version", status.contract_version or "n/a"],
                 ["execution providers", ", ".join(status.providers) or "n/a"],
                 [
-                    "servers ready / warming / unknown / known",
+                    "servers ready / warming / stale / ahead / unknown / known",
                     " / ".join(
                         _num(
                             None if status.servers(k) is None else float(status.servers(k)),
                             "{:.0f}",
                         )
-                        for k in ("ready", "warming", "unknown", "known")
+                        for k in ("ready", "warming", "stale", "ahead", "unknown", "known")
                     ),
                 ],
                 [

@@ -55,6 +55,10 @@ def _figure(title: str, height: int, width: int | None = None, **kwargs: Any) ->
         opts["width"] = width
     fig = figure(title=title, x_axis_type="datetime", **opts, **kwargs)
     fig.title.text_font_size = "12px"
+    # Times are drawn as naive UTC (``to_naive``): say so, or a reader takes them as local.
+    fig.xaxis.axis_label = "UTC"
+    fig.xaxis.axis_label_text_font_size = "10px"
+    fig.xaxis.axis_label_standoff = 2
     return fig
 
 
@@ -101,7 +105,7 @@ class ForecastFigures:
                     renderers=[p50],
                     mode="vline",
                     tooltips=[
-                        ("time", "@time{%F %H:%M}"),
+                        ("time (UTC)", "@time{%F %H:%M}"),
                         ("p10", "@p10{0.0}"),
                         ("p50", "@p50{0.0}"),
                         ("p90", "@p90{0.0}"),
@@ -272,7 +276,7 @@ class HistoryFigures:
                 HoverTool(
                     renderers=[line],
                     mode="vline",
-                    tooltips=[("time", "@time{%F %H:%M}"), (column, f"@{column}{{0.00}}")],
+                    tooltips=[("time (UTC)", "@time{%F %H:%M}"), (column, f"@{column}{{0.00}}")],
                     formatters={"@time": "datetime"},
                 )
             )
