@@ -402,3 +402,29 @@ def test_a_receiver_that_redirects_is_a_failed_delivery(code: int) -> None:
     assert posts == ["/moved/api/v2/alerts"]  # not followed
     assert f"redirects to https://am.example:9093/… (HTTP {code})" in str(info.value)
     assert "secret" not in str(info.value)
+
+
+def test_a_hanging_receiver_does_not_hold_back_the_other() -> None:
+    # Deliveries ran one receiver after the other: an Alertmanager timing out (3 tries of
+    # --timeout each) held the webhook's alerts back by its whole retry time on every push.
+    # Here Alertmanager's send waits for the webhook's: one after the other it can only fail.
+    webhook_sent = threading.Event()
+    got: dict[str, Any] = {}
+
+    def sender(url: str, payload: Any, timeout: float) -> int:
+        if url.startswith("http://am"):
+            if not webhook_sent.wait(10):
+                raise DeliveryError("the webhook was not delivered meanwhile")
+        else:
+            webhook_sent.set()
+        got[url] = payload
+        return 200
+
+    cfg = AlertingConfig(alertmanager_url="http://am/", webhook_url="http://hook/x", attempts=1)
+    pusher = AlertPusher(None, cfg, clock=_Clock(), sender=sender)
+    asyncio.run(pusher.push([_alert("a")]))
+    assert pusher.am is not None
+    assert pusher.webhook is not None
+    assert (pusher.am.sent, pusher.am.failed) == (1, 0)
+    assert (pusher.webhook.sent, pusher.webhook.failed) == (1, 0)
+    assert set(got) == {"http://am/api/v2/alerts", "http://hook/x"}

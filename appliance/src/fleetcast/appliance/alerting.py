@@ -375,25 +375,35 @@ class AlertPusher:
 
     async def push(self, alerts: Iterable[Mapping[str, Any]]) -> None:
         """Diff ``alerts`` and deliver: Alertmanager gets all firing + resolved, the webhook
-        the changes. Undelivered items wait for the next push."""
+        the changes, both at once (a receiver timing out must not hold the other's alerts
+        back for its retries). Undelivered items wait for the next push."""
         firing, new, resolved = self.update(alerts)
-        if self.am is not None:
-            self.am.pending = [p for p in self.am.pending if _key(p) not in self._active]
-            payload = firing + self.am.pending + resolved
-            if payload:
-                ok = await self._deliver(self.am, payload)
-                self.am.pending = [] if ok else self.am.pending + resolved
-        if self.webhook is not None:
-            changes = (
-                self.webhook.pending
-                + [("firing", a) for a in new]
-                + [("resolved", a) for a in resolved]
-            )
-            if changes:
-                body = webhook_body([a for _, a in changes], [s for s, _ in changes])
-                ok = await self._deliver(self.webhook, body)
-                self.webhook.pending = [] if ok else _latest_per_alert(changes)
+        await asyncio.gather(
+            self._push_alertmanager(firing, resolved), self._push_webhook(new, resolved)
+        )
         await self._save()
+
+    async def _push_alertmanager(self, firing: list[dict], resolved: list[dict]) -> None:
+        if self.am is None:
+            return
+        self.am.pending = [p for p in self.am.pending if _key(p) not in self._active]
+        payload = firing + self.am.pending + resolved
+        if payload:
+            ok = await self._deliver(self.am, payload)
+            self.am.pending = [] if ok else self.am.pending + resolved
+
+    async def _push_webhook(self, new: list[dict], resolved: list[dict]) -> None:
+        if self.webhook is None:
+            return
+        changes = (
+            self.webhook.pending
+            + [("firing", a) for a in new]
+            + [("resolved", a) for a in resolved]
+        )
+        if changes:
+            body = webhook_body([a for _, a in changes], [s for s, _ in changes])
+            ok = await self._deliver(self.webhook, body)
+            self.webhook.pending = [] if ok else _latest_per_alert(changes)
 
     # -- state across restarts (alerting_state.py) ---------------------------------------
     def restore(self) -> None:
