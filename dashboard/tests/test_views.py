@@ -219,3 +219,17 @@ def test_every_time_axis_says_utc() -> None:
         axes = list(pane.object.select({"type": DatetimeAxis}))
         assert axes
         assert {axis.axis_label for axis in axes} == {"UTC"}
+
+
+def test_the_now_line_is_not_carried_over_to_a_server_without_a_data_time() -> None:
+    from fleetcast.dashboard.api import ServerDetail
+
+    from .samples import detail_body
+
+    plots = ForecastFigures()
+    plots.update(parse(detail_body(), ServerDetail, "test"), None, {})
+    assert all(span.visible for span in plots.now.values())
+    body = detail_body()
+    body["data_time"] = None
+    plots.update(parse(body, ServerDetail, "test"), None, {})
+    assert not any(span.visible for span in plots.now.values())

@@ -167,9 +167,10 @@ class ForecastFigures:
                 self.limits[metric].data = {"time": [start[0], times[-1]], "value": [limit, limit]}
             else:
                 self.limits[metric].data = {"time": [], "value": []}
+            # Without a data time, no "now" line: the previous server's would be wrong here.
             if data_time is not None:
                 self.now[metric].location = data_time.timestamp() * 1000.0
-                self.now[metric].visible = True
+            self.now[metric].visible = data_time is not None
 
 
 class FleetTrendFigure:
