@@ -89,6 +89,33 @@ def test_resume_from_checkpoint(toy_table, make_config, tmp_path: Path) -> None:
     assert second["resumed_from"] == str(ckpt / "last.ckpt")
 
 
+def test_a_resumed_run_keeps_an_earlier_best_epoch(
+    toy_table, make_config, tmp_path: Path, monkeypatch
+) -> None:
+    """The best weights travel in the checkpoint: when no epoch after a resume beats the
+    best one before it, that one is kept (and reported), not the best of the resumed part."""
+    import fleetcast.trainer.callbacks as callbacks
+
+    ckpt = tmp_path / "ckpt"
+    model_1, _, first = train_model(toy_table, make_config(checkpoint_dir=ckpt, checkpoint_every=1))
+    real = callbacks._metric
+
+    def worse(trainer, *names: str) -> float:  # epoch 2 validates far worse
+        return real(trainer, *names) + (1e6 if "val_loss" in names else 0.0)
+
+    monkeypatch.setattr(callbacks, "_metric", worse)
+    model_2, _, second = train_model(
+        toy_table, make_config(epochs=2, checkpoint_dir=ckpt, resume_from=ckpt / "last.ckpt")
+    )
+    assert [r["epoch"] for r in second["history"]] == [2]
+    assert second["best_epoch"] == 1
+    state_2 = model_2.state_dict()
+    for name, value in model_1.state_dict().items():
+        assert bool((value == state_2[name]).all()), name
+    assert second["quality"]["val_loss"] == first["quality"]["val_loss"]
+    assert second["quality"]["train_loss"] == pytest.approx(first["quality"]["train_loss"])
+
+
 def test_a_server_too_short_for_a_window_is_trained_as_unknown(toy_table, make_config) -> None:
     """10 rows cannot make a window of 12 encoder + 12 predicted steps: such a server gets
     no embedding of its own (it would never be trained), the unknown one instead."""

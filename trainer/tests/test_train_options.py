@@ -87,6 +87,9 @@ BAD_OPTIONS = [
     (["--holdout-hours", "0"], "--holdout-hours 0.0"),
     (["--holdout-hours", "-5"], "--holdout-hours -5.0"),
     (["--holdout-hours", "0.5"], "--holdout-hours 0.5 h (6 steps)"),  # < 12 predicted steps
+    (["--val-hours", "-1"], "--val-hours -1.0"),
+    (["--val-hours", "nan"], "--val-hours nan"),
+    (["--val-hours", "0.5"], "--val-hours 0.5 h (6 steps)"),  # < 12 predicted steps
     (["--eval-windows", "0"], "--eval-windows 0"),
     (["--patience", "-1"], "--patience -1"),
     (["--max-minutes", "-1"], "--max-minutes -1.0"),
@@ -273,8 +276,9 @@ def test_an_encoder_longer_than_the_data_is_refused(
                *_with(TINY, ["--encoder-steps", "100000"])])  # fmt: skip
     err = capsys.readouterr().err
     assert rc == 1
-    # Toy data: 72 h = 864 steps, 24 h held out -> 576 training steps, minus 12 predicted.
-    assert "--encoder-steps 100000: must be at most 564 steps on this data" in err
+    # Toy data: 72 h = 864 steps, 24 h held out, 24 h validation -> 288 training steps,
+    # minus 12 predicted.
+    assert "--encoder-steps 100000: must be at most 276 steps on this data" in err
     _four_parts(err, "trainer/README.md#options")
     assert not out.exists()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 
@@ -82,14 +82,31 @@ def _fmt_duration(seconds: float) -> str:
 class BestWeights(pl.Callback):
     """Keeps a CPU copy of the weights of the epoch with the lowest ``monitor`` value.
 
-    After fit, :meth:`restore` loads them back (no checkpoint file, no pickle).
+    After fit, :meth:`restore` loads them back (no checkpoint file, no pickle). The copy, its
+    value, epoch and training loss are part of Lightning's checkpoints (:meth:`state_dict`),
+    so a resumed run keeps an earlier epoch's weights when no later epoch beats them (as
+    EarlyStopping, whose state is checkpointed too, counts from that epoch).
     """
 
     def __init__(self, monitor: str = "val_loss") -> None:
         self.monitor = monitor
         self.best: float = math.inf
         self.best_epoch: int | None = None
+        self.best_train_loss: float = math.nan
         self._state: dict[str, torch.Tensor] | None = None
+        self._loss_sum: torch.Tensor | float = 0.0
+        self._loss_count = 0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._loss_sum, self._loss_count = 0.0, 0
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, *args: Any
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is not None:  # summed on the device: no synchronisation per batch
+            self._loss_sum = self._loss_sum + loss.detach()
+            self._loss_count += 1
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -98,9 +115,28 @@ class BestWeights(pl.Callback):
         if math.isfinite(value) and value < self.best:
             self.best = value
             self.best_epoch = trainer.current_epoch + 1
+            # The epoch's mean training loss so far (train_loss_epoch is logged only after
+            # validation, after the checkpoint of this epoch is written).
+            self.best_train_loss = (
+                float(self._loss_sum) / self._loss_count if self._loss_count else math.nan
+            )
             self._state = {
                 k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()
             }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "best_train_loss": self.best_train_loss,
+            "weights": self._state,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best = float(state_dict["best"])
+        self.best_epoch = state_dict["best_epoch"]
+        self.best_train_loss = float(state_dict.get("best_train_loss", math.nan))
+        self._state = state_dict["weights"]
 
     def restore(self, module: pl.LightningModule) -> bool:
         """Load the best weights into ``module``; False when none were recorded."""

@@ -78,9 +78,19 @@ def _check_cli_options(args: argparse.Namespace) -> None:
             args.holdout_hours,
             f"must be a number of hours above 0, at least one prediction ({need:g} h with "
             f"--prediction-steps {args.prediction_steps})",
-            "validation loss, early stopping and the accuracy table are computed on the "
-            "held-out tail; without one nothing can be validated.",
+            "the accuracy table is computed on the held-out tail; without one nothing can be "
+            "measured.",
             "Pass --holdout-hours 48 (the default) or another positive number of hours.",
+        )
+    if not (math.isfinite(args.val_hours) and args.val_hours >= 0):
+        raise _cli_error(
+            "--val-hours",
+            args.val_hours,
+            "must be a finite number of hours of at least 0 (0 = validate on the held-out tail)",
+            "validation loss and early stopping are computed on the validation part just "
+            "before the held-out tail, so the accuracy table is measured on windows that chose "
+            "nothing.",
+            "Pass --val-hours 24 (the default) or another number of hours.",
         )
     _check_at_least(
         "--servers-sample",
@@ -147,6 +157,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         day_ago=args.day_ago,
         prediction=args.prediction_steps,
         holdout_steps=round(args.holdout_hours * 3600 / STEP_SECONDS),
+        val_steps=round(args.val_hours * 3600 / STEP_SECONDS),
         patience=args.patience,
         max_minutes=max_minutes,
         seed=args.seed,

@@ -137,7 +137,14 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
         "--holdout-hours",
         type=float,
         default=48.0,
-        help="held-out tail for validation and accuracy (reduced to a third on short data)",
+        help="held-out tail for the accuracy table (reduced to a third on short data)",
+    )
+    p.add_argument(
+        "--val-hours",
+        type=float,
+        default=24.0,
+        help="validation part before the held-out tail, for validation loss and early "
+        "stopping (reduced to a third on short data; 0 = validate on the held-out tail)",
     )
     p.add_argument("--eval-windows", type=int, default=3000, help="cap of accuracy windows")
     p.add_argument("--no-eval", action="store_true", help="skip the accuracy table")

@@ -65,6 +65,7 @@ _OPTION = {
     "horizon_power": "--horizon-power",
     "input_scaling": "--input-scaling",
     "holdout_steps": "--holdout-hours",
+    "val_steps": "--val-hours",
     "patience": "--patience",
     "max_minutes": "--max-minutes",
     "seed": "--seed",
@@ -291,10 +292,27 @@ def validate_config(config: TrainConfig) -> None:
             f"{hours:g} h ({config.holdout_steps} steps)",
             f"must hold at least one full prediction: {config.prediction} steps ({need:g} h, "
             "--prediction-steps)",
-            "validation loss, early stopping and the accuracy table are computed on windows "
-            "whose whole forecast lies in the held-out tail; a shorter tail holds none.",
+            "the accuracy table (and, with --val-hours 0, validation loss and early stopping) "
+            "is computed on windows whose whole forecast lies in the held-out tail; a shorter "
+            "tail holds none.",
             f"Pass --holdout-hours {max(need, 48.0):g} (the default is 48) or a shorter "
             "--prediction-steps.",
+        )
+    if not (
+        _is_int(config.val_steps)
+        and (config.val_steps == 0 or config.val_steps >= config.prediction)
+    ):
+        hours = config.val_steps * STEP_SECONDS / 3600 if _is_real(config.val_steps) else 0
+        need = config.prediction * STEP_SECONDS / 3600
+        raise option_error(
+            _label("val_steps"),
+            f"{hours:g} h ({config.val_steps} steps)",
+            f"must be 0 or hold at least one full prediction: {config.prediction} steps "
+            f"({need:g} h, --prediction-steps)",
+            "validation loss and early stopping are computed on windows whose whole forecast "
+            "lies in the validation part before the held-out tail; a shorter part holds none.",
+            f"Pass --val-hours {max(need, 24.0):g} (the default is 24), 0 to validate on the "
+            "held-out tail, or a shorter --prediction-steps.",
         )
     _require_int(
         config, "patience", 0, "early stopping waits this many epochs without a better "
@@ -404,7 +422,8 @@ def _lightning_strategies() -> list[str]:
 def check_encoder_fits(frame: pd.DataFrame, config: TrainConfig, cutoff: int) -> None:
     """Refuse an encoder longer than any training window can have (trainer/README.md#options).
 
-    A training window predicts ``config.prediction`` steps up to ``cutoff`` after an encoder
+    A training window predicts ``config.prediction`` steps up to ``cutoff`` (the end of the
+    training part, before the validation part and the held-out tail) after an encoder
     of at most the steps before them; the longest server's training part (its first step to
     ``cutoff``) minus the prediction is the longest encoder the model can ever be trained
     on. A longer ``max_encoder_length`` would be recorded in the bundle all the same, and
@@ -424,7 +443,8 @@ def check_encoder_fits(frame: pd.DataFrame, config: TrainConfig, cutoff: int) ->
         _label("encoder"),
         config.encoder,
         f"must be at most {longest} steps on this data: its longest server has {span} steps "
-        f"({span * STEP_SECONDS / 3600:g} h) before the held-out tail ({total} steps in all), "
+        f"({span * STEP_SECONDS / 3600:g} h) in the training part, before the validation part "
+        f"and the held-out tail ({total} steps in all), "
         f"minus {config.prediction} predicted steps",
         "the model is trained on windows of the training part only, so it would never see an "
         "encoder this long; the bundle would still record it, and the export and the "

@@ -6,9 +6,12 @@
                                                           max_batches=2, encoder=48,
                                                           prediction=12))
 
-The last ``holdout_steps`` of the time range are held out: validation loss and the
-accuracy table (TFT vs baselines, :mod:`fleetcast.trainer.evaluate`) are computed on
-windows whose prediction lies entirely in that tail; training windows end before it.
+The last ``holdout_steps`` of the time range are held out: the accuracy table (TFT vs
+baselines, :mod:`fleetcast.trainer.evaluate`) is computed on windows whose prediction lies
+entirely in that tail. The ``val_steps`` before it are the validation part: validation loss
+(early stopping, the learning-rate schedule, the best epoch) on windows predicting inside
+it. Training windows end before it, so the held-out windows choose nothing
+(``val_steps=0``: validation on the held-out tail, the earlier design).
 
 :class:`TrainConfig` lives in :mod:`fleetcast.trainer.train_config`, the pieces a run is set
 up from (the split, loss weights, the model, the precision) in
@@ -43,10 +46,12 @@ from fleetcast.trainer.train_setup import (
     _hardware,
     build_model,
     categorical_classes,
+    longest_encoder_windows,
     loss_weights,
     output_scale_floors,
     resolve_precision,
     split_holdout,
+    split_validation,
 )
 
 if TYPE_CHECKING:
@@ -67,6 +72,7 @@ __all__ = [
     "resolve_precision",
     "resume_error",
     "split_holdout",
+    "split_validation",
     "train_model",
 ]
 
@@ -101,12 +107,15 @@ def train_model(
         frame = prepare_frame(data, unknown_server_fraction=ds_config.unknown_server_fraction)
     check_data_step(frame)
     cutoff, holdout = split_holdout(frame, config)
-    check_encoder_fits(frame, config, cutoff)
+    # Training windows predict up to train_cutoff, validation windows inside
+    # (train_cutoff, cutoff], the accuracy table after cutoff.
+    train_cutoff, val_steps = split_validation(frame, config, cutoff)
+    check_encoder_fits(frame, config, train_cutoff)
     need = ds_config.min_encoder_length + ds_config.max_prediction_length
-    short = null_short_servers(frame, cutoff, need)
+    short = null_short_servers(frame, train_cutoff, need)
     if short:
         logger.warning(
-            "%d servers have fewer than %d steps before the held-out tail, too few for a "
+            "%d servers have fewer than %d steps in the training part, too few for a "
             "training window: trained as unknown servers (their profile's patterns), not "
             "as known ones: %s%s",
             len(short),
@@ -114,26 +123,30 @@ def train_model(
             ", ".join(short[:5]),
             ", …" if len(short) > 5 else "",
         )
-    train_frame = frame[frame["time_idx"] <= cutoff]
+    train_frame = frame[frame["time_idx"] <= train_cutoff]
     scalers = fit_scale_scalers(train_frame, ds_config)
     if ds_config.input_scaling == "fixed":
         ds_config = output_scale_floors(ds_config, scalers)
     train_ds = build_dataset(train_frame, ds_config, scalers=scalers)
     classes = categorical_classes(train_ds)
-    val_ds = build_dataset(
-        frame,
-        ds_config,
-        scalers=scalers,
-        categorical_classes=classes,
-        min_prediction_idx=cutoff + 1,
+    val_ds = longest_encoder_windows(
+        build_dataset(
+            frame[frame["time_idx"] <= cutoff] if val_steps else frame,
+            ds_config,
+            scalers=scalers,
+            categorical_classes=classes,
+            min_prediction_idx=train_cutoff + 1,
+        )
     )
     prepared = time.perf_counter()
     logger.info(
-        "data: %d rows, %d servers, %d training windows, %d held-out windows (last %d steps)",
+        "data: %d rows, %d servers, %d training windows, %d validation windows (%s), "
+        "held-out tail: last %d steps",
         len(frame),
         frame["server_name"].nunique(),
         len(train_ds),
         len(val_ds),
+        f"the {val_steps} steps before the tail" if val_steps else "in the held-out tail",
         holdout,
     )
 
@@ -237,12 +250,19 @@ def train_model(
         # Lightning restores the checkpoint before training starts: what failed is the file.
         raise resume_error(config.resume_from, first_lines(exc)) from None
     fitted = time.perf_counter()
-    restored = best.restore(model)
+    history = progress.history
+    # A run that trained no epoch (a resumed checkpoint that had done --epochs) keeps nothing,
+    # even where the checkpoint holds an earlier epoch's best weights.
+    restored = bool(history) and best.restore(model)
     model = model.to("cpu").eval()
 
-    history = progress.history
+    # The best epoch may predate a resume (its weights come from the checkpoint, its row is
+    # not in this run's history).
     best_row = next(
-        (r for r in history if r["epoch"] == best.best_epoch), history[-1] if history else None
+        (r for r in history if r["epoch"] == best.best_epoch),
+        {"epoch": best.best_epoch, "val_loss": best.best, "train_loss": best.best_train_loss}
+        if restored
+        else (history[-1] if history else None),
     )
     quality = {
         "profile_feature": "profile" in model.hparams.static_categoricals,
@@ -265,9 +285,17 @@ def train_model(
             "last_time_idx": int(frame["time_idx"].max()),
             "step_seconds": STEP_SECONDS,
         },
-        "split": {"cutoff_time_idx": cutoff, "holdout_steps": holdout},
+        "split": {
+            "cutoff_time_idx": cutoff,
+            "holdout_steps": holdout,
+            # Training windows predict up to train_cutoff_time_idx; validation windows
+            # inside (train_cutoff_time_idx, cutoff_time_idx]; equal with --val-hours 0.
+            "train_cutoff_time_idx": train_cutoff,
+            "validation_steps": val_steps,
+            "validation": "before_holdout" if val_steps else "holdout",
+        },
         "servers_too_short": {"count": len(short), "min_steps": need, "names": short[:100]},
-        "windows": {"train": len(train_ds), "holdout": len(val_ds), "val_used": n_val},
+        "windows": {"train": len(train_ds), "validation": len(val_ds), "val_used": n_val},
         "loss_weights": dict(zip(ds_config.targets, weights, strict=True)),
         "epochs_run": len(history),
         # None: no epoch finished with a finite validation loss; nothing was trained worth
@@ -286,6 +314,8 @@ def train_model(
         from fleetcast.trainer.evaluate import evaluate_holdout
 
         info["accuracy"] = evaluate_holdout(model, train_ds, frame, cutoff, config)
+        # Whether these windows also chose the model (early stopping, best epoch): optimistic.
+        info["accuracy"]["selected_on_holdout"] = not val_steps
     done = time.perf_counter()
     info["timings_s"] = {
         "prepare": round(prepared - started, 3),

@@ -1,6 +1,7 @@
 """The pieces a training run is set up from (split from :mod:`fleetcast.trainer.train`).
 
-:func:`split_holdout` (the held-out tail), :func:`loss_weights` (the targets' MultiLoss
+:func:`split_holdout` (the held-out tail), :func:`split_validation` (the validation part
+before it), :func:`longest_encoder_windows` (validation windows), :func:`loss_weights` (the targets' MultiLoss
 weights), :func:`categorical_classes`, :func:`output_scale_floors` (fixed input scaling's
 output scale), :func:`resolve_precision` and :func:`build_model` (a fresh TFT that starts
 at persistence); :func:`~fleetcast.trainer.train.train_model` calls them, and
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fleetcast.contract.schema import STEP_SECONDS
-from fleetcast.trainer.dataset import LEVEL_SUFFIX
+from fleetcast.trainer.dataset import GROUP_ID, LEVEL_SUFFIX
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,10 +31,12 @@ if TYPE_CHECKING:
 __all__ = [
     "build_model",
     "categorical_classes",
+    "longest_encoder_windows",
     "loss_weights",
     "output_scale_floors",
     "resolve_precision",
     "split_holdout",
+    "split_validation",
 ]
 
 
@@ -56,6 +59,54 @@ def split_holdout(frame: pd.DataFrame, config: TrainConfig) -> tuple[int, int]:
             "or a shorter --prediction-steps. See docs/MODEL_FORMAT.md#features."
         )
     return t_max - holdout, holdout
+
+
+def split_validation(frame: pd.DataFrame, config: TrainConfig, cutoff: int) -> tuple[int, int]:
+    """(train_cutoff, val_steps): the validation part, the ``val_steps`` before ``cutoff``.
+
+    Training windows predict up to ``train_cutoff``; validation windows (validation loss,
+    early stopping, the learning-rate schedule, the best epoch) predict inside
+    ``(train_cutoff, cutoff]``; the accuracy table after ``cutoff`` chooses nothing. At most
+    a third of the range; ``config.val_steps == 0`` returns ``(cutoff, 0)``: validation on
+    the held-out tail (the earlier design). Raises ValueError when the data leaves no room
+    for a validation part of one prediction and a training part of one window.
+    """
+    if config.val_steps == 0:
+        return cutoff, 0
+    t_min = int(frame["time_idx"].min())
+    total = int(frame["time_idx"].max()) - t_min + 1
+    val = min(config.val_steps, total // 3)
+    need = config.min_encoder + config.prediction
+    before = cutoff - t_min + 1
+    if val < config.prediction or before - val < need:
+        raise ValueError(
+            f"The data covers {total} steps ({total * STEP_SECONDS / 3600:.1f} h), too short for "
+            f"a held-out tail of {total - before} steps, a validation part of at least "
+            f"{config.prediction} steps and a training part of {need} steps. Fix: use more "
+            "hours of data (fleetcast generate --hours 72 or more), a shorter "
+            "--prediction-steps, or --val-hours 0 (validate on the held-out tail). See "
+            "trainer/README.md#what-a-run-does."
+        )
+    return cutoff - val, val
+
+
+def longest_encoder_windows(dataset: TimeSeriesDataSet) -> TimeSeriesDataSet:
+    """``dataset`` with one window per (server, first predicted step): the longest encoder.
+
+    pytorch-forecasting adds, at the end of every series, windows that predict its last
+    ``D`` steps again with the encoder cut shorter and shorter (``min_encoder_length`` up
+    to ``E - 1``): in a validation part of one day that is 84 of every 277 windows, all on
+    its last 8 hours, so early stopping would weigh those hours and those cold starts about
+    30 % instead of what the accuracy table measures (every window with all the history
+    it has). Training keeps them (cold starts to learn from).
+    """
+    idx = dataset.decoded_index
+    key = [GROUP_ID, "time_idx_first_prediction"]
+    first = idx.groupby(key, observed=True, sort=False)["time_idx_first"].transform("min")
+    keep = (idx["time_idx_first"] == first).to_numpy()
+    if keep.all():
+        return dataset
+    return dataset.filter(lambda _: keep)
 
 
 def loss_weights(frame: pd.DataFrame, targets: tuple[str, ...], lag: int = 12) -> list[float]:
