@@ -205,3 +205,41 @@ def test_projections_and_the_contracts_attention_equal_pytorch_forecasting(
     assert key.shape == (4, heads, hidden // heads, e + d)
     assert value.shape == (4, hidden // heads, e + d)
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-5)
+
+
+def test_fusion_is_checked_on_every_valid_row_of_the_parity_windows(
+    bundle_dir: Path,
+    toy_table: pa.Table,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    input_scaling: str,
+) -> None:
+    """docs/EXPORT.md#checks: the fused selection networks are kept when they equal the
+    unfused ones on the parity windows — not on the two windows the graph is traced with."""
+    from fleetcast.exporter import onnx_graph
+    from fleetcast.exporter.bundle_export import WindowSource, export_bundle, parity_windows
+    from fleetcast.exporter.export import ExportOptions
+    from fleetcast.trainer.bundle import load_bundle
+
+    if input_scaling != "fixed":
+        pytest.skip("one design with step graphs is enough")
+    source = WindowSource(windows=16)
+    windows = parity_windows(load_bundle(bundle_dir), toy_table, source)
+    checked: dict[str, int] = {}
+    real = onnx_graph._checked_step_graph
+
+    def spy(model, which, args):  # type: ignore[no-untyped-def]
+        checked[which] = int(args[0].shape[0])
+        return real(model, which, args)
+
+    monkeypatch.setattr(onnx_graph, "_checked_step_graph", spy)
+    options = ExportOptions(parity_batches=(7,), latency_batches=(), rounding_floor=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export_bundle(
+            bundle_dir, data=toy_table, out=tmp_path / "m.onnx", options=options, source=source
+        )
+    assert checked == {
+        "encoder": int(windows["encoder_lengths"].sum()),
+        "decoder": 16 * windows["decoder_cat"].shape[1],
+    }

@@ -123,6 +123,8 @@ class _Rollback:
 
     def undo(self) -> None:
         """Put every planned path back as it was (best effort; never raises)."""
+        from fleetcast.exporter.export import write_file_atomic
+
         for path, old in self.saved.items():
             try:
                 path.with_name(f".{path.name}.tmp").unlink(missing_ok=True)  # a torn write
@@ -130,7 +132,7 @@ class _Rollback:
                     if path.is_file():
                         path.unlink()
                 elif not path.is_file() or path.read_bytes() != old:
-                    path.write_bytes(old)
+                    write_file_atomic(path, old)
             except OSError as exc:
                 logger.warning("could not put back %s: %s", path, exc)
         for folder in self.created_dirs:
@@ -206,24 +208,28 @@ def run_export(args: argparse.Namespace) -> int:
 
             model_dir = write_triton_repository(report.path, read_spec(report.path), args.triton)
             lines.append(f"wrote Triton model repository {model_dir} (config.pbtxt, 1/model.onnx)")
-    except ContractError as exc:
+    except (ContractError, OSError) as exc:
         if rollback is not None:
             rollback.undo()
-        print(f"fleetcast export: {exc}", file=sys.stderr)
+        refusal = exc
+        if not isinstance(refusal, ContractError):  # writing failed once it had begun
+            refusal = ExportError(
+                f"cannot write the export ({type(exc).__name__}: {exc}).",
+                "an export is all or nothing, so what this run wrote was removed and the "
+                "files it replaced restored.",
+                "check free disk space and the permissions of --out, the bundle folder and "
+                "--triton.",
+                "docs/EXPORT.md#refusals",
+            )
+        print(f"fleetcast export: {refusal}", file=sys.stderr)
         if args.json:  # a script reading stdout gets the refusal too, as `validate --json`
-            refused = {"what": exc.what, "why": exc.why, "fix": exc.fix, "see": exc.see}
+            refused = {
+                "what": refusal.what,
+                "why": refusal.why,
+                "fix": refusal.fix,
+                "see": refusal.see,
+            }
             print(json.dumps({"exported": False, "error": refused}, indent=2))
-        return 1
-    except OSError as exc:
-        if rollback is not None:
-            rollback.undo()
-        print(
-            f"fleetcast export: cannot write the export ({type(exc).__name__}: {exc}). Why it "
-            "matters: an export is all or nothing, so what this run wrote was removed and the "
-            "files it replaced restored. Fix: check free disk space and the permissions of "
-            "--out, the bundle folder and --triton. See docs/EXPORT.md#refusals.",
-            file=sys.stderr,
-        )
         return 1
     except BaseException:  # anything else (a bug, Ctrl-C): still all or nothing
         if rollback is not None:

@@ -8,13 +8,16 @@ it). It refuses to write anything unless every check passes:
    at several batch sizes, mixed encoder lengths included, within ``rtol`` of each target's
    range (element-wise errors against ``atol + rtol·|ref|`` are reported);
 3. with ``fp16``: the float16 graph passes the checker and matches the float32 graph
-   within the looser ``fp16_rtol`` of each target's range;
+   within the looser ``fp16_rtol`` of each target's range, on the parity windows and on
+   them again with the log1p targets' forecasts near 1e6 (beyond float16's range: its
+   de-normalisation must stay float32, :mod:`fleetcast.exporter.float16`);
 4. for a model with fixed input scaling (and ``step_cache``): the step graphs
    (:mod:`fleetcast.contract.step_graphs`) are traced, embedded in the metadata, and their
    composition must pass the same parity gate against PyTorch as the full graph.
 
-Files are written atomically (temporary name, then rename), each with a ``.sha256``
-sidecar in ``sha256sum`` format that the appliance verifies before loading.
+Files are written atomically and durably (temporary name, ``fsync``, rename,
+:func:`write_file_atomic`), each with a ``.sha256`` sidecar in ``sha256sum`` format that the
+appliance verifies before loading. An export without parity batch sizes is refused.
 
 The refusals made before any work (:class:`ExportError`, the opset range, the output paths)
 live in :mod:`fleetcast.exporter.refusals`, :class:`ExportOptions` and :class:`ExportReport`
@@ -23,6 +26,7 @@ in :mod:`fleetcast.exporter.report`; both are re-exported here.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -46,7 +50,14 @@ from fleetcast.exporter.onnx_graph import (
     trace_onnx,
     trace_step_graphs,
 )
-from fleetcast.exporter.parity import ParityResult, ort_session, parity_check, rounding_floor
+from fleetcast.exporter.parity import (
+    EXTREME_VALUE,
+    ParityResult,
+    extreme_windows,
+    ort_session,
+    parity_check,
+    rounding_floor,
+)
 from fleetcast.exporter.refusals import (
     MIN_OPSET,
     ExportError,
@@ -81,6 +92,7 @@ __all__ = [
     "measure_latency",
     "output_paths",
     "split_explained",
+    "write_file_atomic",
 ]
 
 logger = logging.getLogger("fleetcast.exporter")
@@ -109,23 +121,57 @@ def measure_latency(
     return out
 
 
+def write_file_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that ``path`` only ever holds the old or the new bytes.
+
+    A temporary file beside it (``.<name>.tmp``), flushed to disk (``fsync``), then renamed
+    over ``path`` and the folder synced: after a crash or a power cut the appliance finds
+    the earlier file or the complete new one, never a truncated one. The temporary file is
+    removed when writing it fails.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with tmp.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    """``fsync`` a folder, so that a rename in it survives a power cut (where supported)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without folder handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - file systems that refuse it
+        pass
+    finally:
+        os.close(fd)
+
+
 def _write_atomic(path: Path, data: bytes) -> str:
-    """Write ``data`` to ``path`` via a temporary file and ``os.replace``; write the sidecar."""
+    """Write ``data`` to ``path`` atomically (:func:`write_file_atomic`), then its sidecar."""
     import hashlib
 
     digest = hashlib.sha256(data).hexdigest()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_file_atomic(path, data)
     sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
-    tmp_sidecar = sidecar.with_name(f".{sidecar.name}.tmp")
-    tmp_sidecar.write_text(f"{digest}  {path.name}\n")
-    os.replace(tmp_sidecar, sidecar)
+    write_file_atomic(sidecar, f"{digest}  {path.name}\n".encode())
     return digest
 
 
-def _failed(what: str, results: list[ParityResult], rtol: float, atol: float) -> ExportError:
+def _failed(
+    what: str, results: list[ParityResult], rtol: float, atol: float, fix: str = ""
+) -> ExportError:
+    """The refusal of a failed parity check; ``fix``: the way out when not the versions."""
     worst = max(results, key=lambda r: r.max_abs)
     failing = [r.batch for r in results if not r.passed]
     return ExportError(
@@ -134,11 +180,18 @@ def _failed(what: str, results: list[ParityResult], rtol: float, atol: float) ->
         f"{worst.max_abs:.3g}, max rel {worst.max_rel:.3g}, {worst.max_rel_range:.3g} of "
         "range); no file was written.",
         "the appliance would serve forecasts that are not the trained model's.",
-        "Check that the bundle loads the weights it was trained with and that torch, "
+        fix
+        or "Check that the bundle loads the weights it was trained with and that torch, "
         "pytorch-forecasting and onnxruntime are the versions in docs/EXPORT.md; report the "
         "numbers above if they are.",
         _DOC,
     )
+
+
+_FP16_FIX = (
+    "Export without --fp16 (the float32 graph passed its checks; the appliance runs it on a "
+    "GPU too) and report the numbers above with the versions of onnx and onnxruntime."
+)
 
 
 def _traced(trace: Callable[..., Any], model: Any, example: Any, opset: int) -> Any:
@@ -207,6 +260,14 @@ def export_model(
         )
     check_opset(options.opset)
     check_output(path, options.fp16)
+    if not options.parity_batches:
+        raise ExportError(
+            "No parity batch sizes were given (parity_batches is empty); no file was written.",
+            "without the parity check nothing shows that the graph computes the trained "
+            "model, and the appliance would serve it unchecked.",
+            "Pass at least one batch size (the default is 1,7,90,1000).",
+            _DOC,
+        )
     example = {k: v[:2].clone() for k, v in windows.items()}
     example["encoder_lengths"] = torch.full_like(example["encoder_lengths"], e)
     proto = _traced(trace_onnx, model, example, options.opset)
@@ -237,7 +298,9 @@ def export_model(
             "docs/MODEL_FORMAT.md#step-cache)"
         )
     else:
-        step_graphs = _traced(trace_step_graphs, model, example, options.opset)
+        step_graphs = _traced(
+            functools.partial(trace_step_graphs, windows=windows), model, example, options.opset
+        )
         for key, value in step_graphs.to_metadata().items():
             proto.metadata_props.add(key=key, value=value)
     data = proto.SerializeToString()
@@ -263,13 +326,21 @@ def export_model(
             atol=options.atol,
         )
         if not all(p.passed for p in step_parity):
-            raise _failed("The step graphs' composition", step_parity, options.rtol, options.atol)
+            raise _failed(
+                "The step graphs' composition",
+                step_parity,
+                options.rtol,
+                options.atol,
+                "Export with --no-step-cache (the full graph passed its checks; the appliance "
+                "then runs it whole) and report the numbers above.",
+            )
     floor = None
     if options.rounding_floor and options.parity_batches:
         floor = rounding_floor(session, model, windows, max(options.parity_batches))
 
     fp16_data = None
     fp16_parity: list[ParityResult] = []
+    fp16_extreme: list[ParityResult] = []
     if options.fp16:
         proto16 = to_float16(proto)
         # The step graphs are float32: the float16 model runs whole (a GPU has no use for them).
@@ -287,8 +358,9 @@ def export_model(
                 _DOC,
             ) from None
         fp16_data = proto16.SerializeToString()
+        session16 = ort_session(fp16_data, options.optimization)
         fp16_parity = parity_check(
-            ort_session(fp16_data, options.optimization),
+            session16,
             model,
             windows,
             batches=options.parity_batches,
@@ -297,7 +369,27 @@ def export_model(
             reference=session,
         )
         if not all(p.passed for p in fp16_parity):
-            raise _failed("The float16 graph", fp16_parity, options.fp16_rtol, options.fp16_atol)
+            raise _failed(
+                "The float16 graph", fp16_parity, options.fp16_rtol, options.fp16_atol, _FP16_FIX
+            )
+        # Forecasts beyond float16's range (65,504): the windows again, log1p targets at 1e6.
+        fp16_extreme = parity_check(
+            session16,
+            model,
+            extreme_windows(windows, [spec.target_transforms[t] for t in spec.targets]),
+            batches=(int(windows["encoder_lengths"].shape[0]),),
+            rtol=options.fp16_rtol,
+            atol=options.fp16_atol,
+            reference=session,
+        )
+        if not all(p.passed for p in fp16_extreme):
+            raise _failed(
+                f"The float16 graph on forecasts near {EXTREME_VALUE:g} (log1p targets)",
+                fp16_extreme,
+                options.fp16_rtol,
+                options.fp16_atol,
+                _FP16_FIX,
+            )
 
     digest = _write_atomic(path, data)
     export_s = time.perf_counter() - started
@@ -309,6 +401,7 @@ def export_model(
         parity=parity,
         floor=floor,
         fp16_parity=fp16_parity,
+        fp16_extreme=fp16_extreme,
         step_parity=step_parity,
         step_cache_note=step_note,
         options=options,

@@ -117,10 +117,14 @@ def trace_step_graphs(
     example: Mapping[str, torch.Tensor],
     *,
     opset: int = DEFAULT_OPSET,
+    windows: Mapping[str, torch.Tensor] | None = None,
 ) -> StepGraphs:
     """Trace the step graphs of :mod:`fleetcast.contract.step_graphs` (``example`` as for
     :func:`trace_onnx`; their attention is a kernel of the appliance, not a graph). Each
     graph passes ``onnx.checker`` or this raises its error.
+
+    ``windows``: the parity windows, on whose valid rows the fused selection networks must
+    equal the unfused ones (:data:`FUSION_TOLERANCE`); default ``example``.
     """
     import onnx
     import torch
@@ -135,7 +139,7 @@ def trace_step_graphs(
         cat = example[f"{which}_cat"]
         cont = example[f"{which}_cont"]
         args = (cat.reshape(-1, cat.shape[-1]), cont.reshape(-1, cont.shape[-1]))
-        module = _checked_step_graph(model, which, args)
+        module = _checked_step_graph(model, which, _valid_rows(windows or example, which))
         with torch.no_grad():
             embeddings[which] = module(*args).reshape(cat.shape[0], cat.shape[1], -1)
         proto = _trace(module, args, STEP_INPUTS, (STEP_OUTPUT,), step_dynamic, opset)
@@ -175,6 +179,20 @@ FUSION_TOLERANCE = 1e-4
 """Largest |fused − unfused| step embedding, relative to the largest |unfused| value, that the
 exporter accepts from :class:`~fleetcast.exporter.fused.FusedSelection` (measured: about
 5e-6, float32 rounding of reassociated sums); above it the step graph stays unfused."""
+
+
+def _valid_rows(
+    windows: Mapping[str, torch.Tensor], which: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of ``windows`` a step graph computes: every decoder row, the encoder rows
+    before each window's length (padding rows never go through it)."""
+    import torch
+
+    cat, cont = windows[f"{which}_cat"], windows[f"{which}_cont"]
+    if which == "encoder":
+        valid = torch.arange(cat.shape[1])[None, :] < windows["encoder_lengths"][:, None]
+        return cat[valid], cont[valid]
+    return cat.reshape(-1, cat.shape[-1]), cont.reshape(-1, cont.shape[-1])
 
 
 def _checked_step_graph(
@@ -289,16 +307,14 @@ def to_float16(proto: onnx.ModelProto) -> onnx.ModelProto:
 
     Uses ONNX Runtime's own converter (``onnxruntime.transformers.float16``, the same code as
     onnxconverter-common). Ops that lose too much in float16 (its default block list) stay
-    float32, with casts around them. ``metadata_props`` are copied.
+    float32, with casts around them. The de-normalisation to real units (everything computed
+    from :data:`~fleetcast.exporter.float16.FLOAT32_INPUTS`) stays float32 as a whole, since
+    float16 overflows above 65,504 (:mod:`fleetcast.exporter.float16`). ``metadata_props``
+    are copied.
     """
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from fleetcast.exporter.float16 import convert_keeping_tail
 
-    copy = onnx.ModelProto()
-    copy.CopyFrom(proto)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        converted = convert_float_to_float16(copy, keep_io_types=True, disable_shape_infer=False)
+    converted = convert_keeping_tail(proto)
     sort_nodes(converted.graph)
     strip_debug_info(converted)
     return converted

@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fleetcast.exporter.onnx_graph import DEFAULT_OPSET
-from fleetcast.exporter.parity import DEFAULT_PARITY_BATCHES, ParityResult, RoundingFloor
+from fleetcast.exporter.parity import (
+    DEFAULT_PARITY_BATCHES,
+    EXTREME_VALUE,
+    ParityResult,
+    RoundingFloor,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -78,6 +83,9 @@ class ExportReport:
     """Its size."""
     fp16_parity: list[ParityResult] = field(default_factory=list)
     """Float16 vs float32 ORT CPU, per batch size."""
+    fp16_extreme: list[ParityResult] = field(default_factory=list)
+    """Float16 vs float32 on the parity windows with every log1p target's forecast near
+    :data:`~fleetcast.exporter.parity.EXTREME_VALUE` (float16 overflows above 65,504)."""
     step_parity: list[ParityResult] = field(default_factory=list)
     """The step graphs' composition on ORT CPU vs PyTorch, per batch size (empty: none)."""
     step_cache_note: str = ""
@@ -100,6 +108,7 @@ class ExportReport:
             "fp16_path": str(self.fp16_path) if self.fp16_path else None,
             "fp16_size_bytes": self.fp16_size_bytes,
             "fp16_parity": [p.to_dict() for p in self.fp16_parity],
+            "fp16_extreme_parity": [p.to_dict() for p in self.fp16_extreme],
             "fp16_tolerance": {"rtol": self.options.fp16_rtol, "atol": self.options.fp16_atol},
             "step_parity": [p.to_dict() for p in self.step_parity],
             "step_cache": not self.step_cache_note,
@@ -152,5 +161,10 @@ class ExportReport:
                 f"  batch {p.batch:>5}: max abs {p.max_abs:.2e}, max rel {p.max_rel:.2e}  "
                 f"{'ok' if p.passed else 'FAILED'}"
                 for p in self.fp16_parity
+            ]
+            lines += [
+                f"  {p.batch} windows with log1p targets near {EXTREME_VALUE:g}: max rel of range "
+                f"{p.max_rel_range:.2e}  {'ok' if p.passed else 'FAILED'}"
+                for p in self.fp16_extreme
             ]
         return "\n".join(lines)

@@ -7,7 +7,6 @@ axis is Triton's implicit first dimension). See docs/EXPORT.md#triton.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -113,12 +112,14 @@ def write_triton_repository(
 ) -> Path:
     """Write ``repo_dir/fleetcast_tft/{config.pbtxt, 1/model.onnx}``; returns the model folder.
 
-    Checks the folder first (:func:`check_triton_repository`).
+    Checks the folder first (:func:`check_triton_repository`); each file is written
+    atomically (:func:`~fleetcast.exporter.export.write_file_atomic`).
     """
+    from fleetcast.exporter.export import write_file_atomic
+
     check_triton_repository(repo_dir)
     model_dir = Path(repo_dir) / TRITON_MODEL_NAME
-    version_dir = model_dir / "1"
-    version_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(onnx_path, version_dir / "model.onnx")
-    (model_dir / "config.pbtxt").write_text(triton_config(spec, gpu=gpu))
+    # Atomic, model first: a Triton server polling the repository never loads a torn file.
+    write_file_atomic(model_dir / "1" / "model.onnx", Path(onnx_path).read_bytes())
+    write_file_atomic(model_dir / "config.pbtxt", triton_config(spec, gpu=gpu).encode())
     return model_dir
