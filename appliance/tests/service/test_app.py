@@ -348,6 +348,8 @@ def test_reload_swaps_model_and_keeps_buffers(client_for: Any, svc: Any, model_d
         client.post("/admin/reload", json={"model_dir": "m" * 300}, headers=key), 422
     )
     assert long.error == "no model there"
+    assert "m" * 100 + "'…" in long.detail  # the name sent, cut: not echoed whole
+    assert "m" * 101 not in long.detail
     assert "/" not in escape.detail.replace("../../etc", "")
     broken = model_dir.parent / "broken"
     broken.mkdir()

@@ -44,7 +44,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.utils import normalize_path
 
 from fleetcast.appliance.access_log import access_log_middleware
-from fleetcast.appliance.auth import DENIAL_LOG_FILTER, read_guard
+from fleetcast.appliance.auth import DENIAL_LOG_FILTER, deny_websocket, read_guard
 from fleetcast.appliance.controllers import (
     AdminController,
     DemoController,
@@ -77,6 +77,8 @@ _log = logging.getLogger(__name__)
 LISTEN_BACKLOG = 2048
 """``listen()`` backlog of the pre-bound sockets (uvicorn's default)."""
 _SEE_LISTEN = "docs/OPERATIONS.md#configuration"
+RATE_LIMIT_PURGE_EVERY = 1024
+"""Requests between two sweeps of the expired entries out of the rate limiter's store."""
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 """The names a loopback-bound appliance answers to when ``allowed_hosts`` is not set."""
 
@@ -230,22 +232,21 @@ class _HostCheck(AllowedHostsMiddleware):
             return
         _mark_route(scope)
         sent = "no Host header" if host is None else f"the Host {host[:100]!r}"
-        await send_error(
-            ApiError(
-                400,
-                "host not allowed",
-                f"the request is addressed to a name this appliance does not answer to ({sent}); "
-                "it answers only its configured names, so a web page cannot reach it under a "
-                "name of its own (DNS rebinding)",
-                "address the appliance by an allowed name (bound to loopback: localhost, "
-                "127.0.0.1 or [::1]), or add the name clients use to "
-                "allowed_hosts (FLEETCAST_ALLOWED_HOSTS; * = any)",
-                CROSS_SITE_DOC,
-            ),
-            scope,
-            receive,
-            send,
+        error = ApiError(
+            400,
+            "host not allowed",
+            f"the request is addressed to a name this appliance does not answer to ({sent}); "
+            "it answers only its configured names, so a web page cannot reach it under a "
+            "name of its own (DNS rebinding)",
+            "address the appliance by an allowed name (bound to loopback: localhost, "
+            "127.0.0.1 or [::1]), or add the name clients use to "
+            "allowed_hosts (FLEETCAST_ALLOWED_HOSTS; * = any)",
+            CROSS_SITE_DOC,
         )
+        if scope["type"] == ScopeType.WEBSOCKET:  # a refused handshake: HTTP 400, no upgrade
+            await deny_websocket(scope, receive, send, error)
+            return
+        await send_error(error, scope, receive, send)
 
 
 class _ClientRateLimit(RateLimitMiddleware):
@@ -263,12 +264,23 @@ def _rate_limiter(config: RateLimitConfig) -> Callable[[ASGIApp], ASGIApp]:
     would escape the app (the limiter runs before Litestar's exception handling) and the
     access log and the request metrics would record a 500 with 0 bytes. Here the 429
     (four-part body, ``RateLimit-*`` headers) goes out through the ``send`` they count.
+
+    Every :data:`RATE_LIMIT_PURGE_EVERY` requests the expired entries are deleted from the
+    limiter's store: Litestar's memory store drops an expired entry only when its own
+    client comes back, so every address ever seen stayed (~320 bytes each; clients
+    rotating through an IPv6 prefix grew the process without bound).
     """
 
     def build(app: ASGIApp) -> ASGIApp:
         limiter = _ClientRateLimit(app, config)
+        purge_every = RATE_LIMIT_PURGE_EVERY
+        seen = [0]
 
         async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+            seen[0] += 1
+            if seen[0] >= purge_every:
+                seen[0] = 0
+                await config.get_store_from_app(scope["litestar_app"]).delete_expired()
             try:
                 await limiter(scope, receive, send)
             except TooManyRequestsException as exc:
@@ -351,7 +363,10 @@ def _edge(app: Litestar, settings: Settings, telemetry: Telemetry) -> ASGIApp:
                 allowed_hosts=list(hosts),
                 exclude=["^/health$"],  # probes; it tells nothing worth a rebinding attack
                 www_redirect=False,
-                scopes={ScopeType.HTTP},
+                # The WebSocket too: a page that rebinds its own name to the appliance
+                # sends an Origin that matches that name, so only the Host check stops it
+                # reading the forecast stream.
+                scopes={ScopeType.HTTP, ScopeType.WEBSOCKET},
             ),
         )
     if settings.rate_limit is not None:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "API_KEY_HEADER",
     "DENIAL_LOG_FILTER",
+    "deny_websocket",
     "key_matches",
     "read_guard",
     "websocket_key_middleware",
@@ -102,14 +103,17 @@ def websocket_key_middleware(app: ASGIApp) -> ASGIApp:
         try:
             read_guard(ASGIConnection(scope, receive, send), None)  # type: ignore[arg-type]
         except ApiError as exc:
-            await _deny(scope, receive, send, exc)
+            await deny_websocket(scope, receive, send, exc)
             return
         await app(scope, receive, send)
 
     return middleware
 
 
-async def _deny(scope: Scope, receive: Receive, send: Send, exc: ApiError) -> None:
+async def deny_websocket(scope: Scope, receive: Receive, send: Send, exc: ApiError) -> None:
+    """Refuse a WebSocket handshake with ``exc`` as a real HTTP answer (its status and the
+    four-part JSON body) where the server supports denial responses, else a close with
+    code 4000 + status."""
     message = await receive()  # websocket.connect: the handshake the answer refers to
     if message["type"] != "websocket.connect":
         return

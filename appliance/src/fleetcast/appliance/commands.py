@@ -306,6 +306,7 @@ def _serve(settings: Settings, report: StartReport | None) -> int:
     import uvicorn
 
     from fleetcast.appliance.app import ListenError, create_app, listen
+    from fleetcast.appliance.controllers.ws import MAX_CLIENT_MESSAGE_BYTES
     from fleetcast.appliance.http_protocol import timed_h11_protocol
 
     def fail(message: str) -> int:
@@ -367,6 +368,9 @@ def _serve(settings: Settings, report: StartReport | None) -> int:
         # once instead of waiting for descriptors and memory (uvicorn counts WebSocket
         # sessions apart: max_websocket_clients caps them).
         limit_concurrency=settings.max_connections,
+        # Clients of /ws/predictions send nothing the appliance reads: a message past a few
+        # KiB closes the connection (1009) instead of being buffered (default 16 MiB each).
+        ws_max_size=MAX_CLIENT_MESSAGE_BYTES,
         # X-Forwarded-For / X-Forwarded-Proto are honoured only from the configured
         # reverse proxies: uvicorn's default trusts them from 127.0.0.1, so any local
         # client could pick its address for the rate limit and the access log.

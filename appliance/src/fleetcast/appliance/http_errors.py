@@ -130,7 +130,7 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Error
 
 def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
     _log.error(
-        "internal error on %s %s",
+        "internal error on %s %r",
         request.method,
         request.url.path,
         exc_info=(type(exc), exc, exc.__traceback__),

@@ -35,10 +35,11 @@ def resolve_model_dir(settings: Settings, name: str | None) -> Path:
     """``--model-dir`` itself, or the folder ``name`` beside it (inside its parent only).
 
     Raises ApiError(422) for names that leave the models folder or do not exist; the
-    message quotes the name sent, never a server path.
+    message quotes the name sent (its first 100 characters), never a server path.
     """
     if not name:
         return settings.model_dir
+    shown = repr(name[:100]) + ("…" if len(name) > 100 else "")
     root = settings.model_dir.parent.resolve()
     bad_name = "\x00" in name or "/" in name.strip("/") or name in {".", ".."}
     candidate = root if bad_name else (root / name).resolve()  # NUL: resolve() raises
@@ -46,7 +47,7 @@ def resolve_model_dir(settings: Settings, name: str | None) -> Path:
         raise ApiError(
             422,
             "model_dir not allowed",
-            f"{name!r} is not the name of a folder beside the configured model folder",
+            f"{shown} is not the name of a folder beside the configured model folder",
             "pass the bare folder name of a bundle next to the current one, e.g. tft_model_20261127_101500",
             _SEE_RELOAD,
         )
@@ -58,7 +59,7 @@ def resolve_model_dir(settings: Settings, name: str | None) -> Path:
         raise ApiError(
             422,
             "no model there",
-            f"folder {name!r} beside the configured model folder holds no model.onnx",
+            f"folder {shown} beside the configured model folder holds no model.onnx",
             "export the bundle first (fleetcast export) or check the folder name",
             _SEE_RELOAD,
         )

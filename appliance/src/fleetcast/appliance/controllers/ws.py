@@ -8,7 +8,8 @@ At most ``max_websocket_clients`` clients at once (each can hold up to two forec
 bodies, 1.3 MB each at 1,000 servers): one more is accepted and closed at once with code
 1013 "Try Again Later" (1008 when the limit is 0: the WebSocket is off). A client whose
 send stays blocked for :data:`SEND_TIMEOUT_S` (it does not read, so the connection's
-buffers are full) is dropped. Both are counted in ``/status`` → ``service``.
+buffers are full) is dropped. Both are counted in ``/status`` → ``service``. A client
+message over :data:`MAX_CLIENT_MESSAGE_BYTES` closes the connection (code 1009).
 """
 
 from __future__ import annotations
@@ -28,12 +29,22 @@ if TYPE_CHECKING:
 
     from fleetcast.appliance.runtime import Runtime
 
-__all__ = ["SEND_TIMEOUT_S", "predictions_socket", "stream_predictions"]
+__all__ = [
+    "MAX_CLIENT_MESSAGE_BYTES",
+    "SEND_TIMEOUT_S",
+    "predictions_socket",
+    "stream_predictions",
+]
 
 _log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 10.0
 """Seconds one send may stay blocked before the client is dropped as not reading."""
+MAX_CLIENT_MESSAGE_BYTES = 4096
+"""Largest message a client may send (uvicorn's ``ws_max_size``; a larger one closes the
+connection with code 1009). Clients send nothing the appliance reads: uvicorn's default of
+16 MiB let each client make the server buffer and decode 16 MiB messages, 1.2 GB at 32
+clients (docs/OPERATIONS.md#limits)."""
 CLOSE_TRY_AGAIN_LATER = 1013
 """Close code for a client past ``max_websocket_clients`` (RFC 6455 registry)."""
 CLOSE_POLICY_VIOLATION = 1008
