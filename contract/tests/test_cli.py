@@ -9,6 +9,7 @@ from importlib.metadata import EntryPoint
 import pytest
 
 from fleetcast.contract import cli
+from fleetcast.contract.schema import CONTRACT_VERSION
 
 VALIDATE = EntryPoint(
     name="validate",
@@ -31,7 +32,7 @@ def test_version_lists_distributions_and_contract():
     )
     lines = out.stdout.splitlines()
     assert lines[0].startswith("fleetcast-contract ")
-    assert lines[-1] == "data contract 1.1.2"
+    assert lines[-1] == f"data contract {CONTRACT_VERSION}"
     assert len(lines) == 6
 
 

@@ -14,6 +14,7 @@ from fleetcast.contract import (
     ServerEncoder,
     validate_model_compatibility,
 )
+from fleetcast.contract.schema import CONTRACT_VERSION
 
 
 @pytest.fixture
@@ -61,7 +62,8 @@ def test_contract_version_major(metadata, version, compatible):
     assert report.is_compatible is compatible
     if not compatible:
         assert (
-            f"trained on data contract {version}; this code implements 1.1.2" in (report.errors[0])
+            f"trained on data contract {version}; this code implements {CONTRACT_VERSION}"
+            in (report.errors[0])
         )
         assert report.errors[0].endswith("See docs/DATA_CONTRACT.md#model-contract-version.")
 
@@ -82,7 +84,7 @@ def test_state_and_profile_mismatch(metadata):
     metadata["profiles"] = list(VALID_PROFILES[:6])
     errors = validate_model_compatibility(metadata).errors
     assert errors[0].startswith(
-        "States count mismatch: the model has 8 states, the contract 1.1.2 requires 8; "
+        f"States count mismatch: the model has 8 states, the contract {CONTRACT_VERSION} requires 8; "
         "missing from the model: ['recovery'], not in the contract: ['exploding']."
     )
     assert errors[0].endswith("See docs/DATA_CONTRACT.md#model-states.")
@@ -126,3 +128,33 @@ def test_table_without_server_names(metadata, tables):
     report = validate_model_compatibility(metadata, table)
     assert report == (True, [], [])
     assert isinstance(table, pa.Table)
+
+
+def test_onnx_metadata_props_with_their_key_prefix(metadata, tables):
+    """An ONNX file's metadata_props carry the ``fleetcast.`` prefix (model_spec.METADATA_KEYS)."""
+    props = {f"fleetcast.{k}": json.dumps(v) for k, v in metadata.items()}
+    assert validate_model_compatibility(props, tables.table()) == (True, [], ["ppweb001"])
+    props["fleetcast.contract_version"] = json.dumps("2.0.0")
+    errors = validate_model_compatibility(props).errors
+    assert len(errors) == 1
+    assert errors[0].endswith("See docs/DATA_CONTRACT.md#model-contract-version.")
+
+
+def test_data_step_is_measured_on_the_first_rows_only(metadata, tables, monkeypatch):
+    """docs/DATA_CONTRACT.md#model-step: the first million rows, not the batches around them."""
+    from fleetcast.contract import compatibility
+
+    cols = tables.columns(steps=12)  # 36 rows at 300 s, then one-minute rows
+    first = len(cols["timestamp"])
+    end = cols["timestamp"][-1]
+    for k in range(1, 41):
+        for name in ("ppml0001", "ppdb001", "ppweb001"):
+            row = tables.row(cols, 0)
+            row["timestamp"] = end + k * 60 * 1_000_000
+            row["server_name"] = name
+            tables.append(cols, row)
+    table = tables.table(cols)
+    errors = validate_model_compatibility(metadata, table).errors
+    assert any("The data's step is 60 s" in e for e in errors)
+    monkeypatch.setattr(compatibility, "_STEP_SAMPLE_ROWS", first)
+    assert validate_model_compatibility(metadata, table) == (True, [], ["ppweb001"])

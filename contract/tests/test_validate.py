@@ -12,6 +12,7 @@ import pytest
 
 from fleetcast.contract import DataFileError, DataValidator, Issue, ValidationReport
 from fleetcast.contract import _table_findings as findings_module
+from fleetcast.contract.schema import CONTRACT_VERSION
 
 
 def only(report: ValidationReport, rule: str) -> Issue:
@@ -347,7 +348,7 @@ def test_major_contract_version_in_file_metadata(tables):
     table = tables.table()
     table = table.replace_schema_metadata({"fleetcast.contract_version": "2.1.0"})
     issue = only(DataValidator().validate(table), "contract-version")
-    assert "written for data contract 2.1.0; this is contract 1.1.2" in issue.what
+    assert f"written for data contract 2.1.0; this is contract {CONTRACT_VERSION}" in issue.what
 
 
 def test_dictionary_columns_are_strings(tables):
@@ -469,3 +470,13 @@ def test_a_float64_beyond_float32_is_non_finite_and_its_limit_is_not(tables):
         ("1 row has a non-finite disk_io_mb_s (NaN, ±inf, or beyond float32's ±3.4e38).", 1)
     ]
     assert "value-ranges" not in report.rules()
+
+
+def test_time_range_is_reported_in_contract_order(tables):
+    """Errors follow the sections of docs/DATA_CONTRACT.md: time range before duplicate rows."""
+    cols = tables.columns()
+    for i in range(3):
+        cols["timestamp"][i] -= 5_900_000 * 300 * 1_000_000  # aligned, before 1970
+    tables.append(cols, tables.row(cols, 10))
+    report = DataValidator().validate(tables.table(cols))
+    assert report.rules("error") == ["time-range", "duplicate-rows"]

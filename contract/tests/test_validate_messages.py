@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fleetcast.contract import DataValidator
+from fleetcast.contract.schema import CONTRACT_VERSION
 
 
 def _issue(report, rule):
@@ -50,7 +51,7 @@ def test_a_contract_version_that_is_no_version(tables, stored, shown):
     assert shown in issue.what
     assert "is not a contract version" in issue.what
     assert "different major version" not in issue.message
-    assert "1.1.2" in issue.fix
+    assert CONTRACT_VERSION in issue.fix
 
 
 @pytest.mark.parametrize("stored", [b"1.1.0", b"1.0.0", b"1.4"])

@@ -73,7 +73,8 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
     parser.add_argument(
         "--log-level",
         default=None,  # INFO; `serve` takes it as a flag above FLEETCAST_LOG_LEVEL and its file
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        # The levels FLEETCAST_LOG_LEVEL accepts (docs/OPERATIONS.md#configuration).
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     broken: dict[str, str] = {}

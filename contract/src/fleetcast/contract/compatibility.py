@@ -4,7 +4,9 @@
 
 ``model_metadata`` is a plain mapping — the ONNX ``metadata_props`` or a bundle's
 ``config.json`` in JSON form. Values may be JSON text (ONNX metadata values are strings)
-or already decoded. Keys read:
+or already decoded; keys may carry the ONNX file's ``fleetcast.`` prefix
+(``fleetcast.contract_version``; :data:`~fleetcast.contract.model_spec.METADATA_KEYS`).
+Keys read:
 
 - ``contract_version`` (str, required): a different major version than this code's
   CONTRACT_VERSION is an error; a different minor/patch is compatible.
@@ -18,8 +20,8 @@ or already decoded. Keys read:
 
 The data may be None (metadata checks only), a pyarrow Table or a Parquet path; states
 and profiles present in the data but unknown to the model are errors, and the data's
-step (the most common gap between consecutive rows of one server, measured on at most
-the first 1M rows) must equal the model's.
+step (the most common gap between consecutive rows of one server, measured on the first
+1M rows) must equal the model's.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ if TYPE_CHECKING:
 __all__ = ["CompatibilityReport", "validate_model_compatibility"]
 
 _STEP_SAMPLE_ROWS = 1_000_000
+"""The data's step is measured on this many first rows (docs/DATA_CONTRACT.md#model-step)."""
+_ONNX_PREFIX = "fleetcast."
+"""The prefix of every key in an ONNX file's metadata_props (fleetcast.contract.model_spec)."""
 
 
 class CompatibilityReport(NamedTuple):
@@ -76,6 +81,17 @@ def _decode(value: object) -> object:
     return value
 
 
+def _plain_keys(model_metadata: Mapping[str, object]) -> dict[str, object]:
+    """The metadata with the ONNX ``fleetcast.`` key prefix removed (a key without it wins)."""
+    plain = {
+        str(k).removeprefix(_ONNX_PREFIX): v
+        for k, v in model_metadata.items()
+        if str(k).startswith(_ONNX_PREFIX)
+    }
+    plain.update({k: v for k, v in model_metadata.items() if not str(k).startswith(_ONNX_PREFIX)})
+    return plain
+
+
 def validate_model_compatibility(
     model_metadata: Mapping[str, object],
     table_or_path: pa.Table | str | Path | None = None,
@@ -85,10 +101,11 @@ def validate_model_compatibility(
     Raises DataFileError when the path cannot be read; everything else is reported.
     """
     errors: list[str] = []
-    meta = {k: _decode(v) for k, v in model_metadata.items()}
+    raw = _plain_keys(model_metadata)
+    meta = {k: _decode(v) for k, v in raw.items()}
     version = meta.get("contract_version")
-    if not isinstance(version, str) and isinstance(model_metadata.get("contract_version"), str):
-        version = model_metadata["contract_version"]  # "1.0" read as JSON is a number
+    if not isinstance(version, str) and isinstance(raw.get("contract_version"), str):
+        version = raw["contract_version"]  # "1.0" read as JSON is a number
     if not isinstance(version, str) or not version:
         errors.append(
             explain(
@@ -217,15 +234,16 @@ def _check_data(source_arg, model_states, model_profiles, model_step, mapping, e
         states.update(str(v) for v in found.get("state", []))
         profiles.update(str(v) for v in found.get("profile", []))
         if sampled < _STEP_SAMPLE_ROWS and {"timestamp", "server_name"} <= set(batch.schema.names):
-            times, null, per_second = timestamp_values(batch.column("timestamp"))
-            codes, values = dictionary_codes(batch.column("server_name"))
+            head = batch.slice(0, _STEP_SAMPLE_ROWS - sampled)  # the first 1M rows, no more
+            times, null, per_second = timestamp_values(head.column("timestamp"))
+            codes, values = dictionary_codes(head.column("server_name"))
             lut = np.array(
                 [server_index.setdefault(str(v), len(server_index)) for v in values] + [-1]
             )
             keep = codes >= 0 if null is None else (codes >= 0) & ~null
             sample_times.append(times[keep] / per_second)
             sample_servers.append(lut[codes][keep])
-            sampled += batch.num_rows
+            sampled += head.num_rows
     for key, found, allowed, section in (
         ("states", states, model_states, "model-states"),
         ("profiles", profiles, model_profiles, "model-profiles"),

@@ -204,6 +204,7 @@ _RULE_ORDER = {
             "valid-profiles",
             "stable-profile",
             "step-alignment",
+            "time-range",
             "duplicate-rows",
             "missing-steps",
         )
