@@ -283,6 +283,41 @@ def test_the_global_log_level_flag_is_a_flag_of_serve() -> None:
     assert build_settings(cli_values(plain), env=env).log_level == "DEBUG"
 
 
+@pytest.mark.parametrize("level", ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
+def test_the_log_level_flag_takes_every_level_the_environment_takes(level: str) -> None:
+    """docs/OPERATIONS.md#configuration: `fleetcast --log-level` and FLEETCAST_LOG_LEVEL
+    take the same five levels (the flag refused CRITICAL)."""
+    from fleetcast.appliance.commands import cli_values
+    from fleetcast.contract.cli import _build_parser
+
+    given = _build_parser()[0].parse_args(["--log-level", level, "serve"])
+    assert build_settings(cli_values(given), env={}).log_level == level
+    assert build_settings({}, env={"FLEETCAST_LOG_LEVEL": level}).log_level == level
+
+
+def test_every_setting_has_its_flag() -> None:
+    """docs/PROMETHEUS.md#configure: every setting is a flag (``--name-with-dashes`` unless
+    the table of flags says otherwise), except the two the docs name: snapshot_log_bytes
+    (environment and file only) and log_level (``fleetcast --log-level``, before ``serve``)."""
+    import argparse
+
+    from fleetcast.appliance.commands import add_serve_arguments
+    from fleetcast.appliance.settings_specs import _FLAGS, _SPECS
+
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    flags = {s for action in parser._actions for s in action.option_strings}
+    missing = {
+        name for name in _SPECS if _FLAGS.get(name, f"--{name.replace('_', '-')}") not in flags
+    }
+    assert missing == {"snapshot_log_bytes", "log_level"}
+    args = ["--source", "prometheus", "--prometheus-url", "http://p:9090"]
+    for value in ("", "up == 0"):
+        given = vars(parser.parse_args([*args, "--prometheus-coverage", value]))
+        got = build_settings({k: v for k, v in given.items() if v is not None}, env={})
+        assert got.prometheus_coverage == value
+
+
 @pytest.mark.parametrize(
     ("values", "named"),
     [

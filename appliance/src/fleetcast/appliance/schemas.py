@@ -184,10 +184,14 @@ class AlertItem(msgspec.Struct, frozen=True):
     metric: str
     horizon: str
     predicted_value: float
+    """The p50 at the forecast step where the exceedance probability peaks (``at``)."""
+    predicted_p90: float
     threshold: float
     probability: float
     severity: str
     since: str | None
+    at: str
+    """Start of that peak step (ISO 8601)."""
 
 
 class AlertsResponse(msgspec.Struct, frozen=True):
@@ -201,6 +205,7 @@ class ServerHistory(msgspec.Struct, frozen=True):
 
     server_name: str
     profile: str
+    step_seconds: int
     timestamps: list[str]
     cpu_pct: list[float | None]
     mem_pct: list[float | None]
@@ -214,6 +219,7 @@ class ProfileHistory(msgspec.Struct, frozen=True):
 
     profile: str
     servers: int
+    step_seconds: int
     timestamps: list[str]
     reporting: list[int]
     cpu_pct: list[float | None]
@@ -248,12 +254,15 @@ class StatusResponse(msgspec.Struct, frozen=True):
     error_rate: float
     last_prediction_time: str | None
     source: dict[str, Any]
-    """kind (push or demo), healthy, detail."""
+    """kind (push, demo or prometheus), healthy, detail (and the Prometheus source's own)."""
     demo: dict[str, Any]
     """enabled, scenario (and speed with --demo)."""
     persistence: dict[str, Any]
-    """fsync, log_bytes, last_snapshot_time, replayed_on_start, dropped_torn_frames."""
+    """fsync, log_bytes, last_snapshot_time, replayed_on_start, replayed_forgets_on_start,
+    dropped_torn_frames, writable, write_errors, last_write_error."""
     forecast_runs: int = 0
+    nonfinite_forecasts: int = 0
+    """Servers left out of a forecast set because their forecast was NaN or infinite."""
     data_time: str | None = None
     """The fleet's newest closed step."""
     ingest: dict[str, int] = {}
@@ -264,7 +273,8 @@ class StatusResponse(msgspec.Struct, frozen=True):
     """Risk thresholds per metric and profile, in each metric's unit."""
     ready_after_s: float | None = None
     service: dict[str, int] = {}
-    """forecast_sets, forecast_errors, websocket_clients."""
+    """forecast_sets, forecast_errors, websocket_clients, websocket_refused,
+    websocket_dropped, request_timeouts."""
     step_cache: dict[str, Any] = {}
     """enabled, last_rows_cached, last_rows_computed, bytes (docs/MODEL_FORMAT.md#step-cache)."""
 

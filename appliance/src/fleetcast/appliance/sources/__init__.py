@@ -139,6 +139,12 @@ def add_integration_arguments(parser: argparse.ArgumentParser) -> None:
     add("--prometheus-backfill-steps", type=int, help="steps read on start (default: encoder)")
     add("--prometheus-settle-s", type=float, help="read a step this long after it ends (10)")
     add("--prometheus-latency-fill", type=float, help="latency_ms without a value (default 0)")
+    add(
+        "--prometheus-coverage",
+        metavar="PROMQL",
+        help="PromQL naming the series that did not cover a step (default: the up-based "
+        "check; '' = no check)",
+    )
     add("--prometheus-backoff-max-s", type=float, help="longest retry delay (default 60)")
     add("--alertmanager-url", help="push alerts to this Alertmanager (/api/v2/alerts)")
     add("--webhook-url", help="POST alert changes as JSON to this URL")

@@ -1,0 +1,79 @@
+"""The OpenAPI schema at /schema names exactly the fields the bodies carry (docs/API.md).
+
+The forecast, history and status bodies are plain dicts encoded as they are; the msgspec
+Structs of :mod:`fleetcast.appliance.schemas` only give them their schema. A field the
+body has and the Struct lacks is missing from ``/schema/openapi.json`` (an alert's
+``predicted_p90`` and ``at``, ``step_seconds`` of the histories, ``nonfinite_forecasts``),
+so each body's keys are compared with its Struct's fields and with the served schema.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fleetcast.appliance.schemas import (
+    AlertItem,
+    PredictionsCurrent,
+    ProfileHistory,
+    ServerDetail,
+    ServerHistory,
+    StatusResponse,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import msgspec
+    from litestar.testing import TestClient
+
+
+def _fields(struct: type[msgspec.Struct]) -> set[str]:
+    return set(struct.__struct_fields__)
+
+
+def _schema_properties(client: TestClient[Any], name: str) -> set[str]:
+    schemas = client.get("/schema/openapi.json").json()["components"]["schemas"]
+    found = [v for k, v in schemas.items() if k == name or k.endswith(f"_{name}")]
+    assert len(found) == 1, sorted(schemas)
+    return set(found[0]["properties"])
+
+
+def test_every_body_field_is_in_its_schema(client_for: Any, svc: Any, tmp_path: Path) -> None:
+    # Thresholds far below every sample: each ready server raises alerts.
+    thresholds = tmp_path / "thresholds.toml"
+    thresholds.write_text(
+        "\n".join(f"[{m}]\ndefault = 0.001" for m in ("cpu_pct", "mem_pct", "latency_ms"))
+    )
+    client = client_for(thresholds_file=str(thresholds))
+    steps = int(client.get("/status").json()["model"]["encoder_length"]) + 2
+    records = svc.make_records(steps=steps)
+    assert client.post("/metrics", json={"records": records}).status_code == 200
+
+    def alerts() -> list[dict[str, Any]] | None:
+        return client.get("/alerts/active").json()["alerts"] or None
+
+    alert = svc.wait_until(alerts, timeout=20)[0]
+    assert set(alert) == _fields(AlertItem)
+    assert {"predicted_p90", "at"} <= _schema_properties(client, "AlertItem")
+    assert alert["predicted_p90"] >= alert["predicted_value"]
+
+    history = client.get("/history/ppml0001", params={"steps": 4}).json()
+    assert set(history) == _fields(ServerHistory)
+    assert history["step_seconds"] == 300
+    assert "step_seconds" in _schema_properties(client, "ServerHistory")
+
+    profile = client.get("/profiles/ml_compute/history", params={"steps": 4}).json()
+    assert set(profile) == _fields(ProfileHistory)
+    assert profile["step_seconds"] == 300
+    assert "step_seconds" in _schema_properties(client, "ProfileHistory")
+
+    current = client.get("/predictions/current").json()
+    assert set(current) == _fields(PredictionsCurrent)
+    assert current["data_time"] is not None
+    detail = client.get("/predictions/ppml0001").json()
+    assert set(detail) == _fields(ServerDetail)
+
+    status = client.get("/status").json()
+    assert set(status) == _fields(StatusResponse)
+    assert status["nonfinite_forecasts"] == 0
+    assert "nonfinite_forecasts" in _schema_properties(client, "StatusResponse")
