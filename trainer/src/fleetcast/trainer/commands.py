@@ -202,6 +202,9 @@ def _quiet_libraries() -> None:
         r".*isinstance\(treespec, LeafSpec\)",
         r"Found \d+ unknown classes",
         r".*feature names.*",
+        # pytorch-forecasting's target normalizer wraps pandas' read-only arrays; it only
+        # reads them.
+        r"The given NumPy array is not writable",
     ):
         warnings.filterwarnings("ignore", message=pattern)
 
