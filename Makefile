@@ -12,7 +12,7 @@ DEV := "pytest>=8" "ruff>=0.6" "pytest-playwright>=0.5" "httpx>=0.27" "websocket
 APPLIANCE_DEV := "pytest>=8" "httpx>=0.27" "websockets>=12" "prometheus-client>=0.20"
 # The appliance's tests run only in $(APPLIANCE_VENV), where torch is not installed.
 PY_TEST_DIRS = $(wildcard contract/tests trainer/tests exporter/tests dashboard/tests benchmarks/tests)
-# CPU build of torch that installs offline on the project's machines (see README.md#install).
+# CPU build of torch that installs offline on the project's machines (README.md, first section).
 TORCH := torch==2.13.0
 
 .PHONY: setup setup-appliance demo test lint test-py test-appliance-notorch bench-quick system-deps clean
