@@ -226,11 +226,7 @@ class StepCache:
                         {STEP_INPUTS[0]: cat[rows_b, rows_t], STEP_INPUTS[1]: cont[rows_b, rows_t]},
                     )
                 )
-            # One feed at a time on the calling thread when ``workers`` is 1 (``run_steps``
-            # hands two or more feeds to the pool); an interleaved A/B on one server
-            # measured no difference either way (docs/BENCHMARKS.md#findings).
-            results = run_steps(feeds) if workers > 1 else [run_steps([feed])[0] for feed in feeds]
-            for (which, lo, hi), computed in zip(group, results, strict=True):
+            for (which, lo, hi), computed in zip(group, run_steps(feeds), strict=True):
                 miss, hashes, _, _, width, step, hsh, emb = kinds[which]
                 if computed.shape != (hi - lo, self.h):
                     raise RuntimeError(
