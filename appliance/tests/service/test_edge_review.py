@@ -101,9 +101,7 @@ def test_a_websocket_addressed_to_another_host_is_refused(open_app: Any) -> None
         client.websocket_connect("/ws/predictions", headers=evil),
     ):
         pass  # refused before the accept: entering raises
-    assert (
-        refused.value.code == 4400
-    )  # the test client has no denial responses  # the test client has no denial responses
+    assert refused.value.code == 4400  # the test client has no denial responses
     with client.websocket_connect("/ws/predictions", headers={"host": "localhost:8000"}):
         pass
     anywhere = open_app(allowed_hosts="*")
@@ -136,15 +134,18 @@ def test_a_websocket_message_past_the_limit_closes_only_that_client(server_facto
     # A client message is at most a few KiB: uvicorn's 16 MiB let 32 clients make the
     # server hold 1.2 GB. A larger one closes that connection (1009), nothing else.
     url = f"ws://127.0.0.1:{port}/ws/predictions"
-    with connect(url, open_timeout=10, max_size=None) as ws:
+    with connect(url, open_timeout=10) as other, connect(url, open_timeout=10, max_size=None) as ws:
         ws.send("x" * 100)
         ws.send("x" * (MAX_CLIENT_MESSAGE_BYTES + 1))
         with pytest.raises(ConnectionClosedError) as closed:
             _read_until_closed(ws)
+        # The other client, connected all along, is still served.
+        assert other.ping().wait(10)
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 1009
     with connect(url, open_timeout=10) as ws:
         ws.send("ping")
+        assert ws.ping().wait(10)
     assert server.stop() == 0
     assert "Traceback" not in server.log()
 
@@ -174,3 +175,39 @@ def test_the_rate_limiter_forgets_clients_whose_window_is_over(
     assert left == []
     # The live client's own window is untouched: its count goes on.
     assert client.get("/status").headers["ratelimit-remaining"] == "95"
+
+
+def test_the_rate_limiter_sweeps_at_most_once_per_window(
+    open_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fleetcast.appliance.app as app_module
+
+    monkeypatch.setattr(app_module, "RATE_LIMIT_PURGE_EVERY", 2, raising=False)
+    client = open_app(rate_limit="1000/hour")
+    store = client.app.stores.get("rate_limit")
+    sweeps: list[int] = []
+    real = type(store).delete_expired
+
+    async def counted(self: Any) -> None:
+        sweeps.append(1)
+        await real(self)
+
+    monkeypatch.setattr(type(store), "delete_expired", counted)
+    for _ in range(10):
+        assert client.get("/status").status_code == 200
+    # Ten requests, a sweep due every second one, but an hour's entries cannot expire
+    # sooner than an hour: one walk of the store (which holds its lock), not five.
+    assert len(sweeps) == 1
+
+
+def test_the_appliance_installs_its_websocket_library() -> None:
+    from importlib.metadata import requires
+
+    # uvicorn alone has no WebSocket implementation (it is in uvicorn[standard]): without
+    # this, `pip install ./appliance[cpu]` answered every /ws/predictions handshake as plain
+    # HTTP and logged "No supported WebSocket library detected".
+    names = {
+        r.split(";")[0].split(">")[0].split("=")[0].split("[")[0].strip()
+        for r in requires("fleetcast-appliance") or []
+    }
+    assert "websockets" in names

@@ -26,7 +26,9 @@ import contextlib
 import errno
 import ipaddress
 import logging
+import math
 import socket
+import time
 import urllib.parse
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
@@ -78,7 +80,9 @@ LISTEN_BACKLOG = 2048
 """``listen()`` backlog of the pre-bound sockets (uvicorn's default)."""
 _SEE_LISTEN = "docs/OPERATIONS.md#configuration"
 RATE_LIMIT_PURGE_EVERY = 1024
-"""Requests between two sweeps of the expired entries out of the rate limiter's store."""
+"""Requests between two sweeps of the expired entries out of the rate limiter's store (and
+at least one rate-limit window: no entry expires sooner)."""
+_WINDOW_S = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 """The names a loopback-bound appliance answers to when ``allowed_hosts`` is not set."""
 
@@ -265,8 +269,8 @@ def _rate_limiter(config: RateLimitConfig) -> Callable[[ASGIApp], ASGIApp]:
     access log and the request metrics would record a 500 with 0 bytes. Here the 429
     (four-part body, ``RateLimit-*`` headers) goes out through the ``send`` they count.
 
-    Every :data:`RATE_LIMIT_PURGE_EVERY` requests the expired entries are deleted from the
-    limiter's store: Litestar's memory store drops an expired entry only when its own
+    Every :data:`RATE_LIMIT_PURGE_EVERY` requests, at most once per rate-limit window, the
+    expired entries are deleted from the limiter's store: Litestar's memory store drops an expired entry only when its own
     client comes back, so every address ever seen stayed (~320 bytes each; clients
     rotating through an IPv6 prefix grew the process without bound).
     """
@@ -274,13 +278,25 @@ def _rate_limiter(config: RateLimitConfig) -> Callable[[ASGIApp], ASGIApp]:
     def build(app: ASGIApp) -> ASGIApp:
         limiter = _ClientRateLimit(app, config)
         purge_every = RATE_LIMIT_PURGE_EVERY
+        window_s = _WINDOW_S.get(config.rate_limit[0], 60.0)
         seen = [0]
+        swept = [-math.inf]  # monotonic time of the last sweep
 
         async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
             seen[0] += 1
-            if seen[0] >= purge_every:
+            # The sweep holds the store's lock while it walks every entry: at most once per
+            # window (nothing expires sooner) and per RATE_LIMIT_PURGE_EVERY requests.
+            if seen[0] >= purge_every and time.monotonic() - swept[0] >= window_s:
                 seen[0] = 0
-                await config.get_store_from_app(scope["litestar_app"]).delete_expired()
+                swept[0] = time.monotonic()
+                try:
+                    await config.get_store_from_app(scope["litestar_app"]).delete_expired()
+                except Exception as exc:  # never the request's failure; retried next window
+                    _log.warning(
+                        "could not sweep the rate limiter's expired entries (%s: %s)",
+                        type(exc).__name__,
+                        exc,
+                    )
             try:
                 await limiter(scope, receive, send)
             except TooManyRequestsException as exc:
