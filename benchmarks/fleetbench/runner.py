@@ -112,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     docs = p.add_mutually_exclusive_group()
     docs.add_argument("--update-docs", action="store_true", default=None, dest="update_docs",
                       help="rewrite docs/BENCHMARKS.md's results block and docs/img/bench_*.svg "
-                      "(default in --full)")  # fmt: skip
+                      "(default in a --full run of every benchmark, without --only/--skip)")  # fmt: skip
     docs.add_argument("--no-update-docs", action="store_false", dest="update_docs")
     p.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results")
     p.add_argument("--docs", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
@@ -342,11 +342,20 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def updates_docs(args: argparse.Namespace, mode_name: str) -> bool:
+    """Whether a run rewrites docs/BENCHMARKS.md's block and plots: ``--update-docs`` /
+    ``--no-update-docs`` when given, else only a whole ``--full`` run. A run limited by
+    ``--only`` or ``--skip`` would replace every other benchmark's results with "not run"."""
+    if args.update_docs is not None:
+        return bool(args.update_docs)
+    return mode_name == "full" and not args.only.strip() and not args.skip.strip()
+
+
 def _publish(args: argparse.Namespace, mode_name: str, res: dict[str, Any]) -> int:
     """Write the JSON/Markdown results (and the docs), print the report, return the exit code."""
     from fleetbench.report import markdown, replace_block, write_plots
 
-    update = args.update_docs if args.update_docs is not None else mode_name == "full"
+    update = updates_docs(args, mode_name)
     if update:
         plots = write_plots(res, args.docs.parent / "img")
         res["plots"] = [str(p.relative_to(args.docs.parent)) for p in plots]

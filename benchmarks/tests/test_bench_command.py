@@ -41,3 +41,19 @@ def test_without_a_checkout_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err
     assert f"{tmp_path} is not a fleetcast source checkout (no benchmarks/run.py in it)" in err
     assert "pass the folder of a clone of the repository to --checkout" in err
+
+
+def test_every_suite_option_is_a_bench_option(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from fleetbench.runner import _parser
+
+    suite = {o for a in _parser()._actions for o in a.option_strings if o.startswith("--")}
+    parser = argparse.ArgumentParser()
+    register_bench(parser.add_subparsers())
+    bench = parser._subparsers._group_actions[0].choices["bench"]  # type: ignore[union-attr]
+    ours = {o for a in bench._actions for o in a.option_strings if o.startswith("--")}
+    assert suite - {"--help"} <= ours - {"--checkout"}  # fleetcast bench forwards them all
+    monkeypatch.chdir(tmp_path)
+    args = _parse(["--render", "r.json", "--update-docs"])
+    assert suite_argv(args) == ["--update-docs", "--render", str(tmp_path / "r.json")]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from fleetbench.report import END, START
-from fleetbench.runner import main
+from fleetbench.runner import _parser, main, updates_docs
 
 FIXTURES = Path(__file__).resolve().parents[2] / "appliance" / "tests" / "fixtures"
 
@@ -35,6 +35,25 @@ def test_render_rewrites_only_the_generated_block(tmp_path: Path) -> None:
     assert text.endswith(END + "\n\ntail\n")
     assert "old" not in text
     assert "2 CPU cores" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--full"], True),
+        (["--full", "--only", "inference"], False),  # would blank the other sections
+        (["--full", "--skip", "service"], False),
+        (["--full", "--only", "inference", "--update-docs"], True),
+        (["--full", "--no-update-docs"], False),
+        (["--quick"], False),
+        (["--quick", "--update-docs"], True),
+    ],
+)
+def test_only_a_whole_full_run_rewrites_the_docs_unless_told(
+    argv: list[str], expected: bool
+) -> None:
+    args = _parser().parse_args(argv)
+    assert updates_docs(args, args.mode) is expected
 
 
 @pytest.fixture(params=["tiny_model.onnx", "tiny_model_steps.onnx"])

@@ -37,7 +37,11 @@ def find_checkout(start: Path | None = None) -> Path | None:
 
 _FLAGS: tuple[tuple[str, str], ...] = (
     ("--quick", "CI mode: small model and fleets, under 2 minutes (the default)"),
-    ("--full", "the production shape at 1..10,000 servers, about 15 minutes; updates docs/"),
+    (
+        "--full",
+        "the production shape at 1..10,000 servers, about 15 minutes; updates docs/ "
+        "when it runs every benchmark (no --only/--skip)",
+    ),
     ("--no-fail", "exit 0 even when a target is missed"),
     ("--report-only", "same as --no-fail"),
     ("--update-docs", "rewrite docs/BENCHMARKS.md's results block and plots"),
@@ -50,9 +54,14 @@ _VALUES: tuple[tuple[str, str], ...] = (
     ("--skip", "comma-separated benchmarks to leave out"),
     ("--results-dir", "where the JSON/Markdown results go (default benchmarks/results)"),
     ("--docs", "the Markdown page to update (default docs/BENCHMARKS.md)"),
+    (
+        "--render",
+        "run nothing: rebuild the report (with --update-docs, the docs block and "
+        "plots) from an earlier results JSON",
+    ),
 )
 
-_PATHS = frozenset({"--model-dir", "--results-dir", "--docs"})
+_PATHS = frozenset({"--model-dir", "--results-dir", "--docs", "--render"})
 
 
 def register_bench(subparsers: Any) -> None:
