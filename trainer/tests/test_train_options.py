@@ -90,6 +90,7 @@ BAD_OPTIONS = [
     (["--val-hours", "-1"], "--val-hours -1.0"),
     (["--val-hours", "nan"], "--val-hours nan"),
     (["--val-hours", "0.5"], "--val-hours 0.5 h (6 steps)"),  # < 12 predicted steps
+    (["--val-hours", "0.04"], "--val-hours 0.04"),  # rounds to 0 steps: not "validate on the tail"
     (["--eval-windows", "0"], "--eval-windows 0"),
     (["--patience", "-1"], "--patience -1"),
     (["--max-minutes", "-1"], "--max-minutes -1.0"),
@@ -280,6 +281,8 @@ def test_an_encoder_longer_than_the_data_is_refused(
     # minus 12 predicted.
     assert "--encoder-steps 100000: must be at most 276 steps on this data" in err
     _four_parts(err, "trainer/README.md#options")
+    # The way out names the validation part, which takes a day of this data.
+    assert "or a shorter --val-hours (0: validate on the held-out tail)" in err
     assert not out.exists()
 
 
@@ -290,6 +293,10 @@ def test_the_encoder_limit_is_the_longest_training_part_minus_the_prediction() -
     check_encoder_fits(frame, config, cutoff)  # exactly the limit: accepted
     with pytest.raises(ValueError, match="must be at most 564 steps"):
         check_encoder_fits(frame, TrainConfig(encoder=565, prediction=12), cutoff)
+    # Without a validation part the message names no part that does not exist.
+    with pytest.raises(ValueError, match="before the held-out tail") as refused:
+        check_encoder_fits(frame, TrainConfig(encoder=565, prediction=12, val_steps=0), cutoff)
+    assert "validation" not in str(refused.value).split("Why")[0]
 
 
 # -- data at another step than 300 s -------------------------------------------------------------

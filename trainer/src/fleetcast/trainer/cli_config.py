@@ -92,6 +92,19 @@ def _check_cli_options(args: argparse.Namespace) -> None:
             "nothing.",
             "Pass --val-hours 24 (the default) or another number of hours.",
         )
+    if args.val_hours > 0 and round(args.val_hours * 3600 / STEP_SECONDS) == 0:
+        need = args.prediction_steps * STEP_SECONDS / 3600
+        raise _cli_error(
+            "--val-hours",
+            args.val_hours,
+            f"must be 0 or hold at least one full prediction ({need:g} h with "
+            f"--prediction-steps {args.prediction_steps}); it rounds to no step at all",
+            "a positive value asks for a validation part before the held-out tail; read as 0 "
+            "it would validate on the held-out tail instead, and the accuracy table would be "
+            "measured on the windows that chose the model.",
+            f"Pass --val-hours {max(need, 24.0):g} (the default is 24), or 0 to validate on the "
+            "held-out tail.",
+        )
     _check_at_least(
         "--servers-sample",
         args.servers_sample,

@@ -439,18 +439,28 @@ def check_encoder_fits(frame: pd.DataFrame, config: TrainConfig, cutoff: int) ->
     if config.encoder <= longest:
         return
     total = int(frame["time_idx"].max() - first.min() + 1)
+    validated = config.val_steps > 0
+    before = (
+        "before the validation part and the held-out tail"
+        if validated
+        else ("before the held-out tail")
+    )
+    # A validation part takes up to a third of the range: a shorter one (or none) leaves the
+    # training part room for the encoder.
+    shorter_val = (
+        " or a shorter --val-hours (0: validate on the held-out tail)" if validated else ""
+    )
     raise option_error(
         _label("encoder"),
         config.encoder,
         f"must be at most {longest} steps on this data: its longest server has {span} steps "
-        f"({span * STEP_SECONDS / 3600:g} h) in the training part, before the validation part "
-        f"and the held-out tail ({total} steps in all), "
-        f"minus {config.prediction} predicted steps",
+        f"({span * STEP_SECONDS / 3600:g} h) in the training part, {before} ({total} steps "
+        f"in all), minus {config.prediction} predicted steps",
         "the model is trained on windows of the training part only, so it would never see an "
         "encoder this long; the bundle would still record it, and the export and the "
         "appliance size every input by it (memory grows with the encoder).",
         f"Pass --encoder-steps {longest} or fewer (the default is {DEFAULT_ENCODER_STEPS}), "
-        "or train on more hours of data."
+        f"train on more hours of data{shorter_val}."
         if longest >= 1
-        else "Train on more hours of data, or pass a shorter --prediction-steps.",
+        else f"Train on more hours of data, pass a shorter --prediction-steps{shorter_val}.",
     )
