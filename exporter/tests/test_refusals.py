@@ -6,6 +6,7 @@ writes nothing: no model, no sidecar, no Triton file, no new folder.
 
 from __future__ import annotations
 
+import json
 import warnings
 from typing import TYPE_CHECKING
 
@@ -272,6 +273,13 @@ def test_a_failure_after_writing_puts_everything_back(
     assert run_export([*argv, "--fp16", "--triton", str(tmp_path / "repo" / "triton")]) == 1
     message = _one_message(capsys.readouterr().err, "docs/EXPORT.md#refusals")
     assert "No space left on device" in message
+    assert _files(tmp_path) == before
+    assert (bundle_copy / "model.onnx").read_bytes() == b"the earlier export"
+    # With --json the same failure, half-way through the writes, is a JSON refusal too.
+    assert run_export([*argv, "--json", "--triton", str(tmp_path / "repo" / "triton")]) == 1
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["exported"] is False
+    assert "No space left on device" in answer["error"]["what"]
     assert _files(tmp_path) == before
     assert (bundle_copy / "model.onnx").read_bytes() == b"the earlier export"
     # Anything else (here Ctrl-C: the CLI's exit 130) still leaves nothing behind.

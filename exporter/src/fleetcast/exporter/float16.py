@@ -13,6 +13,7 @@ unchanged behind it. The tail is a few dozen element-wise nodes: its cost is nil
 
 from __future__ import annotations
 
+import logging
 import warnings
 from typing import TYPE_CHECKING
 
@@ -67,6 +68,12 @@ def convert_keeping_tail(proto: onnx.ModelProto) -> onnx.ModelProto:
     types = {v.name: v for v in (*graph.value_info, *graph.output)}
     missing = [name for name in handover if name not in types]
     if not tail or missing:
+        if tail:  # shape inference left a hand-over tensor untyped: no clean cut
+            logging.getLogger("fleetcast.exporter").warning(
+                "float16: the de-normalisation could not be kept float32 (no type for %s); "
+                "the whole graph is converted, and the check on forecasts near 1e6 decides",
+                ", ".join(missing[:3]),
+            )
         return _convert(proto)
 
     body_model = onnx.ModelProto()
