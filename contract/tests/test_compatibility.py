@@ -158,3 +158,13 @@ def test_data_step_is_measured_on_the_first_rows_only(metadata, tables, monkeypa
     assert any("The data's step is 60 s" in e for e in errors)
     monkeypatch.setattr(compatibility, "_STEP_SAMPLE_ROWS", first)
     assert validate_model_compatibility(metadata, table) == (True, [], ["ppweb001"])
+
+
+def test_a_key_given_both_ways_is_read_without_its_prefix(metadata):
+    """docs/DATA_CONTRACT.md#model-compatibility: the plain key wins over the prefixed one."""
+    props = {f"fleetcast.{k}": json.dumps(v) for k, v in metadata.items()}
+    props["fleetcast.contract_version"] = json.dumps("2.0.0")  # would be refused alone
+    props["contract_version"] = metadata["contract_version"]
+    assert validate_model_compatibility(props).is_compatible
+    del props["contract_version"]
+    assert not validate_model_compatibility(props).is_compatible
