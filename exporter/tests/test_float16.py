@@ -104,3 +104,24 @@ def test_fp16_gate_refuses_a_graph_that_overflows(
     assert "Export without --fp16" in info.value.fix  # not "check the versions"
     assert not out.exists()
     assert not out.with_name("model.fp16.onnx").exists()
+
+
+def test_the_tail_is_found_by_position_not_by_node_name() -> None:
+    """Unnamed nodes (empty names are legal ONNX) must not all join the float32 tail."""
+    from onnx import TensorProto, helper
+
+    from fleetcast.exporter.float16 import downstream_nodes
+
+    f32 = TensorProto.FLOAT
+    graph = helper.make_graph(
+        [
+            helper.make_node("Relu", ["x"], ["h"]),  # the body: no name
+            helper.make_node("Mul", ["h", "target_scale"], ["m"]),  # the tail: no name either
+            helper.make_node("Add", ["m", "target_scale"], ["y"]),
+            helper.make_node("Neg", ["x"], ["z"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info(n, f32, [2]) for n in ("x", "target_scale")],
+        [helper.make_tensor_value_info(n, f32, [2]) for n in ("y", "z")],
+    )
+    assert downstream_nodes(graph, ("target_scale",)) == {1, 2}

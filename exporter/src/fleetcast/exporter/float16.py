@@ -26,15 +26,18 @@ FLOAT32_INPUTS: tuple[str, ...] = ("target_scale",)
 """Graph inputs whose consumers, and everything computed from them, stay float32."""
 
 
-def downstream_nodes(graph: onnx.GraphProto, inputs: tuple[str, ...]) -> set[str]:
-    """Names of the nodes of ``graph`` (topologically ordered) computed from ``inputs``."""
+def downstream_nodes(graph: onnx.GraphProto, inputs: tuple[str, ...]) -> set[int]:
+    """Indices of the nodes of ``graph`` (topologically ordered) computed from ``inputs``.
+
+    Indices, not names: a graph's node names may be empty or repeated.
+    """
     tainted = set(inputs)
-    names: set[str] = set()
-    for node in graph.node:
+    found: set[int] = set()
+    for k, node in enumerate(graph.node):
         if tainted.intersection(node.input):
-            names.add(node.name)
+            found.add(k)
             tainted.update(o for o in node.output if o)
-    return names
+    return found
 
 
 def convert_keeping_tail(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -47,20 +50,20 @@ def convert_keeping_tail(proto: onnx.ModelProto) -> onnx.ModelProto:
 
     model = onnx.shape_inference.infer_shapes(proto)
     graph = model.graph
-    tail_names = downstream_nodes(graph, FLOAT32_INPUTS)
-    readers: dict[str, set[str]] = {}
-    for node in graph.node:
+    in_tail = downstream_nodes(graph, FLOAT32_INPUTS)
+    readers: dict[str, set[int]] = {}
+    for k, node in enumerate(graph.node):
         for name in node.input:
-            readers.setdefault(name, set()).add(node.name)
+            readers.setdefault(name, set()).add(k)
     # Constants (nodes and initializers) read by the tail alone travel with it.
-    for node in graph.node:
+    for k, node in enumerate(graph.node):
         if node.op_type == "Constant" and all(
-            readers.get(o, set()) <= tail_names and readers.get(o) for o in node.output
+            readers.get(o, set()) <= in_tail and readers.get(o) for o in node.output
         ):
-            tail_names.add(node.name)
-    tail = [n for n in graph.node if n.name in tail_names]
-    body = [n for n in graph.node if n.name not in tail_names]
-    tail_inits = [i for i in graph.initializer if readers.get(i.name, {""}) <= tail_names]
+            in_tail.add(k)
+    tail = [n for k, n in enumerate(graph.node) if k in in_tail]
+    body = [n for k, n in enumerate(graph.node) if k not in in_tail]
+    tail_inits = [i for i in graph.initializer if readers.get(i.name, {-1}) <= in_tail]
     kept_inputs = [i for i in graph.input if i.name not in FLOAT32_INPUTS]
     produced = {o for n in body for o in n.output} | {i.name for i in graph.initializer}
     produced -= {i.name for i in tail_inits}
