@@ -298,6 +298,9 @@ def test_ingest_rejections_and_step_closing(toy_dir: Path) -> None:
     assert "older than the" in reasons[0]
     assert "docs/RISK.md#buckets" in reasons[0]
     assert "capacity of 2 servers" in reasons[2]
+    # The reason names both fixes docs/RISK.md#buckets gives: more capacity, or free slots.
+    assert "DELETE /servers/{server_name}" in reasons[2]
+    assert "forget_after" in reasons[2]
     assert "mem_pct=150 is outside" in reasons[3]
     st = engine.status()["ingest"]
     assert st["too_old"] == 1

@@ -80,6 +80,8 @@ def test_thresholds_are_per_metric_and_profile_and_overridable() -> None:
         Thresholds({"latency_ms": {"dbase": 1}})
     with pytest.raises(ValueError, match="positive number"):
         Thresholds({"cpu_pct": {"default": -3}})
+    with pytest.raises(ValueError, match="positive number"):
+        Thresholds({"cpu_pct": {"database": True}})  # TOML `true` is not 1.0
     with pytest.raises(ValueError, match="Unknown metric"):
         Thresholds({"gpu_pct": 50})
 

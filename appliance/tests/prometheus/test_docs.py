@@ -53,6 +53,49 @@ def test_rules_use_exposed_series() -> None:
     assert _names_in(text, "fleetcast_") <= _exposed_families()
 
 
+def _exposed_labels() -> set[str]:
+    """Label names the exposition writes (its label dicts' keys), what Prometheus adds, and
+    node_exporter's ``mode`` (read by the ``fleetcast:actual`` recording rule)."""
+    written = set(re.findall(r'"([a-z_]+)": ', inspect.getsource(exposition)))
+    return written | {"job", "instance", "mode"}
+
+
+def test_dashboard_and_rules_use_only_exposed_labels() -> None:
+    if not DASHBOARD.is_file():
+        pytest.skip("docs/grafana/fleetcast.json not in this checkout")
+    dash = json.loads(DASHBOARD.read_text())
+    targets = [t for p in dash["panels"] for t in p.get("targets", [])]
+    text = "\n".join([t["expr"] for t in targets] + [p.read_text() for p in RULES])
+    used = set(
+        re.findall(r"\{\{\s*(\w+)\s*\}\}", " ".join(t.get("legendFormat", "") for t in targets))
+    )
+    used |= set(re.findall(r"\$labels\.(\w+)", text))
+    used |= set(re.findall(r"[{,]\s*(\w+)\s*(?:=~|!=|=)", text))
+    for group in re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", text):
+        used |= {x.strip() for x in group.split(",") if x.strip()}
+    assert used, "the dashboard and rules should select by labels"
+    assert used <= _exposed_labels(), used - _exposed_labels()
+
+
+def test_dashboard_colours_risk_as_the_codex() -> None:
+    """green < 0.3 <= yellow <= 0.7 < red (docs/RISK.md#risk-model): Grafana colours a
+    value from its step's value up, so red must start just above 0.7 (risks have four
+    decimals), and 0.7 itself stays yellow as on the fleetcast dashboard."""
+    if not DASHBOARD.is_file():
+        pytest.skip("docs/grafana/fleetcast.json not in this checkout")
+    dash = json.loads(DASHBOARD.read_text())
+    checked = 0
+    for panel in dash["panels"]:
+        steps = panel.get("fieldConfig", {}).get("defaults", {}).get("thresholds", {})
+        colours = {s["color"]: s["value"] for s in steps.get("steps", [])}
+        if "red" not in colours:
+            continue
+        checked += 1
+        assert colours["yellow"] == 0.3, panel["title"]
+        assert 0.7 < colours["red"] <= 0.7001, panel["title"]
+    assert checked, "the riskiest-servers panel colours by risk"
+
+
 @pytest.mark.prometheus
 @pytest.mark.skipif(
     shutil.which("promtool") is None, reason="needs promtool (apt-get install prometheus)"

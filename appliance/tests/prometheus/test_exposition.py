@@ -201,3 +201,27 @@ def test_forecasts_risk_and_health_are_exposed(model_dir: Path, tmp_path: Path) 
     assert families["fleetcast_forecast_age_seconds"].type == "gauge"
     assert families["fleetcast_http_request_duration_seconds"].type == "histogram"
     assert len(families["fleetcast_forecast"].samples) == len(forecast_series)
+
+
+_SERVERS_BY_STATE = {"known": 9, "ready": 4, "warming": 1, "stale": 2, "ahead": 2, "unknown": 3}
+
+
+class _StatesEngine:
+    """An engine whose /status counts servers in every readiness state."""
+
+    def status(self) -> dict[str, Any]:
+        return {"model": {}, "servers": dict(_SERVERS_BY_STATE)}
+
+    def current(self) -> None:
+        return None
+
+
+def test_servers_are_exposed_in_every_state_of_status() -> None:
+    """``ahead`` servers (a clock in the future: not forecast, docs/RISK.md#buckets) are a
+    series like ``stale`` ones, so Grafana's Servers panel accounts for every known server."""
+    from types import SimpleNamespace
+
+    runtime: Any = SimpleNamespace(engine=_StatesEngine(), forecast_errors=0)
+    got = parse(Telemetry(runtime).render(now=1_790_009_000.0))
+    states = {dict(k[1])["state"]: v for k, v in got.items() if k[0] == "fleetcast_servers"}
+    assert states == _SERVERS_BY_STATE

@@ -108,7 +108,9 @@ def refusals(
                 i,
                 f"server {names[i]!r} is new but the appliance already tracks its capacity of "
                 f"{capacity} servers; raise the capacity setting "
-                "(docs/OPERATIONS.md#configuration)",
+                "(docs/OPERATIONS.md#configuration), or free slots: DELETE "
+                "/servers/{server_name} or forget_after forget servers "
+                "(docs/OPERATIONS.md#forgetting-servers)",
             )
         )
     for i in screened.future:

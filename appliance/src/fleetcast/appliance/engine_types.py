@@ -63,8 +63,10 @@ class EngineConfig:
     past its real data); ``None``: no check. The service sets it (default 1 h); the demo
     passes its simulated clock, which runs ahead by design, as ``now``."""
     stale_after_steps: int = 12
-    """A server whose newest closed step is more than this many steps behind the fleet's newest
-    closed step is *stale*: not forecast (its data stopped), counted in status."""
+    """A server whose newest closed step is more than this many steps behind the fleet's
+    reference step (the 90th percentile of the servers' newest closed steps,
+    :func:`~fleetcast.appliance.engine_state.fleet_reference`) is *stale*: not forecast (its
+    data stopped), counted in status; one as far ahead of it is *ahead*, likewise."""
     warning_probability: float = 0.3
     """Alert (severity ``warning``, level yellow) at or above this exceedance probability."""
     critical_probability: float = 0.7

@@ -11,7 +11,7 @@ family                                                      type       labels
 fleetcast_http_requests_total                               counter    method, route, status
 fleetcast_http_request_duration_seconds                     histogram  method, route
 fleetcast_model_info                                        gauge      model_version, contract_version
-fleetcast_servers                                           gauge      state (known/ready/warming/stale/unknown)
+fleetcast_servers                                           gauge      state (known/ready/warming/stale/ahead/unknown)
 fleetcast_inference_latency_seconds                         gauge      stat (avg/p99/last)
 fleetcast_predictions_per_second                            gauge      -
 fleetcast_forecast_runs_total, _errors_total                counter    -
@@ -314,7 +314,7 @@ class Telemetry:
         )
         servers = status.get("servers", {})
         out.family("fleetcast_servers", "gauge", "Servers by readiness.")
-        for state in ("known", "ready", "warming", "stale", "unknown"):
+        for state in ("known", "ready", "warming", "stale", "ahead", "unknown"):
             out.sample("fleetcast_servers", int(servers.get(state, 0) or 0), {"state": state})
         forgot = status.get("forgotten", {})
         out.family("fleetcast_servers_forgotten_total", "counter", "Servers forgotten, by why.")

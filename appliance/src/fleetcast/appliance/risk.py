@@ -112,7 +112,9 @@ class Thresholds:
                         f"Unknown profile {key!r} in the thresholds of {metric}; expected "
                         f"'default' or one of {list(self.profiles)}. See {RISK_DOC}#configuration."
                     )
-                if not (isinstance(value, int | float) and np.isfinite(value) and value > 0):
+                # bool is an int in Python: `true` in a TOML file is no threshold of 1.0.
+                number = isinstance(value, int | float) and not isinstance(value, bool)
+                if not (number and np.isfinite(value) and value > 0):
                     raise ValueError(
                         f"Threshold {metric}/{key} must be a positive number in "
                         f"the metric's own unit, got {value!r}. See {RISK_DOC}#configuration."
