@@ -9,6 +9,8 @@ so each body's keys are compared with its Struct's fields and with the served sc
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fleetcast.appliance.schemas import (
@@ -21,8 +23,6 @@ from fleetcast.appliance.schemas import (
 )
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     import msgspec
     from litestar.testing import TestClient
 
@@ -77,3 +77,37 @@ def test_every_body_field_is_in_its_schema(client_for: Any, svc: Any, tmp_path: 
     assert set(status) == _fields(StatusResponse)
     assert status["nonfinite_forecasts"] == 0
     assert "nonfinite_forecasts" in _schema_properties(client, "StatusResponse")
+
+
+def _documented_keys(row: str, name: str) -> set[str]:
+    """The keys docs/API.md lists in ``name {a, b (…), c {…}, …}`` of a table row."""
+    start = row.index(f" {name} {{") + len(name) + 3
+    items, item, depth = [], "", 0
+    for ch in row[start:]:
+        if ch in "({[":
+            depth += 1
+        elif ch in ")}]":
+            if depth == 0:
+                items.append(item)
+                break
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append(item)
+            item = ""
+            continue
+        item += ch
+    return {re.match(r"\s*(\w+)", it).group(1) for it in items}  # type: ignore[union-attr]
+
+
+def test_status_parts_are_documented_key_for_key(client_for: Any, svc: Any) -> None:
+    """docs/API.md's /status row names every key of /status's nested parts, and no other."""
+    api_md = Path(__file__).resolve().parents[3] / "docs" / "API.md"
+    row = next(line for line in api_md.read_text().splitlines() if "| GET | `/status` |" in line)
+    client = client_for()
+    steps = int(client.get("/status").json()["model"]["encoder_length"]) + 2
+    assert (
+        client.post("/metrics", json={"records": svc.make_records(steps=steps)}).status_code == 200
+    )
+    status = svc.wait_until(lambda: (s := client.get("/status").json())["forecast_runs"] and s)
+    for part in ("model", "servers", "ingest", "forgotten", "persistence", "service", "step_cache"):
+        assert set(status[part]) == _documented_keys(row, part), part
