@@ -199,3 +199,34 @@ def test_a_refused_write_is_one_line_naming_its_cause_and_a_bug_keeps_its_traceb
     assert "mounted read-only (EROFS: Read-only file system)" in readonly.getMessage()
     assert bug.exc_info is not None
     assert bug.exc_info[1].args == ("a bug",)
+
+
+def test_a_missing_log_between_the_snapshot_and_later_logs_refuses_the_start(
+    tmp_path: Path, svc: Any
+) -> None:
+    from fleetcast.appliance.persistence import StateError
+
+    store = StateStore(tmp_path)
+    store.recover()
+    gen = store.rotate()
+    store.write_snapshot({"a": np.zeros(1)}, gen)  # continues from log `gen`
+    store.append(svc.make_columns(3))  # acknowledged, in log `gen`
+    store.rotate()
+    store.append(svc.make_columns(1, start=50))  # in log `gen + 1`
+    store.close()
+    # A backup that copied the snapshot first, then the logs after another snapshot ran,
+    # has the same shape: log `gen` is gone, a later one is there.
+    hole = tmp_path / f"log-{gen:08d}.wal"
+    hole.unlink()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(StateError) as refused:
+        StateStore(tmp_path).recover()
+    message = str(refused.value)
+    assert f"lacks the sample log {hole.name}" in message
+    assert "copied the logs first" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing changed
+    # Creating it empty is the documented way to accept the loss: the later log replays.
+    hole.touch()
+    found = StateStore(tmp_path).recover()
+    assert len(found.batches) == 1
+    assert _same(found.batches[0], svc.make_columns(1, start=50))

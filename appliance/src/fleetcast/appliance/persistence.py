@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import numpy as np
 
-from fleetcast.appliance.errors import ExplainedError, write_error_cause
+from fleetcast.appliance.errors import write_error_cause
 from fleetcast.appliance.log_frames import (
     FORGET_MAGIC,
     FRAME_MAGIC,
@@ -55,6 +55,15 @@ from fleetcast.appliance.log_frames import (
     encode_frame,
     intact_frames,
     next_frame,
+)
+from fleetcast.appliance.state_errors import BACKUP_DOC as _BACKUP_DOC
+from fleetcast.appliance.state_errors import STATE_DOC as _STATE_DOC
+from fleetcast.appliance.state_errors import (
+    LogScan,
+    StateError,
+    damaged_log_error,
+    log_name,
+    missing_logs_error,
 )
 
 if TYPE_CHECKING:
@@ -84,37 +93,6 @@ _log = logging.getLogger(__name__)
 _SNAPSHOT = "snapshot.npz"
 _LOCK = "lock"
 _META_KEY = "__fleetcast_meta__"
-_STATE_DOC = "docs/OPERATIONS.md#state"
-_BACKUP_DOC = "docs/OPERATIONS.md#back-up-and-restore"
-
-
-class StateError(ExplainedError):
-    """The state directory cannot be used as it is (in use, damaged). The message says what,
-    why, how to fix, where; the runtime turns it into a StartupError."""
-
-
-@dataclass
-class _LogScan:
-    """One log generation as read at start-up."""
-
-    path: Path
-    size: int
-    batches: list[Entry]
-    valid: int
-    """Byte offset after the last good frame before the first bad one (``size`` if clean)."""
-    problem: str | None
-    intact_after: int = 0
-    """Intact frames after the first bad one."""
-    next_intact: int | None = None
-    """Byte offset of the first of them."""
-
-
-def _frames(n: int) -> str:
-    return f"{n} intact frame" + ("" if n == 1 else "s")
-
-
-def _follow(n: int) -> str:
-    return "follows" if n == 1 else "follow"
 
 
 @dataclass
@@ -158,7 +136,7 @@ class StateStore:
 
     # -- files ---------------------------------------------------------------------------
     def _log_path(self, generation: int) -> Path:
-        return self.state_dir / f"log-{generation:08d}.wal"
+        return self.state_dir / log_name(generation)
 
     def _generations(self) -> list[int]:
         gens = []
@@ -232,15 +210,23 @@ class StateStore:
         first = int(meta.get("log_generation", 0)) if meta else 0
         if meta:
             self.last_snapshot_time = float(meta.get("created", 0.0))
-        covered = [g for g in self._generations() if g < first]
-        scans = [self._scan_log(self._log_path(g)) for g in self._generations() if g >= first]
+        present = self._generations()
+        covered = [g for g in present if g < first]
+        kept = [g for g in present if g >= first]
+        # Generations are opened one after another and deleted only below a snapshot's, so
+        # a hole in them is a missing file: samples acknowledged in it (not in the snapshot).
+        start = first if meta else min(kept, default=0)
+        missing = sorted(set(range(start, max(kept, default=start - 1) + 1)) - set(kept))
+        if missing:
+            raise missing_logs_error(self.state_dir, missing, kept)
+        scans = [self._scan_log(self._log_path(g)) for g in kept]
         # Every check before any file changes: a refused start leaves the directory as it is.
         for i, scan in enumerate(scans):
             if scan.problem is None:
                 continue
             later = sum(len(s.batches) + s.intact_after for s in scans[i + 1 :])
             if scan.intact_after or later:
-                raise self._damaged_log(scan, later)
+                raise damaged_log_error(scan, later)
         for gen in covered:
             self._log_path(gen).unlink(missing_ok=True)  # crash before pruning
         batches: list[Entry] = []
@@ -263,7 +249,7 @@ class StateStore:
         return Recovery(arrays, batches, dropped)
 
     @staticmethod
-    def _scan_log(path: Path) -> _LogScan:
+    def _scan_log(path: Path) -> LogScan:
         data = path.read_bytes()
         try:
             batches, valid, problem = decode_frames(data)
@@ -278,34 +264,10 @@ class StateStore:
                 f"restore the state directory from a backup this version wrote ({_BACKUP_DOC}).",
                 _STATE_DOC,
             ) from None
-        scan = _LogScan(path, len(data), batches, valid, problem)
+        scan = LogScan(path, len(data), batches, valid, problem)
         if problem is not None:
             scan.intact_after, scan.next_intact = intact_frames(data, valid + 1)
         return scan
-
-    def _damaged_log(self, scan: _LogScan, later: int) -> StateError:
-        """The error for a damaged frame with intact (acknowledged) frames after it."""
-        name = scan.path.name
-        follow = []
-        if scan.intact_after:
-            assert scan.next_intact is not None
-            follow.append(
-                f"{_frames(scan.intact_after)} ({scan.size - scan.next_intact} bytes from byte "
-                f"{scan.next_intact}) {_follow(scan.intact_after)} it in that file"
-            )
-        if later:
-            follow.append(f"{_frames(later)} {_follow(later)} in later log files")
-        return StateError(
-            f"The sample log {name} in the state directory is damaged at byte {scan.valid} "
-            f"({scan.problem}), and {' and '.join(follow)}; the file was left as it is.",
-            "a crash mid-write only ever damages the last frame; damage followed by intact "
-            "frames is damage to samples that were acknowledged, and cutting the file there "
-            "would silently drop them.",
-            f"restore the state directory from the backup ({_BACKUP_DOC}); or, to accept "
-            f"losing every sample in {name} ({scan.size} bytes), move {scan.path} out of the "
-            "state directory and start again.",
-            _STATE_DOC,
-        )
 
     def _load_snapshot(self) -> tuple[dict[str, np.ndarray] | None, dict[str, Any] | None]:
         path = self.state_dir / _SNAPSHOT
