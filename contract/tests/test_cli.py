@@ -41,9 +41,11 @@ def test_missing_distribution_names_the_package(monkeypatch, capsys):
     assert cli.main(["train", "--epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert "the 'train' command is provided by fleetcast-trainer, which is not installed" in err
-    assert "pip install fleetcast-trainer" in err
+    assert "pip install ./trainer from a fleetcast source checkout" in err
     assert cli.main(["--log-level", "ERROR", "serve"]) == 2
-    assert "pip install fleetcast-appliance" in capsys.readouterr().err
+    assert (
+        "pip install './appliance[cpu]' from a fleetcast source checkout" in capsys.readouterr().err
+    )
 
 
 def test_broken_plugin_does_not_break_other_commands(monkeypatch, capsys, tmp_path):

@@ -64,3 +64,25 @@ def test_unreachable_socket_does_not_raise() -> None:
     notifier = Notifier.from_env({"NOTIFY_SOCKET": "/nonexistent/notify.sock"})
     assert notifier.ready() is False
     notifier.close()
+
+
+def test_the_loading_status_goes_out_before_the_slow_part_of_a_start() -> None:
+    """systemd shows STATUS= while the model loads and the state is restored (minutes on a
+    first start that compiles the kernels), not only once that is done."""
+    from fleetcast.appliance.commands import prepare_runtime
+
+    events: list[str] = []
+
+    class _Notifier:
+        def status(self, text: str) -> bool:
+            events.append(f"STATUS={text}")
+            return True
+
+    class _Runtime:
+        notifier = _Notifier()
+
+        def prepare(self) -> None:
+            events.append("prepare")
+
+    prepare_runtime(_Runtime())
+    assert events == ["STATUS=loading model and restoring state", "prepare"]

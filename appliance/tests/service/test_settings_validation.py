@@ -319,19 +319,23 @@ def test_every_setting_has_its_flag() -> None:
 
 
 @pytest.mark.parametrize(
-    ("values", "named"),
+    ("values", "named", "source"),
     [
-        ({"prometheus_url": "http://127.0.0.1:9090"}, "--prometheus-url"),
-        ({"speed": 100}, "--speed"),
+        ({"prometheus_url": "http://127.0.0.1:9090"}, "--prometheus-url", "--source prometheus"),
+        ({"speed": 100}, "--speed", "--demo"),
         ({"demo_servers": 5, "source": "prometheus", "prometheus_url": "http://p:9090"},
-         "--demo-servers"),
+         "--demo-servers", "--demo"),
     ],
 )  # fmt: skip
-def test_a_flag_of_a_source_not_in_use_is_refused(values: dict[str, Any], named: str) -> None:
+def test_a_flag_of_a_source_not_in_use_is_refused(
+    values: dict[str, Any], named: str, source: str
+) -> None:
     message = _error(values)
-    assert named in message
-    assert "apply to another data source than the one in use" in message
-    assert "--source prometheus, or --demo" in message
+    assert f"{named} applies to another data source than the one in use" in message
+    assert f"add the source they belong to ({source})" in message  # only the one it needs
+    both = _error({"prometheus_url": "http://p:9090", "speed": 100})
+    assert "apply to another data source" in both
+    assert "(--source prometheus and --demo)" in both
 
 
 def test_the_environment_may_hold_the_other_sources_settings() -> None:

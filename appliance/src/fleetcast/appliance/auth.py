@@ -76,7 +76,7 @@ def _check(connection: ASGIConnection[Any, Any, Any, Any], what: str) -> None:
         "missing API key" if given is None else "wrong API key",
         f"{what} requires the {API_KEY_HEADER} header with the appliance's API key"
         + ("" if given is None else "; the key sent does not match"),
-        f"send `{API_KEY_HEADER}: <key>` (the key is FLEETCAST_API_KEY or --api-key-file on the appliance)",
+        f"send `{API_KEY_HEADER}: <key>` (the appliance's key: its --api-key-file, or FLEETCAST_API_KEY)",
         _SEE,
     )
 

@@ -302,6 +302,14 @@ def _unacknowledged(transport: Any) -> int:
     return pending
 
 
+def prepare_runtime(runtime: Any) -> None:
+    """Tell systemd what the start is doing (``STATUS=``), then load the model and restore
+    the state: the slow part of a start (up to minutes on a first start that compiles the
+    kernels), which ``systemctl status`` should not show as silence."""
+    runtime.notifier.status("loading model and restoring state")
+    runtime.prepare()
+
+
 def _serve(settings: Settings, report: StartReport | None) -> int:
     import uvicorn
 
@@ -322,7 +330,7 @@ def _serve(settings: Settings, report: StartReport | None) -> int:
         return fail(str(exc))
     try:
         app = create_app(settings)
-        app.state.runtime.prepare()  # model checks + state restore before serving
+        prepare_runtime(app.state.runtime)  # model checks + state restore before serving
     except Exception as exc:
         for sock in sockets:
             sock.close()

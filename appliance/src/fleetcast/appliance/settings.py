@@ -390,9 +390,15 @@ def _refuse_idle_flags(settings: Settings, flags: set[str]) -> None:
         idle |= flags & {"speed", "demo_servers", "demo_seed"}
     if idle:
         given = ", ".join(_Origin("flag").where(n) for n in sorted(idle))
+        verb = "applies" if len(idle) == 1 else "apply"
+        sources = []
+        if any(n.startswith("prometheus_") for n in idle):
+            sources.append("--source prometheus")
+        if idle & {"speed", "demo_servers", "demo_seed"}:
+            sources.append("--demo")
         raise SettingsError(
-            f"{given} apply to another data source than the one in use ({settings.source}).",
-            "add the source they belong to (--source prometheus, or --demo), or drop them.",
+            f"{given} {verb} to another data source than the one in use ({settings.source}).",
+            f"add the source they belong to ({' and '.join(sources)}), or drop them.",
             why="the appliance would start without them, waiting for data that never comes "
             "the way you meant.",
         )

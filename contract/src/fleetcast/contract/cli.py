@@ -116,9 +116,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if first is not None and first not in registered and first in KNOWN_COMMANDS:
         dist = KNOWN_COMMANDS[first]
+        # fleetcast is installed from its source checkout, not from a package index (a
+        # same-named package there would not be ours).
+        folder = dist.removeprefix("fleetcast-")
+        target = f"'./{folder}[cpu]'" if folder == "appliance" else f"./{folder}"
         print(
             f"fleetcast: the '{first}' command is provided by {dist}, which is not installed. "
-            f"Fix: pip install {dist} (or `make setup` in a checkout). See README.md#install.",
+            f"Fix: pip install {target} from a fleetcast source checkout (or `make setup` "
+            "there). See README.md#install.",
             file=sys.stderr,
         )
         return 2
