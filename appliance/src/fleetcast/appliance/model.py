@@ -202,7 +202,9 @@ def load_model(
     if not model_path.is_file():
         missing = "does not exist" if not folder.exists() else f"holds no {MODEL_FILE}"
         raise ModelError(
-            f"The model directory {folder.name!r} {missing}.",
+            # The whole path, as given: a misspelt absolute path is found by reading it
+            # (/admin/reload replaces server paths in what it answers).
+            f"The model directory {str(folder)!r} {missing}.",
             "the appliance serves forecasts from an exported ONNX model only.",
             "Export one (`fleetcast export --bundle models/latest`) or point --model-dir "
             "(FLEETCAST_MODEL_DIR, model_dir in the config file) at a folder that holds it.",
@@ -242,7 +244,8 @@ def load_model(
 
         steps, embedding_size = open_step_graphs(metadata, session_options(threads))
     log.info(
-        "model %s (%s) loaded; providers in use: %s (requested %s); %d inference worker(s); "
+        "model %s (%s) loaded; providers in use: %s (asked for and in this build: %s); "
+        "%d inference worker(s); "
         "step cache %s",
         spec.model_version,
         spec.bundle_id,
