@@ -120,6 +120,7 @@ def test_notify_protocol_ready_watchdog_stopping(server_factory: Any, tmp_path: 
         assert server.proc.wait(30) in GRACEFUL
     statuses = [line for m in messages for line in m.splitlines() if line.startswith("STATUS=")]
     assert statuses[0].startswith("STATUS=loading")
+    assert sum(line.startswith("STATUS=loading") for line in statuses) == 1  # said once
 
 
 def test_bad_model_dir_is_one_clear_error(tmp_path: Path, svc: Any) -> None:

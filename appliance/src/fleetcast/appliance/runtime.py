@@ -204,7 +204,8 @@ class Runtime:
 
     async def start(self) -> None:
         """Open the engine, restore state, start the loops, then tell systemd READY=1."""
-        self.notifier.status("loading model and restoring state")
+        if self.engine is None:  # `fleetcast serve` prepared it already (and said so)
+            self.notifier.status("loading model and restoring state")
         try:
             await anyio.to_thread.run_sync(self.prepare)
         except Exception as exc:
