@@ -25,7 +25,14 @@ def forecast_body(name: str, profile: str, risk: float | None) -> dict[str, Any]
             "p90": {h: {k: v + 10 for k, v in values.items()} for h in horizons},
         },
         "risk": risk,
-        "risk_level": "yellow",
+        # as the appliance decides it (its rule, written out: > 0.7 red, >= 0.3 yellow)
+        "risk_level": None
+        if risk is None
+        else "red"
+        if risk > 0.7
+        else "yellow"
+        if risk >= 0.3
+        else "green",
         "risk_by_horizon": {"30min": 0.1, "1hr": 0.2, "8hr": risk},
         "drivers": [
             {"metric": "cpu_pct", "horizon": "8hr", "probability": 0.42, "threshold": 90.0}

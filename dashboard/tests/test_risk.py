@@ -32,3 +32,14 @@ def test_each_level_has_its_own_colour_and_missing_risk_is_never_green() -> None
     assert level_colour(None) != level_colour(0.0)
     assert level_colour(0.1) == LEVEL_COLOURS["green"]
     assert level_colour(0.9) == LEVEL_COLOURS["red"]
+
+
+def test_a_served_level_colours_the_badge_of_a_server() -> None:
+    """The server ranking and detail badges show the appliance's level (decided before
+    rounding); a mean risk, which has no served level, is coloured by its value."""
+    from fleetcast.dashboard.views.html import badge
+
+    assert 'data-level="red"' in badge(0.7, "red")
+    assert ">0.70 red<" in badge(0.7, "red")
+    assert 'data-level="yellow"' in badge(0.7)
+    assert 'data-level="unknown"' in badge(None, "red")

@@ -46,6 +46,28 @@ def test_heatmap_cells_group_by_contract_profile_order_then_name() -> None:
     assert "driver: cpu_pct > 90 at 8hr" in tip
 
 
+def test_a_server_is_coloured_by_the_level_the_appliance_decided() -> None:
+    """The appliance decides on the unrounded risk and sends it rounded: 0.70003 arrives as
+    0.7 with level red, and the heatmap and tooltip follow the appliance (and its fleet
+    counts and alerts), not the rounded value. A level it did not send, or one it does not
+    know, falls back to the risk's own level; no risk stays unknown."""
+    edge = forecast_body("ppml0099", "ml_compute", 0.7)
+    edge["risk_level"] = "red"
+    odd = forecast_body("ppml0098", "ml_compute", 0.75)
+    odd["risk_level"] = "purple"
+    bare = forecast_body("ppml0097", "ml_compute", 0.2)
+    del bare["risk_level"]
+    lost = forecast_body("ppml0096", "ml_compute", None)
+    lost["risk_level"] = "red"
+    cells = {c["name"]: c for c in heatmap_cells(servers([edge, odd, bare, lost]))}
+    assert cells["ppml0099"]["level"] == "red"
+    assert cells["ppml0099"]["label"] == "0.70"
+    assert "risk 0.70 — red" in cells["ppml0099"]["tooltip"]
+    assert cells["ppml0098"]["level"] == "red"
+    assert cells["ppml0097"]["level"] == "green"
+    assert cells["ppml0096"]["level"] == "unknown"
+
+
 def test_top_servers_riskiest_first_without_risk_last() -> None:
     ranked = top_servers(servers([forecast_body("ppgen001", "generic", None)]), 4)
     assert [s.server_name for s in ranked] == ["ppml0002", "ppml0015", "ppweb001", "ppgen001"]

@@ -102,3 +102,14 @@ def test_a_new_alert_still_needs_the_warning_level() -> None:
     assert held["since"] == "2026-09-21T13:00:00Z"  # the same unbroken run
     assert run.alerts(0.69) != []
     assert all(a["severity"] == "warning" for a in run.alerts(0.69))  # never critical yet
+
+
+def test_severity_is_decided_before_the_probability_is_rounded() -> None:
+    """0.70003 is shown as 0.7 but is above the critical level, as the server's red is;
+    it was a warning while the comparison read the rounded value."""
+    run = _Run()
+    (alert,) = (a for a in run.alerts(0.70003) if a["horizon"] == "8hr")
+    assert alert["probability"] == 0.7
+    assert alert["severity"] == "critical"
+    (exact,) = (a for a in _Run().alerts(0.7) if a["horizon"] == "8hr")
+    assert exact["severity"] == "warning"  # at the level is not above it

@@ -9,10 +9,12 @@ from fleetcast.appliance.forecast import clean_quantiles
 from fleetcast.appliance.risk import (
     DEFAULT_THRESHOLDS,
     Thresholds,
+    driver_horizons,
     exceedance_probability,
     fleet_summary,
     horizon_probabilities,
     level_of,
+    levels_of,
     risk_of,
 )
 from fleetcast.contract.schema import VALID_PROFILES
@@ -109,6 +111,21 @@ def test_levels_follow_the_codex() -> None:
         "red",
         "red",
     ]
+
+
+def test_levels_are_decided_on_unrounded_risks() -> None:
+    """0.70003 is shown as 0.7 but is red, as the fleet summary counts it; 0.29996 is
+    shown as 0.3 but is green. The vectorised levels agree with the scalar rule."""
+    risks = np.array([0.0, 0.29996, 0.3, 0.7, 0.70003, 1.0])
+    assert levels_of(risks) == [level_of(float(p)) for p in risks]
+    assert levels_of(risks) == ["green", "green", "yellow", "yellow", "red", "red"]
+    assert fleet_summary(risks[:, None], ["web_api"] * 6, ["8hr"])["red"] == 2
+    assert levels_of(np.array([0.5]), warning=0.6, critical=0.8) == ["green"]
+
+
+def test_driver_horizons_are_the_first_horizon_at_the_warning_level() -> None:
+    by_h = np.array([[[0.1, 0.3, 0.9], [0.0, 0.1, 0.29996], [0.5, 0.5, 0.5], [0.0, 0.0, 0.0]]])
+    assert driver_horizons(by_h, 0.3).tolist() == [[1, -1, 0, -1]]
 
 
 def test_fleet_summary_values() -> None:

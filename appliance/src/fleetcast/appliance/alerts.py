@@ -78,7 +78,12 @@ def build_alerts(
     d_idx = peak[b_idx, m_idx, h_idx]
     p50 = np.round(quantiles[b_idx, m_idx, d_idx, mid].astype(np.float64), 3).tolist()
     p90 = np.round(quantiles[b_idx, m_idx, d_idx, hi].astype(np.float64), 3).tolist()
-    prob = np.round(risk.by_horizon[b_idx, m_idx, h_idx], 4).tolist()
+    raw = risk.by_horizon[b_idx, m_idx, h_idx]
+    # Severity is decided on the unrounded probability, as the server's colour is
+    # (risk.level_of): 0.70003 is red and critical, although it is shown as 0.7.
+    severe = (raw > critical).tolist()
+    held_severe = (raw > keep_critical).tolist()
+    prob = np.round(raw, 4).tolist()
     thr = risk.thresholds[b_idx, m_idx].tolist()
     when = (ends[b_idx] + 1 + d_idx).tolist()
     times: dict[int, str] = {}
@@ -101,7 +106,7 @@ def build_alerts(
                 "threshold": thr[i],
                 "probability": prob[i],
                 "severity": "critical"
-                if prob[i] > critical or (prob[i] > keep_critical and key in critical_before)
+                if severe[i] or (held_severe[i] and key in critical_before)
                 else "warning",
                 "since": first,
                 "at": times[when[i]],

@@ -59,7 +59,7 @@ def assemble(
     from fleetcast.appliance.alerts import build_alerts
     from fleetcast.appliance.engine_forget import drop_current
     from fleetcast.appliance.forecast import clean_quantiles, server_forecast
-    from fleetcast.appliance.risk import fleet_summary, risk_of
+    from fleetcast.appliance.risk import driver_horizons, fleet_summary, levels_of, risk_of
 
     finite = np.isfinite(q).all(axis=(1, 2, 3))
     if not finite.all():
@@ -98,6 +98,11 @@ def assemble(
     at_h = np.round(q[:, :, hidx, :].astype(np.float64), 3).tolist()
     r_h = np.round(risk.server_by_horizon, 4).tolist()
     m_h = np.round(risk.by_horizon, 4).tolist()
+    # Decided on the unrounded probabilities, as the fleet summary and the alerts are.
+    level_l = levels_of(
+        risk.server_by_horizon[:, -1], cfg.warning_probability, cfg.critical_probability
+    )
+    drive_l = driver_horizons(risk.by_horizon, cfg.warning_probability).tolist()
     th_l = th.tolist()
     servers = []
     for b, name in enumerate(names):
@@ -116,8 +121,8 @@ def assemble(
                 risk_by_horizon=r_h[b],
                 metric_by_horizon=m_h[b],
                 thresholds=th_l[b],
-                warning=cfg.warning_probability,
-                critical=cfg.critical_probability,
+                risk_level=level_l[b],
+                driver_horizons=drive_l[b],
             )
         )
     fleet = fleet_summary(

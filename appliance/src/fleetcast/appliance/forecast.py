@@ -69,19 +69,19 @@ def server_forecast(
     risk_by_horizon: list[float],
     metric_by_horizon: list[list[float]],
     thresholds: list[float],
-    warning: float,
-    critical: float,
+    risk_level: str,
+    driver_horizons: list[int],
 ) -> dict[str, Any]:
     """One ServerForecast (docs/API.md) from plain lists (built once per run, vectorised).
 
     ``at_horizons`` [M][H][Q]: cleaned quantiles at each horizon's step (rounded);
     ``risk_by_horizon`` [H] and ``metric_by_horizon`` [M][H]: exceedance probabilities
     (rounded); ``thresholds`` [M] in the metric's unit. ``predictions`` hold the p50 (the
-    0.5 quantile, else the middle one). ``drivers``: metrics whose longest-horizon
-    probability reaches ``warning``, with the shortest horizon at which it does, largest first.
+    0.5 quantile, else the middle one). ``risk_level`` and ``driver_horizons`` are decided
+    on the unrounded probabilities (:func:`decisions`), so a risk shown as 0.7 may be red.
+    ``drivers``: the metrics with a driver horizon (>= 0: the shortest horizon at which
+    the probability reaches the warning level), largest first.
     """
-    from fleetcast.appliance.risk import level_of
-
     names = quantile_names(levels)
     qdict = {
         qn: {
@@ -94,14 +94,13 @@ def server_forecast(
     risk = risk_by_horizon[-1]
     drivers = []
     for j, m in enumerate(METRIC_COLUMNS):
-        row = metric_by_horizon[j]
-        if row[-1] >= warning:
-            first = next(i for i, p in enumerate(row) if p >= warning)
+        first = driver_horizons[j]
+        if first >= 0:
             drivers.append(
                 {
                     "metric": m,
                     "horizon": horizons[first],
-                    "probability": row[-1],
+                    "probability": metric_by_horizon[j][-1],
                     "threshold": thresholds[j],
                 }
             )
@@ -116,7 +115,7 @@ def server_forecast(
         "predictions": qdict[mid],
         "quantiles": qdict,
         "risk": risk,
-        "risk_level": level_of(risk, warning, critical),
+        "risk_level": risk_level,
         "risk_by_horizon": dict(zip(horizons, risk_by_horizon, strict=True)),
         "drivers": drivers,
     }

@@ -28,10 +28,12 @@ __all__ = [
     "DEFAULT_THRESHOLDS",
     "RiskResult",
     "Thresholds",
+    "driver_horizons",
     "exceedance_probability",
     "fleet_summary",
     "horizon_probabilities",
     "level_of",
+    "levels_of",
     "risk_of",
 ]
 
@@ -194,6 +196,21 @@ def level_of(p: float, warning: float = 0.3, critical: float = 0.7) -> str:
     if p >= warning:
         return "yellow"
     return "green"
+
+
+def levels_of(risks: np.ndarray, warning: float = 0.3, critical: float = 0.7) -> list[str]:
+    """:func:`level_of` of every risk in ``risks`` (B,), on the unrounded values."""
+    red = risks > critical
+    yellow = (risks >= warning) & ~red
+    return np.where(red, "red", np.where(yellow, "yellow", "green")).tolist()
+
+
+def driver_horizons(by_horizon: np.ndarray, warning: float) -> np.ndarray:
+    """(B, M) index of the shortest horizon whose probability in ``by_horizon`` (B, M, H)
+    reaches ``warning``, or -1 when none does (the probabilities grow with the horizon, so
+    a metric drives its server's risk when its longest horizon reaches the level)."""
+    hit = by_horizon >= warning
+    return np.where(hit[..., -1], np.argmax(hit, axis=-1), -1)
 
 
 @dataclass

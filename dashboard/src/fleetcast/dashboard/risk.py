@@ -18,6 +18,7 @@ __all__ = [
     "UNKNOWN",
     "level_colour",
     "risk_level",
+    "server_level",
 ]
 
 GREEN_BELOW = 0.3
@@ -70,3 +71,17 @@ def risk_level(risk: float | None) -> str:
 def level_colour(risk: float | None) -> str:
     """The hex background colour for a risk (see :func:`risk_level`)."""
     return LEVEL_COLOURS[risk_level(risk)]
+
+
+def server_level(risk: float | None, served: str | None) -> str:
+    """A server's level: the one the appliance decided (``risk_level``) when it sent one,
+    else :func:`risk_level` of its risk.
+
+    The appliance decides on the unrounded probability and sends the risk rounded to 4
+    decimals, so a risk shown as 0.7 may be red (0.70003): recomputing from the rounded
+    value would disagree with the appliance's fleet counts and alerts. A server without a
+    risk stays ``"unknown"`` whatever level came with it.
+    """
+    if risk is None or math.isnan(float(risk)):
+        return UNKNOWN
+    return served if served in LEVELS else risk_level(risk)

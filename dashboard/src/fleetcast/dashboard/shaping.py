@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from fleetcast.contract.schema import HORIZONS, METRIC_COLUMNS, VALID_PROFILES
 
 from .api import parse_time
-from .risk import LEVEL_COLOURS, LEVEL_TEXT_COLOURS, risk_level
+from .risk import LEVEL_COLOURS, LEVEL_TEXT_COLOURS, server_level
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -93,7 +93,7 @@ def top_servers(servers: list[ServerForecast], n: int) -> list[ServerForecast]:
 def _tooltip(forecast: ServerForecast) -> str:
     lines = [
         f"{forecast.server_name} ({forecast.profile})",
-        f"risk {format_risk(forecast.risk)} — {risk_level(forecast.risk)}",
+        f"risk {format_risk(forecast.risk)} — {server_level(forecast.risk, forecast.risk_level)}",
     ]
     by_h = forecast.risk_by_horizon
     if by_h:
@@ -120,7 +120,7 @@ def heatmap_cells(servers: list[ServerForecast]) -> list[dict[str, Any]]:
     ordered = sorted(servers, key=lambda s: (profile_order(s.profile), s.server_name))
     cells = []
     for forecast in ordered:
-        level = risk_level(forecast.risk)
+        level = server_level(forecast.risk, forecast.risk_level)
         cells.append(
             {
                 "name": forecast.server_name,

@@ -84,7 +84,7 @@ class ServerDetailView:
         self.summary.object = (
             f'<h3 class="fc-server" data-server="{esc(forecast.server_name)}">'
             f"{esc(self._title)}{esc(forecast.server_name)} "
-            f"<small>({esc(forecast.profile)})</small> {badge(forecast.risk)}</h3>"
+            f"<small>({esc(forecast.profile)})</small> {badge(forecast.risk, forecast.risk_level)}</h3>"
             f"<div>risk by horizon: {by_h}{short}</div>"
             f"<div>drivers: {drivers or 'none'}</div>"
             f"<div>data up to {esc(forecast.data_time)}, forecast at "

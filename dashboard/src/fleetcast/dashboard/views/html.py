@@ -5,7 +5,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from ..risk import LEVEL_COLOURS, LEVEL_TEXT_COLOURS, risk_level
+from ..risk import LEVEL_COLOURS, LEVEL_TEXT_COLOURS, risk_level, server_level
 from ..shaping import format_risk
 
 __all__ = ["STYLES", "badge", "cards", "esc", "table"]
@@ -30,9 +30,10 @@ def esc(value: Any) -> str:
     return "n/a" if value is None else escape(str(value))
 
 
-def badge(risk: float | None) -> str:
-    """A risk coloured by the codex's scale, e.g. ``<span …>0.42 yellow</span>``."""
-    level = risk_level(risk)
+def badge(risk: float | None, served: str | None = None) -> str:
+    """A risk coloured by the codex's scale, e.g. ``<span …>0.42 yellow</span>``; ``served``:
+    the level the appliance decided for a server (:func:`~fleetcast.dashboard.risk.server_level`)."""
+    level = server_level(risk, served) if served is not None else risk_level(risk)
     return (
         f'<span class="fc-badge" data-level="{level}" data-risk="{"" if risk is None else risk}" style="background:{LEVEL_COLOURS[level]};'
         f'color:{LEVEL_TEXT_COLOURS[level]}">{format_risk(risk)} {level}</span>'

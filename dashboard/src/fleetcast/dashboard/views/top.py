@@ -55,7 +55,7 @@ class TopServersView:
                 str(i + 1),
                 f"<b>{esc(s.server_name)}</b>",
                 esc(s.profile),
-                badge(s.risk),
+                badge(s.risk, s.risk_level),
                 " / ".join(format_risk(s.risk_by_horizon.get(h)) for h in HORIZONS),
                 esc(", ".join(f"{d.metric}@{d.horizon}" for d in s.drivers[:3]) or "none"),
             ]
