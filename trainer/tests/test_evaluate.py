@@ -132,3 +132,38 @@ def test_quantile_crossing_is_reported() -> None:
     result = score(fc, quantiles, Q, actual, TARGETS, SCALE)
     assert result["quantile_crossing"]["cpu_pct"] == pytest.approx(6 / 24)
     assert result["quantile_crossing"]["mem_pct"] == 0
+
+
+def test_a_goal_over_no_cell_is_not_met_and_the_table_says_why() -> None:
+    """--prediction-steps 1 has no horizon (the goal read MET over no cell), and a fleet of
+    one day has no window the seasonal-naive baseline can forecast (a table of *nan)."""
+    from fleetcast.trainer.evaluate import format_accuracy_table
+
+    fc, quantiles, actual = _cells({m: [1.0, 1.0] for m in ("tft", *BASELINES)}, d=1)
+    short = score(fc, quantiles, Q, actual, TARGETS, SCALE)
+    assert short["horizons"] == {}
+    assert short["goal"]["met"] is False
+    text = format_accuracy_table({**short, "windows": 2, "servers": 1, "models": ["tft"]})
+    assert text.startswith("accuracy: none measured: no horizon")
+    fc, quantiles, actual = _cells(
+        {"tft": [1.0, 1.0], "seasonal_naive": [math.nan, math.nan],
+         "persistence": [2.0, 2.0], "linear_trend": [2.0, 2.0]}
+    )  # fmt: skip
+    unscored = score(fc, quantiles, Q, actual, TARGETS, SCALE)
+    assert unscored["goal"]["met"] is False
+    text = format_accuracy_table(
+        {**unscored, "windows": 2, "servers": 1, "models": ["tft", *BASELINES]}
+    )
+    assert text.startswith("accuracy: none of the 2 held-out windows could be scored")
+
+
+def test_nonfinite_forecasts_fail_the_quality_rules() -> None:
+    """The model forecast inf (a legal 3.4e38 in its data) and the run still printed PASS."""
+    from fleetcast.trainer.train import nonfinite_cells
+
+    accuracy = {
+        "mae": {"cpu_pct": {"30min": {"tft": 1.0}, "1hr": {"tft": math.inf}},
+                "mem_pct": {"30min": {"tft": math.nan}}},
+        "scored_windows": {"cpu_pct": {"30min": 5, "1hr": 5}, "mem_pct": {"30min": 0}},
+    }  # fmt: skip
+    assert nonfinite_cells(accuracy) == ["cpu_pct@1hr"]  # a cell without windows says nothing

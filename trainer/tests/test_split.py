@@ -126,3 +126,31 @@ def test_data_too_short_for_a_validation_part_is_refused_with_a_way_out(make_con
 def test_val_steps_is_checked(value) -> None:
     with pytest.raises(ValueError, match="--val-hours"):
         TrainConfig(prediction=12, val_steps=value).validate()
+
+
+def _without(table: pa.Table, lo_idx: int, hi_idx: int) -> pa.Table:
+    """``table`` without the rows of steps ``lo_idx < time_idx <= hi_idx`` (every server)."""
+    import pyarrow.compute as pc
+
+    steps = pc.divide(pc.cast(table["timestamp"], pa.int64()), 300_000_000)
+    keep = pc.or_(pc.less_equal(steps, lo_idx), pc.greater(steps, hi_idx))
+    return table.filter(keep)
+
+
+def test_a_validation_part_that_is_all_gaps_is_refused_in_words(make_config) -> None:
+    """Gaps are only warnings of the contract, yet a fleet-wide outage over the validation
+    part (or over the held-out tail with --val-hours 0) made pytorch-forecasting fail an
+    assertion: a traceback on valid data."""
+    table = make_toy_table()
+    config = make_config()
+    frame = prepare_frame(table)
+    cutoff, _ = split_holdout(frame, config)
+    train_cutoff, _ = split_validation(frame, config, cutoff)
+    with pytest.raises(ValueError, match="no validation window") as err:
+        _run(_without(table, train_cutoff, cutoff), config)
+    assert "--val-hours 0" in str(err.value)
+    assert "See trainer/README.md#what-a-run-does" in str(err.value)
+    tail_config = make_config(val_steps=0)
+    t_max = int(frame["time_idx"].max())
+    with pytest.raises(ValueError, match="no held-out window"):
+        _run(_without(table, cutoff, t_max - 1), tail_config)

@@ -56,6 +56,24 @@ def test_loss_weights_equalise_typical_changes(toy_table) -> None:
     np.testing.assert_allclose(products, products[0], rtol=1e-6)
 
 
+def test_a_constant_target_does_not_take_the_loss(toy_table, caplog) -> None:
+    """A latency filled with 0 (import --latency-fill 0) weighed 1 / 1e-6: ~4.0 of a mean
+    of 1, the others ~1e-6, and cpu and mem then lost to persistence everywhere."""
+    frame = prepare_frame(toy_table)
+    targets = ("cpu_pct", "mem_pct", "disk_io_mb_s", "latency_ms")
+    moving = loss_weights(frame, targets)
+    frame["latency_ms"] = 0.0
+    with caplog.at_level("WARNING", logger="fleetcast.trainer"):
+        w = loss_weights(frame, targets)
+    assert np.mean(w) == pytest.approx(1.0)
+    g = frame.groupby("server_name", observed=True)
+    typical = [float(np.nanmean((g[t].shift(-12) - frame[t]).abs())) for t in targets[:3]]
+    # latency weighs as a target of the median typical change; the others keep their ratios.
+    assert w[3] * float(np.median(typical)) == pytest.approx(w[0] * typical[0], rel=1e-6)
+    np.testing.assert_allclose(np.array(w[:3]) / w[0], np.array(moving[:3]) / moving[0])
+    assert "latency_ms never change" in caplog.text
+
+
 def test_baselines_on_a_ramp() -> None:
     n = 600
     ramp = np.arange(n, dtype=np.float64)[:, None] * np.ones((1, 4))
@@ -122,6 +140,7 @@ def test_a_server_too_short_for_a_window_is_trained_as_unknown(toy_table, make_c
     import pyarrow as pa
 
     from fleetcast.contract.encoder import server_id as hash_server_id
+    from fleetcast.trainer.dataset import unknown_id_servers
     from fleetcast.trainer.train_setup import categorical_classes
 
     first = toy_table.slice(0, 10).to_pydict()
@@ -135,5 +154,9 @@ def test_a_server_too_short_for_a_window_is_trained_as_unknown(toy_table, make_c
     ids = categorical_classes(dataset)["server_id"]
     assert hash_server_id("ppdb777") not in ids
     others = {str(n) for n in toy_table.column("server_name").unique().to_pylist()}
-    assert {hash_server_id(n) for n in others} <= set(ids)
+    # One of the five is trained as unknown on purpose (unknown_id_servers: at least one).
+    nulled = unknown_id_servers([*others, "ppdb777"], config.unknown_server_fraction)
+    assert len(nulled) == 1
+    assert {hash_server_id(n) for n in others - nulled} <= set(ids)
+    assert not {hash_server_id(n) for n in nulled} & set(ids)
     assert info["servers"] == 5  # still counted and mapped: a server the fleet has

@@ -222,3 +222,18 @@ def test_zone_less_times_name_the_first_and_mixed_formats_are_refused(
     message = _refused([str(mixed)], capsys)
     assert f"mixes epoch numbers ('{T0}' in data row 2" in message
     assert "ISO 8601 times ('2026-11-27T10:00:00Z' in data row 1" in message
+
+
+def test_host_names_are_imported_exactly_as_written(tmp_path: Path) -> None:
+    """The CSV reader inferred the name column's type: 007 and 7 both became 7 (one server,
+    half its samples "superseded"), and a host named NA or nan became a missing name."""
+    rows = _every(300, 12, ("007", "7", "0042", "NA", "nan", " ppweb001 ", "ppweb001"))
+    report = import_csv(_csv(tmp_path / "d.csv", rows), tmp_path / "d.parquet")
+    names = pq.read_table(tmp_path / "d.parquet").column("server_name").to_pylist()
+    assert sorted(set(names)) == ["0042", "007", "7", "NA", "nan", "ppweb001"]
+    assert names.count("007") == names.count("7") == 12
+    # The spaces are removed, and said: ' ppweb001 ' is the same server as ppweb001.
+    assert names.count("ppweb001") == 12
+    assert report.superseded == 12
+    (warning,) = (w for w in report.warnings if "spaces" in w)
+    assert "' ppweb001 ' is imported as 'ppweb001'" in warning

@@ -172,8 +172,24 @@ def _failed(
     what: str, results: list[ParityResult], rtol: float, atol: float, fix: str = ""
 ) -> ExportError:
     """The refusal of a failed parity check; ``fix``: the way out when not the versions."""
-    worst = max(results, key=lambda r: r.max_abs)
     failing = [r.batch for r in results if not r.passed]
+    if any(not r.reference_finite for r in results):
+        return ExportError(
+            f"{what}: the trained model itself forecasts inf or NaN on the parity windows "
+            f"(batch sizes {failing}); no file was written.",
+            "the appliance would serve no forecast for such windows, whatever the export.",
+            "look for extreme values in the training data (values near float32's limit, "
+            "3.4e38, are legal but overflow the model's scaling); remove or cap them, train "
+            "again (`fleetcast train` then reports the model's non-finite forecasts as a "
+            "failed quality rule) and export the new bundle.",
+            _DOC,
+        )
+    # The worst failing batch (NaN counts as the worst: max() would skip past it).
+    worst = max(
+        (r for r in results if not r.passed),
+        key=lambda r: r.max_abs if r.max_abs == r.max_abs else float("inf"),
+        default=max(results, key=lambda r: r.max_abs),
+    )
     return ExportError(
         f"{what} differs from its reference by more than {rtol:g} of a target's range (or "
         f"gives non-finite values) at batch sizes {failing} (worst: max abs "

@@ -68,6 +68,8 @@ class ParityResult:
     """Shortest and longest encoder length in the batch."""
     share_within: float = 1.0
     """Share of elements within ``atol + rtol·|reference|``."""
+    reference_finite: bool = True
+    """The reference's own outputs were all finite (False: the model itself overflows)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -193,6 +195,8 @@ class Errors:
     """Share of elements within ``atol + rtol·|expected|`` (reported, not a gate)."""
     finite: bool
     """Same shape and every value finite."""
+    reference_finite: bool = True
+    """Every value of ``expected`` finite (False: the reference itself overflowed)."""
 
 
 def errors(actual: np.ndarray, expected: np.ndarray, *, rtol: float, atol: float) -> Errors:
@@ -210,6 +214,7 @@ def errors(actual: np.ndarray, expected: np.ndarray, *, rtol: float, atol: float
         max_rel_range=float(per_target.max()),
         share_within=float((diff <= atol + rtol * ref).mean()),
         finite=finite,
+        reference_finite=bool(np.isfinite(expected).all()),
     )
 
 
@@ -269,6 +274,7 @@ def parity_check(
                 passed=passed,
                 share_within=err.share_within,
                 lengths=(int(lengths.min()), int(lengths.max())),
+                reference_finite=err.reference_finite,
             )
         )
         logger.info(

@@ -290,6 +290,16 @@ def run_train(args: argparse.Namespace) -> int:
     )
     if "accuracy" in info:
         print(format_accuracy_table(info["accuracy"]))
+    if quality.get("nonfinite_cells"):
+        cells = quality["nonfinite_cells"]
+        print(
+            f"quality rules: FAIL: the model forecasts inf or NaN on held-out windows "
+            f"({', '.join(cells[:4])}{', …' if len(cells) > 4 else ''}). Why it matters: "
+            "`fleetcast export` refuses such a model, and an appliance would serve no forecast. "
+            "Fix: look for extreme values in the data (near float32's limit, 3.4e38, is legal "
+            "but overflows the model's scaling) and remove or cap them, then train again. "
+            "See trainer/README.md#what-a-run-does."
+        )
     if not quality["passed"]:
         logger.warning("the codex quality rules failed: %s", json.dumps(quality))
     return EXIT_OK

@@ -219,13 +219,19 @@ def calendar_features(time_idx: np.ndarray, step_seconds: int = STEP_SECONDS) ->
 
 
 def unknown_id_servers(names: list[str] | np.ndarray, fraction: float) -> set[str]:
-    """The deterministic ``round(fraction * n)`` servers whose server_id is nulled for training.
+    """The deterministic ``round(fraction * n)`` servers whose server_id is nulled for training,
+    at least one when ``fraction`` > 0 and there are two servers or more.
 
     Chosen by the smallest SHA-256 of ``"unknown:" + name``, so the choice does not depend on
-    row order, process or machine.
+    row order, process or machine. At least one: ``round(0.1 * n)`` is 0 for n ≤ 5, and the
+    unknown-server embedding, which every new server is forecast from, then stayed the
+    random vector it started as. One server alone keeps its own ID (nulling it would leave
+    its known embedding untrained instead).
     """
     unique = sorted({str(n) for n in names})
     count = round(fraction * len(unique))
+    if fraction > 0 and len(unique) >= 2:
+        count = max(count, 1)
     if count <= 0:
         return set()
     ranked = sorted(unique, key=lambda n: hashlib.sha256(f"unknown:{n}".encode()).hexdigest())

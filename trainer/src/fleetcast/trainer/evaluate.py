@@ -217,6 +217,9 @@ def score(
     met = all(
         goal[t][h]["beats_best_baseline"] for t in targets for h in ("1hr", "8hr") if h in horizons
     ) and all(goal[t]["30min"]["no_worse_than_persistence"] for t in targets if "30min" in horizons)
+    # A goal over no cell is not met: no horizon within the prediction (--prediction-steps
+    # below 6), or no window every model could be scored on.
+    met = met and any(scored[t][h] > 0 for t in targets for h in horizons)
     return {
         "horizons": horizons,
         "mae": mae,
@@ -271,6 +274,18 @@ def format_accuracy_table(accuracy: dict[str, Any]) -> str:
     """A plain-text table of p50 MAE (MASE) per target × horizon × model, plus coverage."""
     if not accuracy.get("windows"):
         return "accuracy: no held-out windows"
+    counts = [n for rows in (accuracy.get("scored_windows") or {}).values() for n in rows.values()]
+    if not accuracy.get("horizons"):
+        return (
+            "accuracy: none measured: no horizon (30min = 6 steps, 1hr = 12, 8hr = 96) "
+            "falls within the prediction; goal NOT MET"
+        )
+    if counts and max(counts) == 0:
+        return (
+            f"accuracy: none of the {accuracy['windows']} held-out windows could be scored: "
+            "every model is scored on the same windows, and the seasonal-naive baseline needs "
+            "the day before each one (use more hours of data); goal NOT MET"
+        )
     models = accuracy["models"]
     lines = [
         f"accuracy on {accuracy['windows']} held-out windows of {accuracy['servers']} servers "
@@ -281,7 +296,8 @@ def format_accuracy_table(accuracy: dict[str, Any]) -> str:
     ]
     for t, rows in accuracy["mae"].items():
         for h, vals in rows.items():
-            best = min(vals, key=lambda k: vals[k] if np.isfinite(vals[k]) else np.inf)
+            finite = [k for k in vals if np.isfinite(vals[k])]
+            best = min(finite, key=lambda k: vals[k]) if finite else None
             mase = accuracy["mase"][t][h]
             cells = "".join(
                 _cell(("*" if m == best else "") + f"{vals[m]:.4g} ({mase[m]:.2f})") for m in models

@@ -52,6 +52,7 @@ from fleetcast.trainer.train_setup import (
     resolve_precision,
     split_holdout,
     split_validation,
+    windows_or_refuse,
 )
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ __all__ = [
     "check_data_step",
     "check_encoder_fits",
     "loss_weights",
+    "nonfinite_cells",
     "resolve_precision",
     "resume_error",
     "split_holdout",
@@ -127,15 +129,21 @@ def train_model(
     scalers = fit_scale_scalers(train_frame, ds_config)
     if ds_config.input_scaling == "fixed":
         ds_config = output_scale_floors(ds_config, scalers)
-    train_ds = build_dataset(train_frame, ds_config, scalers=scalers)
+    train_ds = windows_or_refuse(
+        lambda: build_dataset(train_frame, ds_config, scalers=scalers), "training", need
+    )
     classes = categorical_classes(train_ds)
     val_ds = longest_encoder_windows(
-        build_dataset(
-            frame[frame["time_idx"] <= cutoff] if val_steps else frame,
-            ds_config,
-            scalers=scalers,
-            categorical_classes=classes,
-            min_prediction_idx=train_cutoff + 1,
+        windows_or_refuse(
+            lambda: build_dataset(
+                frame[frame["time_idx"] <= cutoff] if val_steps else frame,
+                ds_config,
+                scalers=scalers,
+                categorical_classes=classes,
+                min_prediction_idx=train_cutoff + 1,
+            ),
+            "validation" if val_steps else "held-out",
+            need,
         )
     )
     prepared = time.perf_counter()
@@ -316,6 +324,11 @@ def train_model(
         info["accuracy"] = evaluate_holdout(model, train_ds, frame, cutoff, config)
         # Whether these windows also chose the model (early stopping, best epoch): optimistic.
         info["accuracy"]["selected_on_holdout"] = not val_steps
+        bad = nonfinite_cells(info["accuracy"])
+        quality["forecasts_finite"] = not bad
+        if bad:  # e.g. legal values near float32's limit in the data (3.4e38)
+            quality["nonfinite_cells"] = bad
+            quality["passed"] = False
     done = time.perf_counter()
     info["timings_s"] = {
         "prepare": round(prepared - started, 3),
@@ -324,3 +337,15 @@ def train_model(
         "total": round(done - started, 3),
     }
     return model, train_ds, info
+
+
+def nonfinite_cells(accuracy: dict[str, Any]) -> list[str]:
+    """The ``target@horizon`` cells of an accuracy table where the TFT's MAE is not finite
+    although windows were scored: the model itself forecasts inf or NaN there."""
+    scored = accuracy.get("scored_windows") or {}
+    return [
+        f"{t}@{h}"
+        for t, rows in (accuracy.get("mae") or {}).items()
+        for h, vals in rows.items()
+        if scored.get(t, {}).get(h, 0) > 0 and not np.isfinite(vals.get("tft", np.nan))
+    ]

@@ -12,6 +12,7 @@ inside the functions that need them.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import platform
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from fleetcast.trainer.train_config import TrainConfig
 
 __all__ = [
+    "CONSTANT_CHANGE",
     "build_model",
     "categorical_classes",
     "longest_encoder_windows",
@@ -37,7 +39,10 @@ __all__ = [
     "resolve_precision",
     "split_holdout",
     "split_validation",
+    "windows_or_refuse",
 ]
+
+logger = logging.getLogger("fleetcast.trainer")
 
 
 def split_holdout(frame: pd.DataFrame, config: TrainConfig) -> tuple[int, int]:
@@ -90,6 +95,45 @@ def split_validation(frame: pd.DataFrame, config: TrainConfig, cutoff: int) -> t
     return cutoff - val, val
 
 
+_PARTS = {
+    "training": (
+        "the training part (every step before the validation part and the held-out tail)",
+        "fill the gaps in your data, or use more hours of it",
+    ),
+    "validation": (
+        "the validation part (the --val-hours before the held-out tail)",
+        "fill the gaps there, move the validation part with a different --holdout-hours, "
+        "or use --val-hours 0 (validate on the held-out tail)",
+    ),
+    "held-out": (
+        "the held-out tail (the last --holdout-hours, where --val-hours 0 validates)",
+        "fill the gaps there, or use a --val-hours greater than 0",
+    ),
+}
+
+
+def windows_or_refuse(build: Any, part: str, need: int) -> TimeSeriesDataSet:
+    """``build()``'s dataset, or a ValueError when ``part`` (a key of the table above) holds
+    no window: pytorch-forecasting then fails an internal assertion ("filters should not
+    remove entries all entries"), a traceback on data that passed the contract, whose gaps
+    are only warnings there. ``need``: the steps one window needs."""
+    what, fix = _PARTS[part]
+    try:
+        dataset = build()
+    except AssertionError as err:
+        if "filters should not remove" not in str(err):
+            raise
+        dataset = None
+    if dataset is None or len(dataset) == 0:
+        raise ValueError(
+            f"No server has the {need} steps of one window in {what}: no {part} window "
+            "can be built. Why it matters: a model cannot be trained or validated without "
+            f"one. Fix: {fix}. Gaps are warnings of `fleetcast validate` (it lists them). "
+            "See trainer/README.md#what-a-run-does."
+        )
+    return dataset
+
+
 def longest_encoder_windows(dataset: TimeSeriesDataSet) -> TimeSeriesDataSet:
     """``dataset`` with one window per (server, first predicted step): the longest encoder.
 
@@ -114,15 +158,31 @@ def loss_weights(frame: pd.DataFrame, targets: tuple[str, ...], lag: int = 12) -
 
     Weight ∝ 1 / mean |y(t+lag) − y(t)| per target (the typical 1-hour change, in its unit),
     normalised to mean 1. Unweighted, cpu_pct (0–100) would swamp disk_io_mb_s (~0.1).
+    A target that never changes (below :data:`CONSTANT_CHANGE`: e.g. a latency filled with
+    0 by ``fleetcast import --latency-fill 0``) gets the median typical change of the others:
+    1 / ~0 gave it almost all the weight, the validation loss became the noise of a target
+    with nothing to learn, and the other targets lost to persistence.
     """
     g = frame.groupby("server_name", observed=True)
     typical = []
     for t in targets:
         diff = (g[t].shift(-lag) - frame[t]).abs().to_numpy(dtype=np.float64)
-        value = float(np.nanmean(diff)) if np.isfinite(diff).any() else 1.0
-        typical.append(max(value, 1e-6))
-    inv = np.array([1.0 / v for v in typical])
+        typical.append(float(np.nanmean(diff)) if np.isfinite(diff).any() else 0.0)
+    moving = [v for v in typical if v >= CONSTANT_CHANGE]
+    fill = float(np.median(moving)) if moving else 1.0
+    constant = [t for t, v in zip(targets, typical, strict=True) if v < CONSTANT_CHANGE]
+    if constant:
+        logger.warning(
+            "%s never change in the training data: weighted like the median of the other "
+            "targets (they carry nothing to learn; check that they were really measured)",
+            ", ".join(constant),
+        )
+    inv = np.array([1.0 / (v if v >= CONSTANT_CHANGE else fill) for v in typical])
     return (inv / inv.mean()).tolist()
+
+
+CONSTANT_CHANGE = 1e-6
+"""A target whose mean 1-hour change is below this is constant (:func:`loss_weights`)."""
 
 
 def categorical_classes(dataset: TimeSeriesDataSet) -> dict[str, list[str]]:

@@ -142,6 +142,26 @@ def _floats(col: pa.ChunkedArray) -> np.ndarray:
         return np.array(out, dtype=np.float64)
 
 
+def _text_columns(path: Path, delimiter: str, columns: list[str]) -> dict[str, list[str]]:
+    """``columns`` read again exactly as written, as text: the first read infers types, so
+    host names 007 and 7 both became the integer 7 (one server), and NA, nan or null
+    became a missing name, dropped."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    table = pcsv.read_csv(
+        path,
+        parse_options=pcsv.ParseOptions(delimiter=delimiter),
+        convert_options=pcsv.ConvertOptions(
+            include_columns=columns,
+            column_types=dict.fromkeys(columns, pa.string()),
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    return {c: ["" if v is None else v for v in table.column(c).to_pylist()] for c in columns}
+
+
 def import_csv(
     path: Path,
     out: Path,
@@ -203,8 +223,19 @@ def import_csv(
     )
     time_column = resolved["timestamp"][0]
     ts = timestamps(table.column(time_column), time_column, assume_utc, epoch_unit)
-    names_col = table.column(resolved["server_name"][0]).cast(pa.string()).to_pylist()
-    names = np.array([("" if v is None else str(v).strip()) for v in names_col], dtype=object)
+    text = _text_columns(
+        path, delimiter, [resolved[k][0] for k in ("server_name", "profile") if k in resolved]
+    )
+    names_col = text[resolved["server_name"][0]]
+    names = np.array([v.strip() for v in names_col], dtype=object)
+    trimmed = sorted({v for v in names_col if v != v.strip() and v.strip()})
+    if trimmed:
+        report.warnings.append(
+            f"{len(trimmed)} server names had leading or trailing spaces, removed (e.g. "
+            f"{trimmed[0]!r} is imported as {trimmed[0].strip()!r}, the same server as any "
+            "row without them): a live source must send the names without them. "
+            f"See {_SEE}."
+        )
     check_collapse(ts, names, time_column, epoch_unit)
     metrics = np.empty((n, 4), dtype=np.float64)
     for j, m in enumerate(METRIC_COLUMNS):
@@ -214,8 +245,8 @@ def import_csv(
         else:
             metrics[:, j] = float(latency_fill or 0.0)
     if "profile" in resolved:
-        raw: list[Any] = table.column(resolved["profile"][0]).cast(pa.string()).to_pylist()
-        profile = np.array([None if not v else str(v).strip() for v in raw], dtype=object)
+        raw: list[Any] = text[resolved["profile"][0]]
+        profile = np.array([None if not v.strip() else v.strip() for v in raw], dtype=object)
     else:
         profile = np.full(n, None, dtype=object)
     if "state" in resolved:
