@@ -53,10 +53,22 @@ def run_gpu(onnx_path: Path, *, timeout_s: float = 600.0) -> dict[str, Any]:
         timing = (config.get("timings") or {}).get("10000") if name != "cpu_fp32" else None
         if isinstance(timing, dict) and timing.get("servers_per_s"):
             best = max(best or 0.0, float(timing["servers_per_s"]))
+    out: dict[str, Any] = {}
+    if proc.returncode != 0 or not result:
+        # The check ran and failed (a crash, a provider that would not load): that is a
+        # failed benchmark, never a skip.
+        tail = " | ".join(proc.stderr.splitlines()[-3:])
+        out["error"] = f"gpu_check.py exited with code {proc.returncode}: {tail or 'no output'}"
     return {
+        **out,
         "skipped": False,
         "returncode": proc.returncode,
         "result": result,
         "stderr_tail": proc.stderr.splitlines()[-5:],
         "target_values": {"gpu.servers_per_s@10000": best},
+        "target_notes": {}
+        if best
+        else {
+            "gpu.servers_per_s@10000": "no GPU provider timed 10,000 servers (see result.configs)"
+        },
     }

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fleetbench.stats import Summary, Target, ratio, summarize, time_calls
+from fleetbench.stats import Target, ratio, summarize, time_calls, time_interleaved
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -44,10 +44,10 @@ PREDICT_BATCH = 64
 """pytorch-forecasting's own ``predict()`` batch size (its default), for the PyTorch side."""
 
 TARGETS: tuple[Target, ...] = (
-    Target("inference.ort_ms_per_server@1000", "ONNX Runtime, amortised per server at 1,000 servers", 0.25, "max", "ms"),
-    Target("inference.ort_ms@1", "ONNX Runtime, single-server path", 2.0, "max", "ms"),
-    Target("inference.speedup_vs_predict@90", "per server vs the faster predict() path at 90 servers", 20.0, "min", "×", quick_limit=1.0),
-    Target("inference.speedup_vs_predict@1", "per server vs the faster predict() path at 1 server", 100.0, "min", "×", quick_limit=5.0),
+    Target("inference.ort_ms_per_server@1000", "ONNX Runtime as the appliance runs it (the step cache at steady state, when the model has one), amortised per server at 1,000 servers", 0.25, "max", "ms"),
+    Target("inference.ort_ms@1", "ONNX Runtime as the appliance runs it, single-server path", 2.0, "max", "ms"),
+    Target("inference.speedup_vs_predict@90", "per server, the appliance's ONNX Runtime vs the faster predict() path at 90 servers", 20.0, "min", "×", quick_limit=1.0),
+    Target("inference.speedup_vs_predict@1", "per server, the appliance's ONNX Runtime vs the faster predict() path at 1 server", 100.0, "min", "×", quick_limit=5.0),
 )  # fmt: skip
 
 
@@ -212,6 +212,7 @@ def run_inference(
     fleet_all = simulate_fleet(biggest, spec.history_steps + 3)
     rows: list[dict[str, Any]] = []
     values: dict[str, float | None] = {}
+    notes: dict[str, str] = {}
     agreement: dict[str, Any] = {}
     checked = [s for s in sizes if s <= min(baseline_max, 1000)]
     agreement_size = max(checked) if checked else None
@@ -239,12 +240,15 @@ def run_inference(
             note = "PyTorch baselines need the bundle (model.safetensors) beside model.onnx"
         else:
             note = f"PyTorch baselines run up to {baseline_max} servers (time bound)"
-        summaries: dict[str, Summary] = {}
-        for name, func in contenders.items():
-            log.info("inference: %s at %d servers (%d runs)", name, n, reps)
-            summaries[name] = summarize(time_calls(func, reps, warmup=1, budget_s=budget_s)).scaled(
-                1.0 / n
-            )
+        if note:
+            notes[f"inference.speedup_vs_predict@{n}"] = note
+        log.info("inference: %s at %d servers (%d rounds)", ", ".join(contenders), n, reps)
+        timed = time_interleaved(contenders, reps, warmup=1, budget_s=budget_s)
+        # The appliance's path alone in a tight loop, for comparison only: warm from its
+        # own previous call, it ran up to 2x faster at 1 server than interleaved (after
+        # even a 5 ms pause), which is what an appliance forecasting once per step sees.
+        timed["ort_warm"] = time_calls(contenders["ort"], reps, warmup=1, budget_s=budget_s)
+        summaries = {name: summarize(ms).scaled(1.0 / n) for name, ms in timed.items()}
         if torch_side is not None and n == agreement_size:
             out = contenders["ort"]() if cached is None else cached.run(1)  # the newest windows
             agreement = _agreement(out, torch_side, n)
@@ -269,7 +273,9 @@ def run_inference(
         "prediction_length": spec.prediction_length,
         "rows": rows,
         "agreement": agreement,
+        "timing": "interleaved: each round times one call of every contender, order rotated",
         "target_values": values,
+        "target_notes": notes,
     }
 
 

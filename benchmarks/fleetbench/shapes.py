@@ -7,8 +7,8 @@
   not the production model's accuracy.
 - **ORT session options** on the model under test: intra-op threads, graph optimisation
   level, execution mode.
-- **Chunking**: one fleet of ``servers`` run as chunks of 1024 (the appliance default), 256
-  and 100 windows.
+- **Chunking**: one fleet of ``servers`` run as chunks of 1024, 256, 64 and 16 windows (the
+  runner's list; the appliance's CPU default is 16, ``execution.default_batch_size``).
 """
 
 from __future__ import annotations

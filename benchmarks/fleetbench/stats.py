@@ -25,6 +25,7 @@ __all__ = [
     "ratio",
     "summarize",
     "time_calls",
+    "time_interleaved",
 ]
 
 
@@ -140,6 +141,48 @@ def time_calls(
     return out
 
 
+def time_interleaved(
+    funcs: dict[str, Callable[[], Any]],
+    repeats: int,
+    *,
+    warmup: int = 1,
+    budget_s: float | None = None,
+) -> dict[str, list[float]]:
+    """:func:`time_calls` of several contenders, **interleaved**: round ``r`` times one call
+    of each, in an order rotated every round, so a burst of load from other processes is
+    shared by the contenders instead of landing on whichever was being timed; their ratio is
+    then what it claims to be. ``budget_s`` bounds each contender's timed calls (one that
+    uses it up drops out of the later rounds; at least one timed call each).
+    """
+    names = list(funcs)
+    out: dict[str, list[float]] = {name: [] for name in names}
+    spent = dict.fromkeys(names, 0.0)
+    done: set[str] = set()
+    for name in names:
+        for _ in range(max(warmup, 0)):
+            began = time.perf_counter()
+            funcs[name]()
+            took = time.perf_counter() - began
+            if budget_s is not None and took > budget_s:
+                out[name].append(took * 1000.0)  # as time_calls: that slow, one call says it
+                done.add(name)
+                break
+    for r in range(max(repeats, 1)):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            if name in done:
+                continue
+            began = time.perf_counter()
+            funcs[name]()
+            took = time.perf_counter() - began
+            out[name].append(took * 1000.0)
+            spent[name] += took
+            if budget_s is not None and spent[name] >= budget_s:
+                done.add(name)
+        if len(done) == len(names):
+            break
+    return out
+
+
 @dataclass(frozen=True)
 class Target:
     """A number the suite holds fleetcast to."""
@@ -198,14 +241,30 @@ class TargetResult:
 
 
 def check_target(
-    target: Target, value: float | None, *, quick: bool = False, note: str = ""
+    target: Target,
+    value: float | None,
+    *,
+    quick: bool = False,
+    note: str = "",
+    skipped: str | None = None,
 ) -> TargetResult:
-    """Compare ``value`` with ``target``; in quick mode only ``target.quick`` ones are enforced."""
+    """Compare ``value`` with ``target``; in quick mode only ``target.quick`` ones are enforced.
+
+    A target enforced in this mode whose value is missing or not finite (NaN outputs, a
+    baseline that could not run, a benchmark that failed) is **missed**, with ``note``
+    saying why: a run that could not measure a target has not shown that it meets it.
+    ``skipped``: the benchmark did not apply here (e.g. no GPU) — reported, never failing.
+    """
     limit = target.limit
     if quick and target.quick_limit is not None:
         limit = target.quick_limit
     enforced = not target.report_only and (not quick or target.quick_limit is not None)
+    if skipped is not None:
+        return TargetResult(target, None, None, False, f"skipped: {skipped}")
     if value is None or not math.isfinite(value):
+        why = note or ("no value" if value is None else f"the value is {value}")
+        if enforced:
+            return TargetResult(target, None, False, True, f"not measured: {why}")
         return TargetResult(target, None, None, False, note or "not measured in this run")
     met = value <= limit if target.kind == "max" else value >= limit
     if not note:
@@ -219,7 +278,24 @@ def check_target(
 
 
 def check_targets(
-    targets: Sequence[Target], values: dict[str, float | None], *, quick: bool = False
+    targets: Sequence[Target],
+    values: dict[str, float | None],
+    *,
+    quick: bool = False,
+    notes: dict[str, str] | None = None,
+    skipped: dict[str, str] | None = None,
 ) -> list[TargetResult]:
-    """:func:`check_target` for each target, its value looked up by name (missing = None)."""
-    return [check_target(t, values.get(t.name), quick=quick) for t in targets]
+    """:func:`check_target` for each target, its value looked up by name (missing = None),
+    with the benchmark's ``notes`` on targets it could not measure and the ``skipped`` ones."""
+    notes = notes or {}
+    skipped = skipped or {}
+    return [
+        check_target(
+            t,
+            values.get(t.name),
+            quick=quick,
+            note=notes.get(t.name, ""),
+            skipped=skipped.get(t.name),
+        )
+        for t in targets
+    ]

@@ -6,11 +6,13 @@ Same fleet, same model spec, same windows (the last E closed steps of every serv
   appliance's ring buffers (:class:`fleetcast.appliance.buffers.RingBuffers`) into
   preallocated inputs — what every forecast of the appliance does;
 - ``numpy``: the reference preprocessing :func:`fleetcast.contract.features.build_inputs`
-  on windows cut from time-major arrays (state names encoded with ``encode_states``);
+  on windows cut from time-major arrays beforehand (outside the clock);
 - ``pandas``: the same computation on a long DataFrame (groupby tail, transform, std,
   calendar features) — what a pandas pipeline would do.
 
-Each contender's tensors are compared with the reference (max abs difference reported),
+The contenders are timed interleaved (:func:`fleetbench.stats.time_interleaved`). Each
+contender's tensors are compared with the reference (max abs difference reported), and the
+Numba ones must match it (target ``windows.numba_diff_vs_numpy``, enforced in both modes),
 so a fast but wrong kernel cannot win.
 """
 
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fleetbench.stats import Summary, Target, ratio, summarize, time_calls
+from fleetbench.stats import Target, ratio, summarize, time_interleaved
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -43,6 +45,15 @@ TARGETS: tuple[Target, ...] = (
         "min",
         "×",
         quick_limit=1.0,
+    ),
+    Target(
+        "windows.numba_diff_vs_numpy",
+        "Numba windows vs the numpy reference, largest difference of any input element "
+        "(relative to max(1, |reference|)), every fleet size",
+        1e-6,
+        "max",
+        "",
+        quick_limit=1e-6,
     ),
 )
 
@@ -247,6 +258,18 @@ def _max_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
     )
 
 
+def _max_rel_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    """Largest |a - b| / max(1, |b|) over every input (NaN anywhere gives NaN: it fails)."""
+    worst = 0.0
+    for k in _INPUTS:
+        ref = b[k].astype(np.float64)
+        diff = np.abs(a[k].astype(np.float64) - ref) / np.maximum(1.0, np.abs(ref))
+        worst = max(worst, float(np.max(diff))) if not np.isnan(diff).any() else math.nan
+        if math.isnan(worst):
+            return worst
+    return worst
+
+
 def run_windows(
     spec: ModelSpec, sizes: Sequence[int], repeats: int, *, budget_s: float
 ) -> dict[str, Any]:
@@ -255,28 +278,38 @@ def run_windows(
 
     e = spec.encoder_length
     whole = simulate_fleet(max(sizes), spec.history_steps + 2, seed=11)
+    from fleetcast.contract.features import build_inputs
+
     rows = []
     values: dict[str, float | None] = {}
+    worst = 0.0
     for n in sizes:
         fleet = whole.servers(n)
         closed = fleet.steps(None, -1)  # the appliance's windows end at the newest *closed* step
         numba = _NumbaSide(spec, fleet)
         long = _long_frame(closed, spec.history_steps)
+        # The reference's arguments are cut once, outside the clock: the numpy contender is
+        # build_inputs alone, as the Numba one is the kernels alone.
+        raw = closed.raw_windows(spec)
         contenders = {
             "numba": numba.run,
-            "numpy": lambda c=closed: c.model_inputs(spec),
+            "numpy": lambda r=raw: build_inputs(
+                spec, r["values"], r["lengths"], r["states"], r["profiles"],
+                r["server_names"], r["last_time_idx"], day_ago=r.get("day_ago"),
+            ),
             "pandas": lambda lf=long: pandas_inputs(spec, lf),
-        }
-        summaries: dict[str, Summary] = {}
-        for name, func in contenders.items():
-            log.info("windows: %s at %d servers", name, n)
-            summaries[name] = summarize(time_calls(func, repeats, warmup=1, budget_s=budget_s))
+        }  # fmt: skip
+        log.info("windows: %s at %d servers", ", ".join(contenders), n)
+        timed = time_interleaved(contenders, repeats, warmup=1, budget_s=budget_s)
+        summaries = {name: summarize(ms) for name, ms in timed.items()}
         reference = closed.model_inputs(spec).as_feed()
         numba_out = numba.inputs.feed(0, n)
         diffs = {
             "numba": _max_diff(numba_out, reference),
             "pandas": _max_diff(pandas_inputs(spec, long), reference),
         }
+        rel = _max_rel_diff(numba_out, reference)
+        worst = rel if math.isnan(rel) or math.isnan(worst) else max(worst, rel)
         rows.append(
             {
                 "servers": n,
@@ -290,4 +323,5 @@ def run_windows(
             }
         )
         values[f"windows.speedup_vs_numpy@{n}"] = ratio(summaries["numpy"], summaries["numba"])
+    values["windows.numba_diff_vs_numpy"] = worst
     return {"encoder_length": e, "rows": rows, "target_values": values}

@@ -85,3 +85,44 @@ def test_main_without_a_model_says_how_to_make_one(
     assert "model not found" in err
     assert "fleetcast export" in err
     assert "docs/EXPORT.md#gpu" in err
+
+
+def _fake_check(tmp_path: Path, code: int, configs: dict | None) -> Path:
+    """A stand-in for gpu_check.py (no GPU here): writes ``configs`` as its JSON, exits ``code``."""
+    script = tmp_path / "fake_gpu_check.py"
+    body = "" if configs is None else f"pathlib.Path(out).write_text(json.dumps({configs!r}))\n"
+    script.write_text(
+        "import json, pathlib, sys\n"
+        "out = sys.argv[sys.argv.index('--json') + 1]\n"
+        f"{body}"
+        "print('CUDA failure: out of memory', file=sys.stderr)\n"
+        f"sys.exit({code})\n"
+    )
+    return script
+
+
+def test_a_failed_gpu_check_fails_the_benchmark(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mocked, as no GPU runs here: a CUDA provider is claimed and gpu_check.py replaced. A
+    check that exited 1 was a pass with no GPU figure: the suite ignored its exit code."""
+    import onnxruntime as ort
+    from fleetbench import gpu
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider"])
+    monkeypatch.setattr(gpu, "GPU_CHECK", _fake_check(tmp_path, 1, None))
+    out = gpu.run_gpu(tmp_path / "model.onnx")
+    assert out["returncode"] == 1
+    assert "gpu_check.py exited with code 1: CUDA failure: out of memory" in out["error"]
+    # It ran but timed nothing on a GPU: the target is unmeasured, and says why.
+    configs = {"configs": {"cpu_fp32": {"status": "ok", "timings": {}}}}
+    monkeypatch.setattr(gpu, "GPU_CHECK", _fake_check(tmp_path, 0, configs))
+    out = gpu.run_gpu(tmp_path / "model.onnx")
+    assert "error" not in out
+    assert out["target_values"] == {"gpu.servers_per_s@10000": None}
+    assert "no GPU provider timed" in out["target_notes"]["gpu.servers_per_s@10000"]
+    timed = {"configs": {"cuda_fp32": {"timings": {"10000": {"servers_per_s": 61000.0}}}}}
+    monkeypatch.setattr(gpu, "GPU_CHECK", _fake_check(tmp_path, 0, timed))
+    out = gpu.run_gpu(tmp_path / "model.onnx")
+    assert out["target_values"] == {"gpu.servers_per_s@10000": 61000.0}
+    assert out["target_notes"] == {}

@@ -74,10 +74,19 @@ def test_quick_run_on_the_fixture_model(
     out = tmp_path / "results"
     code = main(["--quick", "--model-dir", str(model_dir), "--only", "inference,windows,gpu",
                  "--results-dir", str(out), "--no-update-docs"])  # fmt: skip
-    assert code == 0
+    # An ONNX-only folder cannot run predict(): the two ratios quick mode enforces are not
+    # measured, and a target not measured is missed (it once passed, exit 0).
+    assert code == 1
     (result_file,) = out.glob("quick-*.json")
     res = json.loads(result_file.read_text())
-    assert res["passed"] is True
+    assert res["passed"] is False
+    assert res["errors"] == []
+    missed = {t["name"]: t for t in res["targets"] if t["enforced"] and t["met"] is False}
+    assert set(missed) == {"inference.speedup_vs_predict@1", "inference.speedup_vs_predict@90"}
+    assert all("baselines need the bundle" in t["note"] for t in missed.values())
+    assert all(
+        t["met"] is True for t in res["targets"] if t["enforced"] and t["name"] not in missed
+    )
     rows = res["inference"]["rows"]
     assert [r["servers"] for r in rows] == [1, 90]
     assert all(r["per_server_ms"]["ort"]["median"] > 0 for r in rows)
@@ -90,6 +99,8 @@ def test_quick_run_on_the_fixture_model(
     assert all(w["max_abs_diff_vs_numpy"]["numba"] < 1e-5 for w in windows)
     names = {t["name"]: t for t in res["targets"]}
     assert names["windows.speedup_vs_numpy@1000"]["enforced"] is True
+    assert names["windows.numba_diff_vs_numpy"]["met"] is True
+    assert names["windows.numba_diff_vs_numpy"]["value"] < 1e-6
     assert names["inference.ort_ms_per_server@1000"]["met"] is None  # not measured in quick
     assert res["gpu"]["skipped"] in (True, False)
     assert (out / result_file.name.replace(".json", ".md")).read_text().startswith("Run:")

@@ -6,7 +6,15 @@ import math
 import time
 
 import pytest
-from fleetbench.stats import Target, check_target, check_targets, ratio, summarize, time_calls
+from fleetbench.stats import (
+    Target,
+    check_target,
+    check_targets,
+    ratio,
+    summarize,
+    time_calls,
+    time_interleaved,
+)
 
 
 def test_summarize_median_quartiles_and_spread() -> None:
@@ -70,15 +78,61 @@ def test_quick_mode_uses_the_loose_bound_or_reports_only() -> None:
     assert check_target(unguarded, 1.0, quick=False).enforced
 
 
-def test_report_only_and_missing_values_never_fail() -> None:
+def test_report_only_never_fails_and_an_unmeasured_enforced_target_is_missed() -> None:
+    """A run that could not measure a target (NaN outputs, a baseline that could not run,
+    a benchmark that failed) has not shown that it meets it: it exited 0 before."""
     watch = Target("a", "accuracy share", 1.0, "min", report_only=True)
     r = check_target(watch, 0.5)
     assert r.met is False
     assert not r.enforced
-    results = check_targets([watch, Target("b", "x", 1.0)], {"a": 0.5, "b": None})
-    assert [x.met for x in results] == [False, None]
-    assert results[1].note == "not measured in this run"
-    assert check_target(Target("c", "x", 1.0), math.nan).met is None
+    parity = Target("b", "parity", 1e-4, "max", quick_limit=1e-4)
+    results = check_targets(
+        [watch, parity, Target("c", "x", 1.0)],
+        {"a": None, "b": math.nan, "c": None},
+        notes={"c": "PyTorch baselines need the bundle"},
+    )
+    assert [x.met for x in results] == [None, False, False]
+    assert [x.enforced for x in results] == [False, True, True]
+    assert results[0].note == "not measured in this run"
+    assert results[1].note == "not measured: the value is nan"
+    assert results[2].note == "not measured: PyTorch baselines need the bundle"
+    # In quick mode a target without a quick bound is not enforced: missing is not missed.
+    (quick,) = check_targets([Target("d", "x", 1.0)], {}, quick=True)
+    assert (quick.met, quick.enforced) == (None, False)
+    (inf,) = check_targets([parity], {"b": math.inf}, quick=True)
+    assert inf.met is False
+
+
+def test_a_skipped_benchmark_never_fails() -> None:
+    gpu = Target("g", "GPU servers/s", 50_000, "min")
+    (r,) = check_targets([gpu], {}, skipped={"g": "no CUDA execution provider here"})
+    assert (r.met, r.enforced) == (None, False)
+    assert r.note == "skipped: no CUDA execution provider here"
+
+
+def test_time_interleaved_rotates_the_order_and_bounds_each_contender() -> None:
+    order: list[str] = []
+
+    def slow() -> None:
+        order.append("slow")
+        time.sleep(0.02)
+
+    out = time_interleaved(
+        {"a": lambda: order.append("a"), "b": lambda: order.append("b"), "slow": slow},
+        4,
+        warmup=1,
+        budget_s=0.03,
+    )
+    assert order[:3] == ["a", "b", "slow"]  # the warm-up, one each
+    timed = order[3:]
+    assert timed[:3] == ["a", "b", "slow"]  # round 0
+    assert timed[3:6] == ["b", "slow", "a"]  # round 1: rotated
+    assert timed[6:] == ["a", "b", "a", "b"]  # 'slow' spent its budget (2 × 20 ms)
+    assert [len(out[k]) for k in ("a", "b", "slow")] == [4, 4, 2]
+    assert all(t >= 20.0 for t in out["slow"])
+    over = time_interleaved({"x": slow, "y": lambda: None}, 3, warmup=1, budget_s=0.01)
+    assert len(over["x"]) == 1  # a warm-up over budget is the one measurement
+    assert len(over["y"]) == 3
 
 
 def test_time_calls_warms_up_and_respects_the_budget() -> None:

@@ -42,7 +42,7 @@ _FLAGS: tuple[tuple[str, str], ...] = (
         "the production shape at 1..10,000 servers, about 15 minutes; updates docs/ "
         "when it runs every benchmark (no --only/--skip)",
     ),
-    ("--no-fail", "exit 0 even when a target is missed"),
+    ("--no-fail", "exit 0 even when a target is missed or a benchmark failed"),
     ("--report-only", "same as --no-fail"),
     ("--update-docs", "rewrite docs/BENCHMARKS.md's results block and plots"),
     ("--no-update-docs", "leave docs/ alone (also in --full)"),
@@ -50,6 +50,11 @@ _FLAGS: tuple[tuple[str, str], ...] = (
 )
 _VALUES: tuple[tuple[str, str], ...] = (
     ("--model-dir", "bundle folder with model.onnx (default: train and export a small model)"),
+    (
+        "--appliance-env",
+        "virtual environment whose bin/fleetcast runs the appliance in the service benchmark "
+        "(default: the checkout's .venv-appliance when it exists)",
+    ),
     ("--only", "comma-separated subset of the benchmarks"),
     ("--skip", "comma-separated benchmarks to leave out"),
     ("--results-dir", "where the JSON/Markdown results go (default benchmarks/results)"),
@@ -61,7 +66,7 @@ _VALUES: tuple[tuple[str, str], ...] = (
     ),
 )
 
-_PATHS = frozenset({"--model-dir", "--results-dir", "--docs", "--render"})
+_PATHS = frozenset({"--model-dir", "--appliance-env", "--results-dir", "--docs", "--render"})
 
 
 def register_bench(subparsers: Any) -> None:
