@@ -184,6 +184,32 @@ def _windows(res: dict[str, Any]) -> list[str]:
     ]
 
 
+def _num(v: float | None) -> str:
+    """A figure for the table: thousands grouped, small ones to 4 significant digits."""
+    if v is None:
+        return "—"
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+
+
+def _repeats(s: dict[str, Any]) -> list[list[str]]:
+    """Rows of the figures' medians over the service runs (none for a single run)."""
+    from fleetbench.service_repeat import FIGURES
+
+    rep = s.get("repeats") or {}
+    rows = []
+    for name, label in FIGURES.items():
+        r = rep.get(name)
+        if not r:
+            continue
+        runs = ", ".join(_num(v) for v in r["runs"])
+        if "median" in r:
+            text = f"median {_num(r['median'])} ±{50 * r.get('spread', 0):.0f}% (runs: {runs})"
+        else:
+            text = f"not counted in every run (runs: {runs})"
+        rows.append([f"{label}, over {s.get('runs')} fresh appliances", text])
+    return rows
+
+
 def _service(res: dict[str, Any]) -> list[str]:
     s = res.get("service") or {}
     if "servers" not in s:
@@ -227,6 +253,7 @@ def _service(res: dict[str, Any]) -> list[str]:
              f"p99 {wrk.get('p99_ms', '—')} ms"]
         )  # fmt: skip
     rows.append(["RSS at the end (peak)", f"{rss.get('VmRSS')} MB ({rss.get('VmHWM')} MB)"])
+    rows += _repeats(s)
     return [
         f"### 3. Appliance over HTTP ({s['servers']:,} servers)",
         "",
