@@ -74,6 +74,22 @@ def test_a_constant_target_does_not_take_the_loss(toy_table, caplog) -> None:
     assert "latency_ms never change" in caplog.text
 
 
+def test_a_target_whose_weight_is_set_by_a_spike_is_named(toy_table, caplog) -> None:
+    """One legal 1e9 ms latency made latency's typical change ~10^5 times its median: its
+    weight fell to ~2e-5 and it was never trained, silently."""
+    frame = prepare_frame(toy_table)
+    targets = ("cpu_pct", "mem_pct", "disk_io_mb_s", "latency_ms")
+    with caplog.at_level("WARNING", logger="fleetcast.trainer"):
+        loss_weights(frame, targets)
+    assert "dominated by a few extreme values" not in caplog.text
+    frame.loc[frame.index[100], "latency_ms"] = 1e9
+    with caplog.at_level("WARNING", logger="fleetcast.trainer"):
+        w = loss_weights(frame, targets)
+    assert "dominated by a few extreme values" in caplog.text
+    assert "latency_ms (mean" in caplog.text
+    assert w[3] < 1e-3  # the weight itself is still the mean's (documented, not fixed)
+
+
 def test_baselines_on_a_ramp() -> None:
     n = 600
     ramp = np.arange(n, dtype=np.float64)[:, None] * np.ones((1, 4))

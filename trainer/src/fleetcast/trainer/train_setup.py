@@ -165,9 +165,22 @@ def loss_weights(frame: pd.DataFrame, targets: tuple[str, ...], lag: int = 12) -
     """
     g = frame.groupby("server_name", observed=True)
     typical = []
+    skewed = []
     for t in targets:
         diff = (g[t].shift(-lag) - frame[t]).abs().to_numpy(dtype=np.float64)
-        typical.append(float(np.nanmean(diff)) if np.isfinite(diff).any() else 0.0)
+        diff = diff[np.isfinite(diff)]
+        typical.append(float(diff.mean()) if diff.size else 0.0)
+        median = float(np.median(diff)) if diff.size else 0.0
+        if median >= CONSTANT_CHANGE and typical[-1] > OUTLIER_RATIO * median:
+            skewed.append(f"{t} (mean {typical[-1]:.3g}, median {median:.3g})")
+    if skewed:
+        logger.warning(
+            "the typical 1-hour change of %s is dominated by a few extreme values: the "
+            "loss weighs such a target almost nothing, so the model barely learns it. Check "
+            "the data for spikes or unit errors (a value a thousand times its neighbours) "
+            "and remove or cap them; see trainer/README.md#what-a-run-does",
+            "; ".join(skewed),
+        )
     moving = [v for v in typical if v >= CONSTANT_CHANGE]
     fill = float(np.median(moving)) if moving else 1.0
     constant = [t for t, v in zip(targets, typical, strict=True) if v < CONSTANT_CHANGE]
@@ -183,6 +196,11 @@ def loss_weights(frame: pd.DataFrame, targets: tuple[str, ...], lag: int = 12) -
 
 CONSTANT_CHANGE = 1e-6
 """A target whose mean 1-hour change is below this is constant (:func:`loss_weights`)."""
+
+OUTLIER_RATIO = 100.0
+""":func:`loss_weights` warns when a target's mean 1-hour change exceeds its median this
+many times (a few extreme values then set its weight; the simulated fleet's heavy-tailed
+disk_io_mb_s and latency_ms are at about 5)."""
 
 
 def categorical_classes(dataset: TimeSeriesDataSet) -> dict[str, list[str]]:
