@@ -155,6 +155,8 @@ def time_interleaved(
     uses it up drops out of the later rounds; at least one timed call each).
     """
     names = list(funcs)
+    if not names:
+        return {}
     out: dict[str, list[float]] = {name: [] for name in names}
     spent = dict.fromkeys(names, 0.0)
     done: set[str] = set()

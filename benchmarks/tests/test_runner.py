@@ -104,3 +104,21 @@ def test_quick_run_on_the_fixture_model(
     assert names["inference.ort_ms_per_server@1000"]["met"] is None  # not measured in quick
     assert res["gpu"]["skipped"] in (True, False)
     assert (out / result_file.name.replace(".json", ".md")).read_text().startswith("Run:")
+
+
+def test_accuracy_alone_does_not_miss_the_agreement_it_cannot_measure(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """ONNX-vs-predict() agreement comes from the inference benchmark: with it left out
+    (--only accuracy, --skip inference) the target is skipped, as a left-out benchmark's."""
+    out = tmp_path / "results"
+    code = main(["--quick", "--model-dir", str(model_dir), "--only", "accuracy",
+                 "--results-dir", str(out), "--no-update-docs"])  # fmt: skip
+    assert code == 0
+    (result_file,) = out.glob("quick-*.json")
+    (target,) = (
+        t for t in json.loads(result_file.read_text())["targets"]
+        if t["name"] == "accuracy.onnx_vs_pytorch_rel_range"
+    )  # fmt: skip
+    assert (target["met"], target["enforced"]) == (None, False)
+    assert target["note"].startswith("skipped: measured by the inference benchmark")

@@ -227,6 +227,11 @@ def test_a_model_that_itself_overflows_is_named_so_and_the_worst_batch_is_the_fa
     assert "the trained model itself forecasts inf or NaN" in text
     assert "extreme values in the training data" in text
     assert "versions" not in text
+    # The float16 checks compare with the float32 graph: not the model's own overflow.
+    fp16 = str(_failed("The float16 graph", [ok, nan], 1e-2, 1e-2, "Export without --fp16.",
+                       model_reference=False))  # fmt: skip
+    assert "itself" not in fp16
+    assert "Export without --fp16." in fp16
     # A graph that differs (a finite reference): the worst *failing* batch is quoted.
     bad = ParityResult(90, float("nan"), float("nan"), float("nan"), False, (24, 48))
     text = str(_failed("The ONNX graph on ONNX Runtime CPU", [ok, bad], 1e-4, 1e-4))

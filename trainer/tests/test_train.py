@@ -88,6 +88,14 @@ def test_a_target_whose_weight_is_set_by_a_spike_is_named(toy_table, caplog) -> 
     assert "dominated by a few extreme values" in caplog.text
     assert "latency_ms (mean" in caplog.text
     assert w[3] < 1e-3  # the weight itself is still the mean's (documented, not fixed)
+    # A flat latency (median change 0) with the same spike: named too.
+    caplog.clear()
+    frame["latency_ms"] = 5.0
+    frame.loc[frame.index[100], "latency_ms"] = 1e9
+    with caplog.at_level("WARNING", logger="fleetcast.trainer"):
+        loss_weights(frame, targets)
+    assert "latency_ms (mean" in caplog.text
+    assert "median 0" in caplog.text
 
 
 def test_baselines_on_a_ramp() -> None:

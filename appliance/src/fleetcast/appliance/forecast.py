@@ -78,7 +78,8 @@ def server_forecast(
     ``risk_by_horizon`` [H] and ``metric_by_horizon`` [M][H]: exceedance probabilities
     (rounded); ``thresholds`` [M] in the metric's unit. ``predictions`` hold the p50 (the
     0.5 quantile, else the middle one). ``risk_level`` and ``driver_horizons`` are decided
-    on the unrounded probabilities (:func:`decisions`), so a risk shown as 0.7 may be red.
+    on the unrounded probabilities (:func:`~fleetcast.appliance.risk.levels_of`,
+    :func:`~fleetcast.appliance.risk.driver_horizons`), so a risk shown as 0.7 may be red.
     ``drivers``: the metrics with a driver horizon (>= 0: the shortest horizon at which
     the probability reaches the warning level), largest first.
     """
