@@ -480,3 +480,17 @@ def test_time_range_is_reported_in_contract_order(tables):
     tables.append(cols, tables.row(cols, 10))
     report = DataValidator().validate(tables.table(cols))
     assert report.rules("error") == ["time-range", "duplicate-rows"]
+
+
+def test_a_float16_metric_column_is_validated_without_numpy_warnings(tables):
+    """A float16 column printed numpy's "overflow encountered in cast" while validating (the
+    comparison with float32's limit cast that limit to float16); its values are checked."""
+    import warnings
+
+    cols = tables.columns()
+    cols["cpu_pct"][0] = float("inf")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = DataValidator().validate(tables.table(cols, cpu_pct=pa.float16()))
+    found = [i for i in report.issues if i.rule == "non-finite-values"]
+    assert [i.count for i in found] == [1]

@@ -409,6 +409,8 @@ class BatchScan:
 
     def _metric(self, name: str, column: pa.Array, rows: _Rows) -> None:
         values = numpy_values(column)  # undefined at null rows
+        if values.dtype.itemsize < 4:  # float16: comparing with FLOAT32_MAX casts it, and warns
+            values = values.astype(np.float32)
         null = null_mask(column)
         usable = np.abs(values) <= FLOAT32_MAX  # NaN, ±inf and beyond float32: False
         if null is not None:
