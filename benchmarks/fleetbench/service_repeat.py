@@ -5,7 +5,7 @@ ready, ingest rate, GET p99, peak RSS, step → forecast). In full mode the suit
 appliance afresh ``runs`` times; the report keeps the first run's details and adds, per
 figure, the median and spread over the runs, and the targets are checked against the
 medians. A GET p99 that did not count in any run (the load fell behind the rate, or error
-answers: :func:`fleetbench.service.get_p99`) makes the target unmeasured, with that run's
+answers: :func:`fleetbench.wrk.get_p99`) makes the target unmeasured, with that run's
 reason: a median must not hide a run whose load was lighter.
 """
 

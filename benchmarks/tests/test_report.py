@@ -147,7 +147,7 @@ def test_write_plots_writes_both_svgs(tmp_path: Path) -> None:
 
 
 def test_parse_wrk_output() -> None:
-    from fleetbench.service import parse_wrk
+    from fleetbench.wrk import parse_wrk
 
     sample = """Running 2s test @ http://127.0.0.1:8000/predictions/current
   1 threads and 4 connections

@@ -7,7 +7,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from fleetbench.service import get_p99, parse_wrk
+from fleetbench.wrk import get_p99, parse_wrk
 
 
 def test_parse_wrk_counts_socket_errors_and_non_2xx() -> None:
@@ -67,14 +67,14 @@ class _Ok(BaseHTTPRequestHandler):
 def test_wrk_holds_the_schedule_against_a_real_server() -> None:
     """The pacing script runs in Debian's wrk (LuaJIT's FFI clock) and paces: a closed-loop
     wrk would send thousands of requests a second to this server."""
-    from fleetbench.service import _wrk
+    from fleetbench.wrk import run_wrk
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/"
-        out = _wrk(url, 2.0, connections=8, rate=100.0)
+        out = run_wrk(url, 2.0, connections=8, rate=100.0)
     finally:
         server.shutdown()
         server.server_close()
