@@ -149,11 +149,10 @@ def test_heatmap_shows_names_coloured_by_the_codex_scale(
 ) -> None:
     page, recorder = session
     tab(page, "Heatmap")
-    served = {
-        s["server_name"]: s
+    names = {
+        s["server_name"]
         for s in httpx.get(appliance.url + "/predictions/current").json()["servers"]
     }
-    names = set(served)
     cells = page.locator("button.fc-cell")
     snapshot = cells.evaluate_all(
         "els => els.map(e => [e.dataset.server, e.dataset.level, e.dataset.risk,"
@@ -163,9 +162,10 @@ def test_heatmap_shows_names_coloured_by_the_codex_scale(
     for name, level, risk, colour, text, title in snapshot:
         seen.add(name)
         assert name in text
-        # The appliance's level (decided before rounding; docs/RISK.md#risk-model), which
-        # is the codex scale on the risk shown except where the rounding crosses a level.
-        assert level == served[name]["risk_level"], (name, risk, level)
+        # The appliance's level (decided before rounding; docs/RISK.md#risk-model) is the
+        # codex scale on the risk shown, except where the rounding crosses a level (0.3,
+        # 0.7; test_shaping checks that case). The page's forecast set may be newer or older
+        # than a separate GET's, so the level is checked against the page's own risk.
         assert level == risk_level(float(risk)) or risk in ("0.3", "0.7"), (name, risk, level)
         hex_colour = LEVEL_COLOURS[level].lstrip("#")
         rgb = tuple(int(hex_colour[k : k + 2], 16) for k in (0, 2, 4))
