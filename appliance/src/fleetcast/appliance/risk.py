@@ -32,6 +32,7 @@ __all__ = [
     "exceedance_probability",
     "fleet_summary",
     "horizon_probabilities",
+    "level_masks",
     "level_of",
     "levels_of",
     "risk_of",
@@ -198,10 +199,18 @@ def level_of(p: float, warning: float = 0.3, critical: float = 0.7) -> str:
     return "green"
 
 
+def level_masks(
+    risks: np.ndarray, warning: float = 0.3, critical: float = 0.7
+) -> tuple[np.ndarray, np.ndarray]:
+    """(red, yellow) masks of ``risks`` (B,): :func:`level_of`'s rule, vectorised. The one
+    place the fleet counts and the servers' levels read it, so they cannot disagree."""
+    red = risks > critical
+    return red, (risks >= warning) & ~red
+
+
 def levels_of(risks: np.ndarray, warning: float = 0.3, critical: float = 0.7) -> list[str]:
     """:func:`level_of` of every risk in ``risks`` (B,), on the unrounded values."""
-    red = risks > critical
-    yellow = (risks >= warning) & ~red
+    red, yellow = level_masks(risks, warning, critical)
     return np.where(red, "red", np.where(yellow, "yellow", "green")).tolist()
 
 
@@ -256,8 +265,7 @@ def fleet_summary(
     """FleetSummary of docs/API.md from (B, H) server risks and the servers' profile names."""
     b = server_by_horizon.shape[0]
     risk = server_by_horizon[:, -1] if b else np.zeros(0)
-    red = risk > critical
-    yellow = (risk >= warning) & ~red
+    red, yellow = level_masks(risk, warning, critical)
     green = ~(red | yellow)
     incident = {}
     for j, name in enumerate(horizon_names):
