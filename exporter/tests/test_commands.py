@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from typing import TYPE_CHECKING
+
+import pytest
 
 from .cli_runs import copy_bundle, run_export, write_metrics
 
@@ -11,7 +16,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     import pyarrow as pa
-    import pytest
 
     from fleetcast.exporter.export import ExportReport
 
@@ -61,6 +65,32 @@ def test_cli_exports_into_the_bundle_with_triton(
     assert f'name: "encoder_cont"\n    data_type: TYPE_FP32\n    dims: [ 48, {n_real} ]' in config
     assert "reshape: { shape: [ ] }" in config  # encoder_lengths is [batch]
     assert 'name: "quantiles"\n    data_type: TYPE_FP32\n    dims: [ 4, 12, 3 ]' in config
+
+
+@pytest.mark.parametrize("input_scaling", ["day_ago"], indirect=True)
+def test_cli_prints_its_report_not_the_libraries_warnings(
+    bundle_dir: Path, toy_table: pa.Table, tmp_path: Path, input_scaling: str
+) -> None:
+    # Its own process, as an operator runs it: torch reads its C++ log level when it loads,
+    # and Lightning, pytorch-forecasting, scikit-learn and torch's ONNX exporter each warned
+    # on every export (26 lines before the report; fleetcast.trainer.quiet).
+    bundle = copy_bundle(bundle_dir, tmp_path)
+    data = write_metrics(toy_table, tmp_path)
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("TORCH_CPP_LOG_LEVEL", "PYTHONWARNINGS")
+    }
+    argv = ["export", "--bundle", str(bundle), "--data", str(data), "--parity-batches", "1,7",
+            "--optimization", "basic", "--no-rounding-floor"]  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-c", "import sys; from fleetcast.contract.cli import main; "
+         "sys.exit(main(sys.argv[1:]))", *argv],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "parity ORT CPU vs PyTorch" in run.stdout
+    assert "step graphs embedded" in run.stdout  # the graphs whose LSTMs torch warned about
+    noise = [line for line in run.stderr.splitlines() if "arning" in line or "warn(" in line]
+    assert noise == [], "\n".join(noise)
 
 
 def test_cli_refuses_a_missing_bundle_without_traceback(

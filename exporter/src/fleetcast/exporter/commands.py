@@ -171,6 +171,9 @@ def _planned_outputs(args: argparse.Namespace, fp16: bool) -> tuple[Path | None,
 
 def run_export(args: argparse.Namespace) -> int:
     """Handler of ``fleetcast export``; returns the exit code (0 ok, 1 refused, 2 bad usage)."""
+    from fleetcast.trainer.quiet import quiet_libraries
+
+    quiet_libraries()  # first: torch reads its C++ log level when it loads
     from fleetcast.contract.errors import ContractError
     from fleetcast.exporter.bundle_export import export_bundle
     from fleetcast.exporter.export import ExportError, ExportOptions, check_opset

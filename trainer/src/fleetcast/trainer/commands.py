@@ -30,6 +30,7 @@ from fleetcast.trainer.cli_config import (
     check_paths,
     config_from_args,
 )
+from fleetcast.trainer.quiet import quiet_libraries
 
 if TYPE_CHECKING:
     import argparse
@@ -188,27 +189,6 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_train)
 
 
-def _quiet_libraries() -> None:
-    """Keep the run's output readable: our per-epoch lines, not the libraries' chatter."""
-    import warnings
-
-    import lightning.pytorch  # noqa: F401 - it configures its loggers on import; override after
-
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
-    for pattern in (
-        r"Attribute '.*' is an instance of `nn.Module`",
-        r".*does not have many workers",
-        r".*isinstance\(treespec, LeafSpec\)",
-        r"Found \d+ unknown classes",
-        r".*feature names.*",
-        # pytorch-forecasting's target normalizer wraps pandas' read-only arrays; it only
-        # reads them.
-        r"The given NumPy array is not writable",
-    ):
-        warnings.filterwarnings("ignore", message=pattern)
-
-
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
     print(f"fleetcast train: {message}", file=sys.stderr)
     return code
@@ -222,7 +202,7 @@ def run_train(args: argparse.Namespace) -> int:
     # Before torch is imported: idle OpenMP threads sleep instead of spinning. On a CPU shared
     # with other work, spinning threads made a training batch 10-30x slower (measured).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    _quiet_libraries()
+    quiet_libraries()
     try:  # every option, before any data is read
         config = config_from_args(args)
         check_paths(config, args.out)
