@@ -192,3 +192,13 @@ def test_the_step_cache_roofline_counts_one_new_row_of_variable_selection() -> N
     text = markdown(result)
     assert "The step cache at steady state computes" in text
     assert "at its 12.5 ms/server" in text
+
+
+def test_a_lopsided_spread_is_shown_as_it_is() -> None:
+    from fleetbench.report import _spread
+    from fleetbench.stats import summarize
+
+    # Three fresh appliances ready in 1.368, 1.043 and 1.056 s: one slow run, not "±8%".
+    assert _spread(summarize([1.368, 1.043, 1.056]).to_dict()) == "+15/−1%"
+    assert _spread(_summary(2.0)) == "±10%"
+    assert _spread({"median": 2.0, "spread": 0.2}) == "±10%"  # a result without p25/p75
