@@ -44,6 +44,7 @@ def current_body() -> dict[str, Any]:
     """GET /predictions/current with three servers of two profiles."""
     return {
         "prediction_time": "2026-11-27T10:05:00Z",
+        "data_time": "2026-11-27T10:00:00Z",
         "model_version": "tft_model_20261127_091902",
         "servers": [
             forecast_body("ppweb001", "web_api", 0.1),

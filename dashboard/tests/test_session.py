@@ -184,3 +184,37 @@ def test_a_scenario_click_is_held_until_it_is_sent() -> None:
     assert (held, after) == (1, 0)
     assert "/demo/scenario" in fake.requests
     assert "degrading" in session.header.message.object
+
+
+def test_a_pushed_forecast_survives_a_failed_refresh() -> None:
+    # The WebSocket pushes the 10:10 set while a refresh fails (here a 429 on /status). The
+    # failed refresh dropped the set, and the next one does not poll /predictions/current
+    # while the socket is live: the 10:05 set stayed on screen as "connected (live)" until
+    # the next push, a step later.
+    from fleetcast.dashboard.api import CurrentPredictions, parse
+
+    from .fake_appliance import FakeAppliance, session_for
+    from .samples import current_body
+
+    fake = FakeAppliance()
+    session = session_for(fake)
+    session._ws_live = True  # as the socket's link callback sets it
+    newer = current_body()
+    newer["prediction_time"] = "2026-11-27T10:10:00Z"
+    newer["servers"][0]["risk"] = 0.9
+
+    async def go() -> str:
+        await session.refresh()  # nothing on screen yet: polls the 10:05 set
+        fake.refuse = {"/status": 429}
+        session._on_push(parse(newer, CurrentPredictions, "push"))
+        await session.refresh()
+        failed = session.state.connection
+        fake.refuse.clear()
+        await session.refresh()
+        await session.client.aclose()
+        return failed
+
+    assert asyncio.run(go()) == REFUSED
+    assert session.state.current.prediction_time == "2026-11-27T10:10:00Z"
+    assert session.state.current.servers[0].risk == 0.9
+    assert fake.requests.count("/predictions/current") == 1  # the set came from the push

@@ -6,7 +6,7 @@ import math
 from datetime import UTC, datetime, timedelta
 
 from fleetcast.dashboard.api import CurrentPredictions, ServerDetail, parse
-from fleetcast.dashboard.risk import LEVEL_COLOURS
+from fleetcast.dashboard.risk import LEVEL_COLOURS, risk_level
 from fleetcast.dashboard.shaping import (
     curve_frame,
     format_risk,
@@ -61,8 +61,8 @@ def test_a_server_is_coloured_by_the_level_the_appliance_decided() -> None:
     lost["risk_level"] = "red"
     cells = {c["name"]: c for c in heatmap_cells(servers([edge, odd, bare, lost]))}
     assert cells["ppml0099"]["level"] == "red"
-    assert cells["ppml0099"]["label"] == "0.70"
-    assert "risk 0.70 — red" in cells["ppml0099"]["tooltip"]
+    assert cells["ppml0099"]["label"] == ">0.70"  # not a yellow-looking "0.70" on red
+    assert "risk >0.70 — red" in cells["ppml0099"]["tooltip"]
     assert cells["ppml0098"]["level"] == "red"
     assert cells["ppml0097"]["level"] == "green"
     assert cells["ppml0096"]["level"] == "unknown"
@@ -97,3 +97,22 @@ def test_thresholds_from_the_appliance_only() -> None:
 def test_format_risk() -> None:
     assert format_risk(0.4249) == "0.42"
     assert format_risk(None) == "n/a"
+    assert format_risk(math.nan) == "n/a"
+
+
+def test_a_shown_risk_never_reads_as_another_level_than_its_colour() -> None:
+    # The legend: green < 0.3 <= yellow <= 0.7 < red. Two decimals showed a green 0.296 as
+    # "0.30" and a red 0.704 as "0.70", both yellow numbers by that legend.
+    assert format_risk(0.296) == "0.296"
+    assert format_risk(0.704) == "0.704"
+    assert format_risk(0.2999) == "0.2999"
+    assert format_risk(0.695) == "0.69"  # 0.695 rounds to 0.69 (binary 0.69499...): yellow
+    assert format_risk(0.70) == "0.70"  # the boundary itself is yellow
+    # The appliance decides on the unrounded value and sends 4 decimals: a red 0.70003
+    # arrives as 0.7 with risk_level "red"; a green 0.299996 as 0.3 with "green".
+    assert format_risk(0.7, "red") == ">0.70"
+    assert format_risk(0.3, "green") == "<0.30"
+    assert format_risk(0.7, "yellow") == "0.70"
+    for risk in (0.294, 0.2951, 0.299, 0.3, 0.5, 0.6999, 0.7001, 0.705, 0.99):
+        shown = format_risk(risk)
+        assert risk_level(float(shown)) == risk_level(risk), (risk, shown)

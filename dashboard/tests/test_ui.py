@@ -17,6 +17,7 @@ import pytest
 
 from fleetcast.dashboard.risk import LEVEL_COLOURS, risk_level
 from fleetcast.dashboard.session import TAB_NAMES
+from fleetcast.dashboard.shaping import format_risk
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -170,7 +171,7 @@ def test_heatmap_shows_names_coloured_by_the_codex_scale(
         hex_colour = LEVEL_COLOURS[level].lstrip("#")
         rgb = tuple(int(hex_colour[k : k + 2], 16) for k in (0, 2, 4))
         assert colour == f"rgb({rgb[0]}, {rgb[1]}, {rgb[2]})", (name, colour)
-        assert f"risk {float(risk):.2f}" in title  # hover shows the numbers
+        assert f"risk {format_risk(float(risk), level)} — {level}" in title  # the numbers
     assert seen == names
     assert all(not re.fullmatch(r"\d+", n) for n in seen)  # names, never IDs
     recorder.check()

@@ -131,7 +131,11 @@ def test_header_and_advanced_show_the_same_last_forecast_time() -> None:
     shown = "2026-11-27 10:05:00 UTC"
     assert f"last forecast: <b>{shown}</b>" in header.status.object
     facts = advanced.facts.object
-    assert f"<td>last forecast (data time)</td><td>{shown}</td>" in facts
+    assert f"<td>last forecast (on the data clock)</td><td>{shown}</td>" in facts
+    # the step it read, a step before: the row was labelled "data time" and showed 10:05
+    assert (
+        "<td>from data up to (its newest closed step)</td><td>2026-11-27 10:00:00 UTC</td>" in facts
+    )
     # the run's wall-clock time is shown only under its own label
     assert (
         "<td>last forecast computed at (appliance wall clock)</td>"
@@ -149,7 +153,8 @@ def test_header_and_advanced_show_the_same_last_forecast_time() -> None:
 def test_advanced_before_any_forecast() -> None:
     advanced = AdvancedView(DashboardSettings(), on_refresh=lambda _s: None)
     advanced.update(SessionState())
-    assert "<td>last forecast (data time)</td><td>none yet</td>" in advanced.facts.object
+    assert "<td>last forecast (on the data clock)</td><td>none yet</td>" in advanced.facts.object
+    assert "<td>from data up to (its newest closed step)</td><td>n/a</td>" in advanced.facts.object
     assert "<td>last forecast computed at (appliance wall clock)</td><td>n/a</td>" in (
         advanced.facts.object
     )

@@ -111,6 +111,9 @@ class CurrentPredictions(msgspec.Struct, frozen=True):
     servers: list[ServerForecast]
     fleet: FleetSummary = FleetSummary()
     prediction_time: str | None = None
+    data_time: str | None = None
+    """Start of the newest closed step the set was computed from (the step before
+    ``prediction_time``)."""
     model_version: str | None = None
 
 

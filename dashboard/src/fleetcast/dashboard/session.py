@@ -203,7 +203,11 @@ class DashboardSession:
         client = self.client
         was = state.connection
         try:
-            pushed, self._pushed = self._pushed, None
+            # A pushed set is dropped only once it is on screen: a refresh that fails (a 429,
+            # a timeout) keeps it for the next one, which would not poll /predictions/current
+            # while the WebSocket is live, and so showed the older set as live until the next
+            # push, a step later.
+            pushed = self._pushed
             need_current = pushed is None and (not self._ws_live or state.current is None)
             results = await asyncio.gather(
                 client.status(),
@@ -218,6 +222,8 @@ class DashboardSession:
             current = pushed or polled
             if current is not None:
                 state.accept(current)
+            if self._pushed is pushed:  # not a newer one that arrived meanwhile
+                self._pushed = None
             await self._fetch_details()
             self.historical.update_options(state)
             await self.historical.load(client, state)

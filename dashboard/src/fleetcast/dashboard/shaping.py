@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from fleetcast.contract.schema import HORIZONS, METRIC_COLUMNS, VALID_PROFILES
 
 from .api import parse_time
-from .risk import LEVEL_COLOURS, LEVEL_TEXT_COLOURS, server_level
+from .risk import LEVEL_COLOURS, LEVEL_TEXT_COLOURS, LEVELS, risk_level, server_level
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -67,9 +67,24 @@ def break_gaps(
     return out_times, out
 
 
-def format_risk(risk: float | None) -> str:
-    """``0.42`` → ``"0.42"``; a missing risk → ``"n/a"`` (never a made-up number)."""
-    return "n/a" if risk is None else f"{risk:.2f}"
+def format_risk(risk: float | None, level: str | None = None) -> str:
+    """``0.42`` → ``"0.42"``; a missing risk → ``"n/a"`` (never a made-up number).
+
+    Two decimals, and more where two would put the number on the other side of a colour
+    boundary than its level (``level``: the one the appliance decided, else
+    :func:`~fleetcast.dashboard.risk.risk_level` of ``risk``): 0.296 is green and reads
+    ``"0.296"``, not ``"0.30"`` beside a legend that calls 0.3 yellow; 0.704 reads
+    ``"0.704"``, red, not ``"0.70"``. A risk the appliance sent rounded to 4 decimals on the
+    boundary (0.7 for a red 0.70003) reads ``">0.70"`` (``"<0.30"`` for green).
+    """
+    if risk is None or math.isnan(risk):
+        return "n/a"
+    level = level if level in LEVELS else risk_level(risk)
+    for digits in (2, 3, 4):
+        text = f"{risk:.{digits}f}"
+        if risk_level(float(text)) == level:
+            return text
+    return {"red": ">", "green": "<"}.get(level, "") + f"{risk:.2f}"
 
 
 def profile_order(profile: str) -> tuple[int, str]:
@@ -91,9 +106,10 @@ def top_servers(servers: list[ServerForecast], n: int) -> list[ServerForecast]:
 
 
 def _tooltip(forecast: ServerForecast) -> str:
+    level = server_level(forecast.risk, forecast.risk_level)
     lines = [
         f"{forecast.server_name} ({forecast.profile})",
-        f"risk {format_risk(forecast.risk)} — {server_level(forecast.risk, forecast.risk_level)}",
+        f"risk {format_risk(forecast.risk, level)} — {level}",
     ]
     by_h = forecast.risk_by_horizon
     if by_h:
@@ -126,7 +142,7 @@ def heatmap_cells(servers: list[ServerForecast]) -> list[dict[str, Any]]:
                 "name": forecast.server_name,
                 "profile": forecast.profile,
                 "risk": forecast.risk,
-                "label": format_risk(forecast.risk),
+                "label": format_risk(forecast.risk, level),
                 "level": level,
                 "colour": LEVEL_COLOURS[level],
                 "text_colour": LEVEL_TEXT_COLOURS[level],

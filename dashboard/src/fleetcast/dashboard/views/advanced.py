@@ -57,16 +57,19 @@ class AdvancedView:
     def update(self, state: SessionState) -> None:
         """Redraw from ``state``."""
         status = state.status
-        # The same time as the header's "last forecast": the data time the forecast set
-        # starts from. /status last_prediction_time is the appliance's wall clock when it
-        # ran (hours apart under the demo's fast clock), so it gets its own label.
+        # The same time as the header's "last forecast", on on the data clock (its
+        # prediction_time; data_time, the newest closed step it read, is a step before).
+        # /status last_prediction_time is the appliance's wall clock when it ran (hours
+        # apart under the demo's fast clock), so it gets its own label.
         forecast = state.prediction_time
+        data = parse_time(state.current.data_time) if state.current is not None else None
         computed = parse_time(status.last_prediction_time) if status is not None else None
         rows = [
             ["appliance", self.settings.base_url],
             ["connection", state.connection + (" (data STALE)" if state.stale else "")],
             ["last contact", _when(state.last_contact) if state.last_contact else "never"],
-            ["last forecast (data time)", _when(forecast) if forecast else "none yet"],
+            ["last forecast (on the data clock)", _when(forecast) if forecast else "none yet"],
+            ["from data up to (its newest closed step)", _when(data) if data else "n/a"],
             [
                 "last forecast computed at (appliance wall clock)",
                 _when(computed) if computed else "n/a",

@@ -36,7 +36,7 @@ def badge(risk: float | None, served: str | None = None) -> str:
     level = server_level(risk, served) if served is not None else risk_level(risk)
     return (
         f'<span class="fc-badge" data-level="{level}" data-risk="{"" if risk is None else risk}" style="background:{LEVEL_COLOURS[level]};'
-        f'color:{LEVEL_TEXT_COLOURS[level]}">{format_risk(risk)} {level}</span>'
+        f'color:{LEVEL_TEXT_COLOURS[level]}">{format_risk(risk, level)} {level}</span>'
     )
 
 
