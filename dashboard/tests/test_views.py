@@ -238,3 +238,20 @@ def test_the_now_line_is_not_carried_over_to_a_server_without_a_data_time() -> N
     body["data_time"] = None
     plots.update(parse(body, ServerDetail, "test"), None, {})
     assert not any(span.visible for span in plots.now.values())
+
+
+def test_an_alert_of_a_server_whose_data_stopped_says_so() -> None:
+    from fleetcast.dashboard.api import Alert
+    from fleetcast.dashboard.views.overview import OverviewView
+
+    state = loaded_state()
+    state.alerts = [
+        Alert(server_name="ppdb007", metric="latency_ms", severity="critical", probability=0.9,
+              stale=True, data_time="2026-11-27T09:00:00Z"),
+        Alert(server_name="ppweb001", metric="cpu_pct", severity="warning", probability=0.4),
+    ]  # fmt: skip
+    overview = OverviewView()
+    overview.update(state)
+    shown = overview.alerts.object
+    assert "<td>critical (no data since 2026-11-27T09:00:00Z)</td>" in shown
+    assert "<td>warning</td>" in shown

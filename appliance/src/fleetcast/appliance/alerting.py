@@ -7,7 +7,10 @@ The engine computes alerts with every forecast set (``Engine.alerts()``, docs/AP
   ``horizon``, ``severity`` — the identity of an alert: a severity change resolves the
   old alert and fires a new one;
 - annotations ``summary``, ``description``, ``predicted_value`` (p50), ``predicted_p90``,
-  ``threshold``, ``probability``, ``unit``, ``at`` (when the peak is predicted);
+  ``threshold``, ``probability``, ``unit``, ``at`` (when the peak is predicted),
+  ``data_time`` (the data the forecast read), and for the alert of a server no longer
+  forecast (its data stopped) ``stale`` with a summary that says so — the same labels, so
+  the same alert: it is not resolved for lack of data (docs/RISK.md#alerts);
 - ``startsAt`` = when the engine first raised it; ``endsAt`` = now + ``ends_after_s`` while
   firing (re-sent every ``resend_s``, so an appliance that dies lets its alerts expire),
   and = now once the alert is gone from the forecast: Alertmanager marks it resolved. A
@@ -34,15 +37,20 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
+from fleetcast.appliance.alert_format import (
+    ALERTNAME,
+    alert_labels,
+    firing_alert,
+    rfc3339,
+    webhook_body,
+)
 from fleetcast.appliance.alerting_state import STATE_FILE, StateFile
 from fleetcast.appliance.sources.backoff import Backoff
 from fleetcast.appliance.urls import REDIRECTS, opener, redirect_target, shown, split_credentials
-from fleetcast.contract.schema import METRIC_UNITS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
@@ -63,9 +71,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-ALERTNAME = "FleetcastForecastRisk"
-"""The ``alertname`` label of every fleetcast alert."""
-
 _SEE = "docs/PROMETHEUS.md#alerts"
 
 Key = tuple[tuple[str, str], ...]
@@ -73,78 +78,6 @@ Key = tuple[tuple[str, str], ...]
 
 class DeliveryError(RuntimeError):
     """A receiver did not accept a POST (unreachable, timeout, non-2xx)."""
-
-
-def rfc3339(epoch_s: float) -> str:
-    """``2026-11-27T10:00:00.000Z`` (Alertmanager's time format) of epoch seconds."""
-    dt = datetime.fromtimestamp(epoch_s, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-
-
-def _epoch(iso_time: str | None, default: float) -> float:
-    if not iso_time:
-        return default
-    return datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp()
-
-
-def alert_labels(alert: Mapping[str, Any]) -> dict[str, str]:
-    """Alertmanager labels of one engine alert (docs/API.md ``/alerts/active`` item)."""
-    return {
-        "alertname": ALERTNAME,
-        "server": str(alert["server_name"]),
-        "profile": str(alert["profile"]),
-        "metric": str(alert["metric"]),
-        "horizon": str(alert["horizon"]),
-        "severity": str(alert["severity"]),
-    }
-
-
-def firing_alert(
-    alert: Mapping[str, Any], now: float, ends_after_s: float, generator_url: str | None = None
-) -> dict[str, Any]:
-    """One firing Alertmanager alert (postable ``/api/v2/alerts`` item) of an engine alert."""
-    metric = str(alert["metric"])
-    unit = METRIC_UNITS.get(metric, "")
-    value = float(alert["predicted_value"])
-    threshold = float(alert["threshold"])
-    prob = float(alert["probability"])
-    summary = (
-        f"{alert['server_name']}: {metric} forecast to reach {value:g} {unit} "
-        f"(threshold {threshold:g}) within {alert['horizon']}, probability {prob:.0%}"
-    )
-    annotations = {
-        "summary": summary,
-        "description": (
-            f"fleetcast predicts {metric} of {alert['server_name']} ({alert['profile']}) "
-            f"exceeds {threshold:g} {unit} with probability {prob:.2f} within {alert['horizon']}; "
-            f"median forecast {value:g}, p90 {float(alert.get('predicted_p90', value)):g}"
-            + (f" at {alert['at']}" if alert.get("at") else "")
-            + "."
-        ),
-        "predicted_value": f"{value:g}",
-        "predicted_p90": f"{float(alert.get('predicted_p90', value)):g}",
-        "threshold": f"{threshold:g}",
-        "probability": f"{prob:.4f}",
-        "unit": unit,
-    }
-    if alert.get("at"):
-        annotations["at"] = str(alert["at"])
-    out: dict[str, Any] = {
-        "labels": alert_labels(alert),
-        "annotations": annotations,
-        "startsAt": rfc3339(min(_epoch(alert.get("since"), now), now)),
-        "endsAt": rfc3339(now + ends_after_s),
-    }
-    if generator_url:
-        out["generatorURL"] = f"{generator_url.rstrip('/')}/predictions/{alert['server_name']}"
-    return out
-
-
-def webhook_body(alerts: Iterable[Mapping[str, Any]], statuses: Iterable[str]) -> dict[str, Any]:
-    """The generic webhook's JSON body for Alertmanager-shaped ``alerts`` with their statuses."""
-    items = [{"status": s, **a} for a, s in zip(alerts, statuses, strict=True)]
-    overall = "firing" if any(i["status"] == "firing" for i in items) else "resolved"
-    return {"version": "1", "source": "fleetcast", "status": overall, "alerts": items}
 
 
 def post_json(url: str, payload: Any, timeout_s: float) -> int:

@@ -1,4 +1,5 @@
-"""Alerts from one forecast's risk: one per (server, metric, horizon) at or above the warning.
+"""Alerts from one forecast's risk: one per (server, metric, horizon) at or above the warning,
+and the alerts of servers left out of a forecast, carried over (never resolved for lack of data).
 
 docs/RISK.md#alerts. Shapes: B servers, M metrics, D steps, Q quantiles, H horizons.
 """
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
     from fleetcast.appliance.risk import RiskResult
 
-__all__ = ["HYSTERESIS", "AlertKey", "build_alerts"]
+__all__ = ["HYSTERESIS", "AlertKey", "build_alerts", "carried_alerts"]
 
 AlertKey = tuple[str, str, str]
 """(server_name, metric, horizon)."""
@@ -86,6 +87,7 @@ def build_alerts(
     prob = np.round(raw, 4).tolist()
     thr = risk.thresholds[b_idx, m_idx].tolist()
     when = (ends[b_idx] + 1 + d_idx).tolist()
+    data = ends[b_idx].tolist()
     times: dict[int, str] = {}
     alerts = []
     active: dict[AlertKey, str] = {}
@@ -93,8 +95,9 @@ def build_alerts(
         key = (names[b], METRIC_COLUMNS[m], hnames[h])
         first = since.get(key, prediction_time)
         active[key] = first
-        if when[i] not in times:
-            times[when[i]] = iso(when[i] * step_seconds)
+        for st in (when[i], data[i]):
+            if st not in times:
+                times[st] = iso(st * step_seconds)
         alerts.append(
             {
                 "server_name": key[0],
@@ -110,7 +113,31 @@ def build_alerts(
                 else "warning",
                 "since": first,
                 "at": times[when[i]],
+                "data_time": times[data[i]],
+                "stale": False,
             }
         )
     alerts.sort(key=lambda a: (-a["probability"], a["server_name"], a["metric"]))
     return alerts, active
+
+
+def carried_alerts(
+    previous: Sequence[Mapping[str, Any]], forecast: Collection[str], known: Collection[str]
+) -> list[dict[str, Any]]:
+    """The previous set's alerts of servers this forecast left out but the engine still
+    tracks, marked ``stale`` (docs/RISK.md#alerts).
+
+    A server leaves the forecast when its data stops (stale), its clock runs ahead, or its
+    forecast is not finite. None of these is evidence that the risk went away: a server
+    that stops reporting while forecast to cross a threshold may have crossed it. Its
+    alerts stay as the last forecast that had it raised them (``data_time`` says when that
+    was) until it is forecast again, when the usual rules and hysteresis apply, or is
+    forgotten (``DELETE /servers/…``, ``forget_after``), which resolves them.
+    ``forecast``: the servers of this forecast; ``known``: every server the engine tracks.
+    """
+    out = []
+    for alert in previous:
+        name = alert["server_name"]
+        if name not in forecast and name in known:
+            out.append(alert if alert.get("stale") else {**alert, "stale": True})
+    return out

@@ -90,7 +90,13 @@ def drop_current(engine: Engine, gone: set[str]) -> None:
     from fleetcast.appliance.risk import fleet_summary
 
     fs, rows = engine._current, engine._current_rows
-    if fs is None or not any(name in rows for name in gone):
+    if fs is None:
+        return
+    if not any(name in rows for name in gone):
+        # Not forecast in this set (stale, ahead), but its carried alerts may be in it.
+        if any(a["server_name"] in gone for a in fs.alerts):
+            alerts = [a for a in fs.alerts if a["server_name"] not in gone]
+            engine._current = dataclasses.replace(fs, alerts=alerts)
         return
     rows = {name: b for name, b in rows.items() if name not in gone}
     kept = np.array(sorted(rows.values()), dtype=np.int64)

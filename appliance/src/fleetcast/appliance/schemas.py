@@ -192,6 +192,12 @@ class AlertItem(msgspec.Struct, frozen=True):
     since: str | None
     at: str
     """Start of that peak step (ISO 8601)."""
+    data_time: str
+    """The server's newest closed step the forecast that raised it read (ISO 8601)."""
+    stale: bool
+    """True for the alert of a server this forecast left out (its data stopped, its clock
+    runs ahead, or its forecast is not finite): carried over from the last forecast that had
+    it, until it is forecast again or forgotten (docs/RISK.md#alerts)."""
 
 
 class AlertsResponse(msgspec.Struct, frozen=True):

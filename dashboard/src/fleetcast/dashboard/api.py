@@ -129,6 +129,10 @@ class Alert(msgspec.Struct, frozen=True):
     probability: float | None = None
     severity: str | None = None
     since: str | None = None
+    data_time: str | None = None
+    stale: bool = False
+    """The server is not in the forecast any more (its data stopped): the last forecast's
+    alert, kept until it is forecast again or forgotten (docs/RISK.md#alerts)."""
 
 
 class AlertList(msgspec.Struct, frozen=True):

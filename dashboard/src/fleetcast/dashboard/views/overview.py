@@ -104,7 +104,8 @@ class OverviewView:
                     "" if a.predicted_value is None else f"{a.predicted_value:.1f}",
                     "" if a.threshold is None else f"{a.threshold:g}",
                     format_risk(a.probability),
-                    a.severity or "",
+                    (a.severity or "")
+                    + (f" (no data since {a.data_time or 'its last forecast'})" if a.stale else ""),
                 ]
                 for a in state.alerts[:ALERT_ROWS]
             ]

@@ -1,0 +1,104 @@
+"""Alertmanager alerts and webhook bodies of the engine's alerts (docs/PROMETHEUS.md#alerts).
+
+Pure functions of one alert dict (docs/API.md ``/alerts/active`` item) and the time; the
+delivery, retries and state are :mod:`fleetcast.appliance.alerting`'s.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from fleetcast.contract.schema import METRIC_UNITS
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+__all__ = ["ALERTNAME", "alert_labels", "firing_alert", "rfc3339", "webhook_body"]
+
+ALERTNAME = "FleetcastForecastRisk"
+"""The ``alertname`` label of every fleetcast alert."""
+
+
+def rfc3339(epoch_s: float) -> str:
+    """``2026-11-27T10:00:00.000Z`` (Alertmanager's time format) of epoch seconds."""
+    dt = datetime.fromtimestamp(epoch_s, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def _epoch(iso_time: str | None, default: float) -> float:
+    if not iso_time:
+        return default
+    return datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp()
+
+
+def alert_labels(alert: Mapping[str, Any]) -> dict[str, str]:
+    """Alertmanager labels of one engine alert (docs/API.md ``/alerts/active`` item)."""
+    return {
+        "alertname": ALERTNAME,
+        "server": str(alert["server_name"]),
+        "profile": str(alert["profile"]),
+        "metric": str(alert["metric"]),
+        "horizon": str(alert["horizon"]),
+        "severity": str(alert["severity"]),
+    }
+
+
+def firing_alert(
+    alert: Mapping[str, Any], now: float, ends_after_s: float, generator_url: str | None = None
+) -> dict[str, Any]:
+    """One firing Alertmanager alert (postable ``/api/v2/alerts`` item) of an engine alert."""
+    metric = str(alert["metric"])
+    unit = METRIC_UNITS.get(metric, "")
+    value = float(alert["predicted_value"])
+    threshold = float(alert["threshold"])
+    prob = float(alert["probability"])
+    summary = (
+        f"{alert['server_name']}: {metric} forecast to reach {value:g} {unit} "
+        f"(threshold {threshold:g}) within {alert['horizon']}, probability {prob:.0%}"
+    )
+    annotations = {
+        "summary": summary,
+        "description": (
+            f"fleetcast predicts {metric} of {alert['server_name']} ({alert['profile']}) "
+            f"exceeds {threshold:g} {unit} with probability {prob:.2f} within {alert['horizon']}; "
+            f"median forecast {value:g}, p90 {float(alert.get('predicted_p90', value)):g}"
+            + (f" at {alert['at']}" if alert.get("at") else "")
+            + "."
+        ),
+        "predicted_value": f"{value:g}",
+        "predicted_p90": f"{float(alert.get('predicted_p90', value)):g}",
+        "threshold": f"{threshold:g}",
+        "probability": f"{prob:.4f}",
+        "unit": unit,
+    }
+    if alert.get("at"):
+        annotations["at"] = str(alert["at"])
+    if alert.get("data_time"):
+        annotations["data_time"] = str(alert["data_time"])
+    if alert.get("stale"):
+        # The same labels (the same alert, not a new one); what it says is now old news.
+        since = alert.get("data_time") or "its last forecast"
+        annotations["summary"] = f"no data since {since}; last forecast: {summary}"
+        annotations["description"] += (
+            f" {alert['server_name']} has sent no data since {since} (or its clock runs ahead, "
+            "or its forecast is not finite), so it is not forecast any more: the alert stays "
+            "until it is forecast again or forgotten (docs/RISK.md#alerts)."
+        )
+        annotations["stale"] = "true"
+    out: dict[str, Any] = {
+        "labels": alert_labels(alert),
+        "annotations": annotations,
+        "startsAt": rfc3339(min(_epoch(alert.get("since"), now), now)),
+        "endsAt": rfc3339(now + ends_after_s),
+    }
+    if generator_url:
+        out["generatorURL"] = f"{generator_url.rstrip('/')}/predictions/{alert['server_name']}"
+    return out
+
+
+def webhook_body(alerts: Iterable[Mapping[str, Any]], statuses: Iterable[str]) -> dict[str, Any]:
+    """The generic webhook's JSON body for Alertmanager-shaped ``alerts`` with their statuses."""
+    items = [{"status": s, **a} for a, s in zip(alerts, statuses, strict=True)]
+    overall = "firing" if any(i["status"] == "firing" for i in items) else "resolved"
+    return {"version": "1", "source": "fleetcast", "status": overall, "alerts": items}
