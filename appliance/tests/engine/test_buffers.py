@@ -199,6 +199,26 @@ def test_a_freed_slot_is_empty_reused_lowest_first_and_kept_by_snapshots() -> No
         assert not p.any()  # nothing of b's steps in e's slot
 
 
+def test_snapshots_keep_every_character_of_a_name() -> None:
+    # numpy's unicode arrays drop trailing NULs: "trail\0" came back as a second "trail",
+    # and "\0" as "", a free slot, its data orphaned.
+    names = ["trail\0", "trail", "\0", "a\0b", "é\0\0"]
+    buf = RingBuffers(capacity=6, ring_steps=4)
+    for name in names:
+        buf.register(name)
+    buf.free(1)  # a free slot between them stays free
+    arrays = buf.state_arrays()
+    again = RingBuffers(capacity=6, ring_steps=4)
+    again.load_arrays(arrays)
+    assert again.names == ["trail\0", "", "\0", "a\0b", "é\0\0"]
+    assert again.index == {"trail\0": 0, "\0": 2, "a\0b": 3, "é\0\0": 4}
+    assert again.used[:5].tolist() == [True, False, True, True, True]
+    # A snapshot written before the lengths were kept still loads (as it always did).
+    older = RingBuffers(capacity=6, ring_steps=4)
+    older.load_arrays({k: v for k, v in arrays.items() if k != "name_lengths"})
+    assert older.names == ["trail", "", "", "a\0b", "é"]
+
+
 def _rss_kib() -> int:
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))

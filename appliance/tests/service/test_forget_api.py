@@ -55,6 +55,15 @@ def test_delete_forgets_a_server_everywhere_at_once(client_for: Any, svc: Any) -
     assert refused.see == "docs/OPERATIONS.md#cross-site-requests"
     assert TARGET in _names(client.get("/predictions/current").json())
 
+    # "ppdb001/" is another name, percent-encoded: it fell back to the router's normalised
+    # "ppdb001" and forgot that server. A literal trailing slash still finds it (reads).
+    other = svc.error_body(client.delete(f"/servers/{TARGET}%2F", headers=key), 404)
+    assert f"{TARGET + '/'!r}" in other.detail
+    assert svc.error_body(client.get(f"/history/{TARGET}%2F"), 404).error == "unknown server"
+    assert svc.error_body(client.get(f"/history/{TARGET}%2F%2F"), 404).error == "unknown server"
+    assert client.get(f"/history/{TARGET}/").json()["server_name"] == TARGET
+    assert TARGET in _names(client.get("/predictions/current").json())
+
     answer = client.delete(f"/servers/{TARGET}", headers=key)
     assert answer.status_code == 200, answer.text
     body = msgspec.convert(answer.json(), ForgetOut)

@@ -318,8 +318,9 @@ class RingBuffers:
         return present, vals, st
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        """The buffers as plain arrays (names as a unicode array, ``""`` for a free slot; no
-        object dtype, no pickle)."""
+        """The buffers as plain arrays (names as a unicode array, ``""`` for a free slot, and
+        each name's length: numpy's unicode arrays drop a name's trailing NUL characters,
+        which the contract allows; no object dtype, no pickle)."""
         n = self.n
         return {
             "values": self.values[:n].copy(),
@@ -329,6 +330,7 @@ class RingBuffers:
             "last_step": self.last_step[:n].copy(),
             "samples": self.samples[:n].copy(),
             "names": np.array(self.names, dtype=np.str_),
+            "name_lengths": np.array([len(name) for name in self.names], dtype=np.int64),
             "ring_steps": np.array([self.ring_steps], dtype=np.int64),
             "step_seconds": np.array([self.step_seconds], dtype=np.int64),
         }
@@ -346,6 +348,9 @@ class RingBuffers:
                 "See docs/OPERATIONS.md#state."
             )
         names = [str(x) for x in np.asarray(arrays["names"]).tolist()]
+        if "name_lengths" in arrays:  # absent from snapshots written before it was kept
+            lengths = np.asarray(arrays["name_lengths"]).tolist()
+            names = [name.ljust(int(k), "\0") for name, k in zip(names, lengths, strict=True)]
         if len(names) > self.capacity:
             servers = sum(1 for name in names if name)
             raise ValueError(

@@ -32,6 +32,7 @@ _PER_SLOT = (
     "buf_last_step",
     "buf_samples",
     "buf_names",
+    "buf_name_lengths",
     "profile",
     "risk",
     "risk_step",
@@ -82,6 +83,8 @@ def _compacted(arrays: Mapping[str, np.ndarray], capacity: int) -> Mapping[str, 
     if names.shape[0] <= capacity:
         return arrays
     keep = names != ""
+    if "buf_name_lengths" in arrays:  # a name of NUL characters reads as "" (buffers.py)
+        keep = np.asarray(arrays["buf_name_lengths"]) > 0
     if not keep.all():
         arrays = {k: (np.asarray(v)[keep] if k in _PER_SLOT else v) for k, v in arrays.items()}
     return arrays
