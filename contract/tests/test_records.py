@@ -36,6 +36,9 @@ def test_each_bad_record_gets_its_reasons(tables):
     assert reasons[3] == (
         "disk_io_mb_s=-1 is outside [0, inf] MB/s (docs/DATA_CONTRACT.md#value-ranges)"
     )
+    # Just over a bound, as rounding noise is: shown as sent, not rounded onto the bound.
+    cols["cpu_pct"][1] = 100.0001
+    assert validate_columns(cols)[1][1].startswith("cpu_pct=100.0001 is outside [0, 100]")
     assert reasons[4] == (
         "state 'Healthy' is not one of the 8 contract states (docs/DATA_CONTRACT.md#valid-states)"
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -366,3 +367,25 @@ def test_a_json_body_with_nan_tokens_is_a_400_that_names_them(client_for: Any, s
                         headers={"Content-Type": "application/json"})  # fmt: skip
     assert plain.status_code == 400
     assert "NaN" not in plain.json()["detail"]
+
+
+def test_a_timestamp_out_of_range_is_refused_with_its_value_and_likely_unit(
+    client_for: Any, svc: Any
+) -> None:
+    # The reason was a fixed "not finite epoch seconds between 1970 and 9998": it named
+    # neither the value nor the usual cause, milliseconds (docs/DATA_CONTRACT.md#time-range).
+    ms, iso_late, negative, good = svc.make_records(names=("ppml0001",), steps=4)
+    ms["timestamp"] = svc.T0 * 1000
+    iso_late["timestamp"] = "9999-06-01T00:00:00Z"
+    negative["timestamp"] = -5
+    answer = client_for().post("/metrics", json={"records": [ms, iso_late, negative, good]})
+    assert answer.status_code == 200, answer.text
+    reasons = [r["reason"] for r in answer.json()["rejected"]]
+    assert len(reasons) == 3
+    assert reasons[0].startswith(f"invalid timestamp {svc.T0 * 1000!r}: not finite epoch")
+    when = datetime.fromtimestamp(svc.T0, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert f"as epoch milliseconds it would be {when}: send seconds" in reasons[0]
+    assert reasons[1].startswith("invalid timestamp 9999-06-01T00:00:00+00:00:")
+    assert reasons[2].startswith("invalid timestamp -5:")
+    assert "milliseconds" not in reasons[1] + reasons[2]
+    assert all(r.endswith("(docs/DATA_CONTRACT.md#time-range)") for r in reasons)

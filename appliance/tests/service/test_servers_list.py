@@ -50,6 +50,16 @@ def test_lists_every_server_with_its_state(client_for: Any, svc: Any) -> None:
         assert listed["count"] == counts[state] == len(listed["servers"]), state
     stale = client.get("/servers", params={"state": "stale"}).json()["servers"]
     assert [row["server_name"] for row in stale] == [STOPPED]
+    # Its 404 says which: it said "unknown or still warming up" of every such server.
+    gone = svc.error_body(client.get(f"/predictions/{STOPPED}"), 404)
+    assert gone.detail.startswith(f"server {STOPPED!r} is stale: its data stopped")
+    assert "DELETE /servers/{name}" in gone.fix
+    warming = svc.error_body(client.get(f"/predictions/{NEW}"), 404)
+    assert warming.detail.startswith(f"server {NEW!r} is warming up")
+    assert "warming_detail" in warming.fix
+    unknown = svc.error_body(client.get("/predictions/ppweb404"), 404)
+    assert unknown.detail == "server 'ppweb404' is not tracked (never seen, or forgotten)"
+    assert unknown.see == "docs/RISK.md#buckets"
 
     # Forgotten: off the list, its slot free.
     key = {"X-API-Key": svc.API_KEY}

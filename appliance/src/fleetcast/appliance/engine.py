@@ -454,14 +454,16 @@ class Engine:
         """One ServerForecast plus full curves (docs/API.md GET /predictions/{server_name})."""
         return engine_views.server_detail(self, name)
 
+    def server_state(self, name: str) -> str | None:
+        """``ready``, ``warming``, ``stale`` or ``ahead`` (as GET /servers); None: not tracked."""
+        return engine_views.server_state(self, name)
+
     def alerts(self) -> list[dict[str, Any]]:
         """Active alerts of the cached forecast (docs/API.md GET /alerts/active items)."""
         return list(fs.alerts) if (fs := self._current) is not None else []
 
-    # -- history -------------------------------------------------------------------------
     def history(self, name: str, steps: int) -> dict[str, Any] | None:
-        """Recent actuals and risk of one server (docs/API.md GET /history/{server_name}): up
-        to ``steps`` steps ending at its newest (the open one included); missing ones null."""
+        """One server's actuals and risk, the newest ``steps`` (GET /history/{server_name})."""
         return engine_views.server_history(self, name, steps)
 
     def profile_history(self, profile: str, steps: int) -> dict[str, Any] | None:
@@ -470,10 +472,8 @@ class Engine:
 
     def fleet_history(self, steps: int) -> dict[str, Any]:
         """The fleet risk trend (docs/API.md GET /fleet/history), oldest first."""
-        with self._lock:
-            return self._history.fleet_trend(steps, self.spec.step_seconds)
+        return engine_views.fleet_history(self, steps)
 
-    # -- status & state ------------------------------------------------------------------
     def servers(
         self, state: str | None = None, after: str | None = None, limit: int | None = None
     ) -> tuple[list[dict[str, Any]], int, bool]:

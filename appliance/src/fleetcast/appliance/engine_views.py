@@ -20,7 +20,14 @@ from fleetcast.contract.schema import METRIC_COLUMNS, VALID_PROFILES
 if TYPE_CHECKING:
     from fleetcast.appliance.engine import Engine
 
-__all__ = ["profile_history", "server_detail", "server_history", "status"]
+__all__ = [
+    "fleet_history",
+    "profile_history",
+    "server_detail",
+    "server_history",
+    "server_state",
+    "status",
+]
 
 _PROFILE_CHUNK = 1024
 """Servers gathered per lock hold by :func:`profile_history`."""
@@ -210,6 +217,27 @@ def status(engine: Engine) -> dict[str, Any]:
 
 SERVER_STATES = ("ready", "warming", "stale", "ahead")
 """A tracked server's state in ``GET /servers`` (as counted in ``/status`` → ``servers``)."""
+
+
+def fleet_history(engine: Engine, steps: int) -> dict[str, Any]:
+    """The fleet risk trend (docs/API.md GET /fleet/history), oldest first."""
+    with engine._lock:
+        return engine._history.fleet_trend(steps, engine.spec.step_seconds)
+
+
+def server_state(engine: Engine, name: str) -> str | None:
+    """One tracked server's :data:`SERVER_STATES` entry, decided as :func:`servers` does;
+    None for a name the engine does not track."""
+    with engine._lock:
+        slot = engine._buf.index.get(name)
+        if slot is None:
+            return None
+        lengths, ends, forecastable, ref = engine._readiness()
+    if forecastable[slot]:
+        return "ready"
+    if lengths[slot] < engine.spec.min_encoder_length:
+        return "warming"
+    return "stale" if ends[slot] < ref else "ahead"
 
 
 def servers(

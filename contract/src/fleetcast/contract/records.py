@@ -143,10 +143,17 @@ def _nonfinite(name: str, values: np.ndarray):
     )
 
 
+def _exact(value: np.generic) -> str:
+    """The shortest text that reads back as ``value`` in its own dtype: ``100.0001``, not
+    ``:g``'s ``100``, which made a value just over a bound look like one on it."""
+    text = str(value)
+    return text[:-2] if text.endswith(".0") else text
+
+
 def _outside(name: str, values: np.ndarray, low: float, high: float):
     unit = METRIC_UNITS[name]
     return lambda i: (
-        f"{name}={float(values[i]):g} is outside [{low:g}, {high:g}] {unit} {_see('value-ranges')}"
+        f"{name}={_exact(values[i])} is outside [{low:g}, {high:g}] {unit} {_see('value-ranges')}"
     )
 
 

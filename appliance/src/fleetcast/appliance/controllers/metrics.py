@@ -141,6 +141,22 @@ def _epoch(ts: datetime | float) -> int | None:
     return seconds if 0 <= seconds < END_EPOCH_S else None
 
 
+def _bad_timestamp(ts: datetime | float) -> str:
+    """The rejection of a timestamp :func:`_epoch` refused: the value, the range, and the
+    usual cause, a unit error (docs/DATA_CONTRACT.md#time-range)."""
+    got = ts.isoformat() if isinstance(ts, datetime) else repr(ts)
+    hint = ""
+    if not isinstance(ts, (datetime, bool)) and math.isfinite(ts) and ts >= END_EPOCH_S:
+        for unit, per_s in (("milliseconds", 1e3), ("microseconds", 1e6), ("nanoseconds", 1e9)):
+            if ts / per_s < END_EPOCH_S:
+                hint = f"; as epoch {unit} it would be {iso(ts / per_s)}: send seconds"
+                break
+    return (
+        f"invalid timestamp {got}: not finite epoch seconds from 1970-01-01T00:00:00Z to before "
+        f"9999-01-01T00:00:00Z{hint} (docs/DATA_CONTRACT.md#time-range)"
+    )
+
+
 def _decode_records(
     body: bytes, msgpack: bool
 ) -> tuple[list[RecordIn | None], list[Rejected], set[str]]:
@@ -243,13 +259,7 @@ def decode_metrics(body: bytes, msgpack: bool) -> DecodedBatch:
             continue
         epoch = _epoch(rec.timestamp)
         if epoch is None:
-            rejected.append(
-                Rejected(
-                    index=i,
-                    reason="invalid timestamp: not finite epoch seconds between 1970 and 9998 "
-                    "(docs/DATA_CONTRACT.md#timestamp)",
-                )
-            )
+            rejected.append(Rejected(index=i, reason=_bad_timestamp(rec.timestamp)))
             continue
         keep.append(i)
         ts.append(epoch)

@@ -28,6 +28,36 @@ EMPTY_PREDICTIONS = (
 """Body of /predictions/current before the first forecast (no server ready yet)."""
 
 
+_SEE = "docs/RISK.md#buckets"
+
+_NO_FORECAST: dict[str | None, tuple[str, str]] = {
+    None: (
+        "is not tracked (never seen, or forgotten)",
+        "check the name in GET /servers; percent-encode a name holding '/' (a%2Fb)",
+    ),
+    "warming": (
+        "is warming up: fewer closed steps than the model needs to forecast it",
+        "wait; GET /status → servers.warming_detail says when it will be ready",
+    ),
+    "stale": (
+        "is stale: its data stopped (its newest step lags the fleet's by more than "
+        "stale_after_steps), so it is not forecast; its alerts are kept (docs/RISK.md#alerts)",
+        "check what sends its metrics; if it is gone for good, forget it (DELETE "
+        "/servers/{name}, docs/OPERATIONS.md#forgetting-servers)",
+    ),
+    "ahead": (
+        "is ahead: its clock runs in the future of the fleet's by more than "
+        "stale_after_steps, so it is not forecast",
+        "fix the clock of the host (or exporter) that stamps its samples",
+    ),
+    "ready": (
+        "is ready but not in the newest forecast yet",
+        "wait for the next forecast (the next closed step)",
+    ),
+}
+"""Why a tracked or unknown server has no forecast, and what to do: by its state."""
+
+
 class PredictionsController(Controller):
     """Forecasts and alerts, served from the cache the forecast loop fills."""
 
@@ -53,11 +83,10 @@ class PredictionsController(Controller):
         if engine is not None:
             found = next((f for f in map(engine.server_forecast, names) if f is not None), None)
         if found is None:
+            tracked = [s for s in map(engine.server_state, names) if s] if engine else []
+            why, fix = _NO_FORECAST[tracked[0] if tracked else None]
             raise ApiError(
-                404,
-                "no forecast for this server",
-                f"server {names[0][:255]!r} is unknown or still warming up (no full encoder window yet)",
-                "check the name in GET /predictions/current, or GET /status for warming servers",
+                404, "no forecast for this server", f"server {names[0][:255]!r} {why}", fix, _SEE
             )
         return Response(content=found)
 
