@@ -136,6 +136,10 @@ def test_state_dir_that_is_a_file(model_dir: Path, tmp_path: Path, svc: Any) -> 
     assert "is a file, not a directory" in result.stderr
     assert "docs/OPERATIONS.md#state" in result.stderr
     assert "[Errno" not in result.stderr
+    # The socket was bound before the state was refused: the log said "listening on", as
+    # if the appliance served (journald readers took it for a started one).
+    assert "listening on" not in result.stderr
+    assert "(starting)" in result.stderr
     _parts_once(result.stderr)
 
 

@@ -134,7 +134,9 @@ def listen(host: str, port: int, backlog: int = LISTEN_BACKLOG) -> list[socket.s
         for sock in sockets:
             sock.close()
         raise
-    _log.info("listening on %s", where)
+    # Not "listening" yet: the model and the state load next, and may refuse the start;
+    # the runtime logs "ready … serving on" once requests are answered.
+    _log.info("bound %s (starting)", where)
     return sockets
 
 

@@ -226,8 +226,8 @@ class Runtime:
         if engine.forecast_due():
             self._due.set()
         self.ready_after_s = time.monotonic() - self.started_monotonic
-        self.notifier.ready(f"serving on {self.settings.host}:{self.settings.port}")
-        _log.info("ready after %.2f s", self.ready_after_s)
+        self.notifier.ready(f"serving on {self.settings.address}")
+        _log.info("ready after %.2f s, serving on %s", self.ready_after_s, self.settings.address)
 
     async def stop(self) -> None:
         """STOPPING=1, stop sources and loops, write a final snapshot, close files."""

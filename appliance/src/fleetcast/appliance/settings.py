@@ -169,6 +169,12 @@ class Settings:
     metrics_max_servers: int = 500
     """GET /metrics exposes per-server series for at most this many (riskiest) servers."""
 
+    @property
+    def address(self) -> str:
+        """``host:port`` as the log and systemd show it (``[::1]:8000`` for IPv6)."""
+        host, port = self.host, self.port
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
     def engine_config(self, model_dir: Path | None = None) -> EngineConfig:
         """The engine's part of these settings (optionally for another model directory)."""
         from fleetcast.appliance.engine import EngineConfig
