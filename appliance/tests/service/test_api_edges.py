@@ -389,3 +389,30 @@ def test_a_timestamp_out_of_range_is_refused_with_its_value_and_likely_unit(
     assert reasons[2].startswith("invalid timestamp -5:")
     assert "milliseconds" not in reasons[1] + reasons[2]
     assert all(r.endswith("(docs/DATA_CONTRACT.md#time-range)") for r in reasons)
+
+
+def test_a_compressed_or_non_utf8_body_is_a_415_that_says_so(client_for: Any, svc: Any) -> None:
+    # Both were read as UTF-8 and refused as "JSON is malformed: invalid character (byte 0)".
+    import gzip
+    import json
+
+    body = json.dumps({"records": svc.make_records(names=("ppml0001",), steps=1)}).encode()
+    client = client_for()
+    gz = client.post(
+        "/metrics",
+        content=gzip.compress(body),
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    refused = svc.error_body(gz, 415)
+    assert refused.error == "unsupported body encoding"
+    assert "Content-Encoding 'gzip'" in refused.detail
+    assert refused.fix == "send the body uncompressed"
+    latin = client.post(
+        "/metrics", content=body, headers={"Content-Type": "application/json; charset=ISO-8859-1"}
+    )
+    assert "charset 'iso-8859-1'" in svc.error_body(latin, 415).detail
+    utf8 = client.post(
+        "/metrics", content=body, headers={"Content-Type": 'application/json; charset="UTF-8"'}
+    )
+    assert utf8.status_code == 200, utf8.text
+    assert client.get("/status").json()["ingest"]["accepted"] == 1

@@ -166,6 +166,33 @@ def _has_body(headers: Mapping[str, str]) -> bool:
     return "transfer-encoding" in headers
 
 
+def _refuse_encoded(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
+    """415 for a body the appliance would misread: compressed (``Content-Encoding``), or in a
+    charset other than UTF-8 (JSON is UTF-8, RFC 8259). Both were read as plain UTF-8 and
+    refused as "JSON is malformed: invalid character (byte 0)", which names neither."""
+    encoding = connection.headers.get("content-encoding", "identity").strip().lower()
+    declared = connection.headers.get("content-type") or ""
+    charset = next(
+        (p.split("=", 1)[1].strip().strip('"').lower() for p in declared.split(";")[1:]
+         if p.strip().lower().startswith("charset=")),
+        "utf-8",
+    )  # fmt: skip
+    if encoding not in ("", "identity"):
+        sent, fix = f"Content-Encoding {encoding[:40]!r}", "send the body uncompressed"
+    elif charset not in ("utf-8", "utf8"):
+        sent, fix = f"charset {charset[:40]!r}", "encode the body as UTF-8 (or drop the charset)"
+    else:
+        return
+    raise ApiError(
+        415,
+        "unsupported body encoding",
+        f"{connection.scope.get('method', 'POST')} {connection.url.path} reads its body as "
+        f"uncompressed UTF-8, but the request declares {sent}",
+        fix,
+        "docs/API.md",
+    )
+
+
 def body_type_guard(
     *accepted: str,
 ) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
@@ -182,6 +209,7 @@ def body_type_guard(
     named = " or ".join(filter(None, (", ".join(accepted[:-1]), accepted[-1])))
 
     def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        _refuse_encoded(connection)
         declared = connection.headers.get("content-type")
         if declared is None:
             if not _has_body(connection.headers):
