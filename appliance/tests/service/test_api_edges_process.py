@@ -184,6 +184,17 @@ def test_slash_names_and_websocket_401_over_a_real_server(server_factory: Any, s
     body = msgspec.json.decode(bytes(refused.value.response.body), type=ErrorBody)
     assert body.error == "missing API key"
     assert body.see == "docs/OPERATIONS.md#api-key"
+    # A handshake to no WebSocket, or from another site: JSON answers too, not an empty 403.
+    for path, headers, status in (
+        ("/ws/prediction", {}, 404),
+        ("/ws/predictions", {"Origin": "http://evil.example"}, 403),
+    ):
+        with pytest.raises(InvalidStatus) as denied:
+            connect(f"ws://127.0.0.1:{server.port}{path}", open_timeout=10,
+                    additional_headers={**headers, **key}).close()  # fmt: skip
+        assert denied.value.response.status_code == status
+        body = msgspec.json.decode(bytes(denied.value.response.body), type=ErrorBody)
+        assert body.error == ("not found" if status == 404 else "cross-site request refused")
     with connect(ws_url, additional_headers=key, open_timeout=10) as ws:
         assert msgspec.json.decode(ws.recv(timeout=10))["servers"]
     time.sleep(0.2)

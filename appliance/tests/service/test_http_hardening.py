@@ -371,10 +371,17 @@ def test_a_write_or_websocket_from_another_site_is_refused(open_app: Any, svc: A
     assert client.get("/status", headers=evil).status_code == 200  # reads are not writes
     assert client.get("/status").json()["ingest"]["accepted"] == 0
     with (
-        pytest.raises(WebSocketDisconnect),
+        pytest.raises(WebSocketDisconnect) as closed,
         client.websocket_connect("/ws/predictions", headers=evil) as socket,
     ):
         socket.receive_text()
+    assert closed.value.code == 4403  # a 403 answer where the server has denial responses
+    with (  # no such WebSocket: a 404, not uvicorn's empty 403 that reads like a bad key
+        pytest.raises(WebSocketDisconnect) as missing,
+        client.websocket_connect("/ws/prediction") as socket,
+    ):
+        socket.receive_text()
+    assert missing.value.code == 4404
     # The appliance's own pages (the API docs) and programs without an Origin: accepted.
     own = {"origin": BASE_URL}
     assert client.post("/metrics", json=batch, headers=own).status_code == 200

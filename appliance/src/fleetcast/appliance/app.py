@@ -342,29 +342,44 @@ def _origin_check(app: ASGIApp) -> ASGIApp:
     async def guard(scope: Scope, receive: Receive, send: Send) -> None:
         origin = _cross_origin(scope) if scope["type"] in ("http", "websocket") else None
         if origin is None:
+            if scope["type"] == "websocket" and scope.get("path") not in WEBSOCKET_PATHS:
+                # Litestar closes such a handshake unanswered: uvicorn's empty text/plain 403,
+                # which reads like a refused key.
+                await deny_websocket(scope, receive, send, _no_websocket(scope))
+                return
             await app(scope, receive, send)
             return
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008, "reason": "cross-site"})
+        error = ApiError(
+            403,
+            "cross-site request refused",
+            f"the request comes from a web page of another site (Origin {origin[:100]!r}); "
+            "a page must not write to the appliance or read its stream through an "
+            "operator's browser",
+            "send it from a program (curl, the dashboard) without an Origin header, or "
+            "from the appliance's own address",
+            CROSS_SITE_DOC,
+        )
+        if scope["type"] == "websocket":  # a refused handshake: HTTP 403 with the JSON body
+            await deny_websocket(scope, receive, send, error)
             return
         _mark_route(scope)
-        await send_error(
-            ApiError(
-                403,
-                "cross-site request refused",
-                f"the request comes from a web page of another site (Origin {origin[:100]!r}); "
-                "a page must not write to the appliance or read its stream through an "
-                "operator's browser",
-                "send it from a program (curl, the dashboard) without an Origin header, or "
-                "from the appliance's own address",
-                CROSS_SITE_DOC,
-            ),
-            scope,
-            receive,
-            send,
-        )
+        await send_error(error, scope, receive, send)
 
     return guard
+
+
+WEBSOCKET_PATHS = frozenset({"/ws/predictions"})
+"""The appliance's WebSocket routes (controllers/ws.py); a handshake to another is a 404."""
+
+
+def _no_websocket(scope: Scope) -> ApiError:
+    return ApiError(
+        404,
+        "not found",
+        f"there is no WebSocket at {str(scope.get('path', ''))[:100]!r}",
+        "connect to /ws/predictions",
+        "docs/API.md",
+    )
 
 
 def _edge(app: Litestar, settings: Settings, telemetry: Telemetry) -> ASGIApp:
