@@ -338,6 +338,18 @@ def test_a_flag_of_a_source_not_in_use_is_refused(
     assert "(--source prometheus and --demo)" in both
 
 
+def test_a_pid_or_log_file_without_daemon_is_refused(tmp_path: Path) -> None:
+    # They were accepted and ignored: a foreground appliance writes neither.
+    message = _error({"pid_file": tmp_path / "x.pid"})
+    assert "--pid-file applies to --daemon only." in message
+    assert "docs/OPERATIONS.md#without-systemd" in message
+    assert "apply to --daemon only" in _error(
+        {"pid_file": tmp_path / "p", "log_file": tmp_path / "l"}
+    )
+    daemon = build_settings({"daemon": True, "pid_file": tmp_path / "x.pid"}, env={})
+    assert daemon.pid_file == tmp_path / "x.pid"
+
+
 def test_the_environment_may_hold_the_other_sources_settings() -> None:
     env = {"FLEETCAST_PROMETHEUS_URL": "http://127.0.0.1:9090", "FLEETCAST_SPEED": "100"}
     assert build_settings({}, env=env).source == "push"

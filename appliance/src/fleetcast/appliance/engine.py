@@ -82,7 +82,7 @@ class Engine:
         self.spec = spec
         enc = spec.encoder_length
         need = spec.history_steps  # the encoder plus the day-ago inputs' look-back
-        self.history_steps = max(int(config.history_steps or need), need)
+        self.history_steps = engine_state.kept_history_steps(config.history_steps, need)
         # +2: the open step and one step before the oldest step read, to forward-fill from.
         self._buf = RingBuffers(config.capacity, self.history_steps + 2, spec.step_seconds)
         cap = config.capacity

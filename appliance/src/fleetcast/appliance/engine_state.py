@@ -2,6 +2,7 @@
 
 Split from :mod:`fleetcast.appliance.engine` to keep it small; :meth:`Engine.state_arrays`
 and :meth:`Engine.load_state` delegate here (persistence: :mod:`fleetcast.appliance.persistence`).
+It also decides how many steps of actuals a server keeps (:func:`kept_history_steps`).
 Per-slot arrays cover the slots used so far, free ones (forgotten servers', named ``""``,
 profile -1) included, so a restore puts every server back in its slot.
 These functions are part of the Engine: they use its private state under its lock,
@@ -10,6 +11,7 @@ as its methods do; call them through :class:`~fleetcast.appliance.engine.Engine`
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,7 +24,15 @@ if TYPE_CHECKING:
 
     from fleetcast.appliance.engine import Engine
 
-__all__ = ["fleet_newest", "fleet_reference", "load_state", "state_arrays"]
+log = logging.getLogger("fleetcast.appliance.engine")
+
+__all__ = [
+    "fleet_newest",
+    "fleet_reference",
+    "kept_history_steps",
+    "load_state",
+    "state_arrays",
+]
 
 _PER_SLOT = (
     "buf_values",
@@ -112,3 +122,20 @@ def load_state(engine: Engine, arrays: Mapping[str, np.ndarray]) -> None:
         ends = engine._buf.last_step[:n][engine._buf.used[:n]] - 1
         engine._fleet_closed = engine._fleet_newest(ends)
         engine._last_forecast_step = -1  # forecast once after a restore
+
+
+def kept_history_steps(asked: int | None, needed: int) -> int:
+    """Steps of actuals kept per server: ``asked`` (``--history-steps``; None: ``needed``),
+    never fewer than the model's inputs read (``needed``), with a WARNING when it is raised:
+    a value the operator set is not changed silently."""
+    if asked is not None and asked < needed:
+        log.warning(
+            "history_steps %d is fewer steps than the model reads (%d: its encoder, plus a "
+            "day for day-ago inputs); keeping %d. Set --history-steps to %d or more, or leave "
+            "it unset (docs/OPERATIONS.md#settings)",
+            asked,
+            needed,
+            needed,
+            needed,
+        )
+    return max(int(asked or needed), needed)

@@ -388,7 +388,18 @@ def build_settings(
 def _refuse_idle_flags(settings: Settings, flags: set[str]) -> None:
     """A flag of a data source that is not in use (``--prometheus-url`` without ``--source
     prometheus``, ``--speed`` without ``--demo``) is a mistake: refused, not ignored. The
-    environment and the file may hold both sources' settings and are left alone."""
+    environment and the file may hold both sources' settings and are left alone. So is
+    ``--pid-file`` or ``--log-file`` without ``--daemon``."""
+    if not settings.daemon and (files := sorted(flags & {"pid_file", "log_file"})):
+        given = ", ".join(_Origin("flag").where(n) for n in files)
+        raise SettingsError(
+            f"{given} {'applies' if len(files) == 1 else 'apply'} to --daemon only.",
+            "add --daemon, or drop them (in the foreground the log goes to stderr, under "
+            "systemd to the journal, and no pid file is written).",
+            why="the appliance would start without writing them, and whatever reads them "
+            "would find nothing.",
+            see="docs/OPERATIONS.md#without-systemd",
+        )
     idle = set()
     if settings.source != "prometheus":
         idle = {n for n in flags if n.startswith("prometheus_")}
