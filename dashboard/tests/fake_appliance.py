@@ -41,6 +41,8 @@ class FakeAppliance:
     current: dict[str, Any] = field(default_factory=current_body)
     p50: float = 2.0
     """Every point of every p50 curve of ``/predictions/{name}``."""
+    tracked: list[dict[str, Any]] = field(default_factory=list)
+    """``GET /servers`` rows of servers without a forecast (``/status`` counts them)."""
     refuse: dict[str, int] = field(default_factory=dict)
     """Path → HTTP status to answer instead (with the appliance's JSON error body)."""
     requests: list[str] = field(default_factory=list)
@@ -53,7 +55,13 @@ class FakeAppliance:
             return httpx.Response(self.refuse[path], json=error)
         servers = {s["server_name"]: s for s in self.current["servers"]}
         if path == "/status":
-            return httpx.Response(200, json={"model": {"step_seconds": 300}})
+            counts: dict[str, int] = {}
+            for row in self.tracked:
+                counts[row["state"]] = counts.get(row["state"], 0) + 1
+            return httpx.Response(200, json={"model": {"step_seconds": 300}, "servers": counts})
+        if path == "/servers":
+            rows = [r for r in self.tracked if r["state"] == request.url.params.get("state")]
+            return httpx.Response(200, json={"servers": rows, "count": len(rows), "next": None})
         if path == "/predictions/current":
             return httpx.Response(200, content=json.dumps(self.current).encode())
         if path == "/fleet/history":

@@ -218,3 +218,45 @@ def test_a_pushed_forecast_survives_a_failed_refresh() -> None:
     assert session.state.current.prediction_time == "2026-11-27T10:10:00Z"
     assert session.state.current.servers[0].risk == 0.9
     assert fake.requests.count("/predictions/current") == 1  # the set came from the push
+
+
+def test_servers_without_a_forecast_reach_the_heatmap_as_grey_cells() -> None:
+    from .fake_appliance import FakeAppliance, session_for
+
+    stopped = {"server_name": "ppdb007", "profile": "database", "state": "stale",
+               "newest_step": "2026-11-27T09:00:00Z"}  # fmt: skip
+    fake = FakeAppliance(tracked=[stopped])
+    session = session_for(fake)
+
+    async def go() -> None:
+        await session.refresh()
+        session.select_server("ppdb007")
+        await session.refresh()
+        await session.client.aclose()
+
+    asyncio.run(go())
+    assert [s.server_name for s in session.state.unforecast] == ["ppdb007"]
+    cells = {c["name"]: c for c in session.heatmap.grid.cells}
+    assert (cells["ppdb007"]["level"], cells["ppdb007"]["label"]) == ("unknown", "stale")
+    assert "ppdb007 (database) has no forecast: its data stopped" in (
+        session.heatmap.detail.summary.object
+    )
+    assert "/servers" in fake.requests
+    assert fake.requests.count("/servers") == 2  # only the states /status counts any of
+
+
+def test_an_appliance_without_the_servers_list_still_refreshes() -> None:
+    from .fake_appliance import FakeAppliance, session_for
+
+    fake = FakeAppliance(tracked=[{"server_name": "x", "state": "warming"}])
+    fake.refuse = {"/servers": 404}  # an older appliance
+    session = session_for(fake)
+
+    async def go() -> None:
+        await session.refresh()
+        await session.client.aclose()
+
+    asyncio.run(go())
+    assert session.state.connection == POLLING
+    assert session.state.unforecast == []
+    assert len(session.heatmap.grid.cells) == 3

@@ -116,3 +116,27 @@ def test_a_shown_risk_never_reads_as_another_level_than_its_colour() -> None:
     for risk in (0.294, 0.2951, 0.299, 0.3, 0.5, 0.6999, 0.7001, 0.705, 0.99):
         shown = format_risk(risk)
         assert risk_level(float(shown)) == risk_level(risk), (risk, shown)
+
+
+def test_servers_without_a_forecast_are_grey_cells_that_say_why() -> None:
+    # A stale server (its data stopped) left the forecast set and so the heatmap: the grey
+    # "no forecast" cell of the legend never appeared.
+    from fleetcast.dashboard.api import TrackedServer
+
+    stale = TrackedServer("ppdb007", "database", "stale", "2026-11-27T09:00:00Z")
+    warming = TrackedServer("ppweb010", "web_api", "warming", "2026-11-27T10:00:00Z")
+    again = TrackedServer("ppweb001", "web_api", "stale", None)  # forecast meanwhile
+    cells = heatmap_cells(servers(), [stale, warming, again])
+    by_name = {c["name"]: c for c in cells}
+    assert sorted(by_name) == ["ppdb007", "ppml0002", "ppml0015", "ppweb001", "ppweb010"]
+    grey = by_name["ppdb007"]
+    assert (grey["risk"], grey["level"], grey["label"]) == (None, "unknown", "stale")
+    assert grey["colour"] == LEVEL_COLOURS["unknown"]
+    assert grey["tooltip"] == (
+        "ppdb007 (database) has no forecast: its data stopped (more than an hour behind the "
+        "fleet); its alerts are kept; newest data 2026-11-27T09:00:00Z"
+    )
+    assert by_name["ppweb010"]["label"] == "warming"
+    assert by_name["ppweb001"]["level"] == "green"  # its forecast, not the older state
+    web = [c["name"] for c in cells if c["profile"] == "web_api"]
+    assert web == ["ppweb001", "ppweb010"]  # grouped by profile, then by name

@@ -159,10 +159,15 @@ def test_heatmap_shows_names_coloured_by_the_codex_scale(
         "els => els.map(e => [e.dataset.server, e.dataset.level, e.dataset.risk,"
         " getComputedStyle(e).backgroundColor, e.innerText, e.title])"
     )
-    seen = set()
+    seen, grey = set(), set()
     for name, level, risk, colour, text, title in snapshot:
         seen.add(name)
         assert name in text
+        if risk == "":  # a tracked server without a forecast: grey, its state, no number
+            grey.add(name)
+            assert level == "unknown", (name, level)
+            assert "has no forecast" in title, title
+            continue
         # The appliance's level (decided before rounding; docs/RISK.md#risk-model) is the
         # codex scale on the risk shown, except where the rounding crosses a level (0.3,
         # 0.7; test_shaping checks that case). The page's forecast set may be newer or older
@@ -172,7 +177,10 @@ def test_heatmap_shows_names_coloured_by_the_codex_scale(
         rgb = tuple(int(hex_colour[k : k + 2], 16) for k in (0, 2, 4))
         assert colour == f"rgb({rgb[0]}, {rgb[1]}, {rgb[2]})", (name, colour)
         assert f"risk {format_risk(float(risk), level)} — {level}" in title  # the numbers
-    assert seen == names
+    # The forecast set on the page may be a step apart from the GET's; a server the demo
+    # has not warmed up yet is a grey cell, never a made-up green one.
+    assert names <= seen
+    assert seen - names <= grey
     assert all(not re.fullmatch(r"\d+", n) for n in seen)  # names, never IDs
     recorder.check()
 

@@ -27,6 +27,8 @@ __all__ = [
     "ServerDetail",
     "ServerForecast",
     "ServerHistory",
+    "ServerList",
+    "TrackedServer",
     "parse",
     "parse_time",
 ]
@@ -133,6 +135,24 @@ class Alert(msgspec.Struct, frozen=True):
     stale: bool = False
     """The server is not in the forecast any more (its data stopped): the last forecast's
     alert, kept until it is forecast again or forgotten (docs/RISK.md#alerts)."""
+
+
+class TrackedServer(msgspec.Struct, frozen=True):
+    """One server of ``GET /servers``."""
+
+    server_name: str
+    profile: str | None = None
+    state: str | None = None
+    """``ready``, ``warming``, ``stale`` (its data stopped) or ``ahead`` (a clock in the future)."""
+    newest_step: str | None = None
+    """Start of its newest step with a sample (data time)."""
+
+
+class ServerList(msgspec.Struct, frozen=True):
+    """``GET /servers``."""
+
+    servers: list[TrackedServer] = []
+    count: int = 0
 
 
 class AlertList(msgspec.Struct, frozen=True):

@@ -24,6 +24,7 @@ from .api import (
     ProfileHistory,
     ServerDetail,
     ServerHistory,
+    ServerList,
     parse,
 )
 from .status import StatusInfo
@@ -191,6 +192,13 @@ class ApplianceClient:
         """``GET /fleet/history?steps=N``: the fleet risk trend."""
         body = await self._request("GET", "/fleet/history", params={"steps": int(steps)})
         return parse(body, FleetHistory, "GET /fleet/history")
+
+    async def servers(self, state: str, limit: int) -> ServerList:
+        """``GET /servers?state=S&limit=N``: the tracked servers in one state, by name."""
+        params = {"state": state, "limit": int(limit)}
+        return parse(
+            await self._request("GET", "/servers", params=params), ServerList, "GET /servers"
+        )
 
     async def alerts(self) -> list[Alert]:
         """``GET /alerts/active``."""

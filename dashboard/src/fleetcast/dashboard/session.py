@@ -33,12 +33,19 @@ if TYPE_CHECKING:
     from bokeh.document import Document
     from panel.io.callbacks import PeriodicCallback
 
-    from .api import CurrentPredictions, ServerDetail, ServerHistory
+    from .api import CurrentPredictions, ServerDetail, ServerHistory, TrackedServer
     from .settings import DashboardSettings
+    from .status import StatusInfo
 
 __all__ = ["TAB_NAMES", "TICK_MS", "DashboardSession"]
 
 log = logging.getLogger(__name__)
+
+UNFORECAST_STATES = ("stale", "ahead", "warming")
+"""Server states the heatmap shows as grey cells (docs/RISK.md#buckets)."""
+
+UNFORECAST_LIMIT = 5000
+"""At most this many grey cells per state (``GET /servers?limit=``)."""
 
 TICK_MS = 500
 """How often a session checks whether to refresh (pushes and clicks are seen this fast)."""
@@ -216,6 +223,7 @@ class DashboardSession:
                 client.alerts(),
             )
             status, polled, fleet_history, alerts = results
+            state.unforecast = await self._fetch_unforecast(status)
             state.status = status
             state.fleet_history = fleet_history
             state.alerts = alerts
@@ -243,6 +251,22 @@ class DashboardSession:
             else:
                 log.info("Appliance %s: %s", self.settings.base_url, state.connection)
         self._schedule(self._render)
+
+    async def _fetch_unforecast(self, status: StatusInfo) -> list[TrackedServer]:
+        """The servers the appliance tracks but does not forecast (their data stopped, a
+        clock ahead, warming up), for the heatmap's grey cells: only the states ``/status``
+        counts any of. An appliance without ``GET /servers`` (older) gives none."""
+        wanted = [s for s in UNFORECAST_STATES if (status.servers(s) or 0) > 0]
+        if not wanted:
+            return []
+        try:
+            lists = await asyncio.gather(
+                *(self.client.servers(s, UNFORECAST_LIMIT) for s in wanted)
+            )
+        except ApplianceRefused as exc:
+            log.debug("GET /servers refused: %s", exc)
+            return []
+        return [server for listed in lists for server in listed.servers]
 
     async def _fetch_details(self) -> None:
         """Curves and actuals of the top servers and the selected one, once per forecast set.

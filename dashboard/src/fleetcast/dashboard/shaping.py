@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from fleetcast.contract.schema import HORIZONS, METRIC_COLUMNS, VALID_PROFILES
 
-from .api import parse_time
-from .risk import LEVEL_COLOURS, LEVEL_TEXT_COLOURS, LEVELS, risk_level, server_level
+from .api import TrackedServer, parse_time
+from .risk import LEVEL_COLOURS, LEVEL_TEXT_COLOURS, LEVELS, UNKNOWN, risk_level, server_level
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from datetime import datetime
 
     from .api import ServerDetail, ServerForecast
@@ -26,6 +27,7 @@ __all__ = [
     "curve_frame",
     "format_risk",
     "heatmap_cells",
+    "no_forecast_note",
     "profile_order",
     "server_thresholds",
     "top_servers",
@@ -128,14 +130,51 @@ def _tooltip(forecast: ServerForecast) -> str:
     return "\n".join(lines)
 
 
-def heatmap_cells(servers: list[ServerForecast]) -> list[dict[str, Any]]:
+UNFORECAST_WHY: dict[str, str] = {
+    "stale": "its data stopped (more than an hour behind the fleet); its alerts are kept",
+    "ahead": "its clock runs in the future of the fleet's",
+    "warming": "warming up: too few steps of data yet",
+}
+"""Why a server the appliance tracks has no forecast, by its state (docs/RISK.md#buckets)."""
+
+
+def no_forecast_note(server: TrackedServer) -> str:
+    """``ppdb007 (database) has no forecast: its data stopped …; newest data …``."""
+    why = UNFORECAST_WHY.get(server.state or "", f"state {server.state}")
+    newest = f"; newest data {server.newest_step}" if server.newest_step else ""
+    return f"{server.server_name} ({server.profile or 'unknown profile'}) has no forecast: {why}{newest}"
+
+
+def heatmap_cells(
+    servers: list[ServerForecast], unforecast: Sequence[TrackedServer] = ()
+) -> list[dict[str, Any]]:
     """One dict per server for the heatmap, grouped by profile (contract order), then by name.
 
     Keys: name, profile, risk (float or None), label ("0.42"), level, colour, text_colour, tooltip.
+    ``unforecast``: servers the appliance tracks without a forecast (stale, ahead, warming),
+    grey cells labelled by their state, never a made-up risk; one also in ``servers`` (it
+    was forecast meanwhile) is shown by its forecast.
     """
-    ordered = sorted(servers, key=lambda s: (profile_order(s.profile), s.server_name))
+    forecast_names = {s.server_name for s in servers}
+    rows: list[ServerForecast | TrackedServer] = [*servers]
+    rows += [u for u in unforecast if u.server_name not in forecast_names]
+    ordered = sorted(rows, key=lambda s: (profile_order(s.profile or ""), s.server_name))
     cells = []
     for forecast in ordered:
+        if isinstance(forecast, TrackedServer):
+            cells.append(
+                {
+                    "name": forecast.server_name,
+                    "profile": forecast.profile or "",
+                    "risk": None,
+                    "label": forecast.state or "no forecast",
+                    "level": UNKNOWN,
+                    "colour": LEVEL_COLOURS[UNKNOWN],
+                    "text_colour": LEVEL_TEXT_COLOURS[UNKNOWN],
+                    "tooltip": no_forecast_note(forecast),
+                }
+            )
+            continue
         level = server_level(forecast.risk, forecast.risk_level)
         cells.append(
             {

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING
 from .api import parse_time
 
 if TYPE_CHECKING:
-    from .api import Alert, CurrentPredictions, FleetHistory, ServerDetail, ServerHistory
+    from .api import (
+        Alert,
+        CurrentPredictions,
+        FleetHistory,
+        ServerDetail,
+        ServerHistory,
+        TrackedServer,
+    )
     from .status import StatusInfo
 
 __all__ = ["CONNECTING", "DISCONNECTED", "LIVE", "POLLING", "REFUSED", "SessionState"]
@@ -65,6 +72,8 @@ class SessionState:
     status: StatusInfo | None = None
     fleet_history: FleetHistory | None = None
     alerts: list[Alert] = field(default_factory=list)
+    unforecast: list[TrackedServer] = field(default_factory=list)
+    """Tracked servers without a forecast (stale, ahead, warming): the heatmap's grey cells."""
 
     details: dict[str, ServerDetail] = field(default_factory=dict)
     """``/predictions/{name}`` bodies of the current forecast set, by server name."""

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import panel as pn
 
 from ..risk import GREEN_BELOW, LEVEL_COLOURS, RED_ABOVE
-from ..shaping import heatmap_cells
+from ..shaping import heatmap_cells, no_forecast_note
 from .detail import ServerDetailView
 from .grid import RiskGrid
 
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 __all__ = ["HeatmapView"]
 
+DOC = "docs/RISK.md#buckets"
+
 _LEGEND = (
     f'<span style="background:{LEVEL_COLOURS["green"]};color:#fff;padding:2px 8px">'
     f"green &lt; {GREEN_BELOW}</span> "
@@ -25,7 +27,8 @@ _LEGEND = (
     f"yellow {GREEN_BELOW}–{RED_ABOVE}</span> "
     f'<span style="background:{LEVEL_COLOURS["red"]};color:#fff;padding:2px 8px">'
     f"red &gt; {RED_ABOVE}</span> "
-    f'<span style="background:{LEVEL_COLOURS["unknown"]};padding:2px 8px">no forecast</span>'
+    f'<span style="background:{LEVEL_COLOURS["unknown"]};padding:2px 8px">no forecast '
+    "(stale: data stopped; warming; ahead: clock in the future)</span>"
     " · hover a cell for its numbers, click it for its forecast"
 )
 
@@ -50,19 +53,23 @@ class HeatmapView:
     def update(self, state: SessionState) -> None:
         """Redraw the grid (when the forecast set changed) and the selected server."""
         current = state.current
-        if current is None:
+        if current is None and not state.unforecast:
             return
-        if current.servers != self._cells_key:
-            self._cells_key = current.servers
-            self.grid.cells = heatmap_cells(current.servers)
+        servers = current.servers if current is not None else []
+        key = (servers, state.unforecast)
+        if key != self._cells_key:
+            self._cells_key = key
+            self.grid.cells = heatmap_cells(servers, state.unforecast)
         self.grid.stale = state.stale
         name = state.selected_server
         self.grid.selected = name or ""
         if name is None:
             return
-        forecast = next((s for s in current.servers if s.server_name == name), None)
+        forecast = next((s for s in servers if s.server_name == name), None)
         if forecast is None:
-            self.detail.clear(f"{name} has no forecast in the current set.")
+            tracked = next((u for u in state.unforecast if u.server_name == name), None)
+            note = no_forecast_note(tracked) if tracked else f"{name} has no forecast."
+            self.detail.clear(f"{note} ({DOC})")
             return
         self.detail.update(
             forecast,
