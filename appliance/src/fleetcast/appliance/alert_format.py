@@ -14,10 +14,22 @@ from fleetcast.contract.schema import METRIC_UNITS
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-__all__ = ["ALERTNAME", "alert_labels", "firing_alert", "rfc3339", "webhook_body"]
+__all__ = [
+    "ALERTNAME",
+    "STALE_ALERTNAME",
+    "alert_labels",
+    "firing_alert",
+    "forecasts_stale_alert",
+    "rfc3339",
+    "webhook_body",
+]
 
 ALERTNAME = "FleetcastForecastRisk"
-"""The ``alertname`` label of every fleetcast alert."""
+"""The ``alertname`` label of every forecast alert."""
+
+STALE_ALERTNAME = "FleetcastForecastsStale"
+"""The ``alertname`` of the appliance's own alert that its forecasts stopped (the same name
+as the Prometheus rule's, docs/prometheus/fleetcast-alert-rules.yml)."""
 
 
 def rfc3339(epoch_s: float) -> str:
@@ -102,3 +114,26 @@ def webhook_body(alerts: Iterable[Mapping[str, Any]], statuses: Iterable[str]) -
     items = [{"status": s, **a} for a, s in zip(alerts, statuses, strict=True)]
     overall = "firing" if any(i["status"] == "firing" for i in items) else "resolved"
     return {"version": "1", "source": "fleetcast", "status": overall, "alerts": items}
+
+
+def forecasts_stale_alert(
+    silent_s: float, after_s: float, now: float, ends_after_s: float, data_time: str | None
+) -> dict[str, Any]:
+    """The firing alert that no forecast was made for ``silent_s`` seconds (over
+    ``after_s``): every server's data stopped, or the source did. The forecast alerts stay
+    firing as the last forecast left them (docs/RISK.md#alerts); this one says why nothing
+    changes."""
+    minutes = silent_s / 60
+    data = f" from data up to {data_time}" if data_time else ""
+    return {
+        "labels": {"alertname": STALE_ALERTNAME, "severity": "warning"},
+        "annotations": {
+            "summary": f"fleetcast has made no forecast for {minutes:.0f} min: its metrics "
+            "stopped arriving",
+            "description": f"The newest forecast is {minutes:.0f} min old{data}. Its alerts "
+            "stay as it left them until data arrives again. Check the source (GET /status: "
+            "source, servers.stale) and what sends the metrics (docs/PROMETHEUS.md#alerts).",
+        },
+        "startsAt": rfc3339(now - silent_s + after_s),
+        "endsAt": rfc3339(now + ends_after_s),
+    }

@@ -45,6 +45,7 @@ from fleetcast.appliance.alert_format import (
     ALERTNAME,
     alert_labels,
     firing_alert,
+    forecasts_stale_alert,
     rfc3339,
     webhook_body,
 )
@@ -160,6 +161,9 @@ class AlertingConfig:
     """Base URL of this appliance for each alert's ``generatorURL`` (None: left out)."""
     poll_s: float = 0.25
     """How often the loop looks for a new forecast set."""
+    stale_after_s: float = 1200.0
+    """No new forecast set for this long (wall clock) fires ``FleetcastForecastsStale``, as
+    the Prometheus rule of that name does (docs/PROMETHEUS.md#alerts)."""
 
     @classmethod
     def from_settings(cls, settings: Any) -> AlertingConfig:
@@ -242,9 +246,10 @@ class AlertPusher:
 
     # -- the diff ------------------------------------------------------------------------
     def update(
-        self, alerts: Iterable[Mapping[str, Any]]
+        self, alerts: Iterable[Mapping[str, Any]], own: Iterable[dict[str, Any]] = ()
     ) -> tuple[list[dict], list[dict], list[dict]]:
-        """Diff the engine's current ``alerts`` against the last call.
+        """Diff the engine's current ``alerts`` (and ``own``, the appliance's alerts about
+        itself, already Alertmanager alerts) against the last call.
 
         Returns ``(firing, new, resolved)`` Alertmanager alerts: every firing one (with a
         fresh endsAt), the subset that is new, and those gone since the last call (endsAt
@@ -253,8 +258,8 @@ class AlertPusher:
         now = self._clock()
         ends = self.config.ends_after_s or 4 * self.config.resend_s
         current: dict[Key, dict[str, Any]] = {}
-        for alert in alerts:
-            item = firing_alert(alert, now, ends, self.config.generator_url)
+        items = [firing_alert(a, now, ends, self.config.generator_url) for a in alerts]
+        for item in [*items, *own]:
             key = _key(item)
             old = self._active.get(key)
             if old is not None and old["startsAt"] < item["startsAt"]:
@@ -306,11 +311,13 @@ class AlertPusher:
             return True
         return False
 
-    async def push(self, alerts: Iterable[Mapping[str, Any]]) -> None:
-        """Diff ``alerts`` and deliver: Alertmanager gets all firing + resolved, the webhook
-        the changes, both at once (a receiver timing out must not hold the other's alerts
-        back for its retries). Undelivered items wait for the next push."""
-        firing, new, resolved = self.update(alerts)
+    async def push(
+        self, alerts: Iterable[Mapping[str, Any]], own: Iterable[dict[str, Any]] = ()
+    ) -> None:
+        """Diff ``alerts`` (+ ``own``) and deliver: Alertmanager gets all firing + resolved,
+        the webhook the changes, both at once (a receiver timing out must not hold the other's
+        alerts back for its retries). Undelivered items wait for the next push."""
+        firing, new, resolved = self.update(alerts, own)
         await asyncio.gather(
             self._push_alertmanager(firing, resolved), self._push_webhook(new, resolved)
         )
@@ -337,6 +344,15 @@ class AlertPusher:
             body = webhook_body([a for _, a in changes], [s for s, _ in changes])
             ok = await self._deliver(self.webhook, body)
             self.webhook.pending = [] if ok else _latest_per_alert(changes)
+
+    def _own(self, silent_s: float, data_time: str | None) -> list[dict[str, Any]]:
+        """The appliance's alerts about itself: ``FleetcastForecastsStale`` once no new
+        forecast set came for ``stale_after_s``; resolved by the next one."""
+        after = self.config.stale_after_s
+        if silent_s <= after:
+            return []
+        ends = self.config.ends_after_s or 4 * self.config.resend_s
+        return [forecasts_stale_alert(silent_s, after, self._clock(), ends, data_time)]
 
     # -- state across restarts (alerting_state.py) ---------------------------------------
     def restore(self) -> None:
@@ -385,15 +401,17 @@ class AlertPusher:
         if runtime is None:
             return
         seen = -1
-        last_push = -math.inf
+        last_push = changed = -math.inf
         while True:
             engine = runtime.engine
             sets = runtime.current_changes
             due = sets != seen or time.monotonic() - last_push >= self.config.resend_s
-            if due and engine is not None and engine.current() is not None:
+            if due and engine is not None and (fs := engine.current()) is not None:
+                if sets != seen:
+                    changed = time.monotonic()
                 seen, last_push = sets, time.monotonic()
                 try:
-                    await self.push(engine.alerts())
+                    await self.push(engine.alerts(), self._own(last_push - changed, fs.data_time))
                 except Exception as exc:
                     # A bug (deliveries catch their own failures): traceback once per type.
                     kind = type(exc).__qualname__
