@@ -329,8 +329,12 @@ def test_appliance_unit_bounds_memory_and_descriptors() -> None:
     values = dict(
         line.split("=", 1) for line in unit.splitlines() if re.match(r"^[A-Za-z]+=", line)
     )
-    assert values["MemoryMax"] == "2G"
-    assert values["MemoryHigh"] == "1536M"
+    # Sized for the default --capacity of 20,000 (~0.13 MB per server): 2G killed it at ~14k.
+    assert values["MemoryMax"] == "4G"
+    assert values["MemoryHigh"] == "3584M"
+    assert values["RestartPreventExitStatus"] == "2"  # a settings error is not retried
+    assert values["ExecReload"] == "/bin/kill -HUP $MAINPID"  # SIGHUP reloads the model
+    assert (int(values["StartLimitBurst"]), int(values["StartLimitIntervalSec"])) == (5, 300)
     assert int(values["LimitNOFILE"]) > 1024 * 8  # far above --max-connections' default
 
 

@@ -199,3 +199,43 @@ def _healthy(port: int) -> bool:
     except httpx.HTTPError:
         time.sleep(0.05)
         return False
+
+
+def test_sighup_reloads_the_model_and_a_refused_one_keeps_serving(
+    model_dir: Path, tmp_path: Path, svc: Any
+) -> None:
+    # SIGHUP's default action ended the process at once (no final snapshot), and systemd's
+    # Restart=on-failure counts a death by SIGHUP as clean: `systemctl reload` or a stray
+    # HUP left the service down. It is now `systemctl reload` (ExecReload=kill -HUP).
+    import shutil
+
+    from .conftest import ServerProcess
+
+    models = tmp_path / "model"
+    shutil.copytree(model_dir, models)
+    server = ServerProcess(models, tmp_path / "state").start()
+    try:
+        server.proc.send_signal(signal.SIGHUP)
+        svc.wait_until(lambda: "model reloaded (SIGHUP)" in server.log(), timeout=30)
+        assert httpx.get(f"{server.url}/health").status_code == 200
+        (models / "model.onnx").write_bytes(b"not a model")
+        server.proc.send_signal(signal.SIGHUP)
+        svc.wait_until(lambda: "model reload refused (SIGHUP)" in server.log(), timeout=30)
+        assert server.proc.poll() is None
+        assert httpx.get(f"{server.url}/health").json()["model_loaded"]
+        assert "docs/OPERATIONS.md#upgrade-a-model" in server.log()
+        assert server.stop() in GRACEFUL
+    finally:
+        server.kill()
+
+
+def test_a_refused_model_behind_a_link_names_the_folder_it_resolves_to(
+    tmp_path: Path, svc: Any
+) -> None:
+    bundle = tmp_path / "models" / "tft_model_bad"
+    bundle.mkdir(parents=True)
+    (tmp_path / "models" / "latest").symlink_to("tft_model_bad")
+    result = svc.run_serve(tmp_path / "models" / "latest", tmp_path / "state", timeout=60)
+    assert result.returncode == 1
+    assert f"is a link to {bundle}: " in result.stderr
+    assert "model.onnx" in result.stderr

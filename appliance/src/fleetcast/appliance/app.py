@@ -434,11 +434,15 @@ def create_app(settings: Settings, notifier: Notifier | None = None) -> Litestar
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        from fleetcast.appliance.runtime_reload import reload_on_sighup
+
         await runtime.start()
         await telemetry.start()
+        unhook = reload_on_sighup(runtime)
         try:
             yield
         finally:
+            unhook()
             await telemetry.stop()
             await runtime.stop()
 

@@ -10,6 +10,9 @@ applied to the new one before the swap, so nothing logged meanwhile is missing f
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -18,12 +21,15 @@ import numpy as np
 from fleetcast.appliance.runtime_forget import apply_entry
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from fleetcast.appliance.engine import Engine, EngineConfig, ForecastSet
     from fleetcast.appliance.runtime import Runtime
 
-__all__ = ["reload"]
+__all__ = ["reload", "reload_on_sighup"]
+
+_log = logging.getLogger("fleetcast.appliance.runtime")
 
 
 async def reload(runtime: Runtime, model_dir: Path) -> dict[str, Any]:
@@ -74,3 +80,45 @@ async def reload(runtime: Runtime, model_dir: Path) -> dict[str, Any]:
         "previous_model_version": before.get("version"),
         "servers_carried": int(servers.get("known", 0) or 0),
     }
+
+
+def reload_on_sighup(runtime: Runtime) -> Callable[[], None]:
+    """SIGHUP (``systemctl reload``) reloads ``--model-dir`` as ``POST /admin/reload`` does;
+    returns the function that removes the handler. Before, SIGHUP's default action ended
+    the process at once: no final snapshot, and ``Restart=on-failure`` counts a death by
+    SIGHUP as a clean exit, so the service stayed down. Off the main thread (an
+    in-process test server) there is no signal to handle, and nothing is installed."""
+    loop = asyncio.get_running_loop()
+    running: set[asyncio.Task[None]] = set()
+
+    def handle() -> None:
+        _log.info("SIGHUP: reloading the model at %s", runtime.settings.model_dir)
+        task = loop.create_task(_reload_logged(runtime))
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, handle)
+    except (NotImplementedError, RuntimeError, ValueError):
+        return lambda: None
+    return lambda: loop.remove_signal_handler(signal.SIGHUP)
+
+
+async def _reload_logged(runtime: Runtime) -> None:
+    try:
+        result = await runtime.reload(runtime.settings.model_dir)
+    except Exception as exc:  # the previous model keeps serving; the log says why
+        _log.error(
+            "model reload refused (SIGHUP): %s: %s. Why it matters: the previous model keeps "
+            "serving, and a restart would load the refused one. Fix: repoint --model-dir at a "
+            "model that passes (or fix this one), then reload again. See "
+            "docs/OPERATIONS.md#upgrade-a-model.",
+            type(exc).__name__,
+            exc,
+        )
+        return
+    _log.info(
+        "model reloaded (SIGHUP): %s -> %s",
+        result["previous_model_version"],
+        result["model_version"],
+    )

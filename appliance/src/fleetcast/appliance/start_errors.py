@@ -79,8 +79,21 @@ def start_error(exc: BaseException, settings: Settings) -> str | None:
     if isinstance(exc, OSError):
         return os_error(exc, settings)
     if isinstance(exc, ContractError) or type(exc).__name__ in CLEAN_ERRORS:
-        return str(exc)
+        return _model_link(settings) + str(exc)
     return None
+
+
+def _model_link(settings: Settings) -> str:
+    """``--model-dir … is a link to …: `` when it is one: behind ``models/latest`` the
+    message alone does not say which bundle was refused (docs/OPERATIONS.md#upgrade-a-model)."""
+    model_dir = Path(settings.model_dir)
+    try:
+        target = model_dir.resolve(strict=True)
+    except OSError:
+        return ""
+    if target == model_dir.absolute():
+        return ""
+    return f"--model-dir {model_dir} is a link to {target}: "
 
 
 def os_error(exc: OSError, settings: Settings) -> str:
