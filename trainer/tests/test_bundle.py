@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -42,6 +43,12 @@ def test_bundle_has_all_four_files_and_latest(bundle_dir: Path) -> None:
     assert "accuracy" in info
     mapping = ServerEncoder.load(bundle_dir)
     assert "ppweb001" in mapping
+    # Every file by the umask, the weights too (safetensors writes 0600: a bundle copied to
+    # an appliance as root was unreadable to its service user).
+    mask = os.umask(0)
+    os.umask(mask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in bundle_dir.iterdir()}
+    assert modes == dict.fromkeys(BUNDLE_FILES, 0o666 & ~mask)
 
 
 def test_reload_parity_bit_for_bit_on_new_data(trained, bundle_dir: Path) -> None:

@@ -7,7 +7,10 @@ protobuf stays valid): the appliance's test environment has no ``onnx`` package.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -204,3 +207,29 @@ def test_refuses_quantiles_it_cannot_serve(tmp_path: Path) -> None:
     d = _copy(tmp_path, (b"fleetcast.quantiles", b"[0.1, 0.5, 0.9]", b"[0.9, 0.5, 0.1]"))
     with pytest.raises(ModelError, match=r"quantiles \[0\.9, 0\.5, 0\.1\] are not two or more"):
         load_model(d)
+
+
+def test_weights_the_service_user_cannot_read_are_a_warning_not_a_refusal(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    # Bundles written before the trainer followed the umask hold a 0600 model.safetensors:
+    # copied as root, the DynamicUser service could not read it and refused to start.
+    from fleetcast.appliance import model as model_module
+
+    weights = tmp_path / model_module.WEIGHTS_FILE
+    weights.write_bytes(b"weights")
+    real_open = Path.open
+
+    def refuse(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self == weights:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse)
+    spec = SimpleNamespace(weights_sha256="0" * 64, server_mapping={})
+    with caplog.at_level(logging.WARNING):
+        model_module._check_beside(tmp_path, spec)  # type: ignore[arg-type]
+    assert "cannot read model.safetensors beside the model (permission denied)" in caplog.text
+    monkeypatch.setattr(Path, "open", real_open)
+    with pytest.raises(model_module.ModelError, match="not the same model"):
+        model_module._check_beside(tmp_path, spec)  # type: ignore[arg-type]  # readable: checked

@@ -382,11 +382,25 @@ def _check_graph(session: ort.InferenceSession, spec: ModelSpec) -> None:
 def _check_beside(folder: Path, spec: ModelSpec) -> None:
     """Weights hash (when model.safetensors is beside) and server_mapping.json agreement."""
     weights = folder / WEIGHTS_FILE
-    if weights.is_file():
-        digest = hashlib.sha256()
+    digest = hashlib.sha256()
+    try:
         with weights.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
+    except PermissionError:
+        # Bundles from before the trainer wrote it by the umask have it 0600: copied as root,
+        # it is unreadable to the service user. The model is model.onnx; this is a cross-check.
+        log.warning(
+            "cannot read %s beside the model (permission denied): the ONNX file's agreement "
+            "with the bundle's weights is not checked. Fix: make it readable (chmod a+r) or "
+            "leave it out (the appliance needs model.onnx, its .sha256 and %s). See %s.",
+            WEIGHTS_FILE,
+            MAPPING_FILE,
+            "docs/EXPORT.md#integrity",
+        )
+    except (FileNotFoundError, IsADirectoryError):
+        pass
+    else:
         if digest.hexdigest() != spec.weights_sha256:
             raise ModelError(
                 f"{WEIGHTS_FILE} beside the model has SHA-256 {digest.hexdigest()[:16]}…, but "

@@ -270,6 +270,12 @@ def save_bundle(
 
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     save_file(state, str(partial / WEIGHTS_FILE), metadata={"format": "pt", "fleetcast": "tft"})
+    # safetensors writes its file 0600; the bundle's other files follow the umask. A bundle
+    # copied to an appliance as root was then unreadable to its service user (DynamicUser),
+    # which checks the weights beside the model and refused to start.
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(partial / WEIGHTS_FILE, 0o666 & ~mask)
     hparams, loss_section = _model_section(model)
     config = {
         "bundle_format_version": BUNDLE_FORMAT_VERSION,
