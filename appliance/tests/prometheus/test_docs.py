@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetcast.appliance import exposition
+from fleetcast.appliance import exposition, exposition_parts
 
 DOCS = Path(__file__).parents[3] / "docs"
 RULES = sorted((DOCS / "prometheus").glob("fleetcast-*-rules.yml"))
@@ -19,7 +19,8 @@ DASHBOARD = DOCS / "grafana" / "fleetcast.json"
 
 
 def _exposed_families() -> set[str]:
-    return set(re.findall(r'"(fleetcast_[a-z_]+)"', inspect.getsource(exposition)))
+    source = inspect.getsource(exposition) + inspect.getsource(exposition_parts)
+    return set(re.findall(r'"(fleetcast_[a-z_]+)"', source))
 
 
 def _names_in(text: str, prefix: str) -> set[str]:
@@ -56,7 +57,8 @@ def test_rules_use_exposed_series() -> None:
 def _exposed_labels() -> set[str]:
     """Label names the exposition writes (its label dicts' keys), what Prometheus adds, and
     node_exporter's ``mode`` (read by the ``fleetcast:actual`` recording rule)."""
-    written = set(re.findall(r'"([a-z_]+)": ', inspect.getsource(exposition)))
+    source = inspect.getsource(exposition) + inspect.getsource(exposition_parts)
+    written = set(re.findall(r'"([a-z_]+)": ', source))
     return written | {"job", "instance", "mode"}
 
 

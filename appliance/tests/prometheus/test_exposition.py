@@ -182,6 +182,10 @@ def test_forecasts_risk_and_health_are_exposed(model_dir: Path, tmp_path: Path) 
         == 3
     )
     assert got[("fleetcast_forecast_runs_total", ())] >= 1
+    # The state directory: a full disk left /health "ok" and nothing here to alert on.
+    assert got[("fleetcast_persistence_writable", ())] == 1
+    assert got[("fleetcast_persistence_write_errors_total", ())] == 0
+    assert got[("fleetcast_persistence_log_bytes", ())] > 0  # 120 samples, no snapshot yet
     assert got[("fleetcast_ingest_samples_total", (("result", "accepted"),))] == 120
     start = current.prediction_time
     from datetime import datetime

@@ -28,6 +28,9 @@ fleetcast_alerts_active                                     gauge      severity
 fleetcast_source_up, _last_success_timestamp_seconds,
 fleetcast_source_consecutive_failures                       gauge      kind
 fleetcast_source_samples_total                              counter    kind, result
+fleetcast_persistence_writable, _log_bytes,
+fleetcast_persistence_last_snapshot_timestamp_seconds       gauge      -
+fleetcast_persistence_write_errors_total                    counter    -
 fleetcast_alert_deliveries_total                            counter    receiver, result
 ==========================================================  =========  =====================
 
@@ -48,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 from litestar import Response, get
 
 from fleetcast.appliance.auth import read_guard
+from fleetcast.appliance.exposition_parts import render_alerts, render_persistence, render_source
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -292,8 +296,9 @@ class Telemetry:
         out = MetricsText()
         self.requests.render(out)
         self._engine(out, now)
-        self._source(out)
-        self._alerts(out)
+        render_source(out, self.source, getattr(self.runtime, "demo", None))
+        render_persistence(out, self.runtime)
+        render_alerts(out, self.pusher)
         return out.text()
 
     def _engine(self, out: MetricsText, now: float) -> None:
@@ -435,65 +440,3 @@ class Telemetry:
             )
         for severity, n in sorted(counts.items()):
             out.sample("fleetcast_alerts_active", n, {"severity": severity})
-
-    def _source(self, out: MetricsText) -> None:
-        source = self.source
-        demo = getattr(self.runtime, "demo", None)
-        if source is not None:
-            status = source.source_status()
-        elif demo is not None:
-            status = demo.source_status()
-        else:
-            status = {"kind": "push", "healthy": True}  # POST /metrics: nothing to be down
-        kind = str(status.get("kind", "push"))
-        out.family("fleetcast_source_up", "gauge", "1 when the data source is healthy.")
-        out.sample("fleetcast_source_up", 1 if status.get("healthy") else 0, {"kind": kind})
-        if source is None:
-            return
-        out.family(
-            "fleetcast_source_last_success_timestamp_seconds",
-            "gauge",
-            "When the source last completed a cycle (epoch seconds).",
-        )
-        out.sample(
-            "fleetcast_source_last_success_timestamp_seconds", source.last_success, {"kind": kind}
-        )
-        out.family(
-            "fleetcast_source_consecutive_failures", "gauge", "Failed source cycles in a row."
-        )
-        out.sample(
-            "fleetcast_source_consecutive_failures",
-            int(status.get("consecutive_failures", 0)),
-            {"kind": kind},
-        )
-        out.family(
-            "fleetcast_source_samples_total", "counter", "Samples the source offered, by result."
-        )
-        out.sample(
-            "fleetcast_source_samples_total",
-            int(source.records),
-            {"kind": kind, "result": "accepted"},
-        )
-        out.sample(
-            "fleetcast_source_samples_total",
-            int(source.rejected),
-            {"kind": kind, "result": "rejected"},
-        )
-
-    def _alerts(self, out: MetricsText) -> None:
-        if self.pusher is None:
-            return
-        out.family(
-            "fleetcast_alert_deliveries_total",
-            "counter",
-            "Alert deliveries by receiver and result.",
-        )
-        for r in self.pusher.receivers:
-            out.sample(
-                "fleetcast_alert_deliveries_total", r.sent, {"receiver": r.name, "result": "sent"}
-            )
-            out.sample(
-                "fleetcast_alert_deliveries_total",
-                r.failed,
-                {"receiver": r.name, "result": "failed"},
-            )
