@@ -86,3 +86,30 @@ def test_the_loading_status_goes_out_before_the_slow_part_of_a_start() -> None:
 
     prepare_runtime(_Runtime())
     assert events == ["STATUS=loading model and restoring state", "prepare"]
+
+
+def test_log_lines_to_the_journal_carry_their_priority(tmp_path: Path) -> None:
+    # Every line reached journald at its default priority: `journalctl -p warning` showed
+    # none of the appliance's warnings or errors, and each line had two timestamps.
+    import logging
+    import os
+
+    from fleetcast.appliance.notify import journal_formatter, to_journal
+
+    with (tmp_path / "stderr").open("w") as stream:
+        st = os.fstat(stream.fileno())
+        assert to_journal({"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}, stream.fileno())
+        assert not to_journal({"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino + 1}"}, stream.fileno())
+        assert not to_journal({}, stream.fileno())
+        assert not to_journal({"JOURNAL_STREAM": "junk"}, stream.fileno())
+    fmt = journal_formatter()
+
+    def line(level: int) -> str:
+        record = logging.LogRecord("fleetcast.x", level, __file__, 1, "hello %s", ("you",), None)
+        return fmt.format(record)
+
+    assert line(logging.WARNING) == "<4>WARNING fleetcast.x: hello you"
+    assert line(logging.ERROR).startswith("<3>ERROR ")
+    assert line(logging.INFO).startswith("<6>INFO ")
+    assert line(logging.DEBUG).startswith("<7>DEBUG ")
+    assert line(logging.CRITICAL).startswith("<2>CRITICAL ")

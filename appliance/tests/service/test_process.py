@@ -144,6 +144,14 @@ def test_bad_setting_is_exit_2_without_traceback(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "rate limit" in result.stderr
     assert "Traceback" not in result.stderr
+    # An empty path was the current folder: the state went wherever it was started.
+    empty = subprocess.run(
+        [sys.executable, "-m", "fleetcast.appliance.commands", "--state-dir", ""],
+        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert empty.returncode == 2
+    assert "--state-dir: an empty path" in empty.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_daemon_detaches_with_pid_file(model_dir: Path, tmp_path: Path, svc: Any) -> None:

@@ -336,3 +336,21 @@ def test_only_one_daemon_holds_a_pid_file(tmp_path: Path) -> None:
     assert _hold_pid_file(pid_file, os.getpid())
     assert not _hold_pid_file(pid_file, 999_999)
     assert read_pid(pid_file) == os.getpid()
+
+
+def test_an_open_address_without_a_key_is_warned_about(
+    model_dir: Path, tmp_path: Path, svc: Any
+) -> None:
+    # Bound to 0.0.0.0 with no key, the log said only "serving on 0.0.0.0:…": anyone on the
+    # network could post metrics, reload the model or forget servers, and nothing said so.
+    server = _serve(
+        "--model-dir", str(tmp_path / "missing"), "--state-dir", str(tmp_path / "state"),
+        "--host", "0.0.0.0", "--port", str(svc.free_port()),
+    )  # fmt: skip
+    assert "without an API key: anyone who reaches this address can post" in server.stderr
+    assert "docs/OPERATIONS.md#api-key" in server.stderr
+    local = _serve(
+        "--model-dir", str(tmp_path / "missing"), "--state-dir", str(tmp_path / "state2"),
+        "--port", str(svc.free_port()),
+    )  # fmt: skip
+    assert "without an API key" not in local.stderr  # loopback: the default, no warning

@@ -72,7 +72,7 @@ if TYPE_CHECKING:
 
     from fleetcast.appliance.settings import Settings
 
-__all__ = ["LOOPBACK_HOSTS", "ListenError", "allowed_hosts", "create_app", "listen"]
+__all__ = ["LOOPBACK_HOSTS", "ListenError", "allowed_hosts", "create_app", "is_loopback", "listen"]
 
 _log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def _listen_error(where: str, exc: OSError) -> ListenError:
     )
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     """Whether ``--host`` is a loopback address (or ``localhost``)."""
     name = host.strip().strip("[]").lower().rstrip(".")
     if name == "localhost":
@@ -202,7 +202,7 @@ def allowed_hosts(settings: Settings) -> tuple[str, ...]:
     """
     names = settings.allowed_hosts
     if names is None:
-        if not _is_loopback(settings.host):
+        if not is_loopback(settings.host):
             return ("*",)
         names = (*LOOPBACK_HOSTS, settings.host)
     if "*" in names:

@@ -37,19 +37,31 @@ its unsent answer (a forecast body: 1.3 MB per 1,000 servers) and its descriptor
 an asyncio transport closes only once its buffer is sent."""
 
 
+def _path(text: str) -> Path:
+    """A path flag's value; an empty one is refused (``Path("")`` is the current folder:
+    ``--state-dir ""`` wrote the state into whatever folder the appliance started in)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path (give a folder or file, or drop the flag)")
+    return Path(text)
+
+
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``fleetcast serve`` (all default to None: unset flags defer to env/TOML)."""
     add = parser.add_argument
-    add("--model-dir", type=Path, help="folder with model.onnx (default models/latest)")
+    add("--model-dir", type=_path, help="folder with model.onnx (default models/latest)")
     add("--host", help="interface to bind (default 127.0.0.1)")
     add("--port", type=int, help="TCP port (default 8000)")
     add(
         "--state-dir",
-        type=Path,
+        type=_path,
         help="sample log + snapshots ($STATE_DIRECTORY under systemd, else ./state)",
     )
-    add("--api-key", help="API key for X-API-Key (prefer --api-key-file or FLEETCAST_API_KEY)")
-    add("--api-key-file", type=Path, help="file holding the API key (systemd: %%d/api-key)")
+    add(
+        "--api-key",
+        help="API key for X-API-Key (visible in ps: prefer --api-key-file, or the systemd "
+        "credential)",
+    )
+    add("--api-key-file", type=_path, help="file holding the API key (systemd: %%d/api-key)")
     add(
         "--read-key-required",
         action="store_true",
@@ -134,15 +146,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="steps of actuals kept for /history (default and minimum: what the model reads, "
         "the encoder length plus a day for day-ago inputs)",
     )
-    add("--thresholds-file", type=Path, help="TOML/JSON risk thresholds per metric and profile")
+    add("--thresholds-file", type=_path, help="TOML/JSON risk thresholds per metric and profile")
     add(
         "--daemon",
         action="store_true",
         default=None,
         help="detach (no systemd): double fork + pid file",
     )
-    add("--pid-file", type=Path, help="pid file for --daemon (default <state-dir>/fleetcast.pid)")
-    add("--log-file", type=Path, help="log file for --daemon (default <state-dir>/fleetcast.log)")
+    add("--pid-file", type=_path, help="pid file for --daemon (default <state-dir>/fleetcast.pid)")
+    add("--log-file", type=_path, help="log file for --daemon (default <state-dir>/fleetcast.log)")
     add(
         "--no-access-log",
         dest="access_log",
@@ -150,7 +162,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="do not log one line per request",
     )
-    add("--config", type=Path, help="TOML file with these settings (table [serve])")
+    add("--config", type=_path, help="TOML file with these settings (table [serve])")
     from fleetcast.appliance.sources import add_integration_arguments
 
     # --source prometheus, --alertmanager-url, ... (docs/PROMETHEUS.md)
@@ -189,9 +201,15 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def _configure_logging(settings: Settings) -> None:
+    from fleetcast.appliance.notify import journal_formatter, to_journal
+
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if to_journal():  # under systemd: each line's priority for journalctl -p, no 2nd time
+        for handler in root.handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
+                handler.setFormatter(journal_formatter())
     logging.getLogger("fleetcast").setLevel(settings.log_level)  # checked by build_settings
     if root.level > logging.INFO:
         root.setLevel(logging.INFO)
@@ -313,7 +331,7 @@ def prepare_runtime(runtime: Any) -> None:
 def _serve(settings: Settings, report: StartReport | None) -> int:
     import uvicorn
 
-    from fleetcast.appliance.app import ListenError, create_app, listen
+    from fleetcast.appliance.app import ListenError, create_app, is_loopback, listen
     from fleetcast.appliance.controllers.ws import MAX_CLIENT_MESSAGE_BYTES
     from fleetcast.appliance.http_protocol import timed_h11_protocol
 
@@ -328,6 +346,14 @@ def _serve(settings: Settings, report: StartReport | None) -> int:
         sockets = listen(settings.host, settings.port)
     except ListenError as exc:
         return fail(str(exc))
+    if settings.api_key is None and not is_loopback(settings.host):
+        _log.warning(
+            "serving on %s without an API key: anyone who reaches this address can post "
+            "metrics, reload the model and forget servers. Fix: set an API key "
+            "(--api-key-file, the systemd credential), or bind 127.0.0.1 behind a reverse "
+            "proxy. See docs/OPERATIONS.md#api-key.",
+            settings.address,
+        )
     try:
         app = create_app(settings)
         prepare_runtime(app.state.runtime)  # model checks + state restore before serving

@@ -17,7 +17,44 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["Notifier"]
+__all__ = ["Notifier", "journal_formatter", "to_journal"]
+
+_PRIORITY = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
+"""syslog priorities of the logging levels (sd-daemon(3)'s ``<N>`` line prefixes)."""
+
+
+def to_journal(env: Mapping[str, str] | None = None, fd: int = 2) -> bool:
+    """Whether ``fd`` (stderr) is connected to the journal: ``$JOURNAL_STREAM`` names its
+    device and inode (systemd.exec(5)); a redirected stderr (``--daemon``'s log file, a
+    pipe) does not match it."""
+    stream = (os.environ if env is None else env).get("JOURNAL_STREAM", "")
+    try:
+        dev, ino = (int(x) for x in stream.split(":"))
+        st = os.fstat(fd)
+    except (ValueError, OSError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
+class _JournalFormatter(logging.Formatter):
+    """``<4>WARNING fleetcast…: …``: journald reads the prefix as the line's priority (so
+    ``journalctl -p warning`` finds the warnings) and stamps the time itself."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = max((lv for lv in _PRIORITY if lv <= record.levelno), default=logging.DEBUG)
+        return f"<{_PRIORITY[level]}>{super().format(record)}"
+
+
+def journal_formatter() -> logging.Formatter:
+    """The appliance's log line for the journal: ``<N>LEVEL logger: message``."""
+    return _JournalFormatter("%(levelname)s %(name)s: %(message)s")
+
 
 _log = logging.getLogger(__name__)
 
