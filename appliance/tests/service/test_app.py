@@ -325,6 +325,7 @@ def test_reload_swaps_model_and_keeps_buffers(client_for: Any, svc: Any, model_d
     client.post("/metrics", json={"records": svc.make_records(steps=steps)}, headers=key)
     _wait_forecast(client, svc, servers=3)
     before = client.get("/history/ppdb001", params={"steps": 4}).json()
+    counted = client.get("/status").json()
     other = model_dir.parent / "next"
     shutil.copytree(model_dir, other)
 
@@ -332,6 +333,14 @@ def test_reload_swaps_model_and_keeps_buffers(client_for: Any, svc: Any, model_d
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["servers_carried"] == 3
+    # The process's counters go on: they dropped to the new engine's own (a counter that
+    # falls while the process runs reads to Prometheus as a restart).
+    after = client.get("/status").json()
+    assert after["ingest"] == counted["ingest"]
+    assert after["forecast_runs"] == counted["forecast_runs"] + 1  # the new model's first
+    exposed = client.get("/metrics").text
+    accepted = counted["ingest"]["accepted"]
+    assert f'fleetcast_ingest_samples_total{{result="accepted"}} {accepted}\n' in exposed
     assert body["model_version"] == body["previous_model_version"]
     assert client.get("/predictions/ppdb001").status_code == 200  # forecast ready at the swap
     assert client.get("/history/ppdb001", params={"steps": 4}).json() == before

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("fleetcast.appliance.engine")
 
 __all__ = [
+    "carry_counters",
     "fleet_newest",
     "fleet_reference",
     "kept_history_steps",
@@ -139,3 +140,26 @@ def kept_history_steps(asked: int | None, needed: int) -> int:
             needed,
         )
     return max(int(asked or needed), needed)
+
+
+def carry_counters(old: Engine, new: Engine) -> None:
+    """Give ``new`` (a reloaded model's engine, under the runtime's ingest lock, before it
+    serves) ``old``'s counters: they count the process's work, not a model's, and Prometheus
+    reads a counter that drops while the process runs as a restart (``/admin/reload`` took
+    ``fleetcast_ingest_samples_total`` from 1,556,000 to 4,000). The ingest and forget
+    counters are ``old``'s as they are (what ``new`` ingested while it loaded was ingested by
+    ``old`` too); the forecast counters add ``new``'s first run to them."""
+    with old._lock:
+        counters, forgotten = dict(old._counters), dict(old._forgotten)
+        runs, failures, nonfinite = old._runs, old._failures, old._nonfinite
+        predictions, latency, first = old._predictions, list(old._latency_ms), old._first_run
+    with new._lock:
+        new._counters, new._forgotten = counters, forgotten
+        new._runs += runs
+        new._failures += failures
+        new._nonfinite += nonfinite
+        new._predictions += predictions
+        mine = list(new._latency_ms)
+        new._latency_ms.clear()
+        new._latency_ms.extend(latency + mine)
+        new._first_run = first if first is not None else new._first_run

@@ -49,10 +49,13 @@ async def reload(runtime: Runtime, model_dir: Path) -> dict[str, Any]:
             return {k: np.array(v, copy=True) for k, v in old.state_arrays().items()}
 
     def swap(new: Engine) -> None:
+        from fleetcast.appliance.engine_state import carry_counters
+
         with runtime.lock:
             for entry in runtime._tee or []:
                 apply_entry(new, entry)
             runtime._tee = None
+            carry_counters(old, new)
             runtime.engine = new
 
     def build() -> tuple[Engine, ForecastSet | None]:
