@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
@@ -92,3 +93,34 @@ def test_closed_port_is_unreachable_with_a_codex_message() -> None:
     assert url in text
     assert "STALE" in text
     assert "Fix:" in text
+
+
+def test_a_name_of_dots_is_one_segment_not_a_relative_path() -> None:
+    # quote("..") is "..": httpx (as browsers) resolves it as the folder above, so the
+    # server ".." could never be fetched; "%2E%2E" reaches the appliance as its name.
+    import asyncio
+
+    import httpx
+
+    from fleetcast.dashboard.client import ApplianceClient, segment
+    from fleetcast.dashboard.settings import DashboardSettings
+
+    assert [segment(n) for n in ("..", ".", "a/b", "a.b", "...")] == [
+        "%2E%2E", "%2E", "a%2Fb", "a.b", "%2E%2E%2E",
+    ]  # fmt: skip
+    seen: list[bytes] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.raw_path)
+        return httpx.Response(404, json={"error": "unknown server", "detail": "x"})
+
+    config = DashboardSettings(use_websocket=False)
+    client = ApplianceClient(config, transport=httpx.MockTransport(handle))
+
+    async def go() -> None:
+        with contextlib.suppress(Exception):
+            await client.history("..", 3)
+        await client.aclose()
+
+    asyncio.run(go())
+    assert seen == [b"/history/%2E%2E?steps=3"]

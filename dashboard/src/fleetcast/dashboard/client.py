@@ -38,6 +38,7 @@ __all__ = [
     "ApplianceRefused",
     "ApplianceUnreachable",
     "quiet_request_logs",
+    "segment",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,15 @@ def quiet_request_logs() -> None:
     httpx_log = logging.getLogger("httpx")
     if httpx_log.getEffectiveLevel() > logging.DEBUG:
         httpx_log.setLevel(logging.WARNING)
+
+
+def segment(name: str) -> str:
+    """``name`` as one path segment: percent-encoded, ``/`` included (docs/API.md), and a
+    name that is only dots (``.``, ``..``) as ``%2E``s, which HTTP clients would otherwise
+    resolve as "this folder" and "the folder above" and so ask for another path."""
+    if name and set(name) == {"."}:
+        return "%2E" * len(name)
+    return quote(name, safe="")
 
 
 class ApplianceUnreachable(ConnectionError):
@@ -173,12 +183,12 @@ class ApplianceClient:
 
     async def server(self, server_name: str) -> ServerDetail:
         """``GET /predictions/{server_name}``: one forecast with its full curves."""
-        path = f"/predictions/{quote(server_name, safe='')}"
+        path = f"/predictions/{segment(server_name)}"
         return parse(await self._request("GET", path), ServerDetail, f"GET {path}")
 
     async def history(self, server_name: str, steps: int) -> ServerHistory:
         """``GET /history/{server_name}?steps=N``: the last N steps of actuals and risk."""
-        path = f"/history/{quote(server_name, safe='')}"
+        path = f"/history/{segment(server_name)}"
         body = await self._request("GET", path, params={"steps": int(steps)})
         return parse(body, ServerHistory, f"GET {path}")
 
