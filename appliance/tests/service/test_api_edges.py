@@ -416,3 +416,9 @@ def test_a_compressed_or_non_utf8_body_is_a_415_that_says_so(client_for: Any, sv
     )
     assert utf8.status_code == 200, utf8.text
     assert client.get("/status").json()["ingest"]["accepted"] == 1
+
+
+def test_an_empty_batch_is_told_to_send_a_record(client_for: Any, svc: Any) -> None:
+    empty = svc.error_body(client_for().post("/metrics", json={"records": []}), 422)
+    assert empty.detail == "the batch holds no records"
+    assert empty.fix == 'send at least one record: {"records": [record, ...]}'  # no 'rejected'

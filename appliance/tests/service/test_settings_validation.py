@@ -366,3 +366,10 @@ def test_a_misspelt_environment_variable_is_refused_not_ignored() -> None:
 def test_trusted_proxies_take_addresses_networks_and_any() -> None:
     got = build_settings({"trusted_proxies": "127.0.0.1, ::1, 10.0.0.0/8, *"}, env={})
     assert got.trusted_proxies == ("127.0.0.1", "::1", "10.0.0.0/8", "*")
+
+
+def test_a_missing_config_file_is_not_called_bad_toml(tmp_path: Path) -> None:
+    message = _error({"config": tmp_path / "nope.toml"})
+    assert "Cannot read the config file" in message
+    assert "create it, or point --config" in message
+    assert "TOML syntax" not in message

@@ -118,7 +118,9 @@ def _read_toml(path: Path) -> _Layer:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise SettingsError(
             f"Cannot read the config file {path} ({type(exc).__name__}: {reason}).",
-            "fix the TOML syntax or point --config / FLEETCAST_CONFIG at another file.",
+            "create it, or point --config / FLEETCAST_CONFIG at the file that holds the settings."
+            if isinstance(exc, FileNotFoundError)
+            else "fix the TOML syntax or point --config / FLEETCAST_CONFIG at another file.",
         ) from exc
     where = "[serve]"
     if "serve" in data:

@@ -384,7 +384,9 @@ class MetricsController(Controller):
                 "none of the records passed validation"
                 if rejected
                 else "the batch holds no records",
-                "fix the records named in 'rejected' (each with its index and reason) and resend them",
+                "fix the records named in 'rejected' (each with its index and reason) and resend them"
+                if rejected
+                else 'send at least one record: {"records": [record, ...]}',
                 "docs/DATA_CONTRACT.md#columns",
                 rejected=rejected,
             )
