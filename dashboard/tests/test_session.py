@@ -260,3 +260,21 @@ def test_an_appliance_without_the_servers_list_still_refreshes() -> None:
     assert session.state.connection == POLLING
     assert session.state.unforecast == []
     assert len(session.heatmap.grid.cells) == 3
+
+
+def test_a_failed_servers_list_keeps_the_grey_cells_on_screen() -> None:
+    # A 429 on GET /servers emptied the list: the grey cells flickered away and back.
+    from .fake_appliance import FakeAppliance, session_for
+
+    fake = FakeAppliance(tracked=[{"server_name": "ppdb007", "state": "stale"}])
+    session = session_for(fake)
+
+    async def go() -> None:
+        await session.refresh()
+        fake.refuse = {"/servers": 429}
+        await session.refresh()
+        await session.client.aclose()
+
+    asyncio.run(go())
+    assert session.state.connection == POLLING  # the rest of the refresh went on
+    assert [s.server_name for s in session.state.unforecast] == ["ppdb007"]

@@ -92,3 +92,30 @@ def test_only_known_servers_left_out_of_the_forecast_are_carried() -> None:
 
 
 START_S = 1_795_000_000.0
+
+
+def test_a_model_reload_keeps_the_alerts_of_servers_whose_data_stopped(
+    toy_dir: Path, record_batch
+) -> None:
+    # The reloaded model's first forecast leaves the stale server out, as the old one did;
+    # its alerts were resolved by every `systemctl reload`, and never fired again.
+    from fleetcast.appliance.engine import Engine, EngineConfig
+    from fleetcast.appliance.engine_state import carry_alerts
+
+    engine = _open(toy_dir, capacity=8)
+    for k in range(30):
+        _feed(engine, record_batch, k, _alerting_fleet(k))
+    engine.run_forecast()
+    for k in range(30, 46):
+        _feed(engine, record_batch, k, _others(k))
+        engine.run_forecast()
+    kept = _of(engine.alerts(), "ppdb007")
+    assert kept
+    new = Engine.restore(EngineConfig(model_dir=toy_dir, capacity=8), engine.state_arrays())
+    new.run_forecast()
+    assert _of(new.alerts(), "ppdb007") == []  # what a reload served before
+    carry_alerts(engine, new)
+    assert _of(new.alerts(), "ppdb007") == kept
+    assert {k for k in new._alert_since if k[0] == "ppdb007"} == {
+        (a["server_name"], a["metric"], a["horizon"]) for a in kept
+    }

@@ -22,7 +22,7 @@ from fleetcast.appliance.alerting import (
 )
 
 NOW = 1_790_000_000.0
-FORECAST_SET = type("ForecastSet", (), {"data_time": "2026-09-21T13:45:00Z"})()
+FORECAST_SET = type("ForecastSet", (), {"data_time": "2026-09-21T13:45:00Z", "servers": [{}]})()
 """What the fake engines serve as their one forecast set (the pusher reads its data_time)."""
 
 
@@ -226,7 +226,7 @@ def test_a_forgotten_servers_alerts_are_resolved_without_waiting_for_a_forecast(
     bodies: list[Any] = []
     alerts = [_alert("a"), _alert("b")]
     engine = SimpleNamespace(current=lambda: FORECAST_SET, alerts=lambda: list(alerts))
-    runtime: Any = SimpleNamespace(engine=engine, current_changes=1)
+    runtime: Any = SimpleNamespace(engine=engine, current_changes=1, forecast_sets=1)
 
     def sender(url: str, payload: Any, timeout: float) -> int:
         bodies.append(payload)
@@ -306,7 +306,7 @@ def test_alerts_that_ended_while_the_appliance_was_down_are_resolved(tmp_path: A
     asyncio.run(first.push([_alert("a")]))
     alerts: list[dict[str, Any]] = []  # the first forecast after the restart: calm
     engine = SimpleNamespace(current=lambda: FORECAST_SET, alerts=lambda: list(alerts))
-    runtime: Any = SimpleNamespace(engine=engine, current_changes=1)
+    runtime: Any = SimpleNamespace(engine=engine, current_changes=1, forecast_sets=1)
     again = _restarted(tmp_path, bodies, runtime)
     again.config = AlertingConfig(webhook_url="http://hook", poll_s=0.01)
 

@@ -18,7 +18,8 @@ def test_forecasts_that_stop_fire_an_alert_that_the_next_forecast_resolves() -> 
     bodies: list[Any] = []
     forecast = SimpleNamespace(data_time="2026-09-21T13:45:00Z")
     engine = SimpleNamespace(current=lambda: forecast, alerts=lambda: [_alert("db-7")])
-    runtime: Any = SimpleNamespace(engine=engine, current_changes=1)
+    forecast.servers = [{"server_name": "db-7"}]
+    runtime: Any = SimpleNamespace(engine=engine, current_changes=1, forecast_sets=1)
 
     def sender(url: str, payload: Any, timeout: float) -> int:
         bodies.append(payload)
@@ -39,7 +40,11 @@ def test_forecasts_that_stop_fire_an_alert_that_the_next_forecast_resolves() -> 
     async def scenario() -> None:
         await pusher.start()
         await wait_for(2)  # the forecast alert, then (0.3 s without a new set) the stale one
-        runtime.current_changes += 1  # a new forecast set: data arrives again
+        runtime.current_changes += 1  # a forget: the served set changes, no forecast is made
+        await asyncio.sleep(0.2)  # several pushes: it resolved the stale alert, wrongly
+        assert len(bodies) == 2
+        runtime.forecast_sets += 1  # a new forecast set: data arrives again
+        runtime.current_changes += 1
         await wait_for(3)
         await pusher.stop()
 
@@ -49,5 +54,16 @@ def test_forecasts_that_stop_fire_an_alert_that_the_next_forecast_resolves() -> 
     stale = bodies[1]["alerts"][0]
     assert stale["labels"]["severity"] == "warning"
     assert "made no forecast for" in stale["annotations"]["summary"]
+    assert "or its forecasts fail" in stale["annotations"]["summary"]
     assert "from data up to 2026-09-21T13:45:00Z" in stale["annotations"]["description"]
     assert names(bodies[2]) == [("resolved", STALE_ALERTNAME)]
+
+
+def test_an_empty_fleet_is_not_a_stale_one() -> None:
+    # Every server forgotten: the served set holds none, and there is nothing to forecast.
+    from fleetcast.appliance.alerting import AlertPusher
+
+    pusher = AlertPusher(None, AlertingConfig(stale_after_s=1.0))
+    silent = SimpleNamespace(data_time=None, servers=[{"server_name": "a"}])
+    assert [a["labels"]["alertname"] for a in pusher._own(5.0, silent)] == [STALE_ALERTNAME]
+    assert pusher._own(0.5, silent) == []

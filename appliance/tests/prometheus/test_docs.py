@@ -178,3 +178,54 @@ def test_recorded_actuals_name_servers_as_the_appliance_does(tmp_path: Path) -> 
     assert [e["labels"].split('server="')[1][:-2] for e in expected] == [
         "app-1", "web-1", "::1", "fe80::1", "fe80::1", "db.example",
     ]  # fmt: skip
+
+
+@pytest.mark.prometheus
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="needs promtool (apt-get install prometheus)"
+)
+def test_snapshots_that_fail_from_the_start_are_alerted(tmp_path: Path) -> None:
+    """Before the first snapshot there is no snapshot timestamp (a NaN never compared older
+    than an hour): the process start stands in, so a new install whose snapshots fail
+    alerts too, and one that snapshots does not."""
+    series = []
+    for instance, snapshot in (("new", None), ("fine", "4000+60x120")):
+        labels = f'job="fleetcast", instance="{instance}"'
+        series.append({"series": f"process_start_time_seconds{{{labels}}}", "values": "0x120"})
+        series.append(
+            {"series": f"fleetcast_persistence_log_bytes{{{labels}}}", "values": "500x120"}
+        )
+        if snapshot:
+            series.append(
+                {"series": f"fleetcast_persistence_last_snapshot_timestamp_seconds{{{labels}}}",
+                 "values": snapshot}
+            )  # fmt: skip
+    alert = {
+        "exp_labels": {"severity": "warning", "job": "fleetcast", "instance": "new"},
+        "exp_annotations": {
+            "summary": "fleetcast has written no snapshot for 1h 15m 0s: its sample log grows",
+            "description": "Snapshots run every 5 minutes by default; see the appliance's log "
+            '("snapshot failed") and docs/OPERATIONS.md#state.',
+        },
+    }
+    tests = {
+        "rule_files": [str(DOCS / "prometheus" / "fleetcast-alert-rules.yml")],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "alert_rule_test": [
+                    {"eval_time": "65m", "alertname": "FleetcastSnapshotsFailing", "exp_alerts": []},
+                    {"eval_time": "75m", "alertname": "FleetcastSnapshotsFailing",
+                     "exp_alerts": [alert]},
+                ],
+            }
+        ],
+    }  # fmt: skip
+    path = tmp_path / "tests.yml"
+    path.write_text(json.dumps(tests))
+    result = subprocess.run(
+        ["promtool", "test", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -62,6 +62,9 @@ def test_delete_forgets_a_server_everywhere_at_once(client_for: Any, svc: Any) -
     assert svc.error_body(client.get(f"/history/{TARGET}%2F"), 404).error == "unknown server"
     assert svc.error_body(client.get(f"/history/{TARGET}%2F%2F"), 404).error == "unknown server"
     assert client.get(f"/history/{TARGET}/").json()["server_name"] == TARGET
+    # A doubled slash (a base URL ending in "/") still finds it.
+    assert client.get(f"/history//{TARGET}").json()["server_name"] == TARGET
+    assert client.get(f"/predictions//{TARGET}").json()["server_name"] == TARGET
     assert TARGET in _names(client.get("/predictions/current").json())
 
     answer = client.delete(f"/servers/{TARGET}", headers=key)

@@ -129,10 +129,12 @@ def forecasts_stale_alert(
         "labels": {"alertname": STALE_ALERTNAME, "severity": "warning"},
         "annotations": {
             "summary": f"fleetcast has made no forecast for {minutes:.0f} min: its metrics "
-            "stopped arriving",
+            "stopped arriving, or its forecasts fail",
             "description": f"The newest forecast is {minutes:.0f} min old{data}. Its alerts "
-            "stay as it left them until data arrives again. Check the source (GET /status: "
-            "source, servers.stale) and what sends the metrics (docs/PROMETHEUS.md#alerts).",
+            "stay as it left them until a forecast is made again. Check the source and the "
+            "servers' states (GET /status: source, servers.stale, servers.warming), the "
+            "forecast errors (forecast_errors, the log) and what sends the metrics "
+            "(docs/PROMETHEUS.md#alerts).",
         },
         "startsAt": rfc3339(now - silent_s + after_s),
         "endsAt": rfc3339(now + ends_after_s),

@@ -345,14 +345,15 @@ class AlertPusher:
             ok = await self._deliver(self.webhook, body)
             self.webhook.pending = [] if ok else _latest_per_alert(changes)
 
-    def _own(self, silent_s: float, data_time: str | None) -> list[dict[str, Any]]:
+    def _own(self, silent_s: float, fs: Any) -> list[dict[str, Any]]:
         """The appliance's alerts about itself: ``FleetcastForecastsStale`` once no new
-        forecast set came for ``stale_after_s``; resolved by the next one."""
+        forecast set came for ``stale_after_s``; resolved by the next one. None while the
+        served set holds no server (all forgotten: nothing to forecast)."""
         after = self.config.stale_after_s
         if silent_s <= after:
             return []
         ends = self.config.ends_after_s or 4 * self.config.resend_s
-        return [forecasts_stale_alert(silent_s, after, self._clock(), ends, data_time)]
+        return [forecasts_stale_alert(silent_s, after, self._clock(), ends, fs.data_time)]
 
     # -- state across restarts (alerting_state.py) ---------------------------------------
     def restore(self) -> None:
@@ -400,18 +401,21 @@ class AlertPusher:
         runtime = self._runtime
         if runtime is None:
             return
-        seen = -1
+        seen = made = -1
         last_push = changed = -math.inf
         while True:
             engine = runtime.engine
             sets = runtime.current_changes
             due = sets != seen or time.monotonic() - last_push >= self.config.resend_s
             if due and engine is not None and (fs := engine.current()) is not None:
-                if sets != seen:
-                    changed = time.monotonic()
+                # A new forecast set restarts the stale clock; a forget changes the served
+                # set (current_changes) without one, and must not resolve the stale alert.
+                if (forecasts := runtime.forecast_sets) != made:
+                    made, changed = forecasts, time.monotonic()
                 seen, last_push = sets, time.monotonic()
+                own = self._own(last_push - changed, fs) if fs.servers else []
                 try:
-                    await self.push(engine.alerts(), self._own(last_push - changed, fs.data_time))
+                    await self.push(engine.alerts(), own)
                 except Exception as exc:
                     # A bug (deliveries catch their own failures): traceback once per type.
                     kind = type(exc).__qualname__

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from fleetcast.appliance.risk import RiskResult
 
-__all__ = ["HYSTERESIS", "AlertKey", "build_alerts", "carried_alerts"]
+__all__ = ["HYSTERESIS", "AlertKey", "build_alerts", "carried_alerts", "ordered"]
 
 AlertKey = tuple[str, str, str]
 """(server_name, metric, horizon)."""
@@ -117,8 +117,12 @@ def build_alerts(
                 "stale": False,
             }
         )
-    alerts.sort(key=lambda a: (-a["probability"], a["server_name"], a["metric"]))
-    return alerts, active
+    return ordered(alerts), active
+
+
+def ordered(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``alerts`` highest probability first (then by server and metric), as served."""
+    return sorted(alerts, key=lambda a: (-a["probability"], a["server_name"], a["metric"]))
 
 
 def carried_alerts(

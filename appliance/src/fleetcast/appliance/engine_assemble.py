@@ -56,7 +56,7 @@ def assemble(
     (:func:`~fleetcast.appliance.engine_forget.drop_current`), and without those whose
     forecast is not finite (counted, logged: a NaN is no forecast, and never a green one).
     """
-    from fleetcast.appliance.alerts import build_alerts, carried_alerts
+    from fleetcast.appliance.alerts import build_alerts, carried_alerts, ordered
     from fleetcast.appliance.engine_forget import drop_current
     from fleetcast.appliance.forecast import clean_quantiles, server_forecast
     from fleetcast.appliance.risk import driver_horizons, fleet_summary, levels_of, risk_of
@@ -67,8 +67,8 @@ def assemble(
         bad = [names[b] for b in np.flatnonzero(~finite).tolist()]
         engine._nonfinite += len(bad)
         log.warning(
-            "the forecast of %d servers is not finite (e.g. %r): left out of this set, their "
-            "previous forecast is dropped; a window holding a value the model cannot take? "
+            "the forecast of %d servers is not finite (e.g. %r): left out of this set (their "
+            "alerts are kept, marked stale); a window holding a value the model cannot take? "
             "(docs/OPERATIONS.md#non-finite-forecasts)",
             len(bad),
             bad[:3],
@@ -164,10 +164,7 @@ def assemble(
         if carried:
             for a in carried:
                 engine._alert_since[(a["server_name"], a["metric"], a["horizon"])] = a["since"]
-            fs.alerts = sorted(
-                fs.alerts + carried,
-                key=lambda a: (-a["probability"], a["server_name"], a["metric"]),
-            )
+            fs.alerts = ordered(fs.alerts + carried)
         engine._current = fs
         engine._current_q = q
         engine._current_rows = {name: b for b, name in enumerate(names)}

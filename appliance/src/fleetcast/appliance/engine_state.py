@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("fleetcast.appliance.engine")
 
 __all__ = [
+    "carry_alerts",
     "carry_counters",
     "fleet_newest",
     "fleet_reference",
@@ -163,3 +164,22 @@ def carry_counters(old: Engine, new: Engine) -> None:
         new._latency_ms.clear()
         new._latency_ms.extend(latency + mine)
         new._first_run = first if first is not None else new._first_run
+
+
+def carry_alerts(old: Engine, new: Engine) -> None:
+    """Give ``new`` (a reloaded model's engine, before it serves) the alerts ``old`` kept
+    for servers its first forecast left out (stale, ahead, not finite; docs/RISK.md#alerts):
+    without them, ``systemctl reload`` resolved the alerts of every server whose data had
+    stopped, and they never fired again while it stayed stopped."""
+    from fleetcast.appliance.alerts import carried_alerts, ordered
+
+    with old._lock:
+        previous = list(old._current.alerts) if old._current is not None else []
+    with new._lock:
+        fs = new._current
+        if fs is None or not previous:
+            return
+        kept = carried_alerts(previous, set(new._current_rows), new._buf.index)
+        for a in kept:
+            new._alert_since[(a["server_name"], a["metric"], a["horizon"])] = a["since"]
+        fs.alerts = ordered(fs.alerts + kept)

@@ -4,6 +4,7 @@ the alert deliveries (docs/PROMETHEUS.md#exposed-metrics). Split from
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -86,9 +87,19 @@ def render_persistence(out: MetricsText, runtime: Runtime) -> None:
     out.family(
         "fleetcast_persistence_last_snapshot_timestamp_seconds",
         "gauge",
-        "When the last snapshot was written (epoch seconds).",
+        "When the last snapshot was written (epoch seconds); absent before the first.",
     )
-    out.sample("fleetcast_persistence_last_snapshot_timestamp_seconds", store.last_snapshot_time)
+    if store.last_snapshot_time is not None:  # a NaN would never compare older than an hour
+        out.sample(
+            "fleetcast_persistence_last_snapshot_timestamp_seconds", store.last_snapshot_time
+        )
+    out.family(
+        "process_start_time_seconds",
+        "gauge",
+        "When the appliance's process started (epoch seconds).",
+    )
+    started = time.time() - (time.monotonic() - runtime.started_monotonic)
+    out.sample("process_start_time_seconds", round(started, 3))
 
 
 def render_alerts(out: MetricsText, pusher: AlertPusher | None) -> None:

@@ -179,7 +179,7 @@ def _refuse_encoded(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
     )  # fmt: skip
     if encoding not in ("", "identity"):
         sent, fix = f"Content-Encoding {encoding[:40]!r}", "send the body uncompressed"
-    elif charset not in ("utf-8", "utf8"):
+    elif charset not in ("utf-8", "utf8", "us-ascii", "ascii"):  # ASCII is UTF-8
         sent, fix = f"charset {charset[:40]!r}", "encode the body as UTF-8 (or drop the charset)"
     else:
         return

@@ -49,13 +49,14 @@ async def reload(runtime: Runtime, model_dir: Path) -> dict[str, Any]:
             return {k: np.array(v, copy=True) for k, v in old.state_arrays().items()}
 
     def swap(new: Engine) -> None:
-        from fleetcast.appliance.engine_state import carry_counters
+        from fleetcast.appliance.engine_state import carry_alerts, carry_counters
 
         with runtime.lock:
             for entry in runtime._tee or []:
                 apply_entry(new, entry)
             runtime._tee = None
             carry_counters(old, new)
+            carry_alerts(old, new)
             runtime.engine = new
 
     def build() -> tuple[Engine, ForecastSet | None]:
@@ -100,11 +101,19 @@ def reload_on_sighup(runtime: Runtime) -> Callable[[], None]:
         running.add(task)
         task.add_done_callback(running.discard)
 
+    def unhook() -> None:
+        # At shutdown: a HUP now must neither end the process before its final snapshot
+        # (the default action) nor swap engines under the stop.
+        loop.remove_signal_handler(signal.SIGHUP)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        for task in running:
+            task.cancel()
+
     try:
         loop.add_signal_handler(signal.SIGHUP, handle)
     except (NotImplementedError, RuntimeError, ValueError):
         return lambda: None
-    return lambda: loop.remove_signal_handler(signal.SIGHUP)
+    return unhook
 
 
 async def _reload_logged(runtime: Runtime) -> None:

@@ -255,7 +255,9 @@ class DashboardSession:
     async def _fetch_unforecast(self, status: StatusInfo) -> list[TrackedServer]:
         """The servers the appliance tracks but does not forecast (their data stopped, a
         clock ahead, warming up), for the heatmap's grey cells: only the states ``/status``
-        counts any of. An appliance without ``GET /servers`` (older) gives none."""
+        counts any of. An optional part of the refresh: when ``GET /servers`` fails (an
+        older appliance without it, a 429) the cells on screen stay as they were, and the
+        rest of the refresh goes on."""
         wanted = [s for s in UNFORECAST_STATES if (status.servers(s) or 0) > 0]
         if not wanted:
             return []
@@ -263,9 +265,9 @@ class DashboardSession:
             lists = await asyncio.gather(
                 *(self.client.servers(s, UNFORECAST_LIMIT) for s in wanted)
             )
-        except ApplianceRefused as exc:
-            log.debug("GET /servers refused: %s", exc)
-            return []
+        except (ApplianceRefused, ApplianceUnreachable, ApiFormatError) as exc:
+            log.debug("GET /servers failed: %s", exc)
+            return self.state.unforecast
         return [server for listed in lists for server in listed.servers]
 
     async def _fetch_details(self) -> None:

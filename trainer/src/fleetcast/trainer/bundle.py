@@ -273,7 +273,7 @@ def save_bundle(
     # safetensors writes its file 0600; the bundle's other files follow the umask. A bundle
     # copied to an appliance as root was then unreadable to its service user (DynamicUser),
     # which checks the weights beside the model and refused to start.
-    mask = os.umask(0)
+    mask = os.umask(0o077)  # read it; a file another thread creates meanwhile is private
     os.umask(mask)
     os.chmod(partial / WEIGHTS_FILE, 0o666 & ~mask)
     hparams, loss_section = _model_section(model)

@@ -23,25 +23,24 @@ def server_names(scope: Mapping[str, Any], depth: int, routed: str) -> list[str]
     """The name(s) to look up for a request routed to ``/<prefix>/{server_name:path}``.
 
     ``depth`` is the number of path segments before the name (1 for ``/history/...``);
-    ``routed`` the router's value of the parameter. From the raw path: its remainder after
-    those segments, percent-decoded as UTF-8 (the exact name), then, when that remainder
-    ends in literal slashes, the same without them (``/history/ppml0001/`` still finds
-    ``ppml0001``). Never the router's normalised form when there is a raw path: it cannot
-    tell ``ppweb002%2F`` (the name ``ppweb002/``) from ``ppweb002/``, so ``DELETE
-    /servers/qq%2F`` forgot the server ``qq``. Without a raw path (an ASGI server that gives
-    none) only the normalised form.
+    ``routed`` the router's value of the parameter. First the raw path's remainder after
+    those segments, percent-decoded as UTF-8 (the exact name); then, when it differs, the
+    router's normalised form (so ``/history/ppml0001/`` and ``//history//ppml0001`` still
+    find ``ppml0001``), but only when the raw path holds no encoded slash: the router decodes
+    ``%2F`` before it normalises, so it cannot tell ``qq%2F`` (the name ``qq/``) from
+    ``qq/``, and ``DELETE /servers/qq%2F`` forgot the server ``qq``. Without a raw path (an
+    ASGI server that gives none) only the normalised form.
     """
+    names: list[str] = []
     raw = scope.get("raw_path")
     if raw:
         path = bytes(raw).split(b"?", 1)[0]  # some servers keep the query in raw_path
         parts = path.split(b"/", depth + 1)
         if len(parts) == depth + 2 and parts[depth + 1]:
-            segment = parts[depth + 1]
-            names = [unquote_to_bytes(segment).decode("utf-8", "replace")]
-            bare = segment.rstrip(b"/")
-            if bare and bare != segment:
-                names.append(unquote_to_bytes(bare).decode("utf-8", "replace"))
+            names.append(unquote_to_bytes(parts[depth + 1]).decode("utf-8", "replace"))
+        if b"%2f" in path.lower():
             return names
-        return []
     normalised = routed[1:] if routed.startswith("/") else routed
-    return [normalised] if normalised else []
+    if normalised and normalised not in names:
+        names.append(normalised)
+    return names

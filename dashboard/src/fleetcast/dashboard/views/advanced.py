@@ -57,7 +57,7 @@ class AdvancedView:
     def update(self, state: SessionState) -> None:
         """Redraw from ``state``."""
         status = state.status
-        # The same time as the header's "last forecast", on on the data clock (its
+        # The same time as the header's "last forecast", on the data clock (its
         # prediction_time; data_time, the newest closed step it read, is a step before).
         # /status last_prediction_time is the appliance's wall clock when it ran (hours
         # apart under the demo's fast clock), so it gets its own label.
