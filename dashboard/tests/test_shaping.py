@@ -140,3 +140,24 @@ def test_servers_without_a_forecast_are_grey_cells_that_say_why() -> None:
     assert by_name["ppweb001"]["level"] == "green"  # its forecast, not the older state
     web = [c["name"] for c in cells if c["profile"] == "web_api"]
     assert web == ["ppweb001", "ppweb010"]  # grouped by profile, then by name
+
+
+def test_alerts_of_one_crossing_are_one_row_at_its_shortest_horizon() -> None:
+    # A crossing within 30 min also alerts for 1hr and 8hr: the table listed it 3 times and
+    # counted 3 alerts.
+    from fleetcast.dashboard.api import Alert
+    from fleetcast.dashboard.shaping import group_alerts
+
+    alerts = [
+        Alert("db-7", "latency_ms", horizon="8hr", probability=0.95, severity="critical"),
+        Alert("db-7", "latency_ms", horizon="30min", probability=0.5, severity="warning"),
+        Alert("db-7", "latency_ms", horizon="1hr", probability=0.8, severity="critical"),
+        Alert("web-1", "cpu_pct", horizon="8hr", probability=0.9, severity="critical"),
+        Alert("db-7", "cpu_pct", horizon="8hr", probability=0.3, severity="warning"),
+    ]
+    rows = group_alerts(alerts)
+    assert [(a.server_name, a.metric, a.horizon, longer) for a, longer in rows] == [
+        ("db-7", "latency_ms", "30min", ["1hr", "8hr"]),  # its group peaks at 0.95
+        ("web-1", "cpu_pct", "8hr", []),
+        ("db-7", "cpu_pct", "8hr", []),
+    ]

@@ -255,3 +255,20 @@ def test_an_alert_of_a_server_whose_data_stopped_says_so() -> None:
     shown = overview.alerts.object
     assert "<td>critical (no data since 2026-11-27T09:00:00Z)</td>" in shown
     assert "<td>warning</td>" in shown
+
+
+def test_the_alert_table_shows_a_crossing_once_with_its_longer_horizons() -> None:
+    from fleetcast.dashboard.api import Alert
+    from fleetcast.dashboard.views.overview import OverviewView
+
+    state = loaded_state()
+    state.alerts = [
+        Alert(server_name="ppdb007", metric="latency_ms", horizon=h, probability=p)
+        for h, p in (("30min", 0.4), ("1hr", 0.6), ("8hr", 0.9))
+    ]
+    overview = OverviewView()
+    overview.update(state)
+    shown = overview.alerts.object
+    assert "1 active alert (3 counting each horizon)</p>" in shown
+    assert "<td>30min (also 1hr, 8hr)</td>" in shown
+    assert shown.count("<tr>") == 2

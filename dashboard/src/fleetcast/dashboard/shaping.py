@@ -19,13 +19,14 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
 
-    from .api import ServerDetail, ServerForecast
+    from .api import Alert, ServerDetail, ServerForecast
 
 __all__ = [
     "GAP_FACTOR",
     "break_gaps",
     "curve_frame",
     "format_risk",
+    "group_alerts",
     "heatmap_cells",
     "no_forecast_note",
     "profile_order",
@@ -233,3 +234,22 @@ def curve_frame(detail: ServerDetail) -> dict[str, dict[str, list[Any]]]:
             frame[q] = [float("nan") if v is None else float(v) for v in values[:n]]
         frames[metric] = frame
     return frames
+
+
+def group_alerts(alerts: Sequence[Alert]) -> list[tuple[Alert, list[str]]]:
+    """One row per (server, metric): its alert at the shortest horizon, with the longer
+    horizons that alert too. A crossing within 30 min also alerts for 1hr and 8hr (the
+    probabilities are maxima over growing windows, docs/RISK.md#alerts), so a flat list
+    showed every crossing three times. Rows by their group's highest probability, first."""
+    order = {h: i for i, h in enumerate(HORIZONS)}
+    groups: dict[tuple[str, str], list[Alert]] = {}
+    for alert in alerts:
+        groups.setdefault((alert.server_name, alert.metric), []).append(alert)
+    ranked = []
+    for members in groups.values():
+        members.sort(key=lambda a: order.get(a.horizon or "", len(order)))
+        peak = max((a.probability or 0.0) for a in members)
+        first = members[0]
+        ranked.append((-peak, first.server_name, first.metric, first, members[1:]))
+    ranked.sort(key=lambda r: r[:3])
+    return [(first, [a.horizon or "" for a in longer]) for *_, first, longer in ranked]

@@ -8,7 +8,7 @@ import panel as pn
 
 from fleetcast.contract.schema import HORIZONS
 
-from ..shaping import format_risk, profile_order
+from ..shaping import format_risk, group_alerts, profile_order
 from .figures import FleetTrendFigure, ProfileBarsFigure
 from .html import STYLES, badge, cards, table
 
@@ -95,24 +95,27 @@ class OverviewView:
             ["profile", "servers", "green", "yellow", "red", "mean risk"], rows, raw=True
         )
         if state.alerts:
+            grouped = group_alerts(state.alerts)
             alert_rows = [
                 [
                     a.server_name,
                     a.profile or "",
                     a.metric,
-                    a.horizon or "",
+                    (a.horizon or "") + (f" (also {', '.join(longer)})" if longer else ""),
                     "" if a.predicted_value is None else f"{a.predicted_value:.1f}",
                     "" if a.threshold is None else f"{a.threshold:g}",
                     format_risk(a.probability),
                     (a.severity or "")
                     + (f" (no data since {a.data_time or 'its last forecast'})" if a.stale else ""),
                 ]
-                for a in state.alerts[:ALERT_ROWS]
+                for a, longer in grouped[:ALERT_ROWS]
             ]
             shown = len(alert_rows)
-            total = len(state.alerts)
+            total = len(grouped)
+            each = len(state.alerts)
             note = (
-                f"<p class='fc-alert-count'>{total} active alerts"
+                f"<p class='fc-alert-count'>{total} active alert{'' if total == 1 else 's'}"
+                + (f" ({each} counting each horizon)" if each != total else "")
                 + (f"; the {shown} most probable are listed" if shown < total else "")
                 + "</p>"
             )
