@@ -134,7 +134,7 @@ def kept_history_steps(asked: int | None, needed: int) -> int:
         log.warning(
             "history_steps %d is fewer steps than the model reads (%d: its encoder, plus a "
             "day for day-ago inputs); keeping %d. Set --history-steps to %d or more, or leave "
-            "it unset (docs/OPERATIONS.md#settings)",
+            "it unset (docs/OPERATIONS.md#configuration)",
             asked,
             needed,
             needed,
