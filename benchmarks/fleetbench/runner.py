@@ -145,8 +145,11 @@ def _selected(args: argparse.Namespace, mode: Mode) -> tuple[str, ...]:
 
 
 def _quiet_libraries() -> None:
+    import os
     import warnings
 
+    if "torch" not in sys.modules:  # torch reads it once, when it loads: its C++ warnings
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # (the exporter's parity decides)
     warnings.filterwarnings("ignore")
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning",
                  "httpx", "httpcore", "numba", "fleetcast", "pytorch_forecasting"):  # fmt: skip
