@@ -7,7 +7,6 @@ and (2) the toy graph's formula.
 
 from __future__ import annotations
 
-import logging
 import shutil
 import threading
 from pathlib import Path
@@ -486,18 +485,3 @@ def test_the_fleets_closed_step_ignores_a_few_servers_ahead() -> None:
     assert fleet_newest(np.array([100, 102, 101]), stale_after_steps=3) == 102
     assert fleet_reference(np.zeros(0, dtype=np.int64)) == -1
     assert fleet_newest(np.zeros(0, dtype=np.int64), stale_after_steps=3) == -1
-
-
-def test_a_history_shorter_than_the_model_reads_is_raised_with_a_warning(
-    toy_dir: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    with caplog.at_level(logging.WARNING, logger="fleetcast.appliance.engine"):
-        engine = _open(toy_dir, history_steps=1)
-    need = engine.spec.history_steps
-    assert engine.history_steps == need
-    assert f"history_steps 1 is fewer steps than the model reads ({need}" in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="fleetcast.appliance.engine"):
-        assert _open(toy_dir, history_steps=need + 5).history_steps == need + 5
-        assert _open(toy_dir).history_steps == need
-    assert "history_steps" not in caplog.text

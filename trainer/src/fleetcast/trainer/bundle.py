@@ -2,7 +2,7 @@
 
 Files (training fails if any is missing):
 
-- ``model.safetensors`` — the TFT's state dict;
+- ``model.safetensors`` — the TFT's state dict (mode by the umask, as every file);
 - ``config.json`` — the architecture (TFT hyper-parameters), the loss (quantiles, target
   weights) and every dataset parameter needed to rebuild the model's inputs without the
   training data: lengths, feature order (``x_reals``, ``x_categoricals``), categorical
@@ -13,10 +13,9 @@ Files (training fails if any is missing):
   hardware, quality rules, accuracy against baselines;
 - ``server_mapping.json`` — server name ↔ SHA-256 ID (``fleetcast.contract.encoder``).
 
-``models/latest`` is a relative symlink to the newest bundle.
-
-:func:`load_bundle` rebuilds a model whose outputs equal the trained model's bit for bit,
-with no pickle, no checkpoint file and no training data.
+``models/latest`` is a relative symlink to the newest bundle. :func:`load_bundle` rebuilds a
+model whose outputs equal the trained model's bit for bit, with no pickle, no checkpoint
+file and no training data.
 """
 
 from __future__ import annotations
@@ -40,6 +39,7 @@ from fleetcast.contract.schema import (
     VALID_PROFILES,
     VALID_STATES,
 )
+from fleetcast.trainer.data_io import follow_umask
 from fleetcast.trainer.dataset import (
     CATEGORICAL_NAN,
     DAY_AGO_SUFFIX,
@@ -270,12 +270,7 @@ def save_bundle(
 
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     save_file(state, str(partial / WEIGHTS_FILE), metadata={"format": "pt", "fleetcast": "tft"})
-    # safetensors writes its file 0600; the bundle's other files follow the umask. A bundle
-    # copied to an appliance as root was then unreadable to its service user (DynamicUser),
-    # which checks the weights beside the model and refused to start.
-    mask = os.umask(0o077)  # read it; a file another thread creates meanwhile is private
-    os.umask(mask)
-    os.chmod(partial / WEIGHTS_FILE, 0o666 & ~mask)
+    follow_umask(partial / WEIGHTS_FILE)  # safetensors writes 0600
     hparams, loss_section = _model_section(model)
     config = {
         "bundle_format_version": BUNDLE_FORMAT_VERSION,

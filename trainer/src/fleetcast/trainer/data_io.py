@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +28,7 @@ __all__ = [
     "BYTES_PER_ROW",
     "DATA_FILE",
     "file_sha256",
+    "follow_umask",
     "read_training_table",
     "resolve_data_path",
     "sample_servers",
@@ -46,6 +48,16 @@ def resolve_data_path(path: str | Path) -> Path:
     if path.is_dir():
         return path / DATA_FILE
     return path
+
+
+def follow_umask(path: Path) -> None:
+    """Give ``path`` the mode a new file gets from the umask. safetensors writes its file
+    0600 while the bundle's other files follow the umask: a bundle copied to an appliance as
+    root was then unreadable to its service user (DynamicUser), which checks the weights
+    beside the model and refused to start."""
+    mask = os.umask(0o077)  # read it; a file another thread creates meanwhile is private
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def file_sha256(path: str | Path) -> str:
