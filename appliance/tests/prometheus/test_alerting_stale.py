@@ -67,3 +67,4 @@ def test_an_empty_fleet_is_not_a_stale_one() -> None:
     silent = SimpleNamespace(data_time=None, servers=[{"server_name": "a"}])
     assert [a["labels"]["alertname"] for a in pusher._own(5.0, silent)] == [STALE_ALERTNAME]
     assert pusher._own(0.5, silent) == []
+    assert pusher._own(5.0, SimpleNamespace(data_time=None, servers=[])) == []

@@ -350,7 +350,7 @@ class AlertPusher:
         forecast set came for ``stale_after_s``; resolved by the next one. None while the
         served set holds no server (all forgotten: nothing to forecast)."""
         after = self.config.stale_after_s
-        if silent_s <= after:
+        if silent_s <= after or not fs.servers:
             return []
         ends = self.config.ends_after_s or 4 * self.config.resend_s
         return [forecasts_stale_alert(silent_s, after, self._clock(), ends, fs.data_time)]
@@ -413,9 +413,8 @@ class AlertPusher:
                 if (forecasts := runtime.forecast_sets) != made:
                     made, changed = forecasts, time.monotonic()
                 seen, last_push = sets, time.monotonic()
-                own = self._own(last_push - changed, fs) if fs.servers else []
                 try:
-                    await self.push(engine.alerts(), own)
+                    await self.push(engine.alerts(), self._own(last_push - changed, fs))
                 except Exception as exc:
                     # A bug (deliveries catch their own failures): traceback once per type.
                     kind = type(exc).__qualname__
