@@ -28,6 +28,16 @@ TRAINING_SERVERS = ("ppweb001", "ppdb001", "ppml0001", "ppetl001")
 STEPS_ONNX = Path(__file__).parents[1] / "fixtures" / "tiny_model_steps.onnx"
 """The tiny model with step graphs (docs/MODEL_FORMAT.md#step-cache)."""
 
+TOY_ONNX = Path(__file__).parent / "fixtures" / "toy_model.onnx"
+"""The toy model of the engine tests (the ``toy_dir`` fixture)."""
+
+
+@pytest.fixture
+def toy_dir(tmp_path: Path) -> Path:
+    """A model folder holding the toy model (fixtures/toy_model.onnx)."""
+    shutil.copy(TOY_ONNX, tmp_path / "model.onnx")
+    return tmp_path
+
 
 @pytest.fixture
 def steps_dir(tmp_path: Path) -> Path:

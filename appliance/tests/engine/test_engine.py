@@ -7,9 +7,8 @@ and (2) the toy graph's formula.
 
 from __future__ import annotations
 
-import shutil
 import threading
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
@@ -22,7 +21,9 @@ from fleetcast.contract.features import ModelSpec, build_inputs, window_target_s
 from fleetcast.contract.schema import METRIC_COLUMNS, VALID_PROFILES, VALID_STATES
 from fleetcast.contract.simulate import FleetSimulator
 
-TOY = Path(__file__).parent / "fixtures" / "toy_model.onnx"
+if TYPE_CHECKING:
+    from pathlib import Path
+
 STEP = 300
 START = 1_795_000_000 - 1_795_000_000 % STEP
 OFFSETS = (-1.28, 0.0, 1.28)
@@ -40,12 +41,6 @@ SERVER_KEYS = {
     "risk_by_horizon",
     "drivers",
 }
-
-
-@pytest.fixture
-def toy_dir(tmp_path: Path) -> Path:
-    shutil.copy(TOY, tmp_path / "model.onnx")
-    return tmp_path
 
 
 def _open(toy_dir: Path, **kw) -> Engine:

@@ -5,8 +5,7 @@ time, and a reused slot forecasts exactly like a fresh engine's (step cache incl
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -15,16 +14,12 @@ from fleetcast.appliance.engine import Engine, EngineConfig, Forgotten
 from fleetcast.contract.schema import METRIC_COLUMNS, VALID_STATES
 from fleetcast.contract.simulate import FleetSimulator
 
-TOY = Path(__file__).parent / "fixtures" / "toy_model.onnx"
+if TYPE_CHECKING:
+    from pathlib import Path
+
 STEP = 300
 START = 1_795_000_000 - 1_795_000_000 % STEP
 ROW = [20.0, 40.0, 2.0, 30.0]
-
-
-@pytest.fixture
-def toy_dir(tmp_path: Path) -> Path:
-    shutil.copy(TOY, tmp_path / "model.onnx")
-    return tmp_path
 
 
 def _open(model_dir: Path, **kw) -> Engine:

@@ -4,27 +4,14 @@ model reads, and a value raised to it is logged, not silent (docs/OPERATIONS.md)
 from __future__ import annotations
 
 import logging
-import shutil
 from typing import TYPE_CHECKING
 
-import pytest
-
-from fleetcast.appliance.engine import Engine, EngineConfig
-
-from .test_engine import TOY
+from .test_engine import _open
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-
-@pytest.fixture
-def toy_dir(tmp_path: Path) -> Path:
-    shutil.copy(TOY, tmp_path / "model.onnx")
-    return tmp_path
-
-
-def _open(toy_dir: Path, **kw) -> Engine:
-    return Engine.open(EngineConfig(model_dir=toy_dir, **kw))
+    import pytest
 
 
 def test_a_history_shorter_than_the_model_reads_is_raised_with_a_warning(

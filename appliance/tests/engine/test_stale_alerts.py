@@ -4,24 +4,15 @@ marked ``stale``, until it is forecast again (the same alert: same ``since``) or
 
 from __future__ import annotations
 
-import shutil
 from typing import TYPE_CHECKING
-
-import pytest
 
 from fleetcast.appliance.alerting import firing_alert
 from fleetcast.appliance.alerts import carried_alerts
 
-from .test_forget import TOY, _alerting_fleet, _feed, _open
+from .test_forget import _alerting_fleet, _feed, _open
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-
-@pytest.fixture
-def toy_dir(tmp_path: Path) -> Path:
-    shutil.copy(TOY, tmp_path / "model.onnx")
-    return tmp_path
 
 
 def _others(k: int) -> dict[str, list[float]]:
