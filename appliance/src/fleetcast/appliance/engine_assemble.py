@@ -56,8 +56,9 @@ def assemble(
     (:func:`~fleetcast.appliance.engine_forget.drop_current`), and without those whose
     forecast is not finite (counted, logged: a NaN is no forecast, and never a green one).
     """
-    from fleetcast.appliance.alerts import build_alerts, carried_alerts, ordered
+    from fleetcast.appliance.alerts import build_alerts
     from fleetcast.appliance.engine_forget import drop_current
+    from fleetcast.appliance.engine_state import keep_alerts
     from fleetcast.appliance.forecast import clean_quantiles, server_forecast
     from fleetcast.appliance.risk import driver_horizons, fleet_summary, levels_of, risk_of
 
@@ -158,14 +159,9 @@ def assemble(
     )
     idx, gens = slots
     with engine._lock:
-        # Under the lock a forget takes: a server forgotten by now is not in the index.
         previous = engine._current.alerts if engine._current is not None else []
-        carried = carried_alerts(previous, set(names), engine._buf.index)
-        if carried:
-            for a in carried:
-                engine._alert_since[(a["server_name"], a["metric"], a["horizon"])] = a["since"]
-            fs.alerts = ordered(fs.alerts + carried)
         engine._current = fs
+        keep_alerts(engine, previous, set(names))  # servers left out keep theirs
         engine._current_q = q
         engine._current_rows = {name: b for b, name in enumerate(names)}
         engine._current_risk = risk.server_by_horizon

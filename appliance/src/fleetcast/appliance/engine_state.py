@@ -20,7 +20,7 @@ from fleetcast.contract.encoder import server_id
 from fleetcast.contract.schema import VALID_PROFILES
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Collection, Mapping
 
     from fleetcast.appliance.engine import Engine
 
@@ -31,6 +31,7 @@ __all__ = [
     "carry_counters",
     "fleet_newest",
     "fleet_reference",
+    "keep_alerts",
     "kept_history_steps",
     "load_state",
     "state_arrays",
@@ -171,15 +172,24 @@ def carry_alerts(old: Engine, new: Engine) -> None:
     for servers its first forecast left out (stale, ahead, not finite; docs/RISK.md#alerts):
     without them, ``systemctl reload`` resolved the alerts of every server whose data had
     stopped, and they never fired again while it stayed stopped."""
-    from fleetcast.appliance.alerts import carried_alerts, ordered
-
     with old._lock:
         previous = list(old._current.alerts) if old._current is not None else []
     with new._lock:
-        fs = new._current
-        if fs is None or not previous:
-            return
-        kept = carried_alerts(previous, set(new._current_rows), new._buf.index)
-        for a in kept:
-            new._alert_since[(a["server_name"], a["metric"], a["horizon"])] = a["since"]
-        fs.alerts = ordered(fs.alerts + kept)
+        if new._current is not None:
+            keep_alerts(new, previous, new._current_rows)
+
+
+def keep_alerts(engine: Engine, previous: list[dict], forecast: Collection[str]) -> None:
+    """Add to ``engine``'s current set the alerts of ``previous`` whose servers it tracks but
+    did not forecast (``forecast``: those it did), marked stale, with their ``since``
+    (:func:`~fleetcast.appliance.alerts.carried_alerts`). Under ``engine._lock``, where a
+    forget takes it: a server forgotten by then is not in the index."""
+    from fleetcast.appliance.alerts import carried_alerts, ordered
+
+    fs = engine._current
+    kept = carried_alerts(previous, forecast, engine._buf.index) if fs is not None else []
+    if not kept:
+        return
+    for a in kept:
+        engine._alert_since[(a["server_name"], a["metric"], a["horizon"])] = a["since"]
+    fs.alerts = ordered(fs.alerts + kept)
