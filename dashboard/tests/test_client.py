@@ -124,3 +124,41 @@ def test_a_name_of_dots_is_one_segment_not_a_relative_path() -> None:
 
     asyncio.run(go())
     assert seen == [b"/history/%2E%2E?steps=3"]
+
+
+def test_an_unchanged_forecast_set_is_not_downloaded_again(appliance: Process) -> None:
+    """Polled with the last ETag, the same set is a bodiless 304 and the set parsed before is
+    returned; a new set is a 200 with a new tag (docs/API.md#conditional-requests)."""
+    import httpx
+
+    sent: list[tuple[str | None, int, int]] = []
+
+    class Recording(httpx.AsyncHTTPTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            response = await super().handle_async_request(request)
+            await response.aread()
+            sent.append(
+                (request.headers.get("if-none-match"), response.status_code, len(response.content))
+            )
+            return response
+
+    async def go() -> list[Any]:
+        settings = DashboardSettings(appliance_url=appliance.url)
+        async with ApplianceClient(settings, transport=Recording()) as client:
+            sets = [await client.current()]
+            while len(sets) < 40 and not any(status == 304 for _, status, _ in sent):
+                sets.append(await client.current())
+            return sets
+
+    sets = run(go())
+    assert sent[0][0] is None  # nothing to revalidate yet
+    assert all(tag for tag, _, _ in sent[1:])  # then always the last answer's tag
+    not_modified = [i for i, (_, status, _) in enumerate(sent) if status == 304]
+    assert not_modified, sent
+    for i in not_modified:
+        assert sent[i][2] == 0
+        assert sets[i] is sets[i - 1]  # the set parsed before, not a new one
+    for i, (_, status, size) in enumerate(sent):
+        if status == 200 and i:
+            assert size > 0
+            assert sets[i].prediction_time >= sets[i - 1].prediction_time

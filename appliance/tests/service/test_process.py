@@ -49,6 +49,17 @@ def test_ingest_to_forecast_over_http(server_factory: Any, svc: Any, model_dir: 
 
     body = svc.wait_until(forecast, timeout=20)
     assert body["fleet"]["servers"] == len(svc.SERVERS)
+    # Over uvicorn too: HEAD is GET's status and headers with no body, and polling with
+    # the ETag of an unchanged set is a bodiless 304 (docs/API.md#conditional-requests).
+    got = httpx.get(f"{server.url}/predictions/current")
+    head = httpx.head(f"{server.url}/predictions/current")
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["content-length"] == str(len(got.content))
+    assert head.headers["etag"] == got.headers["etag"]
+    polled = httpx.get(
+        f"{server.url}/predictions/current", headers={"If-None-Match": got.headers["etag"]}
+    )
+    assert (polled.status_code, polled.content) == (304, b"")
     status = httpx.get(f"{server.url}/status")
     assert status.json()["servers"]["ready"] == len(svc.SERVERS)
     assert str(model_dir) not in status.text
@@ -56,6 +67,7 @@ def test_ingest_to_forecast_over_http(server_factory: Any, svc: Any, model_dir: 
     assert schema.status_code == 200
     assert server.stop() in GRACEFUL
     assert '"path":"/metrics"' in server.log()  # the access log line of the POST
+    assert '"method":"HEAD"' in server.log()  # and of the HEAD, as it came
     assert "snapshot written" in server.log()  # the access log line of the POST
 
 

@@ -59,8 +59,10 @@ from fleetcast.appliance.controllers import (
 )
 from fleetcast.appliance.controllers.metrics import IgnoredFieldWarnings
 from fleetcast.appliance.exposition import Telemetry
+from fleetcast.appliance.http_cache import head_as_get
 from fleetcast.appliance.http_errors import CROSS_SITE_DOC, ApiError, exception_handlers, send_error
 from fleetcast.appliance.notify import Notifier
+from fleetcast.appliance.query_params import ANY_QUERY, QUERY_OPT, query_guard
 from fleetcast.appliance.runtime import Runtime
 from fleetcast.contract.errors import ContractError
 
@@ -387,7 +389,7 @@ def _edge(app: Litestar, settings: Settings, telemetry: Telemetry) -> ASGIApp:
     log, the request metrics, the rate limit, the Host check, the cross-site check.
     Litestar's own middleware runs only once a route matched, so a 404 or 405 would bypass
     them."""
-    handler: ASGIApp = _origin_check(app.asgi_handler)  # exception handling, router
+    handler: ASGIApp = _origin_check(head_as_get(app.asgi_handler))  # errors, router
     hosts = allowed_hosts(settings)
     if "*" not in hosts:
         handler = _HostCheck(
@@ -451,7 +453,9 @@ def create_app(settings: Settings, notifier: Notifier | None = None) -> Litestar
         version=_version(),
         description="Server-fleet health forecasts (docs/API.md).",
         # /schema, /schema/openapi.json, /schema/swagger, ...: a read like any other.
-        openapi_router=Router(path="/schema", route_handlers=[], guards=[read_guard]),
+        openapi_router=Router(
+            path="/schema", route_handlers=[], guards=[read_guard], opt={QUERY_OPT: ANY_QUERY}
+        ),
         components=Components(
             security_schemes={
                 "apiKey": SecurityScheme(
@@ -483,6 +487,7 @@ def create_app(settings: Settings, notifier: Notifier | None = None) -> Litestar
                 "servers_limiter": anyio.CapacityLimiter(2),
             }
         ),
+        guards=[query_guard],  # a parameter a route does not take: 400, not ignored
         exception_handlers=exception_handlers(),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=openapi,

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -27,6 +27,8 @@ import msgspec
 import numpy as np
 
 from fleetcast.appliance.errors import log_failure
+from fleetcast.appliance.forecast import iso
+from fleetcast.appliance.http_cache import etag
 from fleetcast.appliance.http_protocol import ReadTimeouts
 from fleetcast.appliance.persistence import Columns, StateError, StateStore
 from fleetcast.appliance.runtime_forget import apply_entry, expire_locked, forget_locked
@@ -47,7 +49,7 @@ if TYPE_CHECKING:
     from fleetcast.appliance.persistence import Entry, Recovery
     from fleetcast.appliance.settings import Settings
 
-__all__ = ["Runtime", "StartupError", "iso", "to_record_batch"]
+__all__ = ["Runtime", "StartupError", "to_record_batch"]
 
 _log = logging.getLogger(__name__)
 
@@ -57,13 +59,6 @@ _REFUSAL_LOG_INTERVAL_S = 60.0
 
 class StartupError(RuntimeError):
     """The appliance cannot start (model refused, state unusable); the message says why and how."""
-
-
-def iso(epoch_s: float | None) -> str | None:
-    """ISO 8601 UTC (``2026-11-27T10:00:00Z``) of epoch seconds, None stays None."""
-    if epoch_s is None:
-        return None
-    return datetime.fromtimestamp(float(epoch_s), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def to_record_batch(cols: Columns) -> Any:
@@ -111,6 +106,8 @@ class Runtime:
         self.started_monotonic = time.monotonic()
         self.ready_after_s: float | None = None
         self.current_body: bytes | None = None
+        self.current_etag: str | None = None
+        """Entity tag of ``current_body`` (``GET /predictions/current`` answers 304 to it)."""
         self.forecast_sets = 0
         self.current_changes = 0
         """Changes of the served forecast set: each new set, and each forget that dropped
@@ -344,7 +341,7 @@ class Runtime:
         """Encode a new forecast set once; serve it to GETs and push it to WebSockets.
         ``new=False``: the same set with servers forgotten (not counted as a set)."""
         body = self._encoder.encode(forecast.to_dict())
-        self.current_body = body
+        self.current_body, self.current_etag = body, etag(body)
         self.forecast_sets += int(new)
         self.current_changes += 1
         if not self.subscribers:
@@ -482,7 +479,7 @@ class Runtime:
         body["persistence"] = {
             "fsync": self.settings.fsync,
             "log_bytes": self.store.log_bytes,
-            "last_snapshot_time": iso(self.store.last_snapshot_time),
+            "last_snapshot_time": None if (t := self.store.last_snapshot_time) is None else iso(t),
             "replayed_on_start": self.replayed_records,
             "replayed_forgets_on_start": self.replayed_reasons,
             "dropped_torn_frames": len(self.dropped_tails),

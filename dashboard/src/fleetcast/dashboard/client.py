@@ -116,6 +116,8 @@ class ApplianceClient:
             transport=transport,
             trust_env=False,
         )
+        self._current: tuple[str, CurrentPredictions] | None = None
+        """The last ``/predictions/current`` set with its ``ETag``, for a 304 to reuse."""
 
     async def __aenter__(self) -> ApplianceClient:
         return self
@@ -136,6 +138,10 @@ class ApplianceClient:
             return await self._http.request(method, path, **kwargs)
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return _json(await self._response(method, path, **kwargs), f"{method} {path}")
+
+    async def _response(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The appliance's answer below 400 (a 304 included); the failures as exceptions."""
         endpoint = f"{method} {path}"
         try:
             response = await self._send(method, path, **kwargs)
@@ -162,12 +168,7 @@ class ApplianceClient:
                 f"{_message(response)}",
                 response.status_code,
             )
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise ApplianceRefused(
-                f"The appliance answered {endpoint} with a body that is not JSON.", 200
-            ) from exc
+        return response
 
     async def status(self) -> StatusInfo:
         """``GET /status``."""
@@ -177,9 +178,19 @@ class ApplianceClient:
         return StatusInfo(body)
 
     async def current(self) -> CurrentPredictions:
-        """``GET /predictions/current``: every server's forecast and the fleet summary."""
-        body = await self._request("GET", "/predictions/current")
-        return parse(body, CurrentPredictions, "GET /predictions/current")
+        """``GET /predictions/current``: every server's forecast and the fleet summary. Sent
+        with the last answer's ``ETag``: a 304 (the same set, docs/API.md#conditional-requests)
+        returns the set parsed then, without 1.3 MB per 1,000 servers downloaded again."""
+        endpoint = "GET /predictions/current"
+        kept = self._current
+        headers = {"If-None-Match": kept[0]} if kept is not None else None
+        response = await self._response("GET", "/predictions/current", headers=headers)
+        if response.status_code == 304 and kept is not None:
+            return kept[1]
+        current = parse(_json(response, endpoint), CurrentPredictions, endpoint)
+        tag = response.headers.get("etag")
+        self._current = (tag, current) if tag else None
+        return current
 
     async def server(self, server_name: str) -> ServerDetail:
         """``GET /predictions/{server_name}``: one forecast with its full curves."""
@@ -233,3 +244,13 @@ def _message(response: httpx.Response) -> str:
         if parts:
             return " ".join(parts)[:600]
     return str(body)[:300]
+
+
+def _json(response: httpx.Response, endpoint: str) -> Any:
+    """The body as JSON; a body that is not JSON is an :class:`ApplianceRefused`."""
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise ApplianceRefused(
+            f"The appliance answered {endpoint} with a body that is not JSON.", 200
+        ) from exc

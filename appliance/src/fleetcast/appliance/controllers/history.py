@@ -12,6 +12,7 @@ from litestar.params import Parameter
 from fleetcast.appliance.auth import read_guard
 from fleetcast.appliance.controllers._paths import server_names
 from fleetcast.appliance.http_errors import ApiError
+from fleetcast.appliance.query_params import takes
 from fleetcast.appliance.schemas import (  # noqa: TC001 (Litestar reads them at run time)
     FleetHistory,
     ProfileHistory,
@@ -39,7 +40,11 @@ class HistoryController(Controller):
     guards = [read_guard]  # noqa: RUF012
     tags = ["history"]  # noqa: RUF012
 
-    @get("/history/{server_name:path}", summary="Recent actuals and risk of one server")
+    @get(
+        "/history/{server_name:path}",
+        opt=takes("steps"),
+        summary="Recent actuals and risk of one server",
+    )
     async def server(
         self, request: Request[Any, Any, Any], state: State, server_name: str, steps: Steps = 288
     ) -> Response[ServerHistory]:
@@ -61,7 +66,11 @@ class HistoryController(Controller):
             )
         return Response(content=found)
 
-    @get("/profiles/{profile:str}/history", summary="Mean actuals and risk of one profile")
+    @get(
+        "/profiles/{profile:str}/history",
+        opt=takes("steps"),
+        summary="Mean actuals and risk of one profile",
+    )
     async def profile(
         self, state: State, profile: str, steps: Steps = 288
     ) -> Response[ProfileHistory]:
@@ -87,7 +96,7 @@ class HistoryController(Controller):
             )
         return Response(content=found)
 
-    @get("/fleet/history", summary="Fleet risk trend")
+    @get("/fleet/history", opt=takes("steps"), summary="Fleet risk trend")
     async def fleet(self, state: State, steps: Steps = 288) -> Response[FleetHistory]:
         """Mean risk and green/yellow/red counts per forecast step."""
         engine = state.runtime.engine

@@ -31,9 +31,9 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Requ
 
 from fleetcast.appliance.auth import write_guard
 from fleetcast.appliance.errors import write_error_cause
+from fleetcast.appliance.forecast import iso
 from fleetcast.appliance.http_errors import JSON_TYPE, ApiError, body_type_guard
 from fleetcast.appliance.persistence import Columns
-from fleetcast.appliance.runtime import iso
 from fleetcast.appliance.schemas import IngestResponse, MetricsIn, RawMetricsIn, RecordIn, Rejected
 from fleetcast.contract.schema import END_EPOCH_S
 
@@ -372,7 +372,7 @@ class MetricsController(Controller):
                     "docs/OPERATIONS.md#state",
                 ) from exc
             accepted = result.accepted
-            latest = iso(result.latest_step)
+            latest = None if result.latest_step is None else iso(result.latest_step)
             rejected.extend(
                 Rejected(index=int(batch.index[i]), reason=reason) for i, reason in result.rejected
             )

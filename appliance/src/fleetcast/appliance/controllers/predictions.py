@@ -8,6 +8,7 @@ from litestar import Controller, Request, Response, get
 
 from fleetcast.appliance.auth import read_guard
 from fleetcast.appliance.controllers._paths import server_names
+from fleetcast.appliance.http_cache import etag, matches
 from fleetcast.appliance.http_errors import ApiError
 from fleetcast.appliance.schemas import (  # noqa: TC001 (Litestar reads them at run time)
     AlertsResponse,
@@ -66,10 +67,19 @@ class PredictionsController(Controller):
     tags = ["predictions"]  # noqa: RUF012
 
     @get("/predictions/current", summary="The newest forecast set for every ready server")
-    async def current(self, state: State) -> Response[PredictionsCurrent]:
-        """Encoded once per forecast set; an empty set (``servers: []``) until servers are ready."""
-        body = state.runtime.current_body or EMPTY_PREDICTIONS
-        return Response(content=body, media_type="application/json")
+    async def current(
+        self, request: Request[Any, Any, Any], state: State
+    ) -> Response[PredictionsCurrent]:
+        """Encoded once per forecast set; an empty set (``servers: []``) until servers are
+        ready. ``If-None-Match`` with the last answer's ``ETag``: 304, no body, while the set
+        is the same (docs/API.md#conditional-requests)."""
+        runtime = state.runtime
+        body = runtime.current_body or EMPTY_PREDICTIONS
+        tag = (runtime.current_body is not None and runtime.current_etag) or etag(body)
+        headers = {"ETag": tag, "Cache-Control": "no-cache"}
+        if matches(request.headers.get("if-none-match"), tag):
+            return Response(content=None, status_code=304, headers=headers)
+        return Response(content=body, media_type="application/json", headers=headers)
 
     @get("/predictions/{server_name:path}", summary="One server's forecast with its full curves")
     async def server(

@@ -24,6 +24,7 @@ from fleetcast.appliance.controllers._paths import server_names
 from fleetcast.appliance.engine_views import SERVER_STATES
 from fleetcast.appliance.errors import write_error_cause
 from fleetcast.appliance.http_errors import ApiError
+from fleetcast.appliance.query_params import takes
 from fleetcast.appliance.runtime_forget import source_note
 from fleetcast.appliance.schemas import ForgetOut, ServerEntry, ServersOut
 
@@ -65,7 +66,12 @@ class ServersController(Controller):
     path = "/servers"
     tags = ["servers"]  # noqa: RUF012
 
-    @get("/", guards=[read_guard], summary="The tracked servers: profile, state, newest step")
+    @get(
+        "/",
+        guards=[read_guard],
+        opt=takes("state", "limit", "after"),
+        summary="The tracked servers: profile, state, newest step",
+    )
     async def list_servers(
         self,
         state: State,
