@@ -256,6 +256,21 @@ def test_an_alert_of_a_server_whose_data_stopped_says_so() -> None:
     assert "<td>critical (no data since 2026-11-27T09:00:00Z)</td>" in shown
     assert "<td>warning</td>" in shown
 
+    # Left out for another reason: the row says which.
+    t = "2026-11-27T09:00:00Z"
+    state.alerts = [
+        Alert(server_name="ppdb007", metric="latency_ms", severity="critical", probability=0.9,
+              stale=True, data_time=t, left_out="ahead"),
+        Alert(server_name="ppweb001", metric="cpu_pct", severity="warning", probability=0.4,
+              stale=True, data_time=t, left_out="not_finite"),
+    ]  # fmt: skip
+    overview.update(state)
+    shown = overview.alerts.object
+    assert (
+        f"<td>critical (clock ahead of the fleet&#x27;s; last forecast from data of {t})" in shown
+    )
+    assert f"<td>warning (no finite forecast since {t})</td>" in shown
+
 
 def test_the_alert_table_shows_a_crossing_once_with_its_longer_horizons() -> None:
     from fleetcast.dashboard.api import Alert

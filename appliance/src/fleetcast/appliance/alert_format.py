@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from fleetcast.appliance.alerts import LEFT_OUT
 from fleetcast.contract.schema import METRIC_UNITS
 
 if TYPE_CHECKING:
@@ -91,13 +92,15 @@ def firing_alert(
     if alert.get("stale"):
         # The same labels (the same alert, not a new one); what it says is now old news.
         since = alert.get("data_time") or "its last forecast"
-        annotations["summary"] = f"no data since {since}; last forecast: {summary}"
+        reason = alert.get("left_out") or "stale"
+        lead, why = (text.format(since=since) for text in LEFT_OUT.get(reason, LEFT_OUT["stale"]))
+        annotations["summary"] = f"{lead}; last forecast: {summary}"
         annotations["description"] += (
-            f" {alert['server_name']} has sent no data since {since} (or its clock runs ahead, "
-            "or its forecast is not finite), so it is not forecast any more: the alert stays "
+            f" {alert['server_name']} {why}, so it is not forecast any more: the alert stays "
             "until it is forecast again or forgotten (docs/RISK.md#alerts)."
         )
         annotations["stale"] = "true"
+        annotations["left_out"] = reason
     out: dict[str, Any] = {
         "labels": alert_labels(alert),
         "annotations": annotations,

@@ -18,10 +18,24 @@ if TYPE_CHECKING:
 
     from fleetcast.appliance.risk import RiskResult
 
-__all__ = ["HYSTERESIS", "AlertKey", "build_alerts", "carried_alerts", "ordered"]
+__all__ = ["HYSTERESIS", "LEFT_OUT", "AlertKey", "build_alerts", "carried_alerts", "ordered"]
 
 AlertKey = tuple[str, str, str]
 """(server_name, metric, horizon)."""
+
+LEFT_OUT = {
+    "stale": ("no data since {since}", "has sent no data since {since}"),
+    "ahead": (
+        "clock ahead of the fleet's (last forecast from data of {since})",
+        "stamps its samples ahead of the fleet's clock (its last forecast read data of {since})",
+    ),
+    "not_finite": (
+        "no finite forecast since {since}",
+        "has had no finite forecast since {since} (docs/OPERATIONS.md#non-finite-forecasts)",
+    ),
+}
+"""Why a server with alerts was left out of a forecast (an alert's ``left_out``): the
+summary's lead and the description's sentence of its kept alerts."""
 
 HYSTERESIS = 0.05
 """An alert raised by the previous forecast stays raised while its probability is at least
@@ -115,6 +129,7 @@ def build_alerts(
                 "at": times[when[i]],
                 "data_time": times[data[i]],
                 "stale": False,
+                "left_out": None,
             }
         )
     return ordered(alerts), active
@@ -126,22 +141,22 @@ def ordered(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def carried_alerts(
-    previous: Sequence[Mapping[str, Any]], forecast: Collection[str], known: Collection[str]
+    previous: Sequence[Mapping[str, Any]], left_out: Mapping[str, str]
 ) -> list[dict[str, Any]]:
-    """The previous set's alerts of servers this forecast left out but the engine still
-    tracks, marked ``stale`` (docs/RISK.md#alerts).
+    """The previous set's alerts of the servers this forecast left out that the engine still
+    tracks (``left_out``: server → why, :data:`LEFT_OUT`), marked ``stale`` with the reason
+    in ``left_out`` (docs/RISK.md#alerts).
 
-    A server leaves the forecast when its data stops (stale), its clock runs ahead, or its
-    forecast is not finite. None of these is evidence that the risk went away: a server
-    that stops reporting while forecast to cross a threshold may have crossed it. Its
-    alerts stay as the last forecast that had it raised them (``data_time`` says when that
-    was) until it is forecast again, when the usual rules and hysteresis apply, or is
-    forgotten (``DELETE /servers/…``, ``forget_after``), which resolves them.
-    ``forecast``: the servers of this forecast; ``known``: every server the engine tracks.
+    A server leaves the forecast when its data stops (``stale``), its clock runs ahead
+    (``ahead``), or its forecast is not finite (``not_finite``). None of these is evidence
+    that the risk went away: a server that stops reporting while forecast to cross a
+    threshold may have crossed it. Its alerts stay as the last forecast that had it raised
+    them (``data_time`` says when that was) until it is forecast again, when the usual rules
+    and hysteresis apply, or is forgotten (``DELETE /servers/…``, ``forget_after``), which
+    resolves them.
     """
-    out = []
-    for alert in previous:
-        name = alert["server_name"]
-        if name not in forecast and name in known:
-            out.append(alert if alert.get("stale") else {**alert, "stale": True})
-    return out
+    return [
+        {**alert, "stale": True, "left_out": left_out[name]}
+        for alert in previous
+        if (name := alert["server_name"]) in left_out
+    ]

@@ -120,11 +120,11 @@ class Engine:
         """Slots forgotten since the last forecast: the step cache drops their rows."""
         self._forgotten = {"deleted": 0, "expired": 0}
         self._alert_since: dict[tuple[str, str, str], str] = {}
+        self._restored_alerts: list[dict[str, Any]] = []  # the snapshot's, until a forecast
         self._fleet_closed = -1
         self._last_forecast_step = -1
         self._counters = dict.fromkeys(COUNTERS, 0)
-        self._runs = 0
-        self._failures = 0
+        self._runs = self._failures = 0
         self._nonfinite = 0
         """Servers left out of a forecast set because their forecast was not finite."""
         self._predictions = 0

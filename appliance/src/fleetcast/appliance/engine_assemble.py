@@ -9,7 +9,7 @@ as its methods do; call them through :class:`~fleetcast.appliance.engine.Engine`
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,13 +25,16 @@ __all__ = ["assemble"]
 log = logging.getLogger("fleetcast.appliance.engine")
 
 
-def _critical(previous: ForecastSet | None) -> set[tuple[str, str, str]]:
+def _previous_alerts(engine: Engine) -> list[dict[str, Any]]:
+    """The alerts of the previous forecast set, or the snapshot's before the first one."""
+    return engine._current.alerts if engine._current is not None else engine._restored_alerts
+
+
+def _critical(previous: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
     """The (server, metric, horizon) alerts critical in the previous forecast set."""
-    if previous is None:
-        return set()
     return {
         (a["server_name"], a["metric"], a["horizon"])
-        for a in previous.alerts
+        for a in previous
         if a["severity"] == "critical"
     }
 
@@ -63,6 +66,7 @@ def assemble(
     from fleetcast.appliance.risk import driver_horizons, fleet_summary, levels_of, risk_of
 
     finite = np.isfinite(q).all(axis=(1, 2, 3))
+    bad: list[str] = []
     if not finite.all():
         keep = np.flatnonzero(finite)
         bad = [names[b] for b in np.flatnonzero(~finite).tolist()]
@@ -146,7 +150,7 @@ def assemble(
         since=engine._alert_since,
         warning=cfg.warning_probability,
         critical=cfg.critical_probability,
-        critical_before=_critical(engine._current),
+        critical_before=_critical(_previous_alerts(engine)),
     )
     order = np.argsort(-risk.risk, kind="stable")
     fs = ForecastSet(
@@ -159,9 +163,9 @@ def assemble(
     )
     idx, gens = slots
     with engine._lock:
-        previous = engine._current.alerts if engine._current is not None else []
-        engine._current = fs
-        keep_alerts(engine, previous, set(names))  # servers left out keep theirs
+        previous = _previous_alerts(engine)
+        engine._current, engine._restored_alerts = fs, []
+        keep_alerts(engine, previous, set(names), bad)  # servers left out keep theirs
         engine._current_q = q
         engine._current_rows = {name: b for b, name in enumerate(names)}
         engine._current_risk = risk.server_by_horizon

@@ -55,6 +55,9 @@ def forget(engine: Engine, names: Iterable[str], *, expired: bool = False) -> li
             engine._alert_since = {
                 key: since for key, since in engine._alert_since.items() if key[0] not in gone
             }
+            engine._restored_alerts = [
+                a for a in engine._restored_alerts if a["server_name"] not in gone
+            ]
             drop_current(engine, gone)
             engine._forgotten["expired" if expired else "deleted"] += len(done)
     return done

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+import msgspec
 import numpy as np
 
 from fleetcast.contract.encoder import server_id
@@ -86,7 +87,28 @@ def state_arrays(engine: Engine) -> dict[str, np.ndarray]:
         out["profile"] = engine._profile[:n].copy()
         out.update(engine._history.state_arrays(n))
         out["last_forecast_step"] = np.array([engine._last_forecast_step], dtype=np.int64)
+        alerts = engine._current.alerts if engine._current is not None else engine._restored_alerts
+        out["alerts"] = np.frombuffer(msgspec.json.encode(alerts), dtype=np.uint8).copy()
     return out
+
+
+def _restored_alerts(raw: np.ndarray | None, tracked: Collection[str]) -> list[dict]:
+    """The alerts a snapshot holds (JSON bytes) of servers ``tracked``; [] for a snapshot
+    from before they were kept, or one whose alerts do not read (logged: the history
+    matters more than alerts the next forecast raises again)."""
+    if raw is None:
+        return []
+    try:
+        alerts = msgspec.json.decode(np.asarray(raw, dtype=np.uint8).tobytes())
+        keys = ("server_name", "metric", "horizon", "severity")
+        if not isinstance(alerts, list) or not all(
+            isinstance(a, dict) and all(isinstance(a.get(k), str) for k in keys) for a in alerts
+        ):
+            raise ValueError("not a list of alerts")
+    except (msgspec.DecodeError, ValueError) as exc:
+        log.warning("the snapshot's alerts do not read (%s): starting without them", exc)
+        return []
+    return [a for a in alerts if a["server_name"] in tracked]
 
 
 def _compacted(arrays: Mapping[str, np.ndarray], capacity: int) -> Mapping[str, np.ndarray]:
@@ -122,6 +144,14 @@ def load_state(engine: Engine, arrays: Mapping[str, np.ndarray]) -> None:
                 )[0]
             engine._known[i] = name in engine.spec.server_mapping
         engine._history.load_arrays(arrays, n)
+        # The alerts of the last forecast before the snapshot: kept for the servers the
+        # first forecast leaves out, and their ``since`` holds the hysteresis (RISK.md#alerts).
+        engine._restored_alerts = _restored_alerts(arrays.get("alerts"), engine._buf.index)
+        engine._alert_since = {
+            (a["server_name"], a["metric"], a["horizon"]): a["since"]
+            for a in engine._restored_alerts
+            if isinstance(a.get("since"), str)
+        }
         ends = engine._buf.last_step[:n][engine._buf.used[:n]] - 1
         engine._fleet_closed = engine._fleet_newest(ends)
         engine._last_forecast_step = -1  # forecast once after a restore
@@ -179,15 +209,35 @@ def carry_alerts(old: Engine, new: Engine) -> None:
             keep_alerts(new, previous, new._current_rows)
 
 
-def keep_alerts(engine: Engine, previous: list[dict], forecast: Collection[str]) -> None:
+def keep_alerts(
+    engine: Engine,
+    previous: list[dict],
+    forecast: Collection[str],
+    not_finite: Collection[str] | None = None,
+) -> None:
     """Add to ``engine``'s current set the alerts of ``previous`` whose servers it tracks but
-    did not forecast (``forecast``: those it did), marked stale, with their ``since``
-    (:func:`~fleetcast.appliance.alerts.carried_alerts`). Under ``engine._lock``, where a
-    forget takes it: a server forgotten by then is not in the index."""
+    did not forecast (``forecast``: those it did), marked stale, with their ``since`` and
+    why each server was left out (:func:`~fleetcast.appliance.alerts.carried_alerts`):
+    ``not_finite`` names the servers whose forecast was not finite (None: every server
+    ready but left out); the others lag the fleet (``stale``) or lead it (``ahead``).
+    Under ``engine._lock``, where a forget takes it: a server forgotten by then is not in
+    the index."""
     from fleetcast.appliance.alerts import carried_alerts, ordered
 
     fs = engine._current
-    kept = carried_alerts(previous, forecast, engine._buf.index) if fs is not None else []
+    index = engine._buf.index
+    if fs is None or not (left := {a["server_name"] for a in previous} - set(forecast)):
+        return
+    # An alert is carried once: a reload's first forecast carried the snapshot's already.
+    held = {(a["server_name"], a["metric"], a["horizon"]) for a in fs.alerts}
+    previous = [a for a in previous if (a["server_name"], a["metric"], a["horizon"]) not in held]
+    _, ends, ready, ref = engine._readiness()
+    why: dict[str, str] = {}
+    for name in left & index.keys():
+        slot = index[name]
+        nan = name in not_finite if not_finite is not None else bool(ready[slot])
+        why[name] = "not_finite" if nan else "ahead" if ends[slot] > ref else "stale"
+    kept = carried_alerts(previous, why)
     if not kept:
         return
     for a in kept:

@@ -198,6 +198,10 @@ class AlertItem(msgspec.Struct, frozen=True):
     """True for the alert of a server this forecast left out (its data stopped, its clock
     runs ahead, or its forecast is not finite): carried over from the last forecast that had
     it, until it is forecast again or forgotten (docs/RISK.md#alerts)."""
+    left_out: str | None = None
+    """Why a ``stale`` alert's server is not forecast: ``stale`` (its data stopped), ``ahead``
+    (its clock runs ahead of the fleet's) or ``not_finite`` (its forecast was NaN or
+    infinite); null for the alert of a server this forecast has."""
 
 
 class AlertsResponse(msgspec.Struct, frozen=True):

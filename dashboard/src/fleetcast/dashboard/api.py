@@ -133,8 +133,11 @@ class Alert(msgspec.Struct, frozen=True):
     since: str | None = None
     data_time: str | None = None
     stale: bool = False
-    """The server is not in the forecast any more (its data stopped): the last forecast's
-    alert, kept until it is forecast again or forgotten (docs/RISK.md#alerts)."""
+    """The server is not in the forecast any more: the last forecast's alert, kept until it
+    is forecast again or forgotten (docs/RISK.md#alerts)."""
+    left_out: str | None = None
+    """Why (``stale``: its data stopped, ``ahead``: its clock runs ahead, ``not_finite``);
+    null from an appliance older than the field, which meant ``stale``."""
 
 
 class TrackedServer(msgspec.Struct, frozen=True):

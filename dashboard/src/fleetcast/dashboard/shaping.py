@@ -28,6 +28,7 @@ __all__ = [
     "format_risk",
     "group_alerts",
     "heatmap_cells",
+    "kept_because",
     "no_forecast_note",
     "profile_order",
     "server_thresholds",
@@ -253,3 +254,14 @@ def group_alerts(alerts: Sequence[Alert]) -> list[tuple[Alert, list[str]]]:
         ranked.append((-peak, first.server_name, first.metric, first, members[1:]))
     ranked.sort(key=lambda r: r[:3])
     return [(first, [a.horizon or "" for a in longer]) for *_, first, longer in ranked]
+
+
+def kept_because(alert: Alert) -> str:
+    """Why a kept (``stale``) alert's server is not forecast, for its row: ``no data since
+    10:05`` (its data stopped), ``clock ahead…`` or ``no finite forecast since…``."""
+    since = alert.data_time or "its last forecast"
+    if alert.left_out == "ahead":
+        return f"clock ahead of the fleet's; last forecast from data of {since}"
+    if alert.left_out == "not_finite":
+        return f"no finite forecast since {since}"
+    return f"no data since {since}"

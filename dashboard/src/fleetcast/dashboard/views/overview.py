@@ -8,7 +8,7 @@ import panel as pn
 
 from fleetcast.contract.schema import HORIZONS
 
-from ..shaping import format_risk, group_alerts, profile_order
+from ..shaping import format_risk, group_alerts, kept_because, profile_order
 from .figures import FleetTrendFigure, ProfileBarsFigure
 from .html import STYLES, badge, cards, table
 
@@ -105,8 +105,7 @@ class OverviewView:
                     "" if a.predicted_value is None else f"{a.predicted_value:.1f}",
                     "" if a.threshold is None else f"{a.threshold:g}",
                     format_risk(a.probability),
-                    (a.severity or "")
-                    + (f" (no data since {a.data_time or 'its last forecast'})" if a.stale else ""),
+                    (a.severity or "") + (f" ({kept_because(a)})" if a.stale else ""),
                 ]
                 for a, longer in grouped[:ALERT_ROWS]
             ]
