@@ -373,3 +373,24 @@ def test_a_missing_config_file_is_not_called_bad_toml(tmp_path: Path) -> None:
     assert "Cannot read the config file" in message
     assert "create it, or point --config" in message
     assert "TOML syntax" not in message
+
+
+def test_an_invalid_value_is_refused_also_where_a_higher_layer_overrides_it(
+    tmp_path: Path,
+) -> None:
+    """FLEETCAST_PORT=abc under --port was ignored: a broken setting that would take effect
+    the day the flag is dropped (a unit edited, a drop-in removed)."""
+    message = _error({"port": 8001}, env={"FLEETCAST_PORT": "abc"})
+    assert "Setting port is invalid: FLEETCAST_PORT=abc (" in message
+    assert "overridden by --port for now" in message
+    assert "Fix: change FLEETCAST_PORT to an integer from 1 to 65535, or remove it." in message
+    config = tmp_path / "fleetcast.toml"
+    config.write_text("capacity = 0\n")
+    message = _error({"config": config}, env={"FLEETCAST_CAPACITY": "64"})
+    assert f"capacity = 0 in {config}" in message
+    assert "overridden by FLEETCAST_CAPACITY for now" in message
+    # Not overridden: the message as before, without the remark.
+    alone = _error({}, env={"FLEETCAST_PORT": "abc"})
+    assert "overridden" not in alone
+    assert "Fix: change FLEETCAST_PORT to an integer from 1 to 65535." in alone
+    assert build_settings({"port": 8001}, env={"FLEETCAST_PORT": "8002"}).port == 8001

@@ -313,15 +313,21 @@ def build_settings(
     if key is not None:
         merged["api_key"] = key[:2]
     values: dict[str, Any] = {}
-    for name, (raw, origin) in merged.items():
-        spec = _SPECS[name]
+    # Every layer's value is checked, also one a higher layer overrides: FLEETCAST_PORT=abc
+    # under a --port flag is a broken setting that takes effect the day the flag goes.
+    for name, (raw, origin) in (item for layer in layers for item in layer.items()):
+        spec, used = _SPECS[name], merged[name][1]
         try:
-            values[name] = spec.convert(raw)
+            spec.convert(raw)
         except (TypeError, ValueError) as exc:
+            hidden = "" if used is origin else f", overridden by {used.where(name)} for now"
             raise SettingsError(
-                f"Setting {name} is invalid: {origin.shown(name, raw)} ({exc}).",
-                f"change {origin.where(name)} to {spec.form}.",
+                f"Setting {name} is invalid: {origin.shown(name, raw)} ({exc}{hidden}).",
+                f"change {origin.where(name)} to {spec.form}"
+                + (", or remove it." if hidden else "."),
             ) from exc
+    for name, (raw, _) in merged.items():
+        values[name] = _SPECS[name].convert(raw)
     settings = Settings(**values)
     if settings.api_key is not None:
         where = key[1].where(key[2]) if key is not None else "the settings"
