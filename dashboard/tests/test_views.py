@@ -263,6 +263,8 @@ def test_an_alert_of_a_server_whose_data_stopped_says_so() -> None:
               stale=True, data_time=t, left_out="ahead"),
         Alert(server_name="ppweb001", metric="cpu_pct", severity="warning", probability=0.4,
               stale=True, data_time=t, left_out="not_finite"),
+        Alert(server_name="ppweb002", metric="cpu_pct", severity="warning", probability=0.3,
+              stale=True, data_time=t, left_out="warming"),
     ]  # fmt: skip
     overview.update(state)
     shown = overview.alerts.object
@@ -270,6 +272,7 @@ def test_an_alert_of_a_server_whose_data_stopped_says_so() -> None:
         f"<td>critical (clock ahead of the fleet&#x27;s; last forecast from data of {t})" in shown
     )
     assert f"<td>warning (no finite forecast since {t})</td>" in shown
+    assert "<td>warning (warming up: too little history to forecast; last forecast from" in shown
 
 
 def test_the_alert_table_shows_a_crossing_once_with_its_longer_horizons() -> None:

@@ -4,6 +4,7 @@ marked ``stale``, until it is forecast again (the same alert: same ``since``) or
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -211,18 +212,49 @@ def test_a_restart_keeps_the_alerts_of_servers_whose_data_stopped_and_their_sinc
     _feed(new, record_batch, 47, _others(47))
     assert _of(new.run_forecast().alerts, "ppdb007") == kept
 
-    # Forgotten before the first forecast after the restart: gone, not carried.
+    # Forgotten before the first forecast after the restart (the log replay does that),
+    # then back at once under its name: a new server, warming, with none of the old alerts
+    # or their hysteresis.
     gone = Engine.restore(config, arrays)
     gone.forget(["ppdb007"])
-    _feed(gone, record_batch, 47, _others(47))
+    _feed(gone, record_batch, 47, _alerting_fleet(47))
+    assert gone.server_state("ppdb007") == "warming"
     assert _of(gone.run_forecast().alerts, "ppdb007") == []
+    assert not [k for k in gone._alert_since if k[0] == "ppdb007"]
 
     # A snapshot from before alerts were kept, or one whose alerts do not read: none.
     older = {k: v for k, v in arrays.items() if k != "alerts"}
     assert _of(Engine.restore(config, older).alerts(), "ppdb007") == []
-    damaged = {**arrays, "alerts": np.frombuffer(b'{"not": "a list"}', dtype=np.uint8)}
-    with caplog.at_level("WARNING"):
-        broken = Engine.restore(config, damaged)
-    assert "the snapshot's alerts do not read (not a list of alerts)" in caplog.text
-    _feed(broken, record_batch, 47, _others(47))
-    assert _of(broken.run_forecast().alerts, "ppdb007") == []
+    half = [{k: v for k, v in a.items() if k != "probability"} for a in kept]
+    for raw in (b'{"not": "a list"}', json.dumps(half).encode()):
+        caplog.clear()
+        damaged = {**arrays, "alerts": np.frombuffer(raw, dtype=np.uint8)}
+        with caplog.at_level("WARNING"):
+            broken = Engine.restore(config, damaged)
+        assert "the snapshot's alerts do not read (" in caplog.text
+        _feed(broken, record_batch, 47, _others(47))
+        assert _of(broken.run_forecast().alerts, "ppdb007") == []
+    assert "Object missing required field `probability`" in caplog.text
+
+
+def test_a_server_whose_window_is_too_short_keeps_its_alerts_as_warming(
+    toy_dir: Path, record_batch
+) -> None:
+    """After a reload to a model that reads more history, a server may be left out for a
+    window too short: its alerts said "no data since" although its data never stopped."""
+    from fleetcast.appliance.engine_state import keep_alerts
+
+    engine = _open(toy_dir, capacity=8)
+    for k in range(30):
+        _feed(engine, record_batch, k, _alerting_fleet(k))
+    fs = engine.run_forecast()
+    _feed(engine, record_batch, 30, {"ppweb999": [30, 50, 5, 20]})
+    assert engine.server_state("ppweb999") == "warming"
+    (alert,) = _of(fs.alerts, "ppdb007")[:1]
+    earlier = {**alert, "server_name": "ppweb999", "profile": "web_api"}
+    with engine._lock:
+        keep_alerts(engine, [earlier], {s["server_name"] for s in fs.servers})
+    (kept,) = _of(engine.alerts(), "ppweb999")
+    assert (kept["stale"], kept["left_out"]) == (True, "warming")
+    summary = firing_alert(kept, now=START_S, ends_after_s=60)["annotations"]["summary"]
+    assert summary.startswith("warming up: too little history to forecast")

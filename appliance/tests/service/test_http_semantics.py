@@ -79,6 +79,20 @@ def test_head_answers_like_get_when_get_would_refuse(client_for: Any, svc: Any) 
     refused = client.head("/admin/reload")  # POST only: a 405 naming what it takes
     assert (refused.status_code, refused.content) == (405, b"")
     assert "POST" in refused.headers["allow"]
+    assert "HEAD" not in refused.headers["allow"]
+
+
+def test_allow_lists_head_beside_get(client_for: Any) -> None:
+    client = client_for()
+    wrong = client.post("/predictions/current", json={})
+    assert wrong.status_code == 405
+    allowed = {m.strip() for m in wrong.headers["allow"].split(",")}
+    assert {"GET", "HEAD"} <= allowed
+    assert "POST" not in allowed
+    # OPTIONS names the methods whatever the parameters (not a 400 for the GET's own).
+    options = client.options("/servers", params={"state": "stale"})
+    assert options.status_code < 300
+    assert {"GET", "HEAD"} <= {m.strip() for m in options.headers["allow"].split(",")}
 
 
 def test_matches_reads_if_none_match_as_rfc_9110_says() -> None:
@@ -119,6 +133,19 @@ def test_a_misspelt_query_parameter_is_a_400_not_every_server(client_for: Any, s
     assert client.get("/servers", params={"limit": 1, "after": "a"}).status_code == 200
     # The OpenAPI pages add their own parameters.
     assert client.get("/schema/openapi.json", params={"v": "1"}).status_code == 200
+
+
+def test_a_request_without_the_key_gets_the_401_before_a_400_for_its_parameters(
+    client_for: Any, svc: Any
+) -> None:
+    """The parameters a route takes are not told to a client without the key."""
+    client = client_for(api_key=svc.API_KEY, read_key_required=True)
+    assert svc.error_body(client.get("/servers?bogus=1"), 401).error == "missing API key"
+    posted = client.post("/metrics?x=1", json={"records": []})
+    assert svc.error_body(posted, 401).error == "missing API key"
+    key = {"X-API-Key": svc.API_KEY}
+    bad = svc.error_body(client.get("/servers?bogus=1", headers=key), 400)
+    assert bad.error == "unknown query parameter"
 
 
 def test_each_route_takes_exactly_the_query_parameters_it_declares(client_for: Any) -> None:

@@ -29,6 +29,11 @@ LEFT_OUT = {
         "clock ahead of the fleet's (last forecast from data of {since})",
         "stamps its samples ahead of the fleet's clock (its last forecast read data of {since})",
     ),
+    "warming": (
+        "warming up: too little history to forecast (last forecast from data of {since})",
+        "has too little history for the model to forecast it (its last forecast read data "
+        "of {since})",
+    ),
     "not_finite": (
         "no finite forecast since {since}",
         "has had no finite forecast since {since} (docs/OPERATIONS.md#non-finite-forecasts)",
@@ -148,7 +153,8 @@ def carried_alerts(
     in ``left_out`` (docs/RISK.md#alerts).
 
     A server leaves the forecast when its data stops (``stale``), its clock runs ahead
-    (``ahead``), or its forecast is not finite (``not_finite``). None of these is evidence
+    (``ahead``), its forecast is not finite (``not_finite``), or its window is too short for
+    the model (``warming``: after a reload to a model that reads more history). None of these is evidence
     that the risk went away: a server that stops reporting while forecast to cross a
     threshold may have crossed it. Its alerts stay as the last forecast that had it raised
     them (``data_time`` says when that was) until it is forecast again, when the usual rules

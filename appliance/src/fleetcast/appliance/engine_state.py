@@ -98,17 +98,15 @@ def _restored_alerts(raw: np.ndarray | None, tracked: Collection[str]) -> list[d
     matters more than alerts the next forecast raises again)."""
     if raw is None:
         return []
-    try:
-        alerts = msgspec.json.decode(np.asarray(raw, dtype=np.uint8).tobytes())
-        keys = ("server_name", "metric", "horizon", "severity")
-        if not isinstance(alerts, list) or not all(
-            isinstance(a, dict) and all(isinstance(a.get(k), str) for k in keys) for a in alerts
-        ):
-            raise ValueError("not a list of alerts")
-    except (msgspec.DecodeError, ValueError) as exc:
+    from fleetcast.appliance.schemas import AlertItem
+
+    try:  # every field as GET /alerts/active serves it, checked (a foreign file too)
+        items = msgspec.json.decode(np.asarray(raw, dtype=np.uint8).tobytes(), type=list[AlertItem])
+    except msgspec.DecodeError as exc:
         log.warning("the snapshot's alerts do not read (%s): starting without them", exc)
         return []
-    return [a for a in alerts if a["server_name"] in tracked]
+    alerts = [msgspec.structs.asdict(a) for a in items]
+    return [a for a in alerts if a["server_name"] in tracked and a["since"] is not None]
 
 
 def _compacted(arrays: Mapping[str, np.ndarray], capacity: int) -> Mapping[str, np.ndarray]:
@@ -213,13 +211,14 @@ def keep_alerts(
     engine: Engine,
     previous: list[dict],
     forecast: Collection[str],
-    not_finite: Collection[str] | None = None,
+    not_finite: Collection[str] = (),
 ) -> None:
     """Add to ``engine``'s current set the alerts of ``previous`` whose servers it tracks but
     did not forecast (``forecast``: those it did), marked stale, with their ``since`` and
     why each server was left out (:func:`~fleetcast.appliance.alerts.carried_alerts`):
-    ``not_finite`` names the servers whose forecast was not finite (None: every server
-    ready but left out); the others lag the fleet (``stale``) or lead it (``ahead``).
+    ``not_finite`` names the servers whose forecast was not finite; the others have too
+    short a window (``warming``), lead the fleet (``ahead``) or lag it (``stale``; also a
+    server ready again since the forecast read the windows: it was left out as one).
     Under ``engine._lock``, where a forget takes it: a server forgotten by then is not in
     the index."""
     from fleetcast.appliance.alerts import carried_alerts, ordered
@@ -231,12 +230,16 @@ def keep_alerts(
     # An alert is carried once: a reload's first forecast carried the snapshot's already.
     held = {(a["server_name"], a["metric"], a["horizon"]) for a in fs.alerts}
     previous = [a for a in previous if (a["server_name"], a["metric"], a["horizon"]) not in held]
-    _, ends, ready, ref = engine._readiness()
+    lengths, ends, _, ref = engine._readiness()
     why: dict[str, str] = {}
     for name in left & index.keys():
         slot = index[name]
-        nan = name in not_finite if not_finite is not None else bool(ready[slot])
-        why[name] = "not_finite" if nan else "ahead" if ends[slot] > ref else "stale"
+        if name in not_finite:
+            why[name] = "not_finite"
+        elif lengths[slot] < engine.spec.min_encoder_length:
+            why[name] = "warming"
+        else:
+            why[name] = "ahead" if ends[slot] > ref else "stale"
     kept = carried_alerts(previous, why)
     if not kept:
         return

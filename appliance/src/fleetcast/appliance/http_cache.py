@@ -37,17 +37,43 @@ def matches(if_none_match: str | None, tag: str) -> bool:
     return "*" in listed or any(t.removeprefix("W/") == tag for t in listed)
 
 
+def _allow_head(message: Message) -> Message:
+    """A response's ``Allow`` header (a 405's, an ``OPTIONS`` answer's) with ``HEAD`` added
+    where it lists ``GET``: the router knows only the GET."""
+    headers = list(message.get("headers", ()))
+    for i, (name, value) in enumerate(headers):
+        if name.lower() == b"allow":
+            methods = [m.strip() for m in value.split(b",")]
+            if b"GET" in methods and b"HEAD" not in methods:
+                headers[i] = (name, b", ".join([*methods, b"HEAD"]))
+                return {**message, "headers": headers}  # type: ignore[typeddict-item]
+    return message
+
+
 def head_as_get(app: ASGIApp) -> ASGIApp:
-    """Run a ``HEAD`` request as ``GET`` and send its status and headers without the body.
-    Every other request passes unchanged."""
+    """Run a ``HEAD`` request as ``GET`` and send its status and headers without the body;
+    list ``HEAD`` in ``Allow`` beside ``GET``. Every other request passes unchanged."""
 
     async def handler(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "HEAD":
+        if scope["type"] != "http":
             await app(scope, receive, send)
+            return
+        if scope["method"] != "HEAD":
+
+            async def allowing(message: Message) -> None:
+                if message["type"] == "http.response.start" and (
+                    message["status"] == 405 or scope["method"] == "OPTIONS"
+                ):
+                    message = _allow_head(message)
+                await send(message)
+
+            await app(scope, receive, allowing)
             return
 
         async def headers_only(message: Message) -> None:
-            if message["type"] == "http.response.body":
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                message = _allow_head(message)
+            elif message["type"] == "http.response.body":
                 if message.get("more_body", False):
                     return
                 message = {"type": "http.response.body", "body": b"", "more_body": False}

@@ -12,6 +12,7 @@ the two cannot drift. docs/API.md#query-parameters.
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any
 
 from fleetcast.appliance.http_errors import ApiError
@@ -36,10 +37,14 @@ def takes(*names: str) -> dict[str, Any]:
     return {QUERY_OPT: tuple(names)}
 
 
-def query_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+async def query_guard(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
     """400 when the request has a query parameter its route does not take (HTTP only: a
-    WebSocket's handshake is answered by its own guards)."""
-    if connection.scope["type"] != "http":
+    WebSocket's handshake is answered by its own guards; not ``OPTIONS``, which names the
+    methods, whatever the parameters). The route's other guards run first on that path, so
+    a request without the API key gets their 401, not a 400 listing the parameters."""
+    if connection.scope["type"] != "http" or connection.scope["method"] == "OPTIONS":
         return
     allowed = handler.opt.get(QUERY_OPT, ())
     if allowed == ANY_QUERY:
@@ -47,6 +52,9 @@ def query_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRou
     unknown = sorted({name for name in connection.query_params if name not in allowed})
     if not unknown:
         return
+    for guard in handler.resolve_guards():  # app-wide, this guard would run before them
+        if guard is not query_guard and inspect.isawaitable(done := guard(connection, handler)):
+            await done
     shown = ", ".join(repr(name[:40]) for name in unknown[:_SHOWN])
     more = f" and {len(unknown) - _SHOWN} more" if len(unknown) > _SHOWN else ""
     path = str(connection.scope.get("path", ""))[:100]

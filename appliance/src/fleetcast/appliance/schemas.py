@@ -200,8 +200,9 @@ class AlertItem(msgspec.Struct, frozen=True):
     it, until it is forecast again or forgotten (docs/RISK.md#alerts)."""
     left_out: str | None = None
     """Why a ``stale`` alert's server is not forecast: ``stale`` (its data stopped), ``ahead``
-    (its clock runs ahead of the fleet's) or ``not_finite`` (its forecast was NaN or
-    infinite); null for the alert of a server this forecast has."""
+    (its clock runs ahead of the fleet's), ``not_finite`` (its forecast was NaN or infinite)
+    or ``warming`` (its window is too short for the model, after a reload to one that reads
+    more history); null for the alert of a server this forecast has."""
 
 
 class AlertsResponse(msgspec.Struct, frozen=True):

@@ -136,8 +136,8 @@ class Alert(msgspec.Struct, frozen=True):
     """The server is not in the forecast any more: the last forecast's alert, kept until it
     is forecast again or forgotten (docs/RISK.md#alerts)."""
     left_out: str | None = None
-    """Why (``stale``: its data stopped, ``ahead``: its clock runs ahead, ``not_finite``);
-    null from an appliance older than the field, which meant ``stale``."""
+    """Why (``stale``: its data stopped, ``ahead``: its clock runs ahead, ``not_finite``,
+    ``warming``); null from an appliance older than the field, which meant ``stale``."""
 
 
 class TrackedServer(msgspec.Struct, frozen=True):

@@ -264,4 +264,6 @@ def kept_because(alert: Alert) -> str:
         return f"clock ahead of the fleet's; last forecast from data of {since}"
     if alert.left_out == "not_finite":
         return f"no finite forecast since {since}"
+    if alert.left_out == "warming":
+        return f"warming up: too little history to forecast; last forecast from data of {since}"
     return f"no data since {since}"
