@@ -318,3 +318,23 @@ def test_a_refused_export_with_json_prints_the_refusal_as_json(
     assert answer["error"]["what"].startswith(f"Cannot load the bundle at {tmp_path / 'none'}")
     assert answer["error"]["see"] == "docs/MODEL_FORMAT.md"
     assert err.startswith("fleetcast export: Cannot load the bundle")
+
+
+@pytest.mark.parametrize("victim", ["data", "config.json", "model.safetensors"])
+def test_an_out_that_is_an_input_of_the_export_is_refused(
+    bundle_copy: Path,
+    toy_table: pa.Table,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    victim: str,
+) -> None:
+    """`--out` the training data, or a file of the bundle, was overwritten with the ONNX
+    file (exit 0); the next export then failed with a UnicodeDecodeError."""
+    data = write_metrics(toy_table, tmp_path)
+    target = data if victim == "data" else bundle_copy / victim
+    before = target.read_bytes()
+    argv = ["--bundle", str(bundle_copy), "--data", str(data), "--out", str(target)]
+    assert run_export(argv) == 1
+    message = _one_message(capsys.readouterr().err, "docs/EXPORT.md#refusals")
+    assert f"would overwrite {target}, which this export reads" in message
+    assert target.read_bytes() == before

@@ -220,3 +220,60 @@ def test_the_earlier_window_design_round_trips_through_the_bundle(
     assert ds["time_varying_unknown_reals"] == list(ds["targets"])
     assert not any(r.endswith("_day_ago") for r in ds["time_varying_known_reals"])
     assert (bundle.dataset_config.input_scaling, bundle.dataset_config.day_ago) == ("window", False)
+
+
+def _edited(bundle_dir: Path, tmp_path: Path, name: str, edit) -> Path:
+    copy = tmp_path / bundle_dir.name
+    shutil.copytree(bundle_dir, copy)
+    path = copy / name
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    return copy
+
+
+def _unpinned(**changes: object):
+    """A config without config_sha256 (as written before it existed), then edited."""
+
+    def edit(config: dict) -> dict:
+        del config["config_sha256"]
+        for key, value in changes.items():
+            config[key] = value
+            config["dataset"][key] = value
+        return config
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("name", "edit", "expected"),
+    [
+        ("config.json", lambda c: [], r"config\.json in .* holds a JSON list, not the object"),
+        ("config.json", lambda c: None, r"holds a JSON NoneType"),
+        ("server_mapping.json", lambda c: 7, r"server_mapping\.json in .* holds a JSON int"),
+        ("training_info.json", lambda c: "x", r"training_info\.json in .* holds a JSON str"),
+        ("training_info.json", lambda c: {**c, "data": []}, r"its 'data' is \[\], not an object"),
+        ("training_info.json", lambda c: {**c, "data": {"file": 3}}, r"its 'data' is"),
+        ("config.json", lambda c: {**c, "bundle_format_version": 99}, r"bundle_format_version 99"),
+        ("config.json", _unpinned(step_seconds=60), r"step_seconds 60 with targets"),
+        ("config.json", _unpinned(targets=["latency_ms", "disk_io_mb_s", "mem_pct", "cpu_pct"]),
+         r"the data contract's step is 300 s and its targets are"),
+        ("config.json", _unpinned(hparams="none"), r"do not describe a model this fleetcast"),
+    ],
+)  # fmt: skip
+def test_bundle_files_of_another_shape_are_a_bundle_error_not_a_traceback(
+    bundle_dir: Path, tmp_path: Path, name: str, edit, expected: str
+) -> None:
+    """Each was an AttributeError, TypeError or IndexError traceback in `fleetcast export`,
+    or (without config_sha256) a model exported with mislabelled outputs, exit 0."""
+    copy = _edited(bundle_dir, tmp_path, name, edit)
+    with pytest.raises(BundleError, match=expected) as info:
+        load_bundle(copy)
+    message = str(info.value)
+    assert message.count("Why it matters:") == message.count("Fix:") == 1
+
+
+def test_a_bundle_from_before_config_sha256_still_loads(bundle_dir: Path, tmp_path: Path) -> None:
+    copy = _edited(bundle_dir, tmp_path, "config.json", _unpinned())
+    assert (
+        load_bundle(copy).config["bundle_id"]
+        == json.loads((bundle_dir / "config.json").read_text())["bundle_id"]
+    )

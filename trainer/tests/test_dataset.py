@@ -199,3 +199,29 @@ def test_day_ago_inputs_are_known_reals_equal_to_the_contract_rule(toy_table) ->
     assert DatasetConfig.from_dict(config.to_dict()).day_ago is True
     with pytest.raises(ValueError, match="at most one day"):
         DatasetConfig(max_prediction_length=300, day_ago=True)
+
+
+def test_a_utc_alias_zone_and_string_views_read_as_the_contracts_types(toy_table, tmp_path) -> None:
+    """Both pass `fleetcast validate`; training then stopped at "The zoneinfo module or pytz
+    package must be installed" (a zone named Z) or an ArrowNotImplementedError (string_view
+    names, with --servers-sample)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fleetcast.trainer.data_io import read_training_table
+
+    table = toy_table
+    for name, kind in (
+        ("timestamp", pa.timestamp(table.schema.field("timestamp").type.unit, "Z")),
+        ("server_name", pa.string_view()),
+    ):
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, pa.field(name, kind), table.column(i).cast(kind))
+    path = tmp_path / "odd.parquet"
+    pq.write_table(table, path)
+    expected = prepare_frame(toy_table)
+    pd.testing.assert_frame_equal(prepare_frame(path), expected)
+    pd.testing.assert_frame_equal(prepare_frame(table), expected)
+    sampled = read_training_table(path, servers_sample=1)
+    assert sampled.schema.field("server_name").type == pa.string()
+    assert len(set(sampled.column("server_name").to_pylist())) == 1

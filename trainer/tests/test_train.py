@@ -184,3 +184,38 @@ def test_a_server_too_short_for_a_window_is_trained_as_unknown(toy_table, make_c
     assert {hash_server_id(n) for n in others - nulled} <= set(ids)
     assert not {hash_server_id(n) for n in nulled} & set(ids)
     assert info["servers"] == 5  # still counted and mapped: a server the fleet has
+
+
+def test_the_precision_recorded_is_the_one_lightning_ran(toy_table) -> None:
+    """On CPU Lightning runs --precision 16-mixed as bf16-mixed (it warns); the bundle's
+    training_info said 16-mixed."""
+    import warnings
+
+    from .conftest import tiny_config
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, _, info = train_model(toy_table, tiny_config(precision="16-mixed", max_batches=1))
+    assert info["hardware"]["precision"] == "bf16-mixed"
+
+
+def test_a_server_whose_data_ends_in_the_training_part_is_named(toy_table, caplog) -> None:
+    """It was left out of validation and the accuracy table without a word."""
+    import warnings
+
+    import pyarrow.compute as pc
+
+    from .conftest import tiny_config
+
+    names = toy_table.column("server_name")
+    gone = sorted(set(names.to_pylist()))[0]
+    cutoff = pc.min(toy_table.column("timestamp")).value + 12 * 3600 * 1_000_000
+    early = pc.and_(
+        pc.equal(names, gone), pc.less(toy_table.column("timestamp").cast("int64"), cutoff)
+    )
+    table = toy_table.filter(pc.or_(pc.not_equal(names, gone), early))
+    with warnings.catch_warnings(), caplog.at_level("WARNING", logger="fleetcast.trainer"):
+        warnings.simplefilter("ignore")
+        _, _, info = train_model(table, tiny_config(max_batches=1))
+    assert info["servers_not_evaluated"] == {"count": 1, "names": [gone]}
+    assert "1 of 4 servers have no data after the training part" in caplog.text

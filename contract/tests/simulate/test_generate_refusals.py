@@ -69,3 +69,41 @@ def test_write_training_data_refuses_before_creating_the_folder(tmp_path: Path) 
     with pytest.raises(ValueError, match="Invalid seed"):
         write_training_data(out, n_servers=3, hours=24, seed=-1, start=1_767_225_600)
     assert not (tmp_path / "a").exists()
+
+
+def test_data_generate_did_not_write_is_not_replaced_unasked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An imported fleet in the output folder was replaced by a simulated one (exit 0, a
+    warning printed after the fact); the import's description stayed behind."""
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "training"
+    args = ["--hours", "24", "--servers", "3", "--out-dir", str(out)]
+    assert run_generate(args) == 0
+    assert run_generate([*args, "--seed", "7"]) == 0  # its own data: replaced as before
+    data = out / "server_metrics.parquet"
+    mine = pq.read_table(data).slice(0, 100)
+    pq.write_table(mine, data)  # as an import or a user would: no simulator metadata for it
+    (out / "server_metrics.metadata.json").write_text("{}")
+    capsys.readouterr()
+    assert run_generate(args) == 2
+    err = capsys.readouterr().err
+    assert f"{data} is there and was not written by `fleetcast generate`" in err
+    assert "--replace to overwrite it" in err
+    _four_parts(err, "docs/SERVER_PROFILES.md#generating-data")
+    assert pq.read_table(data).num_rows == 100
+    assert run_generate([*args, "--replace"]) == 0
+    assert pq.read_table(data).num_rows > 100
+    assert not (out / "server_metrics.metadata.json").exists()  # it described the old data
+
+
+def test_a_fleet_beyond_the_memory_available_is_refused_before_the_work(
+    tmp_path: Path,
+) -> None:
+    """200,000 servers x 720 h: numpy's allocation traceback after minutes, or the OOM killer."""
+    out = tmp_path / "big"
+    with pytest.raises(ValueError, match="GiB of memory to simulate") as info:
+        write_training_data(out, n_servers=10_000_000, hours=720)
+    _four_parts(str(info.value), "docs/SERVER_PROFILES.md#generating-data")
+    assert not out.exists()

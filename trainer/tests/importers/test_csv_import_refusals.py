@@ -237,3 +237,23 @@ def test_host_names_are_imported_exactly_as_written(tmp_path: Path) -> None:
     assert report.superseded == 12
     (warning,) = (w for w in report.warnings if "spaces" in w)
     assert "' ppweb001 ' is imported as 'ppweb001'" in warning
+
+
+def test_a_header_naming_a_column_twice_is_refused_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    header = "timestamp,server_name,cpu_pct,mem_pct,disk_io_mb_s,latency_ms,cpu_pct\n"
+    path = _csv(tmp_path / "d.csv", [f"{T0},web-1,10,50,1,5,11"], header)
+    line = _refused([str(path), "--out", str(tmp_path / "o.parquet")], capsys)
+    assert "The CSV's header names 'cpu_pct' more than once" in line
+    assert not (tmp_path / "o.parquet").exists()
+
+
+def test_an_out_that_is_the_csv_itself_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _csv(tmp_path / "s.csv", _every(300, 12))
+    before = path.read_bytes()
+    line = _refused([str(path), "--out", str(path)], capsys)
+    assert f"--out {path} is the CSV file being imported" in line
+    assert path.read_bytes() == before

@@ -119,8 +119,24 @@ def open_source(table_or_path: pa.Table | str | Path) -> TableSource:
     import pyarrow.parquet as pq
 
     path = Path(table_or_path)
-    if path.is_dir():
+    if path.is_dir() and (path / "server_metrics.parquet").exists():
         path = path / "server_metrics.parquet"
+    if path.is_dir():
+        folder, path = path, path / "server_metrics.parquet"
+        parts = sorted(folder.glob("*.parquet"))[:3]
+        if parts:  # Spark, Dask, pyarrow.dataset: a folder of part files
+            raise DataFileError(
+                explain(
+                    f"{folder} is a folder of Parquet part files ({', '.join(p.name for p in parts)}"
+                    f"{', …' if len(parts) == 3 else ''}), not one file.",
+                    "fleetcast reads one Parquet file, or a folder holding server_metrics.parquet.",
+                    'combine the parts into one file, e.g. `python -c "import pyarrow.dataset '
+                    f"as d, pyarrow.parquet as q; q.write_table(d.dataset('{folder}')"
+                    f".to_table(), '{folder.parent / (folder.stem + '_all.parquet')}')\"`, and pass "
+                    "that file.",
+                    DATA_FILE_SECTION,
+                )
+            )
     if not path.exists():
         raise DataFileError(
             explain(
@@ -148,7 +164,9 @@ def open_source(table_or_path: pa.Table | str | Path) -> TableSource:
             explain(
                 f"{path} is not a readable Parquet file ({exc}).",
                 "fleetcast data is Parquet (codex: Parquet-first data).",
-                "Write the table with pyarrow.parquet.write_table or `fleetcast generate`.",
+                "Write the table with pyarrow.parquet.write_table or `fleetcast generate`; "
+                "convert a CSV with `fleetcast import csv FILE --out training/real.parquet` "
+                "(docs/PROMETHEUS.md#csv).",
                 DATA_FILE_SECTION,
             )
         ) from exc

@@ -41,7 +41,7 @@ from fleetcast.contract.schema import (
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["BatchScan", "check_schema"]
+__all__ = ["BatchScan", "check_schema", "is_utc_name"]
 
 _UTC_NAMES = frozenset(
     # UTC's names in the IANA database (its aliases, with and without "Etc/") and the
@@ -63,6 +63,13 @@ _UTC_NAMES = frozenset(
     ]
     + ["+00:00", "-00:00", "z"]
 )
+
+
+def is_utc_name(tz: str) -> bool:
+    """Whether an Arrow timestamp zone names UTC (any case, an IANA alias or a zero offset)."""
+    return tz.lower() in _UTC_NAMES
+
+
 _STRING_COLUMNS = ("server_name", "state", "profile")
 _STEP_OFFSET = 2**31
 _PAIR_BINCOUNT_LIMIT = 20_000_000
@@ -181,7 +188,7 @@ def check_schema(schema: pa.Schema, strict: bool) -> tuple[list[Issue], dict[str
                         "pyarrow.compute.assume_timezone(col, 'UTC') if the values are UTC.",
                     )
                 )
-            elif t.tz.lower() not in _UTC_NAMES:
+            elif not is_utc_name(t.tz):
                 issues.append(
                     Issue(
                         "utc-timestamps",
@@ -434,9 +441,12 @@ class BatchScan:
         if invalid.any():
             bad_rows = invalid[codes]
             counts = np.bincount(codes[bad_rows], minlength=len(values))
-            for j in np.flatnonzero(invalid):
+            # A category no row uses (rows filtered out of a pandas categorical) is no value
+            # of the table: it was reported as "0 rows have a state outside the contract".
+            for j in np.flatnonzero(invalid[: len(values)] & (counts > 0)):
                 self.bad_values[name][str(values[j])] += int(counts[j])
-            self.bad_rows[name].add(bad_rows, _with_label(rows, name, codes, values))
+            if bad_rows.any():
+                self.bad_rows[name].add(bad_rows, _with_label(rows, name, codes, values))
         return codes, values
 
     def _pairs(self, servers: np.ndarray, codes: np.ndarray, values: list[object]) -> None:

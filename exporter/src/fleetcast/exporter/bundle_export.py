@@ -170,14 +170,11 @@ def _read_servers(path: Path, count: int) -> pa.Table:
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
-    from fleetcast.contract.schema import REQUIRED_COLUMNS
+    from fleetcast.contract.tables import read_contract_columns
 
     dataset = pads.dataset(str(path), format="parquet")
     names = pc.unique(dataset.to_table(columns=["server_name"]).column(0)).to_pylist()
-    keep = sorted(str(n) for n in names)[:count]
-    return dataset.to_table(
-        columns=list(REQUIRED_COLUMNS), filter=pc.field("server_name").isin(keep)
-    )
+    return read_contract_columns(path, sorted(str(n) for n in names)[:count])
 
 
 def _data_path(bundle: Bundle, data: str | Path | None) -> Path:
@@ -209,7 +206,7 @@ def export_bundle(
     ``out``: the ONNX path; default ``<bundle>/model.onnx``. Raises :class:`ExportError`
     (nothing written) when the bundle cannot be loaded or a check fails.
     """
-    from fleetcast.trainer.bundle import BundleError, load_bundle
+    from fleetcast.trainer.bundle import BUNDLE_FILES, BundleError, load_bundle
 
     try:
         bundle = load_bundle(bundle_dir)
@@ -241,7 +238,9 @@ def export_bundle(
             )
         data = path
     target = Path(out) if out is not None else bundle.path / ONNX_FILE
-    check_output(target, fp16=(options or ExportOptions()).fp16)  # before the slow part
+    fp16 = (options or ExportOptions()).fp16
+    check_output(target, fp16=fp16)  # before the slow part
+    _check_not_an_input(target, fp16, [bundle.path / name for name in BUNDLE_FILES], data)
     validate_data(data)
     windows = parity_windows(bundle, data, source)
     spec = spec_from_bundle(
@@ -253,6 +252,24 @@ def export_bundle(
         },
     )
     return export_model(bundle.model, spec, windows, target, options, graph_hook=graph_hook)
+
+
+def _check_not_an_input(target: Path, fp16: bool, bundle_files: list[Path], data: Any) -> None:
+    """Refuse an ``--out`` whose writes would replace a file the export reads: the bundle's
+    own files or the training data (an ONNX file written over ``config.json`` or the
+    Parquet file, exit 0, was the only sign)."""
+    from fleetcast.exporter.export import output_paths
+
+    written = {p.resolve() for p in output_paths(target, fp16)}
+    inputs = [*bundle_files, *([Path(data)] if isinstance(data, str | Path) else [])]
+    for source in inputs:
+        if source.resolve() in written:
+            raise ExportError(
+                f"--out {target} would overwrite {source}, which this export reads.",
+                "the export would replace its own input with the ONNX file; nothing was written.",
+                "Pass an --out path of its own (the default is model.onnx in the bundle folder).",
+                f"{_DOC}#refusals",
+            )
 
 
 def _versions() -> dict[str, str]:

@@ -416,14 +416,6 @@ def load_bundle(path: str | Path) -> Bundle:
     weights match their recorded SHA-256. The model is rebuilt from config.json and gets its
     weights with ``load_state_dict(strict=True)``.
     """
-    import torch
-    from pytorch_forecasting import TemporalFusionTransformer
-    from pytorch_forecasting.metrics import MultiLoss
-    from safetensors.torch import load_file
-
-    from fleetcast.trainer.losses import HorizonQuantileLoss
-    from fleetcast.trainer.normalizer import build_multi_normalizer
-
     folder = resolve_bundle_dir(path)
     for name in BUNDLE_FILES:
         if not (folder / name).is_file():
@@ -433,31 +425,24 @@ def load_bundle(path: str | Path) -> Bundle:
                 "names). Fix: retrain with `fleetcast train`, which writes all four. See "
                 "docs/MODEL_FORMAT.md."
             )
-    config = json.loads((folder / CONFIG_FILE).read_text())
-    info = json.loads((folder / INFO_FILE).read_text())
-    major = str(config.get("contract_version", "0")).split(".")[0]
-    if major != CONTRACT_VERSION.split(".")[0]:
-        raise BundleError(
-            f"Bundle {folder.name} was trained under data contract {config.get('contract_version')}, "
-            f"this fleetcast speaks {CONTRACT_VERSION}. Why it matters: columns, states or "
-            "profiles may differ. Fix: retrain on data of the current contract. See "
-            "docs/DATA_CONTRACT.md#versioning."
-        )
-    if config.get("config_sha256") not in (None, _config_digest(config)):
-        raise BundleError(
-            f"{CONFIG_FILE} in {folder} does not match the SHA-256 recorded in it. Why it "
-            "matters: it was edited after training, and a model built from edited "
-            "hyperparameters, steps, quantiles or labels does not fit its weights (or "
-            "exhausts memory building it). Fix: copy the bundle again from its source or "
-            "retrain with the options you want. See docs/MODEL_FORMAT.md."
-        )
-    digest = _sha256_file(folder / WEIGHTS_FILE)
-    if config.get("weights_sha256") not in (None, digest):
-        raise BundleError(
-            f"{WEIGHTS_FILE} in {folder} does not match the SHA-256 recorded in config.json. "
-            "Why it matters: the weights were changed or corrupted after training. Fix: "
-            "copy the bundle again or retrain. See docs/MODEL_FORMAT.md."
-        )
+    from fleetcast.trainer.bundle_checks import checked_files, describes_no_model
+
+    config, info = checked_files(folder)
+    try:
+        return _build(folder, config, info)
+    except (AttributeError, TypeError, IndexError, KeyError, ValueError, AssertionError) as exc:
+        raise describes_no_model(folder, exc) from exc
+
+
+def _build(folder: Path, config: dict[str, Any], info: dict[str, Any]) -> Bundle:
+    """The bundle from its checked files (any error: config.json describes no model)."""
+    import torch
+    from pytorch_forecasting import TemporalFusionTransformer
+    from pytorch_forecasting.metrics import MultiLoss
+    from safetensors.torch import load_file
+
+    from fleetcast.trainer.losses import HorizonQuantileLoss
+    from fleetcast.trainer.normalizer import build_multi_normalizer
 
     ds_section = config["dataset"]
     ds_config = DatasetConfig.from_dict(ds_section)

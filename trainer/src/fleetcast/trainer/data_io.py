@@ -19,8 +19,6 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fleetcast.contract.schema import REQUIRED_COLUMNS
-
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -108,12 +106,10 @@ def sample_servers(servers: dict[str, tuple[str, int]], count: int) -> list[str]
 
 def read_training_table(path: str | Path, servers_sample: int | None = None) -> pa.Table:
     """The contract columns of a Parquet file, optionally only ``servers_sample`` servers."""
-    import pyarrow.compute as pc
-    import pyarrow.dataset as pads
+    from fleetcast.contract.tables import read_contract_columns
 
-    dataset = pads.dataset(str(path), format="parquet")
     if not servers_sample:
-        table = dataset.to_table(columns=list(REQUIRED_COLUMNS))
+        table = read_contract_columns(path)
         logger.info(
             "read %d rows (~%.2f GB in training)",
             table.num_rows,
@@ -130,9 +126,4 @@ def read_training_table(path: str | Path, servers_sample: int | None = None) -> 
         rows,
         rows * BYTES_PER_ROW / 1e9,
     )
-    import pyarrow as pa
-
-    return dataset.to_table(
-        columns=list(REQUIRED_COLUMNS),
-        filter=pc.field("server_name").isin(pa.array(chosen, pa.string())),
-    )
+    return read_contract_columns(path, chosen)

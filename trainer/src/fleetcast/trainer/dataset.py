@@ -239,13 +239,13 @@ def unknown_id_servers(names: list[str] | np.ndarray, fraction: float) -> set[st
 
 
 def _to_pandas(data: pa.Table | pd.DataFrame | str | Path) -> pd.DataFrame:
-    if isinstance(data, str | Path):
-        import pyarrow.parquet as pq
+    from fleetcast.contract.tables import normalized, read_contract_columns
 
-        data = pq.read_table(data, columns=list(REQUIRED_COLUMNS))
+    if isinstance(data, str | Path):
+        data = read_contract_columns(data)
     if isinstance(data, pd.DataFrame):
         return data
-    return data.to_pandas()
+    return normalized(data).to_pandas()
 
 
 def prepare_frame(

@@ -125,6 +125,18 @@ def train_model(
             ", ".join(short[:5]),
             ", …" if len(short) > 5 else "",
         )
+    last = frame.groupby("server_name", observed=True)["time_idx"].max()
+    ended = sorted(str(n) for n in last.index[last <= train_cutoff])
+    if ended:
+        logger.warning(
+            "%d of %d servers have no data after the training part (it ends before the "
+            "validation part and the held-out tail): they take no part in validation, early "
+            "stopping or the accuracy table: %s%s",
+            len(ended),
+            len(last),
+            ", ".join(ended[:5]),
+            ", …" if len(ended) > 5 else "",
+        )
     train_frame = frame[frame["time_idx"] <= train_cutoff]
     scalers = fit_scale_scalers(train_frame, ds_config)
     if ds_config.input_scaling == "fixed":
@@ -303,6 +315,7 @@ def train_model(
             "validation": "before_holdout" if val_steps else "holdout",
         },
         "servers_too_short": {"count": len(short), "min_steps": need, "names": short[:100]},
+        "servers_not_evaluated": {"count": len(ended), "names": ended[:100]},
         "windows": {"train": len(train_ds), "validation": len(val_ds), "val_used": n_val},
         "loss_weights": dict(zip(ds_config.targets, weights, strict=True)),
         "epochs_run": len(history),
@@ -311,7 +324,7 @@ def train_model(
         "best_epoch": best.best_epoch if restored else None,
         "history": history,
         "quality": quality,
-        "hardware": _hardware(precision, trainer.accelerator.__class__.__name__),
+        "hardware": _hardware(str(trainer.precision), trainer.accelerator.__class__.__name__),
         "config": config.to_dict(),
         "resumed_from": str(config.resume_from) if config.resume_from else None,
         # Lightning's epoch counter when fit ended, epochs of a resumed checkpoint included.

@@ -271,11 +271,15 @@ def write_training_data(
     start: int | None = None,
     offline_mode: str = "dense",
     scenario: str = "healthy",
+    replace: bool = False,
 ) -> GenerationResult:
     """Simulate a fleet and write server_metrics.parquet, metrics_metadata.json, server_mapping.json.
 
     The Parquet file is written in row groups of about a million rows (whole servers),
-    so the Arrow side never holds more than one group; the file appears atomically.
+    so the Arrow side never holds more than one group; the file appears atomically. A
+    ``server_metrics.parquet`` already in ``out_dir`` is replaced only when an earlier
+    generate wrote it, or with ``replace`` (``--replace``): an imported real fleet is not
+    overwritten by a simulated one unasked.
     """
     import pyarrow.parquet as pq
 
@@ -286,8 +290,11 @@ def write_training_data(
     _check_end(start, hours)
     # The simulator checks the server count, the seed, the start and the scenario: a
     # refused run leaves no folder behind.
+    _check_memory(n_servers, hours * 3600 // STEP_SECONDS)  # before the fleet is built
     sim = FleetSimulator(n_servers, seed, start, scenario)
     out = Path(out_dir)
+    if not replace:
+        _check_replace(out / DATA_FILE, out / METADATA_FILE)
     out.mkdir(parents=True, exist_ok=True)  # fail before the work, not after
     mapping = _folder_mapping(out)
     steps = hours * 3600 // STEP_SECONDS
@@ -307,6 +314,10 @@ def write_training_data(
     if data_path.exists():
         logger.warning("replacing %s with the new simulated fleet", data_path)
     tmp.replace(data_path)
+    described = data_path.with_suffix(".metadata.json")  # an import's, of the data replaced
+    if described.exists():
+        logger.warning("removing %s: it described the data replaced", described)
+        described.unlink()
     if mapping is None:
         mapping = ServerEncoder(fleet.names)
     else:  # the folder's other data sets (an import's) keep their servers
@@ -341,6 +352,68 @@ def write_training_data(
     metadata_path.write_text(json.dumps(metadata, indent=2) + "\n")
     logger.info("wrote %d rows for %d servers to %s in %.2f s", rows, fleet.size, out, seconds)
     return GenerationResult(data_path, metadata_path, mapping_path, rows, seconds, metadata)
+
+
+_BYTES_PER_CELL = 17
+"""What the simulator holds per server and step: four float32 metrics and an int8 state."""
+
+
+def _check_memory(servers: int, steps: int) -> None:
+    """Refuse (ValueError) a fleet whose simulation would not fit in the memory available
+    now (``MemAvailable``): it failed after minutes with numpy's allocation traceback, or
+    drove the machine into its OOM killer. Skipped where /proc/meminfo does not exist, and
+    for a count the simulator refuses anyway."""
+    if not isinstance(servers, int) or isinstance(servers, bool) or servers < 1:
+        return
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            fields = dict(line.split(":", 1) for line in fh if ":" in line)
+        available = int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return
+    need = servers * steps * _BYTES_PER_CELL
+    if need > available:
+        gib = 1024**3
+        raise ValueError(
+            explain(
+                f"{servers:,} servers x {steps:,} steps need about {need / gib:.1f} GiB of "
+                f"memory to simulate; {available / gib:.1f} GiB is available.",
+                "the simulator holds the whole run in memory before it writes it; it would "
+                "fail part-way, or drive the machine into its out-of-memory killer.",
+                "generate fewer --servers or --hours, or several folders (each with its "
+                "own --seed) and train on them one by one.",
+                "docs/SERVER_PROFILES.md#generating-data",
+            )
+        )
+
+
+def _check_replace(data_path: Path, metadata_path: Path) -> None:
+    """Refuse (ValueError) to replace a ``server_metrics.parquet`` an earlier generate did
+    not write: its ``metrics_metadata.json`` names the simulator and the file's row count."""
+    if not data_path.exists():
+        return
+    try:
+        import pyarrow.parquet as pq
+
+        meta = json.loads(metadata_path.read_text(encoding="utf-8"))
+        ours = (
+            isinstance(meta, dict)
+            and meta.get("generator") == "fleetcast.contract.simulate"
+            and meta.get("rows") == pq.ParquetFile(data_path).metadata.num_rows
+        )
+    except (OSError, ValueError, TypeError):
+        ours = False
+    if not ours:
+        raise ValueError(
+            explain(
+                f"{data_path} is there and was not written by `fleetcast generate` (no "
+                f"{metadata_path.name} from the simulator describes it): an import, or data "
+                "of your own.",
+                "a simulated fleet would replace it; nothing was written.",
+                "pass another --out-dir, or --replace to overwrite it.",
+                "docs/SERVER_PROFILES.md#generating-data",
+            )
+        )
 
 
 def _folder_mapping(out: Path) -> ServerEncoder | None:

@@ -50,6 +50,12 @@ def register_generate(sub: _SubParsersAction[Any]) -> None:
         default="healthy",
         help="demo scenario for the whole run (default healthy)",
     )
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="overwrite a server_metrics.parquet in --out-dir that an earlier generate did "
+        "not write (an import, your own data); without it that is refused",
+    )
     parser.set_defaults(handler=run_generate)
 
 
@@ -68,6 +74,7 @@ def run_generate(args: argparse.Namespace) -> int:
             start=start,
             offline_mode=args.offline_mode,
             scenario=args.scenario,
+            replace=args.replace,
         )
     except ValueError as exc:
         print(f"fleetcast generate: {exc}", file=sys.stderr)

@@ -15,6 +15,7 @@ character, an ``--out`` folder; and times that cannot be right (``csv_times``).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,7 +36,6 @@ from fleetcast.trainer.importers.paths import check_out
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from pathlib import Path
 
     import pyarrow as pa
 
@@ -180,6 +180,12 @@ def import_csv(
     latency_fill = check_latency_fill(latency_fill, _SEE)
     delimiter = parse_delimiter(delimiter)
     check_out(out, _SEE)
+    if out.exists() and Path(path).exists() and out.resolve() == Path(path).resolve():
+        raise ImportFailure(
+            f"--out {out} is the CSV file being imported. Why it matters: the Parquet file "
+            "would replace the source it was read from. Fix: pass another --out, e.g. "
+            f"--out {Path(path).with_suffix('.parquet')}. See {_SEE}."
+        )
     rules = compile_profile_rules(profile_rules)
     try:
         table = pcsv.read_csv(
@@ -209,6 +215,14 @@ def import_csv(
             f"The CSV has no column {', '.join(missing)}; it has {available}. Why it matters: "
             "every record needs a time, a server and the four metrics. Fix: --map "
             "COLUMN=CSV_COLUMN for each (--latency-fill 0 when there is no latency). "
+            f"See {_SEE}."
+        )
+    twice = sorted({c for c, _ in resolved.values() if available.count(c) > 1})
+    if twice:
+        raise ImportFailure(
+            f"The CSV's header names {', '.join(map(repr, twice))} more than once. Why it "
+            "matters: the import cannot tell which of those columns holds the values. Fix: "
+            "rename the duplicates in the header (and --map the one to import). "
             f"See {_SEE}."
         )
     n = table.num_rows
