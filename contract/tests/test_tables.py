@@ -59,3 +59,16 @@ def test_normalized_leaves_the_contracts_own_types_alone(fleet: pa.Table) -> Non
     unit = fleet.schema.field("timestamp").type.unit
     berlin = _recast(fleet, "timestamp", pa.timestamp(unit, "Europe/Berlin"))
     assert normalized(berlin).schema.field("timestamp").type.tz == "Europe/Berlin"
+
+
+def test_a_dictionary_name_column_is_filtered_as_it_is_read(
+    fleet: pa.Table, tmp_path: Path
+) -> None:
+    """A pandas categorical's names: the filter stays pushed down (a sampled read of a large
+    file must not hold the whole file)."""
+    path = tmp_path / "dict.parquet"
+    pq.write_table(_recast(fleet, "server_name", pa.dictionary(pa.int32(), pa.string())), path)
+    names = sorted(set(fleet.column("server_name").to_pylist()))
+    picked = read_contract_columns(path, names[1:2])
+    assert set(picked.column("server_name").to_pylist()) == {names[1]}
+    assert picked.num_rows == fleet.num_rows // 3

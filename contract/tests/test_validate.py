@@ -456,6 +456,15 @@ def test_unreadable_paths_raise_data_file_error(tmp_path):
         message = str(info.value)
         assert f"{parts} is a folder of Parquet part files (part-00000.snappy.parquet, " in message
         assert "combine the parts into one file" in message
+        assert "snappy.parquet, …)" in message  # four parts, three shown
+    # A folder of whole files (imports beside each other) is not a dataset of parts.
+    imports = tmp_path / "imports"
+    imports.mkdir()
+    (imports / "real.parquet").write_bytes(b"PAR1")
+    with pytest.raises(DataFileError, match="No such file") as info:
+        DataValidator().validate_schema(imports)
+    assert "(the folder holds real.parquet)" in str(info.value)
+    assert "Fix: Pass one of those files" in str(info.value)
 
     def denied(*_a: object, **_k: object) -> None:  # tests run as root: chmod cannot deny
         raise PermissionError(13, "Permission denied")

@@ -121,28 +121,36 @@ def open_source(table_or_path: pa.Table | str | Path) -> TableSource:
     path = Path(table_or_path)
     if path.is_dir() and (path / "server_metrics.parquet").exists():
         path = path / "server_metrics.parquet"
+    others: list[Path] = []
     if path.is_dir():
         folder, path = path, path / "server_metrics.parquet"
-        parts = sorted(folder.glob("*.parquet"))[:3]
-        if parts:  # Spark, Dask, pyarrow.dataset: a folder of part files
+        # Spark, Dask and pyarrow.dataset name their part files part-N… or part.N…, in
+        # the folder or in key=value subfolders; a folder of whole files is not that.
+        parts = sorted(folder.rglob("part[-.]*.parquet"))[:4]
+        if parts:
+            shown = ", ".join(str(p.relative_to(folder)) for p in parts[:3])
+            combined = folder.parent / f"{folder.stem}_all.parquet"
             raise DataFileError(
                 explain(
-                    f"{folder} is a folder of Parquet part files ({', '.join(p.name for p in parts)}"
-                    f"{', …' if len(parts) == 3 else ''}), not one file.",
+                    f"{folder} is a folder of Parquet part files ({shown}"
+                    f"{', …' if len(parts) > 3 else ''}), not one file.",
                     "fleetcast reads one Parquet file, or a folder holding server_metrics.parquet.",
                     'combine the parts into one file, e.g. `python -c "import pyarrow.dataset '
-                    f"as d, pyarrow.parquet as q; q.write_table(d.dataset('{folder}')"
-                    f".to_table(), '{folder.parent / (folder.stem + '_all.parquet')}')\"`, and pass "
-                    "that file.",
+                    f"as d, pyarrow.parquet as q; q.write_table(d.dataset({str(folder)!r})"
+                    f'.to_table(), {str(combined)!r})"`, and pass that file.',
                     DATA_FILE_SECTION,
                 )
             )
+        others = sorted(folder.glob("*.parquet"))[:3]
     if not path.exists():
+        held = f" (the folder holds {', '.join(p.name for p in others)})" if others else ""
+        fix = "pass one of those files" if others else "check the path"
         raise DataFileError(
             explain(
-                f"No such file: {path}.",
+                f"No such file: {path}{held}.",
                 "there is nothing to validate.",
-                "Check the path, or create the data with `fleetcast generate --out-dir training/`.",
+                f"{fix.capitalize()}, or create the data with `fleetcast generate "
+                "--out-dir training/`.",
                 DATA_FILE_SECTION,
             )
         )

@@ -44,8 +44,8 @@ def normalized(table: pa.Table) -> pa.Table:
 
 def read_contract_columns(path: str | Path, servers: Collection[str] | None = None) -> pa.Table:
     """The contract's columns of the Parquet file at ``path`` (of ``servers`` only when
-    given), :func:`normalized`. The server filter is pushed down to the file's row groups
-    when its name column is a plain string column."""
+    given), :func:`normalized`. The server filter is pushed down to the file's row groups,
+    except for a ``string_view`` name column (read whole, then filtered)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
@@ -56,9 +56,11 @@ def read_contract_columns(path: str | Path, servers: Collection[str] | None = No
         return normalized(dataset.to_table(columns=columns))
     wanted = pa.array(sorted(servers), pa.string())
     kind = dataset.schema.field("server_name").type
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if not pa.types.is_string_view(kind):  # pushed down: only the rows wanted are read
         return normalized(
             dataset.to_table(columns=columns, filter=pc.field("server_name").isin(wanted))
         )
-    table = normalized(dataset.to_table(columns=columns))
+    table = normalized(dataset.to_table(columns=columns))  # no is_in kernel for views
     return table.filter(pc.is_in(table.column("server_name"), value_set=wanted))

@@ -79,7 +79,11 @@ def checked_files(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             f"--data to `fleetcast export`. See {_SEE}."
         )
     version = config.get("bundle_format_version", 1)
-    if not isinstance(version, int) or isinstance(version, bool) or version > BUNDLE_FORMAT_VERSION:
+    if (
+        not isinstance(version, int)
+        or isinstance(version, bool)
+        or not 1 <= version <= BUNDLE_FORMAT_VERSION
+    ):
         raise _error(
             f"Bundle {folder.name} has bundle_format_version {version!r}; this fleetcast reads "
             f"1 to {BUNDLE_FORMAT_VERSION}. Why it matters: a newer format may mean other "
