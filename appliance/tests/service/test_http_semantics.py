@@ -118,7 +118,7 @@ def test_a_misspelt_query_parameter_is_a_400_not_every_server(client_for: Any, s
     assert client.get("/servers", params={"state": "stale"}).json()["count"] == 0
 
     none = svc.error_body(client.get("/predictions/current?servers=a&z=1"), 400)
-    assert none.detail.startswith("'servers', 'z' is not a parameter of /predictions/current")
+    assert none.detail.startswith("'servers', 'z' are not parameters of /predictions/current")
     assert none.fix == "/predictions/current takes no query parameters: leave them out"
     many = svc.error_body(client.get("/health?" + "&".join(f"p{i}=1" for i in range(7))), 400)
     assert "and 2 more" in many.detail

@@ -65,7 +65,8 @@ async def query_guard(
     raise ApiError(
         400,
         "unknown query parameter",
-        f"{shown}{more} is not a parameter of {path} (an ignored one could change what the "
+        f"{shown}{more} {'is not a parameter' if len(unknown) == 1 else 'are not parameters'} "
+        f"of {path} (an ignored one could change what the "
         "answer means, so it is refused)",
         fix,
         "docs/API.md#query-parameters",
