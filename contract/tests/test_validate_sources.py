@@ -81,3 +81,12 @@ def test_a_category_no_row_uses_is_not_a_value_of_the_table(tables, tmp_path):
     bad = table.set_column(table.schema.get_field_index("state"), "state", column)
     (issue,) = [i for i in DataValidator().validate(bad).issues if i.rule == "valid-states"]
     assert "1 row has a state outside the contract: 'Healthy' (1 row)" in issue.what
+
+
+def test_a_named_pipe_is_refused_instead_of_waiting_for_ever(tmp_path):
+    import os
+
+    fifo = tmp_path / "metrics.parquet"
+    os.mkfifo(fifo)
+    with pytest.raises(DataFileError, match="is not a regular file"):
+        DataValidator().validate_schema(fifo)

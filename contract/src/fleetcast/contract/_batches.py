@@ -154,6 +154,16 @@ def open_source(table_or_path: pa.Table | str | Path) -> TableSource:
                 DATA_FILE_SECTION,
             )
         )
+    if not path.is_file():  # a named pipe or a device: reading it would wait for ever
+        raise DataFileError(
+            explain(
+                f"{path} is not a regular file (a named pipe, a socket or a device).",
+                "a Parquet file is read from its end (the footer); a stream has none, and "
+                "reading it would wait for ever.",
+                "Write the data to a file first and pass that file.",
+                DATA_FILE_SECTION,
+            )
+        )
     try:
         meta = pq.read_metadata(path)
         schema = pq.read_schema(path)
