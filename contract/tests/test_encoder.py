@@ -83,6 +83,13 @@ def test_load_rejects_missing_or_tampered_mapping(tmp_path):
         ServerEncoder.from_dict({})
 
 
+def test_load_refuses_a_mapping_made_by_another_id_rule():
+    good = ServerEncoder(["ppdb001"]).to_dict()
+    assert ServerEncoder.from_dict(good).names == ["ppdb001"]
+    with pytest.raises(ContractError, match=r"says its IDs are 'md5'.*'sha256-hex12'"):
+        ServerEncoder.from_dict({**good, "algorithm": "md5"})
+
+
 def test_collision_is_an_error_with_a_way_out(monkeypatch):
     monkeypatch.setattr(encoder_module, "server_id", lambda name: "deadbeef0000")
     with pytest.raises(ContractError) as info:

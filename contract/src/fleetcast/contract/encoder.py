@@ -25,6 +25,7 @@ __all__ = [
 
 ID_HEX_DIGITS = 12
 """Length of a server ID: the first 12 hex digits (48 bits) of SHA-256(name)."""
+_ALGORITHM = f"sha256-hex{ID_HEX_DIGITS}"
 
 MAPPING_FILE = "server_mapping.json"
 
@@ -149,7 +150,7 @@ class ServerEncoder:
         """The JSON form of server_mapping.json."""
         return {
             "contract_version": CONTRACT_VERSION,
-            "algorithm": f"sha256-hex{ID_HEX_DIGITS}",
+            "algorithm": _ALGORITHM,
             "servers": {name: self._name_to_id[name] for name in self.names},
         }
 
@@ -162,6 +163,17 @@ class ServerEncoder:
                 "server_mapping.json has no 'servers' object.",
                 "without it forecasts cannot be decoded back to server names.",
                 "Re-create the mapping with `fleetcast generate` or retrain the model.",
+                "docs/DATA_CONTRACT.md#server-ids",
+            )
+        algorithm = data.get("algorithm", _ALGORITHM)
+        if algorithm != _ALGORITHM:
+            raise ContractError(
+                f"server_mapping.json says its IDs are {algorithm!r}; fleetcast's are "
+                f"{_ALGORITHM!r}.",
+                "IDs made by another rule would not match the ones this version computes "
+                "from server names, so forecasts could not be decoded.",
+                "Regenerate server_mapping.json with this version of fleetcast "
+                "(`fleetcast generate`, `fleetcast import`, or retrain).",
                 "docs/DATA_CONTRACT.md#server-ids",
             )
         encoder = cls(servers)
