@@ -333,9 +333,13 @@ def test_records_refused_while_decoding_are_counted_as_invalid(client_for: Any, 
     assert answer.status_code == 200, answer.text
     reasons = [r["reason"] for r in answer.json()["rejected"]]
     assert [r["index"] for r in answer.json()["rejected"]] == [0, 2]
-    assert "got `str` - at `$.cpu_pct`" in reasons[0]
-    assert "missing required field `latency_ms`" in reasons[1]
-    assert all(r.endswith("(docs/DATA_CONTRACT.md#columns)") for r in reasons)
+    assert reasons[0].endswith(
+        "got `str` - at `$.cpu_pct`; send cpu_pct as a number (docs/DATA_CONTRACT.md#columns)"
+    )
+    assert reasons[1].endswith(
+        "missing required field `latency_ms`; leave out a sample whose metrics were not all "
+        "measured; never send 0 for one (docs/DATA_CONTRACT.md#null-values)"
+    )
     status = client.get("/status").json()
     assert (status["ingest"]["accepted"], status["ingest"]["rejected"]) == (1, 2)
     assert status["ingest"]["invalid"] == 2
@@ -348,6 +352,15 @@ def test_records_refused_while_decoding_are_counted_as_invalid(client_for: Any, 
     )
     metrics = client.get("/metrics").text
     assert 'fleetcast_ingest_samples_total{result="rejected"} 5' in metrics
+    # The usual two: a time without its zone, epoch seconds sent as a string.
+    answer = client.post("/metrics", json={"records": [naive, dict(good, timestamp="1795881900")]})
+    assert [r["reason"].split("; ", 1)[1] for r in answer.json()["rejected"]] == [
+        "append Z for UTC (2026-11-28T16:00:00Z) or an offset (+02:00) "
+        "(docs/DATA_CONTRACT.md#utc-timestamps)",
+        "send the sample's time: ISO 8601 with a time zone, or epoch seconds as a number "
+        "(not a string) "
+        "(docs/DATA_CONTRACT.md#timestamp)",
+    ]
 
 
 def test_a_json_body_with_nan_tokens_is_a_400_that_names_them(client_for: Any, svc: Any) -> None:

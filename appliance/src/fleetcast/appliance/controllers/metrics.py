@@ -35,7 +35,7 @@ from fleetcast.appliance.forecast import iso
 from fleetcast.appliance.http_errors import JSON_TYPE, ApiError, body_type_guard
 from fleetcast.appliance.persistence import Columns
 from fleetcast.appliance.schemas import IngestResponse, MetricsIn, RawMetricsIn, RecordIn, Rejected
-from fleetcast.contract.schema import END_EPOCH_S
+from fleetcast.contract.schema import END_EPOCH_S, METRIC_COLUMNS
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -206,7 +206,7 @@ def _decode_records(
                     records.append(one.decode(item))
                 except ValueError as exc:
                     records.append(None)
-                    reason = f"invalid record: {exc} (docs/DATA_CONTRACT.md#columns)"
+                    reason = _undecodable(str(exc))
                     rejected.append(Rejected(index=i, reason=reason))
                     continue
                 try:
@@ -214,6 +214,32 @@ def _decode_records(
                 except ValueError:  # pragma: no cover - it decoded as a record
                     pass
     return records, rejected, ignored
+
+
+_AT_FIELD = re.compile(r"at `\$\.(\w+)`|missing required field `(\w+)`")
+
+
+def _undecodable(text: str) -> str:
+    """The rejection of a record that does not decode: msgspec's words (what, where), then
+    what to send instead and the contract's section."""
+    m = _AT_FIELD.search(text)
+    name = (m.group(1) or m.group(2)) if m else None
+    if "timezone component" in text:
+        fix = "append Z for UTC (2026-11-28T16:00:00Z) or an offset (+02:00)"
+        see = "utc-timestamps"
+    elif name == "timestamp":
+        fix = "send the sample's time: ISO 8601 with a time zone, or epoch seconds as a number"
+        fix += " (not a string)" if "missing" not in text else ""
+        see = "timestamp"
+    elif name in METRIC_COLUMNS and ("null" in text or "missing" in text):
+        fix = "leave out a sample whose metrics were not all measured; never send 0 for one"
+        see = "null-values"
+    elif name in METRIC_COLUMNS:
+        fix = f"send {name} as a number"
+        see = "columns"
+    else:
+        fix, see = "send each contract column with its type", "columns"
+    return f"invalid record: {text}; {fix} (docs/DATA_CONTRACT.md#{see})"
 
 
 _NAN_TOKEN = re.compile(rb"[:\[,]\s*-?(?:NaN|Infinity)\s*[,\]}]")
