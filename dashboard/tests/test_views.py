@@ -133,9 +133,7 @@ def test_header_and_advanced_show_the_same_last_forecast_time() -> None:
     facts = advanced.facts.object
     assert f"<td>last forecast (on the data clock)</td><td>{shown}</td>" in facts
     # the step it read, a step before: the row was labelled "data time" and showed 10:05
-    assert (
-        "<td>from data up to (its newest closed step)</td><td>2026-11-27 10:00:00 UTC</td>" in facts
-    )
+    assert "<td>from data up to (fleet data time)</td><td>2026-11-27 10:00:00 UTC</td>" in facts
     # the run's wall-clock time is shown only under its own label
     assert (
         "<td>last forecast computed at (appliance wall clock)</td>"
@@ -154,7 +152,7 @@ def test_advanced_before_any_forecast() -> None:
     advanced = AdvancedView(DashboardSettings(), on_refresh=lambda _s: None)
     advanced.update(SessionState())
     assert "<td>last forecast (on the data clock)</td><td>none yet</td>" in advanced.facts.object
-    assert "<td>from data up to (its newest closed step)</td><td>n/a</td>" in advanced.facts.object
+    assert "<td>from data up to (fleet data time)</td><td>n/a</td>" in advanced.facts.object
     assert "<td>last forecast computed at (appliance wall clock)</td><td>n/a</td>" in (
         advanced.facts.object
     )

@@ -62,14 +62,14 @@ def test_kernel_windows_equal_the_reference(spec, make_samples) -> None:
     put(0, np.arange(0, 61))  # full history
     put(1, np.setdiff1d(np.arange(0, 61), [40, 41, 50, 59]))  # gaps incl. the last closed step
     put(2, np.arange(50, 61))  # short: 10 closed steps
-    put(3, np.array([30, 35, 45, 52, 60]))  # carry from before the window: 35 -> 36..44
+    put(3, np.array([30, 35, 45, 52, 60]))  # the window starts at 45: 36..44 are no rows
     put(4, np.arange(46, 61, 1))  # unknown server, 14 closed steps
     put(5, np.array([60]))  # only the open step: not ready
     put(6, np.arange(55, 61))  # 5 closed steps < min 6: warming
     last = int(t_end // STEP)
     n = buf.n
     lengths = window_lengths(buf.slot_step, buf.last_step, n, e)
-    assert lengths.tolist() == [e, e, 10, e, 14, 0, 5]
+    assert lengths.tolist() == [e, e, 10, 15, 14, 0, 5]
     ready = np.flatnonzero(lengths >= spec.min_encoder_length)
     assert ready.tolist() == [0, 1, 2, 3, 4]
 
@@ -103,10 +103,10 @@ def test_kernel_windows_equal_the_reference(spec, make_samples) -> None:
         states[row, :nn] = st
         sources[row, :nn] = src
     # Filled rows repeat their source row's calendar columns: server 1's steps 40 and 41
-    # repeat 39; server 3's leading rows repeat 35, from before its window.
+    # repeat 39; server 3's window starts at its first sample in it, 45, and 46..51 repeat it.
     base, start = T0 // STEP, last - e
     assert sources[1, base + 40 - start : base + 42 - start].tolist() == [base + 39] * 2
-    assert sources[3, 0] == base + 35
+    assert sources[3, :8].tolist() == [base + 45] * 7 + [base + 52]
     assert start == base + 36
     ref = build_inputs(
         spec,
@@ -227,9 +227,11 @@ def test_kernel_day_ago_inputs_equal_the_reference(spec_factory) -> None:
     assert len(set(out.decoder_cont[row3, 91:, col].tolist())) == 5
 
 
-def test_a_wide_ring_carries_only_from_the_step_before_the_window() -> None:
+def test_a_window_starts_at_its_first_sample_however_wide_the_ring() -> None:
     """A day-ago model's ring is a day wider than its encoder; a server back from a long
-    outage must still start cold (as the trainer's windows do), not forward-fill the outage."""
+    outage must still start cold, not forward-fill the outage, and a window that begins in a
+    gap starts at its first sample, not filled from the step before it: pytorch-forecasting's
+    windows start at a row (docs/RISK.md#windows)."""
     e = 24
     buf = RingBuffers(capacity=2, ring_steps=e + 100 + 2)
     buf.register("back")
@@ -241,4 +243,4 @@ def test_a_wide_ring_carries_only_from_the_step_before_the_window() -> None:
 
     put(0, np.r_[np.arange(150, 200), np.arange(294, 301)])  # 6 closed steps after 94 missing
     put(1, np.r_[np.arange(150, 276), np.arange(290, 301)])  # step 275 = just before the window
-    assert window_lengths(buf.slot_step, buf.last_step, 2, e).tolist() == [6, e]
+    assert window_lengths(buf.slot_step, buf.last_step, 2, e).tolist() == [6, 10]

@@ -233,10 +233,13 @@ def test_forget_after_frees_the_silent_server_of_a_two_server_fleet(
 ) -> None:
     # With two servers the silent one must not be the fleet's "now": data time would stop
     # at its last step, the live server would count as ahead, and nothing would expire.
+    # Live, as a sender posts (a replay faster than real time leaves no one quiet).
     runtime = _runtime(svc, model_dir, tmp_path / "state", forget_after="1h")
-    runtime._ingest_sync(_columns(svc, ("ppdb001", TARGET), 3))
-    for k in range(3, 17):
-        runtime._ingest_sync(_columns(svc, ("ppdb001",), 1, start_step=k))
+    at = svc.T0 + 2 * STEP_SECONDS + 10
+    runtime._ingest_sync(_columns(svc, ("ppdb001", TARGET), 3), now=at)
+    for k in range(3, 21):
+        at = svc.T0 + k * STEP_SECONDS + 10
+        runtime._ingest_sync(_columns(svc, ("ppdb001",), 1, start_step=k), now=at)
     status = runtime.engine.status()
     assert not runtime.engine.knows(TARGET)
     assert status["forgotten"]["expired"] == 1

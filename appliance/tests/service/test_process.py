@@ -259,3 +259,33 @@ def test_a_refused_model_behind_a_link_names_the_folder_it_resolves_to(
     assert result.returncode == 1
     assert f"is a link to {bundle}: " in result.stderr
     assert "model.onnx" in result.stderr
+
+
+def test_a_sighup_while_starting_does_not_end_the_appliance(
+    model_dir: Path, tmp_path: Path, svc: Any
+) -> None:
+    """A HUP between the first status and READY (loading the model, restoring the state)
+    took the default action: the appliance died, for systemd a clean exit."""
+    path = str(tmp_path / "notify.sock")
+    port = svc.free_port()
+    argv = svc.serve_argv(model_dir, tmp_path / "state", "--port", str(port))
+    env = {**os.environ, "NOTIFY_SOCKET": path}
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.settimeout(60)
+        log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - closed below
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            first = sock.recv(4096).decode()
+            assert first.startswith("STATUS=loading")
+            proc.send_signal(signal.SIGHUP)  # still loading: READY=1 is yet to come
+            while "READY=1" not in sock.recv(4096).decode():
+                pass
+            assert proc.poll() is None
+            assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) in GRACEFUL
+        finally:
+            proc.kill()
+            proc.wait(30)
+            log.close()

@@ -109,3 +109,16 @@ def test_pages_follow_each_other_by_name(client_for: Any, svc: Any) -> None:
     assert ready["next"] == ready["servers"][0]["server_name"]
     for bad in ({"limit": 0}, {"limit": 100_001}, {"limit": "many"}):
         assert svc.error_body(client.get("/servers", params=bad), 400).error
+
+
+def test_known_means_the_model_learnt_the_server_itself(client_for: Any, svc: Any) -> None:
+    """ppdb008 is in the fixture's server mapping, but training nulled its ID to train the
+    unknown-server embedding: the model forecasts it as a new server of its profile."""
+    client = client_for(api_key=svc.API_KEY)
+    names = ("ppdb001", "ppdb008", "ppdb999")
+    records = svc.make_records(names=names, steps=3)
+    key = {"X-API-Key": svc.API_KEY}
+    assert client.post("/metrics", json={"records": records}, headers=key).status_code == 200
+    rows = {row["server_name"]: row["known"] for row in client.get("/servers").json()["servers"]}
+    assert rows == {"ppdb001": True, "ppdb008": False, "ppdb999": False}
+    assert client.get("/status").json()["servers"]["unknown"] == 2

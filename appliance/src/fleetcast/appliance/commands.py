@@ -108,6 +108,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "acknowledges after write() (survives kill -9, not power loss)",
     )
     add("--snapshot-interval-s", type=float, help="seconds between state snapshots (default 300)")
+    add(
+        "--forecast-settle-s",
+        type=float,
+        help="seconds a forecast waits for the servers that have not closed the fleet's step "
+        "yet (default 10; 0: never)",
+    )
     add("--demo", action="store_true", default=None, help="feed the built-in fleet simulator")
     add("--speed", type=float, help="demo: simulated seconds per real second (default 60)")
     add("--demo-servers", type=int, help="demo: fleet size (default 90)")
@@ -223,6 +229,10 @@ def serve(settings: Settings) -> int:
     ``--daemon`` the original process prints it (the daemon reports it over a pipe) and
     exits 1, or prints where the daemon serves and exits 0.
     """
+    # SIGHUP reloads the model once serving (runtime_reload.reload_on_sighup); until then
+    # its default action would end a starting appliance, for systemd a clean exit.
+    with contextlib.suppress(ValueError):  # not the main thread: no signals to handle
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # Relative paths are resolved once, before --daemon changes the working directory.
     settings = _absolute(settings)
     report: StartReport | None = None

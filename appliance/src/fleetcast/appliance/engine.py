@@ -30,7 +30,14 @@ import numpy as np
 
 from fleetcast.appliance import engine_assemble, engine_forget, engine_state, engine_views
 from fleetcast.appliance.engine_ingest import COUNTERS, refusals, screen, tally
-from fleetcast.appliance.engine_state import fleet_newest, fleet_reference
+from fleetcast.appliance.engine_state import (
+    Readiness,
+    heard,
+    readiness,
+    reference_step,
+    set_server_id,
+    step_complete,
+)
 from fleetcast.appliance.engine_types import (
     EngineConfig,
     ForecastSet,
@@ -41,7 +48,7 @@ from fleetcast.appliance.engine_types import (
     check_config,
 )
 from fleetcast.appliance.forecast import iso
-from fleetcast.contract.encoder import profile_from_name, server_id
+from fleetcast.contract.encoder import profile_from_name
 from fleetcast.contract.schema import VALID_PROFILES, VALID_STATES
 
 if TYPE_CHECKING:
@@ -99,6 +106,7 @@ class Engine:
         self._profile_index = {name: i for i, name in enumerate(VALID_PROFILES)}
         self._lock = threading.Lock()
         self._forecast_lock = threading.Lock()
+        self._closed = False
         self._inputs: WindowInputs | None = None
         self._steps: StepCache | None = None
         self._step_rows = (0, 0)
@@ -122,7 +130,10 @@ class Engine:
         self._alert_since: dict[tuple[str, str, str], str] = {}
         self._restored_alerts: list[dict[str, Any]] = []  # the snapshot's, until a forecast
         self._fleet_closed = -1
+        """The newest reference step (engine_state.reference_step) the fleet has reached."""
         self._last_forecast_step = -1
+        self._heard = np.full(config.capacity, -np.inf)  # ingest clock of each slot's last sample
+        self._clock = -np.inf  # the newest ingest clock (engine_state.heard)
         self._counters = dict.fromkeys(COUNTERS, 0)
         self._runs = self._failures = 0
         self._nonfinite = 0
@@ -132,6 +143,13 @@ class Engine:
         self._first_run: float | None = None
         self._last_prediction_time: str | None = None
         self._started = time.monotonic()
+
+    def close(self) -> None:
+        """Stop the model's worker threads once a forecast running on this engine has ended
+        (a reload's old engine: closed under it, the run failed); later runs return None."""
+        with self._forecast_lock:
+            self._closed = True
+            self.model.close()
 
     def reset_counters(self) -> dict[str, int]:
         """Zero the ingest and forget counters (after a start's replay; docs/API.md /status);
@@ -164,14 +182,14 @@ class Engine:
 
         Keeps the first real ingest and forecast fast; nothing is compiled at import.
         """
-        from fleetcast.appliance.windows import WindowInputs, build_windows, window_lengths
+        from fleetcast.appliance.windows import WindowInputs, build_windows
 
         started = time.perf_counter()
         buf = self._buf
         empty = np.zeros(0, dtype=np.int64)
         with self._lock:
             buf.append(empty, empty, np.zeros((0, 4)), np.zeros(0, dtype=np.int8))
-            window_lengths(buf.slot_step, buf.last_step, 0, self.spec.encoder_length)
+            self._readiness()  # the lengths' and samples' kernels
             tiny = WindowInputs.allocate(self.model.plan, 1)
             build_windows(
                 self.model.plan,
@@ -214,11 +232,9 @@ class Engine:
         if idx < 0:
             return -1
         self._history.initialise(buf.n)
-        spec = self.spec
+        self._heard[idx] = self._clock  # new, by any path (a replay has no clock of its own)
         self._set_profile(idx, profile or profile_from_name(name))
-        if "server_id" in spec.categorical_classes:
-            self._static[idx, 1] = spec.encode_categorical("server_id", [server_id(name)])[0]
-        self._known[idx] = name in spec.server_mapping
+        set_server_id(self, idx, name)
         return idx
 
     def _set_profile(self, idx: int, profile: str) -> None:
@@ -268,10 +284,11 @@ class Engine:
                 srv[i] = idx
                 s = states[i]
                 st[i] = -1 if not s else state_index[s]
+            slots = np.unique(srv[srv >= 0])
+            before = self._buf.last_step[slots]  # a copy: the servers whose newest step moves
             codes = self._buf.append(srv, ts, metrics, st)
-            n_srv = self._buf.n
-            used = self._buf.used[:n_srv]
-            newest = self._fleet_newest(self._buf.last_step[:n_srv][used] - 1)
+            heard(self, slots[self._buf.last_step[slots] > before], screened.now)
+            newest = reference_step(self)
             old = self._fleet_closed
             closed = 0
             if newest > old:
@@ -292,36 +309,19 @@ class Engine:
             latest_step=int(latest * step) if latest >= 0 else None,
         )
 
-    def _fleet_newest(self, ends: np.ndarray) -> int:
-        """:func:`~fleetcast.appliance.engine_state.fleet_newest` with this engine's lag."""
-        return fleet_newest(ends, self.config.stale_after_steps)
-
     def forecast_due(self) -> bool:
-        """True when the fleet's newest closed step is newer than the last forecast's."""
+        """True when the fleet's reference step is newer than the last forecast's."""
         return self._fleet_closed > self._last_forecast_step
 
+    def step_complete(self) -> bool:
+        """:func:`~fleetcast.appliance.engine_state.step_complete`: no need to wait."""
+        return step_complete(self)
+
     # -- forecasts -----------------------------------------------------------------------
-    def _readiness(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """(lengths (n,), newest closed step (n,), ready (n,) bool, reference step); under the lock.
-
-        Ready = at least ``min_encoder_length`` valid steps and in step with the fleet: a
-        server is *stale* when its newest closed step lags more than ``stale_after_steps``
-        behind the fleet's reference step (:func:`~fleetcast.appliance.engine_state.
-        fleet_reference`), and *ahead* when it leads it by as much (a clock in the future).
-        """
-        from fleetcast.appliance.windows import window_lengths
-
-        buf = self._buf
-        n = buf.n
-        lengths = window_lengths(buf.slot_step, buf.last_step, n, self.spec.encoder_length)
-        ends = buf.last_step[:n] - 1
-        used = buf.used[:n]  # free slots (forgotten servers') are never ready
-        if not used.any():
-            return lengths, ends, np.zeros(n, dtype=bool), -1
-        ref = fleet_reference(ends[used])
-        lag = self.config.stale_after_steps
-        ready = used & (lengths >= self.spec.min_encoder_length) & (np.abs(ends - ref) <= lag)
-        return lengths, ends, ready, ref
+    def _readiness(self) -> Readiness:
+        """Every slot's window and state (:func:`~fleetcast.appliance.engine_state.readiness`:
+        ready, warming, stale, ahead); under the lock."""
+        return readiness(self)
 
     def run_forecast(self) -> ForecastSet | None:
         """Batched inference over all ready servers; caches and returns the set (None: none ready).
@@ -333,21 +333,21 @@ class Engine:
         from fleetcast.appliance.windows import WindowInputs, build_windows
 
         with self._forecast_lock:
+            if self._closed:
+                return None
             started = time.perf_counter()
             with self._lock:
                 if self._freed_slots and self._steps is not None:
                     self._steps.forget(np.array(self._freed_slots, dtype=np.int64))
                 self._freed_slots.clear()
-                lengths, ends, ready, _ = self._readiness()
-                idx = np.flatnonzero(ready)
+                r = self._readiness()
+                lengths, ends = r.lengths, r.ends
+                fleet_end = max(self._fleet_closed, r.ref)  # data time never goes back
+                idx = np.flatnonzero(r.ready)
                 b = int(idx.size)
-                live = ends[self._buf.used[: ends.size]]  # free slots left out
-                if live.size:
-                    newest = self._fleet_newest(live)
-                    self._last_forecast_step = max(self._last_forecast_step, newest)
+                self._last_forecast_step = max(self._last_forecast_step, fleet_end)
                 if b == 0:
                     return None
-                fleet_end = int(ends[idx].max())
                 if self._inputs is None or self._inputs.capacity < b:
                     size = max(b, 2 * (self._inputs.capacity if self._inputs else 0), 64)
                     self._inputs = WindowInputs.allocate(

@@ -66,7 +66,7 @@ def forget(engine: Engine, names: Iterable[str], *, expired: bool = False) -> li
 def expired(engine: Engine) -> list[str]:
     """The servers ``forget_after_s`` has passed for, in slot order; [] when it is off.
 
-    A server expires when the fleet's newest step (the one after its newest closed step;
+    A server expires when the fleet's step (its reference step + 1, the open step;
     servers whose clock runs ahead do not move it) is more than ``forget_after_s`` of data
     time after the server's newest step. Data time, not the wall clock: an appliance that
     receives nothing forgets nothing (docs/RISK.md#buckets). One numpy pass over the

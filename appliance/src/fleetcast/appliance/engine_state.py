@@ -2,7 +2,8 @@
 
 Split from :mod:`fleetcast.appliance.engine` to keep it small; :meth:`Engine.state_arrays`
 and :meth:`Engine.load_state` delegate here (persistence: :mod:`fleetcast.appliance.persistence`).
-It also decides how many steps of actuals a server keeps (:func:`kept_history_steps`).
+It also decides how many steps of actuals a server keeps (:func:`kept_history_steps`) and
+the fleet's reference step, its "now" in data time (:func:`reference_step`).
 Per-slot arrays cover the slots used so far, free ones (forgotten servers', named ``""``,
 profile -1) included, so a restore puts every server back in its slot.
 These functions are part of the Engine: they use its private state under its lock,
@@ -12,7 +13,7 @@ as its methods do; call them through :class:`~fleetcast.appliance.engine.Engine`
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import msgspec
 import numpy as np
@@ -28,14 +29,21 @@ if TYPE_CHECKING:
 log = logging.getLogger("fleetcast.appliance.engine")
 
 __all__ = [
+    "SERVER_STATES",
+    "Readiness",
     "carry_alerts",
     "carry_counters",
-    "fleet_newest",
     "fleet_reference",
+    "heard",
     "keep_alerts",
     "kept_history_steps",
     "load_state",
+    "quiet",
+    "readiness",
+    "reference_step",
+    "set_server_id",
     "state_arrays",
+    "step_complete",
 ]
 
 _PER_SLOT = (
@@ -50,33 +58,143 @@ _PER_SLOT = (
     "profile",
     "risk",
     "risk_step",
+    "heard",
 )
 """The snapshot's arrays with one row per slot."""
 
 
 def fleet_reference(ends: np.ndarray) -> int:
     """The fleet's reference step: the 90th percentile (lower) of the servers' newest closed
-    steps ``ends`` (n,), a robust "now" that a few servers with bad clocks cannot move; -1
-    for no servers. With two servers, the newer one: neither outvotes the other, the lower
-    percentile would make a server whose data stopped the fleet's "now" (the live one then
-    counts as ahead, data time stops and ``forget_after`` never frees the stopped one), and
-    a server that stops is far more common than a clock running ahead, which the ingest
-    bounds by ``max_future_seconds``."""
-    if ends.size == 2:
-        return int(ends.max())
+    steps ``ends`` (n,), a robust "now" that a few servers with bad clocks cannot move (of
+    two, the older: one running fast cannot move it); -1 for no servers. A server whose data
+    stopped is left out before (:func:`reference_step`)."""
     return int(np.percentile(ends, 90, method="lower")) if ends.size else -1
 
 
-def fleet_newest(ends: np.ndarray, stale_after_steps: int) -> int:
-    """Newest closed step of the servers in step with the fleet; -1 if none.
+QUIET_AFTER_STEPS = 3
+"""A server that sent nothing for this many steps of the ingest clock, while others did,
+is left out of the fleet's reference step (:func:`reference_step`)."""
 
-    A server whose clock runs ahead (leading :func:`fleet_reference` by more than
-    ``stale_after_steps``) is left out: one bad clock must not move the fleet's closed step,
-    which would stop forecasts until the fleet catches up with it.
-    """
-    if ends.size == 0:
-        return -1
-    return int(ends[ends <= fleet_reference(ends) + stale_after_steps].max())
+
+def heard(engine: Engine, slots: np.ndarray, now: float | None) -> None:
+    """Note that ``slots`` sent new data (their newest step moved) at ``now``, the ingest's
+    clock (epoch seconds: this machine's, or the demo's simulated one); under the lock.
+
+    The clock only runs while data arrives: a silence of the whole fleet longer than a
+    step (the appliance down, a network outage) counts against no server, so the first
+    one to send again is not taken for the whole fleet; a clock set back moves every
+    server's time with it. The first clock (a fresh engine, a snapshot from before these
+    times were kept) counts every server as just heard."""
+    if now is None:  # a replay of the sample log (or a test): no clock, nothing heard
+        return
+    now = float(now)
+    times = engine._heard[: engine._buf.n]
+    if not np.isfinite(engine._clock):
+        times[:] = now
+    elif (skip := now - engine._clock - engine.spec.step_seconds) > 0:
+        times += skip
+    elif now < engine._clock:
+        times += now - engine._clock
+    engine._clock = now
+    engine._heard[slots] = now
+
+
+def reference_step(engine: Engine) -> int:
+    """The fleet's reference step (:func:`fleet_reference`) over the servers still sending:
+    one that sent nothing for :data:`QUIET_AFTER_STEPS` steps of the ingest clock is left
+    out, so when most of a fleet stops, the servers still sending are the fleet's "now"
+    (those stopped become stale, data time goes on, ``forget_after`` frees them), not
+    "ahead" of it. A replay sent faster than real time leaves no one out. All servers'
+    steps when every one is quiet; -1 for none. Under the lock."""
+    buf = engine._buf
+    n = buf.n
+    used = buf.used[:n]
+    ends = buf.last_step[:n] - 1
+    live = used & ~quiet(engine)
+    return fleet_reference(ends[live] if live.any() else ends[used])
+
+
+def quiet(engine: Engine) -> np.ndarray:
+    """(n,) bool: the slots that sent nothing for :data:`QUIET_AFTER_STEPS` steps of the
+    ingest clock while others sent (a new server counts as heard when it registers); under
+    the lock."""
+    limit = engine._clock - QUIET_AFTER_STEPS * engine.spec.step_seconds
+    return engine._heard[: engine._buf.n] < limit
+
+
+def step_complete(engine: Engine) -> bool:
+    """True when no server is late: still sending, with enough samples, its open step the
+    fleet's step (its next sample closes it; one always further behind is not waited for)
+    and in step with the fleet once it has closed it. The forecast need not wait."""
+    with engine._lock:
+        r = engine._readiness()
+        step, lag = engine._fleet_closed, engine.config.stale_after_steps
+        enough = r.samples >= engine.spec.min_encoder_length
+        late = r.used & ~quiet(engine) & enough & (r.ends == step - 1)
+        late &= np.abs(step - r.ref) <= lag
+    return not late.any()
+
+
+SERVER_STATES = ("ready", "warming", "stale", "ahead")
+"""A tracked server's state in ``GET /servers`` (as counted in ``/status`` → ``servers``)."""
+
+
+class Readiness(NamedTuple):
+    """Every slot's window and state (:func:`readiness`); a free slot's ``used`` is false."""
+
+    lengths: np.ndarray
+    """(n,) encoder length: the window the model reads, its gaps forward-filled."""
+    samples: np.ndarray
+    """(n,) the steps of that window that have a sample, up to ``min_encoder_length``
+    (exact for a warming server)."""
+    ends: np.ndarray
+    """(n,) newest closed step."""
+    used: np.ndarray
+    """(n,) bool: a tracked server."""
+    states: np.ndarray
+    """(n,) index into :data:`SERVER_STATES`."""
+    ref: int
+    """The fleet's reference step (:func:`reference_step`; -1: no servers)."""
+
+    @property
+    def ready(self) -> np.ndarray:
+        """(n,) bool: forecast in the next run."""
+        return self.used & (self.states == 0)
+
+
+def readiness(engine: Engine) -> Readiness:
+    """Each server's state (docs/RISK.md#buckets), under the lock: *stale* when its newest
+    closed step lags the reference step by more than ``stale_after_steps`` (its data
+    stopped, however few steps it had), *ahead* when it leads it by as much (a clock in
+    the future), *warming* when in step with fewer than ``min_encoder_length`` steps with a
+    sample in its window (forward-filled gaps do not count: one sample an hour must not
+    look like an hour of data), else *ready*."""
+    from fleetcast.appliance.windows import window_lengths, window_samples
+
+    buf = engine._buf
+    n, enc = buf.n, engine.spec.encoder_length
+    lengths = window_lengths(buf.slot_step, buf.last_step, n, enc)
+    samples = window_samples(buf.slot_step, buf.last_step, n, enc, engine.spec.min_encoder_length)
+    ends = buf.last_step[:n] - 1
+    ref = reference_step(engine)
+    lag = engine.config.stale_after_steps
+    short = samples < engine.spec.min_encoder_length
+    states = np.select([ends < ref - lag, ends > ref + lag, short], [2, 3, 1], default=0)
+    return Readiness(lengths, samples, ends, buf.used[:n].copy(), states, ref)
+
+
+def set_server_id(engine: Engine, slot: int, name: str) -> None:
+    """The model's server_id code of ``name`` in ``slot`` (the unknown-server code for a
+    server the model has no embedding of), and whether the model learnt this server's own
+    patterns (``known`` in GET /servers): trained on it with its ID, not one of the servers
+    whose ID training nulled to train the unknown-server embedding."""
+    spec = engine.spec
+    known = name in spec.server_mapping
+    if "server_id" in spec.categorical_classes:
+        code = spec.encode_categorical("server_id", [server_id(name)])[0]
+        engine._static[slot, 1] = code
+        known = known and code != spec.unknown_codes["server_id"]
+    engine._known[slot] = known
 
 
 def state_arrays(engine: Engine) -> dict[str, np.ndarray]:
@@ -87,6 +205,8 @@ def state_arrays(engine: Engine) -> dict[str, np.ndarray]:
         out["profile"] = engine._profile[:n].copy()
         out.update(engine._history.state_arrays(n))
         out["last_forecast_step"] = np.array([engine._last_forecast_step], dtype=np.int64)
+        out["heard"] = engine._heard[:n].copy()
+        out["clock"] = np.array([engine._clock])
         alerts = engine._current.alerts if engine._current is not None else engine._restored_alerts
         out["alerts"] = np.frombuffer(msgspec.json.encode(alerts), dtype=np.uint8).copy()
     return out
@@ -136,11 +256,7 @@ def load_state(engine: Engine, arrays: Mapping[str, np.ndarray]) -> None:
                 continue
             profile = VALID_PROFILES[int(arrays["profile"][i])]
             engine._set_profile(i, profile)
-            if "server_id" in engine.spec.categorical_classes:
-                engine._static[i, 1] = engine.spec.encode_categorical(
-                    "server_id", [server_id(name)]
-                )[0]
-            engine._known[i] = name in engine.spec.server_mapping
+            set_server_id(engine, i, name)
         engine._history.load_arrays(arrays, n)
         # The alerts of the last forecast before the snapshot: kept for the servers the
         # first forecast leaves out, and their ``since`` holds the hysteresis (RISK.md#alerts).
@@ -150,8 +266,10 @@ def load_state(engine: Engine, arrays: Mapping[str, np.ndarray]) -> None:
             for a in engine._restored_alerts
             if isinstance(a.get("since"), str)
         }
-        ends = engine._buf.last_step[:n][engine._buf.used[:n]] - 1
-        engine._fleet_closed = engine._fleet_newest(ends)
+        if "heard" in arrays:  # older snapshots: the first clock counts all as just heard
+            engine._heard[:n] = arrays["heard"]
+            engine._clock = float(np.asarray(arrays["clock"]).reshape(-1)[0])
+        engine._fleet_closed = reference_step(engine)
         engine._last_forecast_step = -1  # forecast once after a restore
 
 
@@ -230,16 +348,11 @@ def keep_alerts(
     # An alert is carried once: a reload's first forecast carried the snapshot's already.
     held = {(a["server_name"], a["metric"], a["horizon"]) for a in fs.alerts}
     previous = [a for a in previous if (a["server_name"], a["metric"], a["horizon"]) not in held]
-    lengths, ends, _, ref = engine._readiness()
+    states = engine._readiness().states
     why: dict[str, str] = {}
     for name in left & index.keys():
-        slot = index[name]
-        if name in not_finite:
-            why[name] = "not_finite"
-        elif lengths[slot] < engine.spec.min_encoder_length:
-            why[name] = "warming"
-        else:
-            why[name] = "ahead" if ends[slot] > ref else "stale"
+        state = SERVER_STATES[states[index[name]]]
+        why[name] = "not_finite" if name in not_finite else state.replace("ready", "stale")
     kept = carried_alerts(previous, why)
     if not kept:
         return

@@ -74,7 +74,7 @@ class EngineConfig:
     risk_history_steps: int = 288
     """Fleet risk trend points kept for /fleet/history."""
     forget_after_s: float | None = None
-    """Forget a server once the fleet's newest step is more than this many seconds of data
+    """Forget a server once the fleet's step is more than this many seconds of data
     time after its newest step (:meth:`Engine.expired` lists them); ``None``: never
     (docs/OPERATIONS.md#forgetting-servers)."""
 
@@ -144,9 +144,9 @@ class IngestResult:
     rejected: list[tuple[int, str]] = field(default_factory=list)
     """(index in the batch, reason) for every record not stored."""
     closed_steps: int = 0
-    """How many steps the fleet's newest closed step advanced (> 0: a forecast is due)."""
+    """How many steps the fleet's step (its reference step) advanced (> 0: a forecast is due)."""
     latest_step: int | None = None
-    """Epoch seconds of the fleet's newest closed step after this batch (None: none yet)."""
+    """Epoch seconds of the fleet's step after this batch (None: none yet)."""
 
 
 @dataclass(frozen=True)
@@ -164,9 +164,10 @@ class ForecastSet:
     """One batched forecast over all ready servers (the body of GET /predictions/current)."""
 
     prediction_time: str
-    """ISO 8601 UTC of the first predicted step (the fleet's newest closed step + 1)."""
+    """ISO 8601 UTC of the first predicted step (the fleet's step + 1)."""
     data_time: str
-    """ISO 8601 UTC of the fleet's newest closed step the forecast used."""
+    """ISO 8601 UTC of the fleet's step (its reference step, docs/RISK.md#buckets) the
+    forecast ran at; each server's own newest closed step is its ServerForecast's."""
     model_version: str
     servers: list[dict[str, Any]]
     """ServerForecast dicts (docs/API.md), sorted by descending risk."""

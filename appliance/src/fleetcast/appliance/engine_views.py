@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fleetcast.appliance.engine_state import SERVER_STATES
 from fleetcast.appliance.forecast import iso
 from fleetcast.contract.schema import METRIC_COLUMNS, VALID_PROFILES
 
@@ -54,8 +55,9 @@ def server_detail(engine: Engine, name: str) -> dict[str, Any] | None:
 def profile_history(engine: Engine, profile: str, steps: int) -> dict[str, Any] | None:
     """Per-step mean actuals and risk over one profile's servers (GET /profiles/{p}/history).
 
-    Up to ``steps`` steps ending at the profile's newest step (servers whose clock leads the
-    rest are left out of that choice, as for the fleet's closed step). Each value is the
+    Up to ``steps`` steps ending at the step after the fleet's step (docs/RISK.md#buckets;
+    the open step, partly reported), the time axis of every chart: a clock running ahead
+    or servers that stopped do not move it. Each value is the
     mean over the servers that had a sample (or a forecast, for risk) at that step, and
     ``reporting`` counts them; null where none had. ``servers`` counts every server of the
     profile the appliance tracks (warming and stale ones too). None when there is none.
@@ -73,7 +75,8 @@ def profile_history(engine: Engine, profile: str, steps: int) -> dict[str, Any] 
         if idx.size == 0:
             return None
         gens = buf.generation[idx].copy()
-        end = engine._fleet_newest(buf.last_step[idx])
+        fleet = engine._fleet_closed  # the fleet's step; its open step is the newest shown
+        end = fleet + 1 if fleet >= 0 else int(buf.last_step[idx].max())
     steps = int(max(1, min(steps, buf.ring_steps - 1)))
     wanted = np.arange(end - steps + 1, end + 1, dtype=np.int64)
     hist = engine._history
@@ -155,26 +158,24 @@ def status(engine: Engine) -> dict[str, Any]:
     """Model info, servers known/ready/warming/unknown, latency, rates, ingest counters."""
     spec = engine.spec
     with engine._lock:
-        lengths, ends, forecastable, ref = engine._readiness()
+        r = engine._readiness()  # free slots (forgotten servers') are not ``used``
         n = engine._buf.n
-        used = engine._buf.used[:n].copy()  # free slots (forgotten servers') left out
         known = engine._known[:n].copy()
         names = list(engine._buf.names)
         fleet_closed = engine._fleet_closed  # newest closed step, servers ahead left out
         forgotten = dict(engine._forgotten)
-    ready = lengths >= spec.min_encoder_length
-    stale = ready & ~forecastable & (ends < ref)
-    ahead = ready & ~forecastable & (ends > ref)
-    warming = np.flatnonzero(used & ~ready)
+    used, samples = r.used, r.samples
+    count = [int(np.count_nonzero(used & (r.states == k))) for k in range(len(SERVER_STATES))]
+    warming = np.flatnonzero(used & (r.states == SERVER_STATES.index("warming")))
     step = spec.step_seconds
     detail = [
         {
             "server_name": names[i],
-            "steps": int(lengths[i]),
+            "steps": int(samples[i]),
             "needed": spec.min_encoder_length,
-            "ready_in_s": int((spec.min_encoder_length - lengths[i]) * step),
+            "ready_in_s": int((spec.min_encoder_length - samples[i]) * step),
         }
-        for i in warming[np.argsort(-lengths[warming], kind="stable")][:50].tolist()
+        for i in warming[np.argsort(-samples[warming], kind="stable")][:50].tolist()
     ]
     lat = np.asarray(engine._latency_ms, dtype=np.float64)
     elapsed = time.perf_counter() - engine._first_run if engine._first_run is not None else 0.0
@@ -183,12 +184,9 @@ def status(engine: Engine) -> dict[str, Any]:
         "uptime_s": round(time.monotonic() - engine._started, 1),
         "servers": {
             "known": int(np.count_nonzero(used)),
-            "ready": int(np.count_nonzero(forecastable)),
-            "warming": int(warming.size),
-            "stale": int(np.count_nonzero(stale)),
-            "ahead": int(np.count_nonzero(ahead)),
+            **dict(zip(SERVER_STATES, count, strict=True)),
             "unknown": int(np.count_nonzero(used & ~known)),
-            "full_history": int(np.count_nonzero(lengths >= spec.encoder_length)),
+            "full_history": int(np.count_nonzero(used & (r.lengths >= spec.encoder_length))),
             "capacity": engine.config.capacity,
             "warming_detail": detail,
         },
@@ -215,10 +213,6 @@ def status(engine: Engine) -> dict[str, Any]:
     }
 
 
-SERVER_STATES = ("ready", "warming", "stale", "ahead")
-"""A tracked server's state in ``GET /servers`` (as counted in ``/status`` → ``servers``)."""
-
-
 def fleet_history(engine: Engine, steps: int) -> dict[str, Any]:
     """The fleet risk trend (docs/API.md GET /fleet/history), oldest first."""
     with engine._lock:
@@ -232,12 +226,7 @@ def server_state(engine: Engine, name: str) -> str | None:
         slot = engine._buf.index.get(name)
         if slot is None:
             return None
-        lengths, ends, forecastable, ref = engine._readiness()
-    if forecastable[slot]:
-        return "ready"
-    if lengths[slot] < engine.spec.min_encoder_length:
-        return "warming"
-    return "stale" if ends[slot] < ref else "ahead"
+        return SERVER_STATES[engine._readiness().states[slot]]
 
 
 def servers(
@@ -248,23 +237,22 @@ def servers(
     model was trained on it. The states are those ``/status`` counts. One page: the first
     ``limit`` (None: all) of those whose name sorts after ``after``; the number of servers in
     all pages; whether more follow this page."""
+    from fleetcast.appliance.windows import window_samples
     from fleetcast.contract.schema import VALID_PROFILES
 
     spec = engine.spec
     with engine._lock:
-        lengths, ends, forecastable, ref = engine._readiness()
+        r = engine._readiness()
         buf = engine._buf
         n = buf.n
-        used = buf.used[:n].copy()
+        enc = spec.encoder_length
+        samples = window_samples(buf.slot_step, buf.last_step, n, enc, enc)  # all, uncapped
         newest = buf.last_step[:n].copy()
         known = engine._known[:n].copy()
         profile = engine._profile[:n].copy()
         names = list(buf.names)
-    ready = lengths >= spec.min_encoder_length
-    states = np.select(
-        [forecastable, ~ready, ends < ref, ends > ref], [0, 1, 2, 3], default=0
-    )  # the last two: ready by length but out of step with the fleet
-    keep = used if state is None else used & (states == SERVER_STATES.index(state))
+    states = r.states
+    keep = r.used if state is None else r.used & (states == SERVER_STATES.index(state))
     order = sorted(np.flatnonzero(keep).tolist(), key=names.__getitem__)
     first = 0 if after is None else bisect.bisect_right(order, after, key=names.__getitem__)
     page = order[first:] if limit is None else order[first : first + limit]
@@ -275,7 +263,7 @@ def servers(
             "profile": VALID_PROFILES[int(profile[i])],
             "state": SERVER_STATES[int(states[i])],
             "newest_step": iso(int(newest[i]) * step) if newest[i] >= 0 else None,
-            "steps": int(lengths[i]),
+            "steps": int(samples[i]),
             "known": bool(known[i]),
         }
         for i in page

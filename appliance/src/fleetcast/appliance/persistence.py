@@ -286,6 +286,7 @@ class StateStore:
                     raise ValueError(f"its header is {type(meta).__name__}, not an object")
                 int(meta.get("log_generation", 0))
                 float(meta.get("created", 0.0))
+                version = meta.get("format", 1)
             except MemoryError:
                 raise
             except Exception as exc:  # zipfile, numpy and msgspec raise many types
@@ -299,6 +300,16 @@ class StateStore:
                     "directory aside to start empty.",
                     _STATE_DOC,
                 ) from None
+        if version != 1:
+            raise StateError(
+                f"{_SNAPSHOT} in the state directory is of format {version!r}; this fleetcast "
+                "reads format 1; the file was left as it is.",
+                "it was written by a newer fleetcast, whose arrays this version could "
+                "misread or silently leave out.",
+                "start the fleetcast version that wrote it (upgrade this appliance), or "
+                f"restore the state directory from a backup this version wrote ({_BACKUP_DOC}).",
+                _STATE_DOC,
+            )
         return arrays, meta
 
     def _open_log(self) -> None:

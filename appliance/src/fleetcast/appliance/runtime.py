@@ -28,6 +28,7 @@ import numpy as np
 
 from fleetcast.appliance.errors import log_failure
 from fleetcast.appliance.forecast import iso
+from fleetcast.appliance.forecast_settle import settle
 from fleetcast.appliance.http_cache import etag
 from fleetcast.appliance.http_protocol import ReadTimeouts
 from fleetcast.appliance.persistence import Columns, StateError, StateStore
@@ -117,14 +118,14 @@ class Runtime:
         self.replayed_records = self.replayed_forgets = 0
         self.replayed_reasons = {"deleted": 0, "expired": 0}
         self.latest_step: int | None = None
-        """Epoch seconds of the fleet's newest closed step (from the last ingest)."""
+        """Epoch seconds of the fleet's step (from the last ingest)."""
         self.dropped_tails: list[str] = []
         self.subscribers: set[asyncio.Queue[str]] = set()
         self.websocket_refused = 0
         """WebSocket clients refused because ``max_websocket_clients`` were connected."""
         self.websocket_dropped = 0
-        self.read_timeouts = ReadTimeouts(settings.request_timeout_s)
         """WebSocket clients dropped because a send to them stayed blocked (not reading)."""
+        self.read_timeouts = ReadTimeouts(settings.request_timeout_s)
         self._refusal_log_after = 0.0
         """Monotonic time before which a refused WebSocket client is counted, not logged."""
         self.demo: DemoSource | None = None
@@ -132,6 +133,7 @@ class Runtime:
         """A pull source (e.g. Prometheus) set by the app's Telemetry; /status reports it."""
         self._tee: list[Entry] | None = None
         self._due = asyncio.Event()
+        self._arrived = asyncio.Event()  # set by every ingest (a forecast's settle waits on it)
         self._forecast_deferred = False
         """A step closed during a backfill (``ingest(forecast=False)``) and no forecast ran."""
         self._forgot = False
@@ -165,12 +167,13 @@ class Runtime:
 
     def _restore(self, config: EngineConfig, recovery: Recovery) -> None:
         from fleetcast.appliance.engine import Engine
+        from fleetcast.appliance.runtime_forget import check_replay
 
         self.dropped_tails = recovery.dropped
         if recovery.arrays is not None:
             try:
                 engine = Engine.restore(config, recovery.arrays)
-            except (ValueError, KeyError) as exc:
+            except (ValueError, KeyError, IndexError, TypeError) as exc:
                 raise StartupError(
                     f"The saved state in the state directory does not fit the model ({exc}). "
                     "Why it matters: starting empty would silently drop the history. "
@@ -187,6 +190,7 @@ class Runtime:
             self.replayed_records += result.accepted
             if result.latest_step is not None:
                 self.latest_step = int(result.latest_step)
+        check_replay(engine, config.capacity)
         self.replayed_reasons = engine.reset_counters()  # /status counts this run's work
         self.engine = engine
         if self.latest_step is None:
@@ -242,7 +246,7 @@ class Runtime:
                 await anyio.to_thread.run_sync(self.snapshot)
             except Exception as exc:
                 log_failure(_log, "final snapshot failed; the log holds everything", exc)
-            await anyio.to_thread.run_sync(self.engine.model.close)
+            await anyio.to_thread.run_sync(self.engine.close)
         self.store.close()
         self.notifier.close()
 
@@ -303,6 +307,7 @@ class Runtime:
         self.ingest_requests += 1
         self.records_accepted += result.accepted
         self.records_rejected += len(result.rejected)
+        self._arrived.set()
         if result.closed_steps > 0:
             self._forecast_deferred = True
         if forecast:
@@ -321,6 +326,8 @@ class Runtime:
     async def _forecast_loop(self) -> None:
         while True:
             await self._due.wait()
+            if self.engine is not None:  # the step's stragglers, forecast_settle_s at most
+                await settle(self.engine, self._arrived, self.settings.forecast_settle_s)
             self._due.clear()  # steps closing while we run coalesce into one more run
             engine = self.engine
             if engine is None:
@@ -461,11 +468,8 @@ class Runtime:
         body["ready_after_s"] = None if self.ready_after_s is None else round(self.ready_after_s, 3)
         if self.demo is not None:
             body["source"] = self.demo.source_status()
-            body["demo"] = {
-                "enabled": True,
-                "scenario": self.demo.scenario,
-                "speed": self.settings.speed,
-            }
+            body["demo"] = {"enabled": True, "scenario": self.demo.scenario}
+            body["demo"]["speed"] = self.settings.speed
         else:
             body["source"] = {
                 "kind": "push",

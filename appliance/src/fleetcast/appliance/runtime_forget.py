@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from fleetcast.appliance.persistence import Entry
     from fleetcast.appliance.runtime import Runtime
 
-__all__ = ["apply_entry", "expire_locked", "forget_locked", "source_note"]
+__all__ = ["apply_entry", "check_replay", "expire_locked", "forget_locked", "source_note"]
 
 _log = logging.getLogger(__name__)
 
@@ -39,6 +39,23 @@ def apply_entry(engine: Engine, entry: Entry) -> IngestResult | list[Forgotten]:
     if isinstance(entry, Forget):
         return engine.forget(entry.server, expired=entry.expired)
     return engine.ingest(to_record_batch(entry))
+
+
+def check_replay(engine: Engine, capacity: int) -> None:
+    """Refuse the start (StartupError) when the sample log's replay into ``engine`` left out
+    servers for want of ``capacity``: acknowledged samples would be lost, and for good once
+    the next snapshot drops the log (a smaller ``--capacity`` than when they came)."""
+    refused = int(engine.status()["ingest"]["capacity"])
+    if refused:
+        from fleetcast.appliance.runtime import StartupError
+
+        raise StartupError(
+            f"The sample log holds {refused} acknowledged samples of servers beyond "
+            f"--capacity {capacity} (it was larger when they came). Why it matters: starting "
+            "would drop them, and the next snapshot would make that for good. Fix: start "
+            "with the --capacity they were acknowledged under (or larger); forget servers "
+            "(DELETE /servers/…) before lowering it. See docs/OPERATIONS.md#state."
+        )
 
 
 def forget_locked(runtime: Runtime, names: Sequence[str], *, expired: bool) -> list[Forgotten]:

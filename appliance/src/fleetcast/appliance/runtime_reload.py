@@ -71,7 +71,7 @@ async def reload(runtime: Runtime, model_dir: Path) -> dict[str, Any]:
             runtime._tee = None
         raise
     await anyio.to_thread.run_sync(swap, new)
-    await anyio.to_thread.run_sync(old.model.close)  # its inference worker threads
+    await anyio.to_thread.run_sync(old.close)  # its inference worker threads
     if forecast is not None:
         runtime.publish(new.current() or forecast)  # less servers forgotten meanwhile
     runtime.request_forecast()

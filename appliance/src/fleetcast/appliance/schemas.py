@@ -86,7 +86,7 @@ class IngestResponse(msgspec.Struct, frozen=True):
     accepted: int
     rejected: list[Rejected]
     latest_step: str | None = None
-    """ISO time of the fleet's newest closed step after this batch."""
+    """ISO time of the fleet's step (its reference step) after this batch."""
     ignored_fields: list[str] = []
     """Record fields outside the contract that were ignored (sorted, each named once)."""
 
@@ -275,7 +275,7 @@ class StatusResponse(msgspec.Struct, frozen=True):
     nonfinite_forecasts: int = 0
     """Servers left out of a forecast set because their forecast was NaN or infinite."""
     data_time: str | None = None
-    """The fleet's newest closed step."""
+    """The fleet's step (its reference step, docs/RISK.md#buckets)."""
     ingest: dict[str, int] = {}
     """accepted, rejected, duplicates, superseded, too_old, future, capacity, invalid."""
     forgotten: dict[str, Any] = {}
@@ -296,14 +296,17 @@ class ServerEntry(msgspec.Struct, frozen=True):
     server_name: str
     profile: str
     state: Literal["ready", "warming", "stale", "ahead"]
-    """ready: forecast; warming: fewer valid steps than the model needs; stale: its data
-    stopped (it lags the fleet's data time); ahead: its clock runs ahead of the fleet."""
+    """ready: forecast; warming: fewer steps with a sample than the model needs; stale: its
+    data stopped (it lags the fleet's step, however few steps it had); ahead: its clock
+    runs ahead of the fleet."""
     newest_step: str | None
     """Start of its newest 5-minute step with a sample (data time, ISO 8601)."""
     steps: int
-    """Valid steps in its current window (the model needs min_encoder_length)."""
+    """Steps with a sample in its current window, forward-filled gaps left out (the model
+    needs min_encoder_length)."""
     known: bool
-    """Whether the model was trained on it (else it forecasts from its profile)."""
+    """Whether the model learnt this server itself: trained on it with its own ID (else it
+    forecasts it from its own data and its profile)."""
 
 
 class ServersOut(msgspec.Struct, frozen=True):

@@ -81,6 +81,9 @@ class Settings:
     """Seconds between snapshots of the engine state (the log is truncated after each)."""
     snapshot_log_bytes: int = 64 * 1024 * 1024
     """Take a snapshot early once the sample log has grown past this many bytes."""
+    forecast_settle_s: float = 10.0
+    """Seconds a forecast waits, once the fleet's step has closed, for the servers that have
+    not closed it yet (0: never; docs/RISK.md#buckets)."""
     demo: bool = False
     """Run the built-in simulator as a data source (backfills the model's history, at least 24 h, then streams)."""
     demo_servers: int = 90

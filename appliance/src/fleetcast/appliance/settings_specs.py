@@ -129,6 +129,7 @@ _SPECS: dict[str, _Spec] = {
     "fsync": _flag_spec(True),
     "snapshot_interval_s": _seconds("300"),
     "snapshot_log_bytes": _Spec(_int_in(1), "an integer >= 1 (bytes)", _T_INT, "67108864"),
+    "forecast_settle_s": _seconds("10", zero=True),
     "demo": _flag_spec(False),
     "demo_servers": _Spec(_int_in(1), "an integer >= 1", _T_INT, "90"),
     "demo_seed": _Spec(_int_in(0), "an integer >= 0", _T_INT, "7"),

@@ -1,6 +1,7 @@
 """The Numba kernels behind :mod:`fleetcast.appliance.windows` (plain Python until compiled).
 
-``_lengths_impl`` gives each server's encoder length; ``_build_impl`` writes the six input
+``_lengths_impl`` gives each server's encoder length, ``_samples_impl`` how many of its
+window's steps have a sample; ``_build_impl`` writes the six input
 tensors of a batch of servers in one pass. The rules they implement are in the docstring of
 :mod:`fleetcast.appliance.windows` and in docs/MODEL_FORMAT.md#features; the kernel codes
 of the columns (``real_kind``/``cat_kind``) are the ``REAL_*``/``CAT_*`` constants there.
@@ -17,7 +18,8 @@ __all__ = ["compiled_kernels"]
 
 
 def _lengths_impl(slot_step, last_step, n, enc):
-    """Encoder length per server (n,) int64: valid closed steps in its window (0 = none)."""
+    """Encoder length per server (n,) int64: its closed steps from the first with a sample in
+    its window to its newest (0 = none)."""
     w = slot_step.shape[1]
     out = np.zeros(n, dtype=np.int64)
     for s in range(n):
@@ -33,19 +35,29 @@ def _lengths_impl(slot_step, last_step, n, enc):
                 break
         if first < 0:
             continue
-        if first == lo:
-            out[s] = enc
-            continue
-        # Carry from the step just before the window (forward fill) if the ring holds it;
-        # never from further back, however wide the ring (a day-ago model's is a day wider).
-        carry = False
-        for st in range(lo - 1, max(last - w, lo - 2), -1):
-            if st < 0:
-                break
-            if slot_step[s, st % w] == st:
-                carry = True
-                break
-        out[s] = enc if carry else end - first + 1
+        # From the first step with a sample: missing steps before it shorten the window, as
+        # pytorch-forecasting's windows start at a row (none is filled from before the window).
+        out[s] = end - first + 1
+    return out
+
+
+def _samples_impl(slot_step, last_step, n, enc, cap):
+    """Steps with a sample per server (n,) int64 among the ``enc`` closed steps up to its
+    newest (its window less the steps forward-filled), counted up to ``cap``: newest
+    first, so a server with data stops after ``cap`` steps."""
+    w = slot_step.shape[1]
+    out = np.zeros(n, dtype=np.int64)
+    for s in range(n):
+        end = last_step[s] - 1
+        count = 0
+        k = end % w
+        for st in range(end, max(end - enc, -1), -1):
+            if slot_step[s, k] == st:
+                count += 1
+                if count >= cap:
+                    break
+            k = k - 1 if k > 0 else w - 1
+        out[s] = count
     return out
 
 
@@ -100,25 +112,11 @@ def _build_impl(
         row = out_offset + b
         end = last_step[s] - 1
         start = end - n + 1
-        # Carry value for leading missing steps (forward fill from the step before the window).
-        # A filled row repeats its source row whole, as pytorch-forecasting does: values,
-        # state, and (below) the calendar and day-ago columns of the source step ``src[t]``.
+        # A window starts at a step with a sample (``_lengths_impl``), as pytorch-forecasting's
+        # do; a missing step after it is forward-filled: a filled row repeats its source row
+        # whole, as pytorch-forecasting does: values, state, and (below) the calendar and
+        # day-ago columns of the source step ``src[t]``.
         cur_state = -1
-        for j in range(n_metrics):
-            raw[0, j] = 0.0
-        found = False
-        carried = start
-        for st in range(start - 1, max(last_step[s] - w, start - 2), -1):
-            if st < 0:
-                break
-            k = st % w
-            if slot_step[s, k] == st:
-                for j in range(n_metrics):
-                    raw[0, j] = values[s, k, j]
-                cur_state = states[s, k]
-                found = True
-                carried = st
-                break
         prev = 0
         for t in range(n):
             st = start + t
@@ -127,15 +125,12 @@ def _build_impl(
                 for j in range(n_metrics):
                     raw[t, j] = values[s, k, j]
                 cur_state = states[s, k]
-                found = True
                 src[t] = st
             elif t > 0:
                 for j in range(n_metrics):
                     raw[t, j] = raw[prev, j]
                 src[t] = src[prev]
-            elif found:
-                src[t] = carried
-            else:
+            else:  # not a window from window_lengths: zeros
                 for j in range(n_metrics):
                     raw[t, j] = 0.0
                 src[t] = st
@@ -263,4 +258,8 @@ def compiled_kernels() -> dict[str, Any]:
     """Compile the kernels on first use (Numba's on-disk cache makes later processes fast)."""
     from fleetcast.appliance.buffers import jit_kernel
 
-    return {"lengths": jit_kernel(_lengths_impl), "build": jit_kernel(_build_impl)}
+    return {
+        "lengths": jit_kernel(_lengths_impl),
+        "samples": jit_kernel(_samples_impl),
+        "build": jit_kernel(_build_impl),
+    }

@@ -6,8 +6,8 @@ agree. Per server (B = ready servers, E = encoder width, D = prediction length):
 
 - The encoder ends at the server's newest *closed* step ``L = last_step - 1`` (the open
   step may still receive samples) and starts at ``L - E + 1`` or at the server's first
-  step, whichever is later. Missing steps are **forward-filled** from the previous present
-  step (also from the step just before the window when the ring still holds it), as
+  step with a sample after it, whichever is later (pytorch-forecasting's windows start at a
+  row). Missing steps are **forward-filled** from the previous present step, as
   pytorch-forecasting does for ``allow_missing_timesteps``: a filled row repeats its source
   row whole, state, calendar features and day-ago values included. Windows shorter than E
   are left-aligned; the rows after ``encoder_lengths[b]`` are zero padding.
@@ -51,6 +51,7 @@ __all__ = [
     "build_windows",
     "plan_from_spec",
     "window_lengths",
+    "window_samples",
 ]
 
 REAL_TARGET = 0
@@ -247,9 +248,20 @@ class WindowInputs:
 def window_lengths(
     slot_step: np.ndarray, last_step: np.ndarray, n: int, encoder_length: int
 ) -> np.ndarray:
-    """Encoder length of every registered server (n,) int64; ready = >= min_encoder_length."""
+    """Encoder length of every registered server (n,) int64: what the model reads."""
     return compiled_kernels()["lengths"](
         slot_step, last_step, np.int64(n), np.int64(encoder_length)
+    )
+
+
+def window_samples(
+    slot_step: np.ndarray, last_step: np.ndarray, n: int, encoder_length: int, cap: int
+) -> np.ndarray:
+    """Steps with a sample in every registered server's window (n,) int64, its length less
+    the forward-filled steps, counted up to ``cap``; ready = >= min_encoder_length
+    (docs/RISK.md#windows)."""
+    return compiled_kernels()["samples"](
+        slot_step, last_step, np.int64(n), np.int64(encoder_length), np.int64(cap)
     )
 
 

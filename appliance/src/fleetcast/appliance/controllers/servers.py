@@ -21,7 +21,7 @@ from litestar.params import Parameter
 
 from fleetcast.appliance.auth import read_guard, write_guard
 from fleetcast.appliance.controllers._paths import server_names
-from fleetcast.appliance.engine_views import SERVER_STATES
+from fleetcast.appliance.engine_state import SERVER_STATES
 from fleetcast.appliance.errors import write_error_cause
 from fleetcast.appliance.http_errors import ApiError
 from fleetcast.appliance.query_params import takes

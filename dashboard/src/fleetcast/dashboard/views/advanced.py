@@ -58,7 +58,7 @@ class AdvancedView:
         """Redraw from ``state``."""
         status = state.status
         # The same time as the header's "last forecast", on the data clock (its
-        # prediction_time; data_time, the newest closed step it read, is a step before).
+        # prediction_time; data_time, the fleet's step it read, is a step before).
         # /status last_prediction_time is the appliance's wall clock when it ran (hours
         # apart under the demo's fast clock), so it gets its own label.
         forecast = state.prediction_time
@@ -69,7 +69,7 @@ class AdvancedView:
             ["connection", state.connection + (" (data STALE)" if state.stale else "")],
             ["last contact", _when(state.last_contact) if state.last_contact else "never"],
             ["last forecast (on the data clock)", _when(forecast) if forecast else "none yet"],
-            ["from data up to (its newest closed step)", _when(data) if data else "n/a"],
+            ["from data up to (fleet data time)", _when(data) if data else "n/a"],
             [
                 "last forecast computed at (appliance wall clock)",
                 _when(computed) if computed else "n/a",
