@@ -215,3 +215,31 @@ def test_a_part_written_frame_that_cannot_be_cut_stops_the_log(
     recovery = again.recover()
     assert [len(b) for b in recovery.batches] == [3]
     assert recovery.dropped  # the torn tail, cut with a warning
+
+
+def test_a_write_that_wrote_nothing_does_not_stop_the_log(
+    stores: Any, monkeypatch: pytest.MonkeyPatch, svc: Any
+) -> None:
+    """A write refused before its first byte (a read-only remount, EIO) leaves nothing to
+    cut: a failed cut then must not stop the log until a restart once the disk is back."""
+    store = stores()
+    store.recover()
+    store.append(svc.make_columns(3))
+
+    def refused(fd: int, data: Any) -> int:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    def cannot_cut(fd: int, length: int) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(persistence.os, "write", refused)
+    monkeypatch.setattr(persistence.os, "ftruncate", cannot_cut)
+    with pytest.raises(OSError, match="Read-only"):
+        store.append(svc.make_columns(2, start=10))
+    monkeypatch.undo()  # remounted read-write
+    store.append(svc.make_columns(2, start=20))
+    store.close()
+    again = stores()
+    recovery = again.recover()
+    assert [len(b) for b in recovery.batches] == [3, 2]
+    assert not recovery.dropped

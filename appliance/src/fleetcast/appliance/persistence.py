@@ -352,9 +352,11 @@ class StateStore:
         except OSError as exc:
             self._write_failed(exc)
             # A part-written frame (disk full) must not stay in the middle of the log: the
-            # next acknowledged frames would follow it and recovery would cut them off.
+            # next acknowledged frames would follow it and recovery would cut them off. A
+            # write that wrote nothing (a read-only remount, EIO) leaves nothing to cut.
             try:
-                os.ftruncate(self._fd, start)
+                if os.fstat(self._fd).st_size > start:
+                    os.ftruncate(self._fd, start)
             except OSError as cut:
                 self._stuck = f"a part-written frame could not be cut off ({cut})"
                 _log.exception(
