@@ -127,6 +127,19 @@ def test_out_of_order_within_the_ring_is_stored_and_older_is_rejected() -> None:
     assert buf.last_step[0] == step0 + 10
 
 
+@pytest.mark.parametrize("order", [[0, 1], [1, 0]])
+def test_a_sample_too_old_for_the_batchs_newest_step_is_refused_in_any_order(order) -> None:
+    """Judged against the step the server reached before the batch, a two-day-old sample
+    first in a batch was "accepted", then pushed out of the ring by the next one."""
+    buf = RingBuffers(capacity=1, ring_steps=8)
+    buf.register("a")
+    ts = np.array([T0, T0 + 576 * STEP])[order]
+    codes = _feed(buf, ts, [0, 0], [[1.0, 1, 1, 1], [2.0, 2, 2, 2]], [0, 0])
+    by_time = dict(zip(ts.tolist(), codes.tolist(), strict=True))
+    assert by_time == {T0: CODE_TOO_OLD, T0 + 576 * STEP: CODE_ACCEPTED}
+    assert buf.last_step[0] == T0 // STEP + 576
+
+
 def test_advancing_clears_steps_that_leave_the_ring() -> None:
     buf = RingBuffers(capacity=1, ring_steps=4)
     buf.register("a")

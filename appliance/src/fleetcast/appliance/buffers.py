@@ -104,6 +104,8 @@ def _append_impl(
     """Bucket n samples into the rings. Shapes: srv/ts (n,), vals (n, 4), state (n,), codes (n,) out.
 
     ``srv[i] < 0`` marks a sample rejected before the kernel (its code is left untouched).
+    Each server's ring first moves to its newest step in the batch, so a sample is judged
+    too old against that step whatever its place in the batch.
     """
     n = srv.shape[0]
     w = values.shape[1]
@@ -112,13 +114,8 @@ def _append_impl(
         s = srv[i]
         if s < 0:
             continue
-        t = ts[i]
-        step = t // step_seconds
-        off = t - step * step_seconds
+        step = ts[i] // step_seconds
         last = last_step[s]
-        if last >= 0 and step <= last - w:
-            codes[i] = 3
-            continue
         if step > last:
             # Clear the slots that leave the ring: steps last-w+1 .. step-w.
             if last >= 0:
@@ -135,6 +132,16 @@ def _append_impl(
                         for j in range(m):
                             values[s, k, j] = 0.0
             last_step[s] = step
+    for i in range(n):
+        s = srv[i]
+        if s < 0:
+            continue
+        t = ts[i]
+        step = t // step_seconds
+        off = t - step * step_seconds
+        if step <= last_step[s] - w:
+            codes[i] = 3
+            continue
         k = step % w
         write = False
         if slot_step[s, k] != step or off > slot_off[s, k]:
