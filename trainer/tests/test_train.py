@@ -184,6 +184,28 @@ def test_a_server_too_short_for_a_window_is_trained_as_unknown(toy_table, make_c
     assert {hash_server_id(n) for n in others - nulled} <= set(ids)
     assert not {hash_server_id(n) for n in nulled} & set(ids)
     assert info["servers"] == 5  # still counted and mapped: a server the fleet has
+    # The toy fleet has four of the seven profiles (database twice, once too short).
+    assert info["profiles_untrained"] == ["conductor_mgmt", "generic", "risk_analytics"]
+
+
+def test_a_profile_only_a_too_short_server_has_counts_as_untrained() -> None:
+    import pandas as pd
+
+    from fleetcast.trainer.data_step import untrained_profiles
+
+    frame = pd.DataFrame(
+        {
+            "server_name": pd.Categorical(["ppdb001", "ppdb001", "pprisk01", "ppweb001"]),
+            "profile": pd.Categorical(["database", "database", "risk_analytics", "web_api"]),
+        }
+    )
+    assert untrained_profiles(frame, []) == [
+        "conductor_mgmt",
+        "data_ingest",
+        "generic",
+        "ml_compute",
+    ]
+    assert "risk_analytics" in untrained_profiles(frame, ["pprisk01"])
 
 
 def test_the_precision_recorded_is_the_one_lightning_ran(toy_table) -> None:

@@ -140,3 +140,14 @@ def null_short_servers(frame: pd.DataFrame, cutoff: int, min_steps: int) -> list
         ids = frame["server_id"].astype(object).where(~names.isin(short), CATEGORICAL_NAN)
         frame["server_id"] = pd.Categorical(ids)
     return short
+
+
+def untrained_profiles(frame: pd.DataFrame, short: list[str]) -> list[str]:
+    """The contract's profiles that no server with a training window has (servers in
+    ``short`` form none): the model's embedding of such a profile is never trained, so a
+    server of it is forecast from an untrained profile embedding (its own recent data
+    still feeds the model). Sorted."""
+    from fleetcast.contract.schema import VALID_PROFILES
+
+    trained = frame.loc[~frame["server_name"].isin(short), "profile"]
+    return sorted(set(VALID_PROFILES) - {str(p) for p in trained.unique()})

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fleetcast.contract.schema import CONTRACT_VERSION, STEP_SECONDS
-from fleetcast.trainer.data_step import null_short_servers
+from fleetcast.trainer.data_step import null_short_servers, untrained_profiles
 from fleetcast.trainer.dataset import build_dataset, fit_scale_scalers, prepare_frame
 from fleetcast.trainer.options import (
     ACCELERATORS,
@@ -124,6 +124,15 @@ def train_model(
             need,
             ", ".join(short[:5]),
             ", …" if len(short) > 5 else "",
+        )
+    untrained = untrained_profiles(frame, short)
+    if untrained:
+        logger.warning(
+            "no server with a training window has the profile(s) %s: a server of these "
+            "profiles will be forecast from a profile embedding no data trained (its own "
+            "recent data still feeds the model). Add such servers to the training data "
+            "(training_info.json -> profiles_untrained lists them; docs/SERVER_PROFILES.md)",
+            ", ".join(untrained),
         )
     last = frame.groupby("server_name", observed=True)["time_idx"].max()
     ended = sorted(str(n) for n in last.index[last <= train_cutoff])
@@ -316,6 +325,7 @@ def train_model(
         },
         "servers_too_short": {"count": len(short), "min_steps": need, "names": short[:100]},
         "servers_not_evaluated": {"count": len(ended), "names": ended[:100]},
+        "profiles_untrained": untrained,
         "windows": {"train": len(train_ds), "validation": len(val_ds), "val_used": n_val},
         "loss_weights": dict(zip(ds_config.targets, weights, strict=True)),
         "epochs_run": len(history),
