@@ -162,7 +162,7 @@ def status(engine: Engine) -> dict[str, Any]:
         n = engine._buf.n
         known = engine._known[:n].copy()
         names = list(engine._buf.names)
-        fleet_closed = engine._fleet_closed  # newest closed step, servers ahead left out
+        fleet_closed = engine._fleet_closed  # the fleet's step (its reference step)
         forgotten = dict(engine._forgotten)
     used, samples = r.used, r.samples
     count = [int(np.count_nonzero(used & (r.states == k))) for k in range(len(SERVER_STATES))]
