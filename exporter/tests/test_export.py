@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from fleetcast.exporter.graph import INPUT_NAMES
+from fleetcast.exporter.metadata import read_metadata
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -238,3 +240,27 @@ def test_a_model_that_itself_overflows_is_named_so_and_the_worst_batch_is_the_fa
     assert "at batch sizes [90]" in text
     assert "max abs nan" in text
     assert "4.6e-05" not in text
+
+
+def test_untrained_profiles_travel_to_the_appliance(
+    exported: ExportReport, trained: tuple, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The trainer's profiles_untrained reach the ONNX file, and the appliance names them."""
+    import logging
+
+    from fleetcast.appliance.model import load_model
+
+    untrained = trained[2]["profiles_untrained"]
+    # four servers: database, ml_compute, data_ingest, web_api
+    assert untrained == ["conductor_mgmt", "generic", "risk_analytics"]
+    meta = read_metadata(exported.path)
+    assert json.loads(meta["fleetcast.provenance"])["profiles_untrained"] == untrained
+    with caplog.at_level(logging.WARNING, logger="fleetcast.appliance.model"):
+        model = load_model(exported.path.parent, step_cache=False)
+    try:
+        # in the contract's profile order
+        assert model.info()["profiles_untrained"] == ["conductor_mgmt", "risk_analytics", "generic"]
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert any("conductor_mgmt, risk_analytics, generic" in m for m in warned)
+    finally:
+        model.close()

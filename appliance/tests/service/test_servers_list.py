@@ -122,3 +122,25 @@ def test_known_means_the_model_learnt_the_server_itself(client_for: Any, svc: An
     rows = {row["server_name"]: row["known"] for row in client.get("/servers").json()["servers"]}
     assert rows == {"ppdb001": True, "ppdb008": False, "ppdb999": False}
     assert client.get("/status").json()["servers"]["unknown"] == 2
+
+
+def test_servers_of_an_untrained_profile_are_marked(client_for: Any, svc: Any) -> None:
+    """A model that names the profiles no training server had (the exporter copies the
+    trainer's profiles_untrained into its provenance) marks their servers; one that does
+    not say (the fixture, exported before it did) marks none either way."""
+    import dataclasses
+
+    client = client_for(api_key=svc.API_KEY)
+    _fleet(client, svc)
+    assert client.get("/status").json()["model"]["profiles_untrained"] is None
+    rows = client.get("/servers").json()["servers"]
+    assert {row["profile_trained"] for row in rows} == {None}
+
+    model = client.app.state.runtime.engine.model
+    provenance = {**model.spec.provenance, "profiles_untrained": ["generic", "database"]}
+    model.spec = dataclasses.replace(model.spec, provenance=provenance)
+    assert client.get("/status").json()["model"]["profiles_untrained"] == ["database", "generic"]
+    rows = client.get("/servers").json()["servers"]
+    marked = {row["server_name"]: row["profile_trained"] for row in rows}
+    assert {row["profile"] for row in rows} >= {"database", "web_api"}
+    assert marked == {row["server_name"]: row["profile"] != "database" for row in rows}

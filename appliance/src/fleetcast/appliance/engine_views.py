@@ -251,6 +251,7 @@ def servers(
         known = engine._known[:n].copy()
         profile = engine._profile[:n].copy()
         names = list(buf.names)
+    untrained = engine.model.profiles_untrained
     states = r.states
     keep = r.used if state is None else r.used & (states == SERVER_STATES.index(state))
     order = sorted(np.flatnonzero(keep).tolist(), key=names.__getitem__)
@@ -265,6 +266,9 @@ def servers(
             "newest_step": iso(int(newest[i]) * step) if newest[i] >= 0 else None,
             "steps": int(samples[i]),
             "known": bool(known[i]),
+            "profile_trained": (
+                None if untrained is None else VALID_PROFILES[int(profile[i])] not in untrained
+            ),
         }
         for i in page
     ]

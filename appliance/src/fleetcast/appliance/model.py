@@ -69,6 +69,7 @@ __all__ = [
     "default_batch_size",
     "load_model",
     "plan_workers",
+    "untrained_profiles",
     "usable_cores",
 ]
 
@@ -107,6 +108,11 @@ class LoadedModel:
     embedding_size: int = 0
     """``H`` of the step graphs (0 without them)."""
     _pool: Any = field(default=None, repr=False)
+
+    @property
+    def profiles_untrained(self) -> tuple[str, ...] | None:
+        """See :func:`untrained_profiles`."""
+        return untrained_profiles(self.spec)
 
     def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         """Run the graph: feed (docs/MODEL_FORMAT.md inputs, batch B) → quantiles (B, T, D, Q)."""
@@ -155,6 +161,7 @@ class LoadedModel:
     def info(self) -> dict[str, Any]:
         """Model facts for /status (no file paths)."""
         spec = self.spec
+        untrained = self.profiles_untrained
         return {
             "version": spec.model_version,
             "bundle_id": spec.bundle_id,
@@ -171,7 +178,18 @@ class LoadedModel:
             "inference_workers": self.workers,
             "step_graphs": self.steps is not None,
             "weights_sha256": spec.weights_sha256,
+            "profiles_untrained": None if untrained is None else list(untrained),
         }
+
+
+def untrained_profiles(spec: ModelSpec) -> tuple[str, ...] | None:
+    """The profiles no training server with a window had: their embedding was never trained
+    (docs/SERVER_PROFILES.md). The exporter copies them from ``training_info.json`` into the
+    provenance; None when the model does not say (exported before it did, or by hand)."""
+    named = spec.provenance.get("profiles_untrained")
+    if not isinstance(named, list) or not all(isinstance(p, str) for p in named):
+        return None
+    return tuple(p for p in spec.profiles if p in named)
 
 
 def _major(version: str) -> str:
@@ -254,6 +272,16 @@ def load_model(
         workers,
         "on" if steps is not None else "off",
     )
+    untrained = untrained_profiles(spec)
+    if untrained:
+        log.warning(
+            "the model has no trained embedding for the profile(s) %s: no server of them was "
+            "in its training data, so servers of these profiles are forecast from an "
+            "untrained profile (their own recent data still feeds the model; /servers marks "
+            "them profile_trained false). Retrain with servers of every profile the fleet has "
+            "(docs/SERVER_PROFILES.md)",
+            ", ".join(untrained),
+        )
     if requested[0] != "CPUExecutionProvider" and in_use[0] == "CPUExecutionProvider":
         log.warning(
             "ONNX Runtime fell back to CPU although %s was requested; check the CUDA/TensorRT "

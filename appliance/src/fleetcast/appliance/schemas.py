@@ -307,6 +307,9 @@ class ServerEntry(msgspec.Struct, frozen=True):
     known: bool
     """Whether the model learnt this server itself: trained on it with its own ID (else it
     forecasts it from its own data and its profile)."""
+    profile_trained: bool | None = None
+    """Whether any training server had its profile (false: the profile's embedding was never
+    trained, docs/SERVER_PROFILES.md); null when the model does not say."""
 
 
 class ServersOut(msgspec.Struct, frozen=True):

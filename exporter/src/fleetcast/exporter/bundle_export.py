@@ -243,14 +243,15 @@ def export_bundle(
     _check_not_an_input(target, fp16, [bundle.path / name for name in BUNDLE_FILES], data)
     validate_data(data)
     windows = parity_windows(bundle, data, source)
-    spec = spec_from_bundle(
-        bundle,
-        provenance={
-            "exporter": "fleetcast-exporter",
-            "bundle_created_utc": bundle.config.get("created_utc"),
-            "versions": _versions(),
-        },
-    )
+    provenance: dict[str, Any] = {
+        "exporter": "fleetcast-exporter",
+        "bundle_created_utc": bundle.config.get("created_utc"),
+        "versions": _versions(),
+    }
+    untrained = bundle.training_info.get("profiles_untrained")
+    if isinstance(untrained, list):  # the appliance names them (docs/SERVER_PROFILES.md)
+        provenance["profiles_untrained"] = [str(p) for p in untrained]
+    spec = spec_from_bundle(bundle, provenance=provenance)
     return export_model(bundle.model, spec, windows, target, options, graph_hook=graph_hook)
 
 
