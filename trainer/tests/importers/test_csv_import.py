@@ -82,6 +82,9 @@ def test_import_maps_scales_buckets_and_reports(tmp_path: Path) -> None:
     assert report.gaps == 1
     assert sum(report.dropped.values()) == 2
     assert any("cpu_pct" in reason and "outside [0, 100]" in reason for reason in report.dropped)
+    # "abc" is named as what it was, not as the NaN it became on the way
+    assert any("cpu_pct" in r and "text such as n/a" in r for r in report.dropped)
+    assert not any("nan" in r.replace("n/a", "") for r in report.dropped)
     assert DataValidator(strict=True).validate(out).is_valid
     meta = json.loads((out.parent / "real.metadata.json").read_text())
     assert meta["source"]["map"]["cpu_pct"] == "cpu*100"

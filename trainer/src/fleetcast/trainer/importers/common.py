@@ -284,6 +284,9 @@ def fill_profiles(
     return block
 
 
+_NO_NUMBER = "no number: an empty cell, NaN, or text such as n/a"
+
+
 def drop_invalid(block: RowBlock, report: ImportReport) -> RowBlock:
     """Drop rows that break the record rules (ranges, finiteness, names); count reasons."""
     if not len(block):
@@ -293,7 +296,10 @@ def drop_invalid(block: RowBlock, report: ImportReport) -> RowBlock:
         cols[m] = block.metrics[:, j]
     ok, reasons = validate_columns(cols)
     for reason in reasons.values():
-        report.dropped[re.sub(r"=[^ ]+", "=…", reason.split(";")[0])] += 1
+        reason = re.sub(r"=[^ ]+", "=…", reason.split(";")[0])
+        # A value that was never a number reaches the check as NaN: name what it was.
+        reason = reason.replace("(got nan)", f"(got {_NO_NUMBER})")
+        report.dropped[reason] += 1
     return block.take(np.flatnonzero(ok))
 
 
