@@ -121,7 +121,15 @@ def test_delete_is_a_write_of_a_keyless_appliance_and_takes_the_next_servers(
     records = svc.make_records(steps=2)
     assert client.post("/metrics", json={"records": records}).status_code == 200
     full = client.post("/metrics", json={"records": svc.make_records(names=("ppweb002",))})
-    assert "capacity of 3 servers" in svc.error_body(full, 422).rejected[0].reason
+    refused = svc.error_body(full, 422)
+    assert "capacity of 3 servers" in refused.rejected[0].reason
+    assert refused.see == "docs/OPERATIONS.md#forgetting-servers"  # the records were fine
+    # Visible to monitoring: the refusals by result, and the capacity to alert against.
+    exposed = client.get("/metrics").text
+    refusals = len(refused.rejected)  # every sample of the new server
+    assert f'fleetcast_ingest_samples_total{{result="capacity"}} {refusals}\n' in exposed
+    assert 'fleetcast_ingest_samples_total{result="invalid"} 0\n' in exposed
+    assert "fleetcast_servers_capacity 3\n" in exposed
     assert client.delete(f"/servers/{TARGET}").status_code == 200
     later = svc.make_records(names=("ppweb002",), steps=1, start=svc.T0 + 2 * STEP_SECONDS)
     assert client.post("/metrics", json={"records": later}).json()["accepted"] == 1

@@ -15,7 +15,7 @@ import numpy as np
 from fleetcast.appliance.engine_types import RecordBatch, Screened
 from fleetcast.appliance.forecast import iso
 
-__all__ = ["COUNTERS", "refusals", "screen", "tally"]
+__all__ = ["CAPACITY_REASON", "COUNTERS", "refusals", "screen", "tally"]
 
 COUNTERS = (
     "accepted",
@@ -69,6 +69,10 @@ def screen(batch: RecordBatch, now: float | None, max_future_s: float | None) ->
     )
 
 
+CAPACITY_REASON = "is new but the appliance already tracks its capacity"
+"""In the reason of a record refused because its new server is beyond the capacity."""
+
+
 def refusals(
     screened: Screened,
     conflicts: list[tuple[int, str]],
@@ -106,8 +110,8 @@ def refusals(
         rejected.append(
             (
                 i,
-                f"server {names[i]!r} is new but the appliance already tracks its capacity of "
-                f"{capacity} servers; raise the capacity setting "
+                f"server {names[i]!r} {CAPACITY_REASON} of {capacity} servers; raise the "
+                "capacity setting "
                 "(docs/OPERATIONS.md#configuration), or free slots: DELETE "
                 "/servers/{server_name} or forget_after forget servers "
                 "(docs/OPERATIONS.md#forgetting-servers)",

@@ -12,6 +12,7 @@ fleetcast_http_requests_total                               counter    method, r
 fleetcast_http_request_duration_seconds                     histogram  method, route
 fleetcast_model_info                                        gauge      model_version, contract_version
 fleetcast_servers                                           gauge      state (known/ready/warming/stale/ahead/unknown)
+fleetcast_servers_capacity                                  gauge      -
 fleetcast_inference_latency_seconds                         gauge      stat (avg/p99/last)
 fleetcast_predictions_per_second                            gauge      -
 fleetcast_forecast_runs_total, _errors_total                counter    -
@@ -321,6 +322,12 @@ class Telemetry:
         out.family("fleetcast_servers", "gauge", "Servers by readiness.")
         for state in ("known", "ready", "warming", "stale", "ahead", "unknown"):
             out.sample("fleetcast_servers", int(servers.get(state, 0) or 0), {"state": state})
+        out.family(
+            "fleetcast_servers_capacity",
+            "gauge",
+            "Servers the appliance can track (--capacity); new ones beyond it are refused.",
+        )
+        out.sample("fleetcast_servers_capacity", int(servers.get("capacity", 0) or 0))
         forgot = status.get("forgotten", {})
         out.family("fleetcast_servers_forgotten_total", "counter", "Servers forgotten, by why.")
         for why in ("deleted", "expired"):
@@ -356,7 +363,9 @@ class Telemetry:
         out.family(
             "fleetcast_ingest_samples_total", "counter", "Samples offered to the engine, by result."
         )
-        for result in ("accepted", "rejected", "duplicates", "superseded", "too_old", "future"):
+        from fleetcast.appliance.engine_ingest import COUNTERS
+
+        for result in COUNTERS:
             if result in ingest:
                 out.sample(
                     "fleetcast_ingest_samples_total", int(ingest[result]), {"result": result}

@@ -30,6 +30,7 @@ from litestar import Controller, Request, Response, post
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 
 from fleetcast.appliance.auth import write_guard
+from fleetcast.appliance.engine_ingest import CAPACITY_REASON
 from fleetcast.appliance.errors import write_error_cause
 from fleetcast.appliance.forecast import iso
 from fleetcast.appliance.http_errors import JSON_TYPE, ApiError, body_type_guard
@@ -128,6 +129,14 @@ class IgnoredFieldWarnings:
                 name[:200],
                 _SEE_EXTRA,
             )
+
+
+def _refusal_doc(rejected: list[Rejected]) -> str:
+    """Where a batch refused whole reads on: forgetting servers when only the capacity
+    refused it (the records were fine), else the contract's columns."""
+    if rejected and all(CAPACITY_REASON in r.reason for r in rejected):
+        return "docs/OPERATIONS.md#forgetting-servers"
+    return "docs/DATA_CONTRACT.md#columns"
 
 
 def _epoch(ts: datetime | float) -> int | None:
@@ -413,7 +422,7 @@ class MetricsController(Controller):
                 "fix the records named in 'rejected' (each with its index and reason) and resend them"
                 if rejected
                 else 'send at least one record: {"records": [record, ...]}',
-                "docs/DATA_CONTRACT.md#columns",
+                _refusal_doc(rejected),
                 rejected=rejected,
             )
         return Response(
