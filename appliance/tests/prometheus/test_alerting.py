@@ -74,6 +74,9 @@ def test_firing_alert_has_the_documented_labels_and_annotations() -> None:
     assert item["generatorURL"] == "http://fc:8000/predictions/ppml0001"
     # All values are strings, as Alertmanager's API requires.
     assert all(isinstance(v, str) for v in (*item["labels"].values(), *ann.values()))
+    # A name holding '/', '?' or '#' is one path segment (docs/API.md), not a path and query.
+    odd = firing_alert(_alert(server="rack/7?db#1"), NOW, 240.0, generator_url="http://fc:8000")
+    assert odd["generatorURL"] == "http://fc:8000/predictions/rack%2F7%3Fdb%231"
 
 
 class _Clock:

@@ -132,7 +132,9 @@ def test_servers_of_an_untrained_profile_are_marked(client_for: Any, svc: Any) -
 
     client = client_for(api_key=svc.API_KEY)
     _fleet(client, svc)
-    assert client.get("/status").json()["model"]["profiles_untrained"] is None
+    model_info = client.get("/status").json()["model"]
+    assert model_info["profiles_untrained"] is None
+    assert list(model_info["horizons"]) == ["30min", "1hr", "8hr"]  # nearest first
     rows = client.get("/servers").json()["servers"]
     assert {row["profile_trained"] for row in rows} == {None}
 

@@ -7,6 +7,7 @@ delivery, retries and state are :mod:`fleetcast.appliance.alerting`'s.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from urllib.parse import quote
 from typing import TYPE_CHECKING, Any
 
 from fleetcast.appliance.alerts import LEFT_OUT
@@ -108,7 +109,9 @@ def firing_alert(
         "endsAt": rfc3339(now + ends_after_s),
     }
     if generator_url:
-        out["generatorURL"] = f"{generator_url.rstrip('/')}/predictions/{alert['server_name']}"
+        # One path segment, as docs/API.md asks of a name holding '/', '?' or '#'.
+        name = quote(str(alert["server_name"]), safe="")
+        out["generatorURL"] = f"{generator_url.rstrip('/')}/predictions/{name}"
     return out
 
 

@@ -173,7 +173,7 @@ class LoadedModel:
             "day_ago_lag": spec.max_lag,
             "prediction_length": spec.prediction_length,
             "quantiles": list(spec.quantiles),
-            "horizons": dict(spec.horizons),
+            "horizons": dict(sorted(spec.horizons.items(), key=lambda kv: kv[1])),
             "known_servers": len(spec.server_mapping),
             "inference_workers": self.workers,
             "step_graphs": self.steps is not None,
