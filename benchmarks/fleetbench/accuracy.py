@@ -46,7 +46,10 @@ def summarize_accuracy(training_info: dict[str, Any], agreement: dict[str, Any])
     if acc.get("windows"):
         for target, by_h in acc["mae"].items():
             for horizon, maes in by_h.items():
-                baselines = {k: v for k, v in maes.items() if k != "tft" and math.isfinite(v)}
+                # The TFT's own lines (its p50, and with every state null) are no baselines.
+                baselines = {
+                    k: v for k, v in maes.items() if not k.startswith("tft") and math.isfinite(v)
+                }
                 best = min(baselines, key=lambda k: baselines[k]) if baselines else None
                 goal = acc.get("goal", {}).get("per_target", {}).get(target, {}).get(horizon, {})
                 ok = (
@@ -61,6 +64,7 @@ def summarize_accuracy(training_info: dict[str, Any], agreement: dict[str, Any])
                         "target": target,
                         "horizon": horizon,
                         "tft_mae": maes["tft"],
+                        "tft_state_unknown_mae": maes.get("tft_state_unknown"),
                         "best_baseline": best,
                         "best_baseline_mae": baselines.get(best) if best else None,
                         "tft_mase": acc["mase"][target][horizon]["tft"],

@@ -275,12 +275,19 @@ def _service(res: dict[str, Any]) -> list[str]:
     ]
 
 
+def _opt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4g}"
+
+
 def _accuracy(res: dict[str, Any]) -> list[str]:
     a = res.get("accuracy") or {}
     if not a.get("rows"):
         return ["### 4. Accuracy", "", a.get("note") or a.get("error") or "not measured", ""]
+    blind = any(r.get("tft_state_unknown_mae") is not None for r in a["rows"])
     rows = [
-        [r["target"], r["horizon"], f"{r['tft_mae']:.4g}", f"{r['best_baseline']} {r['best_baseline_mae']:.4g}",
+        [r["target"], r["horizon"], f"{r['tft_mae']:.4g}",
+         *([_opt(r.get("tft_state_unknown_mae"))] if blind else []),
+         f"{r['best_baseline']} {r['best_baseline_mae']:.4g}",
          f"{r['tft_mase']:.3f}", f"{r['coverage_p10_p90']:.2f}", "yes" if r["goal_met"] else "no"]
         for r in a["rows"]
     ]  # fmt: skip
@@ -292,6 +299,7 @@ def _accuracy(res: dict[str, Any]) -> list[str]:
                 "target",
                 "horizon",
                 "TFT p50 MAE",
+                *(["TFT, states null"] if blind else []),
                 "best baseline (MAE)",
                 "TFT MASE",
                 "p10–p90 coverage",

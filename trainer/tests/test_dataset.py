@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from fleetcast.contract.encoder import server_id
@@ -225,3 +226,41 @@ def test_a_utc_alias_zone_and_string_views_read_as_the_contracts_types(toy_table
     sampled = read_training_table(path, servers_sample=1)
     assert sampled.schema.field("server_name").type == pa.string()
     assert len(set(sampled.column("server_name").to_pylist())) == 1
+
+
+def test_state_is_nulled_on_whole_days_of_the_training_part_only(toy_table) -> None:
+    """null_state_blocks: a deterministic share of each server's days loses its state up to
+    the cutoff, so the model learns the null state that sources without labels send."""
+    from fleetcast.trainer.data_step import null_state_blocks
+
+    day = 288
+    frame = prepare_frame(toy_table)
+    before = frame["state"].astype(object).to_numpy().copy()
+    cutoff = int(frame["time_idx"].max()) - day  # the last day is the held-out tail here
+    twin = prepare_frame(toy_table)
+    nulled = null_state_blocks(frame, 0.5, cutoff, day)
+    assert null_state_blocks(twin, 0.5, cutoff, day) == nulled > 0  # deterministic
+    after = frame["state"].astype(object).to_numpy()
+    np.testing.assert_array_equal(after, twin["state"].astype(object).to_numpy())
+    hit = (after != before) & (after == CATEGORICAL_NAN)
+    assert hit.sum() == nulled
+    assert ((after == before) | hit).all()
+    steps = frame["time_idx"].to_numpy()
+    assert not hit[steps > cutoff].any()  # the held-out tail keeps its states
+    # Whole days: within a (server, day) up to the cutoff, every labelled row or none.
+    keys = frame["server_name"].astype(str) + ":" + (steps // day).astype(str)
+    labelled = before != CATEGORICAL_NAN
+    share = (
+        pd.Series(hit[labelled & (steps <= cutoff)])
+        .groupby(keys[labelled & (steps <= cutoff)].to_numpy())
+        .mean()
+    )
+    assert set(share.round(6).tolist()) <= {0.0, 1.0}
+    assert 0 < share.mean() < 1
+    # Nothing to do: a fraction of 0, or data without states.
+    assert null_state_blocks(prepare_frame(toy_table), 0.0, cutoff, day) == 0
+    blank = prepare_frame(toy_table.set_column(
+        toy_table.schema.get_field_index("state"), "state",
+        pa.nulls(len(toy_table), toy_table.schema.field("state").type),
+    ))  # fmt: skip
+    assert null_state_blocks(blank, 0.5, cutoff, day) == 0

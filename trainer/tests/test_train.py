@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fleetcast.trainer.dataset import prepare_frame
-from fleetcast.trainer.evaluate import BASELINES, baseline_forecasts
+from fleetcast.trainer.evaluate import BASELINES, STATE_UNKNOWN, baseline_forecasts
 from fleetcast.trainer.toydata import make_toy_table
 from fleetcast.trainer.train import loss_weights, split_holdout, train_model
 
@@ -35,11 +35,13 @@ def test_info_of_a_tiny_run(trained) -> None:
 def test_accuracy_table_structure(trained) -> None:
     acc = trained[2]["accuracy"]
     assert acc["windows"] > 0
-    assert acc["models"] == ["tft", *BASELINES]
+    # the toy fleet has states: the TFT is also scored with every state null
+    assert acc["models"] == ["tft", *BASELINES, STATE_UNKNOWN]
     assert set(acc["horizons"]) == {"30min", "1hr"}  # prediction 12 steps: no 8hr
     for target in ("cpu_pct", "mem_pct", "disk_io_mb_s", "latency_ms"):
         for h in ("30min", "1hr"):
-            assert set(acc["mae"][target][h]) == {"tft", *BASELINES}
+            assert set(acc["mae"][target][h]) == {"tft", *BASELINES, STATE_UNKNOWN}
+            assert acc["mae"][target][h][STATE_UNKNOWN] != acc["mae"][target][h]["tft"]
             assert all(v >= 0 for v in acc["mae"][target][h].values())
             assert 0.0 <= acc["coverage_p10_p90"][target][h] <= 1.0
     assert isinstance(acc["goal"]["met"], bool)

@@ -73,6 +73,8 @@ BAD_OPTIONS = [
     (["--learning-rate", "-1"], "--learning-rate -1.0"),
     (["--learning-rate", "nan"], "--learning-rate nan"),
     (["--horizon-power", "-1"], "--horizon-power -1.0"),
+    (["--unknown-state-fraction", "1"], "--unknown-state-fraction 1.0"),
+    (["--unknown-state-fraction", "nan"], "--unknown-state-fraction nan"),
     (["--hidden-size", "0"], "--hidden-size 0"),
     (["--attention-heads", "0"], "--attention-heads 0"),
     (["--attention-heads", "16"], "--attention-heads 16"),  # hidden size 8

@@ -160,6 +160,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         val_batches=args.val_batches,
         learning_rate=args.learning_rate,
         horizon_power=args.horizon_power,
+        unknown_state_fraction=args.unknown_state_fraction,
         hidden_size=args.hidden_size,
         attention_head_size=args.attention_heads,
         hidden_continuous_size=args.hidden_continuous_size,

@@ -98,6 +98,13 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
         default=1.0,
         help="loss weight of prediction step h is h**-P (0 = all steps alike)",
     )
+    p.add_argument(
+        "--unknown-state-fraction",
+        type=float,
+        default=0.25,
+        help="share of each server's days trained with the state nulled, so forecasts stay "
+        "sound without state labels (Prometheus sends none); 0 = never",
+    )
     p.add_argument("--hidden-size", type=int, default=32)
     p.add_argument("--attention-heads", type=int, default=4)
     p.add_argument("--hidden-continuous-size", type=int, default=16)

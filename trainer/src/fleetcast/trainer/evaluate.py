@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BASELINES",
     "SEASON_STEPS",
+    "STATE_UNKNOWN",
     "baseline_forecasts",
     "evaluate_holdout",
     "format_accuracy_table",
@@ -48,6 +49,8 @@ SEASON_STEPS = 288
 TREND_STEPS = 12
 """Steps of the linear-trend fit (one hour)."""
 BASELINES: tuple[str, ...] = ("seasonal_naive", "persistence", "linear_trend")
+STATE_UNKNOWN = "tft_state_unknown"
+"""The TFT's p50 with every state null (sources without state labels); reported, not a goal."""
 
 
 def holdout_windows(
@@ -253,17 +256,44 @@ def evaluate_holdout(
     dense = _dense(frame, targets)
     fc, actual = baseline_forecasts(dense, windows, targets, ds_config.max_prediction_length)
     q_levels = tuple(config.quantiles)
-    fc = {"tft": quant[..., q_levels.index(0.5)].astype(np.float64), **fc}
+    p50 = q_levels.index(0.5)
+    fc = {"tft": quant[..., p50].astype(np.float64), **fc}
+    _add_state_unknown(fc, model, dataset, frame, windows, ds_config, p50)
     result = score(fc, quant, q_levels, actual, targets, _naive_scale(frame, cutoff, targets))
     result.update(
         {
             "windows": len(windows),
             "servers": len({s for s, _ in windows}),
             "stride_steps": stride,
-            "models": ["tft", *BASELINES],
+            "models": ["tft", *BASELINES, *([STATE_UNKNOWN] if STATE_UNKNOWN in fc else [])],
         }
     )
     return result
+
+
+def _add_state_unknown(
+    fc: dict[str, np.ndarray],
+    model: TemporalFusionTransformer,
+    dataset: TimeSeriesDataSet,
+    frame: pd.DataFrame,
+    windows: list[tuple[str, int]],
+    ds_config: DatasetConfig,
+    p50: int,
+) -> None:
+    """Add the TFT's p50 on the same windows with every state null (:data:`STATE_UNKNOWN`)
+    to ``fc`` when the data has states: what a deployment without state labels
+    (Prometheus) gets. Reported beside the baselines; the goal is judged on ``tft``."""
+    import pandas as pd
+
+    from fleetcast.trainer.dataset import CATEGORICAL_NAN
+    from fleetcast.trainer.predict import predict_windows
+
+    if not (frame["state"].astype(object) != CATEGORICAL_NAN).any():
+        return
+    nulled = frame.copy()
+    nulled["state"] = pd.Categorical(np.full(len(frame), CATEGORICAL_NAN, dtype=object))
+    quant = predict_windows(model, dataset, nulled, windows, config=ds_config)
+    fc[STATE_UNKNOWN] = quant[..., p50].astype(np.float64)
 
 
 def _cell(text: str) -> str:

@@ -63,6 +63,7 @@ _OPTION = {
     "min_encoder": "--min-encoder-steps",
     "prediction": "--prediction-steps",
     "horizon_power": "--horizon-power",
+    "unknown_state_fraction": "--unknown-state-fraction",
     "input_scaling": "--input-scaling",
     "holdout_steps": "--holdout-hours",
     "val_steps": "--val-hours",
@@ -276,6 +277,14 @@ def validate_config(config: TrainConfig) -> None:
             "must be at least 0 and below 1",
             "it is the share of training servers trained as unknown servers.",
             "Use 0.1 (the default).",
+        )
+    if not (_is_real(config.unknown_state_fraction) and 0 <= config.unknown_state_fraction < 1):
+        raise option_error(
+            _label("unknown_state_fraction"),
+            config.unknown_state_fraction,
+            "must be at least 0 and below 1",
+            "it is the share of each server's days trained without state labels.",
+            "Use 0.25 (the default), or 0 when every source will send states.",
         )
     from fleetcast.trainer.dataset import INPUT_SCALINGS
 

@@ -29,7 +29,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fleetcast.contract.schema import CONTRACT_VERSION, STEP_SECONDS
-from fleetcast.trainer.data_step import null_short_servers, untrained_profiles
+from fleetcast.trainer.data_step import (
+    null_short_servers,
+    null_state_blocks,
+    untrained_profiles,
+)
 from fleetcast.trainer.dataset import build_dataset, fit_scale_scalers, prepare_frame
 from fleetcast.trainer.options import (
     ACCELERATORS,
@@ -112,6 +116,9 @@ def train_model(
     # Training windows predict up to train_cutoff, validation windows inside
     # (train_cutoff, cutoff], the accuracy table after cutoff.
     train_cutoff, val_steps = split_validation(frame, config, cutoff)
+    nulled_states = null_state_blocks(
+        frame, config.unknown_state_fraction, cutoff, ds_config.day_steps
+    )
     check_encoder_fits(frame, config, train_cutoff)
     need = ds_config.min_encoder_length + ds_config.max_prediction_length
     short = null_short_servers(frame, train_cutoff, need)
@@ -326,6 +333,7 @@ def train_model(
         "servers_too_short": {"count": len(short), "min_steps": need, "names": short[:100]},
         "servers_not_evaluated": {"count": len(ended), "names": ended[:100]},
         "profiles_untrained": untrained,
+        "states_nulled_rows": nulled_states,
         "windows": {"train": len(train_ds), "validation": len(val_ds), "val_used": n_val},
         "loss_weights": dict(zip(ds_config.targets, weights, strict=True)),
         "epochs_run": len(history),

@@ -59,6 +59,10 @@ class TrainConfig:
     (0.5 missed latency at 30 min; trainer/README.md)."""
     unknown_server_fraction: float = 0.1
     """Share of servers trained with a null server_id (the unknown-server embedding)."""
+    unknown_state_fraction: float = 0.25
+    """Share of each server's days (training and validation parts) whose ``state`` is nulled,
+    so the model forecasts well without state labels (Prometheus sends none):
+    :func:`~fleetcast.trainer.data_step.null_state_blocks`. 0 on data without states."""
     input_scaling: str = "fixed"
     """How the metrics are scaled as inputs: ``fixed`` or ``window`` (DatasetConfig). Fixed
     lets the appliance cache each row's work (trainer/README.md#day-ago-inputs)."""
