@@ -14,6 +14,7 @@ import pytest
 from litestar.testing import TestClient
 
 from fleetcast.appliance.app import create_app
+from fleetcast.appliance.exposition import CONTENT_TYPE
 from fleetcast.appliance.settings import SettingsError, build_settings
 
 from .conftest import T0, TEST_QUERIES
@@ -75,7 +76,7 @@ def test_prometheus_source_runs_in_the_app(
         assert {s["server_name"] for s in current["servers"]} == {"ppml0001", "ppdb001", "ppweb001"}
         text = client.get("/metrics")
         assert text.status_code == 200
-        assert text.headers["content-type"].startswith("text/plain; version=0.0.4")
+        assert text.headers["content-type"] == CONTENT_TYPE  # the charset once
         assert 'fleetcast_source_up{kind="prometheus"} 1' in text.text
         assert (
             'fleetcast_http_requests_total{method="GET",route="/status",status="200"}' in text.text

@@ -229,3 +229,45 @@ def test_snapshots_that_fail_from_the_start_are_alerted(tmp_path: Path) -> None:
         ["promtool", "test", "rules", str(path)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="needs promtool (apt-get install prometheus)"
+)
+def test_servers_whose_data_stopped_are_alerted(tmp_path: Path) -> None:
+    """A stale server has no fleetcast_server_risk, so FleetcastServerAtRisk resolves for it:
+    FleetcastServersStale fires after 15 minutes of stale servers, and not for a blip."""
+    labels = 'job="fleetcast", instance="edge"'
+    tests = {
+        "rule_files": [str(DOCS / "prometheus" / "fleetcast-alert-rules.yml")],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": f'fleetcast_servers{{{labels}, state="stale"}}',
+                     "values": "0x10 3x5 0x5 2x30"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "20m", "alertname": "FleetcastServersStale", "exp_alerts": []},
+                    {"eval_time": "40m", "alertname": "FleetcastServersStale", "exp_alerts": [
+                        {"exp_labels": {"severity": "warning", "job": "fleetcast",
+                                        "instance": "edge", "state": "stale"},
+                         "exp_annotations": {
+                             "summary": "2 servers stopped sending data to fleetcast and are "
+                             "not forecast",
+                             "description": "GET /servers?state=stale on the appliance lists "
+                             "them; forget the ones retired "
+                             "(docs/OPERATIONS.md#forgetting-servers).",
+                         }},
+                    ]},
+                ],
+            }
+        ],
+    }  # fmt: skip
+    path = tmp_path / "tests.yml"
+    path.write_text(json.dumps(tests))
+    result = subprocess.run(
+        ["promtool", "test", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -89,6 +90,13 @@ def test_request_histogram_is_cumulative() -> None:
         (("method", "POST"), ("route", "/metrics"), ("status", "422")),
     )
     assert got[key] == 1
+    # A method of the client's invention is "other": no client can add series.
+    for method in ("FOO", "X" * 2000):
+        stats.observe(method, "unmatched", 404, 0.001)
+    out = MetricsText()
+    stats.render(out)
+    methods = {dict(k[1]).get("method") for k in parse(out.text())}
+    assert methods == {"GET", "POST", "other"}
 
 
 def _columns(names: list[str], steps: int) -> Columns:
@@ -148,7 +156,11 @@ def test_forecasts_risk_and_health_are_exposed(model_dir: Path, tmp_path: Path) 
     names = ["ppml0001", "ppdb001", "ppweb001", "ppetl001"]
     text, current = _render(model_dir, tmp_path, names, max_servers=3)
     got = parse(text)
-    exposed = [s for s in current.servers][:3]  # the 3 riskiest (sorted by risk)
+    # The 3 riskiest, on risk to two decimals and then by name (a stable choice).
+    ranked = sorted(current.servers, key=lambda s: (-round(s["risk"], 2), s["server_name"]))
+    exposed = ranked[:3]
+    risks = [s["risk"] for s in current.servers]
+    assert sorted(risks, reverse=True) == risks
     for s in exposed:
         for key, q in (("p50", "0.5"), ("p90", "0.9")):
             for horizon, metrics in s["quantiles"][key].items():
@@ -225,7 +237,16 @@ def test_servers_are_exposed_in_every_state_of_status() -> None:
     series like ``stale`` ones, so Grafana's Servers panel accounts for every known server."""
     from types import SimpleNamespace
 
-    runtime: Any = SimpleNamespace(engine=_StatesEngine(), forecast_errors=0)
+    runtime: Any = SimpleNamespace(
+        engine=_StatesEngine(), forecast_errors=0, started_monotonic=time.monotonic() - 600
+    )
     got = parse(Telemetry(runtime).render(now=1_790_009_000.0))
     states = {dict(k[1])["state"]: v for k, v in got.items() if k[0] == "fleetcast_servers"}
     assert states == _SERVERS_BY_STATE
+    # No forecast yet (a source that yields nothing): the forecast's age is the time since
+    # the start, so FleetcastForecastsStale fires; the alert and level counts are 0, not absent.
+    assert 600 <= got[("fleetcast_forecast_age_seconds", ())] < 660
+    assert got[("fleetcast_alerts_active", (("severity", "critical"),))] == 0
+    assert got[("fleetcast_alerts_active", (("severity", "warning"),))] == 0
+    assert got[("fleetcast_fleet_servers", (("level", "red"),))] == 0
+    assert ("fleetcast_forecast_data_timestamp_seconds", ()) not in got

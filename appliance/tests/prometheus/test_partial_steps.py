@@ -190,7 +190,9 @@ def _openmetrics(t: int) -> str:
     """Idle-CPU counters at 90 % (cpu_pct 10), their ``up``, and gauges for mem and disk,
     around step ``t``: ``full`` throughout; ``new`` starts mid-step; ``relabel`` changes its
     labels mid-step; ``outage`` misses the scrapes from a minute before ``t`` to 150 s after
-    it (Prometheus down); ``late`` misses the last 30 s before ``t``."""
+    it (Prometheus down); ``late`` misses the last 30 s before ``t``; ``down`` is scraped
+    throughout, but its scrapes over the same span fail (its exporter down): ``up`` 0 and
+    no samples."""
     start, end = t - 3600, t + 1800
     lines = ["# TYPE node_cpu_seconds counter"]
     ups = ["# TYPE up gauge"]
@@ -200,10 +202,15 @@ def _openmetrics(t: int) -> str:
         out = list(range(first, last + 1, _INTERVAL))
         return [s for s in out if skip is None or not skip[0] <= s <= skip[1]]
 
-    def target(server: str, times: list[int], extra: str = "", base: float = 1e6) -> None:
+    def target(
+        server: str, times: list[int], extra: str = "", failed: tuple[int, int] | None = None
+    ) -> None:
         labels = f'instance="{server}:9100"{extra}'
         for s in times:
-            idle = base + 0.9 * (s - start)
+            if failed is not None and failed[0] <= s <= failed[1]:
+                ups.append(f'up{{{labels},job="node"}} 0 {s}')  # a failed scrape
+                continue
+            idle = 1e6 + 0.9 * (s - start)
             lines.append(f'node_cpu_seconds_total{{{labels},cpu="0",mode="idle"}} {idle:.3f} {s}')
             ups.append(f'up{{{labels},job="node"}} 1 {s}')
 
@@ -213,7 +220,8 @@ def _openmetrics(t: int) -> str:
     target("relabel", scrapes(t + 150, end), ',role="database"')
     target("outage", scrapes(start, end, skip=(t - 60, t + 150)))
     target("late", scrapes(start, end, skip=(t - 30, t - 1)))
-    for server in ("full", "new", "relabel", "outage", "late"):
+    target("down", scrapes(start, end), failed=(t - 60, t + 150))
+    for server in ("full", "new", "relabel", "outage", "late", "down"):
         for name, value in (("fc_mem", 50.0), ("fc_disk", 2.0)):
             gauges[name] += [
                 f'{name}{{instance="{server}:9100"}} {value} {s}' for s in scrapes(start, end)
@@ -243,7 +251,7 @@ def test_real_prometheus_partial_steps_are_biased_and_the_default_check_finds_th
         # The bias the check exists for: a rate over part of the step.
         cpu = _instant(prom.url, _CPU, eval_time(k))
         assert cpu["full"] == pytest.approx(10.0, abs=1e-6)
-        assert min(cpu["new"], cpu["relabel"], cpu["outage"]) > 40
+        assert min(cpu["new"], cpu["relabel"], cpu["outage"], cpu["down"]) > 40
         assert _instant(prom.url, _CPU, eval_time(k - 1))["late"] > 15
 
         client = PromClient(prom.url)
@@ -262,6 +270,8 @@ def test_real_prometheus_partial_steps_are_biased_and_the_default_check_finds_th
         assert kept["relabel"] == every - {0}
         assert kept["outage"] == every - {-1, 0}
         assert kept["late"] == every - {-1}
-        assert samples.partial == 5
+        # Its failed scrapes still write up (0): it was named by none of the other clauses.
+        assert kept["down"] == every - {-1, 0}
+        assert samples.partial == 7
     finally:
         prom.stop()

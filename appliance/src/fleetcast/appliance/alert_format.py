@@ -7,8 +7,8 @@ delivery, retries and state are :mod:`fleetcast.appliance.alerting`'s.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from urllib.parse import quote
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from fleetcast.appliance.alerts import LEFT_OUT
 from fleetcast.contract.schema import METRIC_UNITS

@@ -68,6 +68,7 @@ __all__ = [
     "DEFAULT_MAX_SERVERS",
     "DURATION_BUCKETS",
     "EXPOSED_QUANTILES",
+    "HTTP_METHODS",
     "MetricsText",
     "RequestStats",
     "Telemetry",
@@ -76,10 +77,18 @@ __all__ = [
 ]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""The ``Content-Type`` of ``GET /metrics``. Litestar appends the charset to a text type
+itself, so the route asks for :data:`_MEDIA_TYPE` (the charset twice confuses strict
+parsers)."""
+_MEDIA_TYPE = CONTENT_TYPE.removesuffix("; charset=utf-8")
 DEFAULT_MAX_SERVERS = 500
 """Per-server series are exposed for at most this many servers (the riskiest)."""
 EXPOSED_QUANTILES: tuple[tuple[str, str], ...] = (("p50", "0.5"), ("p90", "0.9"))
 """(forecast key, ``quantile`` label) exposed per server, metric and horizon."""
+HTTP_METHODS = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "WS")
+)
+"""The ``method`` label values; any other method is counted as ``other``."""
 DURATION_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 """Upper bounds (seconds) of the request duration histogram."""
 
@@ -142,7 +151,10 @@ class RequestStats:
     """(method, route) -> [bucket counts..., +Inf count, sum of seconds]."""
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        """Count one finished request."""
+        """Count one finished request. A method outside HTTP's own (any token is one to
+        the server: ``curl -X FOO``) counts as ``other``, so no client can add series."""
+        if method not in HTTP_METHODS:
+            method = "other"
         key = (method, route, str(status))
         self.counts[key] = self.counts.get(key, 0) + 1
         h = self.hist.get((method, route))
@@ -279,14 +291,14 @@ class Telemetry:
         @get(
             "/metrics",
             guards=[read_guard],
-            media_type=CONTENT_TYPE,
+            media_type=_MEDIA_TYPE,
             tags=["status"],
             summary="The appliance's metrics in Prometheus text format (docs/PROMETHEUS.md)",
             sync_to_thread=True,  # tens of ms for 500 servers: keep the event loop free
         )
         def prometheus_metrics() -> Response[str]:
             """Request metrics, forecasts per server, risk, latency, source health."""
-            return Response(telemetry.render(), media_type=CONTENT_TYPE)
+            return Response(telemetry.render(), media_type=_MEDIA_TYPE)
 
         return prometheus_metrics
 
@@ -386,13 +398,25 @@ class Telemetry:
         out.family(
             "fleetcast_forecast_age_seconds",
             "gauge",
-            "Seconds since the end of the data the current forecasts used.",
+            "Seconds since the end of the data the current forecasts used (never below 0); "
+            "before the first forecast, seconds since the start.",
         )
         if current is None:
+            # Present from the start, so an appliance that never forecasts (a source that
+            # yields nothing) ages and alerts like one whose forecasts stopped.
+            started = now - (time.monotonic() - self.runtime.started_monotonic)
+            out.sample("fleetcast_forecast_age_seconds", round(max(now - started, 0.0), 3))
+            out.family("fleetcast_fleet_servers", "gauge", "Forecast servers by risk level.")
+            for level in ("green", "yellow", "red"):
+                out.sample("fleetcast_fleet_servers", 0, {"level": level})
+            out.family("fleetcast_alerts_active", "gauge", "Active forecast alerts by severity.")
+            for severity in ("critical", "warning"):
+                out.sample("fleetcast_alerts_active", 0, {"severity": severity})
             return
-        out.sample(
-            "fleetcast_forecast_age_seconds", None if start is None else round(now - start, 3)
-        )
+        # A clock ahead (the demo's simulated one, data up to --max-future-seconds ahead)
+        # is not a negative age.
+        age = None if start is None else round(max(now - start, 0.0), 3)
+        out.sample("fleetcast_forecast_age_seconds", age)
         fleet = current.fleet or {}
         out.family("fleetcast_fleet_servers", "gauge", "Forecast servers by risk level.")
         for level in ("green", "yellow", "red"):
@@ -406,7 +430,12 @@ class Telemetry:
         )
         for horizon, p in (fleet.get("incident_probability") or {}).items():
             out.sample("fleetcast_fleet_incident_probability", p, {"horizon": horizon})
-        servers = list(current.servers)[: max(self.max_servers, 0)]  # sorted by risk, desc
+        # The riskiest, on risk to two decimals then by name: on the unrounded risk, servers
+        # near 0 swapped places with every forecast, and their series came and went.
+        ranked = sorted(
+            current.servers, key=lambda s: (-round(s.get("risk") or 0.0, 2), s["server_name"])
+        )
+        servers = ranked[: max(self.max_servers, 0)]
         out.family(
             "fleetcast_server_risk", "gauge", "Risk (0-1) of each server over the longest horizon."
         )
