@@ -77,6 +77,8 @@ def test_firing_alert_has_the_documented_labels_and_annotations() -> None:
     # A name holding '/', '?' or '#' is one path segment (docs/API.md), not a path and query.
     odd = firing_alert(_alert(server="rack/7?db#1"), NOW, 240.0, generator_url="http://fc:8000")
     assert odd["generatorURL"] == "http://fc:8000/predictions/rack%2F7%3Fdb%231"
+    dots = firing_alert(_alert(server=".."), NOW, 240.0, generator_url="http://fc:8000")
+    assert dots["generatorURL"] == "http://fc:8000/predictions/%2E%2E"
 
 
 class _Clock:

@@ -250,3 +250,14 @@ def test_servers_are_exposed_in_every_state_of_status() -> None:
     assert got[("fleetcast_alerts_active", (("severity", "warning"),))] == 0
     assert got[("fleetcast_fleet_servers", (("level", "red"),))] == 0
     assert ("fleetcast_forecast_data_timestamp_seconds", ()) not in got
+    # ... counted from the end of the warm-up the model needs (12 steps here): a fresh
+    # appliance warming up is not "stale".
+    engine = _StatesEngine()
+    engine.status = lambda: {  # type: ignore[method-assign]
+        "model": {"min_encoder_length": 12, "step_seconds": 300},
+        "servers": dict(_SERVERS_BY_STATE),
+    }
+    for uptime, age in ((600, 0), (3600 + 900, 900)):
+        runtime.engine, runtime.started_monotonic = engine, time.monotonic() - uptime
+        got = parse(Telemetry(runtime).render(now=1_790_009_000.0))
+        assert age <= got[("fleetcast_forecast_age_seconds", ())] < age + 60

@@ -192,7 +192,8 @@ def _openmetrics(t: int) -> str:
     labels mid-step; ``outage`` misses the scrapes from a minute before ``t`` to 150 s after
     it (Prometheus down); ``late`` misses the last 30 s before ``t``; ``down`` is scraped
     throughout, but its scrapes over the same span fail (its exporter down): ``up`` 0 and
-    no samples."""
+    no samples; ``twojobs`` is ``full`` with a second exporter that never answers (``up`` 0
+    throughout, another job and port)."""
     start, end = t - 3600, t + 1800
     lines = ["# TYPE node_cpu_seconds counter"]
     ups = ["# TYPE up gauge"]
@@ -221,7 +222,9 @@ def _openmetrics(t: int) -> str:
     target("outage", scrapes(start, end, skip=(t - 60, t + 150)))
     target("late", scrapes(start, end, skip=(t - 30, t - 1)))
     target("down", scrapes(start, end), failed=(t - 60, t + 150))
-    for server in ("full", "new", "relabel", "outage", "late", "down"):
+    target("twojobs", scrapes(start, end))
+    ups += [f'up{{instance="twojobs:9187",job="postgres"}} 0 {s}' for s in scrapes(start, end)]
+    for server in ("full", "new", "relabel", "outage", "late", "down", "twojobs"):
         for name, value in (("fc_mem", 50.0), ("fc_disk", 2.0)):
             gauges[name] += [
                 f'{name}{{instance="{server}:9100"}} {value} {s}' for s in scrapes(start, end)
@@ -272,6 +275,8 @@ def test_real_prometheus_partial_steps_are_biased_and_the_default_check_finds_th
         assert kept["late"] == every - {-1}
         # Its failed scrapes still write up (0): it was named by none of the other clauses.
         assert kept["down"] == every - {-1, 0}
+        # Another exporter of the host that never answers biases nothing: every step stays.
+        assert kept["twojobs"] == every
         assert samples.partial == 7
     finally:
         prom.stop()

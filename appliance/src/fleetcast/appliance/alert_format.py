@@ -109,8 +109,11 @@ def firing_alert(
         "endsAt": rfc3339(now + ends_after_s),
     }
     if generator_url:
-        # One path segment, as docs/API.md asks of a name holding '/', '?' or '#'.
+        # One path segment, as docs/API.md asks of a name holding '/', '?' or '#', and of a
+        # name of dots only (a bare '..' is the folder above).
         name = quote(str(alert["server_name"]), safe="")
+        if not name.strip("."):
+            name = name.replace(".", "%2E")
         out["generatorURL"] = f"{generator_url.rstrip('/')}/predictions/{name}"
     return out
 

@@ -383,9 +383,12 @@ class Telemetry:
                     "fleetcast_ingest_samples_total", int(ingest[result]), {"result": result}
                 )
         current = engine.current()
-        self._forecasts(out, current, now)
+        # Before the first forecast, the age counts from the end of the warm-up the model
+        # needs after a start without state (min_encoder_length steps of data).
+        warmup_s = int(model.get("min_encoder_length") or 0) * int(model.get("step_seconds") or 0)
+        self._forecasts(out, current, now, warmup_s)
 
-    def _forecasts(self, out: MetricsText, current: Any, now: float) -> None:
+    def _forecasts(self, out: MetricsText, current: Any, now: float, warmup_s: float = 0) -> None:
         # Each family's samples follow its own HELP/TYPE lines (the text format's grouping).
         start = None if current is None else _epoch(current.prediction_time)
         out.family(
@@ -399,13 +402,14 @@ class Telemetry:
             "fleetcast_forecast_age_seconds",
             "gauge",
             "Seconds since the end of the data the current forecasts used (never below 0); "
-            "before the first forecast, seconds since the start.",
+            "before the first forecast, seconds since the start beyond the model's warm-up.",
         )
         if current is None:
             # Present from the start, so an appliance that never forecasts (a source that
-            # yields nothing) ages and alerts like one whose forecasts stopped.
-            started = now - (time.monotonic() - self.runtime.started_monotonic)
-            out.sample("fleetcast_forecast_age_seconds", round(max(now - started, 0.0), 3))
+            # yields nothing) ages and alerts like one whose forecasts stopped; its first
+            # forecast is due once the warm-up is over.
+            uptime = time.monotonic() - self.runtime.started_monotonic
+            out.sample("fleetcast_forecast_age_seconds", round(max(uptime - warmup_s, 0.0), 3))
             out.family("fleetcast_fleet_servers", "gauge", "Forecast servers by risk level.")
             for level in ("green", "yellow", "red"):
                 out.sample("fleetcast_fleet_servers", 0, {"level": level})

@@ -102,7 +102,7 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
         "--unknown-state-fraction",
         type=float,
         default=0.25,
-        help="share of each server's days trained with the state nulled, so forecasts stay "
+        help="probability that each of a server's training days has its state nulled, so forecasts stay "
         "sound without state labels (Prometheus sends none); 0 = never",
     )
     p.add_argument("--hidden-size", type=int, default=32)

@@ -18,7 +18,13 @@ from fleetcast.contract.schema import STEP_SECONDS
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["DATA_STEP_DOC", "check_data_step", "null_short_servers"]
+__all__ = [
+    "DATA_STEP_DOC",
+    "check_data_step",
+    "null_short_servers",
+    "null_state_blocks",
+    "untrained_profiles",
+]
 
 DATA_STEP_DOC = "trainer/README.md#data-step"
 """Where the trainer's rule for data at another step is documented."""
@@ -154,8 +160,9 @@ def untrained_profiles(frame: pd.DataFrame, short: list[str]) -> list[str]:
 
 
 def null_state_blocks(frame: pd.DataFrame, fraction: float, upto: int, day_steps: int) -> int:
-    """Null ``state`` (in place) on a deterministic ``fraction`` of each server's days up to
-    step ``upto`` (the training and validation parts; the held-out tail keeps its states).
+    """Null ``state`` (in place) on each server's days up to step ``upto``, each day drawn
+    with probability ``fraction`` (that share of the days on average; train_model passes the
+    end of the validation part less an encoder, so the held-out windows keep their states).
 
     A model that only ever saw states learns nothing for the null state, and every source
     without state labels (Prometheus, most ``POST /metrics`` clients) sends null: its

@@ -116,8 +116,12 @@ def train_model(
     # Training windows predict up to train_cutoff, validation windows inside
     # (train_cutoff, cutoff], the accuracy table after cutoff.
     train_cutoff, val_steps = split_validation(frame, config, cutoff)
+    # Up to an encoder before the tail: the held-out windows' encoders keep their labels.
     nulled_states = null_state_blocks(
-        frame, config.unknown_state_fraction, cutoff, ds_config.day_steps
+        frame,
+        config.unknown_state_fraction,
+        cutoff - ds_config.max_encoder_length,
+        ds_config.day_steps,
     )
     check_encoder_fits(frame, config, train_cutoff)
     need = ds_config.min_encoder_length + ds_config.max_prediction_length

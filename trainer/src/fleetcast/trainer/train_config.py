@@ -60,9 +60,9 @@ class TrainConfig:
     unknown_server_fraction: float = 0.1
     """Share of servers trained with a null server_id (the unknown-server embedding)."""
     unknown_state_fraction: float = 0.25
-    """Share of each server's days (training and validation parts) whose ``state`` is nulled,
-    so the model forecasts well without state labels (Prometheus sends none):
-    :func:`~fleetcast.trainer.data_step.null_state_blocks`. 0 on data without states."""
+    """Probability that each of a server's days (training and validation parts) has its
+    ``state`` nulled, so the model forecasts well without state labels (Prometheus sends
+    none): :func:`~fleetcast.trainer.data_step.null_state_blocks`. 0: never."""
     input_scaling: str = "fixed"
     """How the metrics are scaled as inputs: ``fixed`` or ``window`` (DatasetConfig). Fixed
     lets the appliance cache each row's work (trainer/README.md#day-ago-inputs)."""

@@ -42,13 +42,15 @@ DEFAULT_COVERAGE = (
     "(up unless up offset 299s)"
     " or count_over_time(up[5m]) < 0.9 * count_over_time(up[5m] offset 5m)"
     " or (time() - timestamp(up)) * count_over_time(up[5m]) > 600"
-    " or min_over_time(up[5m]) == 0"
+    " or (min_over_time(up[5m]) == 0 and max_over_time(up[5m]) == 1)"
 )
 """Scrape targets whose last five minutes are not fully covered, by their ``up`` series:
 a series that did not exist five minutes before (a new target, or its labels changed);
 fewer scrapes than in the five minutes before (Prometheus or the scrape was down for part
 of it); a newest scrape older than two scrape intervals (scrapes stopped near the end); or
-a scrape that failed (the target was down: its failed scrapes still write ``up`` 0).
+a target that went down or came back within them (its failed scrapes still write ``up``
+0). A target down throughout (e.g. another exporter of the host that never answers) has
+no metrics to bias, and naming it would drop every step of its host.
 Any result names its server's step partial; an empty result is a fully covered fleet."""
 
 _PERCENT_SLACK = 1.0
