@@ -290,8 +290,8 @@ def _add_state_unknown(
 
     if not (frame["state"].astype(object) != CATEGORICAL_NAN).any():
         return
-    nulled = frame.copy()
-    nulled["state"] = pd.Categorical(np.full(len(frame), CATEGORICAL_NAN, dtype=object))
+    # assign: a new frame sharing every other column (copy-on-write), not a deep copy.
+    nulled = frame.assign(state=pd.Categorical(np.full(len(frame), CATEGORICAL_NAN, dtype=object)))
     quant = predict_windows(model, dataset, nulled, windows, config=ds_config)
     fc[STATE_UNKNOWN] = quant[..., p50].astype(np.float64)
 
