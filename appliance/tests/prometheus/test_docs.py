@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,6 +99,16 @@ def test_dashboard_colours_risk_as_the_codex() -> None:
     assert checked, "the riskiest-servers panel colours by risk"
 
 
+def _promtool_test(tmp_path: Path, tests: dict[str, Any]) -> None:
+    """Run ``promtool test rules`` on ``tests`` (JSON is YAML); fail with its output."""
+    path = tmp_path / "tests.yml"
+    path.write_text(json.dumps(tests))
+    result = subprocess.run(
+        ["promtool", "test", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 @pytest.mark.prometheus
 @pytest.mark.skipif(
     shutil.which("promtool") is None, reason="needs promtool (apt-get install prometheus)"
@@ -169,12 +180,7 @@ def test_recorded_actuals_name_servers_as_the_appliance_does(tmp_path: Path) -> 
             }
         ],
     }
-    path = tmp_path / "tests.yml"
-    path.write_text(json.dumps(tests))  # JSON is YAML
-    result = subprocess.run(
-        ["promtool", "test", "rules", str(path)], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    _promtool_test(tmp_path, tests)
     assert [e["labels"].split('server="')[1][:-2] for e in expected] == [
         "app-1", "web-1", "::1", "fe80::1", "fe80::1", "db.example",
     ]  # fmt: skip
@@ -223,14 +229,10 @@ def test_snapshots_that_fail_from_the_start_are_alerted(tmp_path: Path) -> None:
             }
         ],
     }  # fmt: skip
-    path = tmp_path / "tests.yml"
-    path.write_text(json.dumps(tests))
-    result = subprocess.run(
-        ["promtool", "test", "rules", str(path)], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    _promtool_test(tmp_path, tests)
 
 
+@pytest.mark.prometheus
 @pytest.mark.skipif(
     shutil.which("promtool") is None, reason="needs promtool (apt-get install prometheus)"
 )
@@ -265,9 +267,4 @@ def test_servers_whose_data_stopped_are_alerted(tmp_path: Path) -> None:
             }
         ],
     }  # fmt: skip
-    path = tmp_path / "tests.yml"
-    path.write_text(json.dumps(tests))
-    result = subprocess.run(
-        ["promtool", "test", "rules", str(path)], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    _promtool_test(tmp_path, tests)
