@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 from litestar import Response, get
 
 from fleetcast.appliance.auth import read_guard
+from fleetcast.appliance.engine_ingest import COUNTERS
 from fleetcast.appliance.exposition_parts import render_alerts, render_persistence, render_source
 
 if TYPE_CHECKING:
@@ -375,8 +376,6 @@ class Telemetry:
         out.family(
             "fleetcast_ingest_samples_total", "counter", "Samples offered to the engine, by result."
         )
-        from fleetcast.appliance.engine_ingest import COUNTERS
-
         for result in COUNTERS:
             if result in ingest:
                 out.sample(
