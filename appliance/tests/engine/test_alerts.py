@@ -82,10 +82,22 @@ def test_a_probability_hovering_at_the_warning_level_is_one_alert() -> None:
 
 def test_a_probability_hovering_at_the_critical_level_keeps_its_severity() -> None:
     """Severity is part of the alert's identity: 0.72, 0.68, 0.72 resolved the critical
-    alert and fired a warning one, then the other way round, with every forecast."""
+    alert and fired a warning one, then the other way round, with every forecast. A critical
+    alert is its warning and critical pair: only the critical one resolves, once."""
     assert _webhook_statuses([0.72, 0.68, 0.71, 0.69, 0.6]) == [
-        ("firing", "critical"),
         ("firing", "warning"),
+        ("firing", "critical"),
+        ("resolved", "critical"),
+    ]
+
+
+def test_a_move_between_the_levels_fires_or_resolves_the_critical_alert_only() -> None:
+    assert _webhook_statuses([0.5, 0.8, 0.5, 0.8, 0.1]) == [
+        ("firing", "warning"),
+        ("firing", "critical"),
+        ("resolved", "critical"),
+        ("firing", "critical"),
+        ("resolved", "warning"),
         ("resolved", "critical"),
     ]
 

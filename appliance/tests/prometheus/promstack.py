@@ -202,13 +202,15 @@ def start_prometheus(
     return proc.start("/-/ready")
 
 
-def start_alertmanager(workdir: Path) -> Proc:
-    """A real Alertmanager (Debian's) on a free port, without clustering."""
+def start_alertmanager(workdir: Path, config_text: str | None = None) -> Proc:
+    """A real Alertmanager (Debian's) on a free port, without clustering; ``config_text``
+    its configuration (default: every alert to a receiver that sends nothing)."""
     data = workdir / "am-data"
     data.mkdir(parents=True, exist_ok=True)
     config = workdir / "alertmanager.yml"
     config.write_text(
-        "route:\n  receiver: 'null'\n  group_wait: 1s\n  group_interval: 1s\n"
+        config_text
+        or "route:\n  receiver: 'null'\n  group_wait: 1s\n  group_interval: 1s\n"
         "receivers:\n  - name: 'null'\n",
         encoding="utf-8",
     )

@@ -26,7 +26,7 @@ FORECAST_SET = type("ForecastSet", (), {"data_time": "2026-09-21T13:45:00Z", "se
 """What the fake engines serve as their one forecast set (the pusher reads its data_time)."""
 
 
-def _alert(server: str = "ppml0001", severity: str = "critical", **kw: Any) -> dict[str, Any]:
+def _alert(server: str = "ppml0001", severity: str = "warning", **kw: Any) -> dict[str, Any]:
     base = {
         "server_name": server,
         "profile": "ml_compute",
@@ -50,7 +50,7 @@ def test_rfc3339() -> None:
 
 
 def test_firing_alert_has_the_documented_labels_and_annotations() -> None:
-    item = firing_alert(_alert(), NOW, 240.0, generator_url="http://fc:8000/")
+    item = firing_alert(_alert(severity="critical"), NOW, 240.0, generator_url="http://fc:8000/")
     assert item["labels"] == {
         "alertname": ALERTNAME,
         "server": "ppml0001",
@@ -89,28 +89,50 @@ class _Clock:
         return self.t
 
 
+def _sev(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return sorted((a["labels"]["server"], a["labels"]["severity"]) for a in items)
+
+
 def test_update_diffs_new_resolved_and_severity_changes() -> None:
     clock = _Clock()
     pusher = AlertPusher(
         None, AlertingConfig(alertmanager_url="http://am", resend_s=30), clock=clock
     )
-    firing, new, resolved = pusher.update([_alert("a"), _alert("b", "warning")])
-    assert len(firing) == 2
-    assert len(new) == 2
+    # A critical alert is two Alertmanager alerts: warning and critical.
+    firing, new, resolved = pusher.update([_alert("a", "critical"), _alert("b", "warning")])
+    assert _sev(firing) == [("a", "critical"), ("a", "warning"), ("b", "warning")]
+    assert _sev(new) == _sev(firing)
     assert resolved == []
+    assert pusher.firing == 3
     assert firing[0]["endsAt"] == rfc3339(NOW + 120)  # 4 x resend_s
+    assert {a["startsAt"] for a in firing} == {"2026-09-21T13:50:00.000Z"}  # the engine's since
+    # b goes critical: its critical alert fires, starting now; its warning one goes on.
     clock.t += 60
-    firing, new, resolved = pusher.update([_alert("a"), _alert("b", "critical")])
-    assert [a["labels"]["server"] for a in firing] == ["a", "b"]
-    assert [(a["labels"]["server"], a["labels"]["severity"]) for a in new] == [("b", "critical")]
-    assert [(a["labels"]["server"], a["labels"]["severity"]) for a in resolved] == [
-        ("b", "warning")
+    firing, new, resolved = pusher.update([_alert("a", "critical"), _alert("b", "critical")])
+    assert _sev(firing) == [
+        ("a", "critical"),
+        ("a", "warning"),
+        ("b", "critical"),
+        ("b", "warning"),
     ]
-    assert resolved[0]["endsAt"] == rfc3339(NOW + 60)  # resolved now
+    assert _sev(new) == [("b", "critical")]
+    assert new[0]["startsAt"] == rfc3339(NOW + 60)
+    assert resolved == []
+    # a comes back to warning: only its critical alert resolves, now.
+    clock.t += 60
+    firing, new, resolved = pusher.update([_alert("a", "warning"), _alert("b", "critical")])
+    assert _sev(firing) == [("a", "warning"), ("b", "critical"), ("b", "warning")]
+    assert new == []
+    assert _sev(resolved) == [("a", "critical")]
+    assert resolved[0]["endsAt"] == rfc3339(NOW + 120)
+    # The warning alerts kept the start the receivers were told first.
+    assert {a["startsAt"] for a in firing if a["labels"]["severity"] == "warning"} == {
+        "2026-09-21T13:50:00.000Z"
+    }
     firing, new, resolved = pusher.update([])
     assert firing == []
     assert new == []
-    assert {a["labels"]["server"] for a in resolved} == {"a", "b"}
+    assert _sev(resolved) == [("a", "warning"), ("b", "critical"), ("b", "warning")]
     assert pusher.firing == 0
 
 

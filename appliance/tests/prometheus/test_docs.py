@@ -138,6 +138,24 @@ def test_promtool_accepts_the_rules_and_config() -> None:
 
 @pytest.mark.prometheus
 @pytest.mark.skipif(
+    shutil.which("amtool") is None,
+    reason="needs amtool (apt-get install prometheus-alertmanager)",
+)
+def test_amtool_accepts_the_example_alertmanager_config() -> None:
+    config = DOCS / "prometheus" / "alertmanager.yml"
+    result = subprocess.run(
+        ["amtool", "check-config", str(config)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 inhibit rules" in result.stdout
+    # The inhibit rule names the labels fleetcast's forecast alerts carry.
+    text = config.read_text(encoding="utf-8")
+    assert 'alertname="FleetcastForecastRisk", severity="critical"' in text
+    assert "equal: [server, metric, horizon]" in text
+
+
+@pytest.mark.prometheus
+@pytest.mark.skipif(
     shutil.which("promtool") is None, reason="needs promtool (apt-get install prometheus)"
 )
 def test_recorded_actuals_name_servers_as_the_appliance_does(tmp_path: Path) -> None:

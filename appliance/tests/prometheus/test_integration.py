@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,7 +46,6 @@ from .promstack import (
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 pytestmark = [
     pytest.mark.prometheus,
@@ -330,6 +330,19 @@ def _am_alerts(url: str, server: str) -> list[dict[str, Any]]:
     return [a for a in http_json(f"{url}/api/v2/alerts") if a["labels"].get("server") == server]
 
 
+def _example_alertmanager_config(receiver_url: str) -> str:
+    """docs/prometheus/alertmanager.yml with ``receiver_url`` and a test's short waits."""
+    text = (Path(__file__).parents[3] / "docs" / "prometheus" / "alertmanager.yml").read_text()
+    for old, new in (
+        ("http://127.0.0.1:5001/alerts", receiver_url),
+        ("group_wait: 30s", "group_wait: 1s"),
+        ("group_interval: 5m", "group_interval: 1s"),
+    ):
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
 def test_alerts_reach_alertmanager_and_resolve(stack: Stack, tiny_onnx: Path) -> None:
     workdir = stack.workdir / "alerts"
     workdir.mkdir()
@@ -338,7 +351,8 @@ def test_alerts_reach_alertmanager_and_resolve(stack: Stack, tiny_onnx: Path) ->
     shutil.copyfile(tiny_onnx, model_dir / "model.onnx")
     thresholds = workdir / "thresholds.toml"
     thresholds.write_text("[cpu_pct]\ndefault = 80\n", encoding="utf-8")
-    am = start_alertmanager(workdir)
+    pages = Receiver()  # what Alertmanager notifies, routed by the example configuration
+    am = start_alertmanager(workdir, _example_alertmanager_config(pages.url))
     hook = Receiver()
     app = None
     try:
@@ -360,16 +374,51 @@ def test_alerts_reach_alertmanager_and_resolve(stack: Stack, tiny_onnx: Path) ->
         t0 = 1_790_000_000 // STEP_SECONDS * STEP_SECONDS
         hot = _records("ppml0001", 95.0, range(20), t0) + _records("ppdb001", 30.0, range(20), t0)
         assert app.post("/metrics", {"records": hot})["accepted"] == 40
-        firing = wait_until(lambda: _am_alerts(am.url, "ppml0001"), timeout=20)
-        labels = {a["labels"]["horizon"]: a["labels"] for a in firing}
-        assert set(labels) == {"30min", "1hr", "8hr"}
-        assert labels["8hr"] == {
+        firing = wait_until(
+            lambda: len(_am_alerts(am.url, "ppml0001")) == 6 and _am_alerts(am.url, "ppml0001"),
+            timeout=20,
+        )
+        by_key = {(a["labels"]["horizon"], a["labels"]["severity"]): a for a in firing}
+        assert set(by_key) == {
+            (h, s) for h in ("30min", "1hr", "8hr") for s in ("warning", "critical")
+        }
+        assert by_key["8hr", "critical"]["labels"] == {
             "alertname": "FleetcastForecastRisk",
             "server": "ppml0001",
             "profile": "ml_compute",
             "metric": "cpu_pct",
             "horizon": "8hr",
             "severity": "critical",
+        }
+        # The example's inhibit rule mutes each warning while its critical twin fires...
+        muted = wait_until(
+            lambda: (
+                all(
+                    a["status"]["inhibitedBy"]
+                    for a in _am_alerts(am.url, "ppml0001")
+                    if a["labels"]["severity"] == "warning"
+                )
+                and _am_alerts(am.url, "ppml0001")
+            ),
+            timeout=20,
+        )
+        assert {a["status"]["state"] for a in muted if a["labels"]["severity"] == "warning"} == {
+            "suppressed"
+        }
+        firing = [a for a in muted if a["labels"]["severity"] == "critical"]
+
+        # ...so the server's page (one group: group_by [alertname, server]), once every
+        # horizon is critical, holds the three critical alerts and no warning.
+        def paged() -> list[tuple[str, str]]:
+            last = pages.bodies[-1] if pages.bodies else {"alerts": []}
+            return sorted((a["labels"]["horizon"], a["labels"]["severity"]) for a in last["alerts"])
+
+        wait_until(
+            lambda: paged() == [(h, "critical") for h in ("1hr", "30min", "8hr")], timeout=20
+        )
+        assert pages.bodies[-1]["groupLabels"] == {
+            "alertname": "FleetcastForecastRisk",
+            "server": "ppml0001",
         }
         assert all(a["status"]["state"] == "active" for a in firing)
         ann = firing[0]["annotations"]
@@ -396,5 +445,6 @@ def test_alerts_reach_alertmanager_and_resolve(stack: Stack, tiny_onnx: Path) ->
             app.stop()
         am.stop()
         hook.close()
+        pages.close()
     with contextlib.suppress(OSError):
         shutil.rmtree(workdir / "am-data")

@@ -20,6 +20,7 @@ __all__ = [
     "ALERTNAME",
     "STALE_ALERTNAME",
     "alert_labels",
+    "alertmanager_alerts",
     "firing_alert",
     "forecasts_stale_alert",
     "rfc3339",
@@ -116,6 +117,24 @@ def firing_alert(
             name = name.replace(".", "%2E")
         out["generatorURL"] = f"{generator_url.rstrip('/')}/predictions/{name}"
     return out
+
+
+def alertmanager_alerts(
+    alert: Mapping[str, Any], now: float, ends_after_s: float, generator_url: str | None = None
+) -> list[dict[str, Any]]:
+    """The firing Alertmanager alerts of one engine alert: a warning one, and while the
+    alert is critical a critical one beside it, as a pair of Prometheus rules with two
+    levels fires them (docs/PROMETHEUS.md#alerts).
+
+    The warning alert fires for as long as the engine alert is raised, whatever its
+    severity, so a change of severity neither resolves it nor fires it anew: going critical
+    fires the critical alert, coming back resolves it. Alertmanager's inhibit rule
+    (docs/prometheus/alertmanager.yml) mutes the warning while its critical fires.
+    """
+    items = [firing_alert({**alert, "severity": "warning"}, now, ends_after_s, generator_url)]
+    if alert["severity"] == "critical":
+        items.append(firing_alert(alert, now, ends_after_s, generator_url))
+    return items
 
 
 def webhook_body(alerts: Iterable[Mapping[str, Any]], statuses: Iterable[str]) -> dict[str, Any]:

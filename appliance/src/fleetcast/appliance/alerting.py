@@ -4,8 +4,10 @@ The engine computes alerts with every forecast set (``Engine.alerts()``, docs/AP
 ``/alerts/active``). :class:`AlertPusher` turns them into Alertmanager alerts:
 
 - labels ``alertname`` (``FleetcastForecastRisk``), ``server``, ``profile``, ``metric``,
-  ``horizon``, ``severity`` — the identity of an alert: a severity change resolves the
-  old alert and fires a new one;
+  ``horizon``, ``severity`` — the identity of an alert. Each engine alert is a
+  ``severity="warning"`` alert for as long as it is raised, and while it is critical also a
+  ``severity="critical"`` one (:func:`alertmanager_alerts`): a severity change fires or
+  resolves the critical alert and leaves the warning one firing;
 - annotations ``summary``, ``description``, ``predicted_value`` (p50), ``predicted_p90``,
   ``threshold``, ``probability``, ``unit``, ``at`` (when the peak is predicted),
   ``data_time`` (the data the forecast read), and for the alert of a server no longer
@@ -44,6 +46,7 @@ import anyio.to_thread
 from fleetcast.appliance.alert_format import (
     ALERTNAME,
     alert_labels,
+    alertmanager_alerts,
     firing_alert,
     forecasts_stale_alert,
     rfc3339,
@@ -64,6 +67,7 @@ __all__ = [
     "AlertingConfig",
     "DeliveryError",
     "alert_labels",
+    "alertmanager_alerts",
     "firing_alert",
     "post_json",
     "rfc3339",
@@ -119,6 +123,14 @@ def post_json(url: str, payload: Any, timeout_s: float) -> int:
 def _key(item: Mapping[str, Any]) -> Key:
     """The identity of an Alertmanager alert: its sorted labels."""
     return tuple(sorted(item["labels"].items()))
+
+
+def _escalated(key: Key, active: Mapping[Key, Any]) -> bool:
+    """Whether ``key`` is a critical alert whose warning twin was already firing."""
+    labels = dict(key)
+    if labels.get("severity") != "critical":
+        return False
+    return _key({"labels": {**labels, "severity": "warning"}}) in active
 
 
 def _latest_per_alert(changes: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict]]:
@@ -258,7 +270,11 @@ class AlertPusher:
         now = self._clock()
         ends = self.config.ends_after_s or 4 * self.config.resend_s
         current: dict[Key, dict[str, Any]] = {}
-        items = [firing_alert(a, now, ends, self.config.generator_url) for a in alerts]
+        items = [
+            item
+            for a in alerts
+            for item in alertmanager_alerts(a, now, ends, self.config.generator_url)
+        ]
         for item in [*items, *own]:
             key = _key(item)
             old = self._active.get(key)
@@ -266,6 +282,10 @@ class AlertPusher:
                 # Still the same alert (e.g. across a restart, where the engine's first
                 # forecast raises it anew): it keeps the start the receivers were told.
                 item["startsAt"] = old["startsAt"]
+            elif old is None and _escalated(key, self._active):
+                # A warning gone critical: the critical alert starts now, not when the
+                # engine first raised the warning (its ``since``).
+                item["startsAt"] = rfc3339(now)
             current[key] = item
         new = [a for k, a in current.items() if k not in self._active]
         resolved = []
