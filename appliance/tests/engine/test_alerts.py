@@ -18,9 +18,11 @@ HORIZONS = {"30min": 6, "1hr": 12, "8hr": 96}
 class _Run:
     """Consecutive forecasts of one server whose cpu probability is given per forecast."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_steps: int = 0) -> None:
         self.since: dict[tuple[str, str, str], str] = {}
+        self.seen: dict[tuple[str, str, str], tuple[int, int]] = {}
         self.critical: set[tuple[str, str, str]] = set()
+        self.keep_steps = keep_steps
         self.n = 0
 
     def alerts(self, p: float) -> list[dict[str, Any]]:
@@ -30,13 +32,13 @@ class _Run:
         risk = RiskResult(step, by_h, by_h.max(axis=1), np.full((1, 4), 90.0))
         q = np.full((1, 4, 96, 3), 50.0)
         self.n += 1
-        alerts, self.since = build_alerts(
+        alerts, self.since, self.seen = build_alerts(
             names=["ppml0001"],
             profiles=["ml_compute"],
             quantiles=q,
             levels=[0.1, 0.5, 0.9],
             risk=risk,
-            ends=np.array([6_000_000]),
+            ends=np.array([6_000_000 + self.n]),  # one step of data per forecast
             horizons=HORIZONS,
             step_seconds=300,
             prediction_time=f"2026-09-21T{10 + self.n:02d}:00:00Z",
@@ -44,6 +46,8 @@ class _Run:
             warning=0.3,
             critical=0.7,
             critical_before=self.critical,
+            seen=self.seen,
+            keep_steps=self.keep_steps,
         )
         self.critical = {
             (a["server_name"], a["metric"], a["horizon"])
@@ -53,7 +57,7 @@ class _Run:
         return alerts
 
 
-def _webhook_statuses(probabilities: list[float]) -> list[tuple[str, str]]:
+def _webhook_statuses(probabilities: list[float], keep_steps: int = 0) -> list[tuple[str, str]]:
     """(status, severity) of every change the webhook hears over the forecasts."""
     bodies: list[Any] = []
 
@@ -62,7 +66,7 @@ def _webhook_statuses(probabilities: list[float]) -> list[tuple[str, str]]:
         return 200
 
     pusher = AlertPusher(None, AlertingConfig(webhook_url="http://hook"), sender=sender)
-    run = _Run()
+    run = _Run(keep_steps)
 
     async def forecasts() -> None:
         for p in probabilities:
@@ -125,3 +129,54 @@ def test_severity_is_decided_before_the_probability_is_rounded() -> None:
     assert alert["severity"] == "critical"
     (exact,) = (a for a in _Run().alerts(0.7) if a["horizon"] == "8hr")
     assert exact["severity"] == "warning"  # at the level is not above it
+
+
+def test_an_alert_is_kept_firing_through_a_short_dip() -> None:
+    """0.5, 0.1, 0.5: resolved and raised again 5 minutes later without the keep-firing
+    window; with 3 steps it is one alert, resolved 3 forecasts after the last raising one."""
+    dip = [0.5, 0.1, 0.5, 0.1, 0.1, 0.1, 0.1]
+    assert _webhook_statuses(dip) == [
+        ("firing", "warning"),
+        ("resolved", "warning"),
+        ("firing", "warning"),
+        ("resolved", "warning"),
+    ]
+    run = _Run(keep_steps=3)
+    raised = [bool([a for a in run.alerts(p) if a["horizon"] == "8hr"]) for p in dip]
+    assert raised == [True, True, True, True, True, True, False]
+    assert _webhook_statuses(dip, keep_steps=3) == [
+        ("firing", "warning"),
+        ("resolved", "warning"),
+    ]
+
+
+def test_a_kept_alert_shows_its_probability_and_its_since() -> None:
+    run = _Run(keep_steps=3)
+    (first,) = (a for a in run.alerts(0.5) if a["horizon"] == "8hr")
+    (kept,) = (a for a in run.alerts(0.05) if a["horizon"] == "8hr")
+    assert kept["probability"] == pytest.approx(0.05)
+    assert kept["since"] == first["since"]
+    assert kept["severity"] == "warning"
+
+
+def test_a_critical_alert_is_kept_critical_through_a_short_dip() -> None:
+    """0.8, 0.5, 0.8 moved the alert to warning and back; with the window it stays
+    critical, and goes to warning 3 forecasts after the last critical one."""
+    run = _Run(keep_steps=3)
+    severities = []
+    for p in [0.8, 0.5, 0.8, 0.5, 0.5, 0.5, 0.5]:
+        (a,) = (a for a in run.alerts(p) if a["horizon"] == "8hr")
+        severities.append(a["severity"])
+    assert severities == ["critical"] * 6 + ["warning"]
+    assert _webhook_statuses([0.8, 0.5, 0.8, 0.5], keep_steps=3) == [
+        ("firing", "warning"),
+        ("firing", "critical"),
+    ]
+
+
+def test_the_keep_firing_window_counts_data_steps_not_forecasts() -> None:
+    """A server whose data jumps ahead past the window resolves at its next forecast."""
+    run = _Run(keep_steps=3)
+    assert run.alerts(0.5)
+    run.n += 10  # its next forecast reads data 11 steps later
+    assert run.alerts(0.1) == []

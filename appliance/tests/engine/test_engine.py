@@ -279,7 +279,9 @@ def test_a_forecast_hands_the_previous_critical_alerts_to_the_next(
     assert seen == [set(), critical]
 
 
-def test_ingest_rejections_and_step_closing(toy_dir: Path) -> None:
+def test_ingest_rejections_and_step_closing(
+    toy_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     engine = _open(toy_dir, capacity=2)
     r = engine.ingest(_batch([START + 10 * STEP], ["a"], [[1, 1, 1, 1]]))
     assert (r.accepted, r.rejected) == (1, [])
@@ -308,6 +310,15 @@ def test_ingest_rejections_and_step_closing(toy_dir: Path) -> None:
     assert st["too_old"] == 1
     assert st["capacity"] == 1
     assert st["invalid"] == 1
+    # The operator hears of the first capacity refusal (the sender reads it in its answer).
+    (warned,) = [r for r in caplog.records if "capacity" in r.getMessage()]
+    assert warned.levelname == "WARNING"
+    assert "server 'c' is refused" in warned.getMessage()
+    assert "docs/OPERATIONS.md#forgetting-servers" in warned.getMessage()
+    caplog.clear()
+    engine.ingest(_batch([START + 13 * STEP], ["d"], [[1, 1, 1, 1]]))
+    assert engine.status()["ingest"]["capacity"] == 2
+    assert not [r for r in caplog.records if "capacity" in r.getMessage()]  # logged once
 
 
 def test_replay_in_any_chunking_gives_the_same_forecast(toy_dir: Path) -> None:

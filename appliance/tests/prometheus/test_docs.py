@@ -286,3 +286,42 @@ def test_servers_whose_data_stopped_are_alerted(tmp_path: Path) -> None:
         ],
     }  # fmt: skip
     _promtool_test(tmp_path, tests)
+
+
+@pytest.mark.prometheus
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="needs promtool (apt-get install prometheus)"
+)
+def test_new_servers_refused_for_the_capacity_are_alerted(tmp_path: Path) -> None:
+    """The appliance logs only the first capacity refusal: the rule says while they last."""
+    labels = 'job="fleetcast", instance="edge"'
+    tests = {
+        "rule_files": [str(DOCS / "prometheus" / "fleetcast-alert-rules.yml")],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": f'fleetcast_ingest_samples_total{{{labels}, result="capacity"}}',
+                     "values": "0x10 0+4x15 60x40"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "10m", "alertname": "FleetcastAtCapacity", "exp_alerts": []},
+                    {"eval_time": "20m", "alertname": "FleetcastAtCapacity", "exp_alerts": [
+                        {"exp_labels": {"severity": "warning", "job": "fleetcast",
+                                        "instance": "edge", "result": "capacity"},
+                         "exp_annotations": {
+                             "summary": "fleetcast refused 36 samples of new servers in 15 "
+                             "min: it already tracks its capacity (fleetcast_servers_capacity)",
+                             "description": "Raise --capacity, or forget retired servers "
+                             "(DELETE /servers/{server_name}, --forget-after; "
+                             "docs/OPERATIONS.md#forgetting-servers).",
+                         }},
+                    ]},
+                    # The refusals stopped (servers forgotten): resolved 15 minutes later.
+                    {"eval_time": "50m", "alertname": "FleetcastAtCapacity", "exp_alerts": []},
+                ],
+            }
+        ],
+    }  # fmt: skip
+    _promtool_test(tmp_path, tests)

@@ -18,7 +18,16 @@ if TYPE_CHECKING:
 
     from fleetcast.appliance.risk import RiskResult
 
-__all__ = ["HYSTERESIS", "LEFT_OUT", "AlertKey", "build_alerts", "carried_alerts", "ordered"]
+__all__ = [
+    "HYSTERESIS",
+    "LEFT_OUT",
+    "NEVER",
+    "AlertKey",
+    "Seen",
+    "build_alerts",
+    "carried_alerts",
+    "ordered",
+]
 
 AlertKey = tuple[str, str, str]
 """(server_name, metric, horizon)."""
@@ -48,6 +57,14 @@ HYSTERESIS = 0.05
 HYSTERESIS`` (the margin at most half the gap below each level): a probability that
 hovers at a level is one alert, not a firing/resolved pair with every forecast."""
 
+NEVER = -(1 << 62)
+"""The step of a level an alert has never reached (:data:`Seen`)."""
+
+Seen = dict[AlertKey, tuple[int, int]]
+"""Per raised alert, the newest data steps at which its own probability raised it (at
+the warning level or within its hysteresis) and made it critical (:data:`NEVER`: not yet);
+the keep-firing window counts from them."""
+
 
 def build_alerts(
     *,
@@ -64,8 +81,11 @@ def build_alerts(
     warning: float,
     critical: float,
     critical_before: Collection[AlertKey] = (),
-) -> tuple[list[dict[str, Any]], dict[AlertKey, str]]:
-    """Alerts of B servers, highest probability first, and the new ``since`` table.
+    seen: Mapping[AlertKey, tuple[int, int]] | None = None,
+    keep_steps: int = 0,
+) -> tuple[list[dict[str, Any]], dict[AlertKey, str], Seen]:
+    """Alerts of B servers, highest probability first, the new ``since`` table and the new
+    :data:`Seen` table.
 
     ``quantiles`` (B, M, D, Q) cleaned; ``ends`` (B,) each server's data step; ``horizons``
     shortest first; ``since``: when each alert still active was first raised (an alert
@@ -73,7 +93,13 @@ def build_alerts(
     (p50) and ``predicted_p90`` are read at the step of the highest probability within the
     horizon (``at``). ``critical_before``: the alerts that were critical in the previous
     forecast; with ``since`` they set the :data:`HYSTERESIS`.
+
+    Keep firing: an alert stays raised until ``keep_steps`` steps of its server's data have
+    passed since its probability last raised it (``seen``), and a critical one stays
+    critical as long after its probability last made it critical (docs/RISK.md#alerts): a
+    probability that dips for a forecast or two is one alert, not a resolved and a new one.
     """
+    seen = seen or {}
     lv = list(levels)
     mid = lv.index(0.5) if 0.5 in lv else len(lv) // 2
     hi = len(lv) - 1
@@ -83,17 +109,24 @@ def build_alerts(
     hold = warning - min(HYSTERESIS, warning / 2)
     keep_critical = critical - min(HYSTERESIS, (critical - warning) / 2)
     row = {name: b for b, name in enumerate(names)}
+    by_prob = raised.copy()  # raised by the probability itself, not kept
+    kept = np.zeros_like(raised)
     held: list[tuple[int, int, int]] = []
-    for name, metric, horizon in since:
+    last: list[int] = []
+    for key in since:
+        name, metric, horizon = key
         b = row.get(name)
         if b is not None and metric in METRIC_COLUMNS and horizon in hnames:
             held.append((b, METRIC_COLUMNS.index(metric), hnames.index(horizon)))
+            last.append(seen.get(key, (NEVER, NEVER))[0])
     if held:
         hb, hm, hh = (np.asarray(x, dtype=np.int64) for x in zip(*held, strict=True))
-        raised[hb, hm, hh] |= risk.by_horizon[hb, hm, hh] >= hold
+        by_prob[hb, hm, hh] |= risk.by_horizon[hb, hm, hh] >= hold
+        kept[hb, hm, hh] = ends[hb] - np.asarray(last, dtype=np.int64) <= keep_steps
+        raised |= by_prob | kept
     b_idx, m_idx, h_idx = np.nonzero(raised)
     if b_idx.size == 0:
-        return [], {}
+        return [], {}, {}
     peak = np.stack([np.argmax(risk.step_prob[:, :, :h], axis=-1) for h in hsteps], axis=-1)
     d_idx = peak[b_idx, m_idx, h_idx]
     p50 = np.round(quantiles[b_idx, m_idx, d_idx, mid].astype(np.float64), 3).tolist()
@@ -103,6 +136,7 @@ def build_alerts(
     # (risk.level_of): 0.70003 is red and critical, although it is shown as 0.7.
     severe = (raw > critical).tolist()
     held_severe = (raw > keep_critical).tolist()
+    raised_now = by_prob[b_idx, m_idx, h_idx].tolist()
     prob = np.round(raw, 4).tolist()
     thr = risk.thresholds[b_idx, m_idx].tolist()
     when = (ends[b_idx] + 1 + d_idx).tolist()
@@ -110,10 +144,18 @@ def build_alerts(
     times: dict[int, str] = {}
     alerts = []
     active: dict[AlertKey, str] = {}
+    new_seen: Seen = {}
     for i, (b, m, h) in enumerate(zip(b_idx.tolist(), m_idx.tolist(), h_idx.tolist(), strict=True)):
         key = (names[b], METRIC_COLUMNS[m], hnames[h])
         first = since.get(key, prediction_time)
         active[key] = first
+        was_raised, was_critical = seen.get(key, (NEVER, NEVER))
+        is_critical = severe[i] or (held_severe[i] and key in critical_before)
+        if is_critical:
+            was_critical = data[i]
+        elif key in critical_before and data[i] - was_critical <= keep_steps:
+            is_critical = True  # kept critical
+        new_seen[key] = (data[i] if raised_now[i] else was_raised, was_critical)
         for st in (when[i], data[i]):
             if st not in times:
                 times[st] = iso(st * step_seconds)
@@ -127,9 +169,7 @@ def build_alerts(
                 "predicted_p90": p90[i],
                 "threshold": thr[i],
                 "probability": prob[i],
-                "severity": "critical"
-                if severe[i] or (held_severe[i] and key in critical_before)
-                else "warning",
+                "severity": "critical" if is_critical else "warning",
                 "since": first,
                 "at": times[when[i]],
                 "data_time": times[data[i]],
@@ -137,7 +177,7 @@ def build_alerts(
                 "left_out": None,
             }
         )
-    return ordered(alerts), active
+    return ordered(alerts), active, new_seen
 
 
 def ordered(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fleetcast.appliance import engine_assemble, engine_forget, engine_state, engine_views
-from fleetcast.appliance.engine_ingest import COUNTERS, refusals, screen, tally
+from fleetcast.appliance.engine_ingest import COUNTERS, count, refusals, screen, tally
 from fleetcast.appliance.engine_state import (
     Readiness,
     heard,
@@ -104,8 +104,7 @@ class Engine:
         """Reported horizons (name → steps), shortest first; the last one is the server risk's."""
         self._state_index = {name: i for i, name in enumerate(VALID_STATES)}
         self._profile_index = {name: i for i, name in enumerate(VALID_PROFILES)}
-        self._lock = threading.Lock()
-        self._forecast_lock = threading.Lock()
+        self._lock, self._forecast_lock = threading.Lock(), threading.Lock()
         self._closed = False
         self._inputs: WindowInputs | None = None
         self._steps: StepCache | None = None
@@ -128,6 +127,7 @@ class Engine:
         """Slots forgotten since the last forecast: the step cache drops their rows."""
         self._forgotten = {"deleted": 0, "expired": 0}
         self._alert_since: dict[tuple[str, str, str], str] = {}
+        self._alert_seen: dict[tuple[str, str, str], tuple[int, int]] = {}  # alerts.Seen
         self._restored_alerts: list[dict[str, Any]] = []  # the snapshot's, until a forecast
         self._fleet_closed = -1
         """The newest reference step (engine_state.reference_step) the fleet has reached."""
@@ -300,8 +300,7 @@ class Engine:
         ring, cap = self._buf.ring_steps, self.config.capacity
         rejected = refusals(screened, conflicts, capacity_full, cap, too_old, last, ring, step)
         counts = tally(screened, rejected, conflicts, capacity_full, too_old, codes)
-        for key, value in counts.items():
-            self._counters[key] += value
+        count(self._counters, counts, names[capacity_full[0]] if capacity_full else None, cap)
         return IngestResult(
             accepted=counts["accepted"],
             rejected=rejected,

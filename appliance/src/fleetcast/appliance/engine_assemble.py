@@ -9,6 +9,7 @@ as its methods do; call them through :class:`~fleetcast.appliance.engine.Engine`
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -137,7 +138,7 @@ def assemble(
         cfg.warning_probability,
         cfg.critical_probability,
     )
-    alerts, engine._alert_since = build_alerts(
+    alerts, engine._alert_since, engine._alert_seen = build_alerts(
         names=names,
         profiles=profile_names,
         quantiles=q,
@@ -151,6 +152,8 @@ def assemble(
         warning=cfg.warning_probability,
         critical=cfg.critical_probability,
         critical_before=_critical(_previous_alerts(engine)),
+        seen=engine._alert_seen,
+        keep_steps=math.ceil(cfg.alert_keep_firing_s / step),
     )
     order = np.argsort(-risk.risk, kind="stable")
     fs = ForecastSet(

@@ -4,18 +4,26 @@ Split from :mod:`fleetcast.appliance.engine` to keep it small. :func:`screen` ru
 checks that do not look at the buffers (the engine re-exports it); :func:`refusals` words
 every refused record's reason, the ones the engine found on its buffers included
 (docs/DATA_CONTRACT.md#stable-profile, docs/RISK.md#buckets); :func:`tally` counts the
-batch into the engine's :data:`COUNTERS`. None of them reads or changes an Engine: the
-engine passes in what it found under its lock.
+batch into the engine's :data:`COUNTERS` and :func:`count` adds it to them. None of them
+reads or changes an Engine: the engine passes in what it found under its lock.
 """
 
 from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fleetcast.appliance.engine_types import RecordBatch, Screened
 from fleetcast.appliance.forecast import iso
 
-__all__ = ["CAPACITY_REASON", "COUNTERS", "refusals", "screen", "tally"]
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["CAPACITY_REASON", "COUNTERS", "count", "refusals", "screen", "tally"]
+
+log = logging.getLogger(__name__)
 
 COUNTERS = (
     "accepted",
@@ -165,3 +173,23 @@ def tally(
         "duplicates": int(np.count_nonzero(codes == CODE_DUPLICATE)),
         "superseded": int(np.count_nonzero(codes == CODE_SUPERSEDED)),
     }
+
+
+def count(
+    counters: dict[str, int], counts: Mapping[str, int], refused: str | None, capacity: int
+) -> None:
+    """Add one batch's ``counts`` (:func:`tally`) to the engine's ``counters``. The first
+    new server refused for the capacity since the start (``refused``, its name) is logged:
+    the sender of a POST reads it in its answer, the operator would not hear of it."""
+    if counts["capacity"] and not counters["capacity"]:
+        log.warning(
+            "server %r is refused: the appliance already tracks its capacity of %d servers, "
+            "so new servers' samples are refused (counted in /status ingest.capacity and "
+            'fleetcast_ingest_samples_total{result="capacity"}; logged once). Fix: raise '
+            "--capacity, or forget retired servers (DELETE /servers/{server_name}, "
+            "--forget-after). See docs/OPERATIONS.md#forgetting-servers",
+            (refused or "")[:200],
+            capacity,
+        )
+    for key, value in counts.items():
+        counters[key] += value

@@ -209,6 +209,8 @@ def state_arrays(engine: Engine) -> dict[str, np.ndarray]:
         out["clock"] = np.array([engine._clock])
         alerts = engine._current.alerts if engine._current is not None else engine._restored_alerts
         out["alerts"] = np.frombuffer(msgspec.json.encode(alerts), dtype=np.uint8).copy()
+        seen = [[*key, *steps] for key, steps in engine._alert_seen.items()]
+        out["alert_seen"] = np.frombuffer(msgspec.json.encode(seen), dtype=np.uint8).copy()
     return out
 
 
@@ -266,6 +268,9 @@ def load_state(engine: Engine, arrays: Mapping[str, np.ndarray]) -> None:
             for a in engine._restored_alerts
             if isinstance(a.get("since"), str)
         }
+        engine._alert_seen = restored_seen(
+            arrays.get("alert_seen"), engine._restored_alerts, engine.spec.step_seconds
+        )
         if "heard" in arrays:  # older snapshots: the first clock counts all as just heard
             engine._heard[:n] = arrays["heard"]
             engine._clock = float(np.asarray(arrays["clock"]).reshape(-1)[0])
@@ -311,6 +316,36 @@ def carry_counters(old: Engine, new: Engine) -> None:
         new._latency_ms.clear()
         new._latency_ms.extend(latency + mine)
         new._first_run = first if first is not None else new._first_run
+
+
+def restored_seen(
+    raw: np.ndarray | None, alerts: list[dict], step_seconds: int
+) -> dict[tuple[str, str, str], tuple[int, int]]:
+    """:data:`~fleetcast.appliance.alerts.Seen` of a snapshot's ``alerts``: as it was saved
+    (``raw``, JSON), or for a snapshot without it (older, or damaged: logged) each alert as
+    raised, and critical if it was, at the step of its ``data_time``: its keep-firing
+    window starts again there."""
+    from fleetcast.appliance.alerts import NEVER
+    from fleetcast.appliance.forecast import epoch_of
+
+    keys = {(a["server_name"], a["metric"], a["horizon"]) for a in alerts}
+    if raw is not None:
+        try:
+            rows = msgspec.json.decode(
+                np.asarray(raw, dtype=np.uint8).tobytes(), type=list[tuple[str, str, str, int, int]]
+            )
+        except msgspec.DecodeError as exc:
+            log.warning("the snapshot's alert_seen does not read (%s): windows restart", exc)
+        else:
+            return {(s, m, h): (r, c) for s, m, h, r, c in rows if (s, m, h) in keys}
+    seen = {}
+    for a in alerts:
+        step = int(epoch_of(a["data_time"]) // step_seconds) if a.get("data_time") else NEVER
+        seen[a["server_name"], a["metric"], a["horizon"]] = (
+            step,
+            step if a.get("severity") == "critical" else NEVER,
+        )
+    return seen
 
 
 def carry_alerts(old: Engine, new: Engine) -> None:

@@ -71,6 +71,10 @@ class EngineConfig:
     """Alert (severity ``warning``, level yellow) at or above this exceedance probability."""
     critical_probability: float = 0.7
     """Alert severity ``critical`` (level red) above this exceedance probability."""
+    alert_keep_firing_s: float = 900.0
+    """An alert stays raised this many seconds of its server's data after its probability
+    last raised it, and a critical one stays critical as long (docs/RISK.md#alerts); 0:
+    resolved by the first forecast below the level's hysteresis."""
     risk_history_steps: int = 288
     """Fleet risk trend points kept for /fleet/history."""
     forget_after_s: float | None = None
@@ -210,6 +214,10 @@ def check_config(config: EngineConfig) -> None:
         problems.append(f"forget_after_s must be > 0 or None (got {config.forget_after_s})")
     if config.history_steps is not None and config.history_steps < 1:
         problems.append(f"history_steps must be >= 1 or None (got {config.history_steps})")
+    if not 0.0 <= config.alert_keep_firing_s < float("inf"):
+        problems.append(
+            f"alert_keep_firing_s must be a number of seconds >= 0 (got {config.alert_keep_firing_s})"
+        )
     if not 0.0 < config.warning_probability <= config.critical_probability < 1.0:
         problems.append(
             "probabilities must satisfy 0 < warning_probability <= critical_probability < 1 "

@@ -46,7 +46,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from litestar import Response, get
@@ -54,6 +53,7 @@ from litestar import Response, get
 from fleetcast.appliance.auth import read_guard
 from fleetcast.appliance.engine_ingest import COUNTERS
 from fleetcast.appliance.exposition_parts import render_alerts, render_persistence, render_source
+from fleetcast.appliance.forecast import epoch_of
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -222,9 +222,7 @@ class RequestStats:
 
 
 def _epoch(iso_time: str | None) -> float | None:
-    if not iso_time:
-        return None
-    return datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp()
+    return epoch_of(iso_time) if iso_time else None
 
 
 def _ms_to_s(value: float | None) -> float | None:

@@ -32,6 +32,11 @@ def iso(epoch_seconds: int | float) -> str:
     return datetime.fromtimestamp(int(epoch_seconds), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def epoch_of(iso_time: str) -> float:
+    """Epoch seconds of an ISO 8601 time as :func:`iso` writes it (``Z`` or an offset)."""
+    return datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp()
+
+
 def quantile_names(levels: Sequence[float]) -> list[str]:
     """``[0.1, 0.5, 0.9]`` → ``["p10", "p50", "p90"]``."""
     return [f"p{round(q * 100):d}" for q in levels]

@@ -169,6 +169,10 @@ class Settings:
     """POST alert changes (firing/resolved) as JSON to this URL."""
     alert_resend_s: float = 60.0
     """Re-send firing alerts this often (Alertmanager expects repeats)."""
+    alert_keep_firing_s: float = 900.0
+    """An alert stays raised this many seconds of data after its probability last raised it,
+    and a critical one stays critical as long; 0: resolved by the first forecast below its
+    hysteresis (docs/RISK.md#alerts)."""
     metrics_max_servers: int = 500
     """GET /metrics exposes per-server series for at most this many (riskiest) servers."""
 
@@ -192,6 +196,7 @@ class Settings:
             "thresholds": self.load_thresholds(),
             "max_future_s": self.max_future_seconds,
             "forget_after_s": self.forget_after,
+            "alert_keep_firing_s": self.alert_keep_firing_s,
         }
         known = {f.name for f in dataclasses.fields(EngineConfig)}
         return EngineConfig(**{k: v for k, v in wanted.items() if k in known})

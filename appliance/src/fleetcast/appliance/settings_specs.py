@@ -199,6 +199,7 @@ _SPECS: dict[str, _Spec] = {
     "alertmanager_url": _Spec(_opt_text, "an http(s) URL", _T_STR, '"http://alertmanager:9093"'),
     "webhook_url": _Spec(_opt_text, "an http(s) URL", _T_STR, '"http://hooks.example:8080/"'),
     "alert_resend_s": _seconds("60"),
+    "alert_keep_firing_s": _seconds("900", zero=True),
     "metrics_max_servers": _Spec(_int_in(1), "an integer >= 1", _T_INT, "500"),
 }
 _SECRET = frozenset({"api_key"})

@@ -150,6 +150,12 @@ def add_integration_arguments(parser: argparse.ArgumentParser) -> None:
     add("--webhook-url", help="POST alert changes as JSON to this URL")
     add("--alert-resend-s", type=float, help="re-send firing alerts this often (default 60)")
     add(
+        "--alert-keep-firing-s",
+        type=float,
+        help="keep an alert raised (and a critical one critical) this many seconds of data "
+        "after its probability last raised it (default 900; 0: resolve at once)",
+    )
+    add(
         "--metrics-max-servers",
         type=int,
         help="GET /metrics: per-server series for this many riskiest servers (default 500)",
