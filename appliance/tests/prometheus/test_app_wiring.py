@@ -161,9 +161,18 @@ def test_cli_flags_reach_the_settings() -> None:
             "http://am:9093",
             "--webhook-url",
             "http://hook/x",
+            "--alert-keep-firing-s",
+            "0",
         ]
     )
     settings = build_settings(cli_values(args), env={})
+    assert settings.alert_keep_firing_s == 0.0
+    assert settings.engine_config().alert_keep_firing_s == 0.0
+    assert build_settings({}, env={}).engine_config().alert_keep_firing_s == 900.0
+    env = build_settings({}, env={"FLEETCAST_ALERT_KEEP_FIRING_S": "600"})
+    assert env.engine_config().alert_keep_firing_s == 600.0
+    with pytest.raises(SettingsError, match="alert_keep_firing_s"):
+        build_settings({}, env={"FLEETCAST_ALERT_KEEP_FIRING_S": "-5"})
     assert settings.source == "prometheus"
     assert settings.prometheus_latency_ms == "x * 1000"
     assert settings.prometheus_profile_rules == ("^db-=database", "^web-=web_api")
