@@ -166,3 +166,47 @@ def test_the_design_flags_reach_the_dataset_config() -> None:
     ds = config_from_args(args).dataset_config()
     assert (ds.input_scaling, ds.day_ago, ds.max_encoder_length) == ("window", False, 288)
     assert not any(r.endswith("_day_ago") for r in ds.known_reals)
+
+
+@pytest.mark.parametrize(("sig", "name", "code"), [(15, "SIGTERM", 143), (2, "SIGINT", 130)])
+def test_a_training_stopped_by_a_signal_says_so_and_exits_non_zero(
+    data_file: Path, tmp_path: Path, sig: int, name: str, code: int
+) -> None:
+    """SIGTERM (systemd, a job's time limit) ended the training with exit status 0 and no
+    bundle: a nightly `fleetcast train && fleetcast export` re-exported the old model.
+    Ctrl-C exited 1 without a word."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "models"
+    args = ["train", "--data", str(data_file), "--out", str(out), *TINY]
+    args[args.index("--epochs") + 1] = "50"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    run = "import sys; from fleetcast.contract.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", run, *args], stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert proc.stderr is not None
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "epoch 1/50" in line:
+                os.kill(proc.pid, sig)
+                break
+        err = "".join(lines) + proc.stderr.read()
+        rc = proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    assert rc == code, err
+    assert f"fleetcast train: stopped by {name} after " in err
+    assert "no bundle was written" in err
+    assert "Traceback" not in err
+    assert not (out / "latest").exists()
+    # Lightning stops at SIGTERM between batches, after the epoch's checkpoint; Ctrl-C
+    # stops at once, perhaps before it: the message says what there is.
+    written = (out / "checkpoints" / "last.ckpt").is_file()
+    assert written or name == "SIGINT"
+    assert ("--resume last" in err) is written
+    assert ("No checkpoint was written yet" in err) is not written

@@ -35,7 +35,7 @@ from fleetcast.trainer.quiet import quiet_libraries
 if TYPE_CHECKING:
     import argparse
 
-    from fleetcast.trainer.train import TrainConfig
+    from fleetcast.trainer.train import TrainConfig, TrainingInterrupted
 
 __all__ = [
     "CPU_DEFAULT_MAX_BATCHES",
@@ -236,13 +236,15 @@ def run_train(args: argparse.Namespace) -> int:
     from fleetcast.contract.encoder import ServerEncoder
     from fleetcast.trainer.bundle import BundleError, save_bundle
     from fleetcast.trainer.evaluate import format_accuracy_table
-    from fleetcast.trainer.train import train_model
+    from fleetcast.trainer.train import TrainingInterrupted, train_model
 
     table = read_training_table(data_path, args.servers_sample)
     try:
         model, dataset, info = train_model(table, config)
     except ValueError as exc:
         return _fail(str(exc))
+    except TrainingInterrupted as stop:
+        return _fail(_interrupted_message(stop, args.out), 143 if stop.signal == "SIGTERM" else 130)
     if info.get("global_rank", 0) != 0:
         return EXIT_OK  # DDP: the other processes trained; the first one writes the bundle
     if info.get("best_epoch") is None:
@@ -290,6 +292,24 @@ def run_train(args: argparse.Namespace) -> int:
     if not quality["passed"]:
         logger.warning("the codex quality rules failed: %s", json.dumps(quality))
     return EXIT_OK
+
+
+def _interrupted_message(stop: TrainingInterrupted, out: str | Path) -> str:
+    """What an interrupted training (train.TrainingInterrupted) left, and how to go on."""
+    latest = Path(out) / "latest"
+    lead = (
+        f"stopped by {stop.signal} after {stop.epochs} finished epochs of this run; no bundle "
+        f"was written and {latest} is unchanged."
+    )
+    if stop.checkpoint_dir is None:
+        return f"{lead} Checkpoints were off: run the command again to train."
+    if not (stop.checkpoint_dir / "last.ckpt").is_file():
+        return f"{lead} No checkpoint was written yet: run the command again to train."
+    return (
+        f"{lead} The checkpoints are in {stop.checkpoint_dir} (last.ckpt: the last finished "
+        "epoch): run the same command with --resume last to go on from it "
+        "(trainer/README.md, step 4)."
+    )
 
 
 def _no_epoch_message(info: dict, config: TrainConfig, out: str | Path) -> str:

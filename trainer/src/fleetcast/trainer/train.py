@@ -69,6 +69,7 @@ __all__ = [
     "OPTIONS_DOC",
     "PRECISIONS",
     "TrainConfig",
+    "TrainingInterrupted",
     "build_model",
     "categorical_classes",
     "check_data_step",
@@ -83,6 +84,21 @@ __all__ = [
 ]
 
 logger = logging.getLogger("fleetcast.trainer")
+
+
+class TrainingInterrupted(Exception):
+    """The fit was stopped by SIGINT (Ctrl-C) or SIGTERM (systemd, a job's time limit).
+
+    Lightning ends such a fit with SystemExit: code 1 for Ctrl-C, and none — exit status 0,
+    a training that "succeeded" and wrote nothing — for SIGTERM. ``signal`` names the
+    signal, ``epochs`` the epochs this run finished, ``checkpoint_dir`` where they are.
+    """
+
+    def __init__(self, signal: str, epochs: int, checkpoint_dir: Path | None) -> None:
+        super().__init__(f"stopped by {signal} after {epochs} epochs")
+        self.signal = signal
+        self.epochs = epochs
+        self.checkpoint_dir = checkpoint_dir
 
 
 def train_model(
@@ -289,6 +305,12 @@ def train_model(
             raise
         # Lightning restores the checkpoint before training starts: what failed is the file.
         raise resume_error(config.resume_from, first_lines(exc)) from None
+    except SystemExit as exc:  # Lightning's end of a fit stopped by a signal
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        signal = "SIGTERM" if isinstance(exc, SIGTERMException) else "SIGINT"
+        ckpt = Path(config.checkpoint_dir) if config.checkpoint_dir is not None else None
+        raise TrainingInterrupted(signal, len(progress.history), ckpt) from None
     fitted = time.perf_counter()
     history = progress.history
     # A run that trained no epoch (a resumed checkpoint that had done --epochs) keeps nothing,
