@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -210,3 +211,69 @@ def test_a_training_stopped_by_a_signal_says_so_and_exits_non_zero(
     assert written or name == "SIGINT"
     assert ("--resume last" in err) is written
     assert ("No checkpoint was written yet" in err) is not written
+
+
+def test_resuming_on_other_data_or_another_split_is_refused(
+    data_file: Path, tmp_path: Path, capsys
+) -> None:
+    """--resume on other data kept the old run's best epoch, compared against its
+    validation loss, and shipped its weights with the new data's scalers."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    out = tmp_path / "models"
+    assert main(["train", "--data", str(data_file), "--out", str(out), "--no-eval", *TINY]) == 0
+    first = (out / "latest").resolve()
+    capsys.readouterr()
+    table = pq.read_table(data_file)
+    other = tmp_path / "other.parquet"
+    disk = table.column("disk_io_mb_s")
+    pq.write_table(
+        table.set_column(
+            table.schema.get_field_index("disk_io_mb_s"),
+            "disk_io_mb_s",
+            pc.multiply(disk, pa.scalar(3.0, disk.type)),
+        ),
+        other,
+    )
+    resume = ["--out", str(out), "--resume", "last", "--no-eval"]
+    more = [a if a != "1" else "2" for a in TINY[:2]] + TINY[2:]
+    assert main(["train", "--data", str(other), *resume, *more]) == 1
+    err = capsys.readouterr().err
+    assert "the checkpoint was trained on other data than this run's (the data: " in err
+    assert ", other values)" in err
+    assert "drop --resume to train a new run" in err
+    assert "trainer/README.md#what-a-run-does" in err
+    # Another split of the same data: refused too, naming it.
+    holdout = more.index("--holdout-hours") + 1
+    split = [*more[:holdout], "12", *more[holdout + 1 :]]
+    assert main(["train", "--data", str(data_file), *resume, *split]) == 1
+    assert "(the split: training up to step " in capsys.readouterr().err
+    assert (out / "latest").resolve() == first  # nothing was written
+    # The same data and split resume.
+    assert main(["train", "--data", str(data_file), *resume, *more]) == 0
+
+
+def test_servers_without_a_held_out_window_are_named(tmp_path: Path, capsys, caplog) -> None:
+    """A server whose data ends inside the held-out tail was left out of the accuracy table
+    (and its goal) without a word: "accuracy on … windows of 3 servers" of a fleet of 4."""
+    import datetime as dt
+
+    table = make_toy_table()
+    df = table.to_pandas()
+    # 30 minutes into the 24-hour tail: less than a prediction (12 steps).
+    end = df["timestamp"].max() - dt.timedelta(hours=23, minutes=30)
+    df = df[(df["server_name"] != "ppetl001") | (df["timestamp"] <= end)]
+    path = tmp_path / "late.parquet"
+    pq.write_table(pa.Table.from_pandas(df, schema=table.schema, preserve_index=False), path)
+    out = tmp_path / "models"
+    with caplog.at_level("WARNING", logger="fleetcast.trainer"):
+        assert main(["train", "--data", str(path), "--out", str(out), *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert "windows of 3 servers (1 more have none: training_info.json -> " in printed
+    (warned,) = [r.getMessage() for r in caplog.records if "no held-out window" in r.getMessage()]
+    assert warned.startswith("1 of 4 servers have no held-out window")
+    assert warned.endswith(": ppetl001")
+    info = json.loads(((out / "latest").resolve() / "training_info.json").read_text())
+    assert info["servers_not_evaluated"] == {"count": 1, "names": ["ppetl001"]}
+    assert info["accuracy"]["servers"] == 3

@@ -88,8 +88,10 @@ class BestWeights(pl.Callback):
     EarlyStopping, whose state is checkpointed too, counts from that epoch).
     """
 
-    def __init__(self, monitor: str = "val_loss") -> None:
+    def __init__(self, monitor: str = "val_loss", data: dict[str, Any] | None = None) -> None:
         self.monitor = monitor
+        self.data = data
+        """The run's data and split (resume_check.fingerprint), saved in the checkpoints."""
         self.best: float = math.inf
         self.best_epoch: int | None = None
         self.best_train_loss: float = math.nan
@@ -130,6 +132,7 @@ class BestWeights(pl.Callback):
             "best_epoch": self.best_epoch,
             "best_train_loss": self.best_train_loss,
             "weights": self._state,
+            "data": self.data,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -250,8 +250,13 @@ def evaluate_holdout(
     windows, stride = holdout_windows(
         frame, cutoff, ds_config, config.eval_stride, config.max_eval_windows
     )
+    names = sorted(map(str, frame["server_name"].unique()))
     if not windows:
-        return {"windows": 0, "note": "no held-out window fits; nothing measured"}
+        return {
+            "windows": 0,
+            "note": "no held-out window fits; nothing measured",
+            "servers_without_windows": names,
+        }
     quant = predict_windows(model, dataset, frame, windows, config=ds_config)
     dense = _dense(frame, targets)
     fc, actual = baseline_forecasts(dense, windows, targets, ds_config.max_prediction_length)
@@ -264,6 +269,8 @@ def evaluate_holdout(
         {
             "windows": len(windows),
             "servers": len({s for s, _ in windows}),
+            # Servers whose data ends before the tail, or has too little of it for a window.
+            "servers_without_windows": sorted(set(names) - {str(s) for s, _ in windows}),
             "stride_steps": stride,
             "models": ["tft", *BASELINES, *([STATE_UNKNOWN] if STATE_UNKNOWN in fc else [])],
         }
@@ -317,9 +324,15 @@ def format_accuracy_table(accuracy: dict[str, Any]) -> str:
             "the day before each one (use more hours of data); goal NOT MET"
         )
     models = accuracy["models"]
+    missing = accuracy.get("servers_not_evaluated", 0)
     lines = [
         f"accuracy on {accuracy['windows']} held-out windows of {accuracy['servers']} servers "
-        "(p50 MAE in the target's unit, MASE in brackets; * = best)",
+        + (
+            f"({missing} more have none: training_info.json -> servers_not_evaluated; "
+            if missing
+            else "("
+        )
+        + "p50 MAE in the target's unit, MASE in brackets; * = best)",
         f"{'target':<14}{'horizon':<8}"
         + "".join(f"{m:>22}" for m in models)
         + f"{'p10-p90 cov':>13}",

@@ -120,6 +120,7 @@ def train_model(
     from lightning.pytorch.callbacks import EarlyStopping, LambdaCallback, ModelCheckpoint
 
     from fleetcast.trainer.callbacks import BestWeights, EpochProgress
+    from fleetcast.trainer.resume_check import check_resume_data, fingerprint
 
     config.validate()
     started = time.perf_counter()
@@ -227,7 +228,10 @@ def train_model(
     )
 
     progress = EpochProgress()
-    best = BestWeights("val_loss")
+    data = fingerprint(frame, ds_config.targets, train_cutoff, cutoff)
+    if config.resume_from is not None:
+        check_resume_data(Path(config.resume_from), data)
+    best = BestWeights("val_loss", data)
     callbacks: list[pl.Callback] = [
         progress,
         best,
@@ -379,6 +383,20 @@ def train_model(
         from fleetcast.trainer.evaluate import evaluate_holdout
 
         info["accuracy"] = evaluate_holdout(model, train_ds, frame, cutoff, config)
+        missing = info["accuracy"].pop("servers_without_windows", [])
+        info["servers_not_evaluated"] = {"count": len(missing), "names": missing[:100]}
+        info["accuracy"]["servers_not_evaluated"] = len(missing)
+        if set(missing) - set(ended):  # those that ended early were named already
+            logger.warning(
+                "%d of %d servers have no held-out window (their data ends before the last "
+                "%d steps, or has too little of them): the accuracy table and its goal do not "
+                "cover them: %s%s",
+                len(missing),
+                info["servers"],
+                holdout,
+                ", ".join(missing[:5]),
+                ", …" if len(missing) > 5 else "",
+            )
         # Whether these windows also chose the model (early stopping, best epoch): optimistic.
         info["accuracy"]["selected_on_holdout"] = not val_steps
         bad = nonfinite_cells(info["accuracy"])
