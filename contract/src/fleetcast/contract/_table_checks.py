@@ -334,9 +334,8 @@ class BatchScan:
         self.nulls: dict[str, _Tally] = {c: _Tally() for c in REQUIRED_COLUMNS}
         self.nonfinite: dict[str, _Tally] = {c: _Tally() for c in METRIC_COLUMNS}
         self.ranges: dict[str, _Tally] = {c: _Tally() for c in METRIC_COLUMNS}
-        self.bad_names = _Tally()
-        self.unaligned = _Tally()
-        self.out_of_range_times = _Tally()
+        self.peak = dict.fromkeys(METRIC_COLUMNS, -np.inf)  # the largest finite value
+        self.bad_names, self.unaligned, self.out_of_range_times = _Tally(), _Tally(), _Tally()
         self.bad_values: dict[str, Counter[str]] = {"state": Counter(), "profile": Counter()}
         self.bad_rows: dict[str, _Tally] = {"state": _Tally(), "profile": _Tally()}
         self.t_min: float | None = None
@@ -416,8 +415,8 @@ class BatchScan:
 
     def _metric(self, name: str, column: pa.Array, rows: _Rows) -> None:
         values = numpy_values(column)  # undefined at null rows
-        if values.dtype.itemsize < 4:  # float16: comparing with FLOAT32_MAX casts it, and warns
-            values = values.astype(np.float32)
+        if values.dtype.kind != "f" or values.dtype.itemsize < 4:  # float16 warns; int: peak
+            values = values.astype(np.float64)
         null = null_mask(column)
         usable = np.abs(values) <= FLOAT32_MAX  # NaN, ±inf and beyond float32: False
         if null is not None:
@@ -427,6 +426,7 @@ class BatchScan:
             # a null is reported as null, not also as non-finite
             bad = ~usable if null is None else ~usable & ~null
             self.nonfinite[name].add(bad, _with_value(rows, name, values))
+        self.peak[name] = max(self.peak[name], float(np.max(values, where=usable, initial=-np.inf)))
         low, high = METRIC_RANGES[name]
         outside = ((values < low) | (values > high)) & usable
         self.ranges[name].add(outside, _with_value(rows, name, values), values)

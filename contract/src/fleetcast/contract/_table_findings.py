@@ -107,6 +107,7 @@ def findings(scan: BatchScan, strict: bool) -> list[Issue]:
                     tuple(tally.examples),
                 )
             )
+    issues.extend(_likely_units(scan))
     for name, allowed in (("state", VALID_STATES), ("profile", VALID_PROFILES)):
         bad = scan.bad_values[name]
         if bad:
@@ -153,6 +154,39 @@ def findings(scan: BatchScan, strict: bool) -> list[Issue]:
 def _rows(n: int) -> str:
     """``1 row has`` / ``2 rows have``: the subject of most messages."""
     return f"{plural(n, 'row')} {'has' if n == 1 else 'have'}"
+
+
+_UNITS = {
+    "cpu_pct": ("a 0-1 fraction instead of percent", 100, "the cpu thresholds (85-100 %)"),
+    "mem_pct": ("a 0-1 fraction instead of percent", 100, "the memory thresholds (85-100 %)"),
+    "latency_ms": ("seconds instead of milliseconds", 1000, "the latency thresholds"),
+}
+"""Metrics whose every value at most 1 is likely a unit error: (cause, factor, what it hides)."""
+
+
+def _likely_units(scan: BatchScan) -> list[Issue]:
+    """Warnings for metrics whose every finite value is in [0, 1] and not all 0, the value of
+    a metric not measured (docs/DATA_CONTRACT.md#likely-units)."""
+    issues = []
+    for name, (cause, factor, hidden) in _UNITS.items():
+        peak = scan.peak[name]
+        if not 0.0 < peak <= 1.0 or scan.ranges[name].count:  # all 0: not measured
+            continue
+        unit = METRIC_UNITS[name]
+        issues.append(
+            Issue(
+                "likely-units",
+                "warning",
+                f"every {name} is at most 1 {unit} (the largest is {peak:g}): {cause}?",
+                f"the model would learn the values as {unit}, and {hidden} would never be "
+                "reached, so no alert could fire.",
+                f"Nothing, if these are {unit}; otherwise multiply {name} by {factor} "
+                "before writing the table.",
+                scan.rows,
+                (),
+            )
+        )
+    return issues
 
 
 def _range_fix(name: str) -> str:

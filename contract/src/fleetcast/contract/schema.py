@@ -31,7 +31,7 @@ __all__ = [
     "doc_ref",
 ]
 
-CONTRACT_VERSION = "1.1.3"
+CONTRACT_VERSION = "1.2.0"
 """Semantic version of docs/DATA_CONTRACT.md. Models record it; a major mismatch is refused."""
 
 CONTRACT_DOC = "docs/DATA_CONTRACT.md"
