@@ -288,7 +288,7 @@ def _accuracy(res: dict[str, Any]) -> list[str]:
         [r["target"], r["horizon"], f"{r['tft_mae']:.4g}",
          *([_opt(r.get("tft_state_unknown_mae"))] if blind else []),
          f"{r['best_baseline']} {r['best_baseline_mae']:.4g}",
-         f"{r['tft_mase']:.3f}", f"{r['coverage_p10_p90']:.2f}", "yes" if r["goal_met"] else "no"]
+         _opt(r["tft_mase"]), f"{r['coverage_p10_p90']:.2f}", "yes" if r["goal_met"] else "no"]
         for r in a["rows"]
     ]  # fmt: skip
     return [

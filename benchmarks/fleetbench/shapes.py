@@ -97,7 +97,10 @@ def _accuracy_cells(info: dict[str, Any]) -> dict[str, Any]:
     if not acc.get("windows"):
         return {}
     mase = [
-        v["tft"] for by_h in acc["mase"].values() for v in by_h.values() if math.isfinite(v["tft"])
+        v["tft"]
+        for by_h in acc["mase"].values()
+        for v in by_h.values()
+        if v["tft"] is not None and math.isfinite(v["tft"])  # None: NaN in training_info.json
     ]
     best_ratio = []
     goal = acc.get("goal", {}).get("per_target", {})

@@ -277,3 +277,21 @@ def test_servers_without_a_held_out_window_are_named(tmp_path: Path, capsys, cap
     info = json.loads(((out / "latest").resolve() / "training_info.json").read_text())
     assert info["servers_not_evaluated"] == {"count": 1, "names": ["ppetl001"]}
     assert info["accuracy"]["servers"] == 3
+
+
+def test_a_new_run_overwrites_the_earlier_runs_checkpoints(
+    data_file: Path, tmp_path: Path, caplog
+) -> None:
+    """A second run into the same folder wrote last-v1.ckpt beside the first run's
+    last.ckpt, so --resume last went on with the first run."""
+    out = tmp_path / "models"
+    args = ["train", "--data", str(data_file), "--out", str(out), "--no-eval", *TINY]
+    args += ["--checkpoint-every", "1"]
+    assert main(args) == 0
+    first = (out / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    with caplog.at_level("WARNING", logger="fleetcast.trainer"):
+        assert main(args) == 0
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names == ["epoch000.ckpt", "last.ckpt"]
+    assert (out / "checkpoints" / "last.ckpt").stat().st_mtime_ns > first
+    assert "holds checkpoints of an earlier run: this run overwrites them" in caplog.text

@@ -28,13 +28,13 @@ SCALE = dict.fromkeys(TARGETS, 1.0)
 
 
 def _cells(errors: dict[str, list[float]], d: int = 12):
-    """Forecasts whose error at every step of window w is ``errors[model][w]``; actual 0."""
+    """Forecasts whose error at every step of window w is ``errors[model][w]``; actual
+    values vary over windows and steps (a constant target is not judged)."""
     w = len(next(iter(errors.values())))
-    actual = np.zeros((w, len(TARGETS), d))
-    fc = {
-        m: np.broadcast_to(np.array(e, dtype=np.float64)[:, None, None], actual.shape).copy()
-        for m, e in errors.items()
-    }
+    actual = np.broadcast_to(
+        np.arange(w)[:, None, None] * 10.0 + np.arange(d)[None, None, :], (w, len(TARGETS), d)
+    ).copy()
+    fc = {m: actual + np.array(e, dtype=np.float64)[:, None, None] for m, e in errors.items()}
     quantiles = np.stack([fc["tft"] - 1, fc["tft"], fc["tft"] + 1], axis=-1)
     return fc, quantiles, actual
 
@@ -125,10 +125,44 @@ def test_mase_scale_is_the_one_step_change_not_a_change_across_a_gap() -> None:
     assert _naive_scale(frame, 13, TARGETS) == dict.fromkeys(TARGETS, 1.0)
 
 
+def test_a_constant_target_is_not_judged_and_has_no_mase() -> None:
+    """latency 0 throughout (not measured): every baseline is exact, so the goal could never
+    be met; and its MASE divided by a fallback scale of 1 printed the MAE as a MASE."""
+    from fleetcast.trainer.evaluate import format_accuracy_table
+
+    fc, quantiles, actual = _cells({"tft": [1.0, 1.0], **{b: [2.0, 2.0] for b in BASELINES}})
+    lat = TARGETS.index("latency_ms")
+    actual[:, lat] = 0.0
+    for m in fc:
+        fc[m][:, lat] = 0.0 if m != "tft" else 0.3
+    frame = pd.DataFrame(
+        {
+            "server_name": pd.Categorical(["a"] * 4),
+            "time_idx": [0, 1, 2, 3],
+            **{t: [0.0, 1.0, 3.0, 2.0] for t in TARGETS},
+            "latency_ms": [0.0] * 4,
+        }
+    )
+    scale = _naive_scale(frame, 3, TARGETS)
+    assert scale["cpu_pct"] == pytest.approx(4 / 3)
+    assert math.isnan(scale["latency_ms"])
+    result = score(fc, quantiles, Q, actual, TARGETS, scale)
+    assert result["goal"]["constant_targets"] == {"latency_ms": 0.0}
+    assert result["goal"]["per_target"]["latency_ms"]["1hr"]["beats_best_baseline"] is False
+    assert result["goal"]["met"] is True  # judged on the other three
+    assert math.isnan(result["mase"]["latency_ms"]["1hr"]["tft"])
+    text = format_accuracy_table({**result, "windows": 2, "servers": 1, "models": ["tft"]})
+    assert "0.3 (n/a)" in text
+    assert "note: latency_ms is 0 throughout the held-out tail (not measured?)" in text
+    # Only constant targets: nothing is judged, the goal is not met.
+    actual[:] = 5.0
+    assert score(fc, quantiles, Q, actual, TARGETS, scale)["goal"]["met"] is False
+
+
 def test_quantile_crossing_is_reported() -> None:
     fc, quantiles, actual = _cells({m: [1.0, 1.0] for m in ("tft", *BASELINES)})
     assert score(fc, quantiles, Q, actual, TARGETS, SCALE)["quantile_crossing"]["cpu_pct"] == 0
-    quantiles[0, 0, :6, 0] = 5.0  # p10 above p50 on window 0's first 6 steps
+    quantiles[0, 0, :6, 0] = 100.0  # p10 above p50 on window 0's first 6 steps
     result = score(fc, quantiles, Q, actual, TARGETS, SCALE)
     assert result["quantile_crossing"]["cpu_pct"] == pytest.approx(6 / 24)
     assert result["quantile_crossing"]["mem_pct"] == 0

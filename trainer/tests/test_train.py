@@ -27,6 +27,7 @@ def test_info_of_a_tiny_run(trained) -> None:
         assert math.isfinite(row["val_loss"])
         assert row["lr"] > 0
     assert info["servers"] == 4
+    assert info["unknown_server_trained"] is True
     assert info["quality"]["profile_feature"] is True
     assert set(info["quality"]) >= {"val_train_ratio", "val_below_1_5x_train", "passed"}
     assert info["hardware"]["precision"] == "32-true"
@@ -243,3 +244,25 @@ def test_a_server_whose_data_ends_in_the_training_part_is_named(toy_table, caplo
         _, _, info = train_model(table, tiny_config(max_batches=1))
     assert info["servers_not_evaluated"] == {"count": 1, "names": [gone]}
     assert "1 of 4 servers have no data after the training part" in caplog.text
+
+
+def test_a_fleet_of_one_server_says_the_unknown_server_embedding_is_untrained(
+    toy_table, caplog
+) -> None:
+    """One server keeps its own ID, so no row trains the embedding every new server is
+    forecast from; nothing said so."""
+    import warnings
+
+    import pyarrow.compute as pc
+
+    from .conftest import tiny_config
+
+    names = toy_table.column("server_name")
+    one = toy_table.filter(pc.equal(names, sorted(set(names.to_pylist()))[0]))
+    with warnings.catch_warnings(), caplog.at_level("WARNING", logger="fleetcast.trainer"):
+        warnings.simplefilter("ignore")
+        _, _, info = train_model(one, tiny_config(max_batches=1, evaluate=False))
+    assert info["unknown_server_trained"] is False
+    (warned,) = [r.getMessage() for r in caplog.records if "unknown server ID" in r.getMessage()]
+    assert "stays untrained" in warned
+    assert "Train on two servers or more" in warned

@@ -121,7 +121,13 @@ def test_known_means_the_model_learnt_the_server_itself(client_for: Any, svc: An
     assert client.post("/metrics", json={"records": records}, headers=key).status_code == 200
     rows = {row["server_name"]: row["known"] for row in client.get("/servers").json()["servers"]}
     assert rows == {"ppdb001": True, "ppdb008": False, "ppdb999": False}
-    assert client.get("/status").json()["servers"]["unknown"] == 2
+    status = client.get("/status").json()
+    assert status["servers"]["unknown"] == 2
+    # /status counts the servers the model learnt, as `known` does: not the whole mapping
+    # (60 names, 6 of them nulled to train the unknown-server embedding, ppdb008 one).
+    mapping = client.app.state.runtime.engine.spec.server_mapping
+    assert "ppdb008" in mapping
+    assert status["model"]["known_servers"] == len(mapping) - 6 == 54
 
 
 def test_servers_of_an_untrained_profile_are_marked(client_for: Any, svc: Any) -> None:

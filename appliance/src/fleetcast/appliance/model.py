@@ -174,7 +174,7 @@ class LoadedModel:
             "prediction_length": spec.prediction_length,
             "quantiles": list(spec.quantiles),
             "horizons": dict(sorted(spec.horizons.items(), key=lambda kv: kv[1])),
-            "known_servers": len(spec.server_mapping),
+            "known_servers": known_servers(spec),
             "inference_workers": self.workers,
             "step_graphs": self.steps is not None,
             "weights_sha256": spec.weights_sha256,
@@ -190,6 +190,19 @@ def untrained_profiles(spec: ModelSpec) -> tuple[str, ...] | None:
     if not isinstance(named, list) or not all(isinstance(p, str) for p in named):
         return None
     return tuple(p for p in spec.profiles if p in named)
+
+
+def known_servers(spec: ModelSpec) -> int:
+    """Servers of the mapping whose own patterns the model learnt: with an embedding of
+    their ID, as GET /servers ``known`` counts them (not those training made unknown: too
+    short for a window, or nulled to train the unknown-server embedding)."""
+    if "server_id" not in spec.categorical_classes:
+        return len(spec.server_mapping)
+    from fleetcast.contract.encoder import server_id
+
+    codes = spec.encode_categorical("server_id", [server_id(n) for n in spec.server_mapping])
+    unknown = spec.unknown_codes["server_id"]
+    return sum(1 for code in codes if code != unknown)
 
 
 def _major(version: str) -> str:

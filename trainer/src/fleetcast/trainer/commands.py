@@ -303,7 +303,9 @@ def _interrupted_message(stop: TrainingInterrupted, out: str | Path) -> str:
     )
     if stop.checkpoint_dir is None:
         return f"{lead} Checkpoints were off: run the command again to train."
-    if not (stop.checkpoint_dir / "last.ckpt").is_file():
+    # Before its first epoch a new run's folder may hold an earlier run's last.ckpt:
+    # resuming that would go on with the other run.
+    if not (stop.checkpoint_dir / "last.ckpt").is_file() or not (stop.epochs or stop.resumed):
         return f"{lead} No checkpoint was written yet: run the command again to train."
     return (
         f"{lead} The checkpoints are in {stop.checkpoint_dir} (last.ckpt: the last finished "

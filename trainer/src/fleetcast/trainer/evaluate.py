@@ -146,8 +146,10 @@ def _naive_scale(frame: pd.DataFrame, cutoff: int, targets: tuple[str, ...]) -> 
     out = {}
     for t in targets:
         d = (train[t] - g[t].shift(1)).abs().to_numpy(dtype=np.float64)[one_step]
-        v = float(np.nanmean(d)) if np.isfinite(d).any() else 1.0
-        out[t] = v if v > 0 else 1.0
+        v = float(np.nanmean(d)) if np.isfinite(d).any() else float("nan")
+        # A target constant before the cutoff has no scale: its MASE is not defined (NaN,
+        # "n/a"), not its MAE divided by 1 printed as a MASE.
+        out[t] = v if v > 0 else float("nan")
     return out
 
 
@@ -171,6 +173,7 @@ def score(
     cov: dict[str, Any] = {}
     scored: dict[str, Any] = {}
     crossing: dict[str, float] = {}
+    constant: dict[str, float] = {}  # targets with one value over the held-out tail
     order = np.argsort(q_levels)
     baselines = [f for name, f in forecasts.items() if name in BASELINES]
     for ti, t in enumerate(targets):
@@ -203,6 +206,9 @@ def score(
         # a crossed p10-p90 interval covers nothing.
         crossed = (np.diff(quantiles[:, ti][..., order], axis=-1) < 0).any(axis=-1)
         crossing[t] = float(crossed[ok].mean()) if ok.any() else float("nan")
+        seen = a[ok]
+        if seen.size and seen.min() == seen.max():
+            constant[t] = float(seen[0])
     goal: dict[str, Any] = {}
     for t in targets:
         row = {}
@@ -217,12 +223,15 @@ def score(
                 "no_worse_than_persistence": bool(m["tft"] <= m["persistence"]),
             }
         goal[t] = row
+    # A target constant over the tail (a metric not measured: latency 0 throughout) is not
+    # judged: every baseline is exact there, and no forecast can beat an error of 0.
+    judged = [t for t in targets if t not in constant]
     met = all(
-        goal[t][h]["beats_best_baseline"] for t in targets for h in ("1hr", "8hr") if h in horizons
-    ) and all(goal[t]["30min"]["no_worse_than_persistence"] for t in targets if "30min" in horizons)
+        goal[t][h]["beats_best_baseline"] for t in judged for h in ("1hr", "8hr") if h in horizons
+    ) and all(goal[t]["30min"]["no_worse_than_persistence"] for t in judged if "30min" in horizons)
     # A goal over no cell is not met: no horizon within the prediction (--prediction-steps
-    # below 6), or no window every model could be scored on.
-    met = met and any(scored[t][h] > 0 for t in targets for h in horizons)
+    # below 6), no window every model could be scored on, or only constant targets.
+    met = met and any(scored[t][h] > 0 for t in judged for h in horizons)
     return {
         "horizons": horizons,
         "mae": mae,
@@ -231,7 +240,7 @@ def score(
         "scored_windows": scored,
         "quantile_crossing": crossing,
         "mase_scale": naive_scale,
-        "goal": {"per_target": goal, "met": bool(met)},
+        "goal": {"per_target": goal, "met": bool(met), "constant_targets": constant},
     }
 
 
@@ -303,6 +312,11 @@ def _add_state_unknown(
     fc[STATE_UNKNOWN] = quant[..., p50].astype(np.float64)
 
 
+def _mase(value: float) -> str:
+    """A MASE cell: n/a where the target had no scale (constant before the cutoff)."""
+    return f"{value:.2f}" if np.isfinite(value) else "n/a"
+
+
 def _cell(text: str) -> str:
     return f"{text:>22}"
 
@@ -320,8 +334,10 @@ def format_accuracy_table(accuracy: dict[str, Any]) -> str:
     if counts and max(counts) == 0:
         return (
             f"accuracy: none of the {accuracy['windows']} held-out windows could be scored: "
-            "every model is scored on the same windows, and the seasonal-naive baseline needs "
-            "the day before each one (use more hours of data); goal NOT MET"
+            "a window is scored at a horizon where its target step was observed and every "
+            "baseline forecasts it (seasonal naive needs the day before). A gap over the "
+            "held-out tail, or less than a day of data before it? (fleetcast validate reports "
+            "missing steps; use more hours of data); goal NOT MET"
         )
     models = accuracy["models"]
     missing = accuracy.get("servers_not_evaluated", 0)
@@ -343,13 +359,19 @@ def format_accuracy_table(accuracy: dict[str, Any]) -> str:
             best = min(finite, key=lambda k: vals[k]) if finite else None
             mase = accuracy["mase"][t][h]
             cells = "".join(
-                _cell(("*" if m == best else "") + f"{vals[m]:.4g} ({mase[m]:.2f})") for m in models
+                _cell(("*" if m == best else "") + f"{vals[m]:.4g} ({_mase(mase[m])})")
+                for m in models
             )
             lines.append(f"{t:<14}{h:<8}{cells}{accuracy['coverage_p10_p90'][t][h]:>13.2f}")
     lines.append(
         f"goal (beat best baseline at 1hr/8hr, ≤ persistence at 30min): "
         f"{'MET' if accuracy['goal']['met'] else 'NOT MET'}"
     )
+    for t, value in (accuracy["goal"].get("constant_targets") or {}).items():
+        lines.append(
+            f"note: {t} is {value:g} throughout the held-out tail (not measured?): every "
+            "baseline is exact there, so it is not part of the goal"
+        )
     if accuracy.get("selected_on_holdout"):
         lines.append(
             "note: validated on the held-out tail (--val-hours 0): these windows also chose "

@@ -31,6 +31,11 @@ KNOWN_NOISE: tuple[str, ...] = (
     # pytorch-forecasting's target normalizer wraps pandas' read-only arrays; it only
     # reads them.
     r"The given NumPy array is not writable",
+    # Servers too short for a window: the trainer names them (null_short_servers) or
+    # refuses the data (windows_or_refuse), with a way out.
+    r"Min encoder length and/or min_prediction_idx",
+    # An earlier run's checkpoints: the trainer says what happens to them.
+    r"Checkpoint directory .* exists and is not empty",
 )
 """Warning messages (regular expressions matched at the start) that are silenced."""
 

@@ -34,7 +34,12 @@ from fleetcast.trainer.data_step import (
     null_state_blocks,
     untrained_profiles,
 )
-from fleetcast.trainer.dataset import build_dataset, fit_scale_scalers, prepare_frame
+from fleetcast.trainer.dataset import (
+    CATEGORICAL_NAN,
+    build_dataset,
+    fit_scale_scalers,
+    prepare_frame,
+)
 from fleetcast.trainer.options import (
     ACCELERATORS,
     OPTIONS_DOC,
@@ -94,11 +99,15 @@ class TrainingInterrupted(Exception):
     signal, ``epochs`` the epochs this run finished, ``checkpoint_dir`` where they are.
     """
 
-    def __init__(self, signal: str, epochs: int, checkpoint_dir: Path | None) -> None:
+    def __init__(
+        self, signal: str, epochs: int, checkpoint_dir: Path | None, resumed: bool = False
+    ) -> None:
         super().__init__(f"stopped by {signal} after {epochs} epochs")
         self.signal = signal
         self.epochs = epochs
         self.checkpoint_dir = checkpoint_dir
+        self.resumed = resumed
+        """A resumed run: its folder's last.ckpt is this run's even before an epoch ends."""
 
 
 def train_model(
@@ -175,6 +184,16 @@ def train_model(
             ", …" if len(ended) > 5 else "",
         )
     train_frame = frame[frame["time_idx"] <= train_cutoff]
+    unknown_trained = bool((train_frame["server_id"].astype(object) == CATEGORICAL_NAN).any())
+    if not unknown_trained:
+        logger.warning(
+            "no training row has the unknown server ID (one server alone keeps its own ID, "
+            "and unknown_server_fraction is %g): the unknown-server embedding, which every "
+            "server the model was not trained on is forecast from, stays untrained "
+            "(training_info.json -> unknown_server_trained). Train on two servers or more "
+            "(docs/DATA_CONTRACT.md#unknown-servers)",
+            ds_config.unknown_server_fraction,
+        )
     scalers = fit_scale_scalers(train_frame, ds_config)
     if ds_config.input_scaling == "fixed":
         ds_config = output_scale_floors(ds_config, scalers)
@@ -240,6 +259,13 @@ def train_model(
     if config.checkpoint_dir is not None:
         ckpt_dir = Path(config.checkpoint_dir)
         every = max(int(config.checkpoint_every), 1)
+        if config.resume_from is None and any(ckpt_dir.glob("*.ckpt")):
+            logger.warning(
+                "%s holds checkpoints of an earlier run: this run overwrites them as it writes "
+                "its own (last.ckpt after its first epoch). To keep them, pass another "
+                "--checkpoint-dir; to go on with that run, --resume last",
+                ckpt_dir,
+            )
         # epochNNN.ckpt every `every` epochs (0-based numbers) and last.ckpt after each epoch
         callbacks.append(
             ModelCheckpoint(
@@ -249,6 +275,9 @@ def train_model(
                 every_n_epochs=every,
                 save_top_k=-1,
                 save_last=every == 1,
+                # A new run overwrites an earlier run's files: with versions, its last.ckpt
+                # was last-v1.ckpt, and --resume last took the earlier run's.
+                enable_version_counter=False,
             )
         )
         if every != 1:
@@ -314,7 +343,9 @@ def train_model(
 
         signal = "SIGTERM" if isinstance(exc, SIGTERMException) else "SIGINT"
         ckpt = Path(config.checkpoint_dir) if config.checkpoint_dir is not None else None
-        raise TrainingInterrupted(signal, len(progress.history), ckpt) from None
+        raise TrainingInterrupted(
+            signal, len(progress.history), ckpt, config.resume_from is not None
+        ) from None
     fitted = time.perf_counter()
     history = progress.history
     # A run that trained no epoch (a resumed checkpoint that had done --epochs) keeps nothing,
@@ -363,6 +394,7 @@ def train_model(
         "servers_too_short": {"count": len(short), "min_steps": need, "names": short[:100]},
         "servers_not_evaluated": {"count": len(ended), "names": ended[:100]},
         "profiles_untrained": untrained,
+        "unknown_server_trained": unknown_trained,
         "states_nulled_rows": nulled_states,
         "windows": {"train": len(train_ds), "validation": len(val_ds), "val_used": n_val},
         "loss_weights": dict(zip(ds_config.targets, weights, strict=True)),
