@@ -180,3 +180,13 @@ def test_the_keep_firing_window_counts_data_steps_not_forecasts() -> None:
     assert run.alerts(0.5)
     run.n += 10  # its next forecast reads data 11 steps later
     assert run.alerts(0.1) == []
+
+
+def test_no_window_keeps_nothing_even_on_a_forecast_of_the_same_data_step() -> None:
+    """After a reload the first forecast reads the same data step again: with 0, a low
+    probability kept the alerts (and critical ones critical)."""
+    for keep, expected in ((0, []), (3, ["critical"])):
+        run = _Run(keep_steps=keep)
+        assert [a["severity"] for a in run.alerts(0.9) if a["horizon"] == "8hr"] == ["critical"]
+        run.n -= 1  # the same data step again
+        assert [a["severity"] for a in run.alerts(0.05) if a["horizon"] == "8hr"] == expected

@@ -84,3 +84,32 @@ def test_a_restart_keeps_the_window(toy_dir: Path, tmp_path: Path) -> None:
         _feed(older, k, COOL)
         assert {a["horizon"] for a in older.current().alerts} == {"30min", "1hr", "8hr"}, k
     older.close()
+
+
+def test_a_server_left_out_keeps_its_window_for_when_it_is_back(
+    toy_dir: Path, record_batch
+) -> None:
+    """Its alerts were carried while it was stale, but not their window: forecast again
+    within it at a low probability, they resolved at once."""
+    from .test_forget import _alerting_fleet
+    from .test_forget import _feed as feed
+    from .test_stale_alerts import _of, _others
+
+    # A window of 24 steps, longer than stale_after_steps (12).
+    engine = _open(toy_dir, capacity=8, alert_keep_firing_s=24 * STEP)
+    for k in range(30):
+        feed(engine, record_batch, k, _alerting_fleet(k))
+    raised = _of(engine.run_forecast().alerts, "ppdb007")
+    assert raised
+    for k in range(30, 44):  # ppdb007 stops: stale after 12 steps, its alerts carried
+        feed(engine, record_batch, k, _others(k))
+        engine.run_forecast()
+    assert all(a["stale"] for a in _of(engine.alerts(), "ppdb007"))
+    # Back with cool data at step 44, 16 steps after the last forecast that raised them.
+    for k in (44, 45):
+        feed(engine, record_batch, k, {**_others(k), "ppdb007": COOL})
+    back = _of(engine.run_forecast().alerts, "ppdb007")
+    assert back
+    assert not any(a["stale"] for a in back)
+    assert {a["since"] for a in back} == {a["since"] for a in raised}
+    engine.close()

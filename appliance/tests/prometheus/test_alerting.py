@@ -118,6 +118,12 @@ def test_update_diffs_new_resolved_and_severity_changes() -> None:
     assert _sev(new) == [("b", "critical")]
     assert new[0]["startsAt"] == rfc3339(NOW + 60)
     assert resolved == []
+    # ... and keeps that start on every later push, not the engine's since.
+    clock.t += 30
+    firing, _, _ = pusher.update([_alert("a", "critical"), _alert("b", "critical")])
+    (b_critical,) = [a for a in firing if _sev([a]) == [("b", "critical")]]
+    assert b_critical["startsAt"] == rfc3339(NOW + 60)
+    clock.t -= 30
     # a comes back to warning: only its critical alert resolves, now.
     clock.t += 60
     firing, new, resolved = pusher.update([_alert("a", "warning"), _alert("b", "critical")])

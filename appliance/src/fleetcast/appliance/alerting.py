@@ -278,9 +278,10 @@ class AlertPusher:
         for item in [*items, *own]:
             key = _key(item)
             old = self._active.get(key)
-            if old is not None and old["startsAt"] < item["startsAt"]:
+            if old is not None:
                 # Still the same alert (e.g. across a restart, where the engine's first
-                # forecast raises it anew): it keeps the start the receivers were told.
+                # forecast raises it anew, or a critical one whose start is when it became
+                # critical, not the engine's since): it keeps the start the receivers were told.
                 item["startsAt"] = old["startsAt"]
             elif old is None and _escalated(key, self._active):
                 # A warning gone critical: the critical alert starts now, not when the

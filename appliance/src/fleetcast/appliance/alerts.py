@@ -122,7 +122,8 @@ def build_alerts(
     if held:
         hb, hm, hh = (np.asarray(x, dtype=np.int64) for x in zip(*held, strict=True))
         by_prob[hb, hm, hh] |= risk.by_horizon[hb, hm, hh] >= hold
-        kept[hb, hm, hh] = ends[hb] - np.asarray(last, dtype=np.int64) <= keep_steps
+        if keep_steps > 0:  # 0: none kept, not even by a forecast of the same data step
+            kept[hb, hm, hh] = ends[hb] - np.asarray(last, dtype=np.int64) <= keep_steps
         raised |= by_prob | kept
     b_idx, m_idx, h_idx = np.nonzero(raised)
     if b_idx.size == 0:
@@ -149,11 +150,12 @@ def build_alerts(
         key = (names[b], METRIC_COLUMNS[m], hnames[h])
         first = since.get(key, prediction_time)
         active[key] = first
-        was_raised, was_critical = seen.get(key, (NEVER, NEVER))
+        # A new alert starts its own window (a forgotten server's name back has no past).
+        was_raised, was_critical = seen.get(key, (NEVER, NEVER)) if key in since else (NEVER, NEVER)
         is_critical = severe[i] or (held_severe[i] and key in critical_before)
         if is_critical:
             was_critical = data[i]
-        elif key in critical_before and data[i] - was_critical <= keep_steps:
+        elif keep_steps > 0 and key in critical_before and data[i] - was_critical <= keep_steps:
             is_critical = True  # kept critical
         new_seen[key] = (data[i] if raised_now[i] else was_raised, was_critical)
         for st in (when[i], data[i]):

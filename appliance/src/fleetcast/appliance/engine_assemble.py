@@ -138,6 +138,7 @@ def assemble(
         cfg.warning_probability,
         cfg.critical_probability,
     )
+    seen_before = engine._alert_seen
     alerts, engine._alert_since, engine._alert_seen = build_alerts(
         names=names,
         profiles=profile_names,
@@ -169,6 +170,10 @@ def assemble(
         previous = _previous_alerts(engine)
         engine._current, engine._restored_alerts = fs, []
         keep_alerts(engine, previous, set(names), bad)  # servers left out keep theirs
+        # ... and their keep-firing windows, for when they are forecast again.
+        for key in engine._alert_since.keys() - engine._alert_seen.keys():
+            if key in seen_before:
+                engine._alert_seen[key] = seen_before[key]
         engine._current_q = q
         engine._current_rows = {name: b for b, name in enumerate(names)}
         engine._current_risk = risk.server_by_horizon

@@ -340,7 +340,10 @@ def restored_seen(
             return {(s, m, h): (r, c) for s, m, h, r, c in rows if (s, m, h) in keys}
     seen = {}
     for a in alerts:
-        step = int(epoch_of(a["data_time"]) // step_seconds) if a.get("data_time") else NEVER
+        try:
+            step = int(epoch_of(a["data_time"]) // step_seconds) if a.get("data_time") else NEVER
+        except ValueError:  # not a time: no window (the alert itself is kept)
+            step = NEVER
         seen[a["server_name"], a["metric"], a["horizon"]] = (
             step,
             step if a.get("severity") == "critical" else NEVER,
