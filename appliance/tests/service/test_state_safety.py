@@ -324,3 +324,36 @@ def test_restart_with_fewer_history_steps_warns(
     text = caplog.text
     assert f"{40 * len(svc.SERVERS)} steps of {len(svc.SERVERS)} servers" in text
     assert "--history-steps" in text
+
+
+@pytest.mark.slow
+def test_restart_with_fewer_history_steps_warns_of_logged_samples_too(
+    model_dir: Path, tmp_path: Path, svc: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Samples only in the log (no snapshot yet: a kill -9) too old for the shorter ring
+    were dropped without a word; the snapshot's were warned of."""
+    import shutil
+
+    with TestClient(create_app(svc.make_settings(model_dir, tmp_path / "probe"))) as probe:
+        need = probe.app.state.runtime.engine.history_steps
+    state, crashed = tmp_path / "state", tmp_path / "crashed"
+    longer = svc.make_settings(model_dir, state, history_steps=need + 40)
+    with TestClient(create_app(longer)) as first:
+        records = svc.make_records(steps=need + 60)
+        assert first.post("/metrics", json={"records": records}).status_code == 200
+        shutil.copytree(state, crashed)  # as a kill -9 leaves it: the log, no snapshot
+    assert not (crashed / "snapshot.npz").exists()
+    caplog.clear()
+    with (
+        caplog.at_level(logging.WARNING, logger="fleetcast"),
+        TestClient(create_app(svc.make_settings(model_dir, crashed))),
+    ):
+        pass
+    # need + 60 steps sent; the ring (the history + 2 steps) logged the newest need + 42,
+    # the shorter one keeps need + 2 of them.
+    dropped = 40 * len(svc.SERVERS)
+    (warned,) = [
+        r.getMessage() for r in caplog.records if "samples of the sample log" in r.getMessage()
+    ]
+    assert warned.startswith(f"{dropped} samples of the sample log are older than the {need} steps")
+    assert "--history-steps" in warned

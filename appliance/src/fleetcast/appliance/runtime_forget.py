@@ -44,8 +44,20 @@ def apply_entry(engine: Engine, entry: Entry) -> IngestResult | list[Forgotten]:
 def check_replay(engine: Engine, capacity: int) -> None:
     """Refuse the start (StartupError) when the sample log's replay into ``engine`` left out
     servers for want of ``capacity``: acknowledged samples would be lost, and for good once
-    the next snapshot drops the log (a smaller ``--capacity`` than when they came)."""
-    refused = int(engine.status()["ingest"]["capacity"])
+    the next snapshot drops the log (a smaller ``--capacity`` than when they came). Samples
+    too old for a shorter history are dropped with a WARNING, as a snapshot's are."""
+    ingest = engine.status()["ingest"]
+    too_old = int(ingest["too_old"])
+    if too_old:  # logged samples were accepted: only a shorter ring makes them too old now
+        _log.warning(
+            "%d samples of the sample log are older than the %d steps of history each server "
+            "keeps now (--history-steps, or a model that reads less, was longer when they "
+            "came): they are dropped, as the snapshot's older steps are. Start with the "
+            "longer --history-steps to keep them. See docs/OPERATIONS.md#state",
+            too_old,
+            engine.history_steps,
+        )
+    refused = int(ingest["capacity"])
     if refused:
         from fleetcast.appliance.runtime import StartupError
 
