@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -182,6 +183,14 @@ def test_forecasts_risk_and_health_are_exposed(model_dir: Path, tmp_path: Path) 
             (("profile", s["profile"]), ("server", s["server_name"])),
         )
         assert got[risk_key] == pytest.approx(s["risk"])
+        data_key = (
+            "fleetcast_server_data_timestamp_seconds",
+            (("profile", s["profile"]), ("server", s["server_name"])),
+        )
+        assert (
+            got[data_key]
+            == datetime.fromisoformat(s["prediction_time"].replace("Z", "+00:00")).timestamp()
+        )
     forecast_series = [k for k in got if k[0] == "fleetcast_forecast"]
     assert len(forecast_series) == 3 * 4 * 3 * 2  # servers x metrics x horizons x quantiles
     assert got[("fleetcast_exposition_servers_omitted", ())] == 1
@@ -200,8 +209,6 @@ def test_forecasts_risk_and_health_are_exposed(model_dir: Path, tmp_path: Path) 
     assert got[("fleetcast_persistence_log_bytes", ())] > 0  # 120 samples, no snapshot yet
     assert got[("fleetcast_ingest_samples_total", (("result", "accepted"),))] == 120
     start = current.prediction_time
-    from datetime import datetime
-
     t = datetime.fromisoformat(start.replace("Z", "+00:00")).timestamp()
     assert got[("fleetcast_forecast_data_timestamp_seconds", ())] == t
     assert got[("fleetcast_forecast_age_seconds", ())] == pytest.approx(1_790_009_000.0 - t)

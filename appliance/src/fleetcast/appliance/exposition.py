@@ -23,6 +23,7 @@ fleetcast_fleet_servers                                     gauge      level (gr
 fleetcast_fleet_mean_risk                                   gauge      -
 fleetcast_fleet_incident_probability                        gauge      horizon
 fleetcast_server_risk                                       gauge      server, profile
+fleetcast_server_data_timestamp_seconds                     gauge      server, profile
 fleetcast_forecast                                          gauge      server, profile, metric, horizon, quantile
 fleetcast_exposition_servers_omitted                        gauge      -
 fleetcast_alerts_active                                     gauge      severity
@@ -444,6 +445,17 @@ class Telemetry:
             out.sample(
                 "fleetcast_server_risk",
                 s.get("risk"),
+                {"server": s["server_name"], "profile": s["profile"]},
+            )
+        out.family(
+            "fleetcast_server_data_timestamp_seconds",
+            "gauge",
+            "End of the data each server's forecast read: its horizons count from here.",
+        )
+        for s in servers:
+            out.sample(
+                "fleetcast_server_data_timestamp_seconds",
+                _epoch(s.get("prediction_time")),
                 {"server": s["server_name"], "profile": s["profile"]},
             )
         out.family(
