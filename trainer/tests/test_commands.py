@@ -184,7 +184,13 @@ def test_a_training_stopped_by_a_signal_says_so_and_exits_non_zero(
     args = ["train", "--data", str(data_file), "--out", str(out), *TINY]
     args[args.index("--epochs") + 1] = "50"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    run = "import sys; from fleetcast.contract.cli import main; sys.exit(main(sys.argv[1:]))"
+    # A process started in the background of a shell without job control (CI) inherits an
+    # ignored SIGINT: Python then installs no KeyboardInterrupt handler. Ctrl-C is a
+    # terminal's, so the child gets Python's usual one back.
+    run = (
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from fleetcast.contract.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
     proc = subprocess.Popen(
         [sys.executable, "-c", run, *args], stderr=subprocess.PIPE, text=True, env=env
     )
