@@ -262,5 +262,37 @@ def test_untrained_profiles_travel_to_the_appliance(
         assert model.info()["profiles_untrained"] == ["conductor_mgmt", "risk_analytics", "generic"]
         warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert any("conductor_mgmt, risk_analytics, generic" in m for m in warned)
+        # Four servers: one was nulled to train the unknown-server embedding.
+        assert trained[2]["unknown_server_trained"] is True
+        assert model.info()["unknown_server_trained"] is True
+        assert not any("unknown-server embedding" in m for m in warned)
+    finally:
+        model.close()
+
+
+def test_an_untrained_unknown_server_embedding_is_warned_of_at_load(
+    exported: ExportReport, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A model trained on one server forecasts every other server from an embedding no
+    data trained: the trainer said so, the appliance did not."""
+    import logging
+
+    import onnx
+
+    from fleetcast.appliance.model import load_model
+
+    proto = onnx.load(str(exported.path))
+    for prop in proto.metadata_props:
+        if prop.key == "fleetcast.provenance":
+            prop.value = json.dumps({**json.loads(prop.value), "unknown_server_trained": False})
+    folder = tmp_path / "one-server"
+    folder.mkdir()
+    onnx.save(proto, str(folder / "model.onnx"))
+    with caplog.at_level(logging.WARNING, logger="fleetcast.appliance.model"):
+        model = load_model(folder, step_cache=False)
+    try:
+        assert model.info()["unknown_server_trained"] is False
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert any("unknown-server embedding was never trained" in m for m in warned)
     finally:
         model.close()

@@ -46,6 +46,11 @@ from fleetcast.appliance.execution import (
     session_options,
     usable_cores,
 )
+from fleetcast.appliance.model_facts import (
+    known_servers,
+    unknown_server_trained,
+    untrained_profiles,
+)
 from fleetcast.contract.model_spec import INPUT_NAMES, OUTPUT_NAME
 from fleetcast.contract.schema import CONTRACT_VERSION, METRIC_COLUMNS
 
@@ -179,30 +184,8 @@ class LoadedModel:
             "step_graphs": self.steps is not None,
             "weights_sha256": spec.weights_sha256,
             "profiles_untrained": None if untrained is None else list(untrained),
+            "unknown_server_trained": unknown_server_trained(spec),
         }
-
-
-def untrained_profiles(spec: ModelSpec) -> tuple[str, ...] | None:
-    """The profiles no training server with a window had: their embedding was never trained
-    (docs/SERVER_PROFILES.md). The exporter copies them from ``training_info.json`` into the
-    provenance; None when the model does not say (exported before it did, or by hand)."""
-    named = spec.provenance.get("profiles_untrained")
-    if not isinstance(named, list) or not all(isinstance(p, str) for p in named):
-        return None
-    return tuple(p for p in spec.profiles if p in named)
-
-
-def known_servers(spec: ModelSpec) -> int:
-    """Servers of the mapping whose own patterns the model learnt: with an embedding of
-    their ID, as GET /servers ``known`` counts them (not those training made unknown: too
-    short for a window, or nulled to train the unknown-server embedding)."""
-    if "server_id" not in spec.categorical_classes:
-        return len(spec.server_mapping)
-    from fleetcast.contract.encoder import server_id
-
-    codes = spec.encode_categorical("server_id", [server_id(n) for n in spec.server_mapping])
-    unknown = spec.unknown_codes["server_id"]
-    return sum(1 for code in codes if code != unknown)
 
 
 def _major(version: str) -> str:
@@ -294,6 +277,13 @@ def load_model(
             "them profile_trained false). Retrain with servers of every profile the fleet has "
             "(docs/SERVER_PROFILES.md)",
             ", ".join(untrained),
+        )
+    if unknown_server_trained(spec) is False:
+        log.warning(
+            "the model's unknown-server embedding was never trained (its training data had "
+            "one server, whose own ID it kept): every server not in its training data "
+            '(GET /servers "known": false) is forecast from an untrained embedding. '
+            "Retrain on two servers or more (docs/DATA_CONTRACT.md#unknown-servers)"
         )
     if requested[0] != "CPUExecutionProvider" and in_use[0] == "CPUExecutionProvider":
         log.warning(

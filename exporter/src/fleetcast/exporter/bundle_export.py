@@ -251,6 +251,9 @@ def export_bundle(
     untrained = bundle.training_info.get("profiles_untrained")
     if isinstance(untrained, list):  # the appliance names them (docs/SERVER_PROFILES.md)
         provenance["profiles_untrained"] = [str(p) for p in untrained]
+    unknown_trained = bundle.training_info.get("unknown_server_trained")
+    if isinstance(unknown_trained, bool):  # the appliance warns when it is false
+        provenance["unknown_server_trained"] = unknown_trained
     spec = spec_from_bundle(bundle, provenance=provenance)
     return export_model(bundle.model, spec, windows, target, options, graph_hook=graph_hook)
 
