@@ -88,10 +88,14 @@ class BestWeights(pl.Callback):
     EarlyStopping, whose state is checkpointed too, counts from that epoch).
     """
 
-    def __init__(self, monitor: str = "val_loss", data: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, monitor: str = "val_loss", data: dict[str, Any] | None = None, resume_from: Any = None
+    ) -> None:
         self.monitor = monitor
         self.data = data
-        """The run's data and split (resume_check.fingerprint), saved in the checkpoints."""
+        """The run's data and split (resume_check.fingerprint), saved in the checkpoints and
+        compared with a resumed checkpoint's (``resume_from``, for the message)."""
+        self.resume_from = resume_from
         self.best: float = math.inf
         self.best_epoch: int | None = None
         self.best_train_loss: float = math.nan
@@ -136,6 +140,10 @@ class BestWeights(pl.Callback):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self.data is not None:  # a resume: on the data of the run it continues only
+            from fleetcast.trainer.resume_check import check_resume_data
+
+            check_resume_data(self.resume_from, state_dict.get("data"), self.data)
         self.best = float(state_dict["best"])
         self.best_epoch = state_dict["best_epoch"]
         self.best_train_loss = float(state_dict.get("best_train_loss", math.nan))

@@ -114,7 +114,8 @@ def resume_error(path: Path | str, problem: str) -> ValueError:
             f"--resume {path}: not a checkpoint this run can resume from ({problem}).",
             "resuming restores the weights, optimizer and epoch counter from a Lightning "
             "checkpoint (.ckpt) written by an earlier `fleetcast train` with the same model "
-            "options (--hidden-size, --attention-heads, --encoder-steps, ...).",
+            "options (--hidden-size, --attention-heads, --encoder-steps, ...) on the same "
+            "data (the embeddings are sized by its servers).",
             "Pass --resume last, or an epochNNN.ckpt from the checkpoint folder of a run with "
             "the same options, or drop --resume to start afresh.",
             "trainer/README.md#what-a-run-does",

@@ -5,8 +5,9 @@ validation loss were fit to that run's data, split and scales. On other data (an
 or the same file a day longer) the resumed epochs' validation losses were compared with the
 old run's, the old best epoch's weights were kept, and the bundle shipped them with the new
 data's scalers: a model off by its scales, with nothing said. The run's :func:`fingerprint`
-travels in the checkpoints (``BestWeights`` state); :func:`check_resume_data` compares it
-with this run's before Lightning restores anything.
+travels in the checkpoints (``BestWeights`` state), and :func:`check_resume_data` compares
+it with this run's as Lightning restores the callbacks, before any epoch (the checkpoint is
+read once, by Lightning).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
-__all__ = ["check_resume_data", "fingerprint"]
+__all__ = ["ResumeDataMismatch", "check_resume_data", "fingerprint"]
 
 logger = logging.getLogger("fleetcast.trainer")
 
@@ -53,20 +54,16 @@ def fingerprint(
     }
 
 
-def check_resume_data(path: Path, current: dict[str, Any]) -> None:
-    """Raise ValueError (what, why, fix, see) when the checkpoint at ``path`` was trained on
-    other data or another split than ``current`` (:func:`fingerprint`). A checkpoint that
-    does not record it (written before it was) is resumed with a WARNING; one that does not
-    load is left to Lightning's restore, which says so."""
-    import torch
+class ResumeDataMismatch(ValueError):
+    """The checkpoint being resumed was trained on other data or another split than this
+    run's: raised by ``BestWeights.load_state_dict`` while Lightning restores it, before any
+    epoch; the message says what, why, how to fix, where."""
 
-    try:
-        # The user's own earlier run (trainer/README.md: resume only from checkpoints you
-        # wrote), as Lightning's restore trusts it.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        saved = checkpoint.get("callbacks", {}).get("BestWeights", {}).get("data")
-    except Exception:  # not a checkpoint: Lightning's restore reports it (resume_error)
-        return
+
+def check_resume_data(path: Path | str, saved: Any, current: dict[str, Any]) -> None:
+    """Raise :class:`ResumeDataMismatch` when ``saved`` (the :func:`fingerprint` the resumed
+    checkpoint at ``path`` recorded) differs from ``current``, this run's. A checkpoint that
+    does not record one (written before it did) is resumed with a WARNING."""
     if not isinstance(saved, dict):
         logger.warning(
             "--resume %s: the checkpoint does not record the data it was trained on (written "
@@ -92,7 +89,7 @@ def check_resume_data(path: Path, current: dict[str, Any]) -> None:
         return
     from fleetcast.contract.errors import explain
 
-    raise ValueError(
+    raise ResumeDataMismatch(
         explain(
             f"--resume {path}: the checkpoint was trained on other data than this run's "
             f"({'; '.join(changed)}).",

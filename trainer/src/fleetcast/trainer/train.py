@@ -129,7 +129,7 @@ def train_model(
     from lightning.pytorch.callbacks import EarlyStopping, LambdaCallback, ModelCheckpoint
 
     from fleetcast.trainer.callbacks import BestWeights, EpochProgress
-    from fleetcast.trainer.resume_check import check_resume_data, fingerprint
+    from fleetcast.trainer.resume_check import ResumeDataMismatch, fingerprint
 
     config.validate()
     started = time.perf_counter()
@@ -248,9 +248,7 @@ def train_model(
 
     progress = EpochProgress()
     data = fingerprint(frame, ds_config.targets, train_cutoff, cutoff)
-    if config.resume_from is not None:
-        check_resume_data(Path(config.resume_from), data)
-    best = BestWeights("val_loss", data)
+    best = BestWeights("val_loss", data, config.resume_from)
     callbacks: list[pl.Callback] = [
         progress,
         best,
@@ -336,6 +334,8 @@ def train_model(
     except Exception as exc:
         if config.resume_from is None or started_training:
             raise
+        if isinstance(exc, ResumeDataMismatch):  # the file is fine; the data is not its
+            raise ValueError(str(exc)) from None
         # Lightning restores the checkpoint before training starts: what failed is the file.
         raise resume_error(config.resume_from, first_lines(exc)) from None
     except SystemExit as exc:  # Lightning's end of a fit stopped by a signal
