@@ -109,6 +109,27 @@ def _promtool_test(tmp_path: Path, tests: dict[str, Any]) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def _alert_rules_test(
+    tmp_path: Path, input_series: list[dict[str, str]], alert_rule_test: list[dict[str, Any]]
+) -> None:
+    """:func:`_promtool_test` of the alert rules file: series one minute apart, evaluated
+    every minute."""
+    _promtool_test(
+        tmp_path,
+        {
+            "rule_files": [str(DOCS / "prometheus" / "fleetcast-alert-rules.yml")],
+            "evaluation_interval": "1m",
+            "tests": [
+                {
+                    "interval": "1m",
+                    "input_series": input_series,
+                    "alert_rule_test": alert_rule_test,
+                }
+            ],
+        },
+    )
+
+
 @pytest.mark.prometheus
 @pytest.mark.skipif(
     shutil.which("promtool") is None, reason="needs promtool (apt-get install prometheus)"
@@ -232,22 +253,12 @@ def test_snapshots_that_fail_from_the_start_are_alerted(tmp_path: Path) -> None:
             '("snapshot failed") and docs/OPERATIONS.md#state.',
         },
     }
-    tests = {
-        "rule_files": [str(DOCS / "prometheus" / "fleetcast-alert-rules.yml")],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": series,
-                "alert_rule_test": [
-                    {"eval_time": "65m", "alertname": "FleetcastSnapshotsFailing", "exp_alerts": []},
-                    {"eval_time": "75m", "alertname": "FleetcastSnapshotsFailing",
-                     "exp_alerts": [alert]},
-                ],
-            }
-        ],
-    }  # fmt: skip
-    _promtool_test(tmp_path, tests)
+    checks = [
+        {"eval_time": "65m", "alertname": "FleetcastSnapshotsFailing", "exp_alerts": []},
+        {"eval_time": "75m", "alertname": "FleetcastSnapshotsFailing",
+         "exp_alerts": [alert]},
+    ]  # fmt: skip
+    _alert_rules_test(tmp_path, series, checks)
 
 
 @pytest.mark.prometheus
@@ -258,34 +269,24 @@ def test_servers_whose_data_stopped_are_alerted(tmp_path: Path) -> None:
     """A stale server has no fleetcast_server_risk, so FleetcastServerAtRisk resolves for it:
     FleetcastServersStale fires after 15 minutes of stale servers, and not for a blip."""
     labels = 'job="fleetcast", instance="edge"'
-    tests = {
-        "rule_files": [str(DOCS / "prometheus" / "fleetcast-alert-rules.yml")],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": [
-                    {"series": f'fleetcast_servers{{{labels}, state="stale"}}',
-                     "values": "0x10 3x5 0x5 2x30"},
-                ],
-                "alert_rule_test": [
-                    {"eval_time": "20m", "alertname": "FleetcastServersStale", "exp_alerts": []},
-                    {"eval_time": "40m", "alertname": "FleetcastServersStale", "exp_alerts": [
-                        {"exp_labels": {"severity": "warning", "job": "fleetcast",
-                                        "instance": "edge", "state": "stale"},
-                         "exp_annotations": {
-                             "summary": "2 servers stopped sending data to fleetcast and are "
-                             "not forecast",
-                             "description": "GET /servers?state=stale on the appliance lists "
-                             "them; forget the ones retired "
-                             "(docs/OPERATIONS.md#forgetting-servers).",
-                         }},
-                    ]},
-                ],
-            }
-        ],
-    }  # fmt: skip
-    _promtool_test(tmp_path, tests)
+    series = [
+        {"series": f'fleetcast_servers{{{labels}, state="stale"}}', "values": "0x10 3x5 0x5 2x30"},
+    ]
+    checks = [
+        {"eval_time": "20m", "alertname": "FleetcastServersStale", "exp_alerts": []},
+        {"eval_time": "40m", "alertname": "FleetcastServersStale", "exp_alerts": [
+            {"exp_labels": {"severity": "warning", "job": "fleetcast",
+                            "instance": "edge", "state": "stale"},
+             "exp_annotations": {
+                 "summary": "2 servers stopped sending data to fleetcast and are "
+                 "not forecast",
+                 "description": "GET /servers?state=stale on the appliance lists "
+                 "them; forget the ones retired "
+                 "(docs/OPERATIONS.md#forgetting-servers).",
+             }},
+        ]},
+    ]  # fmt: skip
+    _alert_rules_test(tmp_path, series, checks)
 
 
 @pytest.mark.prometheus
@@ -295,33 +296,26 @@ def test_servers_whose_data_stopped_are_alerted(tmp_path: Path) -> None:
 def test_new_servers_refused_for_the_capacity_are_alerted(tmp_path: Path) -> None:
     """The appliance logs only the first capacity refusal: the rule says while they last."""
     labels = 'job="fleetcast", instance="edge"'
-    tests = {
-        "rule_files": [str(DOCS / "prometheus" / "fleetcast-alert-rules.yml")],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": [
-                    {"series": f'fleetcast_ingest_samples_total{{{labels}, result="capacity"}}',
-                     "values": "0x10 0+4x15 60x40"},
-                ],
-                "alert_rule_test": [
-                    {"eval_time": "10m", "alertname": "FleetcastAtCapacity", "exp_alerts": []},
-                    {"eval_time": "20m", "alertname": "FleetcastAtCapacity", "exp_alerts": [
-                        {"exp_labels": {"severity": "warning", "job": "fleetcast",
-                                        "instance": "edge", "result": "capacity"},
-                         "exp_annotations": {
-                             "summary": "fleetcast refused 36 samples of new servers in 15 "
-                             "min: it already tracks its capacity (fleetcast_servers_capacity)",
-                             "description": "Raise --capacity, or forget retired servers "
-                             "(DELETE /servers/{server_name}, --forget-after; "
-                             "docs/OPERATIONS.md#forgetting-servers).",
-                         }},
-                    ]},
-                    # The refusals stopped (servers forgotten): resolved 15 minutes later.
-                    {"eval_time": "50m", "alertname": "FleetcastAtCapacity", "exp_alerts": []},
-                ],
-            }
-        ],
-    }  # fmt: skip
-    _promtool_test(tmp_path, tests)
+    series = [
+        {
+            "series": f'fleetcast_ingest_samples_total{{{labels}, result="capacity"}}',
+            "values": "0x10 0+4x15 60x40",
+        },
+    ]
+    checks = [
+        {"eval_time": "10m", "alertname": "FleetcastAtCapacity", "exp_alerts": []},
+        {"eval_time": "20m", "alertname": "FleetcastAtCapacity", "exp_alerts": [
+            {"exp_labels": {"severity": "warning", "job": "fleetcast",
+                            "instance": "edge", "result": "capacity"},
+             "exp_annotations": {
+                 "summary": "fleetcast refused 36 samples of new servers in 15 "
+                 "min: it already tracks its capacity (fleetcast_servers_capacity)",
+                 "description": "Raise --capacity, or forget retired servers "
+                 "(DELETE /servers/{server_name}, --forget-after; "
+                 "docs/OPERATIONS.md#forgetting-servers).",
+             }},
+        ]},
+        # The refusals stopped (servers forgotten): resolved 15 minutes later.
+        {"eval_time": "50m", "alertname": "FleetcastAtCapacity", "exp_alerts": []},
+    ]  # fmt: skip
+    _alert_rules_test(tmp_path, series, checks)
